@@ -1,0 +1,138 @@
+//! Ring-buffer records written by the kernel programs.
+//!
+//! Every record is an [`EventHeader`] followed by the payload its `kind`
+//! names ([`Record<T>`]). User space checks `kind` and `len` before it reads
+//! a payload, and drops (and counts) anything that does not fit.
+
+use crate::limits::{ARGV_SLOTS, ARG_LEN, COMM_LEN, PATH_LEN};
+
+/// `EventHeader::kind` values.
+pub mod kind {
+    pub const EXEC: u32 = 1;
+    pub const FORK: u32 = 2;
+    pub const EXIT: u32 = 3;
+    pub const OPEN: u32 = 4;
+    pub const CONNECT: u32 = 5;
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Size of the whole record, header included.
+    pub len: u32,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME nanoseconds.
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task (the server's cgroup inode).
+    pub cgroup_id: u64,
+    /// Thread-group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Task command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A header and the payload its kind names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Record<T> {
+    pub header: EventHeader,
+    pub payload: T,
+}
+
+/// An `execve`/`execveat`: `ret` is 0 when the new image started, else the
+/// negative errno the call failed with (Landlock denials are `-EACCES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub ret: i32,
+    /// How many argv slots were filled (at most `ARGV_SLOTS`).
+    pub argc: u32,
+    /// Path as passed to the syscall, NUL-terminated.
+    pub filename: [u8; PATH_LEN],
+    /// The first `ARGV_SLOTS` arguments, each NUL-terminated and truncated.
+    pub argv: [[u8; ARG_LEN]; ARGV_SLOTS],
+}
+
+/// A new task (process or thread) cloned by `header.pid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub parent_pid: u32,
+    pub child_pid: u32,
+}
+
+/// A thread-group leader exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    /// `task->exit_code` is not reachable without BTF offsets; the daemon
+    /// reports the server's own exit status from `waitpid`.
+    pub _reserved: u64,
+}
+
+/// Which syscall an [`OpenEvent`] came from.
+pub mod open_call {
+    pub const OPENAT: u32 = 0;
+    pub const OPENAT2: u32 = 1;
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 3;
+}
+
+/// A file open, paired from syscall entry (path, flags) and exit (result).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenEvent {
+    /// File descriptor, or negative errno.
+    pub ret: i64,
+    /// `open(2)` flags.
+    pub flags: u32,
+    pub mode: u32,
+    /// Directory fd the path is relative to (`AT_FDCWD` = -100).
+    pub dirfd: i32,
+    /// One of [`open_call`].
+    pub call: u32,
+    /// Path as passed, read from user memory at syscall entry.
+    pub path: [u8; PATH_LEN],
+}
+
+/// Which cgroup sock_addr hook decided a [`ConnectEvent`].
+pub mod net_op {
+    pub const CONNECT4: u32 = 0;
+    pub const CONNECT6: u32 = 1;
+    pub const SENDMSG4: u32 = 2;
+    pub const SENDMSG6: u32 = 3;
+}
+
+/// `ConnectEvent::verdict` values.
+pub const VERDICT_DENY: u32 = 0;
+pub const VERDICT_ALLOW: u32 = 1;
+
+/// An egress decision.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    /// One of [`net_op`].
+    pub op: u32,
+    /// `VERDICT_DENY` or `VERDICT_ALLOW`.
+    pub verdict: u32,
+    /// IP protocol of the socket (6 TCP, 17 UDP, ...).
+    pub protocol: u32,
+    /// Destination port, host order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Destination in network order; IPv4 as `::ffff:a.b.c.d`.
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 8 + PATH_LEN + ARG_LEN * ARGV_SLOTS);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 8);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 8);
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32);

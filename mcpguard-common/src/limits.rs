@@ -1,0 +1,21 @@
+//! Sizes both sides agree on: buffer lengths in events and map capacities.
+
+/// Bytes of a path kept in an event (NUL-terminated, truncated beyond).
+pub const PATH_LEN: usize = 256;
+/// How many argv entries an exec event keeps.
+pub const ARGV_SLOTS: usize = 6;
+/// Bytes kept of each argv entry.
+pub const ARG_LEN: usize = 64;
+/// Task command name length (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+/// Port ranges one allow-list prefix can carry.
+pub const PORT_RANGES: usize = 16;
+
+/// Guarded cgroups (running servers) the maps can hold at once.
+pub const MAX_SERVERS: u32 = 1024;
+/// Allow-list prefixes across all servers.
+pub const MAX_NET_RULES: u32 = 16384;
+/// Syscalls in flight (between enter and exit) tracked at once.
+pub const MAX_INFLIGHT: u32 = 8192;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const RING_BYTES: u32 = 8 << 20;

@@ -1,0 +1,95 @@
+//! Map keys and values that carry compiled policy into the kernel.
+//!
+//! The daemon compiles a policy file into these entries; the kernel programs
+//! only look them up. A cgroup with no [`ServerPolicy`] entry under the
+//! mcpguard subtree is denied all egress (fail closed).
+
+use crate::limits::PORT_RANGES;
+
+/// `ServerPolicy::flags`: audit file opens of this server.
+pub const FLAG_AUDIT_OPEN: u32 = 1 << 0;
+/// `ServerPolicy::flags`: audit exec/fork/exit of this server.
+pub const FLAG_AUDIT_PROC: u32 = 1 << 1;
+/// `ServerPolicy::flags`: audit every egress decision (denials always are).
+pub const FLAG_AUDIT_NET: u32 = 1 << 2;
+
+/// Per-server state, keyed by cgroup id in the `SERVERS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerPolicy {
+    /// Daemon-assigned launch number, echoed in nothing the kernel writes
+    /// but useful when dumping maps.
+    pub launch_id: u64,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// LPM-trie key data for `NET_ALLOW`: cgroup id first so a lookup can never
+/// match another server's rule, then the IPv6 (or IPv4-mapped) address.
+/// The trie's prefix length counts 64 bits of cgroup id plus address bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetKey {
+    /// Big-endian cgroup id, so the trie compares it byte by byte.
+    pub cgroup_be: [u8; 8],
+    /// Address in network order; IPv4 as `::ffff:a.b.c.d`.
+    pub addr: [u8; 16],
+}
+
+/// Prefix bits a full IPv4-mapped address adds above the cgroup id.
+pub const V4_MAPPED_PREFIX_BITS: u32 = 96;
+/// Bits of cgroup id at the start of every [`NetKey`].
+pub const CGROUP_BITS: u32 = 64;
+
+/// An inclusive range of destination ports (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// The ports allowed for one prefix. User space folds the ports of every
+/// shorter prefix that contains this one into it, because an LPM lookup
+/// returns only the longest match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSet {
+    pub count: u32,
+    pub ranges: [PortRange; PORT_RANGES],
+}
+
+impl PortSet {
+    /// Whether `port` (host order) falls in one of the first `count` ranges.
+    #[inline(always)]
+    pub fn allows(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < PORT_RANGES {
+            if i as u32 >= self.count {
+                return false;
+            }
+            let r = self.ranges[i];
+            if r.lo <= port && port <= r.hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<ServerPolicy>() == 16);
+const _: () = assert!(core::mem::size_of::<NetKey>() == 24);
+const _: () = assert!(core::mem::size_of::<PortSet>() == 4 + 4 * PORT_RANGES);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is repr(C), has only integer fields and no padding
+    // the kernel could leave uninitialised (sizes are asserted above).
+    unsafe impl aya::Pod for super::ServerPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortSet {}
+}

@@ -1,0 +1,4 @@
+//! Present so the crate can be a build dependency of the daemon (which makes
+//! cargo rebuild the daemon when these programs change); the programs live in
+//! the `mcpguard` binary target.
+#![no_std]

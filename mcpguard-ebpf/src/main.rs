@@ -1,0 +1,26 @@
+//! mcpguard's kernel programs.
+//!
+//! The programs are generic: they look up per-server state that the daemon
+//! compiled from a policy (keyed by cgroup id) and either decide (egress) or
+//! record (audit). Policy logic stays in user space where it can be tested.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod files;
+mod maps;
+mod net;
+mod offsets;
+mod proc;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: eBPF programs cannot unwind; the verifier rejects any path
+    // that reaches here, so this is never executed.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,44 @@
+//! Every map the programs share with the daemon.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use mcpguard_common::{
+    event::{ExecEvent, OpenEvent},
+    limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, RING_BYTES},
+    policy::{NetKey, PortSet, ServerPolicy},
+};
+
+/// Guarded cgroups: cgroup id → policy flags. Written by the daemon before a
+/// server's first process joins the cgroup.
+#[map]
+pub static SERVERS: HashMap<u64, ServerPolicy> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// Egress allow-list: (cgroup id, address prefix) → allowed ports.
+#[map]
+pub static NET_ALLOW: LpmTrie<NetKey, PortSet> = LpmTrie::with_max_entries(MAX_NET_RULES, 0);
+
+/// Audit records for the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Records that did not fit in `EVENTS`, per cgroup id and CPU. The daemon
+/// sums the CPUs and turns increments into `loss` records.
+#[map]
+pub static LOST: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// Opens between syscall entry and exit, keyed by pid_tgid.
+#[map]
+pub static PENDING_OPEN: HashMap<u64, OpenEvent> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Execs between syscall entry and the new image (or failure), keyed by
+/// pid_tgid of the calling thread.
+#[map]
+pub static PENDING_EXEC: HashMap<u64, ExecEvent> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Per-CPU scratch space: these payloads do not fit on the 512-byte stack.
+#[map]
+pub static SCRATCH_OPEN: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,127 @@
+//! Egress verdicts: cgroup `sock_addr` hooks `connect4`, `connect6`,
+//! `sendmsg4`, `sendmsg6` (kernel 4.17+/4.18+).
+//!
+//! Attached to the mcpguard cgroup subtree, so they see only guarded
+//! servers. Verdict: 1 lets the call proceed, 0 fails it with EPERM. A cgroup
+//! with no `SERVERS` entry is denied everything (fail closed). IPv4 and
+//! IPv4-mapped IPv6 destinations are looked up the same way (`::ffff:a.b.c.d`),
+//! so the mapped form cannot sidestep an IPv4 rule.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
+    macros::cgroup_sock_addr,
+    maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+use mcpguard_common::{
+    event::{kind, net_op, ConnectEvent, VERDICT_ALLOW, VERDICT_DENY},
+    policy::{NetKey, CGROUP_BITS, FLAG_AUDIT_NET},
+};
+
+use crate::{
+    emit::{reserve, wakeup_flags},
+    maps::{NET_ALLOW, SERVERS},
+};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_op::CONNECT4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_op::CONNECT6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_op::SENDMSG4)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_op::SENDMSG6)
+}
+
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
+    let sa = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    // SAFETY: `sa` is the context pointer the kernel passed; these fields are
+    // readable in every sock_addr attach type used here, as aligned u32s.
+    let (port_be, protocol) = unsafe {
+        if op == net_op::CONNECT4 || op == net_op::SENDMSG4 {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            let ip = (*sa).user_ip4.to_ne_bytes();
+            addr[12] = ip[0];
+            addr[13] = ip[1];
+            addr[14] = ip[2];
+            addr[15] = ip[3];
+        } else {
+            let w0 = (*sa).user_ip6[0].to_ne_bytes();
+            let w1 = (*sa).user_ip6[1].to_ne_bytes();
+            let w2 = (*sa).user_ip6[2].to_ne_bytes();
+            let w3 = (*sa).user_ip6[3].to_ne_bytes();
+            let mut i = 0;
+            while i < 4 {
+                addr[i] = w0[i];
+                addr[4 + i] = w1[i];
+                addr[8 + i] = w2[i];
+                addr[12 + i] = w3[i];
+                i += 1;
+            }
+        }
+        ((*sa).user_port, (*sa).protocol)
+    };
+    // user_port holds the port in network order in its low 16 bits.
+    let port = u16::from_be(port_be as u16);
+
+    // SAFETY: no arguments; valid in cgroup sock_addr programs.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: copied out at once (see emit::current_server).
+    let policy = unsafe { SERVERS.get(&cgroup) }.copied();
+    let allowed = match policy {
+        None => false,
+        Some(_) => {
+            let key = Key::new(
+                CGROUP_BITS + 128,
+                NetKey {
+                    cgroup_be: cgroup.to_be_bytes(),
+                    addr,
+                },
+            );
+            match NET_ALLOW.get(&key) {
+                Some(ports) => ports.allows(port),
+                None => false,
+            }
+        }
+    };
+
+    let audit_all = policy.map(|p| p.flags & FLAG_AUDIT_NET != 0).unwrap_or(false);
+    if !allowed || audit_all {
+        if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup) {
+            let rec = entry.as_mut_ptr();
+            // SAFETY: `rec` is reserved ring-buffer memory for this record.
+            unsafe {
+                (*rec).payload = ConnectEvent {
+                    op,
+                    verdict: if allowed { VERDICT_ALLOW } else { VERDICT_DENY },
+                    protocol,
+                    port,
+                    _pad: 0,
+                    addr,
+                };
+            }
+            entry.submit(wakeup_flags());
+        }
+    }
+    if allowed {
+        ALLOW
+    } else {
+        DENY
+    }
+}

@@ -1,0 +1,45 @@
+//! Tracepoint field offsets, set by the daemon at load time from tracefs
+//! `format` files, so no kernel layout is hard-coded here.
+
+macro_rules! offsets {
+    ($($name:ident),* $(,)?) => {
+        mod globals {
+            $(
+                #[unsafe(no_mangle)]
+                pub static $name: u32 = 0;
+            )*
+        }
+        $(
+            #[allow(non_snake_case)]
+            #[inline(always)]
+            pub fn $name() -> usize {
+                // SAFETY: a plain read of a global the loader rewrote; the
+                // volatile read keeps the compiler from folding the 0.
+                unsafe { core::ptr::read_volatile(&globals::$name) as usize }
+            }
+        )*
+    };
+}
+
+offsets!(
+    OFF_OPENAT_DFD,
+    OFF_OPENAT_FILENAME,
+    OFF_OPENAT_FLAGS,
+    OFF_OPENAT_MODE,
+    OFF_OPENAT2_DFD,
+    OFF_OPENAT2_FILENAME,
+    OFF_OPENAT2_HOW,
+    OFF_OPEN_FILENAME,
+    OFF_OPEN_FLAGS,
+    OFF_OPEN_MODE,
+    OFF_CREAT_PATHNAME,
+    OFF_CREAT_MODE,
+    OFF_SYS_EXIT_RET,
+    OFF_EXECVE_FILENAME,
+    OFF_EXECVE_ARGV,
+    OFF_EXECVEAT_FILENAME,
+    OFF_EXECVEAT_ARGV,
+    OFF_SCHED_EXEC_OLD_PID,
+    OFF_SCHED_FORK_PARENT_PID,
+    OFF_SCHED_FORK_CHILD_PID,
+);

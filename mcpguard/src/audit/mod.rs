@@ -1,0 +1,556 @@
+//! The audit trail: one versioned JSON Lines record per event.
+//!
+//! Kernel ring-buffer samples become [`AuditRecord`]s in [`decode`]; the
+//! daemon builds its own records (daemon start/stop, launches, server exits,
+//! losses) with [`AuditRecord::new`]; [`writer`] appends them to the log and
+//! [`query`] is what `mcpguard audit` does with it.
+//!
+//! The JSON shape is a contract with every reader of the log, so it is pinned
+//! by golden tests below. Within schema version [`SCHEMA_VERSION`] fields may
+//! be added but never renamed or retyped; readers must ignore keys and kinds
+//! they do not know.
+
+pub mod decode;
+pub mod query;
+pub mod writer;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::decode::{decode, BootClock, DecodeError};
+
+/// Value of every record's `v` key.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every `kind` this schema version defines, for CLI help and validation.
+pub const KINDS: &[&str] = &[
+    "daemon",
+    "launch",
+    "launch_failed",
+    "server_exit",
+    "exec",
+    "fork",
+    "exit",
+    "open",
+    "connect",
+    "loss",
+];
+
+/// Which guarded server an event belongs to, resolved from its cgroup.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Origin {
+    /// The policy's `name`.
+    pub server: String,
+    /// Policy file name or path the launch used.
+    pub policy: String,
+    /// Launch id, unique per daemon run (also the cgroup's leaf name).
+    pub launch: String,
+    /// The uid the server runs as (the `mcpguard run` caller's).
+    pub uid: u32,
+}
+
+/// One line of the audit log.
+///
+/// The origin is stored flattened (`server`, `policy`, `launch`) rather than
+/// as a nested [`Origin`] because the origin's uid and the task's uid share
+/// the single `uid` key: for kernel events it is the task's uid from the
+/// event header, for daemon-made records the origin's uid.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// RFC 3339, UTC, microseconds: `2024-05-01T11:02:03.123456Z`.
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Whether enforcement refused the action; see [`Body::is_denied`].
+    pub denied: bool,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// The kind-specific part of a record; `kind` is the JSON tag.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// The daemon started or stopped.
+    Daemon {
+        /// `"start"` or `"stop"`.
+        event: String,
+        /// What the kernel probe found, layer by layer.
+        layers: serde_json::Value,
+    },
+    /// A server was launched.
+    Launch {
+        argv: Vec<String>,
+        /// The server's cgroup path.
+        cgroup: String,
+        cwd: String,
+        /// Which enforcement layers are active for this launch.
+        layers: serde_json::Value,
+    },
+    /// A launch was refused or failed before the server ran.
+    LaunchFailed { argv: Vec<String>, error: String },
+    /// The server's main process ended (from `waitpid`).
+    ServerExit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// `execve`/`execveat`.
+    Exec {
+        filename: String,
+        /// Present (and true) only when `filename` was cut at the kernel's
+        /// buffer size.
+        #[serde(default, skip_serializing_if = "is_false")]
+        path_truncated: bool,
+        argv: Vec<String>,
+        /// Every argv slot the kernel keeps was used, so more arguments may
+        /// have followed. Individual entries are cut at `ARG_LEN` bytes.
+        argc_truncated: bool,
+        /// 0, or the negative errno the call failed with.
+        result: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<String>,
+    },
+    /// A task cloned a child.
+    Fork { child_pid: u32 },
+    /// A process (thread-group leader) exited.
+    Exit {},
+    /// A file open.
+    Open {
+        /// `openat`, `openat2`, `open` or `creat`.
+        call: String,
+        /// The path as passed to the syscall (not resolved).
+        path: String,
+        /// Present (and true) only when `path` was cut at the kernel's
+        /// buffer size.
+        #[serde(default, skip_serializing_if = "is_false")]
+        path_truncated: bool,
+        /// Symbolic flags; the access mode first.
+        flags: Vec<String>,
+        /// Only when the flags make the mode meaningful (`O_CREAT`,
+        /// `O_TMPFILE`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// Only when the path is relative to a directory fd (not `AT_FDCWD`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dirfd: Option<i32>,
+        /// The file descriptor, or the negative errno.
+        result: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<String>,
+    },
+    /// An egress decision by the cgroup sock_addr programs.
+    Connect {
+        /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
+        op: String,
+        /// `tcp`, `udp`, `icmp`, `icmpv6`, or the protocol number.
+        protocol: String,
+        /// IPv4 (also when IPv4-mapped) as `a.b.c.d`, else IPv6.
+        addr: String,
+        port: u16,
+        /// `allow` or `deny`.
+        verdict: String,
+    },
+    /// Events that never made it into the log.
+    Loss {
+        /// Lost since the previous loss record.
+        lost: u64,
+        /// Lost since the daemon started.
+        total: u64,
+        /// Where they were lost: `ringbuf`, `decode`, ...
+        source: String,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Body {
+    /// The record's `kind` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Daemon { .. } => "daemon",
+            Body::Launch { .. } => "launch",
+            Body::LaunchFailed { .. } => "launch_failed",
+            Body::ServerExit { .. } => "server_exit",
+            Body::Exec { .. } => "exec",
+            Body::Fork { .. } => "fork",
+            Body::Exit {} => "exit",
+            Body::Open { .. } => "open",
+            Body::Connect { .. } => "connect",
+            Body::Loss { .. } => "loss",
+        }
+    }
+
+    /// Whether enforcement refused the action. Landlock refusals surface as
+    /// `EACCES`, the egress programs' as `EPERM`; both count, whoever caused
+    /// them, because the log cannot tell a policy denial from a plain
+    /// permission error and hiding either would under-report.
+    pub fn is_denied(&self) -> bool {
+        match self {
+            Body::Exec { result, .. } => is_denial_errno(i64::from(*result)),
+            Body::Open { result, .. } => is_denial_errno(*result),
+            Body::Connect { verdict, .. } => verdict == "deny",
+            _ => false,
+        }
+    }
+}
+
+fn is_denial_errno(result: i64) -> bool {
+    result == -i64::from(libc::EACCES) || result == -i64::from(libc::EPERM)
+}
+
+impl AuditRecord {
+    /// A record with no task fields (`pid`, `tid`, `comm`); set them on the
+    /// returned value where they apply (e.g. the server's pid on `launch`).
+    /// `uid` is the origin's.
+    pub fn new(body: Body, origin: Option<&Origin>, ts: SystemTime) -> Self {
+        AuditRecord {
+            v: SCHEMA_VERSION,
+            ts: format_ts(ts),
+            server: origin.map(|o| o.server.clone()),
+            policy: origin.map(|o| o.policy.clone()),
+            launch: origin.map(|o| o.launch.clone()),
+            pid: None,
+            tid: None,
+            uid: origin.map(|o| o.uid),
+            comm: None,
+            denied: body.is_denied(),
+            body,
+        }
+    }
+
+    /// The origin fields, if the record has all of them.
+    pub fn origin(&self) -> Option<Origin> {
+        Some(Origin {
+            server: self.server.clone()?,
+            policy: self.policy.clone()?,
+            launch: self.launch.clone()?,
+            uid: self.uid?,
+        })
+    }
+
+    /// The record as one line of JSON, without a trailing newline.
+    pub fn to_json_line(&self) -> String {
+        // Cannot fail: every map key is a string and no field has a fallible
+        // Serialize impl.
+        serde_json::to_string(self).expect("audit record serialises to JSON")
+    }
+}
+
+/// Last instant `humantime` can format (9999-12-31T23:59:59.999999Z).
+const MAX_FORMATTABLE_SECS: u64 = 253_402_300_799;
+
+/// RFC 3339 UTC with microseconds. Times outside 1970..=9999 are clamped:
+/// the formatter cannot represent them, and a bad clock must not take the
+/// audit stream down.
+pub fn format_ts(ts: SystemTime) -> String {
+    let max = UNIX_EPOCH + Duration::new(MAX_FORMATTABLE_SECS, 999_999_999);
+    let clamped = ts.clamp(UNIX_EPOCH, max);
+    humantime::format_rfc3339_micros(clamped).to_string()
+}
+
+/// Symbolic name of a (positive) errno value, `E<n>` for the uncommon ones.
+pub fn errno_name(errno: i64) -> String {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::EACCES, "EACCES"),
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::ELOOP, "ELOOP"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::EBADF, "EBADF"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::ENETUNREACH, "ENETUNREACH"),
+        (libc::EAGAIN, "EAGAIN"),
+        (libc::EFAULT, "EFAULT"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::EROFS, "EROFS"),
+        (libc::ENOEXEC, "ENOEXEC"),
+        (libc::E2BIG, "E2BIG"),
+        (libc::EMFILE, "EMFILE"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| i64::from(*n) == errno)
+        .map_or_else(|| format!("E{errno}"), |(_, name)| (*name).to_string())
+}
+
+/// `Some(name)` for a negative syscall result, `None` for success.
+pub(crate) fn errno_of(result: i64) -> Option<String> {
+    (result < 0).then(|| errno_name(-result))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// 2023-11-14T22:13:20.123456Z
+    fn fixed_ts() -> SystemTime {
+        UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            server: "time".into(),
+            policy: "time".into(),
+            launch: "time-3".into(),
+            uid: 1000,
+        }
+    }
+
+    fn line(body: Body) -> String {
+        AuditRecord::new(body, Some(&origin()), fixed_ts()).to_json_line()
+    }
+
+    const PREFIX: &str = r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","server":"time","policy":"time","launch":"time-3","uid":1000,"#;
+
+    fn assert_golden(body: Body, rest: &str) {
+        let got = line(body.clone());
+        assert_eq!(got, format!("{PREFIX}{rest}"));
+        // Every golden line must read back as the same record.
+        let back: AuditRecord = serde_json::from_str(&got).expect("golden line parses");
+        assert_eq!(back, AuditRecord::new(body, Some(&origin()), fixed_ts()));
+    }
+
+    #[test]
+    fn golden_daemon_without_origin() {
+        let rec = AuditRecord::new(
+            Body::Daemon {
+                event: "start".into(),
+                layers: json!({"landlock": 6, "egress": true}),
+            },
+            None,
+            fixed_ts(),
+        );
+        assert_eq!(
+            rec.to_json_line(),
+            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"daemon","event":"start","layers":{"egress":true,"landlock":6}}"#
+        );
+    }
+
+    #[test]
+    fn golden_launch() {
+        assert_golden(
+            Body::Launch {
+                argv: vec!["uvx".into(), "mcp-server-time".into()],
+                cgroup: "/sys/fs/cgroup/mcpguard/time-3".into(),
+                cwd: "/home/u".into(),
+                layers: json!({"landlock": "fully_enforced", "egress": true}),
+            },
+            r#""denied":false,"kind":"launch","argv":["uvx","mcp-server-time"],"cgroup":"/sys/fs/cgroup/mcpguard/time-3","cwd":"/home/u","layers":{"egress":true,"landlock":"fully_enforced"}}"#,
+        );
+    }
+
+    #[test]
+    fn golden_launch_failed() {
+        assert_golden(
+            Body::LaunchFailed {
+                argv: vec!["nope".into()],
+                error: "landlock ABI 4 required".into(),
+            },
+            r#""denied":false,"kind":"launch_failed","argv":["nope"],"error":"landlock ABI 4 required"}"#,
+        );
+    }
+
+    #[test]
+    fn golden_server_exit() {
+        assert_golden(
+            Body::ServerExit {
+                exit_code: Some(0),
+                signal: None,
+            },
+            r#""denied":false,"kind":"server_exit","exit_code":0}"#,
+        );
+        assert_golden(
+            Body::ServerExit {
+                exit_code: None,
+                signal: Some(9),
+            },
+            r#""denied":false,"kind":"server_exit","signal":9}"#,
+        );
+    }
+
+    #[test]
+    fn golden_exec_denied() {
+        assert_golden(
+            Body::Exec {
+                filename: "/usr/bin/curl".into(),
+                path_truncated: false,
+                argv: vec!["curl".into(), "x".into()],
+                argc_truncated: false,
+                result: -libc::EACCES,
+                errno: errno_of(i64::from(-libc::EACCES)),
+            },
+            r#""denied":true,"kind":"exec","filename":"/usr/bin/curl","argv":["curl","x"],"argc_truncated":false,"result":-13,"errno":"EACCES"}"#,
+        );
+    }
+
+    #[test]
+    fn golden_fork_and_exit() {
+        assert_golden(
+            Body::Fork { child_pid: 4243 },
+            r#""denied":false,"kind":"fork","child_pid":4243}"#,
+        );
+        assert_golden(Body::Exit {}, r#""denied":false,"kind":"exit"}"#);
+    }
+
+    #[test]
+    fn golden_open_denied_with_truncation_and_dirfd() {
+        assert_golden(
+            Body::Open {
+                call: "openat".into(),
+                path: "/root/.ssh/id_rsa".into(),
+                path_truncated: true,
+                flags: vec!["O_WRONLY".into(), "O_CREAT".into()],
+                mode: Some(0o600),
+                dirfd: Some(5),
+                result: -13,
+                errno: Some("EACCES".into()),
+            },
+            r#""denied":true,"kind":"open","call":"openat","path":"/root/.ssh/id_rsa","path_truncated":true,"flags":["O_WRONLY","O_CREAT"],"mode":384,"dirfd":5,"result":-13,"errno":"EACCES"}"#,
+        );
+    }
+
+    #[test]
+    fn golden_open_allowed() {
+        assert_golden(
+            Body::Open {
+                call: "openat".into(),
+                path: "/etc/hosts".into(),
+                path_truncated: false,
+                flags: vec!["O_RDONLY".into(), "O_CLOEXEC".into()],
+                mode: None,
+                dirfd: None,
+                result: 3,
+                errno: None,
+            },
+            r#""denied":false,"kind":"open","call":"openat","path":"/etc/hosts","flags":["O_RDONLY","O_CLOEXEC"],"result":3}"#,
+        );
+    }
+
+    #[test]
+    fn golden_connect() {
+        assert_golden(
+            Body::Connect {
+                op: "connect4".into(),
+                protocol: "tcp".into(),
+                addr: "10.1.2.3".into(),
+                port: 443,
+                verdict: "deny".into(),
+            },
+            r#""denied":true,"kind":"connect","op":"connect4","protocol":"tcp","addr":"10.1.2.3","port":443,"verdict":"deny"}"#,
+        );
+        assert_golden(
+            Body::Connect {
+                op: "sendmsg6".into(),
+                protocol: "udp".into(),
+                addr: "::1".into(),
+                port: 53,
+                verdict: "allow".into(),
+            },
+            r#""denied":false,"kind":"connect","op":"sendmsg6","protocol":"udp","addr":"::1","port":53,"verdict":"allow"}"#,
+        );
+    }
+
+    #[test]
+    fn golden_loss() {
+        let rec = AuditRecord::new(
+            Body::Loss {
+                lost: 12,
+                total: 40,
+                source: "ringbuf".into(),
+            },
+            None,
+            fixed_ts(),
+        );
+        assert_eq!(
+            rec.to_json_line(),
+            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"loss","lost":12,"total":40,"source":"ringbuf"}"#
+        );
+    }
+
+    #[test]
+    fn record_with_task_fields_keeps_key_order() {
+        let mut rec = AuditRecord::new(Body::Fork { child_pid: 7 }, Some(&origin()), fixed_ts());
+        rec.pid = Some(5);
+        rec.tid = Some(6);
+        rec.comm = Some("python3".into());
+        assert_eq!(
+            rec.to_json_line(),
+            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","server":"time","policy":"time","launch":"time-3","pid":5,"tid":6,"uid":1000,"comm":"python3","denied":false,"kind":"fork","child_pid":7}"#
+        );
+        assert_eq!(rec.origin(), Some(origin()));
+    }
+
+    #[test]
+    fn eperm_counts_as_denied_but_enoent_does_not() {
+        let open = |result| Body::Open {
+            call: "open".into(),
+            path: "/x".into(),
+            path_truncated: false,
+            flags: vec![],
+            mode: None,
+            dirfd: None,
+            result,
+            errno: errno_of(result),
+        };
+        assert!(open(-1).is_denied());
+        assert!(!open(-2).is_denied());
+        assert!(!open(0).is_denied());
+    }
+
+    #[test]
+    fn errno_names_common_and_fallback() {
+        assert_eq!(errno_name(13), "EACCES");
+        assert_eq!(errno_name(i64::from(libc::EMFILE)), "EMFILE");
+        assert_eq!(errno_name(4095), "E4095");
+        assert_eq!(errno_of(3), None);
+        assert_eq!(errno_of(-2).as_deref(), Some("ENOENT"));
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_clamped_not_panicking() {
+        let early = UNIX_EPOCH - Duration::from_secs(10);
+        assert_eq!(format_ts(early), "1970-01-01T00:00:00.000000Z");
+        let late = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000);
+        assert_eq!(format_ts(late), "9999-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn kinds_lists_every_body_kind() {
+        for body in [
+            Body::Exit {},
+            Body::Fork { child_pid: 1 },
+            Body::ServerExit {
+                exit_code: None,
+                signal: None,
+            },
+        ] {
+            assert!(KINDS.contains(&body.kind()));
+        }
+        assert_eq!(KINDS.len(), 10);
+    }
+}

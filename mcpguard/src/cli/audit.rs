@@ -1,0 +1,58 @@
+//! `mcpguard audit`: review the audit trail.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::Args;
+
+use crate::{audit::query, daemon::DEFAULT_AUDIT_LOG};
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// The JSON Lines audit log.
+    #[arg(long, env = "MCPGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
+    log: PathBuf,
+    /// Only records of this server (policy `name`).
+    #[arg(long)]
+    server: Option<String>,
+    /// Only records of this kind (exec, fork, exit, open, connect, launch, server_exit, loss, daemon, ...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only denials.
+    #[arg(long)]
+    denied: bool,
+    /// Only records since a time: a duration ago ("10m", "2h") or RFC 3339.
+    #[arg(long)]
+    since: Option<String>,
+    /// Keep printing records as they are written.
+    #[arg(long, short)]
+    follow: bool,
+    /// Print the raw JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: AuditArgs) -> ExitCode {
+    let since = match args.since.as_deref().map(query::Filter::parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcpguard audit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = query::Filter {
+        server: args.server,
+        kind: args.kind,
+        denied: args.denied,
+        since,
+    };
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal();
+    let mut out = stdout.lock();
+    match query::run(&args.log, &filter, args.follow, args.json, color, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpguard audit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Command-line interface: one file per subcommand.
+
+mod audit;
+mod daemon;
+mod run;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SOCKET};
+
+#[derive(Parser)]
+#[command(name = "mcpguard", version, about = "Kernel-enforced least privilege and an audit trail for MCP servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the enforcement daemon (root).
+    Daemon {
+        /// Unix socket `mcpguard run` connects to.
+        #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// JSON Lines audit log.
+        #[arg(long, env = "MCPGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
+        audit_log: PathBuf,
+        /// Name of the cgroup subtree the daemon owns.
+        #[arg(long, default_value = "mcpguard", hide = true)]
+        cgroup_name: String,
+        /// Size of the kernel audit ring buffer in bytes (a power of two).
+        #[arg(long)]
+        ring_buffer_bytes: Option<u32>,
+    },
+    /// Run an MCP server under a policy (use in place of the server command).
+    Run {
+        /// Policy file, or a name looked up in ~/.config/mcpguard/policies,
+        /// /etc/mcpguard/policies, then the repository's policies/.
+        #[arg(long)]
+        policy: String,
+        #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The server command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Review the audit trail.
+    Audit(audit::AuditArgs),
+    /// Internal: the launch helper the daemon runs for each server.
+    #[command(name = "__exec-server", hide = true)]
+    ExecServer,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Daemon {
+            socket,
+            audit_log,
+            cgroup_name,
+            ring_buffer_bytes,
+        } => daemon::main(crate::daemon::Config {
+            socket,
+            audit_log,
+            cgroup_name,
+            ring_bytes: ring_buffer_bytes,
+        }),
+        Command::Run {
+            policy,
+            socket,
+            command,
+        } => run::main(&policy, &socket, command),
+        Command::Audit(args) => audit::main(args),
+        Command::ExecServer => crate::launch::helper_main(),
+    }
+}

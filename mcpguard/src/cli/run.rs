@@ -1,0 +1,116 @@
+//! `mcpguard run --policy P -- CMD...`: the client an MCP client starts in
+//! place of the server. It hands its stdio to the daemon, forwards signals,
+//! and exits with the server's status. It prints nothing but errors, on
+//! stderr, prefixed `mcpguard:`.
+
+use std::{
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::{
+    daemon::proto::{self, Request, Response},
+    policy::{self, Policy},
+};
+
+/// Exit status when the server could not be launched (as a shell does for a
+/// command that cannot execute).
+const LAUNCH_FAILED: u8 = 126;
+const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+pub fn main(policy_arg: &str, socket: &Path, argv: Vec<String>) -> ExitCode {
+    match run(policy_arg, socket, argv) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("mcpguard: {message}");
+            ExitCode::from(LAUNCH_FAILED)
+        }
+    }
+}
+
+fn home() -> PathBuf {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, String> {
+    let dev_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+    let path = policy::resolve(policy_arg, &home(), Some(dev_dir)).map_err(|e| e.to_string())?;
+    // Read and check the policy as the calling user: errors surface here
+    // with file:line:col before anything is launched. The daemon parses the
+    // same text again; it trusts nothing from this side.
+    let policy_text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+    Policy::parse(&policy_text, &path).map_err(|e| e.to_string())?;
+
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the mcpguard daemon at {}: {e} (is `mcpguard daemon` running? --socket or MCPGUARD_SOCKET select another)",
+            socket.display()
+        )
+    })?;
+    proto::send_fds(&stream, &[0, 1, 2]).map_err(|e| e.to_string())?;
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/".into());
+    proto::write_frame(
+        &mut &stream,
+        &Request::Launch {
+            version: proto::VERSION,
+            policy_path: path.display().to_string(),
+            policy_text,
+            argv,
+            cwd,
+            env: std::env::vars().collect(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    // Block the forwarded signals before any thread exists, so only the
+    // forwarding thread receives them.
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(*sig);
+    }
+    set.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let fwd = stream.try_clone().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let Ok(sig) = set.wait() else { return };
+            if proto::write_frame(&mut &fwd, &Request::Signal { signal: sig as i32 }).is_err() {
+                return;
+            }
+        })
+        .map_err(|e| e.to_string())?;
+
+    loop {
+        match proto::read_frame::<Response>(&mut &stream) {
+            Ok(Some(Response::Started { .. })) => continue,
+            Ok(Some(Response::Error { message })) => return Err(message),
+            Ok(Some(Response::Exited { code, signal })) => {
+                return Ok(match (code, signal) {
+                    (Some(c), _) => ExitCode::from(c as u8),
+                    (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),
+                    (None, None) => ExitCode::FAILURE,
+                });
+            }
+            Ok(None) => return Err("the daemon closed the connection before the server exited".into()),
+            Err(e) => return Err(format!("talking to the daemon: {e}")),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The audit thread: drains the kernel ring buffer, enriches each record
+//! with the server it came from, and writes the JSON Lines log.
+//!
+//! Everything written to the log goes through this one thread, in order.
+//! Records are submitted by the kernel without wakeups, so the thread polls
+//! the ring buffer every [`TICK`] as well as on wakeups. Kernel drops
+//! (ring buffer full) and undecodable samples become `loss` records within a
+//! second; nothing is dropped silently.
+
+use std::{
+    collections::HashMap,
+    os::fd::AsFd,
+    sync::mpsc::{Receiver, Sender, TryRecvError},
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tracing::{error, info, warn};
+
+use crate::{
+    audit::{decode, AuditRecord, Body, BootClock, Origin, writer::AuditWriter},
+    ebpf::AuditMaps,
+};
+
+/// How often the ring buffer is drained when no wakeup came.
+const TICK: Duration = Duration::from_millis(20);
+/// How often kernel loss counters are read.
+const LOSS_EVERY: Duration = Duration::from_millis(500);
+
+/// Messages from the rest of the daemon.
+pub enum Msg {
+    /// Write a record now.
+    Record(AuditRecord),
+    /// Attribute records of this cgroup to this server from now on.
+    Register { cgroup_id: u64, origin: Origin },
+    /// The server's cgroup is empty: write its last kernel records, then
+    /// `last`, then forget it.
+    Unregister {
+        cgroup_id: u64,
+        last: Option<AuditRecord>,
+    },
+    /// Drain everything, flush and stop.
+    Stop,
+}
+
+pub fn spawn(maps: AuditMaps, writer: AuditWriter) -> std::io::Result<(Sender<Msg>, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("audit".into())
+        .spawn(move || Auditor::new(maps, writer).run(rx))?;
+    Ok((tx, handle))
+}
+
+struct Auditor {
+    maps: AuditMaps,
+    writer: AuditWriter,
+    clock: BootClock,
+    origins: HashMap<u64, Origin>,
+    /// Kernel loss counts already reported, per cgroup.
+    lost_seen: HashMap<u64, u64>,
+    lost_total: u64,
+    decode_errors: u64,
+    decode_reported: u64,
+}
+
+impl Auditor {
+    fn new(maps: AuditMaps, writer: AuditWriter) -> Self {
+        Self {
+            maps,
+            writer,
+            clock: BootClock::new(),
+            origins: HashMap::new(),
+            lost_seen: HashMap::new(),
+            lost_total: 0,
+            decode_errors: 0,
+            decode_reported: 0,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut last_loss = Instant::now();
+        let mut stopping = false;
+        while !stopping {
+            let mut unregister = Vec::new();
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Record(rec)) => self.write(&rec),
+                    Ok(Msg::Register { cgroup_id, origin }) => {
+                        self.origins.insert(cgroup_id, origin);
+                    }
+                    Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
+                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.drain();
+            if stopping || !unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
+                self.report_losses();
+                last_loss = Instant::now();
+            }
+            for (cgroup_id, last) in unregister {
+                if let Some(last) = last {
+                    self.write(&last);
+                }
+                self.origins.remove(&cgroup_id);
+                self.lost_seen.remove(&cgroup_id);
+                let _ = self.maps.lost.remove(&cgroup_id);
+            }
+            if let Err(error) = self.writer.flush() {
+                error!(%error, "flushing the audit log");
+            }
+            if !stopping {
+                self.wait();
+            }
+        }
+        info!(written = self.writer.written(), lost = self.lost_total, "audit thread stopped");
+    }
+
+    /// Sleep until the ring buffer has data (wakeup) or a tick passes.
+    fn wait(&self) {
+        let mut fds = [PollFd::new(self.maps.events.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16));
+    }
+
+    fn drain(&mut self) {
+        self.clock.refresh();
+        // Split the borrows: a ring-buffer item borrows the map until it is
+        // dropped, and the writer is needed meanwhile.
+        let Self {
+            maps,
+            writer,
+            clock,
+            origins,
+            decode_errors,
+            ..
+        } = self;
+        while let Some(item) = maps.events.next() {
+            let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
+            drop(item);
+            match decoded {
+                Ok(rec) => write_to(writer, &rec),
+                Err(error) => {
+                    *decode_errors += 1;
+                    warn!(%error, "undecodable ring-buffer sample");
+                }
+            }
+        }
+    }
+
+    fn report_losses(&mut self) {
+        let mut reports = Vec::new();
+        for entry in self.maps.lost.iter() {
+            let (cgroup_id, per_cpu) = match entry {
+                Ok(e) => e,
+                Err(error) => {
+                    warn!(%error, "reading LOST map");
+                    break;
+                }
+            };
+            let count: u64 = per_cpu.iter().sum();
+            let seen = self.lost_seen.entry(cgroup_id).or_insert(0);
+            if count > *seen {
+                reports.push((cgroup_id, count - *seen));
+                *seen = count;
+            }
+        }
+        for (cgroup_id, lost) in reports {
+            self.lost_total += lost;
+            let origin = self.origins.get(&cgroup_id).cloned();
+            let rec = AuditRecord::new(
+                Body::Loss {
+                    lost,
+                    total: self.lost_total,
+                    source: "ringbuf".into(),
+                },
+                origin.as_ref(),
+                SystemTime::now(),
+            );
+            self.write(&rec);
+        }
+        if self.decode_errors > self.decode_reported {
+            let lost = self.decode_errors - self.decode_reported;
+            self.decode_reported = self.decode_errors;
+            self.lost_total += lost;
+            let rec = AuditRecord::new(
+                Body::Loss {
+                    lost,
+                    total: self.lost_total,
+                    source: "decode".into(),
+                },
+                None,
+                SystemTime::now(),
+            );
+            self.write(&rec);
+        }
+    }
+
+    fn write(&mut self, rec: &AuditRecord) {
+        write_to(&mut self.writer, rec);
+    }
+}
+
+fn write_to(writer: &mut AuditWriter, rec: &AuditRecord) {
+    if let Err(error) = writer.write(rec) {
+        // The log is the product: say so loudly, keep trying.
+        error!(%error, "writing the audit log");
+    }
+}

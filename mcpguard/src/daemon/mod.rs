@@ -1,0 +1,305 @@
+//! `mcpguard daemon`: probe the kernel, load the programs, own the cgroup
+//! subtree, and serve launch requests on a Unix socket until SIGTERM.
+
+pub mod auditor;
+pub mod proto;
+pub mod relay;
+pub mod session;
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::Sender,
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    audit::{writer::AuditWriter, AuditRecord, Body},
+    ebpf::{self, Layers, PolicyMaps},
+    launch::{
+        self,
+        cgroup::{Cgroup, CgroupTree},
+    },
+};
+
+pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
+pub const DEFAULT_AUDIT_LOG: &str = "/var/log/mcpguard/audit.jsonl";
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("the daemon must run as root (it loads eBPF programs, manages cgroups and drops to each caller's uid)")]
+    NotRoot,
+    #[error("cgroup v2: {0}")]
+    Cgroup(#[from] launch::cgroup::CgroupError),
+    #[error("eBPF: {0}")]
+    Ebpf(#[from] ebpf::EbpfError),
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::writer::WriterError),
+    #[error("another daemon is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Config {
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+    /// Name of the cgroup subtree under the cgroup v2 root.
+    pub cgroup_name: String,
+    /// Audit ring buffer size (default `limits::RING_BYTES`).
+    pub ring_bytes: Option<u32>,
+}
+
+/// What the startup probe found, written in the daemon's start record.
+#[derive(Debug, Serialize)]
+struct Probe {
+    cgroup2: String,
+    landlock_abi: Option<u32>,
+    #[serde(flatten)]
+    layers: Layers,
+}
+
+/// State every session shares.
+pub struct Shared {
+    pub tree: CgroupTree,
+    pub layers: Layers,
+    policy_maps: Mutex<PolicyMaps>,
+    audit: Mutex<Sender<auditor::Msg>>,
+    next_launch: AtomicU64,
+    servers: Mutex<HashMap<u64, Arc<Cgroup>>>,
+    shutting_down: AtomicBool,
+    sessions: AtomicUsize,
+}
+
+impl Shared {
+    pub fn policy_maps(&self) -> MutexGuard<'_, PolicyMaps> {
+        self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn audit(&self, msg: auditor::Msg) {
+        let tx = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.send(msg).is_err() {
+            error!("the audit thread is gone; a record was not written");
+        }
+    }
+    pub fn next_launch(&self) -> u64 {
+        self.next_launch.fetch_add(1, Ordering::Relaxed)
+    }
+    pub fn register_server(&self, launch: u64, cgroup: Arc<Cgroup>) {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(launch, cgroup);
+    }
+    pub fn unregister_server(&self, launch: u64) {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&launch);
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let started = Instant::now();
+    let mount = launch::cgroup::cgroup2_mount()?;
+    info!(layer = "cgroup2", path = %mount.display(), "cgroup v2 hierarchy found");
+    let tree = CgroupTree::create(&mount, &cfg.cgroup_name)?;
+    let reaped = tree.reap_stale()?;
+    if reaped > 0 {
+        warn!(count = reaped, "removed cgroups left by a previous daemon");
+    }
+
+    let landlock_abi = launch::probe_landlock_abi();
+    match landlock_abi {
+        Some(abi) => info!(
+            layer = "landlock",
+            abi,
+            net = abi >= 4,
+            scopes = abi >= 6,
+            "Landlock available: filesystem rules{}{}",
+            if abi >= 4 { ", TCP port rules" } else { "" },
+            if abi >= 6 { ", signal and abstract-socket scoping" } else { "" }
+        ),
+        None => warn!(layer = "landlock", "Landlock unavailable: launches will be refused (policies need filesystem rules)"),
+    }
+    match bpffs_mounted() {
+        true => info!(layer = "bpffs", "bpffs mounted (not needed: nothing is pinned)"),
+        false => info!(layer = "bpffs", "bpffs not mounted (not needed: nothing is pinned)"),
+    }
+
+    let loaded = ebpf::load(&tree.root, cfg.ring_bytes)?;
+    let layers = loaded.layers.clone();
+    info!(layer = "tracefs", "tracefs available, tracepoint formats read");
+    log_layer("ebpf_egress", layers.ebpf_egress, "cgroup connect4/6 + sendmsg4/6 verdicts", &layers);
+    log_layer("audit_proc", layers.audit_proc, "exec/fork/exit records", &layers);
+    log_layer("audit_open", layers.audit_open, "file open records (syscall tracepoints)", &layers);
+
+    let writer = AuditWriter::open(&cfg.audit_log)?;
+    let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer)?;
+    let probe = Probe {
+        cgroup2: mount.display().to_string(),
+        landlock_abi,
+        layers: layers.clone(),
+    };
+    let probe_json = serde_json::to_value(&probe).unwrap_or_default();
+    let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
+        Body::Daemon {
+            event: "start".into(),
+            layers: probe_json.clone(),
+        },
+        None,
+        SystemTime::now(),
+    )));
+
+    let shared = Arc::new(Shared {
+        tree,
+        layers,
+        policy_maps: Mutex::new(loaded.policy),
+        audit: Mutex::new(audit_tx.clone()),
+        next_launch: AtomicU64::new(1),
+        servers: Mutex::new(HashMap::new()),
+        shutting_down: AtomicBool::new(false),
+        sessions: AtomicUsize::new(0),
+    });
+    // Programs and links live as long as this value.
+    let _programs = loaded.ebpf;
+
+    let listener = bind(&cfg.socket)?;
+    info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let stream = match stream.into_std().and_then(|s| { s.set_nonblocking(false)?; Ok(s) }) {
+                        Ok(s) => s,
+                        Err(error) => { warn!(%error, "accepting a connection"); continue; }
+                    };
+                    let session_shared = shared.clone();
+                    shared.sessions.fetch_add(1, Ordering::SeqCst);
+                    let spawned = std::thread::Builder::new().name("session".into()).spawn(move || {
+                        session::serve(session_shared.clone(), stream);
+                        session_shared.sessions.fetch_sub(1, Ordering::SeqCst);
+                    });
+                    if let Err(error) = spawned {
+                        shared.sessions.fetch_sub(1, Ordering::SeqCst);
+                        error!(%error, "cannot start a session thread");
+                    }
+                }
+                Err(error) => warn!(%error, "accept failed"),
+            },
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+        }
+    }
+
+    shutdown(&shared, &cfg.socket).await;
+    let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
+        Body::Daemon {
+            event: "stop".into(),
+            layers: probe_json,
+        },
+        None,
+        SystemTime::now(),
+    )));
+    let _ = audit_tx.send(auditor::Msg::Stop);
+    drop(audit_tx);
+    let _ = tokio::task::spawn_blocking(move || audit_thread.join()).await;
+    info!(uptime_s = started.elapsed().as_secs(), "mcpguard daemon stopped");
+    Ok(())
+}
+
+fn log_layer(layer: &str, active: bool, what: &str, layers: &Layers) {
+    if active {
+        info!(layer, "active: {what}");
+    } else {
+        let why = layers
+            .missing
+            .iter()
+            .find(|m| m.starts_with(layer))
+            .map(String::as_str)
+            .unwrap_or("unknown");
+        warn!(layer, why, "MISSING: {what}");
+    }
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|mi| ebpf::tracefs::find_mount(&mi, "bpf").is_some())
+        .unwrap_or(false)
+}
+
+/// Bind the socket: refuse if a live daemon answers on it, replace a stale
+/// one. Any local user may connect: identity comes from SO_PEERCRED and a
+/// caller can only launch servers as itself.
+fn bind(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    let sock_err = |source| DaemonError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(sock_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(sock_err)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(sock_err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(sock_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(sock_err)?;
+    Ok(listener)
+}
+
+/// Stop every server and wait (bounded) for their sessions to finish their
+/// audit trails.
+async fn shutdown(shared: &Arc<Shared>, socket: &Path) {
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    let _ = std::fs::remove_file(socket);
+    let servers: Vec<Arc<Cgroup>> = shared
+        .servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for cgroup in &servers {
+        if let Err(error) = cgroup.kill() {
+            warn!(cgroup = %cgroup.path.display(), %error, "killing a server at shutdown");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.sessions.load(Ordering::SeqCst);
+    if left > 0 {
+        warn!(sessions = left, "sessions still running at shutdown");
+    }
+}

@@ -1,0 +1,405 @@
+//! One `mcpguard run` connection: check who is asking, launch the server
+//! confined by its policy, relay its stdio, forward signals, and tear
+//! everything down when either side goes away.
+//!
+//! Runs on its own OS thread: everything here blocks, and none of it may
+//! stall the accept loop or another server.
+
+use std::{
+    collections::HashSet,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::{net::UnixStream, process::ExitStatusExt},
+    },
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use mcpguard_common::policy::{
+    NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC,
+};
+use nix::sys::signal::Signal;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::{
+    auditor::Msg,
+    proto::{self, ProtoError, Request, Response},
+    relay, Shared,
+};
+use crate::{
+    audit::{AuditRecord, Body, Origin},
+    launch::{self, cgroup::Cgroup, LaunchSpec, SandboxSpec},
+    policy::{self, Policy},
+};
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("cannot read the caller's credentials: {0}")]
+    Creds(#[source] std::io::Error),
+    #[error("refusing to launch a server as root: run `mcpguard run` as the user the server should run as")]
+    Root,
+    #[error("uid {0} has no passwd entry (its home is needed to expand `~` in the policy)")]
+    NoUser(u32),
+    #[error("the first message must be a launch request")]
+    NotLaunch,
+    #[error("empty server command: pass it after `--`")]
+    EmptyArgv,
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("refusing to launch: the eBPF egress layer is not active on this kernel ({0}); without it the server's network could not be confined")]
+    NoEgress(String),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] launch::cgroup::CgroupError),
+    #[error("installing the policy maps: {0}")]
+    Maps(#[from] crate::ebpf::EbpfError),
+    #[error("{0}")]
+    Launch(#[from] launch::LaunchError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Who is on the other end of the socket, from the kernel (SO_PEERCRED and
+/// SO_PEERGROUPS), never from anything the client says.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| SessionError::Creds(e.into()))?;
+    let mut groups = vec![0u32; 256];
+    let mut len = (groups.len() * 4) as libc::socklen_t;
+    // SAFETY: `groups` is a writable buffer of `len` bytes, and the kernel
+    // writes at most `len` bytes of gid_t (u32) into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SessionError::Creds(std::io::Error::last_os_error()));
+    }
+    groups.truncate(len as usize / 4);
+    Ok(Peer {
+        pid: cred.pid() as u32,
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups,
+    })
+}
+
+/// Serve one connection to the end; errors are reported to the client.
+pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
+    let peer = match peer(&stream) {
+        Ok(p) => p,
+        Err(error) => {
+            warn!(%error, "rejecting connection");
+            return;
+        }
+    };
+    if let Err(error) = serve_peer(&shared, &stream, &peer) {
+        warn!(uid = peer.uid, pid = peer.pid, %error, "launch refused");
+        let _ = proto::write_frame(
+            &mut &stream,
+            &Response::Error {
+                message: error.to_string(),
+            },
+        );
+    }
+}
+
+fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<(), SessionError> {
+    let [client_in, client_out, client_err] = proto::recv_stdio(stream)?;
+    let Some(Request::Launch {
+        version,
+        policy_path,
+        policy_text,
+        argv,
+        cwd,
+        env,
+    }) = proto::read_frame(&mut &*stream)?
+    else {
+        return Err(SessionError::NotLaunch);
+    };
+    if version != proto::VERSION {
+        return Err(ProtoError::Version { got: version }.into());
+    }
+    if peer.uid == 0 {
+        return Err(SessionError::Root);
+    }
+    if argv.is_empty() {
+        return Err(SessionError::EmptyArgv);
+    }
+    if shared.is_shutting_down() {
+        return Err(SessionError::ShuttingDown);
+    }
+    let policy = Policy::parse(&policy_text, std::path::Path::new(&policy_path))?;
+    if !shared.layers.ebpf_egress {
+        return Err(SessionError::NoEgress(shared.layers.missing.join("; ")));
+    }
+    let user = nix::unistd::User::from_uid(peer.uid.into())
+        .ok()
+        .flatten()
+        .ok_or(SessionError::NoUser(peer.uid))?;
+
+    let launch_no = shared.next_launch();
+    let launch_name = format!("{}-{launch_no}", policy.name);
+    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
+    let origin = Origin {
+        server: policy.name.clone(),
+        policy: policy_path.clone(),
+        launch: launch_name.clone(),
+        uid: peer.uid,
+    };
+    // From here on the cgroup exists: every exit path tears it down.
+    let mut guard = Teardown {
+        shared: shared.clone(),
+        cgroup: cgroup.clone(),
+        net: Vec::new(),
+        origin: origin.clone(),
+        status: None,
+        started: false,
+        launch_no,
+    };
+
+    let net: Vec<(u32, NetKey, PortSet)> = policy::net::compile_allow(&policy.network.allow, cgroup.id)?
+        .into_iter()
+        .map(|e| (e.prefix_len, e.key, e.ports))
+        .collect();
+    guard.net = net.clone();
+    shared.audit(Msg::Register {
+        cgroup_id: cgroup.id,
+        origin: origin.clone(),
+    });
+    shared.policy_maps().install(
+        cgroup.id,
+        ServerPolicy {
+            launch_id: launch_no,
+            flags: FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET,
+            _pad: 0,
+        },
+        &net,
+    )?;
+    shared.register_server(launch_no, cgroup.clone());
+
+    let pass: HashSet<&str> = policy.env.pass.iter().map(String::as_str).collect();
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| pass.contains(k.as_str()))
+        .collect();
+    let fs = policy.fs_paths(&user.dir);
+    let spec = LaunchSpec {
+        argv: argv.clone(),
+        env,
+        cwd: PathBuf::from(&cwd),
+        uid: peer.uid,
+        gid: peer.gid,
+        groups: peer.groups.clone(),
+        cgroup: cgroup.path.clone(),
+        sandbox: SandboxSpec {
+            read: fs.read,
+            write: fs.write,
+            exec: fs.exec,
+            // Connect is the eBPF layer's: it sees address and port and
+            // records every decision. Landlock's port-only connect rules
+            // would fail calls first with EACCES and leave no record.
+            connect_tcp: None,
+            bind_tcp: policy.network.bind.iter().map(|r| (r.lo, r.hi)).collect(),
+            require_fs: true,
+        },
+    };
+
+    let (mut child, status) = match launch::spawn(
+        &spec,
+        std::path::Path::new("/proc/self/exe"),
+        Stdio::piped(),
+        Stdio::piped(),
+        Stdio::piped(),
+    ) {
+        Ok(ok) => ok,
+        Err(error) => {
+            shared.audit(Msg::Record(AuditRecord::new(
+                Body::LaunchFailed {
+                    argv,
+                    error: error.to_string(),
+                },
+                Some(&origin),
+                SystemTime::now(),
+            )));
+            return Err(error.into());
+        }
+    };
+    let pid = child.id();
+    guard.started = true;
+    let mut layers = serde_json::to_value(&shared.layers).unwrap_or_default();
+    if let Some(obj) = layers.as_object_mut() {
+        obj.insert(
+            "landlock".into(),
+            serde_json::to_value(&status).unwrap_or_default(),
+        );
+    }
+    let mut launch_rec = AuditRecord::new(
+        Body::Launch {
+            argv,
+            cgroup: cgroup.path.display().to_string(),
+            cwd,
+            layers,
+        },
+        Some(&origin),
+        SystemTime::now(),
+    );
+    launch_rec.pid = Some(pid);
+    launch_rec.uid = Some(peer.uid);
+    shared.audit(Msg::Record(launch_rec));
+    info!(launch = %launch_name, pid, uid = peer.uid, cgroup_id = cgroup.id, "server started");
+    proto::write_frame(
+        &mut &*stream,
+        &Response::Started {
+            launch: launch_name.clone(),
+            pid,
+        },
+    )?;
+
+    // Relays: client stdin → server, server stdout/stderr → client.
+    let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+    let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+    let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+    let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, server_in)?;
+    let (out_relay, mut out_cancel) = relay::spawn("stdout", server_out, client_out)?;
+    let (err_relay, mut err_cancel) = relay::spawn("stderr", server_err, client_err)?;
+
+    // Control: signals from the client; its end of the socket closing means
+    // `mcpguard run` died, and the whole cgroup goes with it.
+    let control = {
+        let stream = stream.try_clone()?;
+        let cgroup = cgroup.clone();
+        let launch = launch_name.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .stack_size(128 * 1024)
+            .spawn(move || control_loop(stream, pid, &cgroup, &launch))?
+    };
+
+    let exit = child.wait()?;
+    // The server is gone; its descendants go too.
+    if let Err(error) = cgroup.kill() {
+        warn!(launch = %launch_name, %error, "killing the server's cgroup");
+    }
+    for (relay, cancel) in [(out_relay, &mut out_cancel), (err_relay, &mut err_cancel)] {
+        // Output already written by the server is delivered before exit is
+        // reported; the relays end at EOF once every writer is dead.
+        wait_or_cancel(relay, cancel, Duration::from_secs(2));
+    }
+    let (code, signal) = (exit.code(), exit.signal());
+    guard.status = Some((code, signal));
+    let _ = proto::write_frame(&mut &*stream, &Response::Exited { code, signal });
+    in_cancel.fire();
+    let _ = in_relay.join();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = control.join();
+    info!(launch = %launch_name, ?code, ?signal, "server exited");
+    drop(guard);
+    Ok(())
+}
+
+fn no_pipe() -> SessionError {
+    SessionError::Io(std::io::Error::other("server stdio pipe missing"))
+}
+
+fn wait_or_cancel(
+    relay: std::thread::JoinHandle<std::io::Result<relay::End>>,
+    cancel: &mut relay::Cancel,
+    timeout: Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !relay.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cancel.fire();
+    let _ = relay.join();
+}
+
+/// Signals a client may forward: the ones a terminal or an MCP client sends
+/// to stop or poke a server.
+const FORWARDABLE: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {
+    loop {
+        match proto::read_frame::<Request>(&mut &stream) {
+            Ok(Some(Request::Signal { signal })) => {
+                match Signal::try_from(signal) {
+                    Ok(sig) if FORWARDABLE.contains(&sig) => {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+                    }
+                    _ => warn!(launch, signal, "ignoring a signal that is not forwardable"),
+                }
+            }
+            Ok(Some(Request::Launch { .. })) => warn!(launch, "ignoring a second launch request"),
+            Ok(None) | Err(_) => {
+                // `mcpguard run` is gone (or the server exited and the
+                // session shut the socket): nothing may outlive it.
+                if let Err(error) = cgroup.kill() {
+                    warn!(launch, %error, "killing the server's cgroup");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Tears a launch down on every path out of the session: cgroup removed,
+/// map entries deleted, the audit thread told to finish the server's trail.
+struct Teardown {
+    shared: Arc<Shared>,
+    cgroup: Arc<Cgroup>,
+    net: Vec<(u32, NetKey, PortSet)>,
+    origin: Origin,
+    status: Option<(Option<i32>, Option<i32>)>,
+    /// Whether the server ran (a failed launch has its own record).
+    started: bool,
+    launch_no: u64,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Err(error) = self.cgroup.remove(Duration::from_secs(5)) {
+            warn!(launch = %self.origin.launch, %error, "removing the server's cgroup");
+        }
+        self.shared.policy_maps().remove(self.cgroup.id, &self.net);
+        self.shared.unregister_server(self.launch_no);
+        let (exit_code, signal) = self.status.unwrap_or((None, None));
+        let last = self.started.then(|| {
+            AuditRecord::new(
+                Body::ServerExit { exit_code, signal },
+                Some(&self.origin),
+                SystemTime::now(),
+            )
+        });
+        self.shared.audit(Msg::Unregister {
+            cgroup_id: self.cgroup.id,
+            last,
+        });
+    }
+}

@@ -1,0 +1,275 @@
+//! Loading and attaching the kernel programs, and the daemon's handles on
+//! their maps.
+//!
+//! Each program family is a layer that loads or does not on a given kernel;
+//! [`Loaded::layers`] says which are active so launches can fail closed when
+//! a policy needs a missing one.
+
+pub mod tracefs;
+
+use std::{
+    fs::File,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use mcpguard_common::policy::{NetKey, PortSet, ServerPolicy};
+use serde::Serialize;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// The compiled programs, embedded at build time by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard"));
+
+#[derive(Debug, Error)]
+pub enum EbpfError {
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("ring buffer size {0} must be a power of two of at least 4096 bytes")]
+    RingSize(u32),
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which kernel layers this daemon has, for status lines and launch records.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Layers {
+    /// cgroup connect4/6 + sendmsg4/6 verdicts.
+    pub ebpf_egress: bool,
+    /// exec/fork/exit records.
+    pub audit_proc: bool,
+    /// open records.
+    pub audit_open: bool,
+    /// Why a layer is missing, keyed by layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// Per-server maps the daemon writes when a server starts and stops.
+pub struct PolicyMaps {
+    servers: HashMap<MapData, u64, ServerPolicy>,
+    net_allow: LpmTrie<MapData, NetKey, PortSet>,
+}
+
+impl PolicyMaps {
+    /// Install a server's policy: allow-list first, then the server entry
+    /// that makes the programs honour it (until then its cgroup is denied
+    /// everything).
+    pub fn install(
+        &mut self,
+        cgroup_id: u64,
+        policy: ServerPolicy,
+        net: &[(u32, NetKey, PortSet)],
+    ) -> Result<(), EbpfError> {
+        for (prefix, key, ports) in net {
+            self.net_allow
+                .insert(&Key::new(*prefix, *key), *ports, 0)
+                .map_err(|source| EbpfError::Map {
+                    name: "NET_ALLOW",
+                    source,
+                })?;
+        }
+        self.servers
+            .insert(cgroup_id, policy, 0)
+            .map_err(|source| EbpfError::Map {
+                name: "SERVERS",
+                source,
+            })
+    }
+
+    /// Remove a server's entries (after its cgroup is empty).
+    pub fn remove(&mut self, cgroup_id: u64, net: &[(u32, NetKey, PortSet)]) {
+        if let Err(error) = self.servers.remove(&cgroup_id) {
+            warn!(cgroup_id, %error, "removing SERVERS entry");
+        }
+        for (prefix, key, _) in net {
+            if let Err(error) = self.net_allow.remove(&Key::new(*prefix, *key)) {
+                warn!(cgroup_id, %error, "removing NET_ALLOW entry");
+            }
+        }
+    }
+}
+
+/// Everything the audit reader owns.
+pub struct AuditMaps {
+    pub events: RingBuf<MapData>,
+    pub lost: PerCpuHashMap<MapData, u64, u64>,
+}
+
+pub struct Loaded {
+    /// Keeps programs and links alive; links detach when this drops.
+    pub ebpf: Ebpf,
+    pub policy: PolicyMaps,
+    pub audit: AuditMaps,
+    pub layers: Layers,
+}
+
+/// Offsets the programs read, as (global, category, event, field).
+const OFFSETS: &[(&str, &str, &str, &str)] = &[
+    ("OFF_OPENAT_DFD", "syscalls", "sys_enter_openat", "dfd"),
+    ("OFF_OPENAT_FILENAME", "syscalls", "sys_enter_openat", "filename"),
+    ("OFF_OPENAT_FLAGS", "syscalls", "sys_enter_openat", "flags"),
+    ("OFF_OPENAT_MODE", "syscalls", "sys_enter_openat", "mode"),
+    ("OFF_OPENAT2_DFD", "syscalls", "sys_enter_openat2", "dfd"),
+    ("OFF_OPENAT2_FILENAME", "syscalls", "sys_enter_openat2", "filename"),
+    ("OFF_OPENAT2_HOW", "syscalls", "sys_enter_openat2", "how"),
+    ("OFF_OPEN_FILENAME", "syscalls", "sys_enter_open", "filename"),
+    ("OFF_OPEN_FLAGS", "syscalls", "sys_enter_open", "flags"),
+    ("OFF_OPEN_MODE", "syscalls", "sys_enter_open", "mode"),
+    ("OFF_CREAT_PATHNAME", "syscalls", "sys_enter_creat", "pathname"),
+    ("OFF_CREAT_MODE", "syscalls", "sys_enter_creat", "mode"),
+    ("OFF_SYS_EXIT_RET", "syscalls", "sys_exit_openat", "ret"),
+    ("OFF_EXECVE_FILENAME", "syscalls", "sys_enter_execve", "filename"),
+    ("OFF_EXECVE_ARGV", "syscalls", "sys_enter_execve", "argv"),
+    ("OFF_EXECVEAT_FILENAME", "syscalls", "sys_enter_execveat", "filename"),
+    ("OFF_EXECVEAT_ARGV", "syscalls", "sys_enter_execveat", "argv"),
+    ("OFF_SCHED_EXEC_OLD_PID", "sched", "sched_process_exec", "old_pid"),
+    ("OFF_SCHED_FORK_PARENT_PID", "sched", "sched_process_fork", "parent_pid"),
+    ("OFF_SCHED_FORK_CHILD_PID", "sched", "sched_process_fork", "child_pid"),
+];
+
+const NET_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("sys_exit_execve", "syscalls", "sys_exit_execve"),
+    ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+const OPEN_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("sys_enter_open", "syscalls", "sys_enter_open"),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
+    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
+    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("sys_exit_open", "syscalls", "sys_exit_open"),
+    ("sys_exit_creat", "syscalls", "sys_exit_creat"),
+];
+
+/// Load every program and attach what this kernel supports. Egress
+/// programs attach to `cgroup_root` (the mcpguard subtree) so only guarded
+/// servers pass through them.
+pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfError> {
+    let (tracefs, mounted) = tracefs::ensure_mounted()?;
+    if mounted {
+        info!(path = %tracefs.display(), "mounted tracefs");
+    }
+    let mut offsets = Vec::with_capacity(OFFSETS.len());
+    for (global, category, event, field) in OFFSETS {
+        offsets.push((*global, tracefs::field_offset(&tracefs, category, event, field)?));
+    }
+    let mut loader = EbpfLoader::new();
+    for (global, off) in &offsets {
+        loader.override_global(*global, off, true);
+    }
+    if let Some(bytes) = ring_bytes {
+        if !bytes.is_power_of_two() || bytes < 4096 {
+            return Err(EbpfError::RingSize(bytes));
+        }
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+
+    let mut layers = Layers::default();
+    let cgroup = File::open(cgroup_root).map_err(|source| EbpfError::Cgroup {
+        path: cgroup_root.to_owned(),
+        source,
+    })?;
+    match attach_net(&mut ebpf, &cgroup) {
+        Ok(()) => layers.ebpf_egress = true,
+        Err(why) => layers.missing.push(format!("ebpf_egress: {why}")),
+    }
+    match attach_tracepoints(&mut ebpf, PROC_PROGRAMS) {
+        Ok(()) => layers.audit_proc = true,
+        Err(why) => layers.missing.push(format!("audit_proc: {why}")),
+    }
+    match attach_tracepoints(&mut ebpf, OPEN_PROGRAMS) {
+        Ok(()) => layers.audit_open = true,
+        Err(why) => layers.missing.push(format!("audit_open: {why}")),
+    }
+
+    let servers = HashMap::try_from(take(&mut ebpf, "SERVERS")?).map_err(|source| {
+        EbpfError::Map {
+            name: "SERVERS",
+            source,
+        }
+    })?;
+    let net_allow = LpmTrie::try_from(take(&mut ebpf, "NET_ALLOW")?).map_err(|source| {
+        EbpfError::Map {
+            name: "NET_ALLOW",
+            source,
+        }
+    })?;
+    let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| {
+        EbpfError::Map {
+            name: "EVENTS",
+            source,
+        }
+    })?;
+    let lost = PerCpuHashMap::try_from(take(&mut ebpf, "LOST")?).map_err(|source| {
+        EbpfError::Map {
+            name: "LOST",
+            source,
+        }
+    })?;
+    Ok(Loaded {
+        ebpf,
+        policy: PolicyMaps { servers, net_allow },
+        audit: AuditMaps { events, lost },
+        layers,
+    })
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))
+}
+
+fn attach_net(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {
+    for name in NET_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        prog.load().map_err(|e| format!("{name}: load: {e}"))?;
+        prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(|e| format!("{name}: attach: {e}"))?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoints(ebpf: &mut Ebpf, progs: &[(&str, &str, &str)]) -> Result<(), String> {
+    for (name, category, event) in progs {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        prog.load().map_err(|e| format!("{name}: load: {e}"))?;
+        prog.attach(category, event)
+            .map_err(|e| format!("{name}: attach {category}/{event}: {e}"))?;
+    }
+    Ok(())
+}

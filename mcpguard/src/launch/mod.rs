@@ -1,0 +1,1519 @@
+//! From "the daemon decided to launch a server" to "the server's first
+//! instruction runs confined".
+//!
+//! The daemon is a multi-threaded tokio process, so it never does real work
+//! between `fork` and `exec`. [`spawn`] instead re-executes the mcpguard
+//! binary as `mcpguard __exec-server` with the server's stdio and a control
+//! socket at fd 3. That helper ([`helper_main`]) is single-threaded and starts
+//! as root; it
+//!
+//! 1. reads the [`LaunchSpec`] from fd 3 (u32 little-endian length + JSON),
+//! 2. joins the server's cgroup (whose eBPF policy entry the daemon has
+//!    already installed, so there is no unguarded window),
+//! 3. builds the Landlock ruleset while still root ([`sandbox::prepare`]),
+//! 4. drops to the caller's uid/gid/groups and verifies it cannot regain root,
+//!    then sets `no_new_privs`,
+//! 5. enforces Landlock,
+//! 6. changes to the server's cwd as the user and resolves the program,
+//! 7. writes a status line to fd 3, marks fd 3 close-on-exec and `execve`s the
+//!    server with exactly the spec's environment.
+//!
+//! The daemon reads the status line, then waits for EOF on its end of the
+//! socket: EOF means the `execve` succeeded (fd 3 closed on exec); a second
+//! line means it failed. Every helper failure is reported as one JSON line
+//! naming the step and the cause.
+
+pub mod cgroup;
+pub mod sandbox;
+
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::unistd::{Gid, Uid};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{debug, warn};
+
+pub use sandbox::{
+    probe_landlock_abi, Enforcement, LandlockReport, PortRestriction, SandboxError, SkippedPath,
+};
+
+/// Hidden subcommand that runs [`helper_main`]; main.rs must dispatch it
+/// before any other setup (no tokio runtime, no logging to stdout).
+pub const HELPER_SUBCOMMAND: &str = "__exec-server";
+
+/// Where the helper finds its control socket.
+pub const CONTROL_FD: RawFd = 3;
+
+/// Largest encoded [`LaunchSpec`] the helper accepts.
+pub const MAX_SPEC_LEN: usize = 1 << 20;
+
+/// How long [`spawn`] waits for the helper to report and exec.
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Helper exit code when a step before `execve` failed.
+pub const EXIT_SETUP_FAILED: i32 = 126;
+
+/// Helper exit code when `execve` itself failed.
+pub const EXIT_EXEC_FAILED: i32 = 127;
+
+/// Longest status line the daemon reads from a helper.
+const MAX_REPLY_LEN: usize = 1 << 20;
+
+/// Everything the helper needs to start one server; the wire format between
+/// daemon and helper.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct LaunchSpec {
+    /// Program and arguments; `argv[0]` without `/` is looked up in the
+    /// `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// The server's complete environment (nothing else is passed).
+    pub env: Vec<(String, String)>,
+    /// Absolute working directory, entered as the user.
+    pub cwd: PathBuf,
+    /// Caller's uid (never 0).
+    pub uid: u32,
+    /// Caller's primary gid.
+    pub gid: u32,
+    /// Caller's supplementary groups.
+    pub groups: Vec<u32>,
+    /// Absolute path of the server's (already created) cgroup directory.
+    pub cgroup: PathBuf,
+    /// Landlock allow-lists.
+    pub sandbox: SandboxSpec,
+}
+
+/// Landlock allow-lists of one server, already expanded (`~` resolved).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct SandboxSpec {
+    /// Readable hierarchies.
+    pub read: Vec<PathBuf>,
+    /// Readable and writable hierarchies.
+    pub write: Vec<PathBuf>,
+    /// Readable and executable hierarchies.
+    pub exec: Vec<PathBuf>,
+    /// Allowed TCP connect ports, inclusive ranges. `None` leaves TCP
+    /// connect to the eBPF layer (which sees addresses and audits every
+    /// decision); `Some(vec![])` denies every TCP connect in Landlock too.
+    #[serde(default)]
+    pub connect_tcp: Option<Vec<(u16, u16)>>,
+    /// Allowed TCP bind ports, inclusive ranges.
+    pub bind_tcp: Vec<(u16, u16)>,
+    /// Refuse to launch unless Landlock confines the filesystem. The
+    /// filesystem rules are applied either way; this only decides whether a
+    /// kernel without Landlock is fatal.
+    pub require_fs: bool,
+}
+
+/// What the helper reports once the server is about to be exec'd.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LaunchStatus {
+    /// Absolute path that was exec'd.
+    pub exe: PathBuf,
+    /// The server's pid (the helper's pid, kept across exec).
+    pub pid: u32,
+    /// Verified real/effective/saved uid.
+    pub uid: u32,
+    /// Verified real/effective/saved gid.
+    pub gid: u32,
+    /// Verified supplementary groups, sorted.
+    pub groups: Vec<u32>,
+    /// Cgroup the server runs in.
+    pub cgroup: PathBuf,
+    /// What Landlock achieved.
+    pub landlock: LandlockReport,
+}
+
+/// The helper step that failed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Reading or decoding the spec from fd 3.
+    ReadSpec,
+    /// The spec is unacceptable (e.g. uid 0).
+    ValidateSpec,
+    /// Leaving the daemon's session.
+    Session,
+    /// Joining the server's cgroup.
+    Cgroup,
+    /// Building or enforcing Landlock.
+    Landlock,
+    /// Dropping to the caller's identity.
+    Privileges,
+    /// Entering the working directory.
+    Chdir,
+    /// Finding the program.
+    Resolve,
+    /// Writing the status line.
+    Report,
+    /// `execve` itself.
+    Exec,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Self::ReadSpec => "read spec",
+            Self::ValidateSpec => "validate spec",
+            Self::Session => "session",
+            Self::Cgroup => "cgroup",
+            Self::Landlock => "landlock",
+            Self::Privileges => "privileges",
+            Self::Chdir => "chdir",
+            Self::Resolve => "resolve program",
+            Self::Report => "report",
+            Self::Exec => "exec",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Daemon-side launch failures.
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    /// The spec could not be serialized.
+    #[error("cannot encode launch spec: {source}")]
+    Encode {
+        /// Underlying error.
+        source: serde_json::Error,
+    },
+    /// The spec is larger than the helper accepts.
+    #[error("launch spec is {len} bytes, more than the {MAX_SPEC_LEN} the helper accepts")]
+    SpecTooLarge {
+        /// Encoded size.
+        len: usize,
+    },
+    /// The control socketpair could not be created.
+    #[error("cannot create control socket for the launch helper: {source}")]
+    Socket {
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The helper process could not be started.
+    #[error("cannot start launch helper {exe} {HELPER_SUBCOMMAND}: {source}")]
+    Spawn {
+        /// Helper binary.
+        exe: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// Talking to the helper over the control socket failed.
+    #[error("control socket to the launch helper failed while {doing}: {source}")]
+    Control {
+        /// What we were doing.
+        doing: &'static str,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The helper did not finish in time (it was killed).
+    #[error("launch helper did not {waiting_for} within {timeout:?}; killed it")]
+    Timeout {
+        /// What we were waiting for.
+        waiting_for: &'static str,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The helper exited without reporting.
+    #[error("launch helper exited ({status}) without reporting a status")]
+    HelperDied {
+        /// Its exit status.
+        status: ExitStatus,
+    },
+    /// The helper sent something that is not a status line.
+    #[error("launch helper sent an unreadable status line {line:?}: {source}")]
+    BadReply {
+        /// The line (truncated to 200 bytes).
+        line: String,
+        /// Decode error.
+        source: serde_json::Error,
+    },
+    /// The helper reported a failure.
+    #[error("launch failed at step `{stage}`: {message}")]
+    Helper {
+        /// Failed step.
+        stage: Stage,
+        /// The helper's message.
+        message: String,
+    },
+}
+
+/// Failures inside the helper. Only their messages cross the wire.
+#[derive(Debug, Error)]
+enum HelperError {
+    #[error("cannot read launch spec from fd {CONTROL_FD}: {source}")]
+    ReadSpec { source: io::Error },
+    #[error("launch spec is {len} bytes, more than the {MAX_SPEC_LEN} allowed")]
+    SpecTooLarge { len: usize },
+    #[error("cannot decode launch spec: {source}")]
+    DecodeSpec { source: serde_json::Error },
+    #[error(
+        "launch helper has {threads} threads; main.rs must dispatch `{HELPER_SUBCOMMAND}` \
+         before starting any runtime or thread"
+    )]
+    MultiThreaded { threads: usize },
+    #[error("launch spec has an empty argv")]
+    EmptyArgv,
+    #[error("refusing to run a server as uid 0: servers never run as root")]
+    RootUid,
+    #[error("launch spec {field} contains a NUL byte")]
+    NulByte { field: &'static str },
+    #[error("invalid environment variable name {name:?}")]
+    BadEnvName { name: String },
+    #[error("environment variable {name:?} is set twice")]
+    DuplicateEnv { name: String },
+    #[error("launch spec {field} {path} is not absolute")]
+    RelativePath { field: &'static str, path: PathBuf },
+    #[error("cannot start a new session (setsid): {errno}")]
+    Setsid { errno: Errno },
+    #[error("cannot join cgroup {path}: {errno}")]
+    JoinCgroup { path: PathBuf, errno: Errno },
+    #[error("joined cgroup {expected} but /proc/self/cgroup says {actual:?}")]
+    CgroupMismatch { expected: PathBuf, actual: String },
+    #[error(transparent)]
+    Landlock(#[from] SandboxError),
+    #[error("cannot set supplementary groups to {groups:?}: {errno}")]
+    SetGroups { groups: Vec<u32>, errno: Errno },
+    #[error("cannot set gid to {gid}: {errno}")]
+    SetGid { gid: u32, errno: Errno },
+    #[error("cannot set uid to {uid}: {errno}")]
+    SetUid { uid: u32, errno: Errno },
+    #[error("cannot read back process credentials: {errno}")]
+    GetIds { errno: Errno },
+    #[error("privilege drop did not stick: {what} is {actual}, expected {expected}")]
+    IdentityMismatch {
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("privilege drop did not stick: setuid(0) still succeeds")]
+    RegainedRoot,
+    #[error("cannot set no_new_privs: {errno}")]
+    NoNewPrivs { errno: Errno },
+    #[error("no_new_privs reads back as unset after setting it")]
+    NoNewPrivsNotSet,
+    #[error("cannot chdir to {path} as uid {uid}: {errno}")]
+    Chdir {
+        path: PathBuf,
+        uid: u32,
+        errno: Errno,
+    },
+    #[error("argv[0] is empty")]
+    EmptyProgram,
+    #[error("cannot look up {program:?}: it has no `/` and the server's environment has no PATH")]
+    NoPathVar { program: String },
+    #[error("{program:?} not found in PATH={path_var:?}")]
+    ProgramNotFound { program: String, path_var: String },
+    #[error("{path} is not executable by uid {uid}")]
+    NotExecutable { path: PathBuf, uid: u32 },
+    #[error("cannot write status to fd {CONTROL_FD}: {source}")]
+    Report { source: io::Error },
+    #[error("cannot execute {path}: {errno}{hint}")]
+    Exec {
+        path: PathBuf,
+        errno: Errno,
+        hint: &'static str,
+    },
+}
+
+impl HelperError {
+    fn stage(&self) -> Stage {
+        match self {
+            Self::ReadSpec { .. } | Self::SpecTooLarge { .. } | Self::DecodeSpec { .. } => {
+                Stage::ReadSpec
+            }
+            Self::MultiThreaded { .. }
+            | Self::EmptyArgv
+            | Self::RootUid
+            | Self::NulByte { .. }
+            | Self::BadEnvName { .. }
+            | Self::DuplicateEnv { .. }
+            | Self::RelativePath { .. } => Stage::ValidateSpec,
+            Self::Setsid { .. } => Stage::Session,
+            Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
+            Self::Landlock(_) => Stage::Landlock,
+            Self::SetGroups { .. }
+            | Self::SetGid { .. }
+            | Self::SetUid { .. }
+            | Self::GetIds { .. }
+            | Self::IdentityMismatch { .. }
+            | Self::RegainedRoot
+            | Self::NoNewPrivs { .. }
+            | Self::NoNewPrivsNotSet => Stage::Privileges,
+            Self::Chdir { .. } => Stage::Chdir,
+            Self::EmptyProgram
+            | Self::NoPathVar { .. }
+            | Self::ProgramNotFound { .. }
+            | Self::NotExecutable { .. } => Stage::Resolve,
+            Self::Report { .. } => Stage::Report,
+            Self::Exec { .. } => Stage::Exec,
+        }
+    }
+}
+
+fn errno_of(error: &io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+// ---------------------------------------------------------------------------
+// Wire format
+
+/// Success line: `{"ok":true, <LaunchStatus fields>}`.
+#[derive(Serialize)]
+struct OkReply<'a> {
+    ok: bool,
+    #[serde(flatten)]
+    status: &'a LaunchStatus,
+}
+
+/// Failure line: `{"ok":false,"stage":"cgroup","error":"cannot join cgroup ..."}`.
+#[derive(Serialize, Deserialize)]
+struct ErrReply {
+    ok: bool,
+    stage: Stage,
+    error: String,
+}
+
+/// Frames a spec as u32 little-endian length + JSON.
+fn encode_spec(spec: &LaunchSpec) -> Result<Vec<u8>, LaunchError> {
+    let json = serde_json::to_vec(spec).map_err(|source| LaunchError::Encode { source })?;
+    if json.len() > MAX_SPEC_LEN {
+        return Err(LaunchError::SpecTooLarge { len: json.len() });
+    }
+    let len =
+        u32::try_from(json.len()).map_err(|_| LaunchError::SpecTooLarge { len: json.len() })?;
+    let mut frame = Vec::with_capacity(4 + json.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&json);
+    Ok(frame)
+}
+
+/// Reads one framed spec; the length is checked before allocating.
+fn read_spec(input: &mut impl Read) -> Result<LaunchSpec, HelperError> {
+    let mut header = [0u8; 4];
+    input
+        .read_exact(&mut header)
+        .map_err(|source| HelperError::ReadSpec { source })?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_SPEC_LEN {
+        return Err(HelperError::SpecTooLarge { len });
+    }
+    let mut json = vec![0u8; len];
+    input
+        .read_exact(&mut json)
+        .map_err(|source| HelperError::ReadSpec { source })?;
+    serde_json::from_slice(&json).map_err(|source| HelperError::DecodeSpec { source })
+}
+
+fn encode_ok(status: &LaunchStatus) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&OkReply { ok: true, status }).expect("LaunchStatus always serializes");
+    line.push(b'\n');
+    line
+}
+
+fn encode_err(error: &HelperError) -> Vec<u8> {
+    let reply = ErrReply {
+        ok: false,
+        stage: error.stage(),
+        error: error.to_string(),
+    };
+    let mut line = serde_json::to_vec(&reply).expect("ErrReply always serializes");
+    line.push(b'\n');
+    line
+}
+
+/// Decodes one helper line: the status, or the helper's failure.
+fn parse_reply(line: &[u8]) -> Result<LaunchStatus, LaunchError> {
+    let bad = |source| LaunchError::BadReply {
+        line: String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned(),
+        source,
+    };
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(bad)?;
+    if value.get("ok") == Some(&serde_json::Value::Bool(true)) {
+        serde_json::from_value(value).map_err(bad)
+    } else {
+        let reply: ErrReply = serde_json::from_value(value).map_err(bad)?;
+        Err(LaunchError::Helper {
+            stage: reply.stage,
+            message: reply.error,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon side
+
+/// Starts the helper `exe` (normally `/proc/self/exe`) for `spec` with the
+/// given stdio, sends the spec and waits (at most [`LAUNCH_TIMEOUT`]) until
+/// the server has been exec'd. Blocking: call it from `spawn_blocking`.
+///
+/// On success the returned child's pid is the server's pid. On failure the
+/// helper has been reaped and nothing runs.
+pub fn spawn(
+    spec: &LaunchSpec,
+    exe: &Path,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<(Child, LaunchStatus), LaunchError> {
+    let frame = encode_spec(spec)?;
+    let (mut control, helper_end) =
+        UnixStream::pair().map_err(|source| LaunchError::Socket { source })?;
+    let helper_raw = helper_end.as_raw_fd();
+
+    let mut command = Command::new(exe);
+    command
+        .arg(HELPER_SUBCOMMAND)
+        .env_clear()
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: the closure runs between fork and exec in a copy of a
+    // multi-threaded process, so it only makes async-signal-safe calls
+    // (dup2, fcntl), does not allocate and touches no locks.
+    unsafe {
+        command.pre_exec(move || place_control_fd(helper_raw));
+    }
+    let spawned = command.spawn();
+    // The Command still holds the server's stdio ends and our copy of the
+    // helper's socket end; drop both so EOF and pipe closure propagate.
+    drop(command);
+    drop(helper_end);
+    let mut child = spawned.map_err(|source| LaunchError::Spawn {
+        exe: exe.to_owned(),
+        source,
+    })?;
+    debug!(helper_pid = child.id(), argv0 = %spec.argv.first().map_or("", String::as_str), "launch helper started");
+
+    let deadline = Instant::now() + LAUNCH_TIMEOUT;
+    match converse(&mut control, &frame, deadline, &mut child) {
+        Ok(status) => Ok((child, status)),
+        Err(error) => {
+            reap_failed_helper(&mut child, deadline);
+            Err(error)
+        }
+    }
+}
+
+/// Puts the helper's socket end at fd 3 without close-on-exec.
+fn place_control_fd(fd: RawFd) -> io::Result<()> {
+    if fd == CONTROL_FD {
+        // dup2 onto itself would keep FD_CLOEXEC; clear it explicitly.
+        // SAFETY: fcntl on an fd we own; async-signal-safe.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    } else {
+        // SAFETY: dup2 is async-signal-safe; the new descriptor does not
+        // inherit FD_CLOEXEC.
+        if unsafe { libc::dup2(fd, CONTROL_FD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sends the spec, reads the status line, then waits for EOF (exec done)
+/// or a failure line (exec failed).
+fn converse(
+    control: &mut UnixStream,
+    frame: &[u8],
+    deadline: Instant,
+    child: &mut Child,
+) -> Result<LaunchStatus, LaunchError> {
+    control
+        .set_write_timeout(Some(LAUNCH_TIMEOUT))
+        .map_err(|source| LaunchError::Control {
+            doing: "configuring it",
+            source,
+        })?;
+    if let Err(source) = control.write_all(frame) {
+        // A helper that died early closes its end: report how it died.
+        if let Some(status) = wait_until(child, deadline) {
+            return Err(LaunchError::HelperDied { status });
+        }
+        return Err(LaunchError::Control {
+            doing: "sending the launch spec",
+            source,
+        });
+    }
+
+    let mut buffer = Vec::new();
+    let Some(line) = read_line(control, &mut buffer, deadline, "report a status")? else {
+        return match wait_until(child, deadline) {
+            Some(status) => Err(LaunchError::HelperDied { status }),
+            None => Err(LaunchError::Timeout {
+                waiting_for: "exit after closing its control socket",
+                timeout: LAUNCH_TIMEOUT,
+            }),
+        };
+    };
+    let status = parse_reply(&line)?;
+    match read_line(control, &mut buffer, deadline, "exec the server")? {
+        None => Ok(status),
+        Some(line) => match parse_reply(&line) {
+            // Only a failure can follow the status line.
+            Ok(_) => Err(LaunchError::Helper {
+                stage: Stage::Exec,
+                message: "helper sent a second status line instead of executing".to_owned(),
+            }),
+            Err(error) => Err(error),
+        },
+    }
+}
+
+/// Reads one `\n`-terminated line before `deadline`; `None` on EOF.
+fn read_line(
+    control: &mut UnixStream,
+    buffer: &mut Vec<u8>,
+    deadline: Instant,
+    waiting_for: &'static str,
+) -> Result<Option<Vec<u8>>, LaunchError> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line = buffer.drain(..=end).take(end).collect();
+            return Ok(Some(line));
+        }
+        if buffer.len() > MAX_REPLY_LEN {
+            return Err(LaunchError::Control {
+                doing: "reading the status line",
+                source: io::Error::new(io::ErrorKind::InvalidData, "status line too long"),
+            });
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(LaunchError::Timeout {
+                waiting_for,
+                timeout: LAUNCH_TIMEOUT,
+            });
+        }
+        control
+            .set_read_timeout(Some(remaining))
+            .map_err(|source| LaunchError::Control {
+                doing: "configuring it",
+                source,
+            })?;
+        match control.read(&mut chunk) {
+            Ok(0) if buffer.is_empty() => return Ok(None),
+            // A final line without newline still counts.
+            Ok(0) => return Ok(Some(std::mem::take(buffer))),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(LaunchError::Timeout {
+                    waiting_for,
+                    timeout: LAUNCH_TIMEOUT,
+                })
+            }
+            Err(source) => {
+                return Err(LaunchError::Control {
+                    doing: "reading the status line",
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Polls for the child's exit until `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => return None,
+        }
+    }
+}
+
+/// Makes sure a helper that failed is gone and reaped.
+fn reap_failed_helper(child: &mut Child, deadline: Instant) {
+    // A helper that reported an error exits on its own right away.
+    let grace = deadline.max(Instant::now() + Duration::from_millis(500));
+    if wait_until(child, grace).is_some() {
+        return;
+    }
+    warn!(
+        helper_pid = child.id(),
+        "killing unresponsive launch helper"
+    );
+    if let Err(error) = child.kill() {
+        warn!(helper_pid = child.id(), %error, "cannot kill launch helper");
+    }
+    let _ = child.wait();
+}
+
+// ---------------------------------------------------------------------------
+// Helper side
+
+/// Everything `execve` needs, prepared before the status line is written.
+struct ExecPlan {
+    exe: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    status: LaunchStatus,
+}
+
+/// Entry point of `mcpguard __exec-server`; never returns.
+///
+/// Must run before anything else in the process (no threads, no tokio).
+pub fn helper_main() -> ! {
+    if !control_fd_is_socket() {
+        eprintln!(
+            "mcpguard {HELPER_SUBCOMMAND}: fd {CONTROL_FD} is not a control socket; \
+             this subcommand is only started by the mcpguard daemon"
+        );
+        std::process::exit(EXIT_SETUP_FAILED);
+    }
+    // SAFETY: fd 3 is the socket the daemon placed there (checked above) and
+    // nothing else in this fresh process owns it.
+    let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    close_inherited_fds();
+
+    let plan = match prepare_exec(&mut control) {
+        Ok(plan) => plan,
+        Err(error) => fail(&mut control, &error, EXIT_SETUP_FAILED),
+    };
+    if let Err(source) = control.write_all(&encode_ok(&plan.status)) {
+        fail(
+            &mut control,
+            &HelperError::Report { source },
+            EXIT_SETUP_FAILED,
+        );
+    }
+    if let Err(errno) = set_cloexec(CONTROL_FD) {
+        let source = io::Error::from(errno);
+        fail(
+            &mut control,
+            &HelperError::Report { source },
+            EXIT_SETUP_FAILED,
+        );
+    }
+    reset_signals();
+
+    let Err(errno) = nix::unistd::execve(&plan.exe, &plan.argv, &plan.envp);
+    let error = HelperError::Exec {
+        path: plan.status.exe.clone(),
+        errno,
+        hint: if errno == Errno::EACCES {
+            " (is its directory in the policy's [filesystem] exec list?)"
+        } else {
+            ""
+        },
+    };
+    fail(&mut control, &error, EXIT_EXEC_FAILED)
+}
+
+/// Reports `error` on the control socket and exits with `code`.
+fn fail(control: &mut UnixStream, error: &HelperError, code: i32) -> ! {
+    // Nobody else would ever see this error if the socket is broken.
+    if control.write_all(&encode_err(error)).is_err() {
+        eprintln!("mcpguard {HELPER_SUBCOMMAND}: {error}");
+    }
+    std::process::exit(code)
+}
+
+fn control_fd_is_socket() -> bool {
+    // SAFETY: fstat on a possibly-closed fd only fails with EBADF; `st` is a
+    // plain output buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let ret = unsafe { libc::fstat(CONTROL_FD, &mut st) };
+    ret == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// Closes every fd above 3 that the daemon might have leaked (all of ours
+/// are close-on-exec, but a server must never inherit a daemon socket).
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; none above 3 are in use
+    // by this process yet.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+    if ret != 0 {
+        // Pre-5.9 kernel: close what /proc says is open.
+        if let Ok(entries) = fs::read_dir("/proc/self/fd") {
+            let fds: Vec<RawFd> = entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > CONTROL_FD)
+                .collect();
+            for fd in fds {
+                // SAFETY: closing an fd no Rust object owns (the read_dir fd
+                // is already closed, so EBADF at worst).
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: fd 3 stays open for the rest of the helper's life.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
+}
+
+/// Gives the server default signal dispositions and an empty mask. Ignored
+/// signals survive execve: the Rust runtime ignores SIGPIPE, and whoever
+/// started the daemon may have ignored more (including glibc's reserved
+/// real-time signals, which `signal(3)` refuses to touch, hence the raw
+/// syscall).
+fn reset_signals() {
+    // An all-zero kernel `struct sigaction` is SIG_DFL, no flags, empty
+    // mask on every architecture; 32 bytes covers the largest layout.
+    let default_action = [0u64; 4];
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a zeroed buffer at least as large as
+        // the kernel's struct sigaction and writes nothing (old = NULL).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default_action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+    let empty = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&empty),
+        None,
+    );
+}
+
+/// Steps 1–6: everything up to the status line.
+fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
+    let spec = read_spec(control)?;
+    // setresuid and Landlock act on the calling thread's view of the
+    // process; a runtime started before helper_main would break that.
+    let threads = fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
+    if threads != 1 {
+        return Err(HelperError::MultiThreaded { threads });
+    }
+    let (argv, envp) = validate_spec(&spec)?;
+
+    // Leave the daemon's session and process group so terminal signals
+    // aimed at the daemon do not hit servers; the daemon kills servers
+    // through their cgroup.
+    nix::unistd::setsid().map_err(|errno| HelperError::Setsid { errno })?;
+
+    join_cgroup(&spec.cgroup)?;
+    let sandbox = sandbox::prepare(&spec.sandbox)?;
+    let groups = drop_privileges(spec.uid, spec.gid, &spec.groups)?;
+    let landlock = sandbox.restrict_self()?;
+
+    nix::unistd::chdir(&spec.cwd).map_err(|errno| HelperError::Chdir {
+        path: spec.cwd.clone(),
+        uid: spec.uid,
+        errno,
+    })?;
+    let path_var = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let exe = resolve_program(&spec.argv[0], path_var, &spec.cwd, spec.uid)?;
+    let exe_c = CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| HelperError::NulByte { field: "argv[0]" })?;
+
+    Ok(ExecPlan {
+        exe: exe_c,
+        argv,
+        envp,
+        status: LaunchStatus {
+            exe,
+            pid: std::process::id(),
+            uid: spec.uid,
+            gid: spec.gid,
+            groups,
+            cgroup: spec.cgroup,
+            landlock,
+        },
+    })
+}
+
+/// Rejects specs the helper must never act on and converts argv/env to
+/// C strings up front, so nothing can fail between status and exec.
+fn validate_spec(spec: &LaunchSpec) -> Result<(Vec<CString>, Vec<CString>), HelperError> {
+    if spec.uid == 0 {
+        return Err(HelperError::RootUid);
+    }
+    if spec.argv.is_empty() {
+        return Err(HelperError::EmptyArgv);
+    }
+    for (field, path) in [("cwd", &spec.cwd), ("cgroup", &spec.cgroup)] {
+        if !path.is_absolute() {
+            return Err(HelperError::RelativePath {
+                field,
+                path: path.clone(),
+            });
+        }
+    }
+    let argv = spec
+        .argv
+        .iter()
+        .map(|arg| CString::new(arg.as_str()).map_err(|_| HelperError::NulByte { field: "argv" }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = BTreeSet::new();
+    let envp = spec
+        .env
+        .iter()
+        .map(|(name, value)| {
+            if name.is_empty() || name.contains('=') {
+                return Err(HelperError::BadEnvName { name: name.clone() });
+            }
+            // Programs disagree on which duplicate wins; allow none.
+            if !seen.insert(name.as_str()) {
+                return Err(HelperError::DuplicateEnv { name: name.clone() });
+            }
+            CString::new(format!("{name}={value}"))
+                .map_err(|_| HelperError::NulByte { field: "env" })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((argv, envp))
+}
+
+/// Moves this process into `cgroup` and checks the kernel agrees.
+fn join_cgroup(cgroup: &Path) -> Result<(), HelperError> {
+    let join_error = |errno| HelperError::JoinCgroup {
+        path: cgroup.to_owned(),
+        errno,
+    };
+    OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .and_then(|mut procs| procs.write_all(b"0"))
+        .map_err(|e| join_error(errno_of(&e)))?;
+
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| join_error(errno_of(&e)))?;
+    let unified = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap_or("")
+        .to_owned();
+    // /proc shows the path relative to the cgroup2 mount (or namespace root),
+    // so the spec path must end with it.
+    if unified.len() > 1 && cgroup.ends_with(unified.trim_start_matches('/')) {
+        Ok(())
+    } else {
+        Err(HelperError::CgroupMismatch {
+            expected: cgroup.to_owned(),
+            actual: unified,
+        })
+    }
+}
+
+/// Switches to the caller's identity for good and proves it, returning the
+/// verified (sorted) supplementary groups.
+fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> Result<Vec<u32>, HelperError> {
+    if uid == 0 {
+        return Err(HelperError::RootUid);
+    }
+    let wanted: BTreeSet<u32> = groups.iter().copied().collect();
+    let gids: Vec<Gid> = wanted.iter().map(|&g| Gid::from_raw(g)).collect();
+    nix::unistd::setgroups(&gids).map_err(|errno| HelperError::SetGroups {
+        groups: groups.to_vec(),
+        errno,
+    })?;
+    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+    nix::unistd::setresgid(g, g, g).map_err(|errno| HelperError::SetGid { gid, errno })?;
+    nix::unistd::setresuid(u, u, u).map_err(|errno| HelperError::SetUid { uid, errno })?;
+
+    let ids = nix::unistd::getresuid().map_err(|errno| HelperError::GetIds { errno })?;
+    let actual = [ids.real, ids.effective, ids.saved].map(Uid::as_raw);
+    if actual != [uid; 3] {
+        return Err(HelperError::IdentityMismatch {
+            what: "real/effective/saved uid",
+            expected: format!("{:?}", [uid; 3]),
+            actual: format!("{actual:?}"),
+        });
+    }
+    let ids = nix::unistd::getresgid().map_err(|errno| HelperError::GetIds { errno })?;
+    let actual = [ids.real, ids.effective, ids.saved].map(Gid::as_raw);
+    if actual != [gid; 3] {
+        return Err(HelperError::IdentityMismatch {
+            what: "real/effective/saved gid",
+            expected: format!("{:?}", [gid; 3]),
+            actual: format!("{actual:?}"),
+        });
+    }
+    let actual: BTreeSet<u32> = nix::unistd::getgroups()
+        .map_err(|errno| HelperError::GetIds { errno })?
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
+    if actual != wanted {
+        return Err(HelperError::IdentityMismatch {
+            what: "supplementary groups",
+            expected: format!("{wanted:?}"),
+            actual: format!("{actual:?}"),
+        });
+    }
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(HelperError::RegainedRoot);
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|errno| HelperError::NoNewPrivs { errno })?;
+    match nix::sys::prctl::get_no_new_privs() {
+        Ok(true) => Ok(wanted.into_iter().collect()),
+        Ok(false) => Err(HelperError::NoNewPrivsNotSet),
+        Err(errno) => Err(HelperError::NoNewPrivs { errno }),
+    }
+}
+
+/// Resolves `program` to an absolute path the way `execvp` would, but
+/// against the server's own PATH and without falling back to a default one.
+/// Relative and empty PATH entries are skipped: they would depend on the
+/// cwd in ways a policy author does not expect.
+fn resolve_program(
+    program: &str,
+    path_var: Option<&str>,
+    cwd: &Path,
+    uid: u32,
+) -> Result<PathBuf, HelperError> {
+    if program.is_empty() {
+        return Err(HelperError::EmptyProgram);
+    }
+    if program.contains('/') {
+        let path = Path::new(program);
+        return Ok(if path.is_absolute() {
+            path.to_owned()
+        } else {
+            cwd.join(path)
+        });
+    }
+    let Some(path_var) = path_var else {
+        return Err(HelperError::NoPathVar {
+            program: program.to_owned(),
+        });
+    };
+    let mut not_executable = None;
+    for dir in path_var.split(':').map(Path::new) {
+        if !dir.is_absolute() {
+            continue;
+        }
+        let candidate = dir.join(OsStr::new(program));
+        let Ok(meta) = fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if is_executable(&candidate, &meta) {
+            return Ok(candidate);
+        }
+        not_executable.get_or_insert(candidate);
+    }
+    Err(match not_executable {
+        Some(path) => HelperError::NotExecutable { path, uid },
+        None => HelperError::ProgramNotFound {
+            program: program.to_owned(),
+            path_var: path_var.to_owned(),
+        },
+    })
+}
+
+/// access(X_OK) for the current (already dropped) identity.
+fn is_executable(path: &Path, meta: &fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o111 != 0
+        && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Cursor};
+    use std::process::Stdio;
+
+    use super::cgroup::{cgroup2_mount, Cgroup, CgroupTree};
+    use super::*;
+
+    const NOBODY: u32 = 65534;
+
+    fn sample_spec() -> LaunchSpec {
+        LaunchSpec {
+            argv: vec!["sh".into(), "-c".into(), "id -u".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/"),
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![],
+            cgroup: PathBuf::from("/sys/fs/cgroup/unified/mcpguard/time-3"),
+            sandbox: SandboxSpec {
+                read: vec!["/etc/ssl/certs".into()],
+                write: vec!["/tmp".into()],
+                exec: vec!["/usr".into()],
+                connect_tcp: Some(vec![(443, 443)]),
+                bind_tcp: vec![],
+                require_fs: true,
+            },
+        }
+    }
+
+    #[test]
+    fn spec_frame_round_trips() {
+        let spec = sample_spec();
+        let frame = encode_spec(&spec).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let decoded = read_spec(&mut Cursor::new(frame)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&decoded).unwrap(),
+            serde_json::to_value(&spec).unwrap()
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected_before_reading_the_body() {
+        let mut frame = ((MAX_SPEC_LEN + 1) as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(b"{}");
+        let err = read_spec(&mut Cursor::new(frame)).unwrap_err();
+        assert!(matches!(err, HelperError::SpecTooLarge { len } if len == MAX_SPEC_LEN + 1));
+
+        let mut spec = sample_spec();
+        spec.argv.push("x".repeat(MAX_SPEC_LEN));
+        assert!(matches!(
+            encode_spec(&spec),
+            Err(LaunchError::SpecTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_and_garbled_frames_are_read_errors() {
+        let err = read_spec(&mut Cursor::new(vec![10, 0, 0, 0, b'{'])).unwrap_err();
+        assert!(matches!(err, HelperError::ReadSpec { .. }), "{err}");
+        assert_eq!(err.stage(), Stage::ReadSpec);
+        let err = read_spec(&mut Cursor::new(vec![2, 0, 0, 0, b'{', b'}'])).unwrap_err();
+        assert!(matches!(err, HelperError::DecodeSpec { .. }), "{err}");
+    }
+
+    #[test]
+    fn status_and_error_lines_round_trip() {
+        let status = LaunchStatus {
+            exe: "/usr/bin/sh".into(),
+            pid: 42,
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![],
+            cgroup: "/sys/fs/cgroup/unified/mcpguard/time-3".into(),
+            landlock: LandlockReport {
+                abi: Some(7),
+                target_abi: 6,
+                status: Enforcement::FullyEnforced,
+                no_new_privs: true,
+                skipped_paths: vec![],
+                unenforced: vec![],
+                connect_tcp: PortRestriction::Ports { count: 1 },
+                bind_tcp: PortRestriction::Ports { count: 0 },
+            },
+        };
+        let line = encode_ok(&status);
+        assert!(line.starts_with(br#"{"ok":true,"#));
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(parse_reply(&line[..line.len() - 1]).unwrap(), status);
+
+        let error = HelperError::JoinCgroup {
+            path: "/sys/fs/cgroup/unified/mcpguard/time-3".into(),
+            errno: Errno::EACCES,
+        };
+        let line = encode_err(&error);
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["ok"], false);
+        assert_eq!(value["stage"], "cgroup");
+        match parse_reply(&line[..line.len() - 1]).unwrap_err() {
+            LaunchError::Helper { stage, message } => {
+                assert_eq!(stage, Stage::Cgroup);
+                assert_eq!(
+                    message,
+                    "cannot join cgroup /sys/fs/cgroup/unified/mcpguard/time-3: EACCES: Permission denied"
+                );
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(matches!(
+            parse_reply(b"not json"),
+            Err(LaunchError::BadReply { .. })
+        ));
+    }
+
+    #[test]
+    fn validation_refuses_root_and_malformed_specs() {
+        let mut spec = sample_spec();
+        spec.uid = 0;
+        assert!(matches!(validate_spec(&spec), Err(HelperError::RootUid)));
+
+        let mut spec = sample_spec();
+        spec.argv.clear();
+        assert!(matches!(validate_spec(&spec), Err(HelperError::EmptyArgv)));
+
+        let mut spec = sample_spec();
+        spec.env.push(("A=B".into(), "c".into()));
+        assert!(matches!(
+            validate_spec(&spec),
+            Err(HelperError::BadEnvName { .. })
+        ));
+
+        let mut spec = sample_spec();
+        spec.env.push(("PATH".into(), "/evil".into()));
+        assert!(matches!(
+            validate_spec(&spec),
+            Err(HelperError::DuplicateEnv { .. })
+        ));
+
+        let mut spec = sample_spec();
+        spec.env.push(("A".into(), "nul\0".into()));
+        assert!(matches!(
+            validate_spec(&spec),
+            Err(HelperError::NulByte { field: "env" })
+        ));
+
+        let mut spec = sample_spec();
+        spec.cwd = "relative".into();
+        assert!(matches!(
+            validate_spec(&spec),
+            Err(HelperError::RelativePath { field: "cwd", .. })
+        ));
+
+        let (argv, envp) = validate_spec(&sample_spec()).unwrap();
+        assert_eq!(argv[2].to_str().unwrap(), "id -u");
+        assert_eq!(envp[0].to_str().unwrap(), "PATH=/usr/bin:/bin");
+    }
+
+    #[test]
+    fn program_lookup_uses_only_the_servers_absolute_path_entries() {
+        let dir = std::env::temp_dir().join(format!("mcpguard-resolve-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let tool = dir.join("tool");
+        fs::write(&tool, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.join("plain");
+        fs::write(&plain, "data").unwrap();
+        fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+        let path_var = format!("relative:/nonexistent::{}", dir.display());
+        let cwd = Path::new("/srv");
+
+        assert_eq!(
+            resolve_program("tool", Some(&path_var), cwd, NOBODY).unwrap(),
+            tool
+        );
+        assert!(matches!(
+            resolve_program("plain", Some(&path_var), cwd, NOBODY),
+            Err(HelperError::NotExecutable { path, .. }) if path == plain
+        ));
+        assert!(matches!(
+            resolve_program("missing", Some(&path_var), cwd, NOBODY),
+            Err(HelperError::ProgramNotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_program("tool", None, cwd, NOBODY),
+            Err(HelperError::NoPathVar { .. })
+        ));
+        // A directory on PATH with the program's name is not a match.
+        assert!(matches!(
+            resolve_program("mcpguard-resolve-dir", Some("/tmp"), cwd, NOBODY),
+            Err(HelperError::ProgramNotFound { .. })
+        ));
+        assert_eq!(
+            resolve_program("bin/server", None, cwd, NOBODY).unwrap(),
+            PathBuf::from("/srv/bin/server")
+        );
+        assert_eq!(
+            resolve_program("/usr/bin/env", None, cwd, NOBODY).unwrap(),
+            PathBuf::from("/usr/bin/env")
+        );
+        assert!(matches!(
+            resolve_program("", None, cwd, NOBODY),
+            Err(HelperError::EmptyProgram)
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // -- End to end: the real helper binary against the real kernel. --------
+
+    /// The binary whose `__exec-server` subcommand runs [`helper_main`]:
+    /// `$MCPGUARD_HELPER_EXE`, else the `mcpguard` binary next to this test
+    /// binary (cargo builds it alongside integration tests).
+    fn helper_exe() -> PathBuf {
+        if let Some(exe) = std::env::var_os("MCPGUARD_HELPER_EXE") {
+            return PathBuf::from(exe);
+        }
+        let test_exe = std::env::current_exe().unwrap();
+        let sibling = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("mcpguard"))
+            .unwrap();
+        assert!(
+            sibling.exists(),
+            "launch tests need the helper binary: build `mcpguard` first (cargo build) \
+             or set MCPGUARD_HELPER_EXE; looked for {}",
+            sibling.display()
+        );
+        sibling
+    }
+
+    /// A server cgroup plus a scratch dir, both removed on drop.
+    struct Fixture {
+        tree: CgroupTree,
+        cgroup: Cgroup,
+        dir: PathBuf,
+    }
+
+    impl Fixture {
+        fn new(tag: &str) -> Self {
+            let name = format!("mcpguard-test-launch-{tag}-{}", std::process::id());
+            let tree = CgroupTree::create(&cgroup2_mount().unwrap(), &name).unwrap();
+            let cgroup = tree.child("srv").unwrap();
+            let dir = std::env::temp_dir().join(&name);
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("allowed")).unwrap();
+            fs::create_dir_all(dir.join("denied")).unwrap();
+            // World-readable, so only Landlock stands between nobody and the secret.
+            for sub in ["", "allowed", "denied"] {
+                fs::set_permissions(dir.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            fs::write(dir.join("allowed/data.txt"), "public data\n").unwrap();
+            fs::write(dir.join("denied/secret.txt"), "top secret\n").unwrap();
+            Self { tree, cgroup, dir }
+        }
+
+        fn spec(&self, script: &str) -> LaunchSpec {
+            LaunchSpec {
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                env: vec![
+                    ("PATH".into(), "/usr/bin:/bin".into()),
+                    ("MARK".into(), "from-spec".into()),
+                ],
+                cwd: self.dir.clone(),
+                uid: NOBODY,
+                gid: NOBODY,
+                groups: vec![],
+                cgroup: self.cgroup.path.clone(),
+                sandbox: SandboxSpec {
+                    read: vec![self.dir.join("allowed")],
+                    write: vec![],
+                    exec: ["/usr", "/lib", "/lib64", "/bin"]
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                    connect_tcp: None,
+                    bind_tcp: vec![],
+                    require_fs: true,
+                },
+            }
+        }
+
+        fn launch(&self, spec: &LaunchSpec) -> Result<(Child, LaunchStatus), LaunchError> {
+            spawn(
+                spec,
+                &helper_exe(),
+                Stdio::piped(),
+                Stdio::piped(),
+                Stdio::piped(),
+            )
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = self.tree.reap_stale();
+            let _ = fs::remove_dir(&self.tree.root);
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn helper_failure(result: Result<(Child, LaunchStatus), LaunchError>) -> (Stage, String) {
+        match result {
+            Err(LaunchError::Helper { stage, message }) => (stage, message),
+            Err(other) => panic!("expected a helper failure, got: {other}"),
+            Ok((mut child, status)) => {
+                let _ = child.kill();
+                panic!("expected a helper failure, but launched {status:?}")
+            }
+        }
+    }
+
+    #[test]
+    fn spawned_server_runs_confined_as_the_caller_in_its_cgroup() {
+        let fx = Fixture::new("ok");
+        let script = "id -u; id -g; id -G; echo \"mark=$MARK home=${HOME-unset}\"; pwd; \
+                      cat allowed/data.txt; \
+                      cat denied/secret.txt 2>&1 || echo secret-denied; \
+                      read line; echo \"stdin=$line\"";
+        let (mut child, status) = fx.launch(&fx.spec(script)).expect("launch");
+
+        assert_eq!(status.pid, child.id());
+        assert_eq!(status.exe, PathBuf::from("/usr/bin/sh"));
+        assert_eq!((status.uid, status.gid), (NOBODY, NOBODY));
+        assert_eq!(status.landlock.status, Enforcement::FullyEnforced);
+        assert!(status.landlock.no_new_privs);
+        assert_eq!(status.cgroup, fx.cgroup.path);
+
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next_line = || stdout.next().expect("more output").expect("utf-8 line");
+        let lines: Vec<String> = (0..8).map(|_| next_line()).collect();
+        assert_eq!(lines[0], "65534", "id -u");
+        assert_eq!(lines[1], "65534", "id -g");
+        assert_eq!(lines[2], "65534", "id -G: no supplementary groups");
+        assert_eq!(
+            lines[3], "mark=from-spec home=unset",
+            "exactly the spec env"
+        );
+        assert_eq!(Path::new(&lines[4]), fx.dir, "cwd");
+        assert_eq!(lines[5], "public data");
+        assert!(lines[6].contains("Permission denied"), "{lines:?}");
+        assert_eq!(lines[7], "secret-denied");
+
+        // The server now waits on stdin: inspect it from outside.
+        assert_eq!(fx.cgroup.pids().unwrap(), vec![child.id()]);
+        let mount = cgroup2_mount().unwrap();
+        let relative = fx.cgroup.path.strip_prefix(&mount).unwrap();
+        let proc_cgroup = fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+        assert!(
+            proc_cgroup.contains(&format!("0::/{}\n", relative.display())),
+            "{proc_cgroup}"
+        );
+        let proc_status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        assert!(
+            proc_status.contains("Uid:\t65534\t65534\t65534\t65534\n"),
+            "{proc_status}"
+        );
+        assert!(
+            proc_status.contains("Gid:\t65534\t65534\t65534\t65534\n"),
+            "{proc_status}"
+        );
+        assert!(proc_status.contains("NoNewPrivs:\t1\n"), "{proc_status}");
+        // The control socket was closed on exec: the server has only stdio.
+        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2"]);
+
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        assert_eq!(next_line(), "stdin=hello");
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "{exit}");
+    }
+
+    #[test]
+    fn server_starts_with_default_signal_dispositions() {
+        let fx = Fixture::new("signals");
+        let mut spec = fx.spec("");
+        // exec cat directly: a shell would install its own dispositions.
+        spec.argv = vec!["cat".into(), "/proc/self/status".into()];
+        spec.sandbox.read.push("/proc".into());
+        let (child, _) = fx.launch(&spec).expect("launch");
+        let output = child.wait_with_output().unwrap();
+        let status = String::from_utf8(output.stdout).unwrap();
+        // The Rust runtime of the helper ignores SIGPIPE; that must not leak.
+        assert!(status.contains("SigIgn:\t0000000000000000\n"), "{status}");
+        assert!(status.contains("SigBlk:\t0000000000000000\n"), "{status}");
+    }
+
+    #[test]
+    fn root_is_refused() {
+        let fx = Fixture::new("root");
+        let mut spec = fx.spec("true");
+        spec.uid = 0;
+        let (stage, message) = helper_failure(fx.launch(&spec));
+        assert_eq!(stage, Stage::ValidateSpec);
+        assert!(message.contains("uid 0"), "{message}");
+        assert!(fx.cgroup.pids().unwrap().is_empty(), "nothing was started");
+    }
+
+    #[test]
+    fn a_missing_cgroup_is_named_in_the_error() {
+        let fx = Fixture::new("nocg");
+        let mut spec = fx.spec("true");
+        spec.cgroup = fx.tree.root.join("does-not-exist");
+        let (stage, message) = helper_failure(fx.launch(&spec));
+        assert_eq!(stage, Stage::Cgroup);
+        assert_eq!(
+            message,
+            format!(
+                "cannot join cgroup {}: ENOENT: No such file or directory",
+                spec.cgroup.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_program_is_a_resolve_error() {
+        let fx = Fixture::new("noprog");
+        let mut spec = fx.spec("");
+        spec.argv = vec!["mcpguard-no-such-program".into()];
+        let (stage, message) = helper_failure(fx.launch(&spec));
+        assert_eq!(stage, Stage::Resolve);
+        assert!(message.contains("mcpguard-no-such-program"), "{message}");
+    }
+
+    #[test]
+    fn a_program_outside_the_exec_list_fails_at_exec() {
+        let fx = Fixture::new("noexec");
+        let mut spec = fx.spec("true");
+        spec.sandbox.read = std::mem::take(&mut spec.sandbox.exec);
+        let (stage, message) = helper_failure(fx.launch(&spec));
+        assert_eq!(stage, Stage::Exec);
+        assert!(
+            message.contains("/usr/bin/sh") && message.contains("EACCES"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_inaccessible_cwd_is_a_chdir_error() {
+        let fx = Fixture::new("cwd");
+        let private = fx.dir.join("private");
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut spec = fx.spec("true");
+        spec.cwd = private.clone();
+        let (stage, message) = helper_failure(fx.launch(&spec));
+        assert_eq!(stage, Stage::Chdir);
+        assert_eq!(
+            message,
+            format!(
+                "cannot chdir to {} as uid 65534: EACCES: Permission denied",
+                private.display()
+            )
+        );
+    }
+
+    #[test]
+    fn running_the_helper_without_a_control_socket_fails_cleanly() {
+        let output = Command::new(helper_exe())
+            .arg(HELPER_SUBCOMMAND)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(EXIT_SETUP_FAILED));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("not a control socket"));
+    }
+}

@@ -1,0 +1,826 @@
+//! Landlock sandbox for a server, built from the policy's allow-lists.
+//!
+//! The helper builds the ruleset in two steps so that each runs with the
+//! right identity: [`prepare`] runs as root (it opens every rule path with
+//! `O_PATH`, so paths only root can traverse still get rules), and
+//! [`PreparedSandbox::restrict_self`] runs after the privilege drop, right
+//! before `execve`, so the server's very first instruction is confined.
+//!
+//! What is handled (denied unless a rule allows it):
+//! - filesystem: every access right of [`TARGET_ABI`]; `read` paths get
+//!   ReadFile/ReadDir, `exec` paths add Execute, `write` paths get read plus
+//!   all write rights except creating device nodes;
+//! - network (ABI 4+): TCP bind, and TCP connect unless the spec leaves it
+//!   to the eBPF layer (`connect_tcp: None`), allowed per port;
+//! - scopes (ABI 6+): abstract Unix sockets and signals outside the sandbox.
+//!
+//! Compatibility is best effort: on an older kernel the missing features are
+//! listed in [`LandlockReport::unenforced`] (the eBPF layer still enforces
+//! egress by address). The one hard requirement is filesystem confinement
+//! when the policy has a `[filesystem]` section: no Landlock at all, or a
+//! ruleset the kernel did not enforce, refuses the launch.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    make_bitflags, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, RestrictionStatus,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
+    ABI,
+};
+use nix::errno::Errno;
+use nix::sys::stat::{fstat, SFlag};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::SandboxSpec;
+
+/// The Landlock ABI whose access rights we handle.
+///
+/// Pinned rather than "newest the crate knows": ABI 9 adds `ResolveUnix`
+/// (connecting to pathname Unix sockets) and ABI 10 adds UDP rights, and the
+/// policy format has no vocabulary for either yet. Handling them would make
+/// the same policy deny syslog/DNS sockets only on newer kernels. Raise this
+/// together with the policy format.
+pub const TARGET_ABI: ABI = ABI::V6;
+
+/// `LANDLOCK_CREATE_RULESET_VERSION` from `<linux/landlock.h>` (libc lacks it).
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// Most Landlock port rules one launch may add (connect + bind together).
+pub const MAX_PORT_RULES: usize = 65536;
+
+/// Rights granted beneath a `read` path.
+const READ: BitFlags<AccessFs> = make_bitflags!(AccessFs::{ReadFile | ReadDir});
+
+/// Rights granted beneath an `exec` path: shared libraries must be readable
+/// (mmap) as well as executable, and directories listable for lookups.
+const EXEC: BitFlags<AccessFs> = make_bitflags!(AccessFs::{Execute | ReadFile | ReadDir});
+
+/// Rights granted beneath a `write` path, on top of [`READ`]. MakeChar and
+/// MakeBlock are handled but never granted: servers do not create devices.
+const WRITE: BitFlags<AccessFs> = make_bitflags!(AccessFs::{
+    WriteFile | Truncate | MakeReg | MakeDir | MakeSym | MakeFifo | MakeSock
+    | RemoveFile | RemoveDir | Refer | IoctlDev
+});
+
+/// Of the above, the rights that apply to a non-directory; the kernel
+/// rejects directory rights on a file rule with EINVAL.
+const FILE_RIGHTS: BitFlags<AccessFs> =
+    make_bitflags!(AccessFs::{ReadFile | WriteFile | Execute | Truncate | IoctlDev});
+
+/// Errors while building or applying the Landlock ruleset.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// The policy needs filesystem confinement and the kernel has no Landlock.
+    #[error("landlock: kernel lacks ABI v1 required by [filesystem] rules ({reason})")]
+    Unavailable {
+        /// Why Landlock is missing.
+        reason: &'static str,
+    },
+    /// A rule path is relative; it would resolve against the daemon's cwd.
+    #[error("landlock: {list} path {path} is not absolute")]
+    RelativePath {
+        /// Which allow-list.
+        list: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A rule path exists but cannot be opened.
+    #[error("landlock: cannot open {list} path {path}: {errno}")]
+    OpenPath {
+        /// Which allow-list.
+        list: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Error from open(2)/fstat(2).
+        errno: Errno,
+    },
+    /// A port range has its bounds reversed.
+    #[error("landlock: {list} port range {lo}-{hi} is empty (start above end)")]
+    InvalidPortRange {
+        /// Which allow-list.
+        list: &'static str,
+        /// Range start.
+        lo: u16,
+        /// Range end.
+        hi: u16,
+    },
+    /// The port allow-lists expand to more rules than we are willing to add.
+    #[error("landlock: TCP port allow-lists expand to {count} rules, more than the {MAX_PORT_RULES} allowed")]
+    TooManyPortRules {
+        /// Total connect + bind rules.
+        count: usize,
+    },
+    /// The landlock crate refused the ruleset.
+    #[error("landlock: cannot build ruleset: {source}")]
+    Build {
+        /// Underlying error.
+        source: RulesetError,
+    },
+    /// `landlock_restrict_self` failed.
+    #[error("landlock: cannot enforce ruleset: {source}")]
+    Restrict {
+        /// Underlying error.
+        source: RulesetError,
+    },
+    /// The kernel accepted nothing although the policy requires it.
+    #[error("landlock: the kernel did not enforce the ruleset, but [filesystem] rules require it")]
+    NotEnforced,
+}
+
+impl From<RulesetError> for SandboxError {
+    fn from(source: RulesetError) -> Self {
+        Self::Build { source }
+    }
+}
+
+/// How completely the kernel enforced the ruleset (mirrors
+/// [`RulesetStatus`], which is not serializable).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Every handled right is enforced.
+    FullyEnforced,
+    /// Some handled rights are missing from the kernel.
+    PartiallyEnforced,
+    /// Nothing is enforced.
+    NotEnforced,
+}
+
+impl From<&RulesetStatus> for Enforcement {
+    fn from(status: &RulesetStatus) -> Self {
+        match status {
+            RulesetStatus::FullyEnforced => Self::FullyEnforced,
+            RulesetStatus::PartiallyEnforced => Self::PartiallyEnforced,
+            RulesetStatus::NotEnforced => Self::NotEnforced,
+        }
+    }
+}
+
+/// A policy path that got no rule because it does not exist.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SkippedPath {
+    /// Which allow-list (`read`, `write`, `exec`).
+    pub list: String,
+    /// The path as given in the spec.
+    pub path: PathBuf,
+    /// Why it was skipped (e.g. `ENOENT: No such file or directory`).
+    pub reason: String,
+}
+
+/// How Landlock restricts one kind of TCP operation.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum PortRestriction {
+    /// The spec leaves this operation to another layer (eBPF).
+    NotHandled,
+    /// The allow-list covers every port, so the right is not handled.
+    AllPorts,
+    /// Only `count` listed ports are allowed (0 = none).
+    Ports {
+        /// Number of port rules added.
+        count: usize,
+    },
+}
+
+/// What Landlock achieved for one launch; part of the launch status.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LandlockReport {
+    /// Kernel's Landlock ABI, `None` without Landlock.
+    pub abi: Option<u32>,
+    /// The ABI whose rights were requested ([`TARGET_ABI`]).
+    pub target_abi: u32,
+    /// Enforcement the kernel reported from `landlock_restrict_self`.
+    pub status: Enforcement,
+    /// Whether `no_new_privs` is set.
+    pub no_new_privs: bool,
+    /// Policy paths that got no rule.
+    pub skipped_paths: Vec<SkippedPath>,
+    /// Requested features the kernel cannot enforce, e.g. `net.tcp (ABI 4)`.
+    pub unenforced: Vec<String>,
+    /// TCP connect restriction.
+    pub connect_tcp: PortRestriction,
+    /// TCP bind restriction.
+    pub bind_tcp: PortRestriction,
+}
+
+/// A ruleset built (as root) and ready to be enforced (as the user).
+#[derive(Debug)]
+pub struct PreparedSandbox {
+    ruleset: RulesetCreated,
+    require_fs: bool,
+    report: LandlockReport,
+}
+
+/// The kernel's Landlock ABI version, or `None` when Landlock is not built
+/// in or not enabled. Used by the daemon's startup probe.
+pub fn probe_landlock_abi() -> Option<u32> {
+    probe().ok()
+}
+
+fn probe() -> Result<u32, Errno> {
+    // SAFETY: with a NULL attr, size 0 and the VERSION flag the syscall only
+    // returns the ABI version; it reads no memory and creates no fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        u32::try_from(ret).map_err(|_| Errno::EOVERFLOW)
+    }
+}
+
+/// Requested features that a kernel with Landlock ABI `abi` cannot enforce.
+fn unenforced_features(abi: Option<u32>, handles_net: bool) -> Vec<String> {
+    let Some(abi) = abi else {
+        return vec!["landlock (not available)".to_owned()];
+    };
+    let mut missing = Vec::new();
+    let mut need = |min: u32, feature: &str| {
+        if abi < min {
+            missing.push(format!("{feature} (ABI {min})"));
+        }
+    };
+    need(2, "fs.refer");
+    need(3, "fs.truncate");
+    if handles_net {
+        need(4, "net.tcp");
+    }
+    need(5, "fs.ioctl_dev");
+    need(6, "scope.abstract_unix_socket");
+    need(6, "scope.signal");
+    missing
+}
+
+/// Ports allowed by a list of inclusive ranges.
+#[derive(Debug, PartialEq, Eq)]
+enum PortSet {
+    /// The spec leaves this operation to another layer.
+    NotHandled,
+    /// Every port 1–65535 is allowed.
+    All,
+    /// Exactly these ports, sorted and deduplicated.
+    Some(Vec<u16>),
+}
+
+impl PortSet {
+    fn restriction(&self) -> PortRestriction {
+        match self {
+            Self::NotHandled => PortRestriction::NotHandled,
+            Self::All => PortRestriction::AllPorts,
+            Self::Some(ports) => PortRestriction::Ports { count: ports.len() },
+        }
+    }
+}
+
+fn expand_ports(ranges: &[(u16, u16)], list: &'static str) -> Result<PortSet, SandboxError> {
+    let mut allowed = vec![false; 1 << 16];
+    for &(lo, hi) in ranges {
+        if lo > hi {
+            return Err(SandboxError::InvalidPortRange { list, hi, lo });
+        }
+        allowed[usize::from(lo)..=usize::from(hi)].fill(true);
+    }
+    // Port 0 is not a real destination; covering 1-65535 means "anything".
+    if allowed[1..].iter().all(|&a| a) {
+        return Ok(PortSet::All);
+    }
+    Ok(PortSet::Some(
+        (0..=u16::MAX)
+            .filter(|&p| allowed[usize::from(p)])
+            .collect(),
+    ))
+}
+
+/// Opens a rule path with `O_PATH`. `Ok(None)` means it does not exist.
+fn open_rule_path(
+    list: &'static str,
+    path: &Path,
+) -> Result<Option<(OwnedFd, bool)>, SandboxError> {
+    if !path.is_absolute() {
+        return Err(SandboxError::RelativePath {
+            list,
+            path: path.to_owned(),
+        });
+    }
+    let fd = match nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // ENOTDIR: a component is a file, i.e. the path cannot exist either.
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
+        Err(errno) => {
+            return Err(SandboxError::OpenPath {
+                list,
+                path: path.to_owned(),
+                errno,
+            })
+        }
+    };
+    let stat = fstat(&fd).map_err(|errno| SandboxError::OpenPath {
+        list,
+        path: path.to_owned(),
+        errno,
+    })?;
+    let is_dir = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+    Ok(Some((fd, is_dir)))
+}
+
+/// Builds the ruleset for `spec`. Runs as root, before the privilege drop.
+pub fn prepare(spec: &SandboxSpec) -> Result<PreparedSandbox, SandboxError> {
+    let abi = match probe() {
+        Ok(abi) => Some(abi),
+        Err(errno) if spec.require_fs => {
+            return Err(SandboxError::Unavailable {
+                reason: match errno {
+                    Errno::EOPNOTSUPP => {
+                        "Landlock is built in but disabled at boot: add `landlock` to the `lsm=` kernel parameter"
+                    }
+                    Errno::ENOSYS => "the kernel is built without CONFIG_SECURITY_LANDLOCK",
+                    _ => "landlock_create_ruleset failed unexpectedly",
+                },
+            });
+        }
+        Err(_) => None,
+    };
+
+    let connect = match &spec.connect_tcp {
+        Some(ranges) => expand_ports(ranges, "connect_tcp")?,
+        None => PortSet::NotHandled,
+    };
+    let bind = expand_ports(&spec.bind_tcp, "bind_tcp")?;
+    let rule_count = [&connect, &bind]
+        .iter()
+        .map(|set| match set {
+            PortSet::NotHandled | PortSet::All => 0,
+            PortSet::Some(ports) => ports.len(),
+        })
+        .sum::<usize>();
+    if rule_count > MAX_PORT_RULES {
+        return Err(SandboxError::TooManyPortRules { count: rule_count });
+    }
+
+    let mut net_access = BitFlags::<AccessNet>::EMPTY;
+    if matches!(connect, PortSet::Some(_)) {
+        net_access |= AccessNet::ConnectTcp;
+    }
+    if matches!(bind, PortSet::Some(_)) {
+        net_access |= AccessNet::BindTcp;
+    }
+    // Never wider than what the target ABI defines.
+    net_access &= AccessNet::from_all(TARGET_ABI);
+
+    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(TARGET_ABI))?;
+    if !net_access.is_empty() {
+        ruleset = ruleset.handle_access(net_access)?;
+    }
+    let mut ruleset = ruleset.scope(Scope::from_all(TARGET_ABI))?.create()?;
+
+    let mut skipped_paths = Vec::new();
+    let lists: [(&'static str, &[PathBuf], BitFlags<AccessFs>); 3] = [
+        ("read", &spec.read, READ),
+        ("write", &spec.write, READ | WRITE),
+        ("exec", &spec.exec, EXEC),
+    ];
+    for (list, paths, access) in lists {
+        for path in paths {
+            match open_rule_path(list, path)? {
+                Some((fd, is_dir)) => {
+                    let access = if is_dir { access } else { access & FILE_RIGHTS };
+                    // Same inode in several lists: the kernel ORs the rights.
+                    ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+                }
+                None => skipped_paths.push(SkippedPath {
+                    list: list.to_owned(),
+                    path: path.clone(),
+                    reason: Errno::ENOENT.to_string(),
+                }),
+            }
+        }
+    }
+
+    for (set, access) in [
+        (&connect, AccessNet::ConnectTcp),
+        (&bind, AccessNet::BindTcp),
+    ] {
+        if let PortSet::Some(ports) = set {
+            for &port in ports {
+                ruleset = ruleset.add_rule(NetPort::new(port, access))?;
+            }
+        }
+    }
+
+    Ok(PreparedSandbox {
+        ruleset,
+        require_fs: spec.require_fs,
+        report: LandlockReport {
+            abi,
+            target_abi: TARGET_ABI as u32,
+            status: Enforcement::NotEnforced,
+            no_new_privs: false,
+            skipped_paths,
+            unenforced: unenforced_features(abi, !net_access.is_empty()),
+            connect_tcp: connect.restriction(),
+            bind_tcp: bind.restriction(),
+        },
+    })
+}
+
+impl PreparedSandbox {
+    /// The report as it will be after enforcement, minus the status fields.
+    pub fn report(&self) -> &LandlockReport {
+        &self.report
+    }
+
+    /// Enforces the ruleset on the calling thread (and everything it
+    /// executes). Runs after the privilege drop; sets `no_new_privs`.
+    pub fn restrict_self(self) -> Result<LandlockReport, SandboxError> {
+        let status: RestrictionStatus = self
+            .ruleset
+            .restrict_self()
+            .map_err(|source| SandboxError::Restrict { source })?;
+        let mut report = self.report;
+        report.status = Enforcement::from(&status.ruleset);
+        report.no_new_privs = status.no_new_privs;
+        if self.require_fs && report.status == Enforcement::NotEnforced {
+            return Err(SandboxError::NotEnforced);
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io;
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    use std::process::Command;
+
+    use super::*;
+
+    /// Scratch directory tree, removed on drop:
+    /// `ro/file.txt`, `rw/`, `denied/secret.txt`, `single.txt`, `sibling.txt`.
+    struct TempTree(PathBuf);
+
+    impl TempTree {
+        fn new(tag: &str) -> Self {
+            let root =
+                std::env::temp_dir().join(format!("mcpguard-sandbox-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            for dir in ["ro", "rw", "denied"] {
+                fs::create_dir_all(root.join(dir)).unwrap();
+            }
+            fs::write(root.join("ro/file.txt"), "readable").unwrap();
+            fs::write(root.join("denied/secret.txt"), "secret").unwrap();
+            fs::write(root.join("single.txt"), "single").unwrap();
+            fs::write(root.join("sibling.txt"), "sibling").unwrap();
+            Self(root)
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.0.join(rel)
+        }
+    }
+
+    impl Drop for TempTree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs `f` on a fresh thread confined by `spec`. Landlock (and
+    /// no_new_privs) restrict only the calling thread, so the rest of the
+    /// test process stays unconfined.
+    fn confined<T: Send + 'static>(
+        spec: SandboxSpec,
+        f: impl FnOnce(&LandlockReport) -> T + Send + 'static,
+    ) -> T {
+        std::thread::spawn(move || {
+            let report = prepare(&spec)
+                .expect("prepare sandbox")
+                .restrict_self()
+                .expect("restrict");
+            f(&report)
+        })
+        .join()
+        .expect("confined thread panicked")
+    }
+
+    fn errno(result: io::Result<impl Sized>) -> Option<i32> {
+        result.err().and_then(|e| e.raw_os_error())
+    }
+
+    fn kernel_abi() -> u32 {
+        probe_landlock_abi().expect("this kernel has Landlock")
+    }
+
+    #[test]
+    fn probe_reports_the_kernel_abi() {
+        assert!(kernel_abi() >= 1);
+    }
+
+    #[test]
+    fn filesystem_lists_allow_only_what_they_name() {
+        let tree = TempTree::new("fs");
+        let spec = SandboxSpec {
+            read: vec![tree.path("ro")],
+            write: vec![tree.path("rw")],
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let (ro, rw, denied) = (tree.path("ro"), tree.path("rw"), tree.path("denied"));
+        let report = confined(spec, move |report| {
+            assert_eq!(fs::read_to_string(ro.join("file.txt")).unwrap(), "readable");
+            assert!(fs::read_dir(&ro).is_ok(), "read list allows listing");
+            assert_eq!(
+                errno(fs::read_to_string(denied.join("secret.txt"))),
+                Some(libc::EACCES),
+                "unlisted file is denied"
+            );
+            assert_eq!(errno(fs::read_dir(&denied)), Some(libc::EACCES));
+            assert_eq!(
+                errno(fs::write(ro.join("new.txt"), "x")),
+                Some(libc::EACCES),
+                "read list does not allow creating files"
+            );
+            fs::write(rw.join("new.txt"), "x").expect("write list allows creating files");
+            fs::create_dir(rw.join("sub")).expect("write list allows mkdir");
+            fs::remove_file(rw.join("new.txt")).expect("write list allows unlink");
+            report.clone()
+        });
+        assert_eq!(report.abi, Some(kernel_abi()));
+        assert!(report.no_new_privs);
+        assert!(report.skipped_paths.is_empty());
+        if kernel_abi() >= 6 {
+            assert_eq!(report.status, Enforcement::FullyEnforced);
+            assert!(report.unenforced.is_empty(), "{:?}", report.unenforced);
+        }
+    }
+
+    #[test]
+    fn a_file_rule_allows_that_file_only_and_stays_fully_enforced() {
+        let tree = TempTree::new("file");
+        let spec = SandboxSpec {
+            read: vec![tree.path("single.txt")],
+            write: vec![tree.path("ro/file.txt")],
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let (single, sibling) = (tree.path("single.txt"), tree.path("sibling.txt"));
+        let report = confined(spec, move |report| {
+            assert_eq!(fs::read_to_string(&single).unwrap(), "single");
+            assert_eq!(errno(fs::read_to_string(&sibling)), Some(libc::EACCES));
+            report.clone()
+        });
+        // Directory-only rights were stripped for the file rules instead of
+        // being dropped by best-effort compatibility.
+        if kernel_abi() >= 6 {
+            assert_eq!(report.status, Enforcement::FullyEnforced);
+        }
+    }
+
+    #[test]
+    fn exec_list_controls_execution() {
+        let libs: Vec<PathBuf> = ["/usr", "/lib", "/lib64", "/bin"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let allowed = SandboxSpec {
+            exec: libs.clone(),
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let status = confined(allowed, |_| Command::new("/usr/bin/true").status());
+        assert!(status.expect("exec allowed").success());
+
+        let read_only = SandboxSpec {
+            read: libs,
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let result = confined(read_only, |_| Command::new("/usr/bin/true").status());
+        assert_eq!(errno(result), Some(libc::EACCES));
+    }
+
+    #[test]
+    fn missing_paths_are_skipped_and_reported() {
+        let spec = SandboxSpec {
+            read: vec![PathBuf::from("/nonexistent/mcpguard-test")],
+            exec: vec![PathBuf::from("/etc/passwd/not-a-dir")],
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let report = confined(spec, |report| report.clone());
+        let skipped: Vec<(&str, &Path)> = report
+            .skipped_paths
+            .iter()
+            .map(|s| (s.list.as_str(), s.path.as_path()))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                ("read", Path::new("/nonexistent/mcpguard-test")),
+                ("exec", Path::new("/etc/passwd/not-a-dir")),
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_rule_paths_are_rejected() {
+        let spec = SandboxSpec {
+            write: vec![PathBuf::from("tmp")],
+            ..SandboxSpec::default()
+        };
+        let err = prepare(&spec).unwrap_err();
+        assert!(
+            matches!(err, SandboxError::RelativePath { list: "write", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tcp_connect_is_limited_to_listed_ports() {
+        let allowed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (allowed_port, other_port) = (
+            allowed.local_addr().unwrap().port(),
+            other.local_addr().unwrap().port(),
+        );
+        if kernel_abi() < 4 {
+            return;
+        }
+        let spec = SandboxSpec {
+            connect_tcp: Some(vec![(allowed_port, allowed_port)]),
+            ..SandboxSpec::default()
+        };
+        let report = confined(spec, move |report| {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, allowed_port)).expect("listed port");
+            assert_eq!(
+                errno(TcpStream::connect((Ipv4Addr::LOCALHOST, other_port))),
+                Some(libc::EACCES)
+            );
+            report.clone()
+        });
+        assert_eq!(report.connect_tcp, PortRestriction::Ports { count: 1 });
+        assert_eq!(report.bind_tcp, PortRestriction::Ports { count: 0 });
+    }
+
+    #[test]
+    fn tcp_bind_is_limited_to_listed_ports() {
+        if kernel_abi() < 4 {
+            return;
+        }
+        let spec = SandboxSpec {
+            bind_tcp: vec![(0, 0)],
+            ..SandboxSpec::default()
+        };
+        confined(spec, |_| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("ephemeral bind allowed");
+            assert_eq!(
+                errno(TcpListener::bind((Ipv4Addr::LOCALHOST, 18_765))),
+                Some(libc::EACCES)
+            );
+        });
+    }
+
+    #[test]
+    fn connect_left_to_ebpf_is_not_handled() {
+        let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = other.local_addr().unwrap().port();
+        let spec = SandboxSpec {
+            connect_tcp: None,
+            bind_tcp: vec![],
+            ..SandboxSpec::default()
+        };
+        let report = confined(spec, move |report| {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect not handled");
+            report.clone()
+        });
+        assert_eq!(report.connect_tcp, PortRestriction::NotHandled);
+        if kernel_abi() >= 4 {
+            assert_eq!(report.bind_tcp, PortRestriction::Ports { count: 0 });
+        }
+    }
+
+    #[test]
+    fn all_ports_leave_the_right_unhandled() {
+        let spec = SandboxSpec {
+            connect_tcp: Some(vec![(1, 30_000), (30_001, 65_535)]),
+            ..SandboxSpec::default()
+        };
+        let report = prepare(&spec).unwrap().report().clone();
+        assert_eq!(report.connect_tcp, PortRestriction::AllPorts);
+    }
+
+    #[test]
+    fn signals_and_abstract_sockets_outside_the_sandbox_are_scoped() {
+        if kernel_abi() < 6 {
+            return;
+        }
+        let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(sleeper.id() as i32);
+        let name = format!("mcpguard-scope-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _listener = UnixListener::bind_addr(&addr).unwrap();
+        let (kill_result, connect_result) = confined(SandboxSpec::default(), move |_| {
+            let kill_result = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            (kill_result, errno(UnixStream::connect_addr(&addr)))
+        });
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert_eq!(kill_result, Err(Errno::EPERM));
+        assert_eq!(connect_result, Some(libc::EPERM));
+    }
+
+    #[test]
+    fn port_ranges_expand_merge_and_validate() {
+        assert_eq!(
+            expand_ports(&[(443, 443), (8000, 8002), (8001, 8003)], "connect_tcp").unwrap(),
+            PortSet::Some(vec![443, 8000, 8001, 8002, 8003])
+        );
+        assert_eq!(
+            expand_ports(&[], "bind_tcp").unwrap(),
+            PortSet::Some(vec![])
+        );
+        assert_eq!(
+            expand_ports(&[(1, 65_535)], "connect_tcp").unwrap(),
+            PortSet::All
+        );
+        assert!(matches!(
+            expand_ports(&[(10, 9)], "bind_tcp"),
+            Err(SandboxError::InvalidPortRange {
+                list: "bind_tcp",
+                lo: 10,
+                hi: 9
+            })
+        ));
+    }
+
+    #[test]
+    fn too_many_port_rules_are_refused() {
+        let spec = SandboxSpec {
+            connect_tcp: Some(vec![(1, 65_534)]),
+            bind_tcp: vec![(1, 65_534)],
+            ..SandboxSpec::default()
+        };
+        let err = prepare(&spec).unwrap_err();
+        assert!(
+            matches!(err, SandboxError::TooManyPortRules { count: 131_068 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unenforced_features_follow_the_kernel_abi() {
+        assert_eq!(
+            unenforced_features(None, true),
+            vec!["landlock (not available)"]
+        );
+        assert_eq!(
+            unenforced_features(Some(3), true),
+            vec![
+                "net.tcp (ABI 4)",
+                "fs.ioctl_dev (ABI 5)",
+                "scope.abstract_unix_socket (ABI 6)",
+                "scope.signal (ABI 6)"
+            ]
+        );
+        assert!(!unenforced_features(Some(3), false)
+            .iter()
+            .any(|f| f.starts_with("net.")));
+        assert!(unenforced_features(Some(6), true).is_empty());
+        assert!(unenforced_features(Some(7), true).is_empty());
+    }
+
+    #[test]
+    fn report_serializes_with_snake_case_status() {
+        let report = LandlockReport {
+            abi: Some(7),
+            target_abi: 6,
+            status: Enforcement::FullyEnforced,
+            no_new_privs: true,
+            skipped_paths: vec![],
+            unenforced: vec![],
+            connect_tcp: PortRestriction::Ports { count: 2 },
+            bind_tcp: PortRestriction::AllPorts,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["status"], "fully_enforced");
+        assert_eq!(
+            json["connect_tcp"],
+            serde_json::json!({"mode": "ports", "count": 2})
+        );
+        assert_eq!(json["bind_tcp"], serde_json::json!({"mode": "all_ports"}));
+    }
+}

@@ -1,0 +1,14 @@
+//! mcpguard: kernel-enforced least privilege and an audit trail for MCP
+//! servers.
+//!
+//! The data path reads top to bottom: a policy file ([`policy`]) is compiled
+//! into map entries ([`ebpf`]) and a Landlock ruleset ([`launch`]); the
+//! kernel decides; its records are decoded and enriched ([`audit`]) by the
+//! daemon ([`daemon`]), which also launches and relays each server.
+
+pub mod audit;
+pub mod cli;
+pub mod daemon;
+pub mod ebpf;
+pub mod launch;
+pub mod policy;

@@ -1,0 +1,980 @@
+//! Policy files: the TOML a user writes for one MCP server, validated into a
+//! [`Policy`] the launcher (Landlock, env) and the eBPF loader (egress maps,
+//! via [`net::compile_allow`]) consume.
+//!
+//! Every error points at `file:line:col` of the offending key or value, so a
+//! typo in a policy is found before anything is launched.
+
+pub mod net;
+
+use std::fmt;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use self::net::{compile_allow, tcp_ports, NetEntry, NetRule, PortRange};
+
+/// Policy files larger than this are refused: real ones are a few hundred
+/// bytes, and the daemon should not be made to buffer arbitrary files.
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+/// Longest server name; the name becomes part of a cgroup directory name.
+pub const MAX_NAME_LEN: usize = 48;
+
+/// Where installed policies live, searched after the user's own.
+const SYSTEM_POLICY_DIR: &str = "/etc/mcpguard/policies";
+
+/// A validated policy for one MCP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Server name for audit records and the cgroup directory.
+    pub name: String,
+    /// The file the policy came from (as given, for messages).
+    pub source: PathBuf,
+    pub filesystem: Filesystem,
+    pub network: Network,
+    pub env: Env,
+}
+
+/// Filesystem allow-lists as written: absolute, or `~`-relative to the
+/// caller's home (see [`Policy::fs_paths`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filesystem {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub exec: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Network {
+    /// Destinations the server may connect or send to.
+    pub allow: Vec<NetRule>,
+    /// TCP ports the server may bind, as written.
+    pub bind: Vec<PortRange>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    /// Environment variables passed through to the server; all others are
+    /// dropped.
+    pub pass: Vec<String>,
+}
+
+/// Filesystem allow-lists with `~` resolved against one caller's home.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolvedFs {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    pub exec: Vec<PathBuf>,
+}
+
+/// A position in a policy file; line and column are 1-based, the column
+/// counts characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Location {
+    fn at(file: &Path, text: &str, offset: usize) -> Location {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        let before = &text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: file.to_owned(),
+            line: before.matches('\n').count() + 1,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("policy file {} is larger than {max} bytes", path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("policy file {} is not valid UTF-8", path.display())]
+    NotUtf8 { path: PathBuf },
+    /// TOML syntax, unknown keys, wrong types and missing keys, as reported
+    /// by the TOML parser.
+    #[error("{at}: {}", show_syntax(message, key.as_deref(), near.as_deref()))]
+    Syntax {
+        at: Location,
+        message: String,
+        /// Dotted path of the table or key the error is inside, if known.
+        key: Option<String>,
+        /// The offending text, when the parser's message does not quote it
+        /// (e.g. the key of a `duplicate key` error).
+        near: Option<String>,
+    },
+    /// A well-formed value that is not acceptable.
+    #[error("{at}: {key} {value:?}: {problem}")]
+    Invalid {
+        at: Location,
+        /// Dotted key, e.g. `filesystem.read`.
+        key: &'static str,
+        value: String,
+        problem: Problem,
+    },
+    #[error(
+        "network.allow rule {rule:?}: prefix {prefix} needs {count} port ranges once the \
+         ports of the shorter prefixes containing it are folded in; one entry holds {max}"
+    )]
+    TooManyPortRanges {
+        rule: String,
+        prefix: String,
+        count: usize,
+        max: usize,
+    },
+    #[error("policy name {name:?}: {problem}")]
+    BadPolicyName { name: String, problem: Problem },
+    #[error("no policy named {name:?}; looked for {}", show_paths(searched))]
+    NotFound {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+}
+
+fn show_syntax(message: &str, key: Option<&str>, near: Option<&str>) -> String {
+    let mut out = message.to_owned();
+    if let Some(near) = near {
+        out.push_str(&format!(": `{near}`"));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!(" (in `{key}`)"));
+    }
+    out
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why a value was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error(
+        "not a valid server name: use 1-{MAX_NAME_LEN} characters of a-z, 0-9, '_' and '-', \
+         starting with a letter or digit"
+    )]
+    BadName,
+    #[error("relative path: use an absolute path, or `~/...` for the caller's home")]
+    RelativePath,
+    #[error("`~user` paths are not supported: use `~/...` for the caller's home")]
+    OtherUsersHome,
+    #[error("paths may not contain `..` components")]
+    DotDot,
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("not a valid environment variable name (empty, or contains `=` or NUL)")]
+    BadEnvName,
+    #[error("no port: write ADDRESS:PORT or ADDRESS:LO-HI, e.g. 127.0.0.1:8080 or [::1]:8080")]
+    MissingPort,
+    #[error("missing `]` after the IPv6 address")]
+    UnclosedBracket,
+    #[error("IPv6 addresses go in brackets: [ADDRESS]:PORT or [ADDRESS/PREFIX]:PORT")]
+    UnbracketedV6,
+    #[error(
+        "host names are not supported yet (they arrive with DNS-aware egress in a later \
+         release); use an IP address or CIDR"
+    )]
+    Hostname,
+    #[error("`{addr}` is not an IPv4 address, nor an IPv6 address in brackets")]
+    BadAddress { addr: String },
+    #[error("prefix `/{prefix}` is not a number from 0 to {max}")]
+    BadPrefix { prefix: String, max: u8 },
+    #[error("`{port}` is not a port number from 1 to 65535")]
+    BadPort { port: String },
+    #[error("port 0 is not a real port: use 1 to 65535")]
+    PortZero,
+    #[error("port range {lo}-{hi} is reversed")]
+    PortRangeReversed { lo: u16, hi: u16 },
+    #[error(
+        "prefix {prefix} needs {count} port ranges once the ports of the shorter prefixes \
+         containing it are folded in; one entry holds {max}"
+    )]
+    TooManyPortRanges {
+        prefix: String,
+        count: usize,
+        max: usize,
+    },
+}
+
+// The file as TOML sees it. List items are spanned so semantic errors can
+// point at the exact string.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    filesystem: RawFilesystem,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    env: RawEnv,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilesystem {
+    #[serde(default)]
+    read: Vec<Spanned<String>>,
+    #[serde(default)]
+    write: Vec<Spanned<String>>,
+    #[serde(default)]
+    exec: Vec<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    bind: Vec<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    #[serde(default)]
+    pass: Vec<Spanned<String>>,
+}
+
+/// Turns per-value checks into located errors.
+struct Checker<'a> {
+    text: &'a str,
+    source: &'a Path,
+}
+
+impl Checker<'_> {
+    fn located(&self, key: &'static str, item: &Spanned<String>, problem: Problem) -> PolicyError {
+        PolicyError::Invalid {
+            at: Location::at(self.source, self.text, item.span().start),
+            key,
+            value: item.get_ref().clone(),
+            problem,
+        }
+    }
+
+    fn each<T>(
+        &self,
+        key: &'static str,
+        items: &[Spanned<String>],
+        check: impl Fn(&str) -> Result<T, Problem>,
+    ) -> Result<Vec<T>, PolicyError> {
+        items
+            .iter()
+            .map(|item| check(item.get_ref()).map_err(|p| self.located(key, item, p)))
+            .collect()
+    }
+
+    fn paths(
+        &self,
+        key: &'static str,
+        items: &[Spanned<String>],
+    ) -> Result<Vec<String>, PolicyError> {
+        self.each(key, items, |p| check_path(p).map(|()| p.to_owned()))
+    }
+}
+
+impl Policy {
+    /// Parses and validates policy text; `source` names the file in errors.
+    pub fn parse(text: &str, source: &Path) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| syntax_error(e, text, source))?;
+        let c = Checker { text, source };
+
+        check_name(raw.name.get_ref()).map_err(|p| c.located("name", &raw.name, p))?;
+        let filesystem = Filesystem {
+            read: c.paths("filesystem.read", &raw.filesystem.read)?,
+            write: c.paths("filesystem.write", &raw.filesystem.write)?,
+            exec: c.paths("filesystem.exec", &raw.filesystem.exec)?,
+        };
+        let allow = c.each("network.allow", &raw.network.allow, net::parse_rule)?;
+        let bind = c.each("network.bind", &raw.network.bind, net::parse_ports)?;
+        let pass = c.each("env.pass", &raw.env.pass, |v| {
+            check_env_name(v).map(|()| v.to_owned())
+        })?;
+
+        for rule in allow.iter().filter(|r| r.has_host_bits()) {
+            tracing::warn!(
+                policy = %source.display(),
+                rule = %rule.text,
+                "network.allow rule has address bits set below its prefix; they are ignored"
+            );
+        }
+        // Fold now, with a dummy cgroup id, so an over-full prefix is a
+        // policy error at load time rather than a failure at launch.
+        if let Err(PolicyError::TooManyPortRanges {
+            rule,
+            prefix,
+            count,
+            max,
+        }) = net::compile_allow(&allow, 0)
+        {
+            let item = raw
+                .network
+                .allow
+                .iter()
+                .find(|i| *i.get_ref() == rule)
+                .expect("compile_allow names one of the rules it was given");
+            return Err(c.located(
+                "network.allow",
+                item,
+                Problem::TooManyPortRanges { prefix, count, max },
+            ));
+        }
+
+        Ok(Policy {
+            name: raw.name.into_inner(),
+            source: source.to_owned(),
+            filesystem,
+            network: Network { allow, bind },
+            env: Env { pass },
+        })
+    }
+
+    /// Reads and parses a policy file of at most [`MAX_POLICY_BYTES`].
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let read_err = |source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        // Bounded read rather than trusting metadata: the path may name a
+        // pipe or a file that grows.
+        let mut bytes = Vec::new();
+        file.take(MAX_POLICY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: path.to_owned(),
+                max: MAX_POLICY_BYTES,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| PolicyError::NotUtf8 {
+            path: path.to_owned(),
+        })?;
+        Policy::parse(&text, path)
+    }
+
+    /// Filesystem lists with `~` replaced by `home`.
+    pub fn fs_paths(&self, home: &Path) -> ResolvedFs {
+        let resolve = |list: &[String]| list.iter().map(|p| expand_home(p, home)).collect();
+        ResolvedFs {
+            read: resolve(&self.filesystem.read),
+            write: resolve(&self.filesystem.write),
+            exec: resolve(&self.filesystem.exec),
+        }
+    }
+}
+
+fn expand_home(path: &str, home: &Path) -> PathBuf {
+    if path == "~" {
+        return home.to_owned();
+    }
+    match path.strip_prefix("~/") {
+        // `Path::join` with an absolute path replaces the base, so "~//etc"
+        // must not become "/etc".
+        Some(rest) => home.join(rest.trim_start_matches('/')),
+        None => PathBuf::from(path),
+    }
+}
+
+/// Resolves a `--policy` argument to a file. An argument containing `/` or
+/// ending in `.toml` is a path (relative to the current directory); anything
+/// else is a policy name, looked up in `<home>/.config/mcpguard/policies/`,
+/// then `/etc/mcpguard/policies/`, then `dev_dir` (the repository's
+/// `policies/`, for development).
+pub fn resolve(arg: &str, home: &Path, dev_dir: Option<&Path>) -> Result<PathBuf, PolicyError> {
+    resolve_in(arg, home, Path::new(SYSTEM_POLICY_DIR), dev_dir)
+}
+
+fn resolve_in(
+    arg: &str,
+    home: &Path,
+    system_dir: &Path,
+    dev_dir: Option<&Path>,
+) -> Result<PathBuf, PolicyError> {
+    if arg.contains('/') || arg.ends_with(".toml") {
+        return Ok(PathBuf::from(arg));
+    }
+    check_name(arg).map_err(|problem| PolicyError::BadPolicyName {
+        name: arg.to_owned(),
+        problem,
+    })?;
+    let file = format!("{arg}.toml");
+    let searched: Vec<PathBuf> = [
+        Some(home.join(".config/mcpguard/policies")),
+        Some(system_dir.to_owned()),
+        dev_dir.map(Path::to_owned),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|dir| dir.join(&file))
+    .collect();
+    match searched.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(PolicyError::NotFound {
+            name: arg.to_owned(),
+            searched,
+        }),
+    }
+}
+
+fn syntax_error(err: toml::de::Error, text: &str, source: &Path) -> PolicyError {
+    let span: Range<usize> = err.span().unwrap_or(0..0);
+    let message = err.message().to_owned();
+    let near = text
+        .get(span.clone())
+        .filter(|s| !s.is_empty() && s.len() <= 64 && !s.contains('\n') && !message.contains(*s))
+        .map(str::to_owned);
+    PolicyError::Syntax {
+        at: Location::at(source, text, span.start),
+        key: error_key(&err),
+        near,
+        message,
+    }
+}
+
+/// The dotted key path toml attaches to a deserialisation error. toml only
+/// exposes it through `Display`, and only when the error carries no input
+/// (with input it prints a source snippet instead).
+fn error_key(err: &toml::de::Error) -> Option<String> {
+    let mut bare = err.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let line = shown.lines().last()?;
+    let key = line.strip_prefix("in `")?.strip_suffix('`')?;
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+fn check_name(name: &str) -> Result<(), Problem> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    let starts_alnum = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if starts_alnum && name.len() <= MAX_NAME_LEN && name.chars().all(ok_char) {
+        Ok(())
+    } else {
+        Err(Problem::BadName)
+    }
+}
+
+fn check_path(path: &str) -> Result<(), Problem> {
+    if path.contains('\0') {
+        return Err(Problem::Nul);
+    }
+    let rest = if path == "~" {
+        ""
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        rest
+    } else if path.starts_with('~') {
+        return Err(Problem::OtherUsersHome);
+    } else if path.starts_with('/') {
+        path
+    } else {
+        return Err(Problem::RelativePath);
+    };
+    if Path::new(rest)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
+        return Err(Problem::DotDot);
+    }
+    Ok(())
+}
+
+fn check_env_name(name: &str) -> Result<(), Problem> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        Err(Problem::BadEnvName)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+
+    const FILE: &str = "policies/x.toml";
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Path::new(FILE))
+    }
+
+    fn err(text: &str) -> PolicyError {
+        match parse(text) {
+            Ok(p) => panic!("expected an error, parsed {p:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts the message starts at `line:col` and mentions each of `parts`.
+    fn assert_err(text: &str, line: usize, col: usize, parts: &[&str]) -> PolicyError {
+        let e = err(text);
+        let msg = e.to_string();
+        let prefix = format!("{FILE}:{line}:{col}: ");
+        assert!(
+            msg.starts_with(&prefix),
+            "want {prefix:?} at start of {msg:?}"
+        );
+        for part in parts {
+            assert!(msg.contains(part), "want {part:?} in {msg:?}");
+        }
+        e
+    }
+
+    #[test]
+    fn parses_the_contract_example() {
+        let p = parse(
+            r#"
+name = "time"
+[filesystem]
+read  = ["/usr", "/lib", "/etc/ssl/certs", "~/.cache/uv"]
+write = ["/tmp"]
+exec  = ["/usr/bin", "/usr/lib"]
+[network]
+allow = ["127.0.0.1:8080", "10.0.0.0/8:443", "[::1]:8080", "192.0.2.7:1000-2000", "[2001:db8::/32]:443"]
+bind  = ["8080", "9000-9010"]
+[env]
+pass = ["PATH", "HOME", "LANG"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.name, "time");
+        assert_eq!(p.source, Path::new(FILE));
+        assert_eq!(
+            p.filesystem.read,
+            ["/usr", "/lib", "/etc/ssl/certs", "~/.cache/uv"]
+        );
+        assert_eq!(p.filesystem.write, ["/tmp"]);
+        assert_eq!(p.filesystem.exec, ["/usr/bin", "/usr/lib"]);
+        assert_eq!(p.network.allow.len(), 5);
+        assert_eq!(p.network.allow[2].addr, Ipv6Addr::LOCALHOST);
+        assert_eq!(p.network.allow[4].prefix, 32);
+        assert_eq!(
+            p.network.bind,
+            [
+                PortRange { lo: 8080, hi: 8080 },
+                PortRange { lo: 9000, hi: 9010 }
+            ]
+        );
+        assert_eq!(p.env.pass, ["PATH", "HOME", "LANG"]);
+    }
+
+    #[test]
+    fn missing_tables_are_empty() {
+        let p = parse("name = \"bare\"\n").unwrap();
+        assert_eq!(p.filesystem, Filesystem::default());
+        assert_eq!(p.network, Network::default());
+        assert_eq!(p.env, Env::default());
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named_with_its_position() {
+        assert_err(
+            "name = \"x\"\n\nfilesytem = 1\n",
+            3,
+            1,
+            &["unknown field `filesytem`", "`filesystem`"],
+        );
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named_with_its_table() {
+        let e = assert_err(
+            "name = \"x\"\n[filesystem]\nread = []\nreed = [\"/usr\"]\n",
+            4,
+            1,
+            &[
+                "unknown field `reed`, expected one of `read`, `write`, `exec`",
+                "(in `filesystem`)",
+            ],
+        );
+        assert!(matches!(&e, PolicyError::Syntax { key: Some(k), .. } if k == "filesystem"));
+        assert_eq!(
+            e.to_string(),
+            "policies/x.toml:4:1: unknown field `reed`, expected one of `read`, `write`, `exec` \
+             (in `filesystem`)"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_points_at_the_value() {
+        assert_err(
+            "name = \"x\"\n[filesystem]\nread = \"/usr\"\n",
+            3,
+            8,
+            &[
+                "in `filesystem.read`",
+                "invalid type: string \"/usr\"",
+                "sequence",
+            ],
+        );
+        assert_err(
+            "name = \"x\"\n[network]\nbind = [\n  \"80\",\n  8080,\n]\n",
+            5,
+            3,
+            &["in `network.bind`", "integer `8080`", "expected a string"],
+        );
+    }
+
+    #[test]
+    fn missing_name_and_syntax_errors_are_located() {
+        assert_err("[env]\npass = []\n", 1, 1, &["missing field `name`"]);
+        assert_err("name = \"x\"\n[env\n", 2, 5, &["unclosed table"]);
+        assert_err(
+            "name = \"x\"\nname = \"y\"\n",
+            2,
+            1,
+            &["duplicate key: `name`"],
+        );
+    }
+
+    #[test]
+    fn bad_address_points_at_the_entry() {
+        let e = assert_err(
+            "name = \"x\"\n[network]\nallow = [\"127.0.0.1:80\", \"10.0.0.300:80\"]\n",
+            3,
+            26,
+            &[
+                "network.allow",
+                "\"10.0.0.300:80\"",
+                "`10.0.0.300` is not an IPv4 address",
+            ],
+        );
+        assert!(matches!(
+            e,
+            PolicyError::Invalid {
+                key: "network.allow",
+                problem: Problem::BadAddress { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hostname_gets_the_not_yet_message() {
+        assert_err(
+            "name = \"x\"\n[network]\nallow = [\"api.example.com:443\"]\n",
+            3,
+            10,
+            &[
+                "network.allow",
+                "api.example.com:443",
+                "host names are not supported yet",
+                "DNS-aware egress",
+                "IP address",
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_port_points_at_the_entry() {
+        assert_err(
+            "name = \"x\"\n[network]\nallow = [\"127.0.0.1:70000\"]\n",
+            3,
+            10,
+            &[
+                "network.allow",
+                "\"127.0.0.1:70000\"",
+                "`70000` is not a port number",
+            ],
+        );
+        assert_err(
+            "name = \"x\"\n[network]\nbind = [\"0\"]\n",
+            3,
+            9,
+            &["network.bind", "\"0\"", "port 0"],
+        );
+        assert_err(
+            "name = \"x\"\n[network]\nbind = [\"90-80\"]\n",
+            3,
+            9,
+            &["network.bind", "reversed"],
+        );
+    }
+
+    #[test]
+    fn relative_path_points_at_the_entry() {
+        assert_err(
+            "name = \"x\"\n[filesystem]\nread = [\"/usr\",\n        \"etc/ssl\"]\n",
+            4,
+            9,
+            &["filesystem.read", "\"etc/ssl\"", "relative path"],
+        );
+    }
+
+    #[test]
+    fn other_path_problems_are_rejected() {
+        let cases = [
+            ("/usr/../etc/shadow", Problem::DotDot),
+            ("~/../other", Problem::DotDot),
+            ("~root/.ssh", Problem::OtherUsersHome),
+            ("/usr\\u0000", Problem::Nul),
+            ("", Problem::RelativePath),
+            ("./x", Problem::RelativePath),
+        ];
+        for (path, want) in cases {
+            let text = format!("name = \"x\"\n[filesystem]\nwrite = [\"{path}\"]\n");
+            match err(&text) {
+                PolicyError::Invalid {
+                    key: "filesystem.write",
+                    problem,
+                    at,
+                    ..
+                } => {
+                    assert_eq!(problem, want, "{path}");
+                    assert_eq!((at.line, at.col), (3, 10), "{path}");
+                }
+                other => panic!("{path}: unexpected {other}"),
+            }
+        }
+        let ok = parse("name = \"x\"\n[filesystem]\nread = [\"~\", \"~/\", \"/\", \"/a/./b/\"]\n");
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["time", "a", "0fs", "my_server-2", &"a".repeat(48)] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "Time",
+            "a b",
+            "a.b",
+            "../x",
+            "a/b",
+            &"a".repeat(49),
+        ] {
+            assert_eq!(check_name(bad), Err(Problem::BadName), "{bad:?}");
+        }
+        assert_err(
+            "\n  name = \"My Server\"\n",
+            2,
+            10,
+            &["name \"My Server\"", "not a valid server name"],
+        );
+    }
+
+    #[test]
+    fn env_names_are_validated() {
+        assert_err(
+            "name = \"x\"\n[env]\npass = [\"PATH\", \"A=B\"]\n",
+            3,
+            17,
+            &["env.pass", "\"A=B\""],
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        assert_err(
+            "name = \"x\"\n[filesystem]\nread = [\"/é\", \"rel\"]\n",
+            3,
+            15,
+            &["relative path"],
+        );
+    }
+
+    #[test]
+    fn over_full_prefix_is_a_located_policy_error() {
+        let mut allow: Vec<String> = (0..16)
+            .map(|i| format!("\"10.0.0.0/8:{}\"", 1000 + 2 * i))
+            .collect();
+        allow.push("\"10.9.9.9:1\"".into());
+        let text = format!(
+            "name = \"x\"\n[network]\nallow = [\n{}\n]\n",
+            allow.join(",\n")
+        );
+        assert_err(
+            &text,
+            20,
+            1,
+            &[
+                "network.allow",
+                "\"10.9.9.9:1\"",
+                "10.9.9.9/32",
+                "17 port ranges",
+            ],
+        );
+    }
+
+    #[test]
+    fn fs_paths_expand_home_only_at_the_start() {
+        let p = parse(
+            "name = \"x\"\n[filesystem]\nread = [\"~\", \"~/.cache/uv\", \"~//etc\", \"/usr/~/x\"]\nwrite = [\"/tmp\"]\nexec = [\"~/.local/bin\"]\n",
+        )
+        .unwrap();
+        let fs = p.fs_paths(Path::new("/home/ann"));
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            fs.read,
+            paths(&[
+                "/home/ann",
+                "/home/ann/.cache/uv",
+                "/home/ann/etc",
+                "/usr/~/x"
+            ])
+        );
+        assert_eq!(fs.write, paths(&["/tmp"]));
+        assert_eq!(fs.exec, paths(&["/home/ann/.local/bin"]));
+    }
+
+    #[test]
+    fn load_names_the_path_and_caps_the_size() {
+        let dir = std::env::temp_dir().join(format!("mcpguard-policy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let missing = dir.join("missing.toml");
+        let msg = Policy::load(&missing).unwrap_err().to_string();
+        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+
+        let big = dir.join("big.toml");
+        let mut text = String::from("name = \"x\"\n");
+        text.push_str(&"#".repeat(MAX_POLICY_BYTES as usize));
+        std::fs::write(&big, text).unwrap();
+        assert!(matches!(
+            Policy::load(&big),
+            Err(PolicyError::TooLarge { .. })
+        ));
+
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "name = \"good\"\n[filesystem]\nread = [\"/usr\"]\n").unwrap();
+        let p = Policy::load(&good).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.source.as_path()),
+            ("good", good.as_path())
+        );
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "name = \"bad\"\nextra = 1\n").unwrap();
+        let msg = Policy::load(&bad).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("{}:2:1: ", bad.display())),
+            "{msg}"
+        );
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resolve_searches_user_system_then_dev_dir() {
+        let root =
+            std::env::temp_dir().join(format!("mcpguard-resolve-test-{}", std::process::id()));
+        let home = root.join("home");
+        let user = home.join(".config/mcpguard/policies");
+        let system = root.join("etc");
+        let dev = root.join("dev");
+        for d in [&user, &system, &dev] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dev.join("time.toml"), "").unwrap();
+        let got = resolve_in("time", &home, &system, Some(&dev)).unwrap();
+        assert_eq!(got, dev.join("time.toml"));
+        std::fs::write(system.join("time.toml"), "").unwrap();
+        assert_eq!(
+            resolve_in("time", &home, &system, Some(&dev)).unwrap(),
+            system.join("time.toml")
+        );
+        std::fs::write(user.join("time.toml"), "").unwrap();
+        assert_eq!(
+            resolve_in("time", &home, &system, Some(&dev)).unwrap(),
+            user.join("time.toml")
+        );
+
+        match resolve_in("nope", &home, &system, Some(&dev)) {
+            Err(e @ PolicyError::NotFound { .. }) => {
+                let msg = e.to_string();
+                for dir in [&user, &system, &dev] {
+                    let want = dir.join("nope.toml").display().to_string();
+                    assert!(msg.contains(&want), "{want} not in {msg}");
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn resolve_treats_slashes_and_toml_suffix_as_paths() {
+        let home = Path::new("/nonexistent-home");
+        assert_eq!(
+            resolve("./p.toml", home, None).unwrap(),
+            Path::new("./p.toml")
+        );
+        assert_eq!(resolve("p.toml", home, None).unwrap(), Path::new("p.toml"));
+        assert_eq!(resolve("dir/p", home, None).unwrap(), Path::new("dir/p"));
+        assert_eq!(resolve("/etc/p", home, None).unwrap(), Path::new("/etc/p"));
+    }
+
+    #[test]
+    fn resolve_rejects_names_that_could_escape() {
+        for bad in ["..", ".hidden", "Time", "a b", ""] {
+            assert!(
+                matches!(
+                    resolve(bad, Path::new("/h"), None),
+                    Err(PolicyError::BadPolicyName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shipped_policies_parse() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let p = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    Some(p.name.as_str()),
+                    path.file_stem().and_then(|s| s.to_str())
+                );
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 2,
+            "expected the shipped policies in {}",
+            dir.display()
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Launch lifecycle: identity, environment, stdio and exit-status relay,
+//! signal forwarding, teardown when either side dies, bad policies, floods.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use crate::harness::*;
+
+fn simple_policy(tag: &str) -> std::path::PathBuf {
+    let dir = tempdir(tag);
+    policy(
+        &dir,
+        tag,
+        &format!("name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n", base_fs(&[])),
+    )
+}
+
+fn wait_dead(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "processes still alive: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn server_runs_as_the_caller_with_no_new_privs_and_only_the_passed_env() {
+    let d = Daemon::start();
+    let pol = simple_policy("ident");
+    let script = "import os\n\
+        print('uid', os.getuid(), os.geteuid())\n\
+        print('gid', os.getgid(), os.getegid())\n\
+        print('nnp', [l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0])\n\
+        print('env', ','.join(sorted(os.environ)))\n";
+    let out = d
+        .run_cmd(&pol, &["/usr/bin/python3", "-c", script])
+        .env("LEAKY_TOKEN", "hunter2")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout_of(&out);
+    let u = user();
+    assert!(text.contains(&format!("uid {} {}", u.uid, u.uid)), "{}", describe(&out));
+    assert!(text.contains(&format!("gid {} {}", u.gid, u.gid)), "{}", describe(&out));
+    assert!(text.contains("nnp 1"), "{}", describe(&out));
+    let env_line = text.lines().find(|l| l.starts_with("env ")).expect("env line");
+    assert!(!env_line.contains("LEAKY_TOKEN"), "unlisted env var reached the server: {env_line}");
+    assert!(!env_line.contains("LANG"), "unlisted env var reached the server: {env_line}");
+    assert!(env_line.contains("PATH") && env_line.contains("HOME"), "{env_line}");
+    // Launching as root is refused outright.
+    let root = std::process::Command::new(bin())
+        .args(["run", "--socket"])
+        .arg(&d.socket)
+        .arg("--policy")
+        .arg(&pol)
+        .args(["--", "/bin/true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(root.status.code(), Some(126), "{}", describe(&root));
+    assert!(String::from_utf8_lossy(&root.stderr).contains("as root"), "{}", describe(&root));
+}
+
+#[test]
+fn stdio_is_relayed_byte_for_byte_and_the_exit_status_comes_back() {
+    let d = Daemon::start();
+    let pol = simple_policy("stdio");
+    let mut child = d
+        .run_cmd(&pol, &["/bin/cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // A partial line must arrive without waiting for a newline.
+    stdin.write_all(b"{\"jsonrpc\":\"2.0\",").unwrap();
+    stdin.flush().unwrap();
+    let mut buf = [0u8; 17];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"{\"jsonrpc\":\"2.0\",");
+    drop(stdin); // EOF ends cat
+    let status = child.wait().unwrap();
+    assert!(status.success(), "cat under guard exited {status}");
+
+    let out = d.run(&pol, &["/bin/sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    d.wait_record("server_exit with code 7", |r| {
+        is_kind(r, "server_exit") && r["server"] == "it-stdio" && r["exit_code"] == 7
+    });
+}
+
+#[test]
+fn sigterm_to_run_is_forwarded_to_the_server() {
+    let d = Daemon::start();
+    let pol = simple_policy("signal");
+    let script = "import signal, sys, time\n\
+        def h(*a):\n    print('got TERM', flush=True); sys.exit(3)\n\
+        signal.signal(signal.SIGTERM, h)\n\
+        print('ready', flush=True)\n\
+        time.sleep(60)\n";
+    let mut child = d
+        .run_cmd(&pol, &["/usr/bin/python3", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+}
+
+#[test]
+fn killing_run_kills_the_server_and_all_its_children() {
+    let d = Daemon::start();
+    let pol = simple_policy("orphan");
+    let mut child = d
+        .run_cmd(
+            &pol,
+            &["/bin/sh", "-c", "sleep 300 & echo $!; sh -c 'sleep 300' & echo $!; echo $$; wait"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pids: Vec<u32> = (0..3)
+        .map(|_| lines.next().unwrap().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(pids.iter().all(|p| alive(*p)), "server processes not running: {pids:?}");
+    child.kill().unwrap(); // SIGKILL: no chance to forward anything
+    child.wait().unwrap();
+    wait_dead(&pids, Duration::from_secs(5));
+    d.wait_record("server_exit after the client died", |r| {
+        is_kind(r, "server_exit") && r["server"] == "it-orphan"
+    });
+}
+
+#[test]
+fn a_malformed_policy_is_refused_with_its_location_and_launches_nothing() {
+    let d = Daemon::start();
+    let dir = tempdir("bad");
+    let pol = policy(
+        &dir,
+        "bad",
+        "name = \"it-bad\"\n[filesystem]\nreed = [\"/usr\"]\n",
+    );
+    let out = d.run(&pol, &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3:"), "error must name file:line: {err}");
+    assert!(err.contains("reed"), "error must name the bad key: {err}");
+    let pol2 = policy(&dir, "badnet", "name = \"it-bad\"\n[network]\nallow = [\"300.1.2.3:80\"]\n");
+    let out = d.run(&pol2, &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("300.1.2.3"), "{}", describe(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !d.records().iter().any(|r| r["server"] == "it-bad"),
+        "a refused policy must launch nothing"
+    );
+}
+
+#[test]
+fn daemon_sigterm_stops_every_server_and_removes_their_cgroups() {
+    let mut d = Daemon::start();
+    let pol = simple_policy("shutdown");
+    let mut child = d
+        .run_cmd(&pol, &["/bin/sh", "-c", "echo $$; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    let launch = d.wait_record("launch", |r| is_kind(r, "launch") && r["server"] == "it-shutdown");
+    let cgroup = std::path::PathBuf::from(launch["cgroup"].as_str().unwrap());
+    assert!(cgroup.exists());
+    let status = d.stop();
+    assert!(status.success(), "daemon exit {status}:\n{}", d.stderr());
+    wait_dead(&[pid], Duration::from_secs(5));
+    assert!(!cgroup.exists(), "server cgroup {} left behind", cgroup.display());
+    let _ = child.wait();
+    assert!(
+        d.records().iter().any(|r| is_kind(r, "daemon") && r["event"] == "stop"),
+        "no daemon stop record"
+    );
+}
+
+#[test]
+fn an_event_flood_yields_loss_records_and_the_daemon_keeps_serving() {
+    let mut d = Daemon::start_with(&["--ring-buffer-bytes", "65536"]);
+    let pol = simple_policy("flood");
+    let script = "import os\n\
+        for i in range(300000):\n\
+        \x20   try:\n\
+        \x20       os.open('/nonexistent/flood', os.O_RDONLY)\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        print('done')\n";
+    let out = d.run(&pol, &["/usr/bin/python3", "-c", script]);
+    assert!(stdout_of(&out).contains("done"), "{}", describe(&out));
+    let loss = d.wait_record("loss record", |r| {
+        is_kind(r, "loss") && r["server"] == "it-flood" && r["lost"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(loss["source"], "ringbuf");
+    // Still serving.
+    let out = d.run(&pol, &["/bin/sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert!(d.stop().success());
+}

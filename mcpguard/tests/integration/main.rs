@@ -1,0 +1,13 @@
+//! Root integration tests against the real kernel: a real daemon, real
+//! eBPF, Landlock and cgroups, servers run by an unprivileged user through
+//! `mcpguard run`, and a real MCP SDK client.
+//!
+//! Run with `cargo xtask test` (root, `--test-threads=1`: the tests share
+//! kernel state). Nothing is mocked and nothing is skipped: a missing
+//! prerequisite fails the test with the reason.
+
+mod harness;
+
+mod enforce;
+mod lifecycle;
+mod mcp;

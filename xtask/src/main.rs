@@ -1,0 +1,108 @@
+//! `cargo xtask`: set-up, build, test and demo orchestration for mcpguard.
+//!
+//! Every command but `setup` runs `setup` first; `setup` is idempotent and
+//! takes seconds once everything is in place.
+
+mod demo;
+mod setup;
+mod sh;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "mcpguard's set-up, build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build and the tests need (root; idempotent): apt
+    /// packages, nightly rust-src, bpf-linker against the nightly's LLVM,
+    /// the unprivileged test user and the MCP peers from PyPI and npm.
+    Setup,
+    /// Build the daemon with its eBPF programs.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Unit tests and root integration tests against the real kernel.
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Start a daemon, run a real MCP server under guard with a real MCP
+    /// client and a hostile probe, and print the audit trail.
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::run()?;
+            build(release)
+        }
+        Command::Test { filter } => {
+            setup::run()?;
+            test(filter.as_deref())
+        }
+        Command::Demo => {
+            setup::run()?;
+            build(false)?;
+            demo::run()
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut cmd = sh::cargo(&["build", "--package", "mcpguard"]);
+    if release {
+        cmd.arg("--release");
+    }
+    sh::run(&mut cmd)
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    anyhow::ensure!(
+        nix_is_root(),
+        "the integration tests load eBPF programs and manage cgroups: run `cargo xtask test` as root"
+    );
+    // One invocation: unit tests of every host crate, then the single
+    // integration binary. Kernel state is shared, so one test at a time.
+    let mut cmd = sh::cargo(&["test", "--workspace", "--exclude", "mcpguard-ebpf"]);
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    cmd.args(["--", "--test-threads=1"]);
+    cmd.env("MCPGUARD_TEST_USER", setup::TEST_USER);
+    sh::run(&mut cmd)
+}
+
+pub fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
