@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     os::{
-        fd::{AsRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::{net::UnixStream, process::ExitStatusExt},
     },
     path::PathBuf,
@@ -43,6 +43,10 @@ pub enum SessionError {
     Creds(#[source] std::io::Error),
     #[error("refusing to launch a server as root: run `mcpguard run` as the user the server should run as")]
     Root,
+    #[error("refusing a launch request from inside a guarded server: a server may not start servers under another policy")]
+    FromGuarded,
+    #[error("cannot tell which cgroup the caller is in: {0}")]
+    PeerCgroup(#[source] std::io::Error),
     #[error("uid {0} has no passwd entry (its home is needed to expand `~` in the policy)")]
     NoUser(u32),
     #[error("the first message must be a launch request")]
@@ -65,14 +69,45 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-/// Who is on the other end of the socket, from the kernel (SO_PEERCRED and
-/// SO_PEERGROUPS), never from anything the client says.
-#[derive(Debug, Clone)]
+/// Who is on the other end of the socket, from the kernel (SO_PEERCRED,
+/// SO_PEERGROUPS and SO_PEERPIDFD), never from anything the client says.
+#[derive(Debug)]
 pub struct Peer {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The connecting process itself (Linux 6.5+), so its pid cannot be
+    /// recycled while the daemon looks at it.
+    pub pidfd: Option<OwnedFd>,
+}
+
+impl Peer {
+    /// `/proc/<pid>/cgroup` of the connecting process. With a pidfd, the
+    /// text is only trusted if that process is still alive afterwards
+    /// (then the pid was not reused in between); without one (kernels
+    /// before 6.5) a recycled pid is a narrow, documented race.
+    fn cgroup(&self) -> Result<String, SessionError> {
+        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
+            .map_err(SessionError::PeerCgroup)?;
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal with signal 0 only checks that the
+            // process behind a valid pidfd still exists; no pointers.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    0,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(SessionError::PeerCgroup(std::io::Error::last_os_error()));
+            }
+        }
+        Ok(text)
+    }
 }
 
 pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
@@ -95,11 +130,27 @@ pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
         return Err(SessionError::Creds(std::io::Error::last_os_error()));
     }
     groups.truncate(len as usize / 4);
+    let mut pidfd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `pidfd` is a writable c_int and `len` its size; on success the
+    // kernel stores a new file descriptor we then own.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut pidfd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: a non-negative result is a fresh descriptor owned by nobody else.
+    let pidfd = (rc == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     Ok(Peer {
         pid: cred.pid() as u32,
         uid: cred.uid(),
         gid: cred.gid(),
         groups,
+        pidfd,
     })
 }
 
@@ -124,6 +175,12 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
 }
 
 fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<(), SessionError> {
+    // A guarded server must not reach the daemon to start itself (or a
+    // helper) under a laxer policy: Landlock does not confine connect() to
+    // pathname Unix sockets, so this check is what stops it.
+    if shared.tree.holds(&peer.cgroup()?) {
+        return Err(SessionError::FromGuarded);
+    }
     let [client_in, client_out, client_err] = proto::recv_stdio(stream)?;
     let Some(Request::Launch {
         version,

@@ -272,6 +272,8 @@ fn read_interface(path: &Path) -> Result<String, CgroupError> {
 pub struct CgroupTree {
     /// Directory of the subtree's root cgroup.
     pub root: PathBuf,
+    /// The same root as `/proc/<pid>/cgroup` names it (`/<name>`).
+    rel: String,
     id: u64,
 }
 
@@ -302,7 +304,11 @@ impl CgroupTree {
         ensure_cgroup2(&root)?;
         let id = cgroup_id(&root)?;
         debug!(path = %root.display(), id, "cgroup tree ready");
-        Ok(Self { root, id })
+        Ok(Self {
+            root,
+            rel: format!("/{name}"),
+            id,
+        })
     }
 
     /// Creates a fresh child cgroup for one server. An existing directory
@@ -327,6 +333,20 @@ impl CgroupTree {
         let id = cgroup_id(&path)?;
         debug!(path = %path.display(), id, "created server cgroup");
         Ok(Cgroup { path, id })
+    }
+
+    /// Whether a `/proc/<pid>/cgroup` text places the task inside this
+    /// subtree, i.e. the task is (a descendant of) a guarded server.
+    pub fn holds(&self, proc_cgroup: &str) -> bool {
+        proc_cgroup
+            .lines()
+            .filter_map(|l| l.strip_prefix("0::"))
+            .any(|path| {
+                path == self.rel
+                    || path
+                        .strip_prefix(self.rel.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
     }
 
     /// The cgroup id (inode number) of the subtree's root.
@@ -618,6 +638,19 @@ mod tests {
     fn finds_the_real_cgroup2_mount() {
         let mount = cgroup2_mount().expect("this machine has cgroup2");
         ensure_cgroup2(&mount).expect("mount point is cgroup2");
+    }
+
+    #[test]
+    fn holds_matches_the_subtree_and_nothing_beside_it() {
+        let mount = cgroup2_mount().unwrap();
+        let tree = TreeGuard(CgroupTree::create(&mount, &unique_name("holds")).unwrap());
+        let rel = format!("/{}", tree.0.root.file_name().unwrap().to_string_lossy());
+        assert!(tree.0.holds(&format!("0::{rel}/srv-1\n")));
+        assert!(tree.0.holds(&format!("12:pids:/x\n0::{rel}\n")));
+        assert!(!tree.0.holds(&format!("0::{rel}-other/srv-1\n")));
+        assert!(!tree.0.holds("0::/user.slice/session-1.scope\n"));
+        // A v1-only line with the same path is not the unified hierarchy.
+        assert!(!tree.0.holds(&format!("3:cpu:{rel}/srv-1\n")));
     }
 
     #[test]

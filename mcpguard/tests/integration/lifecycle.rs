@@ -219,3 +219,45 @@ fn an_event_flood_yields_loss_records_and_the_daemon_keeps_serving() {
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_guarded_server_cannot_launch_another_server_through_the_daemon() {
+    let d = Daemon::start();
+    let dir = tempdir("nested");
+    // The server may run the mcpguard binary and read its policies, so the
+    // only thing in the way is the daemon's own check.
+    let pol = policy(
+        &dir,
+        "nested",
+        &format!(
+            "name = \"it-nested\"\n{}\n[env]\npass = [\"PATH\"]\n",
+            base_fs(&[scratch()]).replace("exec = [", &format!("exec = [{:?}, ", scratch().display().to_string()))
+        ),
+    );
+    let out = d.run(
+        &pol,
+        &[
+            bin().to_str().unwrap(),
+            "run",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--policy",
+            pol.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo escaped",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
+    assert!(!stdout_of(&out).contains("escaped"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inside a guarded server"),
+        "{}",
+        describe(&out)
+    );
+    // Exactly one launch: the outer server.
+    std::thread::sleep(Duration::from_millis(300));
+    let launches = d.records().iter().filter(|r| is_kind(r, "launch")).count();
+    assert_eq!(launches, 1, "the nested request must launch nothing");
+}
