@@ -8,8 +8,10 @@
 //! Unguarded tasks return after one map lookup.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -44,7 +46,13 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
         )
     };
     if let (Ok(dfd), Ok(path), Ok(flags), Ok(mode)) = args {
-        stash(open_call::OPENAT, dfd as i32, path, flags as u32, mode as u32);
+        stash(
+            open_call::OPENAT,
+            dfd as i32,
+            path,
+            flags as u32,
+            mode as u32,
+        );
     }
     0
 }

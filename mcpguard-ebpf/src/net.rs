@@ -8,9 +8,7 @@
 //! so the mapped form cannot sidestep an IPv4 rule.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id,
-    macros::cgroup_sock_addr,
-    maps::lpm_trie::Key,
+    helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use mcpguard_common::{
@@ -101,7 +99,9 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
         }
     };
 
-    let audit_all = policy.map(|p| p.flags & FLAG_AUDIT_NET != 0).unwrap_or(false);
+    let audit_all = policy
+        .map(|p| p.flags & FLAG_AUDIT_NET != 0)
+        .unwrap_or(false);
     if !allowed || audit_all {
         if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup) {
             let rec = entry.as_mut_ptr();

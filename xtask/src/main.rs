@@ -13,7 +13,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "mcpguard's set-up, build, test and demo tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "mcpguard's set-up, build, test and demo tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

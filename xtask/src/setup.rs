@@ -53,8 +53,13 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     sh::run(&mut sh::cmd("apt-get", &["update", "-q"]))?;
-    let mut install = sh::cmd("apt-get", &["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    let mut install = sh::cmd(
+        "apt-get",
+        &["install", "-y", "-q", "--no-install-recommends"],
+    );
+    install
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     sh::run(&mut install)
 }
 
@@ -95,12 +100,19 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so."))
         })
-        .with_context(|| format!("no libLLVM.so.* in {}: the nightly toolchain ships none", lib.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: the nightly toolchain ships none",
+                lib.display()
+            )
+        })?;
     Ok((so, major))
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 fn cargo_bin() -> PathBuf {
@@ -143,7 +155,10 @@ fn bpf_linker() -> Result<()> {
         let _ = fs::remove_file(&link);
         symlink(&llvm_so, &link).with_context(|| format!("linking {}", link.display()))?;
     }
-    eprintln!("xtask: building bpf-linker against LLVM {major} ({})", llvm_so.display());
+    eprintln!(
+        "xtask: building bpf-linker against LLVM {major} ({})",
+        llvm_so.display()
+    );
     let mut install = sh::cargo(&[
         "install",
         "--force",
@@ -177,7 +192,13 @@ fn test_user() -> Result<User> {
     if !sh::succeeds(&mut sh::cmd("id", &["-u", TEST_USER])) {
         sh::run(&mut sh::cmd(
             "useradd",
-            &["--create-home", "--shell", "/bin/sh", "--user-group", TEST_USER],
+            &[
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--user-group",
+                TEST_USER,
+            ],
         ))?;
     }
     let passwd = sh::output(&mut sh::cmd("getent", &["passwd", TEST_USER]))?;
@@ -205,7 +226,11 @@ fn as_user(program: &str, args: &[&str]) -> std::process::Command {
 fn peers(user: &User) -> Result<()> {
     let dir = user.home.join(".local/share/mcpguard");
     let stamp = dir.join("peers.stamp");
-    let want = format!("pypi {}\nnpm {}\n", PYPI_PEERS.join(" "), NPM_PEERS.join(" "));
+    let want = format!(
+        "pypi {}\nnpm {}\n",
+        PYPI_PEERS.join(" "),
+        NPM_PEERS.join(" ")
+    );
     let venv_python = dir.join("venv/bin/python");
     if venv_python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok(());
@@ -213,14 +238,24 @@ fn peers(user: &User) -> Result<()> {
     let d = dir.to_string_lossy().into_owned();
     sh::run(&mut as_user("mkdir", &["-p", &d]))?;
     if !venv_python.exists() {
-        sh::run(&mut as_user("/usr/bin/python3", &["-m", "venv", &format!("{d}/venv")]))?;
+        sh::run(&mut as_user(
+            "/usr/bin/python3",
+            &["-m", "venv", &format!("{d}/venv")],
+        ))?;
     }
     let pip = format!("{d}/venv/bin/pip");
     let mut args = vec!["install", "--quiet"];
     args.extend_from_slice(PYPI_PEERS);
     sh::run(&mut as_user(&pip, &args))?;
     let prefix = format!("{d}/npm");
-    let mut args = vec!["install", "--prefix", &prefix, "--no-audit", "--no-fund", "--silent"];
+    let mut args = vec![
+        "install",
+        "--prefix",
+        &prefix,
+        "--no-audit",
+        "--no-fund",
+        "--silent",
+    ];
     args.extend_from_slice(NPM_PEERS);
     sh::run(&mut as_user("/usr/bin/npm", &args))?;
     fs::write(&stamp, want).with_context(|| format!("writing {}", stamp.display()))?;

@@ -30,7 +30,9 @@ fn show(cmd: &Command) -> String {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = show(cmd);
     eprintln!("xtask: {line}");
-    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed: {status}");
     }
@@ -40,7 +42,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Run and capture; error (with its stderr) if it does not exit 0.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let line = show(cmd);
-    let out: Output = cmd.output().with_context(|| format!("cannot start `{line}`"))?;
+    let out: Output = cmd
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !out.status.success() {
         bail!(
             "`{line}` failed: {}\n{}",

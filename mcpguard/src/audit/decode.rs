@@ -6,15 +6,19 @@
 //! record; anything else is a [`DecodeError`], which the daemon counts as a
 //! `decode` loss rather than guessing.
 
-use std::mem::size_of;
-use std::net::Ipv6Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use mcpguard_common::event::{
-    kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
-    Record, VERDICT_ALLOW, VERDICT_DENY,
+use std::{
+    mem::size_of,
+    net::Ipv6Addr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use mcpguard_common::limits::ARGV_SLOTS;
+
+use mcpguard_common::{
+    event::{
+        kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
+        OpenEvent, Record, VERDICT_ALLOW, VERDICT_DENY,
+    },
+    limits::ARGV_SLOTS,
+};
 
 use super::{errno_of, AuditRecord, Body, Origin, SCHEMA_VERSION};
 

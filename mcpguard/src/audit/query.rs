@@ -6,12 +6,14 @@
 //! reported and skipped, never fatal. `--json` passes matching lines through
 //! byte for byte.
 
-use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::{
+    fmt::Write as _,
+    fs::File,
+    io::{self, Read, Seek, SeekFrom, Write},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
 use serde_json::Value;
 
@@ -528,11 +530,11 @@ fn describe(kind: &str, rec: &Value) -> String {
             _ => "server_exit".to_string(),
         },
         "launch" => format!(
-            "launch {} cwd={} cgroup={} layers={}",
+            "launch {} cwd={} cgroup={} {}",
             argv(rec),
             f("cwd"),
             f("cgroup"),
-            f("layers")
+            layers(rec)
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
@@ -559,6 +561,37 @@ fn describe(kind: &str, rec: &Value) -> String {
             format!("{kind}{version} {}", Value::Object(rest))
         }
     }
+}
+
+/// A launch record's enforcement layers in a few words, e.g.
+/// `landlock=fully_enforced(abi 7) egress=on audit=proc,open`.
+fn layers(rec: &Value) -> String {
+    let l = &rec["layers"];
+    let on = |key: &str| l.get(key).and_then(Value::as_bool) == Some(true);
+    let landlock = match l.get("landlock") {
+        Some(ll) if ll.is_object() => format!(
+            "{}(abi {})",
+            ll.get("status").and_then(Value::as_str).unwrap_or("?"),
+            ll.get("abi")
+                .map(Value::to_string)
+                .unwrap_or_else(|| "?".into())
+        ),
+        _ => "?".into(),
+    };
+    let audit: Vec<&str> = [("audit_proc", "proc"), ("audit_open", "open")]
+        .into_iter()
+        .filter(|(key, _)| on(key))
+        .map(|(_, name)| name)
+        .collect();
+    format!(
+        "landlock={landlock} egress={} audit={}",
+        if on("ebpf_egress") { "on" } else { "OFF" },
+        if audit.is_empty() {
+            "none".to_string()
+        } else {
+            audit.join(",")
+        }
+    )
 }
 
 fn str_field<'a>(rec: &'a Value, key: &str) -> &'a str {
@@ -631,14 +664,20 @@ fn split_ts(ts: &str) -> (Option<&str>, &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::UNIX_EPOCH;
+    use std::{
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::UNIX_EPOCH,
+    };
 
     use serde_json::json;
 
-    use super::super::{AuditRecord, Body, Origin};
-    use super::*;
+    use super::{
+        super::{AuditRecord, Body, Origin},
+        *,
+    };
 
     const T0: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
 
@@ -743,6 +782,27 @@ mod tests {
             human(&open).ends_with("open /tmp/x… (O_WRONLY|O_CREAT|O_TRUNC) = 3 mode=0644 [creat]"),
             "{}",
             human(&open)
+        );
+
+        let launch = rec(
+            Body::Launch {
+                argv: vec!["/usr/bin/python3".into(), "-m".into(), "srv".into()],
+                cgroup: "/sys/fs/cgroup/mcpguard/t-1".into(),
+                cwd: "/home/u".into(),
+                layers: serde_json::json!({
+                    "ebpf_egress": true, "audit_proc": true, "audit_open": false,
+                    "landlock": {"status": "fully_enforced", "abi": 7},
+                }),
+            },
+            T0,
+        );
+        assert!(
+            human(&launch).ends_with(
+                "launch /usr/bin/python3 -m srv cwd=/home/u cgroup=/sys/fs/cgroup/mcpguard/t-1 \
+                 landlock=fully_enforced(abi 7) egress=on audit=proc"
+            ),
+            "{}",
+            human(&launch)
         );
 
         let mut loss = AuditRecord::new(

@@ -7,10 +7,12 @@
 //! opened `O_APPEND`, so `logrotate`'s `copytruncate` works; for
 //! move-and-recreate rotation the daemon calls [`AuditWriter::reopen`].
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::{
+    fs::{DirBuilder, File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
 
 use super::AuditRecord;
 
@@ -152,8 +154,7 @@ fn secure(file: &File, path: &Path) -> io::Result<()> {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::super::Body;
-    use super::*;
+    use super::{super::Body, *};
 
     fn scratch_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

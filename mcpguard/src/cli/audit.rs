@@ -32,7 +32,12 @@ pub struct AuditArgs {
 }
 
 pub fn main(args: AuditArgs) -> ExitCode {
-    let since = match args.since.as_deref().map(query::Filter::parse_since).transpose() {
+    let since = match args
+        .since
+        .as_deref()
+        .map(query::Filter::parse_since)
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mcpguard audit: {e}");

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SOCKET};
 
 #[derive(Parser)]
-#[command(name = "mcpguard", version, about = "Kernel-enforced least privilege and an audit trail for MCP servers")]
+#[command(
+    name = "mcpguard",
+    version,
+    about = "Kernel-enforced least privilege and an audit trail for MCP servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -86,7 +86,8 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
     for sig in FORWARDED {
         set.add(*sig);
     }
-    set.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    set.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
     let fwd = stream.try_clone().map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -109,7 +110,9 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
                     (None, None) => ExitCode::FAILURE,
                 });
             }
-            Ok(None) => return Err("the daemon closed the connection before the server exited".into()),
+            Ok(None) => {
+                return Err("the daemon closed the connection before the server exited".into())
+            }
             Err(e) => return Err(format!("talking to the daemon: {e}")),
         }
     }

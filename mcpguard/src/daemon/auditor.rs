@@ -19,7 +19,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{error, info, warn};
 
 use crate::{
-    audit::{decode, AuditRecord, Body, BootClock, Origin, writer::AuditWriter},
+    audit::{decode, writer::AuditWriter, AuditRecord, Body, BootClock, Origin},
     ebpf::AuditMaps,
 };
 
@@ -44,7 +44,10 @@ pub enum Msg {
     Stop,
 }
 
-pub fn spawn(maps: AuditMaps, writer: AuditWriter) -> std::io::Result<(Sender<Msg>, JoinHandle<()>)> {
+pub fn spawn(
+    maps: AuditMaps,
+    writer: AuditWriter,
+) -> std::io::Result<(Sender<Msg>, JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("audit".into())
@@ -117,7 +120,11 @@ impl Auditor {
                 self.wait();
             }
         }
-        info!(written = self.writer.written(), lost = self.lost_total, "audit thread stopped");
+        info!(
+            written = self.writer.written(),
+            lost = self.lost_total,
+            "audit thread stopped"
+        );
     }
 
     /// Sleep until the ring buffer has data (wakeup) or a tick passes.

@@ -139,21 +139,52 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             scopes = abi >= 6,
             "Landlock available: filesystem rules{}{}",
             if abi >= 4 { ", TCP port rules" } else { "" },
-            if abi >= 6 { ", signal and abstract-socket scoping" } else { "" }
+            if abi >= 6 {
+                ", signal and abstract-socket scoping"
+            } else {
+                ""
+            }
         ),
-        None => warn!(layer = "landlock", "Landlock unavailable: launches will be refused (policies need filesystem rules)"),
+        None => warn!(
+            layer = "landlock",
+            "Landlock unavailable: launches will be refused (policies need filesystem rules)"
+        ),
     }
     match bpffs_mounted() {
-        true => info!(layer = "bpffs", "bpffs mounted (not needed: nothing is pinned)"),
-        false => info!(layer = "bpffs", "bpffs not mounted (not needed: nothing is pinned)"),
+        true => info!(
+            layer = "bpffs",
+            "bpffs mounted (not needed: nothing is pinned)"
+        ),
+        false => info!(
+            layer = "bpffs",
+            "bpffs not mounted (not needed: nothing is pinned)"
+        ),
     }
 
     let loaded = ebpf::load(&tree.root, cfg.ring_bytes)?;
     let layers = loaded.layers.clone();
-    info!(layer = "tracefs", "tracefs available, tracepoint formats read");
-    log_layer("ebpf_egress", layers.ebpf_egress, "cgroup connect4/6 + sendmsg4/6 verdicts", &layers);
-    log_layer("audit_proc", layers.audit_proc, "exec/fork/exit records", &layers);
-    log_layer("audit_open", layers.audit_open, "file open records (syscall tracepoints)", &layers);
+    info!(
+        layer = "tracefs",
+        "tracefs available, tracepoint formats read"
+    );
+    log_layer(
+        "ebpf_egress",
+        layers.ebpf_egress,
+        "cgroup connect4/6 + sendmsg4/6 verdicts",
+        &layers,
+    );
+    log_layer(
+        "audit_proc",
+        layers.audit_proc,
+        "exec/fork/exit records",
+        &layers,
+    );
+    log_layer(
+        "audit_open",
+        layers.audit_open,
+        "file open records (syscall tracepoints)",
+        &layers,
+    );
 
     let writer = AuditWriter::open(&cfg.audit_log)?;
     let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer)?;
@@ -228,7 +259,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let _ = audit_tx.send(auditor::Msg::Stop);
     drop(audit_tx);
     let _ = tokio::task::spawn_blocking(move || audit_thread.join()).await;
-    info!(uptime_s = started.elapsed().as_secs(), "mcpguard daemon stopped");
+    info!(
+        uptime_s = started.elapsed().as_secs(),
+        "mcpguard daemon stopped"
+    );
     Ok(())
 }
 
@@ -263,7 +297,8 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(sock_err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(sock_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(sock_err)?;
         }
     }
     if path.exists() {

@@ -35,7 +35,9 @@ pub enum ProtoError {
     Json(#[from] serde_json::Error),
     #[error("expected stdin, stdout and stderr as SCM_RIGHTS, got {0} descriptors")]
     Fds(usize),
-    #[error("protocol version {got} is not the daemon's {VERSION}; use matching mcpguard binaries")]
+    #[error(
+        "protocol version {got} is not the daemon's {VERSION}; use matching mcpguard binaries"
+    )]
     Version { got: u32 },
 }
 
@@ -63,9 +65,17 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Started { launch: String, pid: u32 },
-    Error { message: String },
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Started {
+        launch: String,
+        pid: u32,
+    },
+    Error {
+        message: String,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
 }
 
 pub fn write_frame<T: Serialize>(stream: &mut impl Write, msg: &T) -> Result<(), ProtoError> {
@@ -127,7 +137,10 @@ pub fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
     let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
     // SAFETY: the kernel just installed these descriptors in our table and
     // nothing else owns them.
-    let mut owned: Vec<OwnedFd> = fds.iter().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) }).collect();
+    let mut owned: Vec<OwnedFd> = fds
+        .iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect();
     if msg.bytes != 1 || truncated || owned.len() != 3 {
         return Err(ProtoError::Fds(owned.len()));
     }
@@ -144,9 +157,22 @@ mod tests {
     #[test]
     fn frames_round_trip_and_reject_oversize() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &Response::Exited { code: Some(3), signal: None }).unwrap();
+        write_frame(
+            &mut buf,
+            &Response::Exited {
+                code: Some(3),
+                signal: None,
+            },
+        )
+        .unwrap();
         let got: Response = read_frame(&mut buf.as_slice()).unwrap().unwrap();
-        assert!(matches!(got, Response::Exited { code: Some(3), signal: None }));
+        assert!(matches!(
+            got,
+            Response::Exited {
+                code: Some(3),
+                signal: None
+            }
+        ));
 
         let mut huge = (MAX_FRAME + 1).to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");
@@ -168,7 +194,11 @@ mod tests {
         nix::unistd::read(&inp, &mut got).unwrap();
         assert_eq!(&got, b"hi");
         let flags = nix::fcntl::fcntl(&inp, nix::fcntl::FcntlArg::F_GETFD).unwrap();
-        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received fds must be close-on-exec");
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received fds must be close-on-exec"
+        );
     }
 
     #[test]

@@ -234,10 +234,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         launch_no,
     };
 
-    let net: Vec<(u32, NetKey, PortSet)> = policy::net::compile_allow(&policy.network.allow, cgroup.id)?
-        .into_iter()
-        .map(|e| (e.prefix_len, e.key, e.ports))
-        .collect();
+    let net: Vec<(u32, NetKey, PortSet)> =
+        policy::net::compile_allow(&policy.network.allow, cgroup.id)?
+            .into_iter()
+            .map(|e| (e.prefix_len, e.key, e.ports))
+            .collect();
     guard.net = net.clone();
     shared.audit(Msg::Register {
         cgroup_id: cgroup.id,
@@ -307,7 +308,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     if let Some(obj) = layers.as_object_mut() {
         obj.insert(
             "landlock".into(),
-            serde_json::to_value(&status).unwrap_or_default(),
+            serde_json::to_value(&status.landlock).unwrap_or_default(),
         );
     }
     let mut launch_rec = AuditRecord::new(
@@ -405,14 +406,12 @@ const FORWARDABLE: &[Signal] = &[
 fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {
     loop {
         match proto::read_frame::<Request>(&mut &stream) {
-            Ok(Some(Request::Signal { signal })) => {
-                match Signal::try_from(signal) {
-                    Ok(sig) if FORWARDABLE.contains(&sig) => {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-                    }
-                    _ => warn!(launch, signal, "ignoring a signal that is not forwardable"),
+            Ok(Some(Request::Signal { signal })) => match Signal::try_from(signal) {
+                Ok(sig) if FORWARDABLE.contains(&sig) => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
                 }
-            }
+                _ => warn!(launch, signal, "ignoring a signal that is not forwardable"),
+            },
             Ok(Some(Request::Launch { .. })) => warn!(launch, "ignoring a second launch request"),
             Ok(None) | Err(_) => {
                 // `mcpguard run` is gone (or the server exited and the

@@ -126,25 +126,75 @@ pub struct Loaded {
 /// Offsets the programs read, as (global, category, event, field).
 const OFFSETS: &[(&str, &str, &str, &str)] = &[
     ("OFF_OPENAT_DFD", "syscalls", "sys_enter_openat", "dfd"),
-    ("OFF_OPENAT_FILENAME", "syscalls", "sys_enter_openat", "filename"),
+    (
+        "OFF_OPENAT_FILENAME",
+        "syscalls",
+        "sys_enter_openat",
+        "filename",
+    ),
     ("OFF_OPENAT_FLAGS", "syscalls", "sys_enter_openat", "flags"),
     ("OFF_OPENAT_MODE", "syscalls", "sys_enter_openat", "mode"),
     ("OFF_OPENAT2_DFD", "syscalls", "sys_enter_openat2", "dfd"),
-    ("OFF_OPENAT2_FILENAME", "syscalls", "sys_enter_openat2", "filename"),
+    (
+        "OFF_OPENAT2_FILENAME",
+        "syscalls",
+        "sys_enter_openat2",
+        "filename",
+    ),
     ("OFF_OPENAT2_HOW", "syscalls", "sys_enter_openat2", "how"),
-    ("OFF_OPEN_FILENAME", "syscalls", "sys_enter_open", "filename"),
+    (
+        "OFF_OPEN_FILENAME",
+        "syscalls",
+        "sys_enter_open",
+        "filename",
+    ),
     ("OFF_OPEN_FLAGS", "syscalls", "sys_enter_open", "flags"),
     ("OFF_OPEN_MODE", "syscalls", "sys_enter_open", "mode"),
-    ("OFF_CREAT_PATHNAME", "syscalls", "sys_enter_creat", "pathname"),
+    (
+        "OFF_CREAT_PATHNAME",
+        "syscalls",
+        "sys_enter_creat",
+        "pathname",
+    ),
     ("OFF_CREAT_MODE", "syscalls", "sys_enter_creat", "mode"),
     ("OFF_SYS_EXIT_RET", "syscalls", "sys_exit_openat", "ret"),
-    ("OFF_EXECVE_FILENAME", "syscalls", "sys_enter_execve", "filename"),
+    (
+        "OFF_EXECVE_FILENAME",
+        "syscalls",
+        "sys_enter_execve",
+        "filename",
+    ),
     ("OFF_EXECVE_ARGV", "syscalls", "sys_enter_execve", "argv"),
-    ("OFF_EXECVEAT_FILENAME", "syscalls", "sys_enter_execveat", "filename"),
-    ("OFF_EXECVEAT_ARGV", "syscalls", "sys_enter_execveat", "argv"),
-    ("OFF_SCHED_EXEC_OLD_PID", "sched", "sched_process_exec", "old_pid"),
-    ("OFF_SCHED_FORK_PARENT_PID", "sched", "sched_process_fork", "parent_pid"),
-    ("OFF_SCHED_FORK_CHILD_PID", "sched", "sched_process_fork", "child_pid"),
+    (
+        "OFF_EXECVEAT_FILENAME",
+        "syscalls",
+        "sys_enter_execveat",
+        "filename",
+    ),
+    (
+        "OFF_EXECVEAT_ARGV",
+        "syscalls",
+        "sys_enter_execveat",
+        "argv",
+    ),
+    (
+        "OFF_SCHED_EXEC_OLD_PID",
+        "sched",
+        "sched_process_exec",
+        "old_pid",
+    ),
+    (
+        "OFF_SCHED_FORK_PARENT_PID",
+        "sched",
+        "sched_process_fork",
+        "parent_pid",
+    ),
+    (
+        "OFF_SCHED_FORK_CHILD_PID",
+        "sched",
+        "sched_process_fork",
+        "child_pid",
+    ),
 ];
 
 const NET_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
@@ -178,11 +228,14 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
     }
     let mut offsets = Vec::with_capacity(OFFSETS.len());
     for (global, category, event, field) in OFFSETS {
-        offsets.push((*global, tracefs::field_offset(&tracefs, category, event, field)?));
+        offsets.push((
+            *global,
+            tracefs::field_offset(&tracefs, category, event, field)?,
+        ));
     }
     let mut loader = EbpfLoader::new();
     for (global, off) in &offsets {
-        loader.override_global(*global, off, true);
+        loader.override_global(global, off, true);
     }
     if let Some(bytes) = ring_bytes {
         if !bytes.is_power_of_two() || bytes < 4096 {
@@ -210,30 +263,26 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
         Err(why) => layers.missing.push(format!("audit_open: {why}")),
     }
 
-    let servers = HashMap::try_from(take(&mut ebpf, "SERVERS")?).map_err(|source| {
-        EbpfError::Map {
+    let servers =
+        HashMap::try_from(take(&mut ebpf, "SERVERS")?).map_err(|source| EbpfError::Map {
             name: "SERVERS",
             source,
-        }
-    })?;
-    let net_allow = LpmTrie::try_from(take(&mut ebpf, "NET_ALLOW")?).map_err(|source| {
-        EbpfError::Map {
+        })?;
+    let net_allow =
+        LpmTrie::try_from(take(&mut ebpf, "NET_ALLOW")?).map_err(|source| EbpfError::Map {
             name: "NET_ALLOW",
             source,
-        }
-    })?;
-    let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| {
-        EbpfError::Map {
+        })?;
+    let events =
+        RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| EbpfError::Map {
             name: "EVENTS",
             source,
-        }
-    })?;
-    let lost = PerCpuHashMap::try_from(take(&mut ebpf, "LOST")?).map_err(|source| {
-        EbpfError::Map {
+        })?;
+    let lost =
+        PerCpuHashMap::try_from(take(&mut ebpf, "LOST")?).map_err(|source| EbpfError::Map {
             name: "LOST",
             source,
-        }
-    })?;
+        })?;
     Ok(Loaded {
         ebpf,
         policy: PolicyMaps { servers, net_allow },

@@ -39,7 +39,9 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
         Some("nodev"),
         TRACEFS,
         Some("tracefs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(TracefsError::Mount)?;
@@ -66,7 +68,10 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -84,7 +89,11 @@ pub fn field_offset(
     event: &str,
     field: &str,
 ) -> Result<u32, TracefsError> {
-    let path = tracefs.join("events").join(category).join(event).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
     let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Format {
         path: path.clone(),
         source,
@@ -140,7 +149,10 @@ format:
     fn finds_mounts_by_type_with_escapes() {
         let mi = "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
                   40 22 0:35 / /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_mount(mi, "cgroup2"), Some(PathBuf::from("/sys/fs/cgroup/my dir")));
+        assert_eq!(
+            find_mount(mi, "cgroup2"),
+            Some(PathBuf::from("/sys/fs/cgroup/my dir"))
+        );
         assert_eq!(find_mount(mi, "tracefs"), None);
     }
 }

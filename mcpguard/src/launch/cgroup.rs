@@ -10,17 +10,23 @@
 //! mounted at `/sys/fs/cgroup/unified`, on pure v2 systems at `/sys/fs/cgroup`;
 //! [`cgroup2_mount`] finds it wherever it is.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
 
-use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
-use nix::unistd::Pid;
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{kill, Signal},
+        statfs::{statfs, CGROUP2_SUPER_MAGIC},
+    },
+    unistd::Pid,
+};
 use thiserror::Error;
 use tracing::{debug, warn};
 

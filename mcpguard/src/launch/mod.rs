@@ -26,28 +26,30 @@
 pub mod cgroup;
 pub mod sandbox;
 
-use std::collections::BTreeSet;
-use std::ffi::{CString, OsStr};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    ffi::{CString, OsStr},
+    fs::{self, OpenOptions},
+    io::{self, Read, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, RawFd},
+        unix::{ffi::OsStrExt, fs::PermissionsExt, net::UnixStream, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
 
-use nix::errno::Errno;
-use nix::unistd::{Gid, Uid};
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
-use tracing::{debug, warn};
-
+use nix::{
+    errno::Errno,
+    unistd::{Gid, Uid},
+};
 pub use sandbox::{
     probe_landlock_abi, Enforcement, LandlockReport, PortRestriction, SandboxError, SkippedPath,
 };
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{debug, warn};
 
 /// Hidden subcommand that runs [`helper_main`]; main.rs must dispatch it
 /// before any other setup (no tokio runtime, no logging to stdout).
@@ -1045,11 +1047,15 @@ fn is_executable(path: &Path, meta: &fs::Metadata) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Cursor};
-    use std::process::Stdio;
+    use std::{
+        io::{BufRead, BufReader, Cursor},
+        process::Stdio,
+    };
 
-    use super::cgroup::{cgroup2_mount, Cgroup, CgroupTree};
-    use super::*;
+    use super::{
+        cgroup::{cgroup2_mount, Cgroup, CgroupTree},
+        *,
+    };
 
     const NOBODY: u32 = 65534;
 

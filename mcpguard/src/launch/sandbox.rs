@@ -20,16 +20,20 @@
 //! when the policy has a `[filesystem]` section: no Landlock at all, or a
 //! ruleset the kernel did not enforce, refuses the launch.
 
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
 
 use landlock::{
     make_bitflags, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, RestrictionStatus,
     Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
     ABI,
 };
-use nix::errno::Errno;
-use nix::sys::stat::{fstat, SFlag};
+use nix::{
+    errno::Errno,
+    sys::stat::{fstat, SFlag},
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -460,12 +464,15 @@ impl PreparedSandbox {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-    use std::io;
-    use std::net::{Ipv4Addr, TcpListener, TcpStream};
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-    use std::process::Command;
+    use std::{
+        fs, io,
+        net::{Ipv4Addr, TcpListener, TcpStream},
+        os::{
+            linux::net::SocketAddrExt,
+            unix::net::{SocketAddr, UnixListener, UnixStream},
+        },
+        process::Command,
+    };
 
     use super::*;
 

@@ -7,10 +7,12 @@
 
 pub mod net;
 
-use std::fmt;
-use std::io::{self, Read};
-use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::{
+    fmt,
+    io::{self, Read},
+    ops::Range,
+    path::{Component, Path, PathBuf},
+};
 
 use serde::Deserialize;
 use toml::Spanned;

@@ -6,12 +6,16 @@
 //! prefix that contains it. Without that fold, `10.0.0.0/8:443` plus
 //! `10.1.0.0/16:80` would deny 10.1.2.3:443.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use mcpguard_common::limits::PORT_RANGES;
-use mcpguard_common::policy::{self as kernel, NetKey, PortSet, CGROUP_BITS};
+use mcpguard_common::{
+    limits::PORT_RANGES,
+    policy::{self as kernel, NetKey, PortSet, CGROUP_BITS},
+};
 
 use super::{PolicyError, Problem};
 

@@ -159,7 +159,11 @@ fn reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record() {
     );
     let out = d.run(&pol, &["/usr/bin/python3", "-c", &script]);
     let text = stdout_of(&out);
-    assert!(text.contains("read hello"), "allowed read failed\n{}", describe(&out));
+    assert!(
+        text.contains("read hello"),
+        "allowed read failed\n{}",
+        describe(&out)
+    );
     assert!(
         text.contains(&format!("error EACCES {}", secret.display())),
         "secret was not denied\n{}",
@@ -178,7 +182,9 @@ fn reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record() {
     d.wait_record("exec of python", |r| {
         is_kind(r, "exec") && r["server"] == "it-fs" && r["filename"] == "/usr/bin/python3"
     });
-    let launch = d.wait_record("launch record", |r| is_kind(r, "launch") && r["server"] == "it-fs");
+    let launch = d.wait_record("launch record", |r| {
+        is_kind(r, "launch") && r["server"] == "it-fs"
+    });
     assert_eq!(launch["layers"]["ebpf_egress"], true, "{launch}");
     assert!(
         launch["layers"]["landlock"].is_object(),

@@ -17,7 +17,6 @@ use serde_json::Value;
 
 /// The unprivileged user servers run as (created by `cargo xtask setup`).
 pub struct TestUser {
-    pub name: String,
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
@@ -38,7 +37,6 @@ pub fn user() -> &'static TestUser {
             .expect("getpwnam")
             .unwrap_or_else(|| panic!("test user {name} does not exist: run `cargo xtask setup`"));
         TestUser {
-            name,
             uid: u.uid.as_raw(),
             gid: u.gid.as_raw(),
             home: u.dir,
@@ -101,13 +99,24 @@ pub fn policy(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// read access to `extra_read` (scripts and data a test hands the server).
 pub fn base_fs(extra_read: &[&Path]) -> String {
     let mut read: Vec<String> = [
-        "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/etc/passwd",
-        "/etc/nsswitch.conf", "/proc/self", "/dev/urandom",
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/etc/ld.so.cache",
+        "/etc/localtime",
+        "/etc/passwd",
+        "/etc/nsswitch.conf",
+        "/proc/self",
+        "/dev/urandom",
     ]
     .iter()
     .map(|p| format!("{p:?}"))
     .collect();
-    read.extend(extra_read.iter().map(|p| format!("{:?}", p.display().to_string())));
+    read.extend(
+        extra_read
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string())),
+    );
     format!(
         "[filesystem]\nread = [{}]\nwrite = [\"/dev/null\"]\nexec = [\"/usr/bin\", \"/usr/lib\", \"/lib\", \"/lib64\", \"/bin\"]\n",
         read.join(", ")
@@ -116,7 +125,6 @@ pub fn base_fs(extra_read: &[&Path]) -> String {
 
 /// A running daemon with its own socket, audit log and cgroup subtree.
 pub struct Daemon {
-    pub dir: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -150,7 +158,6 @@ impl Daemon {
             .spawn()
             .expect("spawn daemon");
         let mut d = Daemon {
-            dir,
             socket,
             log,
             child: Some(child),
@@ -159,9 +166,16 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !d.socket.exists() {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {status} before listening:\n{}", d.stderr());
+                panic!(
+                    "daemon exited with {status} before listening:\n{}",
+                    d.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "daemon did not listen within 30 s:\n{}", d.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen within 30 s:\n{}",
+                d.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -208,7 +222,9 @@ impl Daemon {
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
             .collect()
     }
 
@@ -244,7 +260,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not stop within 20 s of SIGTERM:\n{}", self.stderr());
+                panic!(
+                    "daemon did not stop within 20 s of SIGTERM:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -256,7 +275,11 @@ impl Drop for Daemon {
         if self.child.is_some() {
             let status = self.stop();
             if !std::thread::panicking() {
-                assert!(status.success(), "daemon exited with {status}:\n{}", self.stderr());
+                assert!(
+                    status.success(),
+                    "daemon exited with {status}:\n{}",
+                    self.stderr()
+                );
             }
         }
     }

@@ -16,7 +16,10 @@ fn simple_policy(tag: &str) -> std::path::PathBuf {
     policy(
         &dir,
         tag,
-        &format!("name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n", base_fs(&[])),
+        &format!(
+            "name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
+            base_fs(&[])
+        ),
     )
 }
 
@@ -45,13 +48,33 @@ fn server_runs_as_the_caller_with_no_new_privs_and_only_the_passed_env() {
         .unwrap();
     let text = stdout_of(&out);
     let u = user();
-    assert!(text.contains(&format!("uid {} {}", u.uid, u.uid)), "{}", describe(&out));
-    assert!(text.contains(&format!("gid {} {}", u.gid, u.gid)), "{}", describe(&out));
+    assert!(
+        text.contains(&format!("uid {} {}", u.uid, u.uid)),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains(&format!("gid {} {}", u.gid, u.gid)),
+        "{}",
+        describe(&out)
+    );
     assert!(text.contains("nnp 1"), "{}", describe(&out));
-    let env_line = text.lines().find(|l| l.starts_with("env ")).expect("env line");
-    assert!(!env_line.contains("LEAKY_TOKEN"), "unlisted env var reached the server: {env_line}");
-    assert!(!env_line.contains("LANG"), "unlisted env var reached the server: {env_line}");
-    assert!(env_line.contains("PATH") && env_line.contains("HOME"), "{env_line}");
+    let env_line = text
+        .lines()
+        .find(|l| l.starts_with("env "))
+        .expect("env line");
+    assert!(
+        !env_line.contains("LEAKY_TOKEN"),
+        "unlisted env var reached the server: {env_line}"
+    );
+    assert!(
+        !env_line.contains("LANG"),
+        "unlisted env var reached the server: {env_line}"
+    );
+    assert!(
+        env_line.contains("PATH") && env_line.contains("HOME"),
+        "{env_line}"
+    );
     // Launching as root is refused outright.
     let root = std::process::Command::new(bin())
         .args(["run", "--socket"])
@@ -63,7 +86,11 @@ fn server_runs_as_the_caller_with_no_new_privs_and_only_the_passed_env() {
         .output()
         .unwrap();
     assert_eq!(root.status.code(), Some(126), "{}", describe(&root));
-    assert!(String::from_utf8_lossy(&root.stderr).contains("as root"), "{}", describe(&root));
+    assert!(
+        String::from_utf8_lossy(&root.stderr).contains("as root"),
+        "{}",
+        describe(&root)
+    );
 }
 
 #[test]
@@ -127,7 +154,11 @@ fn killing_run_kills_the_server_and_all_its_children() {
     let mut child = d
         .run_cmd(
             &pol,
-            &["/bin/sh", "-c", "sleep 300 & echo $!; sh -c 'sleep 300' & echo $!; echo $$; wait"],
+            &[
+                "/bin/sh",
+                "-c",
+                "sleep 300 & echo $!; sh -c 'sleep 300' & echo $!; echo $$; wait",
+            ],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -137,7 +168,10 @@ fn killing_run_kills_the_server_and_all_its_children() {
     let pids: Vec<u32> = (0..3)
         .map(|_| lines.next().unwrap().unwrap().trim().parse().unwrap())
         .collect();
-    assert!(pids.iter().all(|p| alive(*p)), "server processes not running: {pids:?}");
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "server processes not running: {pids:?}"
+    );
     child.kill().unwrap(); // SIGKILL: no chance to forward anything
     child.wait().unwrap();
     wait_dead(&pids, Duration::from_secs(5));
@@ -158,12 +192,23 @@ fn a_malformed_policy_is_refused_with_its_location_and_launches_nothing() {
     let out = d.run(&pol, &["/bin/true"]);
     assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3:"), "error must name file:line: {err}");
+    assert!(
+        err.contains("bad.toml:3:"),
+        "error must name file:line: {err}"
+    );
     assert!(err.contains("reed"), "error must name the bad key: {err}");
-    let pol2 = policy(&dir, "badnet", "name = \"it-bad\"\n[network]\nallow = [\"300.1.2.3:80\"]\n");
+    let pol2 = policy(
+        &dir,
+        "badnet",
+        "name = \"it-bad\"\n[network]\nallow = [\"300.1.2.3:80\"]\n",
+    );
     let out = d.run(&pol2, &["/bin/true"]);
     assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("300.1.2.3"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("300.1.2.3"),
+        "{}",
+        describe(&out)
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !d.records().iter().any(|r| r["server"] == "it-bad"),
@@ -183,16 +228,24 @@ fn daemon_sigterm_stops_every_server_and_removes_their_cgroups() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    let launch = d.wait_record("launch", |r| is_kind(r, "launch") && r["server"] == "it-shutdown");
+    let launch = d.wait_record("launch", |r| {
+        is_kind(r, "launch") && r["server"] == "it-shutdown"
+    });
     let cgroup = std::path::PathBuf::from(launch["cgroup"].as_str().unwrap());
     assert!(cgroup.exists());
     let status = d.stop();
     assert!(status.success(), "daemon exit {status}:\n{}", d.stderr());
     wait_dead(&[pid], Duration::from_secs(5));
-    assert!(!cgroup.exists(), "server cgroup {} left behind", cgroup.display());
+    assert!(
+        !cgroup.exists(),
+        "server cgroup {} left behind",
+        cgroup.display()
+    );
     let _ = child.wait();
     assert!(
-        d.records().iter().any(|r| is_kind(r, "daemon") && r["event"] == "stop"),
+        d.records()
+            .iter()
+            .any(|r| is_kind(r, "daemon") && r["event"] == "stop"),
         "no daemon stop record"
     );
 }
@@ -231,7 +284,10 @@ fn a_guarded_server_cannot_launch_another_server_through_the_daemon() {
         "nested",
         &format!(
             "name = \"it-nested\"\n{}\n[env]\npass = [\"PATH\"]\n",
-            base_fs(&[scratch()]).replace("exec = [", &format!("exec = [{:?}, ", scratch().display().to_string()))
+            base_fs(&[scratch()]).replace(
+                "exec = [",
+                &format!("exec = [{:?}, ", scratch().display().to_string())
+            )
         ),
     );
     let out = d.run(
