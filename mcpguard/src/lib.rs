@@ -11,4 +11,5 @@ pub mod cli;
 pub mod daemon;
 pub mod ebpf;
 pub mod launch;
+pub mod mountinfo;
 pub mod policy;

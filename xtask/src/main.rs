@@ -94,6 +94,25 @@ fn test(filter: Option<&str>) -> Result<()> {
         nix_is_root(),
         "the integration tests load eBPF programs and manage cgroups: run `cargo xtask test` as root"
     );
+    // Lints first: cheap, and a red lint is a red build.
+    // rustfmt.toml uses nightly-only import grouping.
+    sh::run(
+        sh::cmd(
+            "rustup",
+            &["run", "nightly", "cargo", "fmt", "--all", "--check"],
+        )
+        .current_dir(root()),
+    )?;
+    sh::run(&mut sh::cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "mcpguard-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // One invocation: unit tests of every host crate, then the single
     // integration binary. Kernel state is shared, so one test at a time.
     let mut cmd = sh::cargo(&["test", "--workspace", "--exclude", "mcpguard-ebpf"]);

@@ -9,7 +9,7 @@ use std::{
     process::ExitCode,
 };
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 
 use crate::{
     daemon::proto::{self, Request, Response},
@@ -19,14 +19,6 @@ use crate::{
 /// Exit status when the server could not be launched (as a shell does for a
 /// command that cannot execute).
 const LAUNCH_FAILED: u8 = 126;
-const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 pub fn main(policy_arg: &str, socket: &Path, argv: Vec<String>) -> ExitCode {
     match run(policy_arg, socket, argv) {
@@ -83,7 +75,7 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
     // Block the forwarded signals before any thread exists, so only the
     // forwarding thread receives them.
     let mut set = SigSet::empty();
-    for sig in FORWARDED {
+    for sig in proto::FORWARDED_SIGNALS {
         set.add(*sig);
     }
     set.thread_block()

@@ -282,7 +282,7 @@ fn log_layer(layer: &str, active: bool, what: &str, layers: &Layers) {
 
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|mi| ebpf::tracefs::find_mount(&mi, "bpf").is_some())
+        .map(|mi| crate::mountinfo::find_mount(&mi, "bpf").is_some())
         .unwrap_or(false)
 }
 

@@ -19,6 +19,16 @@ use thiserror::Error;
 
 /// Protocol version; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
+/// Signals `mcpguard run` forwards to the server and the daemon accepts:
+/// the ones a terminal or an MCP client sends to stop or poke a server.
+pub const FORWARDED_SIGNALS: &[nix::sys::signal::Signal] = &[
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGQUIT,
+    nix::sys::signal::Signal::SIGUSR1,
+    nix::sys::signal::Signal::SIGUSR2,
+];
 /// Largest frame either side accepts (a request carries the policy text and
 /// the environment).
 pub const MAX_FRAME: u32 = 4 << 20;

@@ -392,22 +392,11 @@ fn wait_or_cancel(
     let _ = relay.join();
 }
 
-/// Signals a client may forward: the ones a terminal or an MCP client sends
-/// to stop or poke a server.
-const FORWARDABLE: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
 fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {
     loop {
         match proto::read_frame::<Request>(&mut &stream) {
             Ok(Some(Request::Signal { signal })) => match Signal::try_from(signal) {
-                Ok(sig) if FORWARDABLE.contains(&sig) => {
+                Ok(sig) if proto::FORWARDED_SIGNALS.contains(&sig) => {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
                 }
                 _ => warn!(launch, signal, "ignoring a signal that is not forwardable"),

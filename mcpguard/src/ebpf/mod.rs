@@ -263,26 +263,10 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
         Err(why) => layers.missing.push(format!("audit_open: {why}")),
     }
 
-    let servers =
-        HashMap::try_from(take(&mut ebpf, "SERVERS")?).map_err(|source| EbpfError::Map {
-            name: "SERVERS",
-            source,
-        })?;
-    let net_allow =
-        LpmTrie::try_from(take(&mut ebpf, "NET_ALLOW")?).map_err(|source| EbpfError::Map {
-            name: "NET_ALLOW",
-            source,
-        })?;
-    let events =
-        RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| EbpfError::Map {
-            name: "EVENTS",
-            source,
-        })?;
-    let lost =
-        PerCpuHashMap::try_from(take(&mut ebpf, "LOST")?).map_err(|source| EbpfError::Map {
-            name: "LOST",
-            source,
-        })?;
+    let servers = take(&mut ebpf, "SERVERS")?;
+    let net_allow = take(&mut ebpf, "NET_ALLOW")?;
+    let events = take(&mut ebpf, "EVENTS")?;
+    let lost = take(&mut ebpf, "LOST")?;
     Ok(Loaded {
         ebpf,
         policy: PolicyMaps { servers, net_allow },
@@ -291,8 +275,13 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
     })
 }
 
-fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
-    ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))
+/// Take a map out of the object as its typed handle.
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { name, source })
 }
 
 fn attach_net(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {

@@ -32,7 +32,7 @@ pub enum TracefsError {
 pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(TracefsError::Mountinfo)?;
-    if let Some(path) = find_mount(&mountinfo, "tracefs") {
+    if let Some(path) = crate::mountinfo::find_mount(&mountinfo, "tracefs") {
         return Ok((path, false));
     }
     nix::mount::mount(
@@ -46,40 +46,6 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
     )
     .map_err(TracefsError::Mount)?;
     Ok((PathBuf::from(TRACEFS), true))
-}
-
-/// First mount point of filesystem type `fstype` in a mountinfo text.
-pub fn find_mount(mountinfo: &str, fstype: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
-        let (left, right) = line.split_once(" - ")?;
-        let ty = right.split_whitespace().next()?;
-        if ty != fstype {
-            return None;
-        }
-        let mountpoint = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_octal(mountpoint)))
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Byte offset of `field` in tracepoint `category/event`'s record.
@@ -143,16 +109,5 @@ format:
         assert_eq!(parse_offset(FORK, "child_comm"), Some(16));
         assert_eq!(parse_offset(FORK, "argv"), Some(40));
         assert_eq!(parse_offset(FORK, "pid"), None);
-    }
-
-    #[test]
-    fn finds_mounts_by_type_with_escapes() {
-        let mi = "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
-                  40 22 0:35 / /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            find_mount(mi, "cgroup2"),
-            Some(PathBuf::from("/sys/fs/cgroup/my dir"))
-        );
-        assert_eq!(find_mount(mi, "tracefs"), None);
     }
 }

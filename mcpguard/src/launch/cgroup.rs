@@ -159,47 +159,7 @@ pub enum CgroupError {
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|source| CgroupError::Mountinfo { source })?;
-    parse_cgroup2_mount(&mountinfo).ok_or(CgroupError::NoCgroup2Mount)
-}
-
-/// Returns the mount point of the first `cgroup2` entry of a mountinfo text.
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // Format: id parent maj:min root mountpoint options [optional...] - fstype source superopts
-        let (before, after) = line.split_once(" - ")?;
-        let fstype = after.split_whitespace().next()?;
-        if fstype != "cgroup2" {
-            return None;
-        }
-        let mount_point = before.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mountinfo(mount_point)))
-    })
-}
-
-/// Undoes the kernel's octal escaping of space, tab, newline and backslash
-/// in mountinfo paths (`\040` etc.).
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            let digits = &bytes[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::mountinfo::find_mount(&mountinfo, "cgroup2").ok_or(CgroupError::NoCgroup2Mount)
 }
 
 /// Rejects names that are not a single, ordinary path component.
@@ -609,24 +569,17 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
         assert_eq!(
-            parse_cgroup2_mount(hybrid),
+            crate::mountinfo::find_mount(hybrid, "cgroup2"),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         let unified =
             "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(
-            parse_cgroup2_mount(unified),
+            crate::mountinfo::find_mount(unified, "cgroup2"),
             Some(PathBuf::from("/sys/fs/cgroup"))
         );
         let v1_only = "40 31 0:37 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert_eq!(parse_cgroup2_mount(v1_only), None);
-    }
-
-    #[test]
-    fn unescapes_octal_sequences_in_mount_points() {
-        assert_eq!(unescape_mountinfo(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape_mountinfo(r"/a\134b"), r"/a\b");
-        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
+        assert_eq!(crate::mountinfo::find_mount(v1_only, "cgroup2"), None);
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! `/proc/self/mountinfo` parsing: where a filesystem type is mounted.
+
+use std::path::PathBuf;
+
+/// First mount point of filesystem type `fstype` in a mountinfo text.
+pub fn find_mount(mountinfo: &str, fstype: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
+        let (left, right) = line.split_once(" - ")?;
+        let ty = right.split_whitespace().next()?;
+        if ty != fstype {
+            return None;
+        }
+        let mountpoint = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape(mountpoint)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+pub fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = (b[i] == b'\\' && i + 3 < b.len())
+            .then(|| &b[i + 1..i + 4])
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                u8::try_from(d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'))).ok()
+            });
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_mounts_by_type_with_escapes() {
+        let mi = "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
+                  40 22 0:35 / /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            find_mount(mi, "cgroup2"),
+            Some(PathBuf::from("/sys/fs/cgroup/my dir"))
+        );
+        assert_eq!(find_mount(mi, "tracefs"), None);
+    }
+
+    #[test]
+    fn unescapes_octal_sequences_in_mount_points() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape(r"/a\134b"), r"/a\b");
+        assert_eq!(unescape(r"/trailing\04"), r"/trailing\04");
+        // Not a byte: kept literally rather than overflowing.
+        assert_eq!(unescape(r"/x\777"), r"/x\777");
+    }
+}
