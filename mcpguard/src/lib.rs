@@ -11,5 +11,7 @@ pub mod cli;
 pub mod daemon;
 pub mod ebpf;
 pub mod launch;
+pub mod mcp;
 pub mod mountinfo;
 pub mod policy;
+pub mod wrap;

@@ -155,8 +155,7 @@ pub fn run() -> Result<()> {
     let mut client_cmd = as_user(&peers.join("venv/bin/python"));
     client_cmd
         .arg(&client)
-        .arg("get_current_time")
-        .arg(r#"{"timezone": "Europe/Paris"}"#)
+        .arg(r#"[["get_current_time", {"timezone": "Europe/Paris"}]]"#)
         .arg("--");
     run_args(&mut client_cmd);
     client_cmd.arg(peers.join("venv/bin/mcp-server-time"));
@@ -185,8 +184,8 @@ pub fn run() -> Result<()> {
         )
         .env("NO_COLOR", "1"),
     )?;
-    banner("launches, execs, connects and exits (`mcpguard audit --kind ...`)");
-    for kind in ["launch", "exec", "connect", "server_exit"] {
+    banner("launches, MCP messages, execs, connects and exits (`mcpguard audit --kind ...`)");
+    for kind in ["launch", "mcp", "exec", "connect", "server_exit"] {
         sh::run(
             sh::cmd(
                 &bin.to_string_lossy(),

@@ -25,7 +25,10 @@ const APT_PACKAGES: &[&str] = &["python3-venv", "iproute2"];
 
 /// Exact versions, so a fresh machine tests against what was tested here.
 const PYPI_PEERS: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19"];
-const NPM_PEERS: &[&str] = &["@modelcontextprotocol/server-filesystem@2026.8.31"];
+const NPM_PEERS: &[&str] = &[
+    "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/server-everything@2026.8.31",
+];
 
 pub fn run() -> Result<()> {
     if !crate::nix_is_root() {

@@ -121,6 +121,20 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// CLOCK_BOOTTIME now, in the kernel programs' time base
+/// (`bpf_ktime_get_boot_ns`).
+pub fn boot_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
+/// The cgroup id and CLOCK_BOOTTIME timestamp of a sample, if it is long
+/// enough to have a header.
+pub fn header_of(sample: &[u8]) -> Option<(u64, u64)> {
+    read_checked::<EventHeader>(sample, "header", None)
+        .ok()
+        .map(|h| (h.cgroup_id, h.ts_ns))
+}
+
 /// Bracket the realtime read between two boottime reads so a preemption
 /// between them costs at most half its length in accuracy.
 fn sample_offset_ns() -> i128 {
@@ -179,6 +193,9 @@ pub fn decode(
         tid: Some(header.tid),
         uid: Some(header.uid),
         comm: Some(comm),
+        tool: None,
+        call_id: None,
+        calls: None,
         denied: body.is_denied(),
         body,
     })

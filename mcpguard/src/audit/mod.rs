@@ -35,6 +35,8 @@ pub const KINDS: &[&str] = &[
     "open",
     "connect",
     "loss",
+    "mcp",
+    "tool_changed",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -76,6 +78,17 @@ pub struct AuditRecord {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// The MCP tool call this record belongs to: on `mcp` records of a call,
+    /// and on kernel records that happened while exactly that call was in
+    /// flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The JSON-RPC id of that call (a number or a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<serde_json::Value>,
+    /// Several calls were in flight: their (id, tool) pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<Vec<serde_json::Value>>,
     /// Whether enforcement refused the action; see [`Body::is_denied`].
     pub denied: bool,
     #[serde(flatten)]
@@ -167,6 +180,28 @@ pub enum Body {
         /// `allow` or `deny`.
         verdict: String,
     },
+    /// A JSON-RPC message on the server's stdio, or what the MCP tap did
+    /// about it.
+    Mcp {
+        /// `initialize`, `tools_list`, `tools_call`, `tool_denied`,
+        /// `redacted`, `suspicious`, `non_json`, `oversize`, `session`, ...
+        event: String,
+        /// Event-specific fields; never a secret value (records are
+        /// redacted before they are written).
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        detail: serde_json::Value,
+    },
+    /// A tool differs from the one pinned on first use.
+    ToolChanged {
+        /// `added`, `changed` or `removed`.
+        change: String,
+        /// `warn` (let through) or `block` (hidden and refused).
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_hash: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_hash: Option<String>,
+    },
     /// Events that never made it into the log.
     Loss {
         /// Lost since the previous loss record.
@@ -196,6 +231,8 @@ impl Body {
             Body::Open { .. } => "open",
             Body::Connect { .. } => "connect",
             Body::Loss { .. } => "loss",
+            Body::Mcp { .. } => "mcp",
+            Body::ToolChanged { .. } => "tool_changed",
         }
     }
 
@@ -208,6 +245,7 @@ impl Body {
             Body::Exec { result, .. } => is_denial_errno(i64::from(*result)),
             Body::Open { result, .. } => is_denial_errno(*result),
             Body::Connect { verdict, .. } => verdict == "deny",
+            Body::Mcp { event, .. } => event == "tool_denied",
             _ => false,
         }
     }
@@ -232,6 +270,9 @@ impl AuditRecord {
             tid: None,
             uid: origin.map(|o| o.uid),
             comm: None,
+            tool: None,
+            call_id: None,
+            calls: None,
             denied: body.is_denied(),
             body,
         }
@@ -548,9 +589,19 @@ mod tests {
                 exit_code: None,
                 signal: None,
             },
+            Body::Mcp {
+                event: "session".into(),
+                detail: serde_json::Value::Null,
+            },
+            Body::ToolChanged {
+                change: "added".into(),
+                action: "warn".into(),
+                old_hash: None,
+                new_hash: None,
+            },
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 10);
+        assert_eq!(KINDS.len(), 12);
     }
 }

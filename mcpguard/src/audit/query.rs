@@ -55,6 +55,9 @@ pub struct Filter {
     pub kind: Option<String>,
     /// Only records with `"denied": true`.
     pub denied: bool,
+    /// Only records of this MCP tool: its calls and the kernel records
+    /// they caused.
+    pub tool: Option<String>,
     /// Records at or after this time; records without a readable `ts` are
     /// left out.
     pub since: Option<SystemTime>,
@@ -94,6 +97,16 @@ impl Filter {
         }
         if self.denied && rec.get("denied").and_then(Value::as_bool) != Some(true) {
             return false;
+        }
+        if let Some(tool) = &self.tool {
+            let direct = rec.get("tool").and_then(Value::as_str) == Some(tool.as_str());
+            let among = rec
+                .get("calls")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(|c| c["tool"] == tool.as_str()));
+            if !direct && !among {
+                return false;
+            }
         }
         if let Some(since) = self.since {
             let ts = rec
@@ -399,7 +412,8 @@ const RESET: &str = "\x1b[0m";
 
 /// Keys every record carries; anything else belongs to the kind.
 const COMMON_KEYS: &[&str] = &[
-    "v", "ts", "kind", "server", "policy", "launch", "pid", "tid", "uid", "comm", "denied",
+    "v", "ts", "kind", "server", "policy", "launch", "pid", "tid", "uid", "comm", "denied", "tool",
+    "call_id", "calls",
 ];
 
 impl HumanFormat {
@@ -468,6 +482,25 @@ impl HumanFormat {
             let _ = write!(line, "{status:<5} ");
         }
         line.push_str(&describe(kind, rec));
+        // Kernel records caused by an MCP call name it.
+        if !matches!(kind, "mcp" | "tool_changed") {
+            if let Some(tool) = rec.get("tool").and_then(Value::as_str) {
+                let _ = write!(line, "  <- {tool}");
+                if let Some(id) = rec.get("call_id") {
+                    let _ = write!(
+                        line,
+                        "#{}",
+                        id.as_str().map_or_else(|| id.to_string(), str::to_owned)
+                    );
+                }
+            } else if let Some(calls) = rec.get("calls").and_then(Value::as_array) {
+                let names: Vec<String> = calls
+                    .iter()
+                    .map(|c| format!("{}#{}", field(c, "tool"), field(c, "call_id")))
+                    .collect();
+                let _ = write!(line, "  <- {}", names.join(" | "));
+            }
+        }
         line
     }
 }
@@ -537,6 +570,13 @@ fn describe(kind: &str, rec: &Value) -> String {
             layers(rec)
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
+        "mcp" => mcp_line(rec),
+        "tool_changed" => format!(
+            "tool_changed {} {} ({})",
+            f("tool"),
+            f("change"),
+            f("action")
+        ),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
         "loss" => format!(
             "loss {} events lost ({}), {} total",
@@ -560,6 +600,77 @@ fn describe(kind: &str, rec: &Value) -> String {
             };
             format!("{kind}{version} {}", Value::Object(rest))
         }
+    }
+}
+
+/// An `mcp` record: the event and what matters about it.
+fn mcp_line(rec: &Value) -> String {
+    let d = &rec["detail"];
+    let event = str_field(rec, "event");
+    let tool = str_field(rec, "tool");
+    let id = field(rec, "call_id");
+    match event {
+        "tools_call" => {
+            let args: Vec<String> = d["arguments"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| match (v.get("type"), v.get("len")) {
+                    (Some(t), Some(l)) if v.as_object().is_some_and(|o| o.len() == 2) => {
+                        format!("{k}=<{} {l}>", t.as_str().unwrap_or("?"))
+                    }
+                    _ => format!("{k}={v}"),
+                })
+                .collect();
+            let outcome = if d["unanswered"] == true {
+                "unanswered".to_string()
+            } else if !d["error"].is_null() {
+                format!("error {}", d["error"]["message"])
+            } else {
+                format!(
+                    "{:.1}ms {}B{}",
+                    d["duration_ms"].as_f64().unwrap_or(0.0),
+                    d["result_bytes"],
+                    if d["is_error"] == true {
+                        " isError"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
+        }
+        "tool_denied" => format!("mcp tool_denied {tool}#{id} ({})", field(d, "reason")),
+        "tools_list" => format!(
+            "mcp tools_list {} tools, {} shown{}",
+            d["count"],
+            d["shown"],
+            match d["hidden"].as_array() {
+                Some(h) if !h.is_empty() => format!(
+                    " (hidden: {})",
+                    h.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            }
+        ),
+        "initialize" => format!(
+            "mcp initialize client={} {} server={} {} protocol={}",
+            field(&d["client"], "name"),
+            field(&d["client"], "version"),
+            field(&d["server"], "name"),
+            field(&d["server"], "version"),
+            field(d, "protocol")
+        ),
+        "suspicious" => format!(
+            "mcp suspicious {} in {tool}: {} invisible={}",
+            field(d, "where"),
+            d["markers"],
+            d["invisible_chars"]
+        ),
+        _ => format!("mcp {event} {d}"),
     }
 }
 
@@ -747,6 +858,51 @@ mod tests {
     }
 
     #[test]
+    fn mcp_records_read_as_one_timeline_and_filter_by_tool() {
+        let call = json!({"v": 1, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp",
+            "server": "fx", "tool": "read_file", "call_id": 3, "denied": false, "event": "tools_call",
+            "detail": {"arguments": {"path": "/tmp/x", "token": {"type": "string", "len": 14}},
+                       "duration_ms": 2.25, "result_bytes": 40, "is_error": false}});
+        let open = json!({"v": 1, "ts": "2023-11-14T22:13:20.000002Z", "kind": "open",
+            "server": "fx", "pid": 5, "comm": "python3", "tool": "read_file", "call_id": 3,
+            "denied": false, "path": "/tmp/x", "flags": ["O_RDONLY"], "result": 3});
+        let other = json!({"v": 1, "ts": "2023-11-14T22:13:20.000003Z", "kind": "open",
+            "server": "fx", "pid": 5, "comm": "python3", "denied": false, "path": "/etc/x",
+            "flags": ["O_RDONLY"], "result": 3});
+        let denied = json!({"v": 1, "ts": "2023-11-14T22:13:20.000004Z", "kind": "mcp",
+            "server": "fx", "tool": "delete_repo", "call_id": "a", "denied": true,
+            "event": "tool_denied", "detail": {"reason": "policy"}});
+        let h = HumanFormat::new(false);
+        assert!(
+            h.line(&call).ends_with(
+                r#"mcp tools_call read_file#3(path="/tmp/x", token=<string 14>) 2.2ms 40B"#
+            ),
+            "{}",
+            h.line(&call)
+        );
+        assert!(
+            h.line(&open)
+                .ends_with("open /tmp/x (O_RDONLY) = 3  <- read_file#3"),
+            "{}",
+            h.line(&open)
+        );
+        assert!(
+            h.line(&denied)
+                .contains("DENY  mcp tool_denied delete_repo#a (policy)"),
+            "{}",
+            h.line(&denied)
+        );
+        let f = Filter {
+            tool: Some("read_file".into()),
+            ..Filter::default()
+        };
+        assert!(f.matches(&call) && f.matches(&open));
+        assert!(!f.matches(&other) && !f.matches(&denied));
+        let several = json!({"kind": "open", "calls": [{"call_id": 1, "tool": "a"}, {"call_id": 2, "tool": "read_file"}]});
+        assert!(f.matches(&several));
+    }
+
+    #[test]
     fn human_lines_for_other_kinds() {
         let exec = rec(
             Body::Exec {
@@ -838,10 +994,10 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_version_printed_generically() {
-        let v = json!({"v": 2, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp_call", "server": "time", "tool": "now", "denied": false});
+        let v = json!({"v": 2, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp_call", "server": "time", "thing": "now", "denied": false});
         assert_eq!(
             HumanFormat::new(false).line(&v),
-            r#"22:13:20.000001 time       mcp_call (v2) {"tool":"now"}"#
+            r#"22:13:20.000001 time       mcp_call (v2) {"thing":"now"}"#
         );
         // Known kind with missing fields: placeholders, no panic.
         let v = json!({"kind": "open"});

@@ -20,6 +20,10 @@ pub struct AuditArgs {
     /// Only denials.
     #[arg(long)]
     denied: bool,
+    /// Only one MCP tool: its calls, and the exec/open/connect records that
+    /// happened while a call of it was in flight.
+    #[arg(long)]
+    tool: Option<String>,
     /// Only records since a time: a duration ago ("10m", "2h") or RFC 3339.
     #[arg(long)]
     since: Option<String>,
@@ -48,6 +52,7 @@ pub fn main(args: AuditArgs) -> ExitCode {
         server: args.server,
         kind: args.kind,
         denied: args.denied,
+        tool: args.tool,
         since,
     };
     let stdout = std::io::stdout();

@@ -3,12 +3,13 @@
 mod audit;
 mod daemon;
 mod run;
+mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SOCKET};
+use crate::daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SECRETS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,13 @@ enum Command {
         /// Size of the kernel audit ring buffer in bytes (a power of two).
         #[arg(long)]
         ring_buffer_bytes: Option<u32>,
+        /// Root-owned state (tool pins).
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The only directory `[secrets]` files may come from: files in it
+        /// are for every user, files in users/<name>/ for that user only.
+        #[arg(long, default_value = DEFAULT_SECRETS_DIR)]
+        secrets_dir: PathBuf,
     },
     /// Run an MCP server under a policy (use in place of the server command).
     Run {
@@ -52,6 +60,10 @@ enum Command {
     },
     /// Review the audit trail.
     Audit(audit::AuditArgs),
+    /// Rewrite MCP client configs so every stdio server runs through mcpguard.
+    Wrap(wrap::WrapArgs),
+    /// Undo `wrap`: give each server in MCP client configs its own command back.
+    Unwrap(wrap::UnwrapArgs),
     /// Internal: the launch helper the daemon runs for each server.
     #[command(name = "__exec-server", hide = true)]
     ExecServer,
@@ -65,11 +77,15 @@ pub fn main() -> ExitCode {
             audit_log,
             cgroup_name,
             ring_buffer_bytes,
+            state_dir,
+            secrets_dir,
         } => daemon::main(crate::daemon::Config {
             socket,
             audit_log,
             cgroup_name,
             ring_bytes: ring_buffer_bytes,
+            state_dir,
+            secrets_dir,
         }),
         Command::Run {
             policy,
@@ -77,6 +93,8 @@ pub fn main() -> ExitCode {
             command,
         } => run::main(&policy, &socket, command),
         Command::Audit(args) => audit::main(args),
+        Command::Wrap(args) => wrap::wrap_main(args),
+        Command::Unwrap(args) => wrap::unwrap_main(args),
         Command::ExecServer => crate::launch::helper_main(),
     }
 }

@@ -10,7 +10,10 @@
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    sync::mpsc::{Receiver, Sender, TryRecvError},
+    sync::{
+        mpsc::{Receiver, Sender, TryRecvError},
+        Arc,
+    },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime},
 };
@@ -21,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::{
     audit::{decode, writer::AuditWriter, AuditRecord, Body, BootClock, Origin},
     ebpf::AuditMaps,
+    mcp::{redact::Redactor, CallTracker},
 };
 
 /// How often the ring buffer is drained when no wakeup came.
@@ -32,8 +36,13 @@ const LOSS_EVERY: Duration = Duration::from_millis(500);
 pub enum Msg {
     /// Write a record now.
     Record(AuditRecord),
-    /// Attribute records of this cgroup to this server from now on.
-    Register { cgroup_id: u64, origin: Origin },
+    /// Attribute records of this cgroup to this server from now on, and
+    /// redact its secrets from them.
+    Register {
+        cgroup_id: u64,
+        origin: Origin,
+        redactor: Option<Arc<Redactor>>,
+    },
     /// The server's cgroup is empty: write its last kernel records, then
     /// `last`, then forget it.
     Unregister {
@@ -47,11 +56,12 @@ pub enum Msg {
 pub fn spawn(
     maps: AuditMaps,
     writer: AuditWriter,
+    calls: Arc<CallTracker>,
 ) -> std::io::Result<(Sender<Msg>, JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("audit".into())
-        .spawn(move || Auditor::new(maps, writer).run(rx))?;
+        .spawn(move || Auditor::new(maps, writer, calls).run(rx))?;
     Ok((tx, handle))
 }
 
@@ -60,6 +70,10 @@ struct Auditor {
     writer: AuditWriter,
     clock: BootClock,
     origins: HashMap<u64, Origin>,
+    /// Secrets of servers that have some, by cgroup: every record of that
+    /// server is redacted before it is written.
+    redactors: HashMap<u64, Arc<Redactor>>,
+    calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
     lost_total: u64,
@@ -68,12 +82,14 @@ struct Auditor {
 }
 
 impl Auditor {
-    fn new(maps: AuditMaps, writer: AuditWriter) -> Self {
+    fn new(maps: AuditMaps, writer: AuditWriter, calls: Arc<CallTracker>) -> Self {
         Self {
             maps,
             writer,
             clock: BootClock::new(),
             origins: HashMap::new(),
+            redactors: HashMap::new(),
+            calls,
             lost_seen: HashMap::new(),
             lost_total: 0,
             decode_errors: 0,
@@ -89,8 +105,15 @@ impl Auditor {
             loop {
                 match rx.try_recv() {
                     Ok(Msg::Record(rec)) => self.write(&rec),
-                    Ok(Msg::Register { cgroup_id, origin }) => {
+                    Ok(Msg::Register {
+                        cgroup_id,
+                        origin,
+                        redactor,
+                    }) => {
                         self.origins.insert(cgroup_id, origin);
+                        if let Some(r) = redactor {
+                            self.redactors.insert(cgroup_id, r);
+                        }
                     }
                     Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
@@ -110,6 +133,8 @@ impl Auditor {
                     self.write(&last);
                 }
                 self.origins.remove(&cgroup_id);
+                self.redactors.remove(&cgroup_id);
+                self.calls.forget(cgroup_id);
                 self.lost_seen.remove(&cgroup_id);
                 let _ = self.maps.lost.remove(&cgroup_id);
             }
@@ -142,14 +167,25 @@ impl Auditor {
             writer,
             clock,
             origins,
+            redactors,
+            calls,
             decode_errors,
             ..
         } = self;
         while let Some(item) = maps.events.next() {
+            let header = decode::header_of(&item);
             let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
             drop(item);
             match decoded {
-                Ok(rec) => write_to(writer, &rec),
+                Ok(mut rec) => {
+                    if let Some((cgroup, ts_ns)) = header {
+                        tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
+                        if let Some(r) = redactors.get(&cgroup) {
+                            rec = redacted(rec, r);
+                        }
+                    }
+                    write_to(writer, &rec)
+                }
                 Err(error) => {
                     *decode_errors += 1;
                     warn!(%error, "undecodable ring-buffer sample");
@@ -206,9 +242,52 @@ impl Auditor {
         }
     }
 
+    /// Daemon-made records (launches, MCP events) pass the same redaction
+    /// as kernel records.
     fn write(&mut self, rec: &AuditRecord) {
-        write_to(&mut self.writer, rec);
+        let redactor = self
+            .origins
+            .iter()
+            .find(|(_, o)| Some(&o.launch) == rec.launch.as_ref())
+            .and_then(|(cg, _)| self.redactors.get(cg));
+        match redactor {
+            Some(r) => {
+                let rec = redacted(rec.clone(), r);
+                write_to(&mut self.writer, &rec)
+            }
+            None => write_to(&mut self.writer, rec),
+        }
     }
+}
+
+/// Tie a kernel record to the MCP call(s) in flight when it happened.
+fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, String)]) {
+    match calls {
+        [] => {}
+        [(id, tool)] => {
+            rec.call_id = Some(id.clone());
+            rec.tool = Some(tool.clone());
+        }
+        many => {
+            rec.calls = Some(
+                many.iter()
+                    .map(|(id, tool)| serde_json::json!({ "call_id": id, "tool": tool }))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The record with every secret of its server replaced; records are
+/// round-tripped through JSON so no field can be missed.
+fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
+    let Ok(mut v) = serde_json::to_value(&rec) else {
+        return rec;
+    };
+    if !redactor.json(&mut v, &mut Default::default()) {
+        return rec;
+    }
+    serde_json::from_value(v).unwrap_or(rec)
 }
 
 fn write_to(writer: &mut AuditWriter, rec: &AuditRecord) {

@@ -4,6 +4,7 @@
 pub mod auditor;
 pub mod proto;
 pub mod relay;
+pub mod secrets;
 pub mod session;
 
 use std::{
@@ -23,6 +24,7 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+use self::secrets::SecretStore;
 use crate::{
     audit::{writer::AuditWriter, AuditRecord, Body},
     ebpf::{self, Layers, PolicyMaps},
@@ -30,10 +32,13 @@ use crate::{
         self,
         cgroup::{Cgroup, CgroupTree},
     },
+    mcp::CallTracker,
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/mcpguard/mcpguard.sock";
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/mcpguard/audit.jsonl";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mcpguard";
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/mcpguard/secrets";
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -64,6 +69,10 @@ pub struct Config {
     pub cgroup_name: String,
     /// Audit ring buffer size (default `limits::RING_BYTES`).
     pub ring_bytes: Option<u32>,
+    /// Root-owned state: tool pins.
+    pub state_dir: PathBuf,
+    /// Where `[secrets]` files may live.
+    pub secrets_dir: PathBuf,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -85,6 +94,10 @@ pub struct Shared {
     servers: Mutex<HashMap<u64, Arc<Cgroup>>>,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
+    /// In-flight MCP tool calls, for tying kernel records to them.
+    pub calls: Arc<CallTracker>,
+    pub secrets: SecretStore,
+    pub state_dir: PathBuf,
 }
 
 impl Shared {
@@ -187,7 +200,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
 
     let writer = AuditWriter::open(&cfg.audit_log)?;
-    let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer)?;
+    let calls = Arc::new(CallTracker::default());
+    let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer, calls.clone())?;
     let probe = Probe {
         cgroup2: mount.display().to_string(),
         landlock_abi,
@@ -212,6 +226,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         servers: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
         sessions: AtomicUsize::new(0),
+        calls,
+        secrets: SecretStore {
+            dir: cfg.secrets_dir.clone(),
+            credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        },
+        state_dir: cfg.state_dir.clone(),
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;

@@ -8,12 +8,12 @@
 use std::{
     collections::HashSet,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
         unix::{net::UnixStream, process::ExitStatusExt},
     },
     path::PathBuf,
     process::Stdio,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -27,13 +27,23 @@ use tracing::{info, warn};
 use super::{
     auditor::Msg,
     proto::{self, ProtoError, Request, Response},
-    relay, Shared,
+    relay,
+    relay::Piece,
+    Shared,
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
     launch::{self, cgroup::Cgroup, LaunchSpec, SandboxSpec},
+    mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
     policy::{self, Policy},
 };
+
+/// Longest JSON-RPC line inspected; longer ones are dropped and recorded
+/// (a line is one message: tool results with file contents fit easily).
+const MAX_LINE: usize = 16 << 20;
+/// Server stderr is passed on in chunks of at most this when it has no
+/// newline for that long.
+const MAX_STDERR_LINE: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -65,6 +75,8 @@ pub enum SessionError {
     Maps(#[from] crate::ebpf::EbpfError),
     #[error("{0}")]
     Launch(#[from] launch::LaunchError),
+    #[error("{0}")]
+    Secret(#[from] super::secrets::SecretError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -214,6 +226,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         .flatten()
         .ok_or(SessionError::NoUser(peer.uid))?;
 
+    // Secrets are read before anything exists, so a bad one launches
+    // nothing.
+    let secrets = shared.secrets.load(&policy.secrets, &user.name)?;
+    let redactor = Arc::new(Redactor::new(&secrets));
+
     let launch_no = shared.next_launch();
     let launch_name = format!("{}-{launch_no}", policy.name);
     let cgroup = Arc::new(shared.tree.child(&launch_name)?);
@@ -240,10 +257,6 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             .map(|e| (e.prefix_len, e.key, e.ports))
             .collect();
     guard.net = net.clone();
-    shared.audit(Msg::Register {
-        cgroup_id: cgroup.id,
-        origin: origin.clone(),
-    });
     shared.policy_maps().install(
         cgroup.id,
         ServerPolicy {
@@ -256,10 +269,18 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     shared.register_server(launch_no, cgroup.clone());
 
     let pass: HashSet<&str> = policy.env.pass.iter().map(String::as_str).collect();
-    let env: Vec<(String, String)> = env
+    let mut env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| pass.contains(k.as_str()))
+        .filter(|(k, _)| pass.contains(k.as_str()) && !secrets.iter().any(|(s, _)| s == k))
         .collect();
+    for (name, value) in &secrets {
+        env.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+    }
+    shared.audit(Msg::Register {
+        cgroup_id: cgroup.id,
+        origin: origin.clone(),
+        redactor: redactor.has_secrets().then(|| redactor.clone()),
+    });
     let fs = policy.fs_paths(&user.dir);
     let spec = LaunchSpec {
         argv: argv.clone(),
@@ -333,13 +354,102 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         },
     )?;
 
-    // Relays: client stdin → server, server stdout/stderr → client.
+    // Relays: client stdin → tap → server; server stdout → tap → client;
+    // server stderr → redaction → client stderr.
     let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
-    let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, server_in)?;
-    let (out_relay, mut out_cancel) = relay::spawn("stdout", server_out, client_out)?;
-    let (err_relay, mut err_cancel) = relay::spawn("stderr", server_err, client_err)?;
+    let tap = Arc::new(Tap::new(
+        &policy.name,
+        policy.tools.clone(),
+        redactor,
+        shared.calls.clone(),
+        cgroup.id,
+        Some(PinStore::new(&shared.state_dir, peer.uid, &policy.name)),
+        {
+            let shared = shared.clone();
+            let origin = origin.clone();
+            Box::new(move |e: mcp::Event| {
+                let mut rec = AuditRecord::new(e.body, Some(&origin), e.ts);
+                rec.tool = e.tool;
+                rec.call_id = e.call_id;
+                shared.audit(Msg::Record(rec));
+            })
+        },
+    ));
+    // Both directions may answer the client (a refused call is answered
+    // by the tap), so its stdout is shared, one whole line per write.
+    let client_out = Arc::new(Mutex::new(client_out));
+    let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, MAX_LINE, {
+        let tap = tap.clone();
+        let client_out = client_out.clone();
+        move |piece: Piece<'_>| {
+            let (line, newline) = match piece {
+                Piece::Line(line) => (line, true),
+                // Unterminated at EOF: passed on as it came.
+                Piece::Tail(line) => (line, false),
+                Piece::Overflow { data, last } => {
+                    if last {
+                        tap.oversize(false, data.len());
+                    }
+                    return Ok(true);
+                }
+            };
+            for out in tap.client_line(line) {
+                let alive = match out {
+                    Output::Server(bytes) => {
+                        relay::write_piece(server_in.as_fd(), &bytes, newline)?
+                    }
+                    Output::Client(bytes) => {
+                        let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                        relay::write_piece(fd.as_fd(), &bytes, true)?
+                    }
+                };
+                if !alive {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })?;
+    let (out_relay, mut out_cancel) = relay::spawn("stdout", server_out, MAX_LINE, {
+        let tap = tap.clone();
+        let client_out = client_out.clone();
+        let mut dropped = 0usize;
+        move |piece: Piece<'_>| match piece {
+            Piece::Line(line) => {
+                let out = tap.server_line(line);
+                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                relay::write_piece(fd.as_fd(), &out, true)
+            }
+            Piece::Tail(line) => {
+                let out = tap.server_line(line);
+                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                relay::write_piece(fd.as_fd(), &out, false)
+            }
+            // Too long to inspect: dropped (and recorded) rather than passed
+            // on unredacted.
+            Piece::Overflow { data, last } => {
+                dropped += data.len();
+                if last {
+                    tap.oversize(true, dropped);
+                    dropped = 0;
+                }
+                Ok(true)
+            }
+        }
+    })?;
+    let (err_relay, mut err_cancel) = relay::spawn("stderr", server_err, MAX_STDERR_LINE, {
+        let tap = tap.clone();
+        move |piece: Piece<'_>| match piece {
+            Piece::Line(line) => {
+                relay::write_piece(client_err.as_fd(), &tap.stderr_line(line), true)
+            }
+            Piece::Tail(data) | Piece::Overflow { data, .. } => {
+                relay::write_all(client_err.as_fd(), &tap.stderr_line(data))
+            }
+        }
+    })?;
 
     // Control: signals from the client; its end of the socket closing means
     // `mcpguard run` died, and the whole cgroup goes with it.
@@ -368,6 +478,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     let _ = proto::write_frame(&mut &*stream, &Response::Exited { code, signal });
     in_cancel.fire();
     let _ = in_relay.join();
+    tap.finish();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = control.join();
     info!(launch = %launch_name, ?code, ?signal, "server exited");

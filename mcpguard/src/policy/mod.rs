@@ -39,6 +39,10 @@ pub struct Policy {
     pub filesystem: Filesystem,
     pub network: Network,
     pub env: Env,
+    pub tools: Tools,
+    /// Secrets injected into the server's environment (and redacted from
+    /// everything it emits), in file order.
+    pub secrets: Vec<Secret>,
 }
 
 /// Filesystem allow-lists as written: absolute, or `~`-relative to the
@@ -63,6 +67,49 @@ pub struct Env {
     /// Environment variables passed through to the server; all others are
     /// dropped.
     pub pass: Vec<String>,
+}
+
+/// What the MCP tap lets through and records (`[tools]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tools {
+    /// Globs (`*`, `?`) of tools the client may see and call; `None` (no
+    /// `allow` key) allows every tool not denied.
+    pub allow: Option<Vec<String>>,
+    /// Globs of tools refused whatever `allow` says.
+    pub deny: Vec<String>,
+    /// Argument names whose values are logged in clear; all others are
+    /// recorded as type and length only.
+    pub log_args: Vec<String>,
+    pub on_tool_change: ToolChange,
+    /// Remove invisible Unicode from tool descriptions and results.
+    pub strip_invisible: bool,
+}
+
+/// What to do when a server's tools differ from the ones pinned on first
+/// use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolChange {
+    /// Record `tool_changed` and let the tools through.
+    #[default]
+    Warn,
+    /// Record `tool_changed`, hide the changed tools and refuse calls to them.
+    Block,
+}
+
+/// One `[secrets]` entry: an environment variable and where its value lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secret {
+    pub env: String,
+    pub source: SecretSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A root-owned file, not readable by group or others.
+    File(PathBuf),
+    /// A systemd credential of the daemon (`$CREDENTIALS_DIRECTORY/<name>`).
+    Credential(String),
 }
 
 /// Filesystem allow-lists with `~` resolved against one caller's home.
@@ -208,6 +255,14 @@ pub enum Problem {
          release); use an IP address or CIDR"
     )]
     Hostname,
+    #[error("not a tool name pattern: 1-128 characters, no control characters")]
+    BadGlob,
+    #[error("give exactly one of `file` or `credential`")]
+    SecretSource,
+    #[error("secret files are absolute paths without `..` (and never under `~`)")]
+    SecretPath,
+    #[error("credential names are 1-64 characters of A-Z, a-z, 0-9, '_', '-' and '.'")]
+    CredentialName,
     #[error("`{addr}` is not an IPv4 address, nor an IPv6 address in brackets")]
     BadAddress { addr: String },
     #[error("prefix `/{prefix}` is not a number from 0 to {max}")]
@@ -241,6 +296,31 @@ struct RawPolicy {
     network: RawNetwork,
     #[serde(default)]
     env: RawEnv,
+    #[serde(default)]
+    tools: RawTools,
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, Spanned<RawSecret>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTools {
+    allow: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    log_args: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_tool_change: ToolChange,
+    #[serde(default)]
+    strip_invisible: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    file: Option<String>,
+    credential: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -278,10 +358,20 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn located(&self, key: &'static str, item: &Spanned<String>, problem: Problem) -> PolicyError {
+        self.located_at(key, item.span().start, item.get_ref().clone(), problem)
+    }
+
+    fn located_at(
+        &self,
+        key: &'static str,
+        start: usize,
+        value: String,
+        problem: Problem,
+    ) -> PolicyError {
         PolicyError::Invalid {
-            at: Location::at(self.source, self.text, item.span().start),
+            at: Location::at(self.source, self.text, start),
             key,
-            value: item.get_ref().clone(),
+            value,
             problem,
         }
     }
@@ -325,6 +415,52 @@ impl Policy {
             check_env_name(v).map(|()| v.to_owned())
         })?;
 
+        let globs = |key, items: &[Spanned<String>]| {
+            c.each(key, items, |g| check_glob(g).map(|()| g.to_owned()))
+        };
+        let tools = Tools {
+            allow: raw
+                .tools
+                .allow
+                .as_deref()
+                .map(|a| globs("tools.allow", a))
+                .transpose()?,
+            deny: globs("tools.deny", &raw.tools.deny)?,
+            log_args: globs("tools.log_args", &raw.tools.log_args)?,
+            on_tool_change: raw.tools.on_tool_change,
+            strip_invisible: raw.tools.strip_invisible,
+        };
+        let secrets = raw
+            .secrets
+            .iter()
+            .map(|(env, spanned)| {
+                let at =
+                    |problem| c.located_at("secrets", spanned.span().start, env.clone(), problem);
+                check_env_name(env).map_err(at)?;
+                let source = match spanned.get_ref() {
+                    RawSecret {
+                        file: Some(file),
+                        credential: None,
+                    } => {
+                        check_secret_path(file).map_err(at)?;
+                        SecretSource::File(PathBuf::from(file))
+                    }
+                    RawSecret {
+                        file: None,
+                        credential: Some(name),
+                    } => {
+                        check_credential(name).map_err(at)?;
+                        SecretSource::Credential(name.clone())
+                    }
+                    _ => return Err(at(Problem::SecretSource)),
+                };
+                Ok(Secret {
+                    env: env.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+
         for rule in allow.iter().filter(|r| r.has_host_bits()) {
             tracing::warn!(
                 policy = %source.display(),
@@ -360,6 +496,8 @@ impl Policy {
             filesystem,
             network: Network { allow, bind },
             env: Env { pass },
+            tools,
+            secrets,
         })
     }
 
@@ -516,6 +654,30 @@ fn check_path(path: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+fn check_glob(glob: &str) -> Result<(), Problem> {
+    if glob.is_empty() || glob.chars().count() > 128 || glob.chars().any(char::is_control) {
+        Err(Problem::BadGlob)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_secret_path(path: &str) -> Result<(), Problem> {
+    if !path.starts_with('/') {
+        return Err(Problem::SecretPath);
+    }
+    check_path(path).map_err(|_| Problem::SecretPath)
+}
+
+fn check_credential(name: &str) -> Result<(), Problem> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if (1..=64).contains(&name.len()) && name.chars().all(ok) && name != "." && name != ".." {
+        Ok(())
+    } else {
+        Err(Problem::CredentialName)
+    }
+}
+
 fn check_env_name(name: &str) -> Result<(), Problem> {
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         Err(Problem::BadEnvName)
@@ -556,6 +718,83 @@ mod tests {
             assert!(msg.contains(part), "want {part:?} in {msg:?}");
         }
         e
+    }
+
+    #[test]
+    fn parses_tools_and_secrets() {
+        let p = parse(
+            r#"
+name = "gh"
+[tools]
+allow = ["get_*", "list_*"]
+deny = ["delete_*"]
+log_args = ["path"]
+on_tool_change = "block"
+strip_invisible = true
+[secrets]
+GITHUB_TOKEN = { file = "/etc/mcpguard/secrets/github" }
+OTHER = { credential = "gh.token" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.tools.allow,
+            Some(vec!["get_*".to_string(), "list_*".to_string()])
+        );
+        assert_eq!(p.tools.deny, ["delete_*"]);
+        assert_eq!(p.tools.log_args, ["path"]);
+        assert_eq!(p.tools.on_tool_change, ToolChange::Block);
+        assert!(p.tools.strip_invisible);
+        assert_eq!(
+            p.secrets,
+            [
+                Secret {
+                    env: "GITHUB_TOKEN".into(),
+                    source: SecretSource::File("/etc/mcpguard/secrets/github".into())
+                },
+                Secret {
+                    env: "OTHER".into(),
+                    source: SecretSource::Credential("gh.token".into())
+                },
+            ]
+        );
+        // No [tools]: every tool allowed, changes only warned about.
+        let bare = parse("name = \"x\"\n").unwrap();
+        assert_eq!(bare.tools.allow, None);
+        assert_eq!(bare.tools.on_tool_change, ToolChange::Warn);
+        assert!(bare.secrets.is_empty());
+    }
+
+    #[test]
+    fn bad_tools_and_secrets_are_located() {
+        for (text, needle) in [
+            ("name = \"x\"\n[tools]\nallow = [\"\"]\n", "tools.allow"),
+            (
+                "name = \"x\"\n[tools]\non_tool_change = \"ask\"\n",
+                "on_tool_change",
+            ),
+            ("name = \"x\"\n[tools]\nalow = []\n", "alow"),
+            (
+                "name = \"x\"\n[secrets]\nT = { file = \"~/token\" }\n",
+                "secrets",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { file = \"/a\", credential = \"b\" }\n",
+                "exactly one",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { credential = \"../x\" }\n",
+                "credential names",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { value = \"inline\" }\n",
+                "value",
+            ),
+        ] {
+            let e = err(text).to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(e.contains(FILE), "{e}");
+        }
     }
 
     #[test]

@@ -106,13 +106,26 @@ fn stdio_is_relayed_byte_for_byte_and_the_exit_status_comes_back() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    // A partial line must arrive without waiting for a newline.
-    stdin.write_all(b"{\"jsonrpc\":\"2.0\",").unwrap();
+    // The MCP stdio transport is newline-delimited: a message written in
+    // pieces goes through whole, byte for byte, once its newline arrives;
+    // so do lines that are not JSON, and an unterminated last line at EOF.
+    let msg = b"{\"jsonrpc\":\"2.0\", \"id\":1,\"method\":\"ping\"}\n";
+    stdin.write_all(&msg[..17]).unwrap();
     stdin.flush().unwrap();
-    let mut buf = [0u8; 17];
+    std::thread::sleep(Duration::from_millis(50));
+    stdin.write_all(&msg[17..]).unwrap();
+    let raw = b"not json \xff\n";
+    stdin.write_all(raw).unwrap();
+    stdin.write_all(b"tail").unwrap();
+    stdin.flush().unwrap();
+    let mut buf = vec![0u8; msg.len() + raw.len()];
     stdout.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"{\"jsonrpc\":\"2.0\",");
+    assert_eq!(&buf[..msg.len()], msg);
+    assert_eq!(&buf[msg.len()..], raw);
     drop(stdin); // EOF ends cat
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"tail");
     let status = child.wait().unwrap();
     assert!(status.success(), "cat under guard exited {status}");
 

@@ -1,13 +1,16 @@
 """A real MCP client (the PyPI `mcp` SDK) for tests and the demo.
 
-Usage: mcp_client.py TOOL JSON_ARGS -- SERVER_COMMAND [ARGS...]
+Usage: mcp_client.py CALLS -- SERVER_COMMAND [ARGS...]
 
-Starts the server over stdio, initializes, lists its tools, calls TOOL with
-JSON_ARGS and prints one JSON object: server name, tool names, whether the
-call was an error, and the text parts of its result.
+CALLS is a JSON list of [tool, arguments] pairs. The client starts the
+server over stdio, initializes, lists its tools, makes each call in turn and
+prints one JSON object: the server's name, its tool names, and per call
+whether it was an error, the text parts of its result, or the JSON-RPC
+error the call was refused with.
 """
 import asyncio
 import json
+import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters
@@ -23,22 +26,33 @@ def field(obj, *names):
 
 
 async def main():
-    tool, args = sys.argv[1], json.loads(sys.argv[2])
-    if sys.argv[3] != "--":
+    calls = json.loads(sys.argv[1])
+    if sys.argv[2] != "--":
         sys.exit(__doc__)
-    command = sys.argv[4:]
-    params = StdioServerParameters(command=command[0], args=command[1:])
+    command = sys.argv[3:]
+    # The SDK passes only a few variables to the server by default; hand it
+    # ours, as an MCP client configured with an `env` block would.
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    results = []
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             tools = await session.list_tools()
-            result = await session.call_tool(tool, args)
-            print(json.dumps({
-                "server": field(init, "server_info", "serverInfo").name,
-                "tools": sorted(t.name for t in tools.tools),
-                "is_error": bool(field(result, "is_error", "isError")),
-                "text": [c.text for c in result.content if getattr(c, "text", None)],
-            }))
+            for tool, args in calls:
+                try:
+                    result = await session.call_tool(tool, args)
+                except Exception as e:  # a JSON-RPC error reply
+                    results.append({"refused": str(e)})
+                    continue
+                results.append({
+                    "is_error": bool(field(result, "is_error", "isError")),
+                    "text": [c.text for c in result.content if getattr(c, "text", None)],
+                })
+    print(json.dumps({
+        "server": field(init, "server_info", "serverInfo").name,
+        "tools": sorted(t.name for t in tools.tools),
+        "results": results,
+    }))
 
 
 asyncio.run(main())

@@ -1,0 +1,764 @@
+//! The MCP tap: the daemon's view of the JSON-RPC stream it relays between
+//! a client and a server (MCP stdio transport: one JSON-RPC message, or a
+//! batch, per line, in both directions).
+//!
+//! Per line the tap decides what goes where: a `tools/call` the policy
+//! denies is answered by the daemon and never reaches the server;
+//! `tools/list` results are filtered; everything the server emits is
+//! redacted of secrets before the client (or the audit log) sees it. It also
+//! writes the `mcp` audit records and keeps the spans of in-flight calls so
+//! kernel records can be tied to the call that caused them.
+//!
+//! Lines that are not JSON pass through (redacted, when they come from the
+//! server) and are counted. The tap never sees a partial line; framing and
+//! its memory bound are the relay's.
+
+pub mod inspect;
+pub mod redact;
+pub mod tools;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Instant, SystemTime},
+};
+
+use serde_json::{json, Value};
+use tracing::warn;
+
+use self::{
+    redact::{Counts, Redactor},
+    tools::{Change, PinStore, Pins},
+};
+use crate::{
+    audit::decode::boot_ns,
+    policy::{ToolChange, Tools},
+};
+
+/// In-flight requests the tap remembers per session; beyond this the oldest
+/// is forgotten (and counted) rather than memory growing without bound.
+const MAX_PENDING: usize = 4096;
+/// Finished call spans kept per server for records that arrive late.
+const MAX_ENDED_SPANS: usize = 64;
+
+/// Where a line goes after the tap has looked at it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    Server(Vec<u8>),
+    Client(Vec<u8>),
+}
+
+/// What the tap wants written to the audit log: a body plus the call it
+/// belongs to. The session adds the origin.
+#[derive(Debug)]
+pub struct Event {
+    pub ts: SystemTime,
+    pub body: crate::audit::Body,
+    pub tool: Option<String>,
+    pub call_id: Option<Value>,
+}
+
+/// One tool call's time span, in the kernel's clock.
+#[derive(Clone, Debug)]
+struct Span {
+    id: Value,
+    tool: String,
+    start_ns: u64,
+    end_ns: Option<u64>,
+}
+
+/// Spans of tool calls per server cgroup, shared by the taps (which open
+/// and close them) and the audit thread (which tags kernel records).
+#[derive(Default)]
+pub struct CallTracker {
+    spans: Mutex<HashMap<u64, VecDeque<Span>>>,
+}
+
+impl CallTracker {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<Span>>> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self, cgroup: u64, id: &Value, tool: &str) {
+        let mut spans = self.lock();
+        let list = spans.entry(cgroup).or_default();
+        list.push_back(Span {
+            id: id.clone(),
+            tool: tool.to_owned(),
+            start_ns: boot_ns(),
+            end_ns: None,
+        });
+        while list.iter().filter(|s| s.end_ns.is_some()).count() > MAX_ENDED_SPANS {
+            match list.iter().position(|s| s.end_ns.is_some()) {
+                Some(i) => {
+                    list.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn end(&self, cgroup: u64, id: &Value) {
+        if let Some(list) = self.lock().get_mut(&cgroup) {
+            if let Some(span) = list
+                .iter_mut()
+                .rev()
+                .find(|s| s.end_ns.is_none() && &s.id == id)
+            {
+                span.end_ns = Some(boot_ns());
+            }
+        }
+    }
+
+    /// The calls of `cgroup` in flight at kernel time `ts_ns`, as (id, tool).
+    pub fn at(&self, cgroup: u64, ts_ns: u64) -> Vec<(Value, String)> {
+        self.lock()
+            .get(&cgroup)
+            .map(|list| {
+                list.iter()
+                    .filter(|s| s.start_ns <= ts_ns && s.end_ns.is_none_or(|e| ts_ns <= e))
+                    .map(|s| (s.id.clone(), s.tool.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn forget(&self, cgroup: u64) {
+        self.lock().remove(&cgroup);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Initialize,
+    ToolsList,
+    ToolsCall,
+}
+
+struct Pending {
+    method: Method,
+    id: Value,
+    tool: Option<String>,
+    /// Redacted summary of the call's arguments, or initialize's params.
+    detail: Value,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// Tool pinning state for one session.
+struct PinState {
+    store: Option<PinStore>,
+    baseline: Option<Pins>,
+    /// Every tool seen this session, name → hash.
+    seen: BTreeMap<String, String>,
+    saved: bool,
+    reported: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: HashMap<String, Pending>,
+    pending_order: VecDeque<String>,
+    /// Tools changed since their pin, under `on_tool_change = "block"`.
+    blocked: HashSet<String>,
+    non_json: [u64; 2],
+    messages: [u64; 2],
+    denied: u64,
+    forgotten: u64,
+    redactions: Counts,
+}
+
+/// The tap for one session (one server launch).
+pub struct Tap {
+    policy_name: String,
+    tools: Tools,
+    redactor: Arc<Redactor>,
+    calls: Arc<CallTracker>,
+    cgroup: u64,
+    pins: Mutex<PinState>,
+    inner: Mutex<Inner>,
+    sink: Box<dyn Fn(Event) + Send + Sync>,
+}
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// Type and length of an argument value, for records that must not carry
+/// the value itself.
+fn shape(v: &Value) -> Value {
+    let (ty, len) = match v {
+        Value::Null => ("null", 0),
+        Value::Bool(_) => ("boolean", 1),
+        Value::Number(n) => ("number", n.to_string().len()),
+        Value::String(s) => ("string", s.chars().count()),
+        Value::Array(a) => ("array", a.len()),
+        Value::Object(o) => ("object", o.len()),
+    };
+    json!({ "type": ty, "len": len })
+}
+
+impl Tap {
+    pub fn new(
+        policy_name: &str,
+        tools: Tools,
+        redactor: Arc<Redactor>,
+        calls: Arc<CallTracker>,
+        cgroup: u64,
+        pin_store: Option<PinStore>,
+        sink: Box<dyn Fn(Event) + Send + Sync>,
+    ) -> Tap {
+        let baseline = match pin_store.as_ref().map(PinStore::load).transpose() {
+            Ok(b) => b.flatten(),
+            Err(error) => {
+                warn!(%error, "tool pins unreadable; this session compares against nothing");
+                sink(Event {
+                    ts: SystemTime::now(),
+                    body: crate::audit::Body::Mcp {
+                        event: "pin_error".into(),
+                        detail: json!({ "error": error.to_string() }),
+                    },
+                    tool: None,
+                    call_id: None,
+                });
+                None
+            }
+        };
+        Tap {
+            policy_name: policy_name.to_owned(),
+            tools,
+            redactor,
+            calls,
+            cgroup,
+            pins: Mutex::new(PinState {
+                store: pin_store,
+                baseline,
+                seen: BTreeMap::new(),
+                saved: false,
+                reported: HashSet::new(),
+            }),
+            inner: Mutex::new(Inner::default()),
+            sink,
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: &str, detail: Value, tool: Option<&str>, call_id: Option<&Value>) {
+        self.emit_at(SystemTime::now(), event, detail, tool, call_id);
+    }
+
+    fn emit_at(
+        &self,
+        ts: SystemTime,
+        event: &str,
+        detail: Value,
+        tool: Option<&str>,
+        call_id: Option<&Value>,
+    ) {
+        (self.sink)(Event {
+            ts,
+            body: crate::audit::Body::Mcp {
+                event: event.into(),
+                detail,
+            },
+            tool: tool.map(str::to_owned),
+            call_id: call_id.cloned(),
+        });
+    }
+
+    fn non_json(&self, dir: usize, len: usize) {
+        let first = {
+            let mut inner = self.inner();
+            inner.non_json[dir] += 1;
+            inner.non_json[dir] == 1
+        };
+        // The first one is recorded at once; the totals come with the
+        // session record, so a chatty server cannot flood the log.
+        if first {
+            let direction = if dir == CLIENT { "client" } else { "server" };
+            self.emit(
+                "non_json",
+                json!({ "direction": direction, "bytes": len, "first": true }),
+                None,
+                None,
+            );
+        }
+    }
+
+    /// A line that exceeded the relay's limit and was dropped.
+    pub fn oversize(&self, from_server: bool, bytes: usize) {
+        let direction = if from_server { "server" } else { "client" };
+        self.emit(
+            "oversize",
+            json!({ "direction": direction, "bytes": bytes, "dropped": true }),
+            None,
+            None,
+        );
+    }
+
+    /// One complete line from the client (without its newline).
+    pub fn client_line(&self, line: &[u8]) -> Vec<Output> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return vec![Output::Server(line.to_vec())];
+        }
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+            self.non_json(CLIENT, line.len());
+            return vec![Output::Server(line.to_vec())];
+        };
+        match msg {
+            Value::Array(items) => {
+                let mut replies = Vec::new();
+                let mut keep = Vec::new();
+                for item in items {
+                    match self.client_msg(&item) {
+                        None => keep.push(item),
+                        Some(reply) => replies.extend(reply.map(Output::Client)),
+                    }
+                }
+                let mut out = Vec::new();
+                if replies.is_empty() && !keep.is_empty() {
+                    out.push(Output::Server(line.to_vec()));
+                } else if !keep.is_empty() {
+                    out.push(Output::Server(
+                        serde_json::to_vec(&Value::Array(keep)).expect("JSON serialises"),
+                    ));
+                }
+                out.extend(replies);
+                out
+            }
+            single => match self.client_msg(&single) {
+                None => vec![Output::Server(line.to_vec())],
+                Some(reply) => reply.map(Output::Client).into_iter().collect(),
+            },
+        }
+    }
+
+    /// Looks at one client message. `None`: forward it. `Some(reply)`: it
+    /// is refused; `reply` is the error to send back (none for a
+    /// notification).
+    fn client_msg(&self, msg: &Value) -> Option<Option<Vec<u8>>> {
+        self.inner().messages[CLIENT] += 1;
+        let method = msg.get("method").and_then(Value::as_str)?;
+        let id = msg.get("id").filter(|v| !v.is_null());
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let method = match method {
+            "initialize" => Method::Initialize,
+            "tools/list" => Method::ToolsList,
+            "tools/call" => Method::ToolsCall,
+            "notifications/cancelled" => {
+                if let Some(req) = params.get("requestId") {
+                    self.calls.end(self.cgroup, req);
+                }
+                return None;
+            }
+            _ => return None,
+        };
+        let mut tool = None;
+        let mut detail = Value::Null;
+        match method {
+            Method::ToolsCall => {
+                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+                let blocked = self.inner().blocked.contains(name);
+                if blocked || !tools::allowed(&self.tools, name) {
+                    return Some(self.refuse(id, name, blocked));
+                }
+                detail = self.summarize_args(params.get("arguments"));
+                tool = Some(name.to_owned());
+            }
+            Method::Initialize => {
+                detail = json!({
+                    "client": params.get("clientInfo"),
+                    "requested_protocol": params.get("protocolVersion"),
+                });
+            }
+            Method::ToolsList => {}
+        }
+        let id = id?;
+        if let (Method::ToolsCall, Some(name)) = (method, &tool) {
+            self.calls.start(self.cgroup, id, name);
+        }
+        let key = id_key(id);
+        let mut inner = self.inner();
+        if inner.pending.len() >= MAX_PENDING {
+            if let Some(old) = inner.pending_order.pop_front() {
+                inner.pending.remove(&old);
+                inner.forgotten += 1;
+            }
+        }
+        inner.pending_order.push_back(key.clone());
+        inner.pending.insert(
+            key,
+            Pending {
+                method,
+                id: id.clone(),
+                tool,
+                detail,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+            },
+        );
+        None
+    }
+
+    fn refuse(&self, id: Option<&Value>, tool: &str, blocked: bool) -> Option<Vec<u8>> {
+        let reason = if blocked {
+            "changed since it was pinned (on_tool_change = \"block\")"
+        } else {
+            "not allowed by the policy's [tools]"
+        };
+        self.inner().denied += 1;
+        self.emit(
+            "tool_denied",
+            json!({ "reason": if blocked { "tool_changed" } else { "policy" } }),
+            Some(tool),
+            id,
+        );
+        let id = id?;
+        let reply = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": -32602,
+                "message": format!(
+                    "mcpguard: tool {tool:?} is {reason} of policy {:?}",
+                    self.policy_name
+                ),
+            },
+        });
+        Some(serde_json::to_vec(&reply).expect("JSON serialises"))
+    }
+
+    fn summarize_args(&self, args: Option<&Value>) -> Value {
+        let Some(Value::Object(args)) = args else {
+            return args.map(shape).unwrap_or(Value::Null);
+        };
+        let mut counts = Counts::default();
+        let out: serde_json::Map<String, Value> = args
+            .iter()
+            .map(|(k, v)| {
+                let logged = self.tools.log_args.iter().any(|g| tools::glob_match(g, k));
+                let shown = if logged {
+                    let mut v = v.clone();
+                    self.redactor.json(&mut v, &mut counts);
+                    v
+                } else {
+                    shape(v)
+                };
+                (k.clone(), shown)
+            })
+            .collect();
+        Value::Object(out)
+    }
+
+    /// One complete line from the server (without its newline); returns
+    /// what the client gets.
+    pub fn server_line(&self, line: &[u8]) -> Vec<u8> {
+        let mut counts = Counts::default();
+        let parsed = (!line.iter().all(u8::is_ascii_whitespace))
+            .then(|| serde_json::from_slice::<Value>(line).ok())
+            .flatten();
+        let Some(mut msg) = parsed else {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                self.non_json(SERVER, line.len());
+            }
+            let out = self.redactor.bytes(line, &mut counts).into_owned();
+            self.note_redactions("stdout", &counts, None);
+            return out;
+        };
+        // Redact first: nothing below may record a secret.
+        let mut changed = self.redactor.json(&mut msg, &mut counts);
+        let mut call = None;
+        match &mut msg {
+            Value::Array(items) => {
+                for item in items {
+                    let (c, id) = self.server_msg(item, &counts);
+                    changed |= c;
+                    call = call.or(id);
+                }
+            }
+            single => {
+                let (c, id) = self.server_msg(single, &counts);
+                changed |= c;
+                call = id;
+            }
+        }
+        self.note_redactions("stdout", &counts, call.as_ref());
+        if changed {
+            serde_json::to_vec(&msg).expect("JSON serialises")
+        } else {
+            line.to_vec()
+        }
+    }
+
+    /// One line (or an over-long chunk) of the server's stderr.
+    pub fn stderr_line(&self, line: &[u8]) -> Vec<u8> {
+        let mut counts = Counts::default();
+        let out = self.redactor.bytes(line, &mut counts).into_owned();
+        self.note_redactions("stderr", &counts, None);
+        out
+    }
+
+    fn note_redactions(&self, stream: &str, counts: &Counts, call: Option<&(Value, String)>) {
+        if counts.is_empty() {
+            return;
+        }
+        self.inner().redactions.add(counts);
+        let mut detail = counts.to_json();
+        detail["stream"] = stream.into();
+        self.emit(
+            "redacted",
+            detail,
+            call.map(|(_, t)| t.as_str()),
+            call.map(|(id, _)| id),
+        );
+    }
+
+    /// Looks at one (already redacted) server message; returns whether it
+    /// was changed and, for a call's response, the call.
+    fn server_msg(&self, msg: &mut Value, counts: &Counts) -> (bool, Option<(Value, String)>) {
+        self.inner().messages[SERVER] += 1;
+        if msg.get("method").is_some() {
+            // A request or notification from the server (sampling,
+            // elicitation, progress...): passed through as is.
+            return (false, None);
+        }
+        let Some(id) = msg.get("id").filter(|v| !v.is_null()) else {
+            return (false, None);
+        };
+        let pending = {
+            let mut inner = self.inner();
+            let p = inner.pending.remove(&id_key(id));
+            if p.is_some() {
+                let key = id_key(id);
+                inner.pending_order.retain(|k| *k != key);
+            }
+            p
+        };
+        let Some(p) = pending else {
+            return (false, None);
+        };
+        match p.method {
+            Method::Initialize => {
+                let result = msg.get("result");
+                let mut detail = p.detail;
+                detail["server"] = result
+                    .and_then(|r| r.get("serverInfo"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                detail["protocol"] = result
+                    .and_then(|r| r.get("protocolVersion"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                self.emit_at(p.started_at, "initialize", detail, None, None);
+                (false, None)
+            }
+            Method::ToolsList => (self.tools_list(msg), None),
+            Method::ToolsCall => {
+                self.calls.end(self.cgroup, &p.id);
+                let tool = p.tool.unwrap_or_default();
+                let mut changed = false;
+                let mut detail = json!({
+                    "arguments": p.detail,
+                    "duration_ms": p.started.elapsed().as_secs_f64() * 1000.0,
+                });
+                if let Some(result) = msg.get_mut("result") {
+                    let findings = inspect::json(result, self.tools.strip_invisible);
+                    changed |= self.tools.strip_invisible && findings.invisible > 0;
+                    detail["result_bytes"] = serde_json::to_string(result)
+                        .map(|s| s.len())
+                        .unwrap_or(0)
+                        .into();
+                    detail["is_error"] = result
+                        .get("isError")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                        .into();
+                    if !findings.is_empty() {
+                        self.suspicious("tool_result", &tool, &findings, Some(&p.id));
+                    }
+                }
+                if let Some(error) = msg.get("error") {
+                    detail["error"] =
+                        json!({ "code": error.get("code"), "message": error.get("message") });
+                }
+                if !counts.is_empty() {
+                    detail["redacted"] = counts.total().into();
+                }
+                self.emit_at(p.started_at, "tools_call", detail, Some(&tool), Some(&p.id));
+                (changed, Some((p.id, tool)))
+            }
+        }
+    }
+
+    fn suspicious(
+        &self,
+        place: &str,
+        tool: &str,
+        findings: &inspect::Findings,
+        call_id: Option<&Value>,
+    ) {
+        self.emit(
+            "suspicious",
+            json!({
+                "where": place,
+                "markers": findings.markers,
+                "invisible_chars": findings.invisible,
+                "stripped": self.tools.strip_invisible && findings.invisible > 0,
+            }),
+            Some(tool),
+            call_id,
+        );
+    }
+
+    /// Filter a `tools/list` result and check it against the pins; returns
+    /// whether the message changed.
+    fn tools_list(&self, msg: &mut Value) -> bool {
+        let Some(result) = msg.get_mut("result") else {
+            return false;
+        };
+        let complete = result.get("nextCursor").is_none_or(Value::is_null);
+        let Some(Value::Array(list)) = result.get_mut("tools") else {
+            return false;
+        };
+        let mut changed = false;
+        let mut page = BTreeMap::new();
+        for tool in list.iter_mut() {
+            let name = tool
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let findings = inspect::json(tool, self.tools.strip_invisible);
+            changed |= self.tools.strip_invisible && findings.invisible > 0;
+            if !findings.is_empty() {
+                self.suspicious("tool_description", &name, &findings, None);
+            }
+            page.insert(name, tools::tool_hash(tool));
+        }
+        self.check_pins(&page, complete);
+        let blocked = self.inner().blocked.clone();
+        let before = list.len();
+        let mut hidden = Vec::new();
+        list.retain(|t| {
+            let name = t.get("name").and_then(Value::as_str).unwrap_or("");
+            let keep = tools::allowed(&self.tools, name) && !blocked.contains(name);
+            if !keep {
+                hidden.push(name.to_owned());
+            }
+            keep
+        });
+        changed |= list.len() != before;
+        self.emit(
+            "tools_list",
+            json!({ "count": before, "shown": list.len(), "hidden": hidden, "hashes": page }),
+            None,
+            None,
+        );
+        changed
+    }
+
+    fn check_pins(&self, page: &BTreeMap<String, String>, complete: bool) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.seen
+            .extend(page.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let Some(baseline) = &pins.baseline else {
+            if complete && !pins.saved {
+                pins.saved = true;
+                let snapshot = Pins {
+                    tools: pins.seen.clone(),
+                };
+                if let Some(store) = &pins.store {
+                    match store.save(&snapshot) {
+                        Ok(()) => self.emit(
+                            "tools_pinned",
+                            json!({ "count": snapshot.tools.len(), "path": store.path() }),
+                            None,
+                            None,
+                        ),
+                        Err(error) => self.emit(
+                            "pin_error",
+                            json!({ "error": error.to_string() }),
+                            None,
+                            None,
+                        ),
+                    }
+                }
+            }
+            return;
+        };
+        let seen = if complete {
+            pins.seen.clone()
+        } else {
+            page.clone()
+        };
+        let changes = tools::diff(baseline, &seen, complete);
+        let block = self.tools.on_tool_change == ToolChange::Block;
+        for (name, change) in changes {
+            if !pins.reported.insert(name.clone()) {
+                continue;
+            }
+            let (old_hash, new_hash) = match &change {
+                Change::Added { hash } => (None, Some(hash.clone())),
+                Change::Changed { old, new } => (Some(old.clone()), Some(new.clone())),
+                Change::Removed { old } => (Some(old.clone()), None),
+            };
+            let blocks = block && !matches!(change, Change::Removed { .. });
+            if blocks {
+                self.inner().blocked.insert(name.clone());
+            }
+            (self.sink)(Event {
+                ts: SystemTime::now(),
+                body: crate::audit::Body::ToolChanged {
+                    change: change.name().into(),
+                    action: if blocks { "block" } else { "warn" }.into(),
+                    old_hash,
+                    new_hash,
+                },
+                tool: Some(name),
+                call_id: None,
+            });
+        }
+    }
+
+    /// The session is over: record calls that never got an answer and the
+    /// session's totals.
+    pub fn finish(&self) {
+        let (pending, totals) = {
+            let mut inner = self.inner();
+            let pending: Vec<Pending> = inner.pending.drain().map(|(_, p)| p).collect();
+            let totals = json!({
+                "messages_from_client": inner.messages[CLIENT],
+                "messages_from_server": inner.messages[SERVER],
+                "non_json_from_client": inner.non_json[CLIENT],
+                "non_json_from_server": inner.non_json[SERVER],
+                "tools_denied": inner.denied,
+                "redactions": inner.redactions.to_json(),
+                "untracked_requests": inner.forgotten,
+            });
+            (pending, totals)
+        };
+        for p in pending
+            .into_iter()
+            .filter(|p| p.method == Method::ToolsCall)
+        {
+            self.calls.end(self.cgroup, &p.id);
+            self.emit_at(
+                p.started_at,
+                "tools_call",
+                json!({ "arguments": p.detail, "unanswered": true }),
+                p.tool.as_deref(),
+                Some(&p.id),
+            );
+        }
+        self.emit("session", totals, None, None);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,433 @@
+//! `mcpguard wrap` and `mcpguard unwrap`: rewrite MCP client config files
+//! (Claude Desktop, Claude Code, Cursor, VS Code) so every stdio server is
+//! started as `mcpguard run --policy <name> -- <command> <args>`, and back.
+//!
+//! [`rewrite`] does the text transformation, editing only the values it
+//! must so the rest of the file stays byte for byte as it was. This module
+//! adds the file handling: the format choice, a one-time backup of the
+//! original, atomic replacement, and a starter policy ([`starter`]) for each
+//! newly wrapped server that has none.
+
+pub mod client;
+pub mod diff;
+mod file;
+pub mod json;
+pub mod rewrite;
+pub mod starter;
+
+use std::{
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+pub use self::{
+    client::{Client, CLIENT_NAMES},
+    file::{backup_path, BACKUP_SUFFIX},
+    rewrite::{Action, Server},
+};
+use self::{file::Ownership, rewrite::WrapOptions, starter::StarterInput};
+use crate::policy::{Policy, PolicyError};
+
+/// Where installed policies live, searched after the user's own (as
+/// `mcpguard run` does).
+const SYSTEM_POLICY_DIR: &str = "/etc/mcpguard/policies";
+
+/// The user's policies, relative to their home.
+const USER_POLICY_DIR: &str = ".config/mcpguard/policies";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WrapError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not UTF-8 text", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("{}:{line}:{col}: invalid JSON: {message}", path.display())]
+    Json {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error(
+        "cannot tell which MCP client {} belongs to from its name; pass --client \
+         with one of: {CLIENT_NAMES}",
+        path.display()
+    )]
+    UnknownClient { path: PathBuf },
+    #[error("{}: {at} is not an object ({what} must be a JSON object)", path.display())]
+    NotAnObject {
+        path: PathBuf,
+        /// Dotted path of the value, e.g. `mcpServers."time"`.
+        at: String,
+        what: &'static str,
+    },
+    #[error("{}: {at}: `{field}` must be {expected}", path.display())]
+    BadField {
+        path: PathBuf,
+        at: String,
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("cannot back up {} to {}: {source}", path.display(), backup.display())]
+    Backup {
+        path: PathBuf,
+        backup: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write starter policy {}: {source}", path.display())]
+    WritePolicy {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The generated policy did not pass the policy parser: a bug here, or
+    /// a command path the policy format cannot express.
+    #[error("the starter policy for server {server:?} does not parse: {source}")]
+    StarterPolicy {
+        server: String,
+        // Boxed: a policy error is large, and every wrap result carries
+        // this type.
+        #[source]
+        source: Box<PolicyError>,
+    },
+    #[error("cannot find the home directory of uid {uid} for its policies; pass --policy-dir")]
+    NoHome { uid: u32 },
+    #[error("{what} {} is not valid UTF-8, so it cannot go into a JSON config", path.display())]
+    NotUtf8Path { what: &'static str, path: PathBuf },
+    #[error("cannot find the path of the running mcpguard binary (pass --mcpguard): {0}")]
+    CurrentExe(#[source] io::Error),
+}
+
+impl WrapError {
+    /// Whether the command line was at fault (exit status 2), rather than
+    /// the file or the system.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, WrapError::UnknownClient { .. })
+    }
+}
+
+/// What `wrap` should do.
+#[derive(Debug, Clone)]
+pub struct WrapConfig {
+    /// The format; `None` decides by file name.
+    pub client: Option<Client>,
+    /// The mcpguard binary the configs should start.
+    pub mcpguard: String,
+    /// Where to look for and write starter policies, instead of
+    /// `~/.config/mcpguard/policies`. Should be absolute.
+    pub policy_dir: Option<PathBuf>,
+    /// Home of the user the servers run as, whose `~/.config/mcpguard/policies`
+    /// is searched and written. `None`: the caller's, or, when root rewrites
+    /// another user's config, that file owner's.
+    pub home: Option<PathBuf>,
+    /// Compute the diff, write nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub client: Client,
+    /// Every server entry, in document order.
+    pub servers: Vec<Server>,
+    /// Whether the file's text changes (or, with `--dry-run`, would).
+    pub changed: bool,
+    /// With `--dry-run`: the unified diff of the change (empty if none).
+    pub diff: String,
+    /// The backup written by this run, if one was.
+    pub backup: Option<PathBuf>,
+    /// Starter policies for the servers this run wrapped that had none.
+    pub starters: Vec<StarterPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StarterPolicy {
+    /// The server's key in the config.
+    pub server: String,
+    pub policy: String,
+    pub path: PathBuf,
+    /// False with `--dry-run`, or if the file appeared meanwhile.
+    pub written: bool,
+}
+
+/// The client format of `path`: `given`, or judged from the file name.
+pub fn client_for(path: &Path, given: Option<Client>) -> Result<Client, WrapError> {
+    given
+        .or_else(|| Client::detect(path))
+        .ok_or_else(|| WrapError::UnknownClient {
+            path: path.to_owned(),
+        })
+}
+
+/// This binary's absolute path, the default `command` for wrapped servers.
+pub fn current_mcpguard() -> Result<String, WrapError> {
+    let exe = std::env::current_exe().map_err(WrapError::CurrentExe)?;
+    utf8_path(&exe, "the mcpguard binary path")
+}
+
+fn utf8_path(path: &Path, what: &'static str) -> Result<String, WrapError> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| WrapError::NotUtf8Path {
+            what,
+            path: path.to_owned(),
+        })
+}
+
+/// Routes every stdio server in the config file at `path` through mcpguard.
+pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError> {
+    let client = client_for(path, cfg.client)?;
+    let (text, meta) = read(path)?;
+    let place = PolicyPlace::new(cfg.policy_dir.as_deref(), cfg.home.as_deref(), &meta)?;
+    let opts = WrapOptions {
+        mcpguard: cfg.mcpguard.clone(),
+        policy_dir_arg: place.dir_arg.clone(),
+    };
+    let rewritten = rewrite::wrap(&text, client, &opts, path)?;
+
+    let mut starters: Vec<(StarterPolicy, String)> = Vec::new();
+    for server in &rewritten.servers {
+        let Action::Wrapped {
+            policy,
+            command,
+            args,
+            env,
+        } = &server.action
+        else {
+            continue;
+        };
+        if starters.iter().any(|(s, _)| s.policy == *policy) || place.has(policy) {
+            continue;
+        }
+        let target = place.write_dir.join(format!("{policy}.toml"));
+        let body = starter::render(&StarterInput {
+            server: &server.name,
+            policy,
+            config: path,
+            command,
+            args,
+            env,
+            home: &place.home,
+        });
+        Policy::parse(&body, &target).map_err(|source| WrapError::StarterPolicy {
+            server: server.name.clone(),
+            source: Box::new(source),
+        })?;
+        let report = StarterPolicy {
+            server: server.name.clone(),
+            policy: policy.clone(),
+            path: target,
+            written: false,
+        };
+        starters.push((report, body));
+    }
+
+    let changed = rewritten.text != text;
+    let mut report = FileReport {
+        path: path.to_owned(),
+        client,
+        servers: rewritten.servers,
+        changed,
+        diff: String::new(),
+        backup: None,
+        starters: Vec::new(),
+    };
+    if cfg.dry_run {
+        report.diff = dry_run_diff(path, &text, &rewritten.text);
+        report.starters = starters.into_iter().map(|(s, _)| s).collect();
+        return Ok(report);
+    }
+
+    // Policies before the config: once the config names a policy, the
+    // client's next start of that server needs it.
+    let policy_own = Ownership {
+        mode: 0o644,
+        owner: place.owner,
+    };
+    for (starter, body) in &mut starters {
+        let fail = |source| WrapError::WritePolicy {
+            path: starter.path.clone(),
+            source,
+        };
+        file::create_dirs(&place.write_dir, place.owner).map_err(fail)?;
+        starter.written =
+            file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
+    }
+    report.starters = starters.into_iter().map(|(s, _)| s).collect();
+    if changed {
+        let own = Ownership::of(&meta);
+        let backed_up =
+            file::backup_once(path, text.as_bytes(), own).map_err(|source| WrapError::Backup {
+                path: path.to_owned(),
+                backup: backup_path(path),
+                source,
+            })?;
+        report.backup = backed_up.then(|| backup_path(path));
+        write(path, &rewritten.text, own)?;
+    }
+    Ok(report)
+}
+
+/// Gives every server in the config file at `path` that runs through
+/// mcpguard its own command back. `mcpguard` is this binary's path
+/// (recognised besides any command named `mcpguard`).
+pub fn unwrap_file(
+    path: &Path,
+    client: Option<Client>,
+    mcpguard: &str,
+    dry_run: bool,
+) -> Result<FileReport, WrapError> {
+    let client = client_for(path, client)?;
+    let (text, meta) = read(path)?;
+    let rewritten = rewrite::unwrap(&text, client, mcpguard, path)?;
+    let changed = rewritten.text != text;
+    let mut report = FileReport {
+        path: path.to_owned(),
+        client,
+        servers: rewritten.servers,
+        changed,
+        diff: String::new(),
+        backup: None,
+        starters: Vec::new(),
+    };
+    if dry_run {
+        report.diff = dry_run_diff(path, &text, &rewritten.text);
+    } else if changed {
+        write(path, &rewritten.text, Ownership::of(&meta))?;
+    }
+    Ok(report)
+}
+
+fn dry_run_diff(path: &Path, old: &str, new: &str) -> String {
+    let name = path.display().to_string();
+    diff::unified(old, new, &name, &format!("{name} (rewritten)"))
+}
+
+fn read(path: &Path) -> Result<(String, std::fs::Metadata), WrapError> {
+    let fail = |source| WrapError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    let bytes = std::fs::read(path).map_err(fail)?;
+    let text = String::from_utf8(bytes).map_err(|_| WrapError::NotUtf8 {
+        path: path.to_owned(),
+    })?;
+    Ok((text, meta))
+}
+
+fn write(path: &Path, text: &str, own: Ownership) -> Result<(), WrapError> {
+    file::replace(path, text.as_bytes(), own).map_err(|source| WrapError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Where the policies of one config file's servers are looked for and
+/// written.
+struct PolicyPlace {
+    /// Directories whose `<name>.toml` counts as an existing policy.
+    search: Vec<PathBuf>,
+    write_dir: PathBuf,
+    /// Owner for created policy files and directories.
+    owner: Option<(u32, u32)>,
+    /// Home of the user the servers will run as.
+    home: PathBuf,
+    /// Set when `write_dir` is not searched by `mcpguard run`, so configs
+    /// must name policy files by path.
+    dir_arg: Option<String>,
+}
+
+impl PolicyPlace {
+    /// Policies belong to the user the servers run as: the caller, or, when
+    /// root rewrites another user's config, that file's owner (root's own
+    /// `~/.config` would never be searched for them).
+    fn new(
+        policy_dir: Option<&Path>,
+        home: Option<&Path>,
+        config: &std::fs::Metadata,
+    ) -> Result<PolicyPlace, WrapError> {
+        let for_other_user = file::running_as_root() && config.uid() != 0;
+        let uid = if for_other_user {
+            config.uid()
+        } else {
+            nix::unistd::getuid().as_raw()
+        };
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten();
+        let home = home
+            .map(Path::to_owned)
+            .or_else(|| user.as_ref().map(|u| u.dir.clone()))
+            .or_else(|| {
+                // $HOME describes the caller only.
+                (!for_other_user)
+                    .then(|| std::env::var_os("HOME").map(PathBuf::from))
+                    .flatten()
+            });
+        let user_dir = home.as_ref().map(|h| h.join(USER_POLICY_DIR));
+        let standard: Vec<PathBuf> = user_dir
+            .iter()
+            .cloned()
+            .chain([PathBuf::from(SYSTEM_POLICY_DIR)])
+            .collect();
+        let (search, write_dir, owner, dir_arg) = match policy_dir {
+            Some(dir) => {
+                let searched_by_run = standard.iter().any(|s| same_dir(s, dir));
+                let dir_arg = if searched_by_run {
+                    None
+                } else {
+                    Some(utf8_path(dir, "the policy directory")?)
+                };
+                // A directory `mcpguard run` does not search is referenced
+                // by path, so policies elsewhere would not be used.
+                let search = if searched_by_run {
+                    standard
+                } else {
+                    vec![dir.to_owned()]
+                };
+                (search, dir.to_owned(), None, dir_arg)
+            }
+            None => {
+                let dir = user_dir.ok_or(WrapError::NoHome { uid })?;
+                let owner = for_other_user
+                    .then(|| user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())))
+                    .flatten();
+                (standard, dir, owner, None)
+            }
+        };
+        Ok(PolicyPlace {
+            search,
+            write_dir,
+            owner,
+            home: home.unwrap_or_else(|| PathBuf::from("/")),
+            dir_arg,
+        })
+    }
+
+    fn has(&self, policy: &str) -> bool {
+        let file = format!("{policy}.toml");
+        self.search.iter().any(|d| d.join(&file).is_file())
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    a == b || canon(a) == canon(b)
+}
+
+#[cfg(test)]
+mod tests;
