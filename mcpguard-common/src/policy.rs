@@ -22,7 +22,11 @@ pub struct ServerPolicy {
     pub launch_id: u64,
     /// `FLAG_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Loopback port of this server's resolver in the daemon (host order);
+    /// every port-53 destination is redirected there. 0: no resolver, DNS
+    /// is treated like any other destination.
+    pub dns_port: u16,
+    pub _pad: u16,
 }
 
 /// LPM-trie key data for `NET_ALLOW`: cgroup id first so a lookup can never

@@ -6,6 +6,11 @@
 //! with no `SERVERS` entry is denied everything (fail closed). IPv4 and
 //! IPv4-mapped IPv6 destinations are looked up the same way (`::ffff:a.b.c.d`),
 //! so the mapped form cannot sidestep an IPv4 rule.
+//!
+//! DNS: any destination port 53 (TCP or UDP, any address) of a server with
+//! a resolver is rewritten to that server's resolver in the daemon
+//! (`127.0.0.1` or `::1`, port `dns_port`), which answers only the names
+//! the policy allows and adds their addresses to `NET_ALLOW`.
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, maps::lpm_trie::Key,
@@ -42,6 +47,27 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, net_op::SENDMSG6)
+}
+
+/// Point a port-53 destination at the server's resolver on loopback.
+#[inline(always)]
+fn redirect_dns(ctx: &SockAddrContext, op: u32, dns_port: u16) {
+    let sa = ctx.sock_addr;
+    let port_be = u32::from(dns_port.to_be());
+    // SAFETY: `sa` is the context pointer; user_ip4/user_ip6/user_port are
+    // writable in connect and sendmsg programs (the kernel's
+    // sock_addr_is_valid_access), as aligned u32s.
+    unsafe {
+        if op == net_op::CONNECT4 || op == net_op::SENDMSG4 {
+            (*sa).user_ip4 = u32::from_ne_bytes([127, 0, 0, 1]);
+        } else {
+            (*sa).user_ip6[0] = 0;
+            (*sa).user_ip6[1] = 0;
+            (*sa).user_ip6[2] = 0;
+            (*sa).user_ip6[3] = u32::from_ne_bytes([0, 0, 0, 1]);
+        }
+        (*sa).user_port = port_be;
+    }
 }
 
 #[inline(always)]
@@ -82,6 +108,14 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: copied out at once (see emit::current_server).
     let policy = unsafe { SERVERS.get(&cgroup) }.copied();
+    if port == 53 {
+        if let Some(p) = policy {
+            if p.dns_port != 0 {
+                redirect_dns(ctx, op, p.dns_port);
+                return ALLOW;
+            }
+        }
+    }
     let allowed = match policy {
         None => false,
         Some(_) => {

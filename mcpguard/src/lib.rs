@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod ebpf;
 pub mod launch;
 pub mod mcp;

@@ -37,6 +37,7 @@ pub const KINDS: &[&str] = &[
     "loss",
     "mcp",
     "tool_changed",
+    "dns",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -191,6 +192,22 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         detail: serde_json::Value,
     },
+    /// A DNS query a guarded server sent (to any resolver: all of them reach
+    /// the daemon's).
+    Dns {
+        /// The name asked for, lowercase, without the trailing dot.
+        qname: String,
+        /// `A`, `AAAA`, `TXT`, ...
+        qtype: String,
+        /// `udp` or `tcp`.
+        transport: String,
+        /// `allow` (forwarded upstream) or `deny` (answered NXDOMAIN here).
+        verdict: String,
+        /// rcode, answers with TTLs, how many addresses were opened, the
+        /// rule that allowed the name.
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        detail: serde_json::Value,
+    },
     /// A tool differs from the one pinned on first use.
     ToolChanged {
         /// `added`, `changed` or `removed`.
@@ -233,6 +250,7 @@ impl Body {
             Body::Loss { .. } => "loss",
             Body::Mcp { .. } => "mcp",
             Body::ToolChanged { .. } => "tool_changed",
+            Body::Dns { .. } => "dns",
         }
     }
 
@@ -246,6 +264,7 @@ impl Body {
             Body::Open { result, .. } => is_denial_errno(*result),
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied",
+            Body::Dns { verdict, .. } => verdict == "deny",
             _ => false,
         }
     }
@@ -602,6 +621,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 12);
+        assert_eq!(KINDS.len(), 13);
     }
 }

@@ -571,6 +571,26 @@ fn describe(kind: &str, rec: &Value) -> String {
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
         "mcp" => mcp_line(rec),
+        "dns" => {
+            let d = &rec["detail"];
+            let answers: Vec<String> = d["answers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| field(a, "addr"))
+                .collect();
+            let mut s = format!("dns {} {} ({})", f("qname"), f("qtype"), f("transport"));
+            if let Some(rcode) = d.get("rcode").and_then(Value::as_str) {
+                let _ = write!(s, " {rcode}");
+            }
+            if !answers.is_empty() {
+                let _ = write!(s, " -> {}", answers.join(", "));
+            }
+            if let Some(e) = d.get("error").and_then(Value::as_str) {
+                let _ = write!(s, " ({e})");
+            }
+            s
+        }
         "tool_changed" => format!(
             "tool_changed {} {} ({})",
             f("tool"),

@@ -45,6 +45,10 @@ enum Command {
         /// are for every user, files in users/<name>/ for that user only.
         #[arg(long, default_value = DEFAULT_SECRETS_DIR)]
         secrets_dir: PathBuf,
+        /// Resolver that servers' allowed DNS queries are forwarded to
+        /// (IP:PORT); default: the first nameserver in /etc/resolv.conf.
+        #[arg(long)]
+        upstream_dns: Option<std::net::SocketAddr>,
     },
     /// Run an MCP server under a policy (use in place of the server command).
     Run {
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
             ring_buffer_bytes,
             state_dir,
             secrets_dir,
+            upstream_dns,
         } => daemon::main(crate::daemon::Config {
             socket,
             audit_log,
@@ -86,6 +91,7 @@ pub fn main() -> ExitCode {
             ring_bytes: ring_buffer_bytes,
             state_dir,
             secrets_dir,
+            upstream_dns,
         }),
         Command::Run {
             policy,

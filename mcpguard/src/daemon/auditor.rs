@@ -260,8 +260,8 @@ impl Auditor {
     }
 }
 
-/// Tie a kernel record to the MCP call(s) in flight when it happened.
-fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, String)]) {
+/// Tie a record to the MCP call(s) in flight when it happened.
+pub(crate) fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, String)]) {
     match calls {
         [] => {}
         [(id, tool)] => {

@@ -73,6 +73,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where `[secrets]` files may live.
     pub secrets_dir: PathBuf,
+    /// Where servers' allowed DNS queries go; default: the first
+    /// nameserver of /etc/resolv.conf.
+    pub upstream_dns: Option<std::net::SocketAddr>,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -98,6 +101,8 @@ pub struct Shared {
     pub calls: Arc<CallTracker>,
     pub secrets: SecretStore,
     pub state_dir: PathBuf,
+    /// Upstream resolver for allowed names (none: they get SERVFAIL).
+    pub upstream_dns: Option<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -199,6 +204,21 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         &layers,
     );
 
+    let upstream_dns = cfg.upstream_dns.or_else(|| {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| crate::dns::upstream_from_resolv_conf(&t))
+    });
+    match upstream_dns {
+        Some(addr) => {
+            info!(layer = "dns", upstream = %addr, "per-server resolvers forward allowed names upstream")
+        }
+        None => warn!(
+            layer = "dns",
+            "no upstream resolver (--upstream-dns, /etc/resolv.conf): allowed names get SERVFAIL"
+        ),
+    }
+
     let writer = AuditWriter::open(&cfg.audit_log)?;
     let calls = Arc::new(CallTracker::default());
     let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer, calls.clone())?;
@@ -232,6 +252,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
         },
         state_dir: cfg.state_dir.clone(),
+        upstream_dns,
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;

@@ -33,9 +33,10 @@ use super::{
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
+    dns::{DnsView, MapSink, Resolver},
     launch::{self, cgroup::Cgroup, LaunchSpec, SandboxSpec},
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
-    policy::{self, Policy},
+    policy::{self, NetEntry, Policy},
 };
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
@@ -77,6 +78,8 @@ pub enum SessionError {
     Launch(#[from] launch::LaunchError),
     #[error("{0}")]
     Secret(#[from] super::secrets::SecretError),
+    #[error("{0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -249,6 +252,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         status: None,
         started: false,
         launch_no,
+        dns: None,
     };
 
     let net: Vec<(u32, NetKey, PortSet)> =
@@ -257,11 +261,28 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             .map(|e| (e.prefix_len, e.key, e.ports))
             .collect();
     guard.net = net.clone();
+    // The server's resolver exists before its policy entry points DNS at
+    // it: every port-53 destination of the server goes there.
+    let view = Arc::new(DnsView::new(
+        cgroup.id,
+        policy.network.hosts.clone(),
+        policy.network.allow.clone(),
+        shared.upstream_dns,
+        Box::new(ServerMaps {
+            shared: shared.clone(),
+            origin: origin.clone(),
+            cgroup: cgroup.id,
+        }),
+    ));
+    let resolver = Resolver::start(view.clone())?;
+    let dns_port = resolver.port;
+    guard.dns = Some((resolver, view));
     shared.policy_maps().install(
         cgroup.id,
         ServerPolicy {
             launch_id: launch_no,
             flags: FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET,
+            dns_port,
             _pad: 0,
         },
         &net,
@@ -525,6 +546,39 @@ fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {
     }
 }
 
+/// Where a server's resolver puts the addresses it opens, and its records.
+struct ServerMaps {
+    shared: Arc<Shared>,
+    origin: Origin,
+    cgroup: u64,
+}
+
+impl MapSink for ServerMaps {
+    fn install(&self, entry: &NetEntry) -> Result<(), String> {
+        self.shared
+            .policy_maps()
+            .allow(entry)
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, entry: &NetEntry) {
+        self.shared.policy_maps().revoke(entry);
+    }
+
+    fn audit(&self, ts: SystemTime, body: Body) {
+        let mut rec = AuditRecord::new(body, Some(&self.origin), ts);
+        // A lookup made while a tool call runs belongs to that call.
+        super::auditor::tag_calls(
+            &mut rec,
+            &self
+                .shared
+                .calls
+                .at(self.cgroup, crate::audit::decode::boot_ns()),
+        );
+        self.shared.audit(Msg::Record(rec));
+    }
+}
+
 /// Tears a launch down on every path out of the session: cgroup removed,
 /// map entries deleted, the audit thread told to finish the server's trail.
 struct Teardown {
@@ -536,12 +590,18 @@ struct Teardown {
     /// Whether the server ran (a failed launch has its own record).
     started: bool,
     launch_no: u64,
+    /// The server's resolver and the addresses it opened.
+    dns: Option<(Resolver, Arc<DnsView>)>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
         if let Err(error) = self.cgroup.remove(Duration::from_secs(5)) {
             warn!(launch = %self.origin.launch, %error, "removing the server's cgroup");
+        }
+        if let Some((resolver, view)) = self.dns.take() {
+            drop(resolver);
+            view.close_all();
         }
         self.shared.policy_maps().remove(self.cgroup.id, &self.net);
         self.shared.unregister_server(self.launch_no);

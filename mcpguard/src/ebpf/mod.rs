@@ -23,6 +23,8 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::policy::NetEntry;
+
 /// The compiled programs, embedded at build time by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard"));
 
@@ -94,6 +96,27 @@ impl PolicyMaps {
                 name: "SERVERS",
                 source,
             })
+    }
+
+    /// Add or replace one allow entry (an address a server's resolver
+    /// handed out).
+    pub fn allow(&mut self, entry: &NetEntry) -> Result<(), EbpfError> {
+        self.net_allow
+            .insert(&Key::new(entry.prefix_len, entry.key), entry.ports, 0)
+            .map_err(|source| EbpfError::Map {
+                name: "NET_ALLOW",
+                source,
+            })
+    }
+
+    /// Remove one allow entry.
+    pub fn revoke(&mut self, entry: &NetEntry) {
+        if let Err(error) = self
+            .net_allow
+            .remove(&Key::new(entry.prefix_len, entry.key))
+        {
+            warn!(%error, "removing a resolved NET_ALLOW entry");
+        }
     }
 
     /// Remove a server's entries (after its cgroup is empty).

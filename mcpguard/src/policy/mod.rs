@@ -17,7 +17,9 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use self::net::{compile_allow, tcp_ports, NetEntry, NetRule, PortRange};
+pub use self::net::{
+    compile_allow, host_entry, host_key, tcp_ports, HostRule, NetEntry, NetRule, PortRange,
+};
 
 /// Policy files larger than this are refused: real ones are a few hundred
 /// bytes, and the daemon should not be made to buffer arbitrary files.
@@ -56,8 +58,11 @@ pub struct Filesystem {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Network {
-    /// Destinations the server may connect or send to.
+    /// Destinations the server may connect or send to, by address.
     pub allow: Vec<NetRule>,
+    /// Destinations by name: reachable at the addresses the server's
+    /// resolver (in the daemon) hands out for them.
+    pub hosts: Vec<HostRule>,
     /// TCP ports the server may bind, as written.
     pub bind: Vec<PortRange>,
 }
@@ -250,11 +255,13 @@ pub enum Problem {
     UnclosedBracket,
     #[error("IPv6 addresses go in brackets: [ADDRESS]:PORT or [ADDRESS/PREFIX]:PORT")]
     UnbracketedV6,
-    #[error(
-        "host names are not supported yet (they arrive with DNS-aware egress in a later \
-         release); use an IP address or CIDR"
-    )]
+    #[error("not an address")]
     Hostname,
+    #[error(
+        "`{host}` is neither an address nor a host name (labels of a-z, 0-9, '-', \
+         optionally `*.` in front)"
+    )]
+    BadHost { host: String },
     #[error("not a tool name pattern: 1-128 characters, no control characters")]
     BadGlob,
     #[error("give exactly one of `file` or `credential`")]
@@ -263,7 +270,7 @@ pub enum Problem {
     SecretPath,
     #[error("credential names are 1-64 characters of A-Z, a-z, 0-9, '_', '-' and '.'")]
     CredentialName,
-    #[error("`{addr}` is not an IPv4 address, nor an IPv6 address in brackets")]
+    #[error("`{addr}` is not an IPv4 address, an IPv6 address in brackets, or a host name")]
     BadAddress { addr: String },
     #[error("prefix `/{prefix}` is not a number from 0 to {max}")]
     BadPrefix { prefix: String, max: u8 },
@@ -409,7 +416,15 @@ impl Policy {
             write: c.paths("filesystem.write", &raw.filesystem.write)?,
             exec: c.paths("filesystem.exec", &raw.filesystem.exec)?,
         };
-        let allow = c.each("network.allow", &raw.network.allow, net::parse_rule)?;
+        let rules = c.each("network.allow", &raw.network.allow, net::parse_allow)?;
+        let mut allow = Vec::new();
+        let mut hosts = Vec::new();
+        for rule in rules {
+            match rule {
+                net::AllowRule::Addr(r) => allow.push(r),
+                net::AllowRule::Host(h) => hosts.push(h),
+            }
+        }
         let bind = c.each("network.bind", &raw.network.bind, net::parse_ports)?;
         let pass = c.each("env.pass", &raw.env.pass, |v| {
             check_env_name(v).map(|()| v.to_owned())
@@ -494,7 +509,7 @@ impl Policy {
             name: raw.name.into_inner(),
             source: source.to_owned(),
             filesystem,
-            network: Network { allow, bind },
+            network: Network { allow, hosts, bind },
             env: Env { pass },
             tools,
             secrets,
@@ -927,18 +942,36 @@ pass = ["PATH", "HOME", "LANG"]
     }
 
     #[test]
-    fn hostname_gets_the_not_yet_message() {
+    fn host_names_and_wildcards_are_rules_of_their_own() {
+        let p = parse(
+            "name = \"x\"\n[network]\nallow = [\"API.GitHub.com.:443\", \"*.githubusercontent.com:443-444\", \"10.0.0.0/8:80\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.network.allow.len(), 1);
+        assert_eq!(p.network.hosts.len(), 2);
+        let (exact, wild) = (&p.network.hosts[0], &p.network.hosts[1]);
+        assert_eq!(
+            (exact.name.as_str(), exact.wildcard),
+            ("api.github.com", false)
+        );
+        assert!(exact.matches("api.github.com") && exact.matches("API.github.COM."));
+        assert!(!exact.matches("x.api.github.com") && !exact.matches("github.com"));
+        assert_eq!(
+            (wild.name.as_str(), wild.wildcard),
+            ("githubusercontent.com", true)
+        );
+        assert!(
+            wild.matches("raw.githubusercontent.com") && wild.matches("a.b.githubusercontent.com")
+        );
+        assert!(
+            !wild.matches("githubusercontent.com") && !wild.matches("evilgithubusercontent.com")
+        );
+        assert_eq!(wild.ports, PortRange { lo: 443, hi: 444 });
         assert_err(
-            "name = \"x\"\n[network]\nallow = [\"api.example.com:443\"]\n",
+            "name = \"x\"\n[network]\nallow = [\"bad_-.example..com:443\"]\n",
             3,
             10,
-            &[
-                "network.allow",
-                "api.example.com:443",
-                "host names are not supported yet",
-                "DNS-aware egress",
-                "IP address",
-            ],
+            &["network.allow", "bad_-.example..com", "host name"],
         );
     }
 

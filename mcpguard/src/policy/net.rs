@@ -71,6 +71,97 @@ impl NetRule {
     }
 }
 
+/// One `network.allow` entry that names a host: `api.example.com:443` or
+/// `*.example.com:443` (any name below example.com, not example.com
+/// itself). Names are matched case-insensitively, without a trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRule {
+    /// Lowercase name, or the suffix after `*.` for a wildcard.
+    pub name: String,
+    pub wildcard: bool,
+    pub ports: PortRange,
+    /// The entry as written in the policy file.
+    pub text: String,
+}
+
+impl HostRule {
+    /// Whether a query name (any case, trailing dot allowed) is covered.
+    pub fn matches(&self, qname: &str) -> bool {
+        let q = qname.trim_end_matches('.').to_ascii_lowercase();
+        if self.wildcard {
+            q.strip_suffix(self.name.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            q == self.name
+        }
+    }
+}
+
+/// Parses `NAME:PORTS` or `*.NAME:PORTS`.
+pub(crate) fn parse_host_rule(text: &str) -> Result<HostRule, Problem> {
+    let (host, ports) = text.rsplit_once(':').ok_or(Problem::MissingPort)?;
+    let ports = parse_ports(ports)?;
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(Problem::BadHost {
+            host: host.to_owned(),
+        });
+    }
+    Ok(HostRule {
+        name,
+        wildcard,
+        ports,
+        text: text.to_owned(),
+    })
+}
+
+/// The `NET_ALLOW` entry for one address a server resolved through an
+/// allowed name: the name's ports folded with those of every static rule
+/// containing the address (an LPM lookup sees only the longest match).
+/// `None` when neither `ports` nor a static rule gives the address an entry
+/// of its own.
+pub fn host_entry(
+    static_rules: &[NetRule],
+    cgroup_id: u64,
+    addr: Ipv6Addr,
+    ports: &[PortRange],
+) -> Result<Option<NetEntry>, PolicyError> {
+    let mut rules = static_rules.to_vec();
+    rules.extend(ports.iter().map(|p| NetRule {
+        addr,
+        prefix: 128,
+        ports: *p,
+        text: format!("[{addr}]:{p}"),
+    }));
+    let key = host_key(cgroup_id, addr);
+    Ok(compile_allow(&rules, cgroup_id)?
+        .into_iter()
+        .find(|e| e.prefix_len == key.prefix_len && e.key == key.key))
+}
+
+/// The key (with no ports) of an address's own entry, for removal.
+pub fn host_key(cgroup_id: u64, addr: Ipv6Addr) -> NetEntry {
+    NetEntry {
+        prefix_len: CGROUP_BITS + 128,
+        key: NetKey {
+            cgroup_be: cgroup_id.to_be_bytes(),
+            addr: u128::from(addr).to_be_bytes(),
+        },
+        ports: PortSet::default(),
+    }
+}
+
 /// One entry of the `NET_ALLOW` LPM trie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetEntry {
@@ -110,6 +201,22 @@ fn parse_port(text: &str) -> Result<u16, Problem> {
     }
 }
 
+/// An allow entry: an address rule or a host-name rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowRule {
+    Addr(NetRule),
+    Host(HostRule),
+}
+
+/// Parses any `network.allow` entry.
+pub(crate) fn parse_allow(text: &str) -> Result<AllowRule, Problem> {
+    match parse_rule(text) {
+        Ok(rule) => Ok(AllowRule::Addr(rule)),
+        Err(Problem::Hostname) => parse_host_rule(text).map(AllowRule::Host),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parses `IPv4[/prefix]:PORTS` or `[IPv6[/prefix]]:PORTS`.
 pub(crate) fn parse_rule(text: &str) -> Result<NetRule, Problem> {
     let (host, ports) = if let Some(rest) = text.strip_prefix('[') {
@@ -120,6 +227,9 @@ pub(crate) fn parse_rule(text: &str) -> Result<NetRule, Problem> {
         let (host, ports) = text.rsplit_once(':').ok_or(Problem::MissingPort)?;
         if host.contains(':') {
             return Err(Problem::UnbracketedV6);
+        }
+        if host.starts_with("*.") {
+            return Err(Problem::Hostname);
         }
         (Host::V4(host), ports)
     };

@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod dns;
 mod enforce;
 mod lifecycle;
 mod mcp;

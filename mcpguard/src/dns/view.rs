@@ -1,0 +1,343 @@
+//! What one server's resolver decides: which names it answers, which
+//! addresses that opens in the server's egress map, and for how long.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime},
+};
+
+use hickory_proto::{
+    op::{Message, MessageType, ResponseCode},
+    rr::{RData, RecordType},
+};
+use serde_json::json;
+use tracing::warn;
+
+use super::{forward, Transport};
+use crate::{
+    audit::Body,
+    policy::{host_entry, host_key, HostRule, NetEntry, NetRule, PortRange},
+};
+
+/// How long an address stays allowed after its TTL ran out: clients cache
+/// a little past the TTL, and a connect racing the expiry should not fail.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// Addresses one server's resolver may open at once; answers beyond that
+/// are refused rather than growing the kernel map without bound.
+const MAX_ADDRS: usize = 1024;
+
+/// Installs and removes this server's entries in the kernel's allow map,
+/// and writes its audit records.
+pub trait MapSink: Send + Sync {
+    fn install(&self, entry: &NetEntry) -> Result<(), String>;
+    fn remove(&self, entry: &NetEntry);
+    fn audit(&self, ts: SystemTime, body: Body);
+}
+
+/// One address opened by an answer: until when, and for which ports.
+struct Grant {
+    until: Instant,
+    ports: Vec<PortRange>,
+}
+
+/// One server's DNS policy and the addresses its answers opened.
+pub struct DnsView {
+    cgroup: u64,
+    hosts: Vec<HostRule>,
+    static_rules: Vec<NetRule>,
+    upstream: Option<SocketAddr>,
+    sink: Box<dyn MapSink>,
+    grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
+}
+
+/// The v4-mapped form for IPv4, as the kernel programs look it up.
+fn key_addr(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+fn show(addr: &Ipv6Addr) -> String {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// A response with no answers and `rcode`, echoing the query's question.
+fn refusal(query: &Message, rcode: ResponseCode) -> Option<Vec<u8>> {
+    let mut resp = Message::error_msg(query.metadata.id, query.metadata.op_code, rcode);
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.queries = query.queries.clone();
+    resp.to_vec().ok()
+}
+
+/// SERVFAIL for raw query bytes, if they parse.
+pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    refusal(&Message::from_vec(query).ok()?, ResponseCode::ServFail)
+}
+
+impl DnsView {
+    pub fn new(
+        cgroup: u64,
+        hosts: Vec<HostRule>,
+        static_rules: Vec<NetRule>,
+        upstream: Option<SocketAddr>,
+        sink: Box<dyn MapSink>,
+    ) -> DnsView {
+        DnsView {
+            cgroup,
+            hosts,
+            static_rules,
+            upstream,
+            sink,
+            grants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn grants(&self) -> MutexGuard<'_, HashMap<Ipv6Addr, Vec<Grant>>> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(
+        &self,
+        qname: &str,
+        qtype: &str,
+        transport: Transport,
+        verdict: &str,
+        extra: serde_json::Value,
+    ) {
+        self.sink.audit(
+            SystemTime::now(),
+            Body::Dns {
+                qname: qname.to_owned(),
+                qtype: qtype.to_owned(),
+                transport: transport.name().into(),
+                verdict: verdict.into(),
+                detail: extra,
+            },
+        );
+    }
+
+    /// Answer one query; `None` when nothing sensible can be sent back
+    /// (a message too broken to echo).
+    pub fn answer(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let Ok(msg) = Message::from_vec(query) else {
+            self.record(
+                "",
+                "",
+                transport,
+                "deny",
+                json!({ "error": "malformed query", "bytes": query.len() }),
+            );
+            return None;
+        };
+        if msg.metadata.message_type != MessageType::Query || msg.queries.len() != 1 {
+            self.record(
+                "",
+                "",
+                transport,
+                "deny",
+                json!({ "error": "not a single-question query" }),
+            );
+            return refusal(&msg, ResponseCode::FormErr);
+        }
+        let q = &msg.queries[0];
+        let qname = q
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let qtype = q.query_type();
+        let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&qname)).collect();
+        if rules.is_empty() {
+            self.record(
+                &qname,
+                &qtype.to_string(),
+                transport,
+                "deny",
+                json!({ "rcode": "NXDOMAIN" }),
+            );
+            return refusal(&msg, ResponseCode::NXDomain);
+        }
+        let forwarded = match self.upstream {
+            Some(up) => forward(up, query, transport),
+            None => Err(std::io::Error::other("no upstream resolver configured")),
+        };
+        let reply = match forwarded {
+            Ok(r) => r,
+            Err(error) => {
+                warn!(%error, upstream = ?self.upstream, "upstream DNS");
+                self.record(
+                    &qname,
+                    &qtype.to_string(),
+                    transport,
+                    "allow",
+                    json!({ "rcode": "SERVFAIL", "error": error.to_string() }),
+                );
+                return refusal(&msg, ResponseCode::ServFail);
+            }
+        };
+        let mut ports: Vec<PortRange> = rules.iter().map(|r| r.ports).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let (addrs, rcode, truncated) = match Message::from_vec(&reply) {
+            Ok(resp) => (
+                chain_addrs(&resp, &qname),
+                resp.metadata.response_code.to_string(),
+                resp.metadata.truncation,
+            ),
+            Err(_) => (Vec::new(), "unparsable".into(), false),
+        };
+        let opened = self.open(&addrs, &ports);
+        self.record(
+            &qname,
+            &qtype.to_string(),
+            transport,
+            "allow",
+            json!({
+                "rcode": rcode,
+                "answers": addrs.iter().map(|(a, ttl)| json!({ "addr": show(&key_addr(*a)), "ttl": ttl })).collect::<Vec<_>>(),
+                "opened": opened,
+                "truncated": truncated,
+                "rule": rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+            }),
+        );
+        Some(reply)
+    }
+
+    /// Allow each address for its TTL plus grace; returns how many were
+    /// opened.
+    fn open(&self, addrs: &[(IpAddr, u32)], ports: &[PortRange]) -> usize {
+        let mut grants = self.grants();
+        let mut opened = 0;
+        for (ip, ttl) in addrs {
+            let addr = key_addr(*ip);
+            if !grants.contains_key(&addr) && grants.len() >= MAX_ADDRS {
+                warn!(
+                    cgroup = self.cgroup,
+                    "resolver address table full; answer not opened"
+                );
+                continue;
+            }
+            let until = Instant::now() + Duration::from_secs(u64::from(*ttl)) + GRACE;
+            let list = grants.entry(addr).or_default();
+            list.push(Grant {
+                until,
+                ports: ports.to_vec(),
+            });
+            if self.sync(addr, list) {
+                opened += 1;
+            }
+        }
+        opened
+    }
+
+    /// Make the kernel entry for `addr` match its live grants (plus the
+    /// static rules); returns whether a grant's entry is installed.
+    fn sync(&self, addr: Ipv6Addr, live: &[Grant]) -> bool {
+        let mut ports: Vec<PortRange> = live.iter().flat_map(|g| g.ports.iter().copied()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() {
+            // Back to what the static rules say: their own /128 entry for
+            // this address if they have one, else no entry (the address
+            // falls to a shorter static prefix, or is denied).
+            match host_entry(&self.static_rules, self.cgroup, addr, &[]) {
+                Ok(Some(e)) => {
+                    if let Err(error) = self.sink.install(&e) {
+                        warn!(%error, "restoring a static allow entry");
+                    }
+                }
+                _ => self.sink.remove(&host_key(self.cgroup, addr)),
+            }
+            return false;
+        }
+        match host_entry(&self.static_rules, self.cgroup, addr, &ports) {
+            Ok(Some(e)) => match self.sink.install(&e) {
+                Ok(()) => true,
+                Err(error) => {
+                    warn!(%error, "installing a resolved address");
+                    false
+                }
+            },
+            Ok(None) => false,
+            Err(error) => {
+                warn!(%error, "a resolved address needs more port ranges than an entry holds");
+                false
+            }
+        }
+    }
+
+    /// Drop grants whose time is up and update the kernel map.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut grants = self.grants();
+        let mut empty = Vec::new();
+        for (addr, list) in grants.iter_mut() {
+            let before = list.len();
+            list.retain(|g| g.until > now);
+            if list.len() != before {
+                self.sync(*addr, list);
+                if list.is_empty() {
+                    empty.push(*addr);
+                }
+            }
+        }
+        for addr in empty {
+            grants.remove(&addr);
+        }
+    }
+
+    /// Every address currently opened (for teardown).
+    pub fn close_all(&self) {
+        let mut grants = self.grants();
+        for (addr, list) in grants.iter_mut() {
+            list.clear();
+            self.sync(*addr, list);
+        }
+        grants.clear();
+    }
+}
+
+/// A/AAAA answers for `qname` or any name its CNAME chain leads to, with
+/// their TTLs. Records for unrelated owners (a hostile upstream's extras)
+/// are ignored.
+fn chain_addrs(resp: &Message, qname: &str) -> Vec<(IpAddr, u32)> {
+    let norm =
+        |n: &hickory_proto::rr::Name| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let mut names = vec![qname.to_owned()];
+    // CNAMEs may come in any order; follow until nothing new is added.
+    loop {
+        let before = names.len();
+        for r in &resp.answers {
+            if let RData::CNAME(target) = &r.data {
+                if names.contains(&norm(&r.name)) {
+                    let t = norm(&target.0);
+                    if !names.contains(&t) {
+                        names.push(t);
+                    }
+                }
+            }
+        }
+        if names.len() == before {
+            break;
+        }
+    }
+    resp.answers
+        .iter()
+        .filter(|r| names.contains(&norm(&r.name)))
+        .filter_map(|r| match (&r.data, r.record_type()) {
+            (RData::A(a), RecordType::A) => Some((IpAddr::V4(a.0), r.ttl)),
+            (RData::AAAA(a), RecordType::AAAA) => Some((IpAddr::V6(a.0), r.ttl)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

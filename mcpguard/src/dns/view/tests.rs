@@ -1,0 +1,91 @@
+//! The resolver's decisions without sockets: which answers count, and what
+//! the allow map holds as grants come and go.
+
+use std::{net::Ipv4Addr, str::FromStr, sync::Arc};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode},
+    rr::{
+        rdata::{A, CNAME},
+        Name, RData, Record,
+    },
+};
+
+use super::*;
+use crate::policy::net::{parse_host_rule, parse_rule};
+
+fn rec(owner: &str, data: RData) -> Record {
+    Record::from_rdata(Name::from_str(&format!("{owner}.")).unwrap(), 30, data)
+}
+
+#[test]
+fn only_the_cname_chain_of_the_question_counts() {
+    let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+    m.answers = vec![
+        rec(
+            "a.example",
+            RData::CNAME(CNAME(Name::from_str("b.cdn.").unwrap())),
+        ),
+        rec(
+            "b.cdn",
+            RData::CNAME(CNAME(Name::from_str("c.cdn.").unwrap())),
+        ),
+        rec("c.cdn", RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))),
+        // A hostile upstream's extra record for a name nobody asked about.
+        rec("evil.example", RData::A(A(Ipv4Addr::new(203, 0, 113, 9)))),
+    ];
+    let got = chain_addrs(&m, "a.example");
+    assert_eq!(got, vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 30)]);
+}
+
+#[derive(Default)]
+struct Sink {
+    ops: Mutex<Vec<String>>,
+}
+
+impl MapSink for Arc<Sink> {
+    fn install(&self, e: &NetEntry) -> Result<(), String> {
+        let ports: Vec<String> = e.ports.ranges[..e.ports.count as usize]
+            .iter()
+            .map(|r| format!("{}-{}", r.lo, r.hi))
+            .collect();
+        self.ops
+            .lock()
+            .unwrap()
+            .push(format!("install {}", ports.join(",")));
+        Ok(())
+    }
+    fn remove(&self, _: &NetEntry) {
+        self.ops.lock().unwrap().push("remove".into());
+    }
+    fn audit(&self, _: SystemTime, _: Body) {}
+}
+
+#[test]
+fn grants_fold_static_ports_and_expire_back_to_the_static_rules() {
+    let sink = Arc::new(Sink::default());
+    let host = parse_host_rule("api.test:443").unwrap();
+    let statics = vec![
+        parse_rule("192.0.2.0/24:80").unwrap(),
+        parse_rule("192.0.2.7:22").unwrap(),
+    ];
+    let view = DnsView::new(9, vec![host.clone()], statics, None, Box::new(sink.clone()));
+    let ports = [host.ports];
+    // An address inside the static /24: its entry carries 80 and 443.
+    view.open(&[(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 0)], &ports);
+    // An address with its own static /128 rule: 22, 80 and 443.
+    view.open(&[(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 0)], &ports);
+    assert_eq!(
+        *sink.ops.lock().unwrap(),
+        ["install 80-80,443-443", "install 22-22,80-80,443-443"]
+    );
+    sink.ops.lock().unwrap().clear();
+    // TTL 0: gone after the grace period.
+    std::thread::sleep(GRACE + Duration::from_millis(50));
+    view.expire();
+    let mut ops = sink.ops.lock().unwrap().clone();
+    ops.sort();
+    // .1 loses its own entry (the /24 covers it again); .7 gets its static
+    // /128 entry back.
+    assert_eq!(ops, ["install 22-22,80-80", "remove"]);
+}
