@@ -4,7 +4,7 @@
 //! names ([`Record<T>`]). User space checks `kind` and `len` before it reads
 //! a payload, and drops (and counts) anything that does not fit.
 
-use crate::limits::{ARGV_SLOTS, ARG_LEN, COMM_LEN, PATH_LEN};
+use crate::limits::{ARGV_SLOTS, ARG_LEN, COMM_LEN, PATH_LEN, UNIX_PATH_LEN};
 
 /// `EventHeader::kind` values.
 pub mod kind {
@@ -13,6 +13,7 @@ pub mod kind {
     pub const EXIT: u32 = 3;
     pub const OPEN: u32 = 4;
     pub const CONNECT: u32 = 5;
+    pub const UNIX_CONNECT: u32 = 6;
 }
 
 /// Common prefix of every record.
@@ -130,7 +131,23 @@ pub struct ConnectEvent {
     pub addr: [u8; 16],
 }
 
+/// A `connect()` to a Unix-domain socket, paired from syscall entry (the
+/// address as passed) and exit (the result).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixConnectEvent {
+    /// 0, or the negative errno.
+    pub ret: i64,
+    /// 1 for an abstract address (leading NUL), 0 for a pathname.
+    pub abstract_addr: u32,
+    pub _pad: u32,
+    /// `sun_path` as passed (after the leading NUL for abstract ones),
+    /// NUL-terminated.
+    pub path: [u8; UNIX_PATH_LEN],
+}
+
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 16 + UNIX_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 8 + PATH_LEN + ARG_LEN * ARGV_SLOTS);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 8);

@@ -2,6 +2,8 @@
 
 /// Bytes of a path kept in an event (NUL-terminated, truncated beyond).
 pub const PATH_LEN: usize = 256;
+/// Bytes of a Unix socket path kept (`sun_path` is 108).
+pub const UNIX_PATH_LEN: usize = 112;
 /// How many argv entries an exec event keeps.
 pub const ARGV_SLOTS: usize = 6;
 /// Bytes kept of each argv entry.

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use mcpguard_common::{
-    event::{ExecEvent, OpenEvent},
+    event::{ExecEvent, OpenEvent, UnixConnectEvent},
     limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, RING_BYTES},
     policy::{NetKey, PortSet, ServerPolicy},
 };
@@ -42,3 +42,10 @@ pub static PENDING_EXEC: HashMap<u64, ExecEvent> = HashMap::with_max_entries(MAX
 pub static SCRATCH_OPEN: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SCRATCH_UNIX: PerCpuArray<UnixConnectEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Unix-socket connects between syscall entry and exit, keyed by pid_tgid.
+#[map]
+pub static PENDING_UNIX: HashMap<u64, UnixConnectEvent> =
+    HashMap::with_max_entries(MAX_INFLIGHT, 0);

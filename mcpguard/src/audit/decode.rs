@@ -15,7 +15,7 @@ use std::{
 use mcpguard_common::{
     event::{
         kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, Record, VERDICT_ALLOW, VERDICT_DENY,
+        OpenEvent, Record, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -174,6 +174,20 @@ pub fn decode(
         kind::CONNECT => connect_body(
             &read_checked::<Record<ConnectEvent>>(sample, "connect", Some(header.len))?.payload,
         )?,
+        kind::UNIX_CONNECT => {
+            let ev =
+                read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", Some(header.len))?
+                    .payload;
+            let (path, path_truncated) = c_string(&ev.path);
+            Body::UnixConnect {
+                path,
+                path_truncated,
+                abstract_addr: ev.abstract_addr != 0,
+                result: ev.ret,
+                errno: errno_of(ev.ret),
+                fenced: false,
+            }
+        }
         other => {
             return Err(DecodeError::UnknownKind {
                 kind: other,
@@ -211,6 +225,7 @@ impl Plain for ForkEvent {}
 impl Plain for ExitEvent {}
 impl Plain for OpenEvent {}
 impl Plain for ConnectEvent {}
+impl Plain for UnixConnectEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.

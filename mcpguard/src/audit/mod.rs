@@ -38,6 +38,7 @@ pub const KINDS: &[&str] = &[
     "mcp",
     "tool_changed",
     "dns",
+    "unix_connect",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -192,6 +193,25 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         detail: serde_json::Value,
     },
+    /// A `connect()` to a Unix-domain socket.
+    UnixConnect {
+        /// The path as passed (for abstract sockets, the name after the
+        /// leading NUL).
+        path: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        path_truncated: bool,
+        /// An abstract-namespace address (Landlock scopes these).
+        #[serde(default, skip_serializing_if = "is_false")]
+        abstract_addr: bool,
+        /// 0, or the negative errno.
+        result: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<String>,
+        /// The socket is one the server's private mount namespace hides:
+        /// the connect failed because of the fence.
+        #[serde(default, skip_serializing_if = "is_false")]
+        fenced: bool,
+    },
     /// A DNS query a guarded server sent (to any resolver: all of them reach
     /// the daemon's).
     Dns {
@@ -251,6 +271,7 @@ impl Body {
             Body::Mcp { .. } => "mcp",
             Body::ToolChanged { .. } => "tool_changed",
             Body::Dns { .. } => "dns",
+            Body::UnixConnect { .. } => "unix_connect",
         }
     }
 
@@ -265,6 +286,7 @@ impl Body {
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied",
             Body::Dns { verdict, .. } => verdict == "deny",
+            Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
             _ => false,
         }
     }
@@ -621,6 +643,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 13);
+        assert_eq!(KINDS.len(), 14);
     }
 }

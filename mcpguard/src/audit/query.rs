@@ -571,6 +571,22 @@ fn describe(kind: &str, rec: &Value) -> String {
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
         "mcp" => mcp_line(rec),
+        "unix_connect" => format!(
+            "unix_connect {}{}{} = {}{}",
+            if rec["abstract_addr"] == true {
+                "@"
+            } else {
+                ""
+            },
+            f("path"),
+            truncation_mark(rec, "path_truncated"),
+            result(rec),
+            if rec["fenced"] == true {
+                " (fenced)"
+            } else {
+                ""
+            }
+        ),
         "dns" => {
             let d = &rec["detail"];
             let answers: Vec<String> = d["answers"]

@@ -55,22 +55,30 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
             socket.display()
         )
     })?;
-    proto::send_fds(&stream, &[0, 1, 2]).map_err(|e| e.to_string())?;
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/".into());
-    proto::write_frame(
-        &mut &stream,
-        &Request::Launch {
-            version: proto::VERSION,
-            policy_path: path.display().to_string(),
-            policy_text,
-            argv,
-            cwd,
-            env: std::env::vars().collect(),
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let sent = proto::send_fds(&stream, &[0, 1, 2]).and_then(|()| {
+        proto::write_frame(
+            &mut &stream,
+            &Request::Launch {
+                version: proto::VERSION,
+                policy_path: path.display().to_string(),
+                policy_text,
+                argv,
+                cwd,
+                env: std::env::vars().collect(),
+            },
+        )
+    });
+    if let Err(error) = sent {
+        // The daemon may have refused us before reading the request (and
+        // closed the socket): its reason beats our broken pipe.
+        return Err(match proto::read_frame::<Response>(&mut &stream) {
+            Ok(Some(Response::Error { message })) => message,
+            _ => error.to_string(),
+        });
+    }
 
     // Block the forwarded signals before any thread exists, so only the
     // forwarding thread receives them.

@@ -43,6 +43,13 @@ pub enum Msg {
         origin: Origin,
         redactor: Option<Arc<Redactor>>,
     },
+    /// The server's private mount namespace: Unix connects below `hidden`
+    /// (and not below `kept`) failed because of it.
+    Fence {
+        cgroup_id: u64,
+        hidden: Vec<std::path::PathBuf>,
+        kept: Vec<std::path::PathBuf>,
+    },
     /// The server's cgroup is empty: write its last kernel records, then
     /// `last`, then forget it.
     Unregister {
@@ -73,6 +80,7 @@ struct Auditor {
     /// Secrets of servers that have some, by cgroup: every record of that
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
+    fences: HashMap<u64, (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>)>,
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
@@ -89,6 +97,7 @@ impl Auditor {
             clock: BootClock::new(),
             origins: HashMap::new(),
             redactors: HashMap::new(),
+            fences: HashMap::new(),
             calls,
             lost_seen: HashMap::new(),
             lost_total: 0,
@@ -115,6 +124,13 @@ impl Auditor {
                             self.redactors.insert(cgroup_id, r);
                         }
                     }
+                    Ok(Msg::Fence {
+                        cgroup_id,
+                        hidden,
+                        kept,
+                    }) => {
+                        self.fences.insert(cgroup_id, (hidden, kept));
+                    }
                     Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                         stopping = true;
@@ -134,6 +150,7 @@ impl Auditor {
                 }
                 self.origins.remove(&cgroup_id);
                 self.redactors.remove(&cgroup_id);
+                self.fences.remove(&cgroup_id);
                 self.calls.forget(cgroup_id);
                 self.lost_seen.remove(&cgroup_id);
                 let _ = self.maps.lost.remove(&cgroup_id);
@@ -168,6 +185,7 @@ impl Auditor {
             clock,
             origins,
             redactors,
+            fences,
             calls,
             decode_errors,
             ..
@@ -179,6 +197,9 @@ impl Auditor {
             match decoded {
                 Ok(mut rec) => {
                     if let Some((cgroup, ts_ns)) = header {
+                        if let Some(fence) = fences.get(&cgroup) {
+                            mark_fenced(&mut rec, fence);
+                        }
                         tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
                         if let Some(r) = redactors.get(&cgroup) {
                             rec = redacted(rec, r);
@@ -256,6 +277,32 @@ impl Auditor {
                 write_to(&mut self.writer, &rec)
             }
             None => write_to(&mut self.writer, rec),
+        }
+    }
+}
+
+/// A failed Unix connect to a path the server's mount namespace hides is
+/// the fence at work: say so, and count it as a denial.
+fn mark_fenced(
+    rec: &mut AuditRecord,
+    (hidden, kept): &(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>),
+) {
+    if let Body::UnixConnect {
+        path,
+        abstract_addr: false,
+        result,
+        fenced,
+        ..
+    } = &mut rec.body
+    {
+        let p = std::path::Path::new(path.as_str());
+        if *result < 0
+            && p.is_absolute()
+            && hidden.iter().any(|h| p.starts_with(h))
+            && !kept.iter().any(|k| p.starts_with(k))
+        {
+            *fenced = true;
+            rec.denied = true;
         }
     }
 }

@@ -203,6 +203,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "file open records (syscall tracepoints)",
         &layers,
     );
+    log_layer(
+        "audit_unix",
+        layers.audit_unix,
+        "Unix-socket connect records (syscall tracepoints)",
+        &layers,
+    );
 
     let upstream_dns = cfg.upstream_dns.or_else(|| {
         std::fs::read_to_string("/etc/resolv.conf")

@@ -34,7 +34,7 @@ use super::{
 use crate::{
     audit::{AuditRecord, Body, Origin},
     dns::{DnsView, MapSink, Resolver},
-    launch::{self, cgroup::Cgroup, LaunchSpec, SandboxSpec},
+    launch::{self, cgroup::Cgroup, mounts::MountSpec, LaunchSpec, SandboxSpec},
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
     policy::{self, NetEntry, Policy},
 };
@@ -303,13 +303,30 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         redactor: redactor.has_secrets().then(|| redactor.clone()),
     });
     let fs = policy.fs_paths(&user.dir);
+    // What stays visible below the hidden runtime directories: the named
+    // sockets, whatever the filesystem lists name there, the working dir.
+    let mut keep = policy.unix_paths(&user.dir, peer.uid);
+    keep.extend(fs.read.iter().chain(&fs.write).chain(&fs.exec).cloned());
+    keep.push(PathBuf::from(&cwd));
+    // Supplementary groups: only those the policy names (no `docker`).
+    let groups: Vec<u32> = peer
+        .groups
+        .iter()
+        .copied()
+        .filter(|g| {
+            nix::unistd::Group::from_gid((*g).into())
+                .ok()
+                .flatten()
+                .is_some_and(|grp| policy.identity.groups.contains(&grp.name))
+        })
+        .collect();
     let spec = LaunchSpec {
         argv: argv.clone(),
         env,
         cwd: PathBuf::from(&cwd),
         uid: peer.uid,
         gid: peer.gid,
-        groups: peer.groups.clone(),
+        groups,
         cgroup: cgroup.path.clone(),
         sandbox: SandboxSpec {
             read: fs.read,
@@ -322,6 +339,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             bind_tcp: policy.network.bind.iter().map(|r| (r.lo, r.hi)).collect(),
             require_fs: true,
         },
+        mounts: Some(MountSpec {
+            keep,
+            uid: peer.uid,
+            gid: peer.gid,
+        }),
     };
 
     let (mut child, status) = match launch::spawn(
@@ -346,11 +368,22 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     };
     let pid = child.id();
     guard.started = true;
+    if let Some(m) = &status.mounts {
+        shared.audit(Msg::Fence {
+            cgroup_id: cgroup.id,
+            hidden: m.hidden.clone(),
+            kept: m.kept.clone(),
+        });
+    }
     let mut layers = serde_json::to_value(&shared.layers).unwrap_or_default();
     if let Some(obj) = layers.as_object_mut() {
         obj.insert(
             "landlock".into(),
             serde_json::to_value(&status.landlock).unwrap_or_default(),
+        );
+        obj.insert(
+            "mounts".into(),
+            serde_json::to_value(&status.mounts).unwrap_or_default(),
         );
     }
     let mut launch_rec = AuditRecord::new(

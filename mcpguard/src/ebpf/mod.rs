@@ -61,6 +61,8 @@ pub struct Layers {
     pub audit_proc: bool,
     /// open records.
     pub audit_open: bool,
+    /// Unix-socket connect records.
+    pub audit_unix: bool,
     /// Why a layer is missing, keyed by layer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
@@ -218,6 +220,12 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
         "sched_process_fork",
         "child_pid",
     ),
+    (
+        "OFF_CONNECT_ADDR",
+        "syscalls",
+        "sys_enter_connect",
+        "uservaddr",
+    ),
 ];
 
 const NET_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
@@ -229,6 +237,10 @@ const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+];
+const UNIX_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
 ];
 const OPEN_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_openat", "syscalls", "sys_enter_openat"),
@@ -285,6 +297,10 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
         Ok(()) => layers.audit_open = true,
         Err(why) => layers.missing.push(format!("audit_open: {why}")),
     }
+    match attach_tracepoints(&mut ebpf, UNIX_PROGRAMS) {
+        Ok(()) => layers.audit_unix = true,
+        Err(why) => layers.missing.push(format!("audit_unix: {why}")),
+    }
 
     let servers = take(&mut ebpf, "SERVERS")?;
     let net_allow = take(&mut ebpf, "NET_ALLOW")?;
@@ -333,4 +349,31 @@ fn attach_tracepoints(ebpf: &mut Ebpf, progs: &[(&str, &str, &str)]) -> Result<(
             .map_err(|e| format!("{name}: attach {category}/{event}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A global the programs read but the loader never sets stays 0, and
+    /// the program then reads the wrong tracepoint field without a word:
+    /// every offset the eBPF crate declares must be in [`OFFSETS`].
+    #[test]
+    fn every_offset_the_programs_read_is_set_at_load() {
+        let declared = include_str!("../../../mcpguard-ebpf/src/offsets.rs");
+        let names: Vec<&str> = declared
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("OFF_"))
+            .map(|l| l.trim_end_matches(','))
+            .collect();
+        assert!(names.len() >= 20, "{names:?}");
+        for name in &names {
+            assert!(
+                OFFSETS.iter().any(|(g, ..)| g == name),
+                "{name} is declared in mcpguard-ebpf/src/offsets.rs but never set by the loader"
+            );
+        }
+        assert_eq!(names.len(), OFFSETS.len());
+    }
 }

@@ -24,6 +24,7 @@
 //! naming the step and the cause.
 
 pub mod cgroup;
+pub mod mounts;
 pub mod sandbox;
 
 use std::{
@@ -94,6 +95,10 @@ pub struct LaunchSpec {
     pub cgroup: PathBuf,
     /// Landlock allow-lists.
     pub sandbox: SandboxSpec,
+    /// The private mount namespace (Unix socket fence); `None` leaves the
+    /// server in the daemon's namespace.
+    #[serde(default)]
+    pub mounts: Option<mounts::MountSpec>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -135,6 +140,9 @@ pub struct LaunchStatus {
     pub cgroup: PathBuf,
     /// What Landlock achieved.
     pub landlock: LandlockReport,
+    /// Which runtime directories the server sees empty, and what was kept.
+    #[serde(default)]
+    pub mounts: Option<mounts::MountReport>,
 }
 
 /// The helper step that failed.
@@ -149,6 +157,8 @@ pub enum Stage {
     Session,
     /// Joining the server's cgroup.
     Cgroup,
+    /// The private mount namespace.
+    Mounts,
     /// Building or enforcing Landlock.
     Landlock,
     /// Dropping to the caller's identity.
@@ -170,6 +180,7 @@ impl std::fmt::Display for Stage {
             Self::ValidateSpec => "validate spec",
             Self::Session => "session",
             Self::Cgroup => "cgroup",
+            Self::Mounts => "mounts",
             Self::Landlock => "landlock",
             Self::Privileges => "privileges",
             Self::Chdir => "chdir",
@@ -284,6 +295,8 @@ enum HelperError {
     CgroupMismatch { expected: PathBuf, actual: String },
     #[error(transparent)]
     Landlock(#[from] SandboxError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -344,6 +357,7 @@ impl HelperError {
             Self::Setsid { .. } => Stage::Session,
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
+            Self::Mounts(_) => Stage::Mounts,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -825,6 +839,9 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     nix::unistd::setsid().map_err(|errno| HelperError::Setsid { errno })?;
 
     join_cgroup(&spec.cgroup)?;
+    // Before Landlock's rules are opened, so they name what the server
+    // will see.
+    let mounts = spec.mounts.as_ref().map(mounts::apply).transpose()?;
     let sandbox = sandbox::prepare(&spec.sandbox)?;
     let groups = drop_privileges(spec.uid, spec.gid, &spec.groups)?;
     let landlock = sandbox.restrict_self()?;
@@ -855,6 +872,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             groups,
             cgroup: spec.cgroup,
             landlock,
+            mounts,
         },
     })
 }
@@ -1076,6 +1094,7 @@ mod tests {
                 bind_tcp: vec![],
                 require_fs: true,
             },
+            mounts: None,
         }
     }
 
@@ -1137,6 +1156,7 @@ mod tests {
                 connect_tcp: PortRestriction::Ports { count: 1 },
                 bind_tcp: PortRestriction::Ports { count: 0 },
             },
+            mounts: None,
         };
         let line = encode_ok(&status);
         assert!(line.starts_with(br#"{"ok":true,"#));
@@ -1331,6 +1351,7 @@ mod tests {
                     bind_tcp: vec![],
                     require_fs: true,
                 },
+                mounts: None,
             }
         }
 

@@ -42,6 +42,7 @@ pub struct Policy {
     pub network: Network,
     pub env: Env,
     pub tools: Tools,
+    pub identity: Identity,
     /// Secrets injected into the server's environment (and redacted from
     /// everything it emits), in file order.
     pub secrets: Vec<Secret>,
@@ -65,6 +66,18 @@ pub struct Network {
     pub hosts: Vec<HostRule>,
     /// TCP ports the server may bind, as written.
     pub bind: Vec<PortRange>,
+    /// Unix sockets below the runtime directories (/run, /tmp, /dev/shm)
+    /// the server may reach, as written: absolute or `~/`, `%u` standing
+    /// for the caller's uid. Everything else there is hidden from it.
+    pub unix: Vec<String>,
+}
+
+/// Who the server runs as, beyond the caller's uid and gid (`[identity]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Supplementary groups (names) the server keeps if the caller has
+    /// them; every other supplementary group is dropped.
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -262,6 +275,8 @@ pub enum Problem {
          optionally `*.` in front)"
     )]
     BadHost { host: String },
+    #[error("not a group name: 1-32 characters of A-Z, a-z, 0-9, '_', '-' and '.'")]
+    BadGroup,
     #[error("not a tool name pattern: 1-128 characters, no control characters")]
     BadGlob,
     #[error("give exactly one of `file` or `credential`")]
@@ -306,6 +321,8 @@ struct RawPolicy {
     #[serde(default)]
     tools: RawTools,
     #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
     secrets: std::collections::BTreeMap<String, Spanned<RawSecret>>,
 }
 
@@ -321,6 +338,13 @@ struct RawTools {
     on_tool_change: ToolChange,
     #[serde(default)]
     strip_invisible: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +372,8 @@ struct RawNetwork {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     bind: Vec<Spanned<String>>,
+    #[serde(default)]
+    unix: Vec<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -509,7 +535,17 @@ impl Policy {
             name: raw.name.into_inner(),
             source: source.to_owned(),
             filesystem,
-            network: Network { allow, hosts, bind },
+            network: Network {
+                allow,
+                hosts,
+                bind,
+                unix: c.paths("network.unix", &raw.network.unix)?,
+            },
+            identity: Identity {
+                groups: c.each("identity.groups", &raw.identity.groups, |g| {
+                    check_group(g).map(|()| g.to_owned())
+                })?,
+            },
             env: Env { pass },
             tools,
             secrets,
@@ -539,6 +575,15 @@ impl Policy {
             path: path.to_owned(),
         })?;
         Policy::parse(&text, path)
+    }
+
+    /// `[network] unix` with `~` replaced by `home` and `%u` by `uid`.
+    pub fn unix_paths(&self, home: &Path, uid: u32) -> Vec<PathBuf> {
+        self.network
+            .unix
+            .iter()
+            .map(|p| expand_home(&p.replace("%u", &uid.to_string()), home))
+            .collect()
     }
 
     /// Filesystem lists with `~` replaced by `home`.
@@ -667,6 +712,15 @@ fn check_path(path: &str) -> Result<(), Problem> {
         return Err(Problem::DotDot);
     }
     Ok(())
+}
+
+fn check_group(name: &str) -> Result<(), Problem> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if (1..=32).contains(&name.len()) && name.chars().all(ok) {
+        Ok(())
+    } else {
+        Err(Problem::BadGroup)
+    }
 }
 
 fn check_glob(glob: &str) -> Result<(), Problem> {

@@ -12,3 +12,4 @@ mod dns;
 mod enforce;
 mod lifecycle;
 mod mcp;
+mod unix;
