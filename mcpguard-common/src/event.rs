@@ -14,6 +14,7 @@ pub mod kind {
     pub const OPEN: u32 = 4;
     pub const CONNECT: u32 = 5;
     pub const UNIX_CONNECT: u32 = 6;
+    pub const SOCKET: u32 = 7;
 }
 
 /// Common prefix of every record.
@@ -146,7 +147,23 @@ pub struct UnixConnectEvent {
     pub path: [u8; UNIX_PATH_LEN],
 }
 
+/// An inet socket the `sock_create` fence refused (or, with
+/// `FLAG_AUDIT_NET`, let through): raw and ICMP sockets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketEvent {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// `SOCK_RAW`, `SOCK_DGRAM`, ...
+    pub sock_type: u32,
+    /// IP protocol number.
+    pub protocol: u32,
+    /// `VERDICT_DENY` or `VERDICT_ALLOW`.
+    pub verdict: u32,
+}
+
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SocketEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 16 + UNIX_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 8 + PATH_LEN + ARG_LEN * ARGV_SLOTS);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 8);

@@ -12,6 +12,10 @@ pub const FLAG_AUDIT_OPEN: u32 = 1 << 0;
 pub const FLAG_AUDIT_PROC: u32 = 1 << 1;
 /// `ServerPolicy::flags`: audit every egress decision (denials always are).
 pub const FLAG_AUDIT_NET: u32 = 1 << 2;
+/// `ServerPolicy::flags`: the server may create raw inet sockets.
+pub const FLAG_SOCK_RAW: u32 = 1 << 3;
+/// `ServerPolicy::flags`: the server may create ICMP (ping) sockets.
+pub const FLAG_SOCK_ICMP: u32 = 1 << 4;
 
 /// Per-server state, keyed by cgroup id in the `SERVERS` map.
 #[repr(C)]
@@ -83,7 +87,21 @@ impl PortSet {
     }
 }
 
+/// Where a redirected UDP DNS query was really sent, by socket cookie, so
+/// the reply can come back from that address (clients that `sendto()` a
+/// resolver check the reply's source).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrigin {
+    /// Network order; IPv4 as `::ffff:a.b.c.d`.
+    pub addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
 const _: () = assert!(core::mem::size_of::<ServerPolicy>() == 16);
+const _: () = assert!(core::mem::size_of::<DnsOrigin>() == 24);
 const _: () = assert!(core::mem::size_of::<NetKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 4 + 4 * PORT_RANGES);
 

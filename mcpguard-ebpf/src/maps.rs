@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use mcpguard_common::{
     event::{ExecEvent, OpenEvent, UnixConnectEvent},
     limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, RING_BYTES},
-    policy::{NetKey, PortSet, ServerPolicy},
+    policy::{DnsOrigin, NetKey, PortSet, ServerPolicy},
 };
 
 /// Guarded cgroups: cgroup id → policy flags. Written by the daemon before a
@@ -49,3 +49,8 @@ pub static SCRATCH_UNIX: PerCpuArray<UnixConnectEvent> = PerCpuArray::with_max_e
 #[map]
 pub static PENDING_UNIX: HashMap<u64, UnixConnectEvent> =
     HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// The real destination of redirected UDP DNS queries, by socket cookie
+/// (LRU: a socket that goes away needs no cleanup).
+#[map]
+pub static DNS_ORIGIN: LruHashMap<u64, DnsOrigin> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);

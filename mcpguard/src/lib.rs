@@ -11,6 +11,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dns;
 pub mod ebpf;
+pub mod install;
 pub mod launch;
 pub mod mcp;
 pub mod mountinfo;

@@ -15,7 +15,7 @@ use std::{
 use mcpguard_common::{
     event::{
         kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, Record, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
+        OpenEvent, Record, SocketEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -174,6 +174,37 @@ pub fn decode(
         kind::CONNECT => connect_body(
             &read_checked::<Record<ConnectEvent>>(sample, "connect", Some(header.len))?.payload,
         )?,
+        kind::SOCKET => {
+            let ev =
+                read_checked::<Record<SocketEvent>>(sample, "socket", Some(header.len))?.payload;
+            let verdict = match ev.verdict {
+                VERDICT_ALLOW => "allow",
+                VERDICT_DENY => "deny",
+                other => {
+                    return Err(DecodeError::BadField {
+                        name: "socket",
+                        field: "verdict",
+                        value: u64::from(other),
+                    })
+                }
+            };
+            Body::Socket {
+                family: match ev.family {
+                    2 => "inet".into(),
+                    10 => "inet6".into(),
+                    f => f.to_string(),
+                },
+                sock_type: match ev.sock_type {
+                    1 => "stream".into(),
+                    2 => "dgram".into(),
+                    3 => "raw".into(),
+                    5 => "seqpacket".into(),
+                    t => t.to_string(),
+                },
+                protocol: protocol_name(ev.protocol),
+                verdict: verdict.into(),
+            }
+        }
         kind::UNIX_CONNECT => {
             let ev =
                 read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", Some(header.len))?
@@ -226,6 +257,7 @@ impl Plain for ExitEvent {}
 impl Plain for OpenEvent {}
 impl Plain for ConnectEvent {}
 impl Plain for UnixConnectEvent {}
+impl Plain for SocketEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.
@@ -357,6 +389,17 @@ pub fn open_flag_names(flags: u32) -> Vec<String> {
     names
 }
 
+/// `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
+fn protocol_name(protocol: u32) -> String {
+    match protocol as i32 {
+        libc::IPPROTO_TCP => "tcp".to_string(),
+        libc::IPPROTO_UDP => "udp".to_string(),
+        libc::IPPROTO_ICMP => "icmp".to_string(),
+        libc::IPPROTO_ICMPV6 => "icmpv6".to_string(),
+        _ => protocol.to_string(),
+    }
+}
+
 fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
     let bad = |field, value: u32| DecodeError::BadField {
         name: "connect",
@@ -377,13 +420,7 @@ fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
         VERDICT_DENY => "deny",
         other => return Err(bad("verdict", other)),
     };
-    let protocol = match ev.protocol as i32 {
-        libc::IPPROTO_TCP => "tcp".to_string(),
-        libc::IPPROTO_UDP => "udp".to_string(),
-        libc::IPPROTO_ICMP => "icmp".to_string(),
-        libc::IPPROTO_ICMPV6 => "icmpv6".to_string(),
-        _ => ev.protocol.to_string(),
-    };
+    let protocol = protocol_name(ev.protocol);
     let v6 = Ipv6Addr::from(ev.addr);
     let addr = match v6.to_ipv4_mapped() {
         Some(v4) => v4.to_string(),

@@ -39,6 +39,7 @@ pub const KINDS: &[&str] = &[
     "tool_changed",
     "dns",
     "unix_connect",
+    "socket",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -193,6 +194,16 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         detail: serde_json::Value,
     },
+    /// An inet socket the `sock_create` fence decided on (raw or ICMP).
+    Socket {
+        /// `inet` or `inet6`.
+        family: String,
+        /// `raw`, `dgram`, `stream`, ...
+        sock_type: String,
+        protocol: String,
+        /// `allow` or `deny`.
+        verdict: String,
+    },
     /// A `connect()` to a Unix-domain socket.
     UnixConnect {
         /// The path as passed (for abstract sockets, the name after the
@@ -272,6 +283,7 @@ impl Body {
             Body::ToolChanged { .. } => "tool_changed",
             Body::Dns { .. } => "dns",
             Body::UnixConnect { .. } => "unix_connect",
+            Body::Socket { .. } => "socket",
         }
     }
 
@@ -285,7 +297,7 @@ impl Body {
             Body::Open { result, .. } => is_denial_errno(*result),
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied",
-            Body::Dns { verdict, .. } => verdict == "deny",
+            Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
             _ => false,
         }
@@ -643,6 +655,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 14);
+        assert_eq!(KINDS.len(), 15);
     }
 }

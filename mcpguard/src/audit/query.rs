@@ -194,6 +194,26 @@ pub fn run(
     run_with(path, filter, opts, out, &mut io::stderr(), &|| false)
 }
 
+/// [`run`] for a program reading the output: matching lines byte for byte
+/// (as `--json`), diagnostics to `diag`, and with `follow`, new lines until
+/// `stop` returns true (asked between polls). The daemon uses it to stream
+/// a user's records over its socket.
+pub fn stream(
+    path: &Path,
+    filter: &Filter,
+    follow: bool,
+    out: &mut impl Write,
+    diag: &mut impl Write,
+    stop: &dyn Fn() -> bool,
+) -> Result<Summary, QueryError> {
+    let opts = Options {
+        follow,
+        json: true,
+        color: false,
+    };
+    run_with(path, filter, opts, out, diag, stop)
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Options {
     follow: bool,
@@ -505,8 +525,8 @@ impl HumanFormat {
     }
 }
 
-/// The kind-specific part of a human line.
-fn describe(kind: &str, rec: &Value) -> String {
+/// The kind-specific part of a human line (`open /x (O_RDONLY) = -EACCES`).
+pub fn describe(kind: &str, rec: &Value) -> String {
     let f = |key| field(rec, key);
     match kind {
         "open" => {
@@ -571,6 +591,12 @@ fn describe(kind: &str, rec: &Value) -> String {
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
         "mcp" => mcp_line(rec),
+        "socket" => format!(
+            "socket {} {} {}",
+            f("family"),
+            f("sock_type"),
+            f("protocol")
+        ),
         "unix_connect" => format!(
             "unix_connect {}{}{} = {}{}",
             if rec["abstract_addr"] == true {

@@ -4,7 +4,10 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::Args;
 
-use crate::{audit::query, daemon::DEFAULT_AUDIT_LOG};
+use crate::{
+    audit::query,
+    daemon::{proto::AuditQuery, DEFAULT_AUDIT_LOG, DEFAULT_SOCKET},
+};
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -33,6 +36,10 @@ pub struct AuditArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     json: bool,
+    /// The daemon's socket: a user who cannot read the log gets their own
+    /// servers' records from the daemon (from its log, whatever --log says).
+    #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: std::path::PathBuf,
 }
 
 pub fn main(args: AuditArgs) -> ExitCode {
@@ -48,6 +55,14 @@ pub fn main(args: AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let ask_daemon = AuditQuery {
+        server: args.server.clone(),
+        kind: args.kind.clone(),
+        denied: args.denied,
+        tool: args.tool.clone(),
+        since: since.map(crate::audit::format_ts),
+        follow: args.follow,
+    };
     let filter = query::Filter {
         server: args.server,
         kind: args.kind,
@@ -60,6 +75,11 @@ pub fn main(args: AuditArgs) -> ExitCode {
     let mut out = stdout.lock();
     match query::run(&args.log, &filter, args.follow, args.json, color, &mut out) {
         Ok(_) => ExitCode::SUCCESS,
+        // The log is root's; the daemon serves users their own records.
+        Err(query::QueryError::PermissionDenied { .. }) if !nix::unistd::geteuid().is_root() => {
+            drop(out);
+            super::status::audit(&args.socket, ask_daemon, args.json)
+        }
         Err(e) => {
             eprintln!("mcpguard audit: {e}");
             ExitCode::FAILURE

@@ -2,7 +2,9 @@
 
 mod audit;
 mod daemon;
+mod install;
 mod run;
+mod status;
 mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -68,6 +70,14 @@ enum Command {
     Wrap(wrap::WrapArgs),
     /// Undo `wrap`: give each server in MCP client configs its own command back.
     Unwrap(wrap::UnwrapArgs),
+    /// The daemon's version, uptime and kernel layers, and its running
+    /// servers (yours only, unless you are root).
+    Status(status::StatusArgs),
+    /// Install the binary, the systemd unit, the shipped policies and the
+    /// daemon's directories (root).
+    Install(install::InstallArgs),
+    /// Remove the binary and the systemd unit; keep policies, state and logs.
+    Uninstall(install::UninstallArgs),
     /// Internal: the launch helper the daemon runs for each server.
     #[command(name = "__exec-server", hide = true)]
     ExecServer,
@@ -101,6 +111,9 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::main(args),
         Command::Wrap(args) => wrap::wrap_main(args),
         Command::Unwrap(args) => wrap::unwrap_main(args),
+        Command::Status(args) => status::main(args),
+        Command::Install(args) => install::install_main(args),
+        Command::Uninstall(args) => install::uninstall_main(args),
         Command::ExecServer => crate::launch::helper_main(),
     }
 }

@@ -110,6 +110,8 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
                     (None, None) => ExitCode::FAILURE,
                 });
             }
+            // Answers to queries; never sent on a launch connection.
+            Ok(Some(other)) => return Err(format!("unexpected answer from the daemon: {other:?}")),
             Ok(None) => {
                 return Err("the daemon closed the connection before the server exited".into())
             }

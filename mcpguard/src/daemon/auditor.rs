@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     os::fd::AsFd,
     sync::{
-        mpsc::{Receiver, Sender, TryRecvError},
+        mpsc::{Receiver, Sender, SyncSender, TryRecvError},
         Arc,
     },
     thread::JoinHandle,
@@ -56,6 +56,8 @@ pub enum Msg {
         cgroup_id: u64,
         last: Option<AuditRecord>,
     },
+    /// Per-launch record counts, for `mcpguard status`.
+    Stats(SyncSender<Vec<super::status::ServerStatus>>),
     /// Drain everything, flush and stop.
     Stop,
 }
@@ -87,6 +89,8 @@ struct Auditor {
     lost_total: u64,
     decode_errors: u64,
     decode_reported: u64,
+    /// Counts of every record written, per running launch.
+    stats: super::status::Stats,
 }
 
 impl Auditor {
@@ -103,6 +107,7 @@ impl Auditor {
             lost_total: 0,
             decode_errors: 0,
             decode_reported: 0,
+            stats: Default::default(),
         }
     }
 
@@ -119,6 +124,7 @@ impl Auditor {
                         origin,
                         redactor,
                     }) => {
+                        self.stats.register(&origin);
                         self.origins.insert(cgroup_id, origin);
                         if let Some(r) = redactor {
                             self.redactors.insert(cgroup_id, r);
@@ -132,6 +138,9 @@ impl Auditor {
                         self.fences.insert(cgroup_id, (hidden, kept));
                     }
                     Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
+                    Ok(Msg::Stats(reply)) => {
+                        let _ = reply.try_send(self.stats.snapshot());
+                    }
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                         stopping = true;
                         break;
@@ -148,7 +157,9 @@ impl Auditor {
                 if let Some(last) = last {
                     self.write(&last);
                 }
-                self.origins.remove(&cgroup_id);
+                if let Some(origin) = self.origins.remove(&cgroup_id) {
+                    self.stats.forget(&origin.launch);
+                }
                 self.redactors.remove(&cgroup_id);
                 self.fences.remove(&cgroup_id);
                 self.calls.forget(cgroup_id);
@@ -188,6 +199,7 @@ impl Auditor {
             fences,
             calls,
             decode_errors,
+            stats,
             ..
         } = self;
         while let Some(item) = maps.events.next() {
@@ -205,6 +217,7 @@ impl Auditor {
                             rec = redacted(rec, r);
                         }
                     }
+                    stats.record(&rec);
                     write_to(writer, &rec)
                 }
                 Err(error) => {
@@ -274,9 +287,13 @@ impl Auditor {
         match redactor {
             Some(r) => {
                 let rec = redacted(rec.clone(), r);
+                self.stats.record(&rec);
                 write_to(&mut self.writer, &rec)
             }
-            None => write_to(&mut self.writer, rec),
+            None => {
+                self.stats.record(rec);
+                write_to(&mut self.writer, rec)
+            }
         }
     }
 }

@@ -5,7 +5,9 @@ pub mod auditor;
 pub mod proto;
 pub mod relay;
 pub mod secrets;
+pub mod service;
 pub mod session;
+pub mod status;
 
 use std::{
     collections::HashMap,
@@ -103,6 +105,8 @@ pub struct Shared {
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).
     pub upstream_dns: Option<std::net::SocketAddr>,
+    /// Uptime, log path and query limits for `mcpguard status`/`audit`.
+    pub info: status::DaemonInfo,
 }
 
 impl Shared {
@@ -142,7 +146,16 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let started = Instant::now();
     let mount = launch::cgroup::cgroup2_mount()?;
     info!(layer = "cgroup2", path = %mount.display(), "cgroup v2 hierarchy found");
-    let tree = CgroupTree::create(&mount, &cfg.cgroup_name)?;
+    let notifier = service::notifier();
+    let delegated = service::delegated_cgroup(&mount);
+    if let Some(parent) = &delegated {
+        info!(
+            layer = "cgroup2",
+            parent, "systemd delegated this cgroup: servers live below it"
+        );
+    }
+    let parent = delegated.as_deref().unwrap_or("");
+    let tree = CgroupTree::create_in(&mount, parent, &cfg.cgroup_name)?;
     let reaped = tree.reap_stale()?;
     if reaped > 0 {
         warn!(count = reaped, "removed cgroups left by a previous daemon");
@@ -189,6 +202,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "ebpf_egress",
         layers.ebpf_egress,
         "cgroup connect4/6 + sendmsg4/6 verdicts",
+        &layers,
+    );
+    log_layer(
+        "socket_fence",
+        layers.socket_fence,
+        "cgroup sock_create: raw and ICMP sockets only where named",
         &layers,
     );
     log_layer(
@@ -259,12 +278,14 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,
+        info: status::DaemonInfo::new(started, cfg.audit_log.clone()),
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;
 
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
+    service::ready(notifier.as_ref(), &cfg.socket, &shared.layers);
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -294,6 +315,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
 
+    service::stopping(notifier.as_ref());
     shutdown(&shared, &cfg.socket).await;
     let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
         Body::Daemon {

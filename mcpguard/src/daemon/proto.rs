@@ -4,6 +4,11 @@
 //! The client first sends one byte carrying its stdin, stdout and stderr as
 //! SCM_RIGHTS, then length-prefixed JSON frames (u32 little-endian length,
 //! at most [`MAX_FRAME`] bytes). The daemon answers with frames too.
+//!
+//! Queries (`mcpguard status`, and `mcpguard audit` by a user who cannot read
+//! the log) send the same first byte with no descriptors ([`Hello::Query`]),
+//! then one [`Request::Status`] or [`Request::Audit`] frame of at most
+//! [`MAX_QUERY_FRAME`] bytes.
 
 use std::{
     io::{self, IoSlice, IoSliceMut, Read, Write},
@@ -32,6 +37,11 @@ pub const FORWARDED_SIGNALS: &[nix::sys::signal::Signal] = &[
 /// Largest frame either side accepts (a request carries the policy text and
 /// the environment).
 pub const MAX_FRAME: u32 = 4 << 20;
+/// Largest request the daemon reads from a connection that sent no
+/// descriptors: a query is a few filters, never a policy or an environment.
+pub const MAX_QUERY_FRAME: u32 = 64 << 10;
+/// First byte of a query connection (sent without descriptors).
+pub const QUERY_HELLO: u8 = b'Q';
 
 #[derive(Debug, Error)]
 pub enum ProtoError {
@@ -39,7 +49,7 @@ pub enum ProtoError {
     Io(#[from] io::Error),
     #[error("daemon socket: {0}")]
     Sys(#[from] nix::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    #[error("frame of {0} bytes exceeds the size limit")]
     TooLarge(u32),
     #[error("malformed frame: {0}")]
     Json(#[from] serde_json::Error),
@@ -69,6 +79,25 @@ pub enum Request {
     },
     /// Forward a signal to the server.
     Signal { signal: i32 },
+    /// `mcpguard status`: the daemon, its layers and the caller's servers
+    /// (every server for root).
+    Status { version: u32 },
+    /// `mcpguard audit` for a caller who cannot read the log: the records
+    /// of its own servers (every record for root).
+    Audit { version: u32, query: AuditQuery },
+}
+
+/// The `mcpguard audit` filters, as sent to the daemon.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditQuery {
+    pub server: Option<String>,
+    pub kind: Option<String>,
+    pub denied: bool,
+    pub tool: Option<String>,
+    /// RFC 3339 (the client resolves durations like `1h` itself).
+    pub since: Option<String>,
+    /// Keep streaming records as they are written.
+    pub follow: bool,
 }
 
 /// Daemon → client.
@@ -86,6 +115,27 @@ pub enum Response {
         code: Option<i32>,
         signal: Option<i32>,
     },
+    /// The answer to [`Request::Status`].
+    Status(Box<super::status::StatusReport>),
+    /// Audit records, each a line of the log as written, oldest first.
+    Records {
+        lines: Vec<String>,
+    },
+    /// The end of an audit stream that does not follow: how many records
+    /// were sent, and how many were too long to send.
+    End {
+        shown: u64,
+        skipped: u64,
+    },
+}
+
+/// What the first message of a connection carried.
+#[derive(Debug)]
+pub enum Hello {
+    /// `mcpguard run`'s stdin, stdout and stderr: a launch request follows.
+    Stdio([OwnedFd; 3]),
+    /// No descriptors: a query follows.
+    Query,
 }
 
 pub fn write_frame<T: Serialize>(stream: &mut impl Write, msg: &T) -> Result<(), ProtoError> {
@@ -103,6 +153,16 @@ pub fn write_frame<T: Serialize>(stream: &mut impl Write, msg: &T) -> Result<(),
 
 /// Read one frame; `Ok(None)` on a clean end of stream.
 pub fn read_frame<T: DeserializeOwned>(stream: &mut impl Read) -> Result<Option<T>, ProtoError> {
+    read_frame_limited(stream, MAX_FRAME)
+}
+
+/// [`read_frame`] with a smaller size limit (at most [`MAX_FRAME`]),
+/// checked before anything is allocated.
+pub fn read_frame_limited<T: DeserializeOwned>(
+    stream: &mut impl Read,
+    max: u32,
+) -> Result<Option<T>, ProtoError> {
+    let max = max.min(MAX_FRAME);
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len) {
         Ok(()) => {}
@@ -110,7 +170,7 @@ pub fn read_frame<T: DeserializeOwned>(stream: &mut impl Read) -> Result<Option<
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len);
-    if len > MAX_FRAME {
+    if len > max {
         return Err(ProtoError::TooLarge(len));
     }
     let mut body = vec![0u8; len as usize];
@@ -126,9 +186,26 @@ pub fn send_fds(stream: &UnixStream, fds: &[RawFd]) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// Open a query connection: one byte, no descriptors.
+pub fn send_query_hello(stream: &UnixStream) -> Result<(), ProtoError> {
+    (&*stream).write_all(&[QUERY_HELLO])?;
+    Ok(())
+}
+
 /// Receive exactly three descriptors (stdin, stdout, stderr), close-on-exec
 /// so they can never leak into another server.
 pub fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
+    match recv_hello(stream)? {
+        Hello::Stdio(fds) => Ok(fds),
+        Hello::Query => Err(ProtoError::Fds(0)),
+    }
+}
+
+/// Receive a connection's first byte: with exactly three descriptors
+/// (close-on-exec, so they can never leak into another server) it opens a
+/// launch, with none a query. Any other count is refused and the
+/// descriptors are closed.
+pub fn recv_hello(stream: &UnixStream) -> Result<Hello, ProtoError> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 4]);
@@ -151,13 +228,19 @@ pub fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
         .iter()
         .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
         .collect();
-    if msg.bytes != 1 || truncated || owned.len() != 3 {
+    if msg.bytes != 1 || truncated {
         return Err(ProtoError::Fds(owned.len()));
     }
-    let err = owned.pop().ok_or(ProtoError::Fds(0))?;
-    let out = owned.pop().ok_or(ProtoError::Fds(0))?;
-    let inp = owned.pop().ok_or(ProtoError::Fds(0))?;
-    Ok([inp, out, err])
+    match owned.len() {
+        0 => Ok(Hello::Query),
+        3 => {
+            let err = owned.pop().ok_or(ProtoError::Fds(0))?;
+            let out = owned.pop().ok_or(ProtoError::Fds(0))?;
+            let inp = owned.pop().ok_or(ProtoError::Fds(0))?;
+            Ok(Hello::Stdio([inp, out, err]))
+        }
+        n => Err(ProtoError::Fds(n)),
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +292,26 @@ mod tests {
             0,
             "received fds must be close-on-exec"
         );
+    }
+
+    #[test]
+    fn a_byte_without_descriptors_is_a_query_and_its_frame_is_bounded() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_query_hello(&a).unwrap();
+        assert!(matches!(recv_hello(&b), Ok(Hello::Query)));
+        write_frame(&mut &a, &Request::Status { version: VERSION }).unwrap();
+        let got: Request = read_frame_limited(&mut &b, MAX_QUERY_FRAME)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(got, Request::Status { version: VERSION }));
+        // The length is checked before anything is allocated or read.
+        let mut big = (MAX_QUERY_FRAME + 1).to_le_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        let err = read_frame_limited::<Request>(&mut big.as_slice(), MAX_QUERY_FRAME).unwrap_err();
+        assert!(matches!(err, ProtoError::TooLarge(n) if n == MAX_QUERY_FRAME + 1));
+        // A launch connection still needs its three descriptors.
+        send_query_hello(&a).unwrap();
+        assert!(matches!(recv_stdio(&b), Err(ProtoError::Fds(0))));
     }
 
     #[test]

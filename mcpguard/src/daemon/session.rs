@@ -19,6 +19,7 @@ use std::{
 
 use mcpguard_common::policy::{
     NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC,
+    FLAG_SOCK_ICMP, FLAG_SOCK_RAW,
 };
 use nix::sys::signal::Signal;
 use thiserror::Error;
@@ -36,7 +37,7 @@ use crate::{
     dns::{DnsView, MapSink, Resolver},
     launch::{self, cgroup::Cgroup, mounts::MountSpec, LaunchSpec, SandboxSpec},
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
-    policy::{self, NetEntry, Policy},
+    policy::{self, NetEntry, Policy, SocketKind},
 };
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
@@ -45,6 +46,8 @@ const MAX_LINE: usize = 16 << 20;
 /// Server stderr is passed on in chunks of at most this when it has no
 /// newline for that long.
 const MAX_STDERR_LINE: usize = 1 << 20;
+/// How long a new connection has to send its first byte and request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -190,13 +193,21 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
 }
 
 fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<(), SessionError> {
-    // A guarded server must not reach the daemon to start itself (or a
-    // helper) under a laxer policy: Landlock does not confine connect() to
-    // pathname Unix sockets, so this check is what stops it.
-    if shared.tree.holds(&peer.cgroup()?) {
-        return Err(SessionError::FromGuarded);
-    }
-    let [client_in, client_out, client_err] = proto::recv_stdio(stream)?;
+    let guarded = shared.tree.holds(&peer.cgroup()?);
+    // A client that sends nothing must not hold this thread for ever.
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let [client_in, client_out, client_err] = match proto::recv_hello(stream)? {
+        // Status and audit queries carry no descriptors.
+        proto::Hello::Query => {
+            super::status::serve(shared, stream, peer, guarded);
+            return Ok(());
+        }
+        // A guarded server must not reach the daemon to start itself (or a
+        // helper) under a laxer policy: Landlock does not confine connect()
+        // to pathname Unix sockets, so this check is what stops it.
+        proto::Hello::Stdio(_) if guarded => return Err(SessionError::FromGuarded),
+        proto::Hello::Stdio(fds) => fds,
+    };
     let Some(Request::Launch {
         version,
         policy_path,
@@ -208,6 +219,8 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     else {
         return Err(SessionError::NotLaunch);
     };
+    // From here on the socket carries signals, whenever they come.
+    stream.set_read_timeout(None)?;
     if version != proto::VERSION {
         return Err(ProtoError::Version { got: version }.into());
     }
@@ -281,7 +294,18 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         cgroup.id,
         ServerPolicy {
             launch_id: launch_no,
-            flags: FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET,
+            flags: FLAG_AUDIT_OPEN
+                | FLAG_AUDIT_PROC
+                | FLAG_AUDIT_NET
+                | policy
+                    .network
+                    .sockets
+                    .iter()
+                    .map(|k| match k {
+                        SocketKind::Raw => FLAG_SOCK_RAW,
+                        SocketKind::Icmp => FLAG_SOCK_ICMP,
+                    })
+                    .fold(0, |a, b| a | b),
             dns_port,
             _pad: 0,
         },
@@ -566,7 +590,7 @@ fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {
                 }
                 _ => warn!(launch, signal, "ignoring a signal that is not forwardable"),
             },
-            Ok(Some(Request::Launch { .. })) => warn!(launch, "ignoring a second launch request"),
+            Ok(Some(_)) => warn!(launch, "ignoring a request that is not a signal"),
             Ok(None) | Err(_) => {
                 // `mcpguard run` is gone (or the server exited and the
                 // session shut the socket): nothing may outlive it.

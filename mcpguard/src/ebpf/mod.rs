@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
     Ebpf, EbpfLoader,
 };
 use mcpguard_common::policy::{NetKey, PortSet, ServerPolicy};
@@ -57,6 +57,8 @@ pub enum EbpfError {
 pub struct Layers {
     /// cgroup connect4/6 + sendmsg4/6 verdicts.
     pub ebpf_egress: bool,
+    /// cgroup sock_create: raw and ICMP sockets only where named.
+    pub socket_fence: bool,
     /// exec/fork/exit records.
     pub audit_proc: bool,
     /// open records.
@@ -228,7 +230,9 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-const NET_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const NET_PROGRAMS: &[&str] = &[
+    "connect4", "connect6", "sendmsg4", "sendmsg6", "recvmsg4", "recvmsg6",
+];
 const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_execve", "syscalls", "sys_enter_execve"),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
@@ -289,6 +293,10 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
         Ok(()) => layers.ebpf_egress = true,
         Err(why) => layers.missing.push(format!("ebpf_egress: {why}")),
     }
+    match attach_sock(&mut ebpf, &cgroup) {
+        Ok(()) => layers.socket_fence = true,
+        Err(why) => layers.missing.push(format!("socket_fence: {why}")),
+    }
     match attach_tracepoints(&mut ebpf, PROC_PROGRAMS) {
         Ok(()) => layers.audit_proc = true,
         Err(why) => layers.missing.push(format!("audit_proc: {why}")),
@@ -321,6 +329,18 @@ where
 {
     let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
     T::try_from(map).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn attach_sock(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {
+    let prog: &mut CgroupSock = ebpf
+        .program_mut("sock_create")
+        .ok_or("program sock_create missing")?
+        .try_into()
+        .map_err(|e| format!("sock_create: {e}"))?;
+    prog.load().map_err(|e| format!("sock_create: load: {e}"))?;
+    prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+        .map_err(|e| format!("sock_create: attach: {e}"))?;
+    Ok(())
 }
 
 fn attach_net(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {

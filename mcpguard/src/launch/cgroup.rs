@@ -248,9 +248,27 @@ impl CgroupTree {
     /// cgroup, so only root can create, kill or move tasks into servers'
     /// cgroups.
     pub fn create(mount: &Path, name: &str) -> Result<Self, CgroupError> {
+        Self::create_in(mount, "", name)
+    }
+
+    /// [`CgroupTree::create`] below an existing cgroup, `parent` as
+    /// `/proc/<pid>/cgroup` names it (`/system.slice/mcpguard.service`, the
+    /// cgroup systemd delegated to the daemon); `""` or `/` is the root.
+    pub fn create_in(mount: &Path, parent: &str, name: &str) -> Result<Self, CgroupError> {
         validate_name(name)?;
-        ensure_cgroup2(mount)?;
-        let root = mount.join(name);
+        let parent = parent.trim_matches('/');
+        let mut base = mount.to_path_buf();
+        for component in parent.split('/').filter(|c| !c.is_empty()) {
+            validate_name(component)?;
+            base.push(component);
+        }
+        ensure_cgroup2(&base)?;
+        let rel = if parent.is_empty() {
+            format!("/{name}")
+        } else {
+            format!("/{parent}/{name}")
+        };
+        let root = base.join(name);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -270,11 +288,7 @@ impl CgroupTree {
         ensure_cgroup2(&root)?;
         let id = cgroup_id(&root)?;
         debug!(path = %root.display(), id, "cgroup tree ready");
-        Ok(Self {
-            root,
-            rel: format!("/{name}"),
-            id,
-        })
+        Ok(Self { root, rel, id })
     }
 
     /// Creates a fresh child cgroup for one server. An existing directory
@@ -610,6 +624,23 @@ mod tests {
         assert!(!tree.0.holds("0::/user.slice/session-1.scope\n"));
         // A v1-only line with the same path is not the unified hierarchy.
         assert!(!tree.0.holds(&format!("3:cpu:{rel}/srv-1\n")));
+    }
+
+    #[test]
+    fn a_tree_below_a_delegated_cgroup_holds_only_its_own_subtree() {
+        let mount = cgroup2_mount().unwrap();
+        let parent = TreeGuard(CgroupTree::create(&mount, &unique_name("deleg")).unwrap());
+        let parent_rel = format!("/{}", parent.0.root.file_name().unwrap().to_string_lossy());
+        let tree = TreeGuard(CgroupTree::create_in(&mount, &parent_rel, "mcpguard").unwrap());
+        assert_eq!(tree.0.root, parent.0.root.join("mcpguard"));
+        assert!(tree.0.holds(&format!("0::{parent_rel}/mcpguard/srv-1\n")));
+        // The daemon itself sits in the parent, outside the servers' tree.
+        assert!(!tree.0.holds(&format!("0::{parent_rel}\n")));
+        assert!(matches!(
+            CgroupTree::create_in(&mount, "/a/../b", "mcpguard"),
+            Err(CgroupError::InvalidName { .. })
+        ));
+        drop(tree);
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
 
     let mut kept = Vec::new();
     for (path, fd, is_dir) in &keep {
-        make_mount_point(path, *is_dir, &user_run, spec)?;
+        make_mount_point(path, *is_dir)?;
         let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let flags = if *is_dir {
             MsFlags::MS_BIND | MsFlags::MS_REC
@@ -181,18 +181,24 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
         })?;
         kept.push(path.clone());
     }
+    // Only now hand the user's runtime dir to the user: creating mount
+    // points inside a 0700 directory root does not own would need
+    // CAP_DAC_OVERRIDE, which the daemon does not keep.
+    if user_run.is_dir() && hidden.iter().any(|(h, _)| below(&user_run, h)) {
+        let err = |source| MountError::MountPoint {
+            path: user_run.clone(),
+            source,
+        };
+        fs::set_permissions(&user_run, fs::Permissions::from_mode(0o700)).map_err(err)?;
+        std::os::unix::fs::chown(&user_run, Some(spec.uid), Some(spec.gid)).map_err(err)?;
+    }
     Ok(MountReport {
         hidden: names,
         kept,
     })
 }
 
-fn make_mount_point(
-    path: &Path,
-    is_dir: bool,
-    user_run: &Path,
-    spec: &MountSpec,
-) -> Result<(), MountError> {
+fn make_mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
     let err = |source| MountError::MountPoint {
         path: path.to_owned(),
         source,
@@ -202,22 +208,11 @@ fn make_mount_point(
     } else {
         path.parent().unwrap_or(Path::new("/"))
     };
-    // Create each missing ancestor, giving the user's runtime dir its owner.
-    let mut cur = PathBuf::from("/");
-    for comp in dir.components().skip(1) {
-        cur.push(comp);
-        if cur.exists() {
-            continue;
-        }
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&cur)
-            .map_err(err)?;
-        if cur == user_run {
-            fs::set_permissions(&cur, fs::Permissions::from_mode(0o700)).map_err(err)?;
-            std::os::unix::fs::chown(&cur, Some(spec.uid), Some(spec.gid)).map_err(err)?;
-        }
-    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(err)?;
     if !is_dir && !path.exists() {
         fs::File::create(path).map_err(err)?;
     }

@@ -70,6 +70,18 @@ pub struct Network {
     /// the server may reach, as written: absolute or `~/`, `%u` standing
     /// for the caller's uid. Everything else there is hidden from it.
     pub unix: Vec<String>,
+    /// Socket kinds beyond TCP and UDP the server may create: `raw`, `icmp`.
+    pub sockets: Vec<SocketKind>,
+}
+
+/// `[network] sockets` entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketKind {
+    /// `SOCK_RAW` inet sockets (still need CAP_NET_RAW).
+    Raw,
+    /// ICMP "ping" sockets.
+    Icmp,
 }
 
 /// Who the server runs as, beyond the caller's uid and gid (`[identity]`).
@@ -374,6 +386,8 @@ struct RawNetwork {
     bind: Vec<Spanned<String>>,
     #[serde(default)]
     unix: Vec<Spanned<String>>,
+    #[serde(default)]
+    sockets: Vec<SocketKind>,
 }
 
 #[derive(Default, Deserialize)]
@@ -540,6 +554,7 @@ impl Policy {
                 hosts,
                 bind,
                 unix: c.paths("network.unix", &raw.network.unix)?,
+                sockets: raw.network.sockets,
             },
             identity: Identity {
                 groups: c.each("identity.groups", &raw.identity.groups, |g| {

@@ -216,7 +216,11 @@ def udp_query(server, name, fam=socket.AF_INET):
     s.settimeout(3)
     try:
         s.sendto(query(name), (server, 53))
-        return rcode(s.recv(4096))
+        resp, src = s.recvfrom(4096)
+        # Stub resolvers drop replies from an address they did not ask.
+        if src[0] != server or src[1] != 53:
+            return "reply from " + str(src)
+        return rcode(resp)
     except OSError as e:
         return err(e)
 def tcp_query(server, name):

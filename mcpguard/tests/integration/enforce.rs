@@ -191,3 +191,67 @@ fn reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record() {
         "launch record must state the Landlock status: {launch}"
     );
 }
+
+/// Sets a sysctl for the length of a test, restoring it on drop.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, value).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn icmp_sockets_are_refused_and_recorded_unless_the_policy_names_them() {
+    // Let every group open ping sockets, so the kernel's own check passes
+    // and the fence is what decides.
+    let _ping = Sysctl::set("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+    let d = Daemon::start();
+    let dir = tempdir("sock");
+    let script = "import errno, socket\n\
+        for fam in (socket.AF_INET, socket.AF_INET6):\n\
+        \x20   proto = socket.IPPROTO_ICMP if fam == socket.AF_INET else socket.IPPROTO_ICMPV6\n\
+        \x20   try:\n\
+        \x20       socket.socket(fam, socket.SOCK_DGRAM, proto).close(); print(fam.name, 'ok')\n\
+        \x20   except OSError as e:\n\
+        \x20       print(fam.name, errno.errorcode[e.errno])\n";
+    let deny = policy(
+        &dir,
+        "nosock",
+        &format!(
+            "name = \"it-nosock\"\n{}\n[env]\npass = [\"PATH\"]\n",
+            base_fs(&[])
+        ),
+    );
+    let out = d.run(&deny, &["/usr/bin/python3", "-c", script]);
+    let text = stdout_of(&out);
+    assert!(text.contains("AF_INET EPERM"), "{}", describe(&out));
+    assert!(text.contains("AF_INET6 EPERM"), "{}", describe(&out));
+    d.wait_record("refused ICMP socket", |r| {
+        is_kind(r, "socket")
+            && r["server"] == "it-nosock"
+            && r["protocol"] == "icmp"
+            && r["denied"] == true
+    });
+    let allow = policy(
+        &dir,
+        "icmp",
+        &format!(
+            "name = \"it-icmp\"\n{}\n[network]\nsockets = [\"icmp\"]\n[env]\npass = [\"PATH\"]\n",
+            base_fs(&[])
+        ),
+    );
+    let out = d.run(&allow, &["/usr/bin/python3", "-c", script]);
+    assert!(stdout_of(&out).contains("AF_INET ok"), "{}", describe(&out));
+}

@@ -12,4 +12,5 @@ mod dns;
 mod enforce;
 mod lifecycle;
 mod mcp;
+mod service;
 mod unix;

@@ -1,0 +1,235 @@
+//! `mcpguard status`, and the client side of the daemon's queries: status,
+//! and the audit records `mcpguard audit` asks for when the caller cannot
+//! read the log itself.
+
+use std::{
+    io::{self, IsTerminal, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::{
+    audit::query::HumanFormat,
+    daemon::{
+        proto::{self, AuditQuery, Request, Response},
+        status::StatusReport,
+        DEFAULT_SOCKET,
+    },
+};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The daemon's socket.
+    #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: StatusArgs) -> ExitCode {
+    let report = match status(&args.socket) {
+        Ok(r) => r,
+        Err(message) => {
+            eprintln!("mcpguard status: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        write_human(&report, &mut out)
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpguard status: cannot write output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connect to the daemon and open a query (no descriptors).
+fn connect(socket: &Path) -> Result<UnixStream, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the mcpguard daemon at {}: {e} (is it running? `systemctl status \
+             mcpguard`; --socket or MCPGUARD_SOCKET select another)",
+            socket.display()
+        )
+    })?;
+    proto::send_query_hello(&stream).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Ask the daemon for its status report.
+pub fn status(socket: &Path) -> Result<StatusReport, String> {
+    let stream = connect(socket)?;
+    // A daemon that accepts but never answers must not hang the caller.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    proto::write_frame(
+        &mut &stream,
+        &Request::Status {
+            version: proto::VERSION,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    match proto::read_frame::<Response>(&mut &stream) {
+        Ok(Some(Response::Status(report))) => Ok(*report),
+        Ok(Some(Response::Error { message })) => Err(message),
+        Ok(Some(other)) => Err(format!("unexpected answer from the daemon: {other:?}")),
+        Ok(None) => Err("the daemon closed the connection without answering".into()),
+        Err(e) => Err(format!("talking to the daemon: {e}")),
+    }
+}
+
+fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "mcpguard daemon {} (pid {}), up {} since {}",
+        r.version,
+        r.pid,
+        duration(r.uptime_s),
+        r.started
+    )?;
+    if r.version != env!("CARGO_PKG_VERSION") {
+        writeln!(
+            out,
+            "  (this client is {}; restart the daemon after upgrading)",
+            env!("CARGO_PKG_VERSION")
+        )?;
+    }
+    writeln!(out, "layers:")?;
+    let width = r.layers.iter().map(|l| l.layer.len()).max().unwrap_or(0);
+    for l in &r.layers {
+        let state = if l.active { "active" } else { "MISSING" };
+        writeln!(out, "  {:<width$}  {state:<7}  {}", l.layer, l.detail)?;
+    }
+    let whose = match r.only_uid {
+        Some(uid) => format!(" (yours, uid {uid})"),
+        None => String::new(),
+    };
+    if r.servers.is_empty() {
+        return writeln!(out, "servers{whose}: none running");
+    }
+    writeln!(out, "servers{whose}: {}", r.servers.len())?;
+    for s in &r.servers {
+        let pid = s
+            .pid
+            .map_or_else(|| "starting".to_string(), |p| format!("pid {p}"));
+        writeln!(
+            out,
+            "  {}[{}]  {pid}  uid {}  up {}  policy {}",
+            s.server,
+            s.launch,
+            s.uid,
+            duration(s.uptime_s),
+            s.policy
+        )?;
+        let counts: Vec<String> = s
+            .counts
+            .iter()
+            .map(|(kind, c)| match c.denied {
+                0 => format!("{kind} {}", c.allowed),
+                d => format!("{kind} {} ({d} denied)", c.allowed + d),
+            })
+            .collect();
+        if !counts.is_empty() {
+            writeln!(out, "    records: {}", counts.join(", "))?;
+        }
+        if let Some(d) = &s.last_denial {
+            writeln!(out, "    last denial: {} {}", d.ts, d.summary)?;
+        }
+    }
+    Ok(())
+}
+
+fn duration(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// `mcpguard audit` through the daemon: print the records it streams (the
+/// caller's own servers'), as JSON lines or human lines.
+pub fn audit(socket: &Path, query: AuditQuery, json: bool) -> ExitCode {
+    let stdout = io::stdout();
+    let color = stdout.is_terminal();
+    let mut out = stdout.lock();
+    match audit_to(socket, query, json, color, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("mcpguard audit: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_to(
+    socket: &Path,
+    query: AuditQuery,
+    json: bool,
+    color: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let stream = connect(socket).map_err(|e| {
+        format!(
+            "you cannot read the audit log, and asking the daemon for your own records failed: {e}"
+        )
+    })?;
+    let follow = query.follow;
+    proto::write_frame(
+        &mut &stream,
+        &Request::Audit {
+            version: proto::VERSION,
+            query,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut human = HumanFormat::new(color);
+    loop {
+        let lines = match proto::read_frame::<Response>(&mut &stream) {
+            Ok(Some(Response::Records { lines })) => lines,
+            Ok(Some(Response::End { skipped, .. })) => {
+                if skipped > 0 {
+                    eprintln!(
+                        "mcpguard audit: {skipped} record(s) too long to send were left out; \
+                         root can read them in the log"
+                    );
+                }
+                return Ok(());
+            }
+            Ok(Some(Response::Error { message })) => return Err(message),
+            Ok(Some(other)) => return Err(format!("unexpected answer from the daemon: {other:?}")),
+            Ok(None) if follow => return Err("the daemon ended the stream (it is stopping)".into()),
+            Ok(None) => {
+                return Err("the daemon closed the connection before the last record".into())
+            }
+            Err(e) => return Err(format!("talking to the daemon: {e}")),
+        };
+        let written = lines.iter().try_for_each(|line| {
+            if json {
+                writeln!(out, "{line}")
+            } else {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(rec) => human.write(&rec, out),
+                    Err(_) => writeln!(out, "{line}"),
+                }
+            }
+        });
+        match written.and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // `| head`: the reader has what it wanted.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(format!("cannot write output: {e}")),
+        }
+    }
+}
