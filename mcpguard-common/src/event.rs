@@ -114,6 +114,8 @@ pub mod net_op {
 /// `ConnectEvent::verdict` values.
 pub const VERDICT_DENY: u32 = 0;
 pub const VERDICT_ALLOW: u32 = 1;
+/// Learning mode: allowed, but the policy would have denied it.
+pub const VERDICT_WOULD_DENY: u32 = 2;
 
 /// An egress decision.
 #[repr(C)]

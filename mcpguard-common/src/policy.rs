@@ -16,6 +16,9 @@ pub const FLAG_AUDIT_NET: u32 = 1 << 2;
 pub const FLAG_SOCK_RAW: u32 = 1 << 3;
 /// `ServerPolicy::flags`: the server may create ICMP (ping) sockets.
 pub const FLAG_SOCK_ICMP: u32 = 1 << 4;
+/// `ServerPolicy::flags`: learning (complain) mode: what would be denied
+/// is allowed and recorded as `VERDICT_WOULD_DENY`.
+pub const FLAG_COMPLAIN: u32 = 1 << 5;
 
 /// Per-server state, keyed by cgroup id in the `SERVERS` map.
 #[repr(C)]

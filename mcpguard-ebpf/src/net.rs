@@ -20,8 +20,13 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use mcpguard_common::{
-    event::{kind, net_op, ConnectEvent, SocketEvent, VERDICT_ALLOW, VERDICT_DENY},
-    policy::{DnsOrigin, NetKey, CGROUP_BITS, FLAG_AUDIT_NET, FLAG_SOCK_ICMP, FLAG_SOCK_RAW},
+    event::{
+        kind, net_op, ConnectEvent, SocketEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
+    },
+    policy::{
+        DnsOrigin, NetKey, CGROUP_BITS, FLAG_AUDIT_NET, FLAG_COMPLAIN, FLAG_SOCK_ICMP,
+        FLAG_SOCK_RAW,
+    },
 };
 
 use crate::{
@@ -61,6 +66,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
         Some(_) => true,
     };
     let notable = sock_type == SOCK_RAW || protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
+    let complain = policy.is_some() && flags & FLAG_COMPLAIN != 0;
     if !allowed || (notable && flags & FLAG_AUDIT_NET != 0) {
         if let Some(mut entry) = reserve::<SocketEvent>(kind::SOCKET, cgroup) {
             // SAFETY: reserved ring-buffer memory for this record.
@@ -69,13 +75,19 @@ pub fn sock_create(ctx: SockContext) -> i32 {
                     family,
                     sock_type,
                     protocol,
-                    verdict: if allowed { VERDICT_ALLOW } else { VERDICT_DENY },
+                    verdict: if allowed {
+                        VERDICT_ALLOW
+                    } else if complain {
+                        VERDICT_WOULD_DENY
+                    } else {
+                        VERDICT_DENY
+                    },
                 };
             }
             entry.submit(wakeup_flags());
         }
     }
-    if allowed {
+    if allowed || complain {
         ALLOW
     } else {
         DENY
@@ -223,36 +235,33 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
 
     // SAFETY: no arguments; valid in cgroup sock_addr programs.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // Plain integers from here on: Option juggling across the branches
+    // below let LLVM leave a register unset on one path, which the verifier
+    // rejects. A cgroup with no entry has `known == false` and is denied.
     // SAFETY: copied out at once (see emit::current_server).
-    let policy = unsafe { SERVERS.get(&cgroup) }.copied();
-    if port == 53 {
-        if let Some(p) = policy {
-            if p.dns_port != 0 {
-                redirect_dns(ctx, op, p.dns_port, addr, protocol);
-                return ALLOW;
-            }
-        }
+    let (known, flags, dns_port) = match unsafe { SERVERS.get(&cgroup) } {
+        Some(p) => (true, p.flags, p.dns_port),
+        None => (false, 0, 0),
+    };
+    if port == 53 && known && dns_port != 0 {
+        redirect_dns(ctx, op, dns_port, addr, protocol);
+        return ALLOW;
     }
-    let allowed = match policy {
-        None => false,
-        Some(_) => {
-            let key = Key::new(
-                CGROUP_BITS + 128,
-                NetKey {
-                    cgroup_be: cgroup.to_be_bytes(),
-                    addr,
-                },
-            );
-            match NET_ALLOW.get(&key) {
-                Some(ports) => ports.allows(port),
-                None => false,
-            }
+    let allowed = known && {
+        let key = Key::new(
+            CGROUP_BITS + 128,
+            NetKey {
+                cgroup_be: cgroup.to_be_bytes(),
+                addr,
+            },
+        );
+        match NET_ALLOW.get(&key) {
+            Some(ports) => ports.allows(port),
+            None => false,
         }
     };
-
-    let audit_all = policy
-        .map(|p| p.flags & FLAG_AUDIT_NET != 0)
-        .unwrap_or(false);
+    let audit_all = flags & FLAG_AUDIT_NET != 0;
+    let complain = known && flags & FLAG_COMPLAIN != 0;
     if !allowed || audit_all {
         if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup) {
             let rec = entry.as_mut_ptr();
@@ -260,7 +269,13 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
             unsafe {
                 (*rec).payload = ConnectEvent {
                     op,
-                    verdict: if allowed { VERDICT_ALLOW } else { VERDICT_DENY },
+                    verdict: if allowed {
+                        VERDICT_ALLOW
+                    } else if complain {
+                        VERDICT_WOULD_DENY
+                    } else {
+                        VERDICT_DENY
+                    },
                     protocol,
                     port,
                     _pad: 0,
@@ -270,7 +285,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
             entry.submit(wakeup_flags());
         }
     }
-    if allowed {
+    if allowed || complain {
         ALLOW
     } else {
         DENY

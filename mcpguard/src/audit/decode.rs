@@ -16,6 +16,7 @@ use mcpguard_common::{
     event::{
         kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
         OpenEvent, Record, SocketEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
+        VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -180,6 +181,7 @@ pub fn decode(
             let verdict = match ev.verdict {
                 VERDICT_ALLOW => "allow",
                 VERDICT_DENY => "deny",
+                VERDICT_WOULD_DENY => "would_deny",
                 other => {
                     return Err(DecodeError::BadField {
                         name: "socket",
@@ -418,6 +420,7 @@ fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
     let verdict = match ev.verdict {
         VERDICT_ALLOW => "allow",
         VERDICT_DENY => "deny",
+        VERDICT_WOULD_DENY => "would_deny",
         other => return Err(bad("verdict", other)),
     };
     let protocol = protocol_name(ev.protocol);

@@ -3,6 +3,7 @@
 mod audit;
 mod daemon;
 mod install;
+mod policy;
 mod run;
 mod status;
 mod wrap;
@@ -66,6 +67,11 @@ enum Command {
     },
     /// Review the audit trail.
     Audit(audit::AuditArgs),
+    /// Learn, check or explain a policy.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
     /// Rewrite MCP client configs so every stdio server runs through mcpguard.
     Wrap(wrap::WrapArgs),
     /// Undo `wrap`: give each server in MCP client configs its own command back.
@@ -109,6 +115,7 @@ pub fn main() -> ExitCode {
             command,
         } => run::main(&policy, &socket, command),
         Command::Audit(args) => audit::main(args),
+        Command::Policy { command } => policy::main(command),
         Command::Wrap(args) => wrap::wrap_main(args),
         Command::Unwrap(args) => wrap::unwrap_main(args),
         Command::Status(args) => status::main(args),

@@ -30,7 +30,7 @@ pub fn main(policy_arg: &str, socket: &Path, argv: Vec<String>) -> ExitCode {
     }
 }
 
-fn home() -> PathBuf {
+pub fn home() -> PathBuf {
     nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
@@ -48,7 +48,23 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
     let policy_text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
     Policy::parse(&policy_text, &path).map_err(|e| e.to_string())?;
+    launch(&path, policy_text, socket, argv, false, &mut |_, _| {})
+}
 
+/// What a learning run hands back: the proposed policy and notes.
+pub type OnLearned<'a> = dyn FnMut(String, Vec<String>) + 'a;
+
+/// Hand stdio and the launch request to the daemon, forward signals, and
+/// wait for the server's exit status. With `learn`, the daemon enforces
+/// nothing and sends a proposed policy to `on_learned` before the status.
+pub fn launch(
+    path: &Path,
+    policy_text: String,
+    socket: &Path,
+    argv: Vec<String>,
+    learn: bool,
+    on_learned: &mut OnLearned<'_>,
+) -> Result<ExitCode, String> {
     let stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the mcpguard daemon at {}: {e} (is `mcpguard daemon` running? --socket or MCPGUARD_SOCKET select another)",
@@ -68,6 +84,7 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
                 argv,
                 cwd,
                 env: std::env::vars().collect(),
+                learn,
             },
         )
     });
@@ -102,6 +119,7 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
     loop {
         match proto::read_frame::<Response>(&mut &stream) {
             Ok(Some(Response::Started { .. })) => continue,
+            Ok(Some(Response::Learned { policy, notes })) => on_learned(policy, notes),
             Ok(Some(Response::Error { message })) => return Err(message),
             Ok(Some(Response::Exited { code, signal })) => {
                 return Ok(match (code, signal) {

@@ -25,6 +25,7 @@ use crate::{
     audit::{decode, writer::AuditWriter, AuditRecord, Body, BootClock, Origin},
     ebpf::AuditMaps,
     mcp::{redact::Redactor, CallTracker},
+    policy::learn::Observations,
 };
 
 /// How often the ring buffer is drained when no wakeup came.
@@ -49,6 +50,18 @@ pub enum Msg {
         cgroup_id: u64,
         hidden: Vec<std::path::PathBuf>,
         kept: Vec<std::path::PathBuf>,
+    },
+    /// Collect what this server does (`mcpguard policy learn`); `cwd`
+    /// resolves its relative paths.
+    Learn {
+        cgroup_id: u64,
+        cwd: std::path::PathBuf,
+    },
+    /// Hand over what was collected for this server so far (after writing
+    /// every record already in the ring buffer).
+    Harvest {
+        cgroup_id: u64,
+        reply: Sender<Observations>,
     },
     /// The server's cgroup is empty: write its last kernel records, then
     /// `last`, then forget it.
@@ -83,6 +96,8 @@ struct Auditor {
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
     fences: HashMap<u64, (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>)>,
+    /// Learning servers: what they did, and their working directory.
+    learners: HashMap<u64, (Observations, std::path::PathBuf)>,
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
@@ -102,6 +117,7 @@ impl Auditor {
             origins: HashMap::new(),
             redactors: HashMap::new(),
             fences: HashMap::new(),
+            learners: HashMap::new(),
             calls,
             lost_seen: HashMap::new(),
             lost_total: 0,
@@ -116,6 +132,7 @@ impl Auditor {
         let mut stopping = false;
         while !stopping {
             let mut unregister = Vec::new();
+            let mut harvest: Vec<(u64, Sender<Observations>)> = Vec::new();
             loop {
                 match rx.try_recv() {
                     Ok(Msg::Record(rec)) => self.write(&rec),
@@ -130,6 +147,11 @@ impl Auditor {
                             self.redactors.insert(cgroup_id, r);
                         }
                     }
+                    Ok(Msg::Learn { cgroup_id, cwd }) => {
+                        self.learners
+                            .insert(cgroup_id, (Observations::default(), cwd));
+                    }
+                    Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {
                         cgroup_id,
                         hidden,
@@ -153,6 +175,14 @@ impl Auditor {
                 self.report_losses();
                 last_loss = Instant::now();
             }
+            for (cgroup_id, reply) in harvest {
+                let obs = self
+                    .learners
+                    .remove(&cgroup_id)
+                    .map(|(o, _)| o)
+                    .unwrap_or_default();
+                let _ = reply.send(obs);
+            }
             for (cgroup_id, last) in unregister {
                 if let Some(last) = last {
                     self.write(&last);
@@ -162,6 +192,7 @@ impl Auditor {
                 }
                 self.redactors.remove(&cgroup_id);
                 self.fences.remove(&cgroup_id);
+                self.learners.remove(&cgroup_id);
                 self.calls.forget(cgroup_id);
                 self.lost_seen.remove(&cgroup_id);
                 let _ = self.maps.lost.remove(&cgroup_id);
@@ -197,6 +228,7 @@ impl Auditor {
             origins,
             redactors,
             fences,
+            learners,
             calls,
             decode_errors,
             stats,
@@ -213,6 +245,9 @@ impl Auditor {
                             mark_fenced(&mut rec, fence);
                         }
                         tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
+                        if let Some((obs, cwd)) = learners.get_mut(&cgroup) {
+                            obs.observe(&rec, cwd);
+                        }
                         if let Some(r) = redactors.get(&cgroup) {
                             rec = redacted(rec, r);
                         }
@@ -279,11 +314,15 @@ impl Auditor {
     /// Daemon-made records (launches, MCP events) pass the same redaction
     /// as kernel records.
     fn write(&mut self, rec: &AuditRecord) {
-        let redactor = self
+        let cgroup = self
             .origins
             .iter()
             .find(|(_, o)| Some(&o.launch) == rec.launch.as_ref())
-            .and_then(|(cg, _)| self.redactors.get(cg));
+            .map(|(cg, _)| *cg);
+        if let Some((obs, cwd)) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
+            obs.observe(rec, cwd);
+        }
+        let redactor = cgroup.and_then(|cg| self.redactors.get(&cg));
         match redactor {
             Some(r) => {
                 let rec = redacted(rec.clone(), r);

@@ -76,6 +76,10 @@ pub enum Request {
         cwd: String,
         /// The client's environment; the daemon keeps only `[env] pass`.
         env: Vec<(String, String)>,
+        /// `mcpguard policy learn`: enforce nothing, record everything, and
+        /// answer with a proposed policy before the exit status.
+        #[serde(default)]
+        learn: bool,
     },
     /// Forward a signal to the server.
     Signal { signal: i32 },
@@ -114,6 +118,11 @@ pub enum Response {
     Exited {
         code: Option<i32>,
         signal: Option<i32>,
+    },
+    /// After a learning run: the proposed policy and what was left out.
+    Learned {
+        policy: String,
+        notes: Vec<String>,
     },
     /// The answer to [`Request::Status`].
     Status(Box<super::status::StatusReport>),

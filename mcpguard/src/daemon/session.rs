@@ -18,7 +18,7 @@ use std::{
 };
 
 use mcpguard_common::policy::{
-    NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC,
+    NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC, FLAG_COMPLAIN,
     FLAG_SOCK_ICMP, FLAG_SOCK_RAW,
 };
 use nix::sys::signal::Signal;
@@ -215,6 +215,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         argv,
         cwd,
         env,
+        learn,
     }) = proto::read_frame(&mut &*stream)?
     else {
         return Err(SessionError::NotLaunch);
@@ -278,7 +279,12 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     // it: every port-53 destination of the server goes there.
     let view = Arc::new(DnsView::new(
         cgroup.id,
-        policy.network.hosts.clone(),
+        if learn {
+            // Learning: every name resolves, and is recorded.
+            vec![policy::net::any_host()]
+        } else {
+            policy.network.hosts.clone()
+        },
         policy.network.allow.clone(),
         shared.upstream_dns,
         Box::new(ServerMaps {
@@ -297,6 +303,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             flags: FLAG_AUDIT_OPEN
                 | FLAG_AUDIT_PROC
                 | FLAG_AUDIT_NET
+                | if learn { FLAG_COMPLAIN } else { 0 }
                 | policy
                     .network
                     .sockets
@@ -326,6 +333,12 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         origin: origin.clone(),
         redactor: redactor.has_secrets().then(|| redactor.clone()),
     });
+    if learn {
+        shared.audit(Msg::Learn {
+            cgroup_id: cgroup.id,
+            cwd: PathBuf::from(&cwd),
+        });
+    }
     let fs = policy.fs_paths(&user.dir);
     // What stays visible below the hidden runtime directories: the named
     // sockets, whatever the filesystem lists name there, the working dir.
@@ -361,9 +374,10 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             // would fail calls first with EACCES and leave no record.
             connect_tcp: None,
             bind_tcp: policy.network.bind.iter().map(|r| (r.lo, r.hi)).collect(),
-            require_fs: true,
+            require_fs: !learn,
+            learn,
         },
-        mounts: Some(MountSpec {
+        mounts: (!learn).then_some(MountSpec {
             keep,
             uid: peer.uid,
             gid: peer.gid,
@@ -439,7 +453,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let tap = Arc::new(Tap::new(
         &policy.name,
-        policy.tools.clone(),
+        if learn {
+            crate::policy::Tools::default()
+        } else {
+            policy.tools.clone()
+        },
         redactor,
         shared.calls.clone(),
         cgroup.id,
@@ -553,6 +571,23 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     }
     let (code, signal) = (exit.code(), exit.signal());
     guard.status = Some((code, signal));
+    if learn {
+        let (tx, rx) = std::sync::mpsc::channel();
+        shared.audit(Msg::Harvest {
+            cgroup_id: cgroup.id,
+            reply: tx,
+        });
+        let obs = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let (policy_text, notes) =
+            crate::policy::learn::propose(&policy.name, &obs, &user.dir, &policy.env.pass);
+        let _ = proto::write_frame(
+            &mut &*stream,
+            &Response::Learned {
+                policy: policy_text,
+                notes,
+            },
+        );
+    }
     let _ = proto::write_frame(&mut &*stream, &Response::Exited { code, signal });
     in_cancel.fire();
     let _ = in_relay.join();

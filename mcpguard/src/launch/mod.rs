@@ -121,6 +121,10 @@ pub struct SandboxSpec {
     /// filesystem rules are applied either way; this only decides whether a
     /// kernel without Landlock is fatal.
     pub require_fs: bool,
+    /// Learning mode (`mcpguard policy learn`): apply no Landlock rules at
+    /// all, so everything the server touches can be observed.
+    #[serde(default)]
+    pub learn: bool,
 }
 
 /// What the helper reports once the server is about to be exec'd.
@@ -842,9 +846,14 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     // Before Landlock's rules are opened, so they name what the server
     // will see.
     let mounts = spec.mounts.as_ref().map(mounts::apply).transpose()?;
-    let sandbox = sandbox::prepare(&spec.sandbox)?;
+    let sandbox = (!spec.sandbox.learn)
+        .then(|| sandbox::prepare(&spec.sandbox))
+        .transpose()?;
     let groups = drop_privileges(spec.uid, spec.gid, &spec.groups)?;
-    let landlock = sandbox.restrict_self()?;
+    let landlock = match sandbox {
+        Some(s) => s.restrict_self()?,
+        None => LandlockReport::learning(),
+    };
 
     nix::unistd::chdir(&spec.cwd).map_err(|errno| HelperError::Chdir {
         path: spec.cwd.clone(),
@@ -1093,6 +1102,7 @@ mod tests {
                 connect_tcp: Some(vec![(443, 443)]),
                 bind_tcp: vec![],
                 require_fs: true,
+                learn: false,
             },
             mounts: None,
         }
@@ -1350,6 +1360,7 @@ mod tests {
                     connect_tcp: None,
                     bind_tcp: vec![],
                     require_fs: true,
+                    learn: false,
                 },
                 mounts: None,
             }

@@ -126,7 +126,12 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
         let Ok(real) = fs::canonicalize(path) else {
             continue;
         };
-        if !hidden.iter().any(|(h, _)| below(&real, h)) || keep.iter().any(|(k, _, _)| *k == real) {
+        // Only paths strictly below a hidden directory: a policy naming
+        // "/tmp" itself gets the server's own empty /tmp, never the host's
+        // (with everyone's sockets in it).
+        if !hidden.iter().any(|(h, _)| below(&real, h) && real != *h)
+            || keep.iter().any(|(k, _, _)| *k == real)
+        {
             continue;
         }
         let Ok(meta) = fs::metadata(&real) else {

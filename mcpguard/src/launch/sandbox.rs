@@ -209,6 +209,22 @@ pub struct LandlockReport {
     pub bind_tcp: PortRestriction,
 }
 
+impl LandlockReport {
+    /// The report of a learning launch: nothing restricted, by request.
+    pub fn learning() -> LandlockReport {
+        LandlockReport {
+            abi: probe_landlock_abi(),
+            target_abi: TARGET_ABI as u32,
+            status: Enforcement::NotEnforced,
+            no_new_privs: true,
+            skipped_paths: Vec::new(),
+            unenforced: vec!["learning mode: Landlock not applied".into()],
+            connect_tcp: PortRestriction::NotHandled,
+            bind_tcp: PortRestriction::NotHandled,
+        }
+    }
+}
+
 /// A ruleset built (as root) and ready to be enforced (as the user).
 #[derive(Debug)]
 pub struct PreparedSandbox {

@@ -5,6 +5,7 @@
 //! Every error points at `file:line:col` of the offending key or value, so a
 //! typo in a policy is found before anything is launched.
 
+pub mod learn;
 pub mod net;
 
 use std::{
@@ -1036,6 +1037,10 @@ pass = ["PATH", "HOME", "LANG"]
             !wild.matches("githubusercontent.com") && !wild.matches("evilgithubusercontent.com")
         );
         assert_eq!(wild.ports, PortRange { lo: 443, hi: 444 });
+        let any = parse("name = \"x\"\n[network]\nallow = [\"*:443\"]\n").unwrap();
+        assert!(
+            any.network.hosts[0].matches("anything.example") && any.network.hosts[0].matches("x")
+        );
         assert_err(
             "name = \"x\"\n[network]\nallow = [\"bad_-.example..com:443\"]\n",
             3,

@@ -71,9 +71,9 @@ impl NetRule {
     }
 }
 
-/// One `network.allow` entry that names a host: `api.example.com:443` or
+/// One `network.allow` entry that names a host: `api.example.com:443`,
 /// `*.example.com:443` (any name below example.com, not example.com
-/// itself). Names are matched case-insensitively, without a trailing dot.
+/// itself) or `*:443` (any name). Names are matched case-insensitively, without a trailing dot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRule {
     /// Lowercase name, or the suffix after `*.` for a wildcard.
@@ -88,6 +88,10 @@ impl HostRule {
     /// Whether a query name (any case, trailing dot allowed) is covered.
     pub fn matches(&self, qname: &str) -> bool {
         let q = qname.trim_end_matches('.').to_ascii_lowercase();
+        if self.wildcard && self.name.is_empty() {
+            // `*`: any name at all (a fetch-anything server).
+            return !q.is_empty();
+        }
         if self.wildcard {
             q.strip_suffix(self.name.as_str())
                 .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
@@ -97,10 +101,28 @@ impl HostRule {
     }
 }
 
-/// Parses `NAME:PORTS` or `*.NAME:PORTS`.
+/// `*:1-65535`: any name, any port (learning mode's resolver).
+pub fn any_host() -> HostRule {
+    HostRule {
+        name: String::new(),
+        wildcard: true,
+        ports: PortRange { lo: 1, hi: 65535 },
+        text: "*:1-65535".into(),
+    }
+}
+
+/// Parses `NAME:PORTS`, `*.NAME:PORTS` or `*:PORTS` (any name).
 pub(crate) fn parse_host_rule(text: &str) -> Result<HostRule, Problem> {
     let (host, ports) = text.rsplit_once(':').ok_or(Problem::MissingPort)?;
     let ports = parse_ports(ports)?;
+    if host == "*" {
+        return Ok(HostRule {
+            name: String::new(),
+            wildcard: true,
+            ports,
+            text: text.to_owned(),
+        });
+    }
     let (wildcard, name) = match host.strip_prefix("*.") {
         Some(rest) => (true, rest),
         None => (false, host),
@@ -228,7 +250,7 @@ pub(crate) fn parse_rule(text: &str) -> Result<NetRule, Problem> {
         if host.contains(':') {
             return Err(Problem::UnbracketedV6);
         }
-        if host.starts_with("*.") {
+        if host == "*" || host.starts_with("*.") {
             return Err(Problem::Hostname);
         }
         (Host::V4(host), ports)

@@ -430,3 +430,113 @@ fn server_everything_works_through_the_guard_exactly_as_direct() {
             && r["tool"] == "get-sum"
     });
 }
+
+#[test]
+fn a_learned_policy_runs_its_workload_without_denials_and_still_guards_the_rest() {
+    let (d, _) = daemon_with_secrets();
+    let u = user();
+    let data = tempdir("learn-data").join("notes.txt");
+    std::fs::write(&data, "learned notes\n").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, script) = fixture_policy("it-learn-unused", "", &[]);
+    let python = peers().join("venv/bin/python");
+    let out_dir = tempdir("learned");
+    std::os::unix::fs::chown(&out_dir, Some(u.uid), Some(u.gid)).unwrap();
+    let learned = out_dir.join("it-learn.toml");
+    let calls = json!([["read_file", {"path": data}], ["echo", {"text": "hi"}]]);
+    // Learn: the client starts `mcpguard policy learn ... -- server`.
+    let (report, stderr) = client(
+        &d,
+        None,
+        &calls,
+        &[
+            bin().to_str().unwrap(),
+            "policy",
+            "learn",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--policy",
+            "it-learn",
+            "--out",
+            learned.to_str().unwrap(),
+            "--",
+            python.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        report["results"][0]["text"][0], "learned notes\n",
+        "{report}\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&learned)
+        .unwrap_or_else(|e| panic!("no proposal at {}: {e}\n{stderr}", learned.display()));
+    let proposal =
+        mcpguard::policy::Policy::parse(&text, &learned).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(
+        !proposal
+            .filesystem
+            .read
+            .iter()
+            .any(|r| r == "~" || r.contains(".ssh")),
+        "{text}"
+    );
+    assert_eq!(
+        proposal.tools.allow,
+        Some(vec!["echo".to_string(), "read_file".to_string()]),
+        "{text}"
+    );
+    let launch = d.wait_record("the learning launch", |r| {
+        is_kind(r, "launch") && r["server"] == "it-learn"
+    });
+    assert_eq!(
+        launch["layers"]["landlock"]["status"], "not_enforced",
+        "{launch}"
+    );
+
+    // The same workload under the learned policy: no denials at all.
+    let (report, stderr) = session(
+        &d,
+        &learned,
+        calls,
+        &[python.to_str().unwrap(), script.to_str().unwrap()],
+    );
+    assert_eq!(
+        report["results"][0]["text"][0], "learned notes\n",
+        "{report}\n{stderr}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let records = d.records();
+    let enforced: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["launch"] == "it-learn-2")
+        .collect();
+    assert!(
+        enforced.iter().any(|r| is_kind(r, "launch")),
+        "second launch missing"
+    );
+    let denied: Vec<&&Value> = enforced.iter().filter(|r| r["denied"] == true).collect();
+    assert!(
+        denied.is_empty(),
+        "denials under the learned policy:\n{denied:#?}\n{text}"
+    );
+
+    // And it still guards what the workload never touched.
+    let ssh = u.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("id_rsa_learn");
+    std::fs::write(&key, "PRIVATE\n").unwrap();
+    std::os::unix::fs::chown(&ssh, Some(u.uid), Some(u.gid)).unwrap();
+    std::os::unix::fs::chown(&key, Some(u.uid), Some(u.gid)).unwrap();
+    let probe = format!(
+        "import errno\ntry:\n    open({:?}).read(); print('read')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n",
+        key.display().to_string()
+    );
+    let out = d.run(&learned, &[python.to_str().unwrap(), "-c", &probe]);
+    assert_eq!(
+        stdout_of(&out).trim(),
+        "EACCES",
+        "{}\n{text}",
+        describe(&out)
+    );
+}

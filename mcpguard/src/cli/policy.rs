@@ -1,0 +1,234 @@
+//! `mcpguard policy learn | check | explain`: getting a policy right.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::Subcommand;
+
+use super::run;
+use crate::{
+    daemon::DEFAULT_SOCKET,
+    policy::{self, Policy, SecretSource, SocketKind, ToolChange},
+};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Run a server with nothing enforced and everything recorded, then
+    /// write a least-privilege policy from what it did.
+    Learn {
+        /// Name of the policy to learn (also the server name). An existing
+        /// policy of that name supplies `[env]` and `[secrets]`.
+        #[arg(long)]
+        policy: String,
+        /// Where to write the proposal (default:
+        /// ~/.config/mcpguard/policies/<name>.toml, or <name>.learned.toml
+        /// beside it if that exists).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The server command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Validate a policy file; errors name file:line:col.
+    Check { file: PathBuf },
+    /// Say in plain words what a policy lets a server do.
+    Explain { file: PathBuf },
+}
+
+pub fn main(cmd: PolicyCommand) -> ExitCode {
+    match cmd {
+        PolicyCommand::Learn {
+            policy,
+            out,
+            socket,
+            command,
+        } => learn(&policy, out, &socket, command),
+        PolicyCommand::Check { file } => match Policy::load(&file) {
+            Ok(p) => {
+                println!("{}: ok (server {:?})", file.display(), p.name);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcpguard: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PolicyCommand::Explain { file } => match Policy::load(&file) {
+            Ok(p) => {
+                print!("{}", explain(&p));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcpguard: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> ExitCode {
+    let home = run::home();
+    let dev_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
+    // Start from the existing policy of that name, for its env and secrets;
+    // otherwise from nothing but the usual environment.
+    let (path, text) = match policy::resolve(name, &home, Some(dev_dir)) {
+        Ok(p) => match std::fs::read_to_string(&p) {
+            Ok(t) => (p, t),
+            Err(e) => {
+                eprintln!("mcpguard: cannot read policy {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        Err(policy::PolicyError::NotFound { .. }) => (
+            PathBuf::from(format!("{name}.toml")),
+            format!("name = {name:?}\n[env]\npass = [\"PATH\", \"HOME\", \"LANG\"]\n"),
+        ),
+        Err(e) => {
+            eprintln!("mcpguard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = Policy::parse(&text, &path) {
+        eprintln!("mcpguard: {e}");
+        return ExitCode::from(2);
+    }
+    eprintln!("mcpguard: learning {name}: nothing is enforced in this run; everything is recorded");
+    let mut learned = None;
+    let status = match run::launch(&path, text, socket, argv, true, &mut |p, n| {
+        learned = Some((p, n))
+    }) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("mcpguard: {message}");
+            return ExitCode::from(126);
+        }
+    };
+    let Some((proposal, notes)) = learned else {
+        eprintln!("mcpguard: the daemon sent no proposal");
+        return ExitCode::FAILURE;
+    };
+    let out = out.unwrap_or_else(|| {
+        let dir = home.join(".config/mcpguard/policies");
+        let plain = dir.join(format!("{name}.toml"));
+        if plain.exists() {
+            dir.join(format!("{name}.learned.toml"))
+        } else {
+            plain
+        }
+    });
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&out, &proposal) {
+        Ok(()) => eprintln!("mcpguard: wrote the proposed policy to {}", out.display()),
+        Err(e) => {
+            eprintln!("mcpguard: cannot write {}: {e}", out.display());
+            println!("{proposal}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{proposal}");
+    for n in notes {
+        eprintln!("mcpguard: note: {n}");
+    }
+    status
+}
+
+/// A policy in plain words.
+pub fn explain(p: &Policy) -> String {
+    let mut s = String::new();
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "nothing".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(s, "Server {:?} ({}):", p.name, p.source.display());
+    let _ = writeln!(s, "- may read: {}", list(&p.filesystem.read));
+    let _ = writeln!(s, "- may write: {}", list(&p.filesystem.write));
+    let _ = writeln!(s, "- may execute: {}", list(&p.filesystem.exec));
+    let _ = writeln!(s, "- every other file is off limits (Landlock)");
+    let mut dest: Vec<String> = p.network.allow.iter().map(|r| r.text.clone()).collect();
+    dest.extend(
+        p.network
+            .hosts
+            .iter()
+            .map(|h| format!("{} (by name)", h.text)),
+    );
+    let _ = writeln!(s, "- may connect or send to: {}", list(&dest));
+    let _ = writeln!(
+        s,
+        "- DNS: every lookup goes to mcpguard's resolver; {}",
+        if p.network.hosts.is_empty() {
+            "no name resolves".to_string()
+        } else {
+            "only the names above resolve".to_string()
+        }
+    );
+    let binds: Vec<String> = p.network.bind.iter().map(|b| b.to_string()).collect();
+    let _ = writeln!(s, "- may listen on TCP ports: {}", list(&binds));
+    let _ = writeln!(
+        s,
+        "- sees /run, /tmp, /var/tmp and /dev/shm empty except: {}",
+        list(&p.network.unix)
+    );
+    if !p.network.sockets.is_empty() {
+        let kinds: Vec<String> = p
+            .network
+            .sockets
+            .iter()
+            .map(|k| match k {
+                SocketKind::Raw => "raw".to_string(),
+                SocketKind::Icmp => "ICMP".to_string(),
+            })
+            .collect();
+        let _ = writeln!(s, "- may open {} sockets", kinds.join(" and "));
+    }
+    let _ = writeln!(
+        s,
+        "- gets these environment variables: {}",
+        list(&p.env.pass)
+    );
+    for secret in &p.secrets {
+        let from = match &secret.source {
+            SecretSource::File(f) => format!("file {}", f.display()),
+            SecretSource::Credential(c) => format!("systemd credential {c}"),
+        };
+        let _ = writeln!(
+            s,
+            "- gets secret {} from {from}, redacted from everything it sends back",
+            secret.env
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- keeps supplementary groups: {}",
+        list(&p.identity.groups)
+    );
+    match &p.tools.allow {
+        Some(a) => {
+            let _ = writeln!(s, "- tools the client may see and call: {}", list(a));
+        }
+        None => {
+            let _ = writeln!(s, "- every tool is allowed unless denied below");
+        }
+    }
+    if !p.tools.deny.is_empty() {
+        let _ = writeln!(s, "- tools refused: {}", list(&p.tools.deny));
+    }
+    let _ = writeln!(
+        s,
+        "- a tool that changes after its first use is {}",
+        match p.tools.on_tool_change {
+            ToolChange::Warn => "reported",
+            ToolChange::Block => "reported, hidden and refused",
+        }
+    );
+    s
+}
