@@ -319,6 +319,10 @@ enum HelperError {
     RegainedRoot,
     #[error("cannot set no_new_privs: {errno}")]
     NoNewPrivs { errno: Errno },
+    #[error("the daemon exited while the server was being launched")]
+    ParentGone,
+    #[error("cannot set the parent-death signal: {errno}")]
+    PdeathSig { errno: Errno },
     #[error("no_new_privs reads back as unset after setting it")]
     NoNewPrivsNotSet,
     #[error("cannot chdir to {path} as uid {uid}: {errno}")]
@@ -369,7 +373,9 @@ impl HelperError {
             | Self::IdentityMismatch { .. }
             | Self::RegainedRoot
             | Self::NoNewPrivs { .. }
-            | Self::NoNewPrivsNotSet => Stage::Privileges,
+            | Self::NoNewPrivsNotSet
+            | Self::ParentGone
+            | Self::PdeathSig { .. } => Stage::Privileges,
             Self::Chdir { .. } => Stage::Chdir,
             Self::EmptyProgram
             | Self::NoPathVar { .. }
@@ -828,6 +834,7 @@ fn reset_signals() {
 
 /// Steps 1–6: everything up to the status line.
 fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
+    let daemon = nix::unistd::getppid();
     let spec = read_spec(control)?;
     // setresuid and Landlock act on the calling thread's view of the
     // process; a runtime started before helper_main would break that.
@@ -854,6 +861,14 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
         Some(s) => s.restrict_self()?,
         None => LandlockReport::learning(),
     };
+    // If the daemon dies, its egress programs go with it: the server must
+    // not outlive it unconfined. Set after the uid change (which clears
+    // it); a daemon already gone by now means exit rather than exec.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|errno| HelperError::PdeathSig { errno })?;
+    if nix::unistd::getppid() != daemon {
+        return Err(HelperError::ParentGone);
+    }
 
     nix::unistd::chdir(&spec.cwd).map_err(|errno| HelperError::Chdir {
         path: spec.cwd.clone(),

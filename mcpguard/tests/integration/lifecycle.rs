@@ -330,3 +330,24 @@ fn a_guarded_server_cannot_launch_another_server_through_the_daemon() {
     let launches = d.records().iter().filter(|r| is_kind(r, "launch")).count();
     assert_eq!(launches, 1, "the nested request must launch nothing");
 }
+
+#[test]
+fn servers_die_with_a_killed_daemon_rather_than_outlive_its_egress_programs() {
+    let mut d = Daemon::start();
+    let pol = simple_policy("orphaned");
+    let mut client = d
+        .run_cmd(&pol, &["/bin/sh", "-c", "echo $$; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    // SIGKILL: no shutdown path runs, the programs detach with the fds.
+    let mut daemon = d.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    wait_dead(&[pid], Duration::from_secs(5));
+    let _ = client.wait();
+}

@@ -15,7 +15,7 @@ use crate::harness::*;
 const CLIENT: &str = include_str!("../peers/mcp_client.py");
 
 /// A shipped policy, copied where the test user can read it.
-fn shipped(name: &str) -> std::path::PathBuf {
+pub(crate) fn shipped(name: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(format!(
         "{}/../policies/{name}.toml",
         env!("CARGO_MANIFEST_DIR")
@@ -28,7 +28,7 @@ fn shipped(name: &str) -> std::path::PathBuf {
 /// `mcpguard run --policy P` (or directly, with no policy), lists tools and
 /// makes `calls` (`[[tool, args], ...]`). Returns the client's report and
 /// its stderr (where the server's stderr ends up).
-fn client(
+pub(crate) fn client(
     d: &Daemon,
     policy: Option<&Path>,
     calls: &Value,
@@ -72,12 +72,12 @@ fn client(
     (report, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn session(d: &Daemon, policy: &Path, calls: Value, server: &[&str]) -> (Value, String) {
+pub(crate) fn session(d: &Daemon, policy: &Path, calls: Value, server: &[&str]) -> (Value, String) {
     client(d, Some(policy), &calls, server, &[])
 }
 
 /// One call under `policy`; the report with that call's result inlined.
-fn call(d: &Daemon, policy: &Path, tool: &str, args: Value, server: &[&str]) -> Value {
+pub(crate) fn call(d: &Daemon, policy: &Path, tool: &str, args: Value, server: &[&str]) -> Value {
     let (mut report, _) = session(d, policy, json!([[tool, args]]), server);
     let result = report["results"][0].take();
     report["is_error"] = result["is_error"].clone();
