@@ -37,6 +37,28 @@ use crate::{
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
+/// The recorded verdict: learning mode turns a denial into "would deny".
+#[inline(always)]
+fn verdict(allowed: bool, complain: bool) -> u32 {
+    if allowed {
+        VERDICT_ALLOW
+    } else if complain {
+        VERDICT_WOULD_DENY
+    } else {
+        VERDICT_DENY
+    }
+}
+
+/// The program's return value: 1 lets the call proceed, 0 fails it (EPERM).
+#[inline(always)]
+fn ret(proceed: bool) -> i32 {
+    if proceed {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
 const SOCK_RAW: u32 = 3;
 const IPPROTO_UDP: u32 = 17;
 const IPPROTO_ICMP: u32 = 1;
@@ -75,23 +97,13 @@ pub fn sock_create(ctx: SockContext) -> i32 {
                     family,
                     sock_type,
                     protocol,
-                    verdict: if allowed {
-                        VERDICT_ALLOW
-                    } else if complain {
-                        VERDICT_WOULD_DENY
-                    } else {
-                        VERDICT_DENY
-                    },
+                    verdict: verdict(allowed, complain),
                 };
             }
             entry.submit(wakeup_flags());
         }
     }
-    if allowed || complain {
-        ALLOW
-    } else {
-        DENY
-    }
+    ret(allowed || complain)
 }
 
 /// Replies from a server's resolver to a redirected UDP query come back
@@ -269,13 +281,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
             unsafe {
                 (*rec).payload = ConnectEvent {
                     op,
-                    verdict: if allowed {
-                        VERDICT_ALLOW
-                    } else if complain {
-                        VERDICT_WOULD_DENY
-                    } else {
-                        VERDICT_DENY
-                    },
+                    verdict: verdict(allowed, complain),
                     protocol,
                     port,
                     _pad: 0,
@@ -285,9 +291,5 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
             entry.submit(wakeup_flags());
         }
     }
-    if allowed || complain {
-        ALLOW
-    } else {
-        DENY
-    }
+    ret(allowed || complain)
 }
