@@ -123,6 +123,20 @@ pub fn base_fs(extra_read: &[&Path]) -> String {
     )
 }
 
+/// A policy `it-<tag>` that lets python3 and coreutils run, plus reads of
+/// `extra_read`, and passes PATH and HOME.
+pub fn simple_policy(tag: &str, extra_read: &[&Path]) -> PathBuf {
+    let dir = tempdir(tag);
+    policy(
+        &dir,
+        tag,
+        &format!(
+            "name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
+            base_fs(extra_read)
+        ),
+    )
+}
+
 /// A running daemon with its own socket, audit log and cgroup subtree.
 pub struct Daemon {
     pub socket: PathBuf,

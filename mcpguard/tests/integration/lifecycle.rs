@@ -11,18 +11,6 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use crate::harness::*;
 
-fn simple_policy(tag: &str) -> std::path::PathBuf {
-    let dir = tempdir(tag);
-    policy(
-        &dir,
-        tag,
-        &format!(
-            "name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
-            base_fs(&[])
-        ),
-    )
-}
-
 fn wait_dead(pids: &[u32], within: Duration) {
     let deadline = Instant::now() + within;
     while pids.iter().any(|p| alive(*p)) {
@@ -34,7 +22,7 @@ fn wait_dead(pids: &[u32], within: Duration) {
 #[test]
 fn server_runs_as_the_caller_with_no_new_privs_and_only_the_passed_env() {
     let d = Daemon::start();
-    let pol = simple_policy("ident");
+    let pol = simple_policy("ident", &[]);
     let script = "import os\n\
         print('uid', os.getuid(), os.geteuid())\n\
         print('gid', os.getgid(), os.getegid())\n\
@@ -96,7 +84,7 @@ fn server_runs_as_the_caller_with_no_new_privs_and_only_the_passed_env() {
 #[test]
 fn stdio_is_relayed_byte_for_byte_and_the_exit_status_comes_back() {
     let d = Daemon::start();
-    let pol = simple_policy("stdio");
+    let pol = simple_policy("stdio", &[]);
     let mut child = d
         .run_cmd(&pol, &["/bin/cat"])
         .stdin(Stdio::piped())
@@ -140,7 +128,7 @@ fn stdio_is_relayed_byte_for_byte_and_the_exit_status_comes_back() {
 #[test]
 fn sigterm_to_run_is_forwarded_to_the_server() {
     let d = Daemon::start();
-    let pol = simple_policy("signal");
+    let pol = simple_policy("signal", &[]);
     let script = "import signal, sys, time\n\
         def h(*a):\n    print('got TERM', flush=True); sys.exit(3)\n\
         signal.signal(signal.SIGTERM, h)\n\
@@ -163,7 +151,7 @@ fn sigterm_to_run_is_forwarded_to_the_server() {
 #[test]
 fn killing_run_kills_the_server_and_all_its_children() {
     let d = Daemon::start();
-    let pol = simple_policy("orphan");
+    let pol = simple_policy("orphan", &[]);
     let mut child = d
         .run_cmd(
             &pol,
@@ -232,7 +220,7 @@ fn a_malformed_policy_is_refused_with_its_location_and_launches_nothing() {
 #[test]
 fn daemon_sigterm_stops_every_server_and_removes_their_cgroups() {
     let mut d = Daemon::start();
-    let pol = simple_policy("shutdown");
+    let pol = simple_policy("shutdown", &[]);
     let mut child = d
         .run_cmd(&pol, &["/bin/sh", "-c", "echo $$; exec sleep 300"])
         .stdin(Stdio::null())
@@ -266,7 +254,7 @@ fn daemon_sigterm_stops_every_server_and_removes_their_cgroups() {
 #[test]
 fn an_event_flood_yields_loss_records_and_the_daemon_keeps_serving() {
     let mut d = Daemon::start_with(&["--ring-buffer-bytes", "65536"]);
-    let pol = simple_policy("flood");
+    let pol = simple_policy("flood", &[]);
     let script = "import os\n\
         for i in range(300000):\n\
         \x20   try:\n\
@@ -334,7 +322,7 @@ fn a_guarded_server_cannot_launch_another_server_through_the_daemon() {
 #[test]
 fn servers_die_with_a_killed_daemon_rather_than_outlive_its_egress_programs() {
     let mut d = Daemon::start();
-    let pol = simple_policy("orphaned");
+    let pol = simple_policy("orphaned", &[]);
     let mut client = d
         .run_cmd(&pol, &["/bin/sh", "-c", "echo $$; exec sleep 300"])
         .stdin(Stdio::null())

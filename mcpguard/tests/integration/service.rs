@@ -541,18 +541,6 @@ fn without_a_journal_socket_the_daemon_falls_back_to_plain_stderr() {
     assert!(!err.contains('\x1b'), "no colours for the journal: {err:?}");
 }
 
-fn simple_policy(tag: &str, extra_read: &[&Path]) -> PathBuf {
-    let dir = tempdir(tag);
-    policy(
-        &dir,
-        tag,
-        &format!(
-            "name = \"it-{tag}\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
-            base_fs(extra_read)
-        ),
-    )
-}
-
 /// A file every user may read but no policy lists: opening it from a
 /// server is a Landlock denial.
 fn forbidden_file() -> PathBuf {
