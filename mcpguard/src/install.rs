@@ -27,9 +27,17 @@ pub const POLICIES: &[(&str, &str)] = &[
         "everything.toml",
         include_str!("../../policies/everything.toml"),
     ),
+    ("fetch.toml", include_str!("../../policies/fetch.toml")),
     (
         "filesystem.toml",
         include_str!("../../policies/filesystem.toml"),
+    ),
+    ("git.toml", include_str!("../../policies/git.toml")),
+    ("github.toml", include_str!("../../policies/github.toml")),
+    ("memory.toml", include_str!("../../policies/memory.toml")),
+    (
+        "postgres.toml",
+        include_str!("../../policies/postgres.toml"),
     ),
     ("time.toml", include_str!("../../policies/time.toml")),
 ];

@@ -1,8 +1,10 @@
-//! `cargo xtask`: set-up, build, test and demo orchestration for mcpguard.
+//! `cargo xtask`: set-up, build, test, bench and demo orchestration for
+//! mcpguard.
 //!
 //! Every command but `setup` runs `setup` first; `setup` is idempotent and
 //! takes seconds once everything is in place.
 
+mod bench;
 mod demo;
 mod setup;
 mod sh;
@@ -42,6 +44,14 @@ enum Command {
     /// Start a daemon, run a real MCP server under guard with a real MCP
     /// client and a hostile probe, and print the audit trail.
     Demo,
+    /// Measure what each guard layer costs against the same work run bare;
+    /// writes bench/report.md and bench/report.json in the target directory.
+    Bench {
+        /// Run each item briefly to check the harness (not the numbers),
+        /// with the debug build.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +79,13 @@ fn dispatch(command: Command) -> Result<()> {
             setup::run()?;
             build(false)?;
             demo::run()
+        }
+        Command::Bench { quick } => {
+            setup::run()?;
+            // Full runs measure the build users run; quick runs reuse the
+            // debug build the tests already made.
+            build(!quick)?;
+            bench::run(quick)
         }
     }
 }
@@ -121,7 +138,14 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     cmd.args(["--", "--test-threads=1"]);
     cmd.env("MCPGUARD_TEST_USER", setup::TEST_USER);
-    sh::run(&mut cmd)
+    let (passed, failed) = sh::run_counting_tests(&mut cmd)?;
+    // The bench harness, briefly: CI checks that it runs, not its numbers.
+    build(false)?;
+    bench::run(true)?;
+    // One closing line for the whole run (cargo's last "test result" is
+    // that of whichever binary ran last, often one without tests).
+    println!("tests: {passed} passed, {failed} failed");
+    Ok(())
 }
 
 pub fn nix_is_root() -> bool {

@@ -21,13 +21,25 @@ use crate::sh;
 /// The unprivileged user the tests and the demo run servers as.
 pub const TEST_USER: &str = "mcpguard-test";
 
-const APT_PACKAGES: &[&str] = &["python3-venv", "iproute2"];
+/// bubblewrap is the bench's comparison sandbox; srt (below) runs it too,
+/// bridges its proxies with socat and scans with ripgrep.
+const APT_PACKAGES: &[&str] = &["python3-venv", "iproute2", "bubblewrap", "socat", "ripgrep"];
 
 /// Exact versions, so a fresh machine tests against what was tested here.
-const PYPI_PEERS: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19"];
+const PYPI_PEERS: &[&str] = &[
+    "mcp==2.3.0",
+    "mcp-server-time==2026.10.19",
+    // Run under policies/git.toml and policies/fetch.toml in the tests.
+    "mcp-server-git==2026.10.19",
+    "mcp-server-fetch==2026.10.24",
+];
 const NPM_PEERS: &[&str] = &[
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-everything@2026.8.31",
+    // Run under policies/memory.toml in the tests.
+    "@modelcontextprotocol/server-memory@2026.8.31",
+    // Anthropic's sandbox runtime (`srt`), compared against in the bench.
+    "@anthropic-ai/sandbox-runtime@0.0.83",
 ];
 
 pub fn run() -> Result<()> {

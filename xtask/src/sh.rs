@@ -39,6 +39,46 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Run `cargo test`, passing its output through, and add up the
+/// `test result:` lines of every test binary: (passed, failed).
+pub fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let line = show(cmd);
+    eprintln!("xtask: {line}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("test stdout")?;
+    for l in BufReader::new(stdout).lines() {
+        let l = l.context("reading test output")?;
+        println!("{l}");
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed: {status} ({passed} passed, {failed} failed)");
+    }
+    Ok((passed, failed))
+}
+
 /// Run and capture; error (with its stderr) if it does not exit 0.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let line = show(cmd);

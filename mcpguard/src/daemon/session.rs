@@ -591,6 +591,9 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     let _ = proto::write_frame(&mut &*stream, &Response::Exited { code, signal });
     in_cancel.fire();
     let _ = in_relay.join();
+    // The client's stdout: both relays are done with it, so close it now;
+    // its reader sees end of file without waiting for the teardown.
+    drop(client_out);
     tap.finish();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = control.join();

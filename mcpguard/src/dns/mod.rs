@@ -33,7 +33,7 @@ pub use self::view::{DnsView, MapSink, GRACE};
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the resolver threads look at their stop flag (and expire
 /// allowances).
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(50);
 /// Largest DNS message over TCP (the length prefix's limit).
 const MAX_TCP_MSG: usize = 65535;
 

@@ -12,5 +12,6 @@ mod dns;
 mod enforce;
 mod lifecycle;
 mod mcp;
+mod policies;
 mod service;
 mod unix;

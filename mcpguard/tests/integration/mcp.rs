@@ -505,7 +505,10 @@ fn a_learned_policy_runs_its_workload_without_denials_and_still_guards_the_rest(
         report["results"][0]["text"][0], "learned notes\n",
         "{report}\n{stderr}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Everything of the second run is in once its exit is.
+    d.wait_record("the enforced run's exit", |r| {
+        is_kind(r, "server_exit") && r["launch"] == "it-learn-2"
+    });
     let records = d.records();
     let enforced: Vec<&Value> = records
         .iter()

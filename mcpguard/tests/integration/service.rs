@@ -1075,11 +1075,20 @@ fn under_a_delegated_cgroup_servers_live_inside_the_daemons_cgroup() {
         "the server's cgroup is not below the delegated one: {}",
         describe(&out)
     );
-    let launch = d
-        .records()
-        .into_iter()
-        .find(|r| is_kind(r, "launch"))
-        .expect("launch record");
+    // The audit thread writes the launch record a moment after the server
+    // ran; wait for it rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let launch = loop {
+        if let Some(r) = d.records().into_iter().find(|r| is_kind(r, "launch")) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no launch record:\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         launch["cgroup"]
             .as_str()

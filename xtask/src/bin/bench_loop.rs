@@ -1,0 +1,226 @@
+//! `bench_loop`: the syscall loops `cargo xtask bench` runs bare and under
+//! guard. The same binary does both runs, so the ratio compares like with
+//! like.
+//!
+//! Each mode warms up, then times a loop of one operation and prints one
+//! line of `key=value` pairs on stdout:
+//!
+//! - `connect N PORT`: TCP `socket()` + `connect()` to 127.0.0.1:PORT +
+//!   `close()` (with `SO_LINGER` 0, so closing sends a reset and leaves no
+//!   `TIME_WAIT` socket to exhaust the ephemeral ports);
+//! - `open N PATH`: `open(PATH, O_RDONLY)` + `close()`;
+//! - `exec N PROGRAM`: `fork()`, `execv(PROGRAM)` in the child, `waitpid()`;
+//! - `enoent RATE SECONDS PATH [THREADS]`: failed `open()`s of a path that
+//!   does not exist, paced to RATE per second in total (0: as fast as
+//!   possible) for SECONDS, each one an audit record when guarded.
+//!
+//! Only std and libc: it runs inside a Landlock domain that allows little.
+
+use std::{
+    ffi::CString,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("connect") => connect(&args[1..]),
+        Some("open") => open(&args[1..]),
+        Some("exec") => exec(&args[1..]),
+        Some("enoent") => enoent(&args[1..]),
+        _ => Err("usage: bench_loop connect N PORT | open N PATH | exec N PROGRAM | enoent RATE SECONDS PATH [THREADS]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench_loop: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
+    args.get(i)
+        .ok_or_else(|| format!("missing {what}"))?
+        .parse()
+        .map_err(|_| format!("bad {what}: {:?}", args[i]))
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Run `op` `n / 20` times untimed, then `n` times timed; print ns/op.
+fn timed(name: &str, n: u64, mut op: impl FnMut() -> Result<()>) -> Result<()> {
+    for _ in 0..(n / 20).max(1) {
+        op()?;
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
+    println!("op={name} n={n} ns_per_op={ns:.1}");
+    Ok(())
+}
+
+fn connect(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    let port: u16 = arg(args, 1, "PORT")?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    timed("connect", n, || {
+        // SAFETY: plain socket(2); the fd is closed below on every path.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", errno()));
+        }
+        // SAFETY: `fd` is our socket; `linger` and `addr` are live, correctly
+        // sized values for these calls.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        let err = errno();
+        // SAFETY: closing the fd we own, once.
+        unsafe { libc::close(fd) };
+        if result != 0 {
+            return Err(format!("connect 127.0.0.1:{port}: {err}"));
+        }
+        Ok(())
+    })
+}
+
+fn open(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    let path: String = arg(args, 1, "PATH")?;
+    let c = CString::new(path.clone()).map_err(|_| "NUL in PATH".to_string())?;
+    timed("open", n, || {
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {path}: {}", errno()));
+        }
+        // SAFETY: closing the fd we own, once.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })
+}
+
+fn exec(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    let program: String = arg(args, 1, "PROGRAM")?;
+    let c = CString::new(program.clone()).map_err(|_| "NUL in PROGRAM".to_string())?;
+    // Built before fork: the child may only make async-signal-safe calls.
+    let argv = [c.as_ptr(), std::ptr::null()];
+    timed("exec", n, || {
+        // SAFETY: this program is single-threaded here; the child only calls
+        // execv and _exit, both async-signal-safe, with memory prepared
+        // before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", errno()));
+        }
+        if pid == 0 {
+            // SAFETY: see above; `argv` is NULL-terminated and outlives exec.
+            unsafe {
+                libc::execv(c.as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child we just forked.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(format!("waitpid: {}", errno()));
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(format!("{program} failed: wait status {status:#x}"));
+        }
+        Ok(())
+    })
+}
+
+/// One pacing thread: `rate` opens per second (0: unpaced) until `until`.
+fn enoent_thread(path: &CString, rate: f64, until: Duration) -> u64 {
+    let start = Instant::now();
+    let mut done: u64 = 0;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= until {
+            return done;
+        }
+        let due = if rate > 0.0 {
+            (elapsed.as_secs_f64() * rate) as u64
+        } else {
+            done + 64
+        };
+        if done >= due {
+            // Ahead of schedule: yield the CPU (the daemon needs it) for a
+            // little less than the time one batch covers.
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        // At most a millisecond's worth at once, so the deadline holds.
+        let batch = (due - done).min(4096);
+        for _ in 0..batch {
+            // SAFETY: `path` is NUL-terminated and outlives the call; the
+            // open is expected to fail, a success is closed at once.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if fd >= 0 {
+                // SAFETY: closing the fd we own, once.
+                unsafe { libc::close(fd) };
+            }
+        }
+        done += batch;
+    }
+}
+
+fn enoent(args: &[String]) -> Result<()> {
+    let rate: f64 = arg(args, 0, "RATE")?;
+    let secs: f64 = arg(args, 1, "SECONDS")?;
+    let path: String = arg(args, 2, "PATH")?;
+    let threads: usize = if args.len() > 3 {
+        arg(args, 3, "THREADS")?
+    } else {
+        1
+    };
+    let c = CString::new(path).map_err(|_| "NUL in PATH".to_string())?;
+    let until = Duration::from_secs_f64(secs);
+    let per_thread = rate / threads as f64;
+    let start = Instant::now();
+    let done: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| enoent_thread(&c, per_thread, until)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "op=enoent done={done} secs={elapsed:.3} rate={:.1}",
+        done as f64 / elapsed
+    );
+    Ok(())
+}
