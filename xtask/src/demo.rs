@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{setup::TEST_USER, sh};
+use crate::sh;
 
 const CLIENT: &str = include_str!("../../mcpguard/tests/peers/mcp_client.py");
 
@@ -40,22 +40,6 @@ try:
 except OSError as e:
     print("connect 127.0.0.1:" + sys.argv[1], "->", e.strerror)
 "#;
-
-struct User {
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-fn test_user() -> Result<User> {
-    let line = sh::output(&mut sh::cmd("getent", &["passwd", TEST_USER]))?;
-    let f: Vec<&str> = line.trim().split(':').collect();
-    Ok(User {
-        uid: f.get(2).context("passwd uid")?.parse()?,
-        gid: f.get(3).context("passwd gid")?.parse()?,
-        home: PathBuf::from(f.get(5).context("passwd home")?),
-    })
-}
 
 /// Stops the daemon on every way out of the demo.
 struct Daemon(Child);
@@ -79,7 +63,7 @@ fn banner(text: &str) {
 }
 
 pub fn run() -> Result<()> {
-    let user = test_user()?;
+    let user = crate::setup::lookup_test_user()?;
     let dir = PathBuf::from(format!("/tmp/mcpguard-demo-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;

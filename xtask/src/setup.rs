@@ -196,10 +196,10 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// The test user's home, uid and gid.
-struct User {
-    home: PathBuf,
-    uid: u32,
-    gid: u32,
+pub struct User {
+    pub home: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Create the test user if needed.
@@ -216,6 +216,11 @@ fn test_user() -> Result<User> {
             ],
         ))?;
     }
+    lookup_test_user()
+}
+
+/// The test user as the passwd database has it (`setup` creates it).
+pub fn lookup_test_user() -> Result<User> {
     let passwd = sh::output(&mut sh::cmd("getent", &["passwd", TEST_USER]))?;
     let fields: Vec<&str> = passwd.trim().split(':').collect();
     let bad = || format!("unexpected passwd entry for {TEST_USER}: {passwd:?}");
