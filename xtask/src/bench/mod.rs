@@ -12,12 +12,14 @@
 //!
 //! Sections: [`launch`] (start-up), [`syscalls`] (connect/open/exec loops),
 //! [`audit`] (the audit pipeline's zero-loss rate), [`memory`] (daemon RSS),
-//! [`tap`] (MCP round trips). [`report`] writes `bench/report.md` and
+//! [`tap`] (MCP round trips), [`dns`] (lookups through the daemon's
+//! resolver, connect with a large allow map). [`report`] writes `bench/report.md` and
 //! `bench/report.json` under the cargo target directory.
 //!
 //! `--quick` runs each item briefly, to check the harness, not the numbers.
 
 mod audit;
+mod dns;
 mod launch;
 mod memory;
 mod report;
@@ -154,12 +156,7 @@ pub struct Section {
     pub details: Value,
 }
 
-/// The test user's identity.
-pub struct User {
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
+pub use crate::setup::User;
 
 /// What every section needs: the scratch directory and the binaries in it.
 pub struct Ctx {
@@ -292,6 +289,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ctx: &Ctx, section: &str) -> Result<Daemon> {
+        Daemon::start_with(ctx, section, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` arguments for `mcpguard daemon`.
+    pub fn start_with(ctx: &Ctx, section: &str, extra: &[&str]) -> Result<Daemon> {
         let dir = ctx.subdir(&format!("daemon-{section}"))?;
         let secrets = dir.join("secrets");
         fs::create_dir_all(&secrets)?;
@@ -311,6 +313,7 @@ impl Daemon {
             .arg(dir.join("state"))
             .arg("--secrets-dir")
             .arg(&secrets)
+            .args(extra)
             .env("MCPGUARD_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -555,16 +558,6 @@ fn target_dir() -> Result<PathBuf> {
     ))
 }
 
-fn test_user() -> Result<User> {
-    let line = sh::output(&mut sh::cmd("getent", &["passwd", TEST_USER]))?;
-    let f: Vec<&str> = line.trim().split(':').collect();
-    Ok(User {
-        uid: f.get(2).context("passwd uid")?.parse()?,
-        gid: f.get(3).context("passwd gid")?.parse()?,
-        home: PathBuf::from(f.get(5).context("passwd home")?),
-    })
-}
-
 /// Removes the scratch directory (audit logs can be large) at the end.
 struct Scratch(PathBuf);
 
@@ -716,7 +709,7 @@ pub fn run(quick: bool) -> Result<()> {
     ]))?;
     let target = target_dir()?;
     let profile = if quick { "debug" } else { "release" };
-    let user = test_user()?;
+    let user = crate::setup::lookup_test_user()?;
     let peers = user.home.join(".local/share/mcpguard");
     let dir = PathBuf::from(format!("/tmp/mcpguard-bench-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -741,12 +734,13 @@ pub fn run(quick: bool) -> Result<()> {
     };
 
     type Bench = fn(&Ctx) -> Result<Section>;
-    let benches: [(&str, Bench); 5] = [
+    let benches: [(&str, Bench); 6] = [
         ("launch", launch::run),
         ("syscalls", syscalls::run),
         ("audit", audit::run),
         ("memory", memory::run),
         ("tap", tap::run),
+        ("dns", dns::run),
     ];
     let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let watch = Watch::start();

@@ -22,14 +22,14 @@ use serde_json::json;
 use super::{field, stdout_of, write_file, Ctx, Daemon, Row, Section, Stats, Target};
 
 /// Accepts and drops connections until dropped.
-struct Sink {
-    port: u16,
+pub(super) struct Sink {
+    pub(super) port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Sink {
-    fn start() -> Result<Sink> {
+    pub(super) fn start() -> Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         // A deep backlog: a full accept queue drops SYNs, and a dropped SYN
         // costs a one-second retransmit in the middle of a timed loop.

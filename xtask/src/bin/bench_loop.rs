@@ -12,7 +12,10 @@
 //! - `exec N PROGRAM`: `fork()`, `execv(PROGRAM)` in the child, `waitpid()`;
 //! - `enoent RATE SECONDS PATH [THREADS]`: failed `open()`s of a path that
 //!   does not exist, paced to RATE per second in total (0: as fast as
-//!   possible) for SECONDS, each one an audit record when guarded.
+//!   possible) for SECONDS, each one an audit record when guarded;
+//! - `dns N IP PORT NAME`: UDP `socket()` + `connect()` to IP:PORT +
+//!   `send()` of an A query for NAME + `recv()` of the answer (checked: same
+//!   id, NOERROR, at least one answer) + `close()`, one lookup at a time.
 //!
 //! Only std and libc: it runs inside a Landlock domain that allows little.
 
@@ -29,7 +32,8 @@ fn main() -> ExitCode {
         Some("open") => open(&args[1..]),
         Some("exec") => exec(&args[1..]),
         Some("enoent") => enoent(&args[1..]),
-        _ => Err("usage: bench_loop connect N PORT | open N PATH | exec N PROGRAM | enoent RATE SECONDS PATH [THREADS]".into()),
+        Some("dns") => dns(&args[1..]),
+        _ => Err("usage: bench_loop connect N PORT | open N PATH | exec N PROGRAM | enoent RATE SECONDS PATH [THREADS] | dns N IP PORT NAME".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,4 +227,91 @@ fn enoent(args: &[String]) -> Result<()> {
         done as f64 / elapsed
     );
     Ok(())
+}
+
+/// An A query (IN, recursion desired) for `name` with id 0, to patch.
+fn dns_query(name: &str) -> Result<Vec<u8>> {
+    let mut q = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("bad NAME: {name:?}"));
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    Ok(q)
+}
+
+fn dns(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    let ip: std::net::Ipv4Addr = arg(args, 1, "IP")?;
+    let port: u16 = arg(args, 2, "PORT")?;
+    let name: String = arg(args, 3, "NAME")?;
+    let mut query = dns_query(&name)?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // A lost datagram fails the run instead of hanging it.
+    let timeout = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    let mut id: u16 = 0;
+    let mut buf = [0u8; 512];
+    timed("dns", n, || {
+        id = id.wrapping_add(1);
+        query[..2].copy_from_slice(&id.to_be_bytes());
+        // SAFETY: plain socket(2); the fd is closed below on every path.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", errno()));
+        }
+        // SAFETY: `fd` is our socket; `timeout`, `addr`, `query` and `buf`
+        // are live for the calls and the lengths passed are theirs.
+        let (result, got) = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            let mut result = libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            if result == 0 && libc::send(fd, query.as_ptr().cast(), query.len(), 0) < 0 {
+                result = -1;
+            }
+            let got = if result == 0 {
+                libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
+            } else {
+                -1
+            };
+            (result, got)
+        };
+        let err = errno();
+        // SAFETY: closing the fd we own, once.
+        unsafe { libc::close(fd) };
+        if result != 0 || got < 0 {
+            return Err(format!("dns {name} via {ip}:{port}: {err}"));
+        }
+        let r = &buf[..got as usize];
+        let ok = r.len() >= 12
+            && r[..2] == id.to_be_bytes()
+            && r[2] & 0x80 != 0
+            && r[3] & 0x0f == 0
+            && u16::from_be_bytes([r[6], r[7]]) >= 1;
+        if !ok {
+            return Err(format!("dns {name} via {ip}:{port}: bad answer {r:02x?}"));
+        }
+        Ok(())
+    })
 }
