@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_buf,
     },
 };
 use mcpguard_common::{
@@ -89,4 +89,35 @@ pub fn reserve<T: 'static>(
         };
     }
     Some(entry)
+}
+
+/// Copy a payload stashed at syscall entry (a map value of type `T`) into
+/// a new record of `kind`, let `fill` set what is only known now (the
+/// result), and submit it; a failed copy discards the record.
+#[inline(always)]
+pub fn emit_pending<T: 'static>(
+    kind: u32,
+    cgroup: u64,
+    pending: *const T,
+    fill: impl FnOnce(&mut T),
+) {
+    let Some(mut entry) = reserve::<T>(kind, cgroup) else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is reserved ring-buffer memory for a `Record<T>` and
+    // `pending` a live map value of type `T`; the helper copies the bytes
+    // without the compiler emitting a memcpy call.
+    unsafe {
+        let dst = core::slice::from_raw_parts_mut(
+            core::ptr::addr_of_mut!((*rec).payload).cast::<u8>(),
+            core::mem::size_of::<T>(),
+        );
+        if bpf_probe_read_kernel_buf(pending.cast::<u8>(), dst).is_ok() {
+            fill(&mut (*rec).payload);
+            entry.submit(wakeup_flags());
+        } else {
+            entry.discard(0);
+        }
+    }
 }

@@ -8,10 +8,7 @@
 //! Unguarded tasks return after one map lookup.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -21,7 +18,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, reserve, wakeup_flags},
+    emit::{current_server, emit_pending},
     maps::{PENDING_OPEN, SCRATCH_OPEN},
     offsets::*,
 };
@@ -175,24 +172,9 @@ fn finish(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     };
-    if let Some(mut entry) = reserve::<OpenEvent>(kind::OPEN, cgroup) {
-        let rec = entry.as_mut_ptr();
-        // SAFETY: `rec` is reserved ring-buffer memory for this record and
-        // `pending` a live map value of the payload's type; the helper copies
-        // bytes without the compiler emitting a memcpy call.
-        unsafe {
-            let dst = core::slice::from_raw_parts_mut(
-                core::ptr::addr_of_mut!((*rec).payload).cast::<u8>(),
-                core::mem::size_of::<OpenEvent>(),
-            );
-            if bpf_probe_read_kernel_buf(pending.cast::<u8>(), dst).is_ok() {
-                (*rec).payload.ret = ret;
-                entry.submit(wakeup_flags());
-            } else {
-                entry.discard(0);
-            }
-        }
-    }
+    emit_pending(kind::OPEN, cgroup, pending, |ev: &mut OpenEvent| {
+        ev.ret = ret
+    });
     let _ = PENDING_OPEN.remove(&id);
     0
 }

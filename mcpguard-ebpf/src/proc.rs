@@ -7,10 +7,7 @@
 //! verdicts.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -21,7 +18,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, reserve, wakeup_flags},
+    emit::{current_server, emit_pending, reserve, wakeup_flags},
     maps::{PENDING_EXEC, SCRATCH_EXEC},
     offsets::*,
 };
@@ -190,23 +187,9 @@ fn emit_exec(id: u64, ret: i32) {
         return;
     };
     if let Some((cgroup, _)) = current_server() {
-        if let Some(mut entry) = reserve::<ExecEvent>(kind::EXEC, cgroup) {
-            let rec = entry.as_mut_ptr();
-            // SAFETY: `rec` is reserved ring-buffer memory for this record,
-            // `pending` a live map value of the payload's type.
-            unsafe {
-                let dst = core::slice::from_raw_parts_mut(
-                    core::ptr::addr_of_mut!((*rec).payload).cast::<u8>(),
-                    core::mem::size_of::<ExecEvent>(),
-                );
-                if bpf_probe_read_kernel_buf(pending.cast::<u8>(), dst).is_ok() {
-                    (*rec).payload.ret = ret;
-                    entry.submit(wakeup_flags());
-                } else {
-                    entry.discard(0);
-                }
-            }
-        }
+        emit_pending(kind::EXEC, cgroup, pending, |ev: &mut ExecEvent| {
+            ev.ret = ret
+        });
     }
     let _ = PENDING_EXEC.remove(&id);
 }

@@ -9,10 +9,7 @@
 //! after one map lookup.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -22,7 +19,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, reserve, wakeup_flags},
+    emit::{current_server, emit_pending},
     maps::{PENDING_UNIX, SCRATCH_UNIX},
     offsets::{OFF_CONNECT_ADDR, OFF_SYS_EXIT_RET},
 };
@@ -75,23 +72,12 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     if let Some((cgroup, _)) = current_server() {
-        if let Some(mut entry) = reserve::<UnixConnectEvent>(kind::UNIX_CONNECT, cgroup) {
-            let rec = entry.as_mut_ptr();
-            // SAFETY: `rec` is reserved ring-buffer memory for this record
-            // and `pending` a live map value of the payload's type.
-            unsafe {
-                let dst = core::slice::from_raw_parts_mut(
-                    core::ptr::addr_of_mut!((*rec).payload).cast::<u8>(),
-                    core::mem::size_of::<UnixConnectEvent>(),
-                );
-                if bpf_probe_read_kernel_buf(pending.cast::<u8>(), dst).is_ok() {
-                    (*rec).payload.ret = ret;
-                    entry.submit(wakeup_flags());
-                } else {
-                    entry.discard(0);
-                }
-            }
-        }
+        emit_pending(
+            kind::UNIX_CONNECT,
+            cgroup,
+            pending,
+            |ev: &mut UnixConnectEvent| ev.ret = ret,
+        );
     }
     let _ = PENDING_UNIX.remove(&id);
     0
