@@ -177,16 +177,7 @@ fn time_split(cmd: &mut Command) -> Result<[f64; 3]> {
 /// takes back to back and after the cgroup subsystem has been idle, in ms.
 /// The daemon moves every launch helper this way.
 fn cgroup_migration(ctx: &Ctx, gap: Duration, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mount = mountinfo
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4))?
-        })
-        .context("no cgroup2 mount")?;
-    let root = Path::new(mount).join(format!("{}-probe", ctx.cgroup_name));
+    let root = super::cgroup2_mount()?.join(format!("{}-probe", ctx.cgroup_name));
     std::fs::create_dir_all(&root)?;
     let mut dirs = Vec::new();
     let mut one = |i: usize| -> Result<f64> {

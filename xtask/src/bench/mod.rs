@@ -321,22 +321,14 @@ impl Daemon {
             .stderr(fs::File::create(&stderr)?)
             .spawn()
             .context("starting the daemon")?;
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4))?
-            })
-            .context("no cgroup2 mount in /proc/self/mountinfo")?;
+        let mount = cgroup2_mount()?;
         let mut d = Daemon {
             pid: child.id(),
             child: Some(child),
             socket,
             log,
             stderr,
-            tree: Path::new(mount).join(&ctx.cgroup_name),
+            tree: mount.join(&ctx.cgroup_name),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.socket.exists() {
@@ -543,6 +535,19 @@ pub fn field(out: &str, key: &str) -> Result<f64> {
 
 /// The cargo target directory in use (honours `CARGO_TARGET_DIR` and
 /// cargo configuration), from `cargo metadata`.
+/// Where the cgroup v2 hierarchy is mounted (`/proc/self/mountinfo`).
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .context("no cgroup2 mount in /proc/self/mountinfo")
+}
+
 fn target_dir() -> Result<PathBuf> {
     let out = sh::output(&mut sh::cargo(&[
         "metadata",
