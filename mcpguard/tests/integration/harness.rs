@@ -177,21 +177,7 @@ impl Daemon {
             child: Some(child),
             stderr,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !d.socket.exists() {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon exited with {status} before listening:\n{}",
-                    d.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not listen within 30 s:\n{}",
-                d.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(d.child.as_mut().unwrap(), &d.socket, &d.stderr);
         d
     }
 
@@ -262,25 +248,50 @@ impl Daemon {
 
     /// SIGTERM and wait; returns the daemon's exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon already stopped");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "daemon did not stop within 20 s of SIGTERM:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        stop_daemon(
+            self.child.take().expect("daemon already stopped"),
+            &self.stderr,
+        )
+    }
+}
+
+/// Wait (up to 30 s) until a daemon started with `stderr` redirected to a
+/// file listens on `socket`; panics with its stderr if it exits first.
+pub fn wait_listening(child: &mut Child, socket: &Path, stderr: &Path) {
+    let log = || std::fs::read_to_string(stderr).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon exited with {status} before listening:\n{}", log());
         }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not listen within 30 s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM a daemon and wait (up to 20 s) for its exit status.
+pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "daemon did not stop within 20 s of SIGTERM:\n{}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -321,23 +321,8 @@ impl Svc {
             stderr,
             child: Some(child),
         };
-        svc.wait_listening();
+        wait_listening(svc.child.as_mut().unwrap(), &svc.socket, &svc.stderr);
         svc
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.socket.exists() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {status}:\n{}", self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not listen:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn stderr(&self) -> String {
@@ -345,23 +330,8 @@ impl Svc {
     }
 
     fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "daemon exit {status}:\n{}", self.stderr());
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not stop:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = stop_daemon(self.child.take().expect("running"), &self.stderr);
+        assert!(status.success(), "daemon exit {status}:\n{}", self.stderr());
     }
 
     fn records(&self) -> Vec<Value> {
