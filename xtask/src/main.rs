@@ -6,6 +6,7 @@
 
 mod bench;
 mod demo;
+mod escape;
 mod setup;
 mod sh;
 
@@ -138,7 +139,20 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     cmd.args(["--", "--test-threads=1"]);
     cmd.env("MCPGUARD_TEST_USER", setup::TEST_USER);
-    let (passed, failed) = sh::run_counting_tests(&mut cmd)?;
+    cmd.env("MCPGUARD_ESCAPE_ROWS", escape::rows_dir());
+    escape::reset()?;
+    let result = sh::run_counting_tests(&mut cmd);
+    // The report is written even when tests failed: its red rows say which.
+    let red = escape::write_report()?;
+    eprintln!(
+        "xtask: escape report {} ({red} red rows)",
+        escape::report_path().display()
+    );
+    let (passed, failed) = result?;
+    // A filtered run leaves classes without rows; a full run must not.
+    if filter.is_none() {
+        anyhow::ensure!(red == 0, "the escape report has {red} red rows");
+    }
     // The bench harness, briefly: CI checks that it runs, not its numbers.
     build(false)?;
     bench::run(true)?;

@@ -23,7 +23,15 @@ pub const TEST_USER: &str = "mcpguard-test";
 
 /// bubblewrap is the bench's comparison sandbox; srt (below) runs it too,
 /// bridges its proxies with socat and scans with ripgrep.
-const APT_PACKAGES: &[&str] = &["python3-venv", "iproute2", "bubblewrap", "socat", "ripgrep"];
+const APT_PACKAGES: &[&str] = &[
+    "python3-venv",
+    "iproute2",
+    "bubblewrap",
+    "socat",
+    "ripgrep",
+    "gcc",
+    "libc6-dev",
+];
 
 /// Exact versions, so a fresh machine tests against what was tested here.
 const PYPI_PEERS: &[&str] = &[

@@ -10,6 +10,7 @@ mod harness;
 
 mod dns;
 mod enforce;
+mod escape;
 mod lifecycle;
 mod mcp;
 mod policies;
