@@ -15,6 +15,7 @@ pub mod kind {
     pub const CONNECT: u32 = 5;
     pub const UNIX_CONNECT: u32 = 6;
     pub const SOCKET: u32 = 7;
+    pub const SYSCALL: u32 = 8;
 }
 
 /// Common prefix of every record.
@@ -164,7 +165,21 @@ pub struct SocketEvent {
     pub verdict: u32,
 }
 
+/// A call to one of the syscalls the daemon watches (the seccomp fence's
+/// gated ones, plus cross-process ones like `ptrace` and `kill`), from its
+/// `sys_exit` tracepoint: arguments are not kept, only the result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEvent {
+    /// The native syscall number.
+    pub nr: u32,
+    pub _pad: u32,
+    /// The return value: negative errno on failure.
+    pub ret: i64,
+}
+
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<SocketEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 16 + UNIX_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 8 + PATH_LEN + ARG_LEN * ARGV_SLOTS);

@@ -19,6 +19,9 @@ pub const MAX_SERVERS: u32 = 1024;
 pub const MAX_NET_RULES: u32 = 16384;
 /// Syscalls in flight (between enter and exit) tracked at once.
 pub const MAX_INFLIGHT: u32 = 8192;
+
+/// Most syscalls the `sys_exit` watch can record.
+pub const MAX_WATCHED_SYSCALLS: u32 = 64;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 /// The daemon maps it twice (the wrap-around view), so every MiB here is
 /// two of resident memory once traffic has touched it; 4 MiB holds about

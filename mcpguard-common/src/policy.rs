@@ -20,6 +20,14 @@ pub const FLAG_SOCK_ICMP: u32 = 1 << 4;
 /// is allowed and recorded as `VERDICT_WOULD_DENY`.
 pub const FLAG_COMPLAIN: u32 = 1 << 5;
 
+/// `SYSCALL_AUDIT` values: which calls of a watched syscall are recorded.
+pub mod syscall_audit {
+    /// Every call.
+    pub const ALWAYS: u32 = 1;
+    /// Only calls that fail.
+    pub const FAILURES: u32 = 2;
+}
+
 /// Per-server state, keyed by cgroup id in the `SERVERS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@ mod maps;
 mod net;
 mod offsets;
 mod proc;
+mod syscalls;
 mod unix;
 
 #[cfg(not(test))]

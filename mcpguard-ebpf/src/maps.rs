@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use mcpguard_common::{
     event::{ExecEvent, OpenEvent, UnixConnectEvent},
-    limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, RING_BYTES},
+    limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, MAX_WATCHED_SYSCALLS, RING_BYTES},
     policy::{DnsOrigin, NetKey, PortSet, ServerPolicy},
 };
 
@@ -54,3 +54,8 @@ pub static PENDING_UNIX: HashMap<u64, UnixConnectEvent> =
 /// (LRU: a socket that goes away needs no cleanup).
 #[map]
 pub static DNS_ORIGIN: LruHashMap<u64, DnsOrigin> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Watched syscalls: number → `syscall_audit` mode. Filled by the daemon
+/// from the seccomp fence's table before the programs attach.
+#[map]
+pub static SYSCALL_AUDIT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_SYSCALLS, 0);

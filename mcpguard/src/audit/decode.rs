@@ -15,8 +15,8 @@ use std::{
 use mcpguard_common::{
     event::{
         kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, Record, SocketEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
-        VERDICT_WOULD_DENY,
+        OpenEvent, Record, SocketEvent, SyscallEvent, UnixConnectEvent, VERDICT_ALLOW,
+        VERDICT_DENY, VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -207,6 +207,20 @@ pub fn decode(
                 verdict: verdict.into(),
             }
         }
+        kind::SYSCALL => {
+            let ev =
+                read_checked::<Record<SyscallEvent>>(sample, "syscall", Some(header.len))?.payload;
+            let name = crate::launch::seccomp::name_of(ev.nr).ok_or(DecodeError::BadField {
+                name: "syscall",
+                field: "nr",
+                value: u64::from(ev.nr),
+            })?;
+            Body::Syscall {
+                name: name.to_owned(),
+                result: ev.ret,
+                errno: errno_of(ev.ret),
+            }
+        }
         kind::UNIX_CONNECT => {
             let ev =
                 read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", Some(header.len))?
@@ -260,6 +274,7 @@ impl Plain for OpenEvent {}
 impl Plain for ConnectEvent {}
 impl Plain for UnixConnectEvent {}
 impl Plain for SocketEvent {}
+impl Plain for SyscallEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.

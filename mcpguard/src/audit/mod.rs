@@ -223,6 +223,17 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "is_false")]
         fenced: bool,
     },
+    /// A call to a watched syscall: one the seccomp fence gates (refused
+    /// unless `[kernel] allow` names its feature) or a cross-process one
+    /// (`ptrace`, `kill`, ...), recorded on failure or always.
+    Syscall {
+        /// The syscall's name (`io_uring_setup`, `unshare`, `ptrace`, ...).
+        name: String,
+        /// The return value: negative errno on failure.
+        result: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<String>,
+    },
     /// A DNS query a guarded server sent (to any resolver: all of them reach
     /// the daemon's).
     Dns {
@@ -284,6 +295,7 @@ impl Body {
             Body::Dns { .. } => "dns",
             Body::UnixConnect { .. } => "unix_connect",
             Body::Socket { .. } => "socket",
+            Body::Syscall { .. } => "syscall",
         }
     }
 
@@ -294,7 +306,7 @@ impl Body {
     pub fn is_denied(&self) -> bool {
         match self {
             Body::Exec { result, .. } => is_denial_errno(i64::from(*result)),
-            Body::Open { result, .. } => is_denial_errno(*result),
+            Body::Open { result, .. } | Body::Syscall { result, .. } => is_denial_errno(*result),
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",

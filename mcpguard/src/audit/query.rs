@@ -597,6 +597,7 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("sock_type"),
             f("protocol")
         ),
+        "syscall" => format!("syscall {} = {}", f("name"), result(rec)),
         "unix_connect" => format!(
             "unix_connect {}{}{} = {}{}",
             if rec["abstract_addr"] == true {

@@ -181,18 +181,17 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             "Landlock unavailable: launches will be refused (policies need filesystem rules)"
         ),
     }
-    match bpffs_mounted() {
-        true => info!(
-            layer = "bpffs",
-            "bpffs mounted (not needed: nothing is pinned)"
-        ),
-        false => info!(
-            layer = "bpffs",
-            "bpffs not mounted (not needed: nothing is pinned)"
-        ),
-    }
+    // After reap_stale: the previous daemon's servers are gone, so its
+    // pinned links can go too.
+    let pins = match ebpf::pins::prepare(&cfg.cgroup_name) {
+        Ok(dir) => Some(dir),
+        Err(error) => {
+            warn!(layer = "bpffs", %error, "MISSING: pinned enforcement (egress stops if the daemon dies; servers are killed instead)");
+            None
+        }
+    };
 
-    let loaded = ebpf::load(&tree.root, cfg.ring_bytes)?;
+    let loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
     let layers = loaded.layers.clone();
     info!(
         layer = "tracefs",
@@ -211,6 +210,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         &layers,
     );
     log_layer(
+        "pinned_enforcement",
+        layers.pinned_enforcement,
+        "egress and socket-fence links pinned in bpffs: they outlive the daemon",
+        &layers,
+    );
+    log_layer(
         "audit_proc",
         layers.audit_proc,
         "exec/fork/exit records",
@@ -226,6 +231,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "audit_unix",
         layers.audit_unix,
         "Unix-socket connect records (syscall tracepoints)",
+        &layers,
+    );
+    log_layer(
+        "audit_syscalls",
+        layers.audit_syscalls,
+        "records of fenced and cross-process syscalls (syscall exit tracepoints)",
         &layers,
     );
 
@@ -317,6 +328,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     service::stopping(notifier.as_ref());
     shutdown(&shared, &cfg.socket).await;
+    // Servers are gone: enforcement need not outlive this daemon.
+    if let Some(dir) = &pins {
+        if let Err(error) = ebpf::pins::remove_all(dir).and_then(|_| std::fs::remove_dir(dir)) {
+            warn!(dir = %dir.display(), %error, "cannot remove pinned links");
+        }
+    }
     let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
         Body::Daemon {
             event: "stop".into(),
@@ -347,12 +364,6 @@ fn log_layer(layer: &str, active: bool, what: &str, layers: &Layers) {
             .unwrap_or("unknown");
         warn!(layer, why, "MISSING: {what}");
     }
-}
-
-fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|mi| crate::mountinfo::find_mount(&mi, "bpf").is_some())
-        .unwrap_or(false)
 }
 
 /// Bind the socket: refuse if a live daemon answers on it, replace a stale

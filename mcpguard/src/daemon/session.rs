@@ -382,6 +382,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             uid: peer.uid,
             gid: peer.gid,
         }),
+        kernel_allow: policy.kernel.allow.clone(),
     };
 
     let (mut child, status) = match launch::spawn(
@@ -423,6 +424,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             "mounts".into(),
             serde_json::to_value(&status.mounts).unwrap_or_default(),
         );
+        obj.insert(
+            "seccomp".into(),
+            serde_json::to_value(&status.seccomp).unwrap_or_default(),
+        );
+        obj.insert("fds".into(), serde_json::json!(status.fds));
     }
     let mut launch_rec = AuditRecord::new(
         Body::Launch {

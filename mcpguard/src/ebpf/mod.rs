@@ -5,6 +5,7 @@
 //! [`Loaded::layers`] says which are active so launches can fail closed when
 //! a policy needs a missing one.
 
+pub mod pins;
 pub mod tracefs;
 
 use std::{
@@ -15,15 +16,15 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
+    programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
     Ebpf, EbpfLoader,
 };
-use mcpguard_common::policy::{NetKey, PortSet, ServerPolicy};
+use mcpguard_common::policy::{syscall_audit, NetKey, PortSet, ServerPolicy};
 use serde::Serialize;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::policy::NetEntry;
+use crate::{launch::seccomp::Audit, policy::NetEntry};
 
 /// The compiled programs, embedded at build time by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard"));
@@ -65,6 +66,12 @@ pub struct Layers {
     pub audit_open: bool,
     /// Unix-socket connect records.
     pub audit_unix: bool,
+    /// Records of the watched syscalls (the seccomp fence's and ptrace,
+    /// kill, ...).
+    pub audit_syscalls: bool,
+    /// The egress and socket-fence links are pinned in bpffs: they stay
+    /// attached if the daemon dies.
+    pub pinned_enforcement: bool,
     /// Why a layer is missing, keyed by layer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
@@ -186,6 +193,12 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
     ("OFF_CREAT_MODE", "syscalls", "sys_enter_creat", "mode"),
     ("OFF_SYS_EXIT_RET", "syscalls", "sys_exit_openat", "ret"),
     (
+        "OFF_SYS_EXIT_NR",
+        "syscalls",
+        "sys_exit_openat",
+        "__syscall_nr",
+    ),
+    (
         "OFF_EXECVE_FILENAME",
         "syscalls",
         "sys_enter_execve",
@@ -260,7 +273,14 @@ const OPEN_PROGRAMS: &[(&str, &str, &str)] = &[
 /// Load every program and attach what this kernel supports. Egress
 /// programs attach to `cgroup_root` (the mcpguard subtree) so only guarded
 /// servers pass through them.
-pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfError> {
+///
+/// With `pins`, the egress and socket-fence links are pinned there so they
+/// outlive the daemon (see [`pins`]).
+pub fn load(
+    cgroup_root: &Path,
+    ring_bytes: Option<u32>,
+    pins: Option<&Path>,
+) -> Result<Loaded, EbpfError> {
     let (tracefs, mounted) = tracefs::ensure_mounted()?;
     if mounted {
         info!(path = %tracefs.display(), "mounted tracefs");
@@ -289,14 +309,15 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
         path: cgroup_root.to_owned(),
         source,
     })?;
-    match attach_net(&mut ebpf, &cgroup) {
+    match attach_net(&mut ebpf, &cgroup, pins) {
         Ok(()) => layers.ebpf_egress = true,
         Err(why) => layers.missing.push(format!("ebpf_egress: {why}")),
     }
-    match attach_sock(&mut ebpf, &cgroup) {
+    match attach_sock(&mut ebpf, &cgroup, pins) {
         Ok(()) => layers.socket_fence = true,
         Err(why) => layers.missing.push(format!("socket_fence: {why}")),
     }
+    layers.pinned_enforcement = pins.is_some() && layers.ebpf_egress && layers.socket_fence;
     match attach_tracepoints(&mut ebpf, PROC_PROGRAMS) {
         Ok(()) => layers.audit_proc = true,
         Err(why) => layers.missing.push(format!("audit_proc: {why}")),
@@ -308,6 +329,10 @@ pub fn load(cgroup_root: &Path, ring_bytes: Option<u32>) -> Result<Loaded, EbpfE
     match attach_tracepoints(&mut ebpf, UNIX_PROGRAMS) {
         Ok(()) => layers.audit_unix = true,
         Err(why) => layers.missing.push(format!("audit_unix: {why}")),
+    }
+    match attach_watched(&mut ebpf, &tracefs) {
+        Ok(()) => layers.audit_syscalls = true,
+        Err(why) => layers.missing.push(format!("audit_syscalls: {why}")),
     }
 
     let servers = take(&mut ebpf, "SERVERS")?;
@@ -331,19 +356,38 @@ where
     T::try_from(map).map_err(|source| EbpfError::Map { name, source })
 }
 
-fn attach_sock(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {
+fn attach_sock(ebpf: &mut Ebpf, cgroup: &File, pins: Option<&Path>) -> Result<(), String> {
     let prog: &mut CgroupSock = ebpf
         .program_mut("sock_create")
         .ok_or("program sock_create missing")?
         .try_into()
         .map_err(|e| format!("sock_create: {e}"))?;
     prog.load().map_err(|e| format!("sock_create: load: {e}"))?;
-    prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+    let id = prog
+        .attach(cgroup.as_fd(), CgroupAttachMode::Single)
         .map_err(|e| format!("sock_create: attach: {e}"))?;
+    if let Some(dir) = pins {
+        let link = prog
+            .take_link(id)
+            .map_err(|e| format!("sock_create: {e}"))?;
+        pin(link, dir, "sock_create")?;
+    }
     Ok(())
 }
 
-fn attach_net(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {
+/// Pins `link` as `dir/name`. A failed pin drops (detaches) the link, and
+/// the caller reports the layer missing: launches that need it fail closed.
+fn pin<L>(link: L, dir: &Path, name: &str) -> Result<(), String>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let fd = FdLink::try_from(link).map_err(|e| format!("{name}: not a bpf_link: {e}"))?;
+    fd.pin(dir.join(name))
+        .map_err(|e| format!("{name}: pin in {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+fn attach_net(ebpf: &mut Ebpf, cgroup: &File, pins: Option<&Path>) -> Result<(), String> {
     for name in NET_PROGRAMS {
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
@@ -351,8 +395,59 @@ fn attach_net(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), String> {
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
         prog.load().map_err(|e| format!("{name}: load: {e}"))?;
-        prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+        let id = prog
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|e| format!("{name}: attach: {e}"))?;
+        if let Some(dir) = pins {
+            let link = prog.take_link(id).map_err(|e| format!("{name}: {e}"))?;
+            pin(link, dir, name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `SYSCALL_AUDIT` from the seccomp fence's table and attaches the
+/// one watcher program to each syscall's exit tracepoint. A syscall this
+/// kernel lacks (no tracepoint: e.g. `init_module` without module support)
+/// has nothing to record and is skipped.
+fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
+    let mut modes: HashMap<&mut MapData, u32, u32> = ebpf
+        .map_mut("SYSCALL_AUDIT")
+        .ok_or("map SYSCALL_AUDIT missing")?
+        .try_into()
+        .map_err(|e| format!("SYSCALL_AUDIT: {e}"))?;
+    let watched: Vec<_> = crate::launch::seccomp::audited().collect();
+    for (name, nr, audit) in &watched {
+        let mode = match audit {
+            Audit::Failures => syscall_audit::FAILURES,
+            _ => syscall_audit::ALWAYS,
+        };
+        modes
+            .insert(nr, mode, 0)
+            .map_err(|e| format!("SYSCALL_AUDIT[{name}]: {e}"))?;
+    }
+    let prog: &mut TracePoint = ebpf
+        .program_mut("sys_exit_watched")
+        .ok_or("program sys_exit_watched missing")?
+        .try_into()
+        .map_err(|e| format!("sys_exit_watched: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("sys_exit_watched: load: {e}"))?;
+    for (name, _, _) in &watched {
+        // Tracepoints are named after SYSCALL_DEFINE, not the libc name.
+        let event = match *name {
+            "umount2" => "sys_exit_umount".to_owned(),
+            _ => format!("sys_exit_{name}"),
+        };
+        if !tracefs.join("events/syscalls").join(&event).exists() {
+            debug!(
+                syscall = name,
+                "no exit tracepoint: syscall not in this kernel"
+            );
+            continue;
+        }
+        prog.attach("syscalls", &event)
+            .map_err(|e| format!("sys_exit_watched: attach syscalls/{event}: {e}"))?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
+//!    then installs the syscall fence ([`seccomp`]) last, so nothing before
+//!    it is refused,
 //! 7. writes a status line to fd 3, marks fd 3 close-on-exec and `execve`s the
 //!    server with exactly the spec's environment.
 //!
@@ -26,6 +28,7 @@
 pub mod cgroup;
 pub mod mounts;
 pub mod sandbox;
+pub mod seccomp;
 
 use std::{
     collections::BTreeSet,
@@ -99,6 +102,10 @@ pub struct LaunchSpec {
     /// server in the daemon's namespace.
     #[serde(default)]
     pub mounts: Option<mounts::MountSpec>,
+    /// Kernel interfaces the syscall fence lets through (`[kernel] allow`).
+    /// Learning mode installs no fence.
+    #[serde(default)]
+    pub kernel_allow: Vec<crate::policy::KernelFeature>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -147,6 +154,13 @@ pub struct LaunchStatus {
     /// Which runtime directories the server sees empty, and what was kept.
     #[serde(default)]
     pub mounts: Option<mounts::MountReport>,
+    /// The syscall fence; `None` in learning mode.
+    #[serde(default)]
+    pub seccomp: Option<seccomp::FenceReport>,
+    /// Every fd the server starts with (the control socket is
+    /// close-on-exec and not counted): stdio, and nothing of the daemon's.
+    #[serde(default)]
+    pub fds: Vec<i32>,
 }
 
 /// The helper step that failed.
@@ -171,6 +185,8 @@ pub enum Stage {
     Chdir,
     /// Finding the program.
     Resolve,
+    /// Installing the syscall fence.
+    Seccomp,
     /// Writing the status line.
     Report,
     /// `execve` itself.
@@ -189,6 +205,7 @@ impl std::fmt::Display for Stage {
             Self::Privileges => "privileges",
             Self::Chdir => "chdir",
             Self::Resolve => "resolve program",
+            Self::Seccomp => "seccomp",
             Self::Report => "report",
             Self::Exec => "exec",
         };
@@ -301,6 +318,8 @@ enum HelperError {
     Landlock(#[from] SandboxError),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -366,6 +385,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) => Stage::Mounts,
+            Self::Seccomp(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -792,6 +812,28 @@ fn close_inherited_fds() {
     }
 }
 
+/// The open fds that survive `execve`, the control socket excepted.
+fn open_fds() -> Vec<i32> {
+    let listed: Vec<RawFd> = fs::read_dir("/proc/self/fd")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing includes the directory's own fd, closed by now.
+    listed
+        .into_iter()
+        .filter(|&fd| fd != CONTROL_FD)
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the fd's flags; EBADF for a closed
+            // one.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags >= 0 && flags & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
 fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     // SAFETY: fd 3 stays open for the rest of the helper's life.
@@ -883,6 +925,11 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let exe = resolve_program(&spec.argv[0], path_var, &spec.cwd, spec.uid)?;
     let exe_c = CString::new(exe.as_os_str().as_bytes())
         .map_err(|_| HelperError::NulByte { field: "argv[0]" })?;
+    // Last: from here on the helper only writes its status and execs.
+    let seccomp = (!spec.sandbox.learn)
+        .then(|| seccomp::install(&spec.kernel_allow))
+        .transpose()?;
+    let fds = open_fds();
 
     Ok(ExecPlan {
         exe: exe_c,
@@ -897,6 +944,8 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             cgroup: spec.cgroup,
             landlock,
             mounts,
+            seccomp,
+            fds,
         },
     })
 }
@@ -1120,6 +1169,7 @@ mod tests {
                 learn: false,
             },
             mounts: None,
+            kernel_allow: vec![],
         }
     }
 
@@ -1182,6 +1232,11 @@ mod tests {
                 bind_tcp: PortRestriction::Ports { count: 0 },
             },
             mounts: None,
+            seccomp: Some(seccomp::FenceReport {
+                refused: seccomp::refused(&[]),
+                allowed: vec![],
+            }),
+            fds: vec![0, 1, 2],
         };
         let line = encode_ok(&status);
         assert!(line.starts_with(br#"{"ok":true,"#));
@@ -1378,6 +1433,7 @@ mod tests {
                     learn: false,
                 },
                 mounts: None,
+                kernel_allow: vec![],
             }
         }
 

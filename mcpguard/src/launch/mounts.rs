@@ -152,7 +152,10 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
             Some("tmpfs"),
             dir,
             Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            // noexec: a server may write here (Landlock permitting) but
+            // never run what it wrote, even through a path Landlock's exec
+            // rules would not name.
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(opts.as_str()),
         )
         .map_err(|errno| MountError::Tmpfs {

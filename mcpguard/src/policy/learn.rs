@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+use super::KernelFeature;
 use crate::audit::{AuditRecord, Body};
 
 /// Below `$HOME`, these are never proposed: credentials and keys.
@@ -54,6 +55,10 @@ pub struct Observations {
     pub unix: BTreeSet<String>,
     pub tools: BTreeSet<String>,
     pub sockets: BTreeSet<String>,
+    /// `[kernel] allow` features whose syscalls the server called (from the
+    /// syscall names alone: a `memfd_create` is counted even if it sealed
+    /// its memfd, so review these).
+    pub kernel: BTreeSet<KernelFeature>,
 }
 
 impl Observations {
@@ -147,6 +152,11 @@ impl Observations {
                 } else {
                     protocol.clone()
                 });
+            }
+            Body::Syscall { name, result, .. } if *result >= 0 => {
+                if let Some(f) = crate::launch::seccomp::feature_of(name) {
+                    self.kernel.insert(f);
+                }
             }
             Body::Mcp { event, .. } if event == "tools_call" => {
                 if let Some(t) = &rec.tool {
@@ -336,6 +346,15 @@ pub fn propose(
             .collect();
         let kinds: Vec<String> = kinds.into_iter().collect();
         let _ = writeln!(t, "sockets = {}", toml_list(&kinds));
+    }
+    if !obs.kernel.is_empty() {
+        let kernel: Vec<String> = obs.kernel.iter().map(|f| f.to_string()).collect();
+        let _ = writeln!(t, "\n[kernel]");
+        let _ = writeln!(t, "allow = {}", toml_list(&kernel));
+        notes.push(format!(
+            "the server used kernel interfaces the syscall fence refuses by default: {}",
+            kernel.join(", ")
+        ));
     }
     let _ = writeln!(t, "\n[env]");
     let _ = writeln!(t, "pass = {}", toml_list(env_pass));

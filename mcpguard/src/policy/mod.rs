@@ -44,6 +44,7 @@ pub struct Policy {
     pub env: Env,
     pub tools: Tools,
     pub identity: Identity,
+    pub kernel: Kernel,
     /// Secrets injected into the server's environment (and redacted from
     /// everything it emits), in file order.
     pub secrets: Vec<Secret>,
@@ -83,6 +84,53 @@ pub enum SocketKind {
     Raw,
     /// ICMP "ping" sockets.
     Icmp,
+}
+
+/// Kernel interfaces beyond files and sockets (`[kernel]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kernel {
+    /// Interfaces the launcher's seccomp filter lets through; every other
+    /// one in [`KernelFeature`] is refused.
+    pub allow: Vec<KernelFeature>,
+}
+
+/// `[kernel] allow` entries: interfaces refused by default because they
+/// slip past the other layers' view or widen the kernel's attack surface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelFeature {
+    /// `io_uring_*`: its opens and connects are still confined by Landlock
+    /// and the egress programs, but bypass the syscall tracepoints the
+    /// audit uses.
+    IoUring,
+    /// New namespaces (`unshare`, `clone` with `CLONE_NEW*`, `clone3`,
+    /// `setns`), unprivileged user namespaces included.
+    Namespaces,
+    /// Executable memfds (`memfd_create` without `MFD_NOEXEC_SEAL`), which
+    /// Landlock cannot stop from being executed.
+    MemfdExec,
+    /// `bpf()`.
+    Bpf,
+    /// `perf_event_open()`.
+    PerfEvent,
+    /// `userfaultfd()`, a common exploit primitive.
+    Userfaultfd,
+    /// The kernel keyrings (`add_key`, `request_key`, `keyctl`).
+    Keyring,
+}
+
+impl std::fmt::Display for KernelFeature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::IoUring => "io_uring",
+            Self::Namespaces => "namespaces",
+            Self::MemfdExec => "memfd_exec",
+            Self::Bpf => "bpf",
+            Self::PerfEvent => "perf_event",
+            Self::Userfaultfd => "userfaultfd",
+            Self::Keyring => "keyring",
+        })
+    }
 }
 
 /// Who the server runs as, beyond the caller's uid and gid (`[identity]`).
@@ -336,6 +384,8 @@ struct RawPolicy {
     #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
+    kernel: RawKernel,
+    #[serde(default)]
     secrets: std::collections::BTreeMap<String, Spanned<RawSecret>>,
 }
 
@@ -358,6 +408,13 @@ struct RawTools {
 struct RawIdentity {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    #[serde(default)]
+    allow: Vec<KernelFeature>,
 }
 
 #[derive(Deserialize)]
@@ -561,6 +618,9 @@ impl Policy {
                 groups: c.each("identity.groups", &raw.identity.groups, |g| {
                     check_group(g).map(|()| g.to_owned())
                 })?,
+            },
+            kernel: Kernel {
+                allow: raw.kernel.allow,
             },
             env: Env { pass },
             tools,
