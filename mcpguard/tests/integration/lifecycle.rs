@@ -319,23 +319,127 @@ fn a_guarded_server_cannot_launch_another_server_through_the_daemon() {
     assert_eq!(launches, 1, "the nested request must launch nothing");
 }
 
+/// A server whose child keeps trying a denied connect and logs each
+/// outcome to `log`: (policy, script).
+fn orphan_policy(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir(tag);
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = dir.join("orphan.py");
+    std::fs::write(
+        &script,
+        r#"import os, socket, sys, time
+port, log = int(sys.argv[1]), sys.argv[2]
+child = os.fork()
+if child == 0:
+    os.setsid()
+    while True:
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", port))
+            r = "connected"
+        except OSError as e:
+            r = "errno%d" % e.errno
+        s.close()
+        with open(log, "a") as f:
+            f.write("%f %s\n" % (time.time(), r))
+        time.sleep(0.05)
+print(os.getpid(), child, flush=True)
+os.execv("/usr/bin/sleep", ["sleep", "300"])
+"#,
+    )
+    .unwrap();
+    let fs = base_fs(&[&script]).replace(
+        "write = [\"/dev/null\"]",
+        &format!("write = [\"/dev/null\", {:?}]", out.display().to_string()),
+    );
+    let pol = policy(
+        &dir,
+        tag,
+        &format!("name = \"it-{tag}\"\n{fs}\n[env]\npass = [\"PATH\", \"HOME\"]\n"),
+    );
+    (pol, script, out.join("log"))
+}
+
 #[test]
-fn servers_die_with_a_killed_daemon_rather_than_outlive_its_egress_programs() {
+fn a_killed_daemon_leaves_no_server_unguarded_and_its_successor_cleans_up() {
     let mut d = Daemon::start();
-    let pol = simple_policy("orphaned", &[]);
+    let (pol, script, log) = orphan_policy("orphaned");
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    denied.set_nonblocking(true).unwrap();
+    let port = denied.local_addr().unwrap().port().to_string();
     let mut client = d
-        .run_cmd(&pol, &["/bin/sh", "-c", "echo $$; exec sleep 300"])
+        .run_cmd(
+            &pol,
+            &[
+                "/usr/bin/python3",
+                script.to_str().unwrap(),
+                &port,
+                log.to_str().unwrap(),
+            ],
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    assert!(alive(pid));
-    // SIGKILL: no shutdown path runs, the programs detach with the fds.
+    let line = lines.next().unwrap().unwrap();
+    let (main, child) = line.trim().split_once(' ').unwrap();
+    let (main, child): (u32, u32) = (main.parse().unwrap(), child.parse().unwrap());
+    assert!(alive(main) && alive(child));
+    let pins = std::path::Path::new("/sys/fs/bpf/mcpguard")
+        .join(format!("mcpguard-it-{}", std::process::id()));
+    assert!(
+        pins.join("connect4").exists(),
+        "egress links are not pinned in {}",
+        pins.display()
+    );
+
+    // SIGKILL: no shutdown path runs; tracepoints and resolvers go with
+    // the daemon, the pinned egress programs stay.
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
-    wait_dead(&[pid], Duration::from_secs(5));
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // The main process dies of its parent-death signal ...
+    wait_dead(&[main], Duration::from_secs(5));
     let _ = client.wait();
+    // ... and what it forked stays confined: its connects keep failing.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(child), "the orphaned child should still be running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let after: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split(' ').next().and_then(|t| t.parse::<f64>().ok()) > Some(killed_at))
+        .collect();
+    assert!(after.len() >= 5, "the child stopped trying: {text}");
+    assert!(
+        after.iter().all(|l| l.ends_with("errno1")),
+        "a connect after the daemon died was not refused with EPERM: {after:?}"
+    );
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener accepted a connection"
+    );
+
+    // The next daemon kills what is left and replaces the pins.
+    let d2 = Daemon::start();
+    wait_dead(&[child], Duration::from_secs(10));
+    let stderr = d2.stderr();
+    assert!(
+        stderr.contains("removed cgroups left by a previous daemon"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("removed enforcement links pinned by a previous daemon"),
+        "{stderr}"
+    );
+    assert!(pins.join("connect4").exists());
+    drop(d2);
+    assert!(!pins.exists(), "a clean stop leaves pins behind");
 }

@@ -438,17 +438,25 @@ fn with_journal_stream_the_daemon_logs_structured_fields_to_the_journal() {
     let dir = tempdir("journal");
     let path = dir.join("journal.sock");
     let journal = UnixDatagram::bind(&path).unwrap();
-    journal
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    // Drained from the start, like journald: a datagram socket holds only
+    // net.unix.max_dgram_qlen messages (10 by default) before the sender
+    // blocks, and the daemon logs more than that before it listens.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = journal.recv(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
     let mut d = daemon_with_journal("journal-d", Some(&path));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = vec![0u8; 64 << 10];
     let ready = loop {
-        let n = journal
-            .recv(&mut buf)
+        let msg = rx
+            .recv_timeout(Duration::from_secs(30))
             .expect("no ready message in the journal");
-        let fields = journal_fields(&buf[..n]);
+        let fields = journal_fields(&msg);
         if fields.get("MESSAGE").map(String::as_str) == Some("mcpguard daemon ready") {
             break fields;
         }
