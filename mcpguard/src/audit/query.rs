@@ -640,12 +640,18 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("action")
         ),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
-        "loss" => format!(
-            "loss {} events lost ({}), {} total",
-            f("lost"),
-            f("source"),
-            f("total")
-        ),
+        "loss" => {
+            let span = match (rec.get("first_ts"), rec.get("last_ts")) {
+                (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
+                _ => String::new(),
+            };
+            format!(
+                "loss {} events lost ({}){span}, {} total",
+                f("lost"),
+                f("source"),
+                f("total")
+            )
+        }
         // A kind from a newer daemon: show everything it carries.
         _ => {
             let rest: serde_json::Map<String, Value> = rec
@@ -1028,6 +1034,8 @@ mod tests {
                 lost: 5,
                 total: 9,
                 source: "ringbuf".into(),
+                first_ts: None,
+                last_ts: None,
             },
             None,
             UNIX_EPOCH + Duration::from_secs(T0),
