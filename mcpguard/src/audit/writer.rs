@@ -122,6 +122,22 @@ struct Failure {
     dropped_before: u64,
 }
 
+impl Failure {
+    /// Whether to log the failure again (and if so, the clock restarts).
+    fn remind_due(&mut self, now: Instant) -> bool {
+        let due = now.duration_since(self.last_said) >= REMIND_EVERY;
+        if due {
+            self.last_said = now;
+        }
+        due
+    }
+
+    /// Whether to try writing again: records arrived, or a while passed.
+    fn retry_due(&self, now: Instant, fresh: bool) -> bool {
+        fresh || now.duration_since(self.last_try) >= RETRY_EVERY
+    }
+}
+
 impl AuditWriter {
     /// Open (creating if needed) the log and its parent directory; at most
     /// `backlog_cap` bytes of records wait in memory while it fails.
@@ -163,8 +179,7 @@ impl AuditWriter {
             None if self.backlog.is_empty() => return,
             None => {}
             Some(f) => {
-                if now.duration_since(f.last_said) >= REMIND_EVERY {
-                    f.last_said = now;
+                if f.remind_due(now) {
                     error!(
                         path = %self.path.display(),
                         error = %f.error,
@@ -175,7 +190,7 @@ impl AuditWriter {
                         "the audit log still cannot be written"
                     );
                 }
-                if !self.fresh && now.duration_since(f.last_try) < RETRY_EVERY {
+                if !f.retry_due(now, self.fresh) {
                     return;
                 }
             }
@@ -718,6 +733,28 @@ mod tests {
         assert_eq!(loss["last_ts"], record(11).ts.as_str());
         assert!(b.is_empty());
         assert_eq!(b.dropped_total, 8);
+    }
+
+    #[test]
+    fn a_failure_is_retried_on_new_records_or_each_second_and_reminded_each_minute() {
+        let t0 = Instant::now();
+        let mut f = Failure {
+            since: SystemTime::now(),
+            began: t0,
+            error: "disk full".into(),
+            last_try: t0,
+            last_said: t0,
+            dropped_before: 0,
+        };
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert!(f.retry_due(t0, true), "new records: retry now");
+        assert!(!f.retry_due(t0, false));
+        assert!(f.retry_due(t0 + RETRY_EVERY, false));
+        assert!(!f.remind_due(at(59)));
+        assert!(f.remind_due(at(60)));
+        assert!(!f.remind_due(at(61)), "once per period");
+        assert!(!f.remind_due(at(119)));
+        assert!(f.remind_due(at(120)));
     }
 
     #[test]

@@ -459,3 +459,32 @@ fn a_failed_reopen_after_sighup_keeps_records_until_the_path_works() {
     assert!(!old.contains("it-faults-hup"), "{old}");
     assert_running(&mut d);
 }
+
+#[test]
+fn a_daemon_stopped_while_the_log_fails_says_how_many_records_it_could_not_write() {
+    let fs = Mount::tmpfs("256k");
+    let log = fs.dir.join("audit.jsonl");
+    let mut d = Daemon::start_logging_to(Some(&log), &[]);
+    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    let (secret, pol) = secret_and_policy("faults-stop");
+    fill(&fs.dir);
+    read_denied(&d, &pol, &secret);
+    wait_sink(&d, "records waiting", |s| {
+        s["state"] == "failing" && s["backlog_records"].as_u64().unwrap_or(0) > 0
+    });
+    let status = d.stop();
+    assert!(status.success(), "daemon exit {status}:\n{}", d.stderr());
+    // Without the terminal colours the log carries.
+    let stderr = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .unwrap()
+        .replace_all(&d.stderr(), "")
+        .into_owned();
+    let said = stderr
+        .lines()
+        .find(|l| l.contains("audit records lost at close"))
+        .unwrap_or_else(|| panic!("no word of the records lost at close:\n{stderr}"));
+    assert!(
+        said.contains("ERROR") && said.contains(" records="),
+        "{said}"
+    );
+}
