@@ -326,6 +326,15 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
                     Err(QueryError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
+            } else if now.len() < pos && now.len() >= pos - self.pending.len() as u64 {
+                // The daemon cut off a line a full disk had cut short (no
+                // further back than the line being read): forget its part
+                // read so far; it is written again whole.
+                self.pending
+                    .truncate((now.len() - (pos - self.pending.len() as u64)) as usize);
+                pos = file
+                    .seek(SeekFrom::Start(now.len()))
+                    .map_err(|source| self.read_error(source))?;
             } else if now.len() < pos {
                 self.note("log truncated; reading from the start");
                 file.seek(SeekFrom::Start(0))
@@ -1333,6 +1342,39 @@ mod tests {
         }
     }
 
+    /// `--follow` of `path` on a thread: its output, the flag that stops it,
+    /// and the thread, which returns the diagnostics.
+    fn follower(
+        path: &Path,
+    ) -> (
+        Arc<std::sync::Mutex<Vec<u8>>>,
+        Arc<AtomicBool>,
+        std::thread::JoinHandle<String>,
+    ) {
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (path, o, s) = (path.to_path_buf(), Arc::clone(&out), Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            let opts = Options {
+                follow: true,
+                json: true,
+                color: false,
+            };
+            let mut diag = Vec::new();
+            run_with(
+                &path,
+                &Filter::default(),
+                opts,
+                &mut Shared(o),
+                &mut diag,
+                &|| s.load(Ordering::SeqCst),
+            )
+            .unwrap();
+            String::from_utf8(diag).unwrap()
+        });
+        (out, stop, handle)
+    }
+
     #[test]
     fn follow_sees_appends_partial_lines_truncation_and_rotation() {
         let scratch = scratch("follow");
@@ -1340,29 +1382,7 @@ mod tests {
         let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
         std::fs::write(&path, line(1) + "\n").unwrap();
 
-        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let (path, out, stop) = (path.clone(), Arc::clone(&out), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let opts = Options {
-                    follow: true,
-                    json: true,
-                    color: false,
-                };
-                let mut diag = Vec::new();
-                run_with(
-                    &path,
-                    &Filter::default(),
-                    opts,
-                    &mut Shared(out),
-                    &mut diag,
-                    &|| stop.load(Ordering::SeqCst),
-                )
-                .unwrap();
-                String::from_utf8(diag).unwrap()
-            })
-        };
+        let (out, stop, handle) = follower(&path);
         wait_for(&out, 1);
 
         // A line written in two parts is printed once, whole.
@@ -1395,5 +1415,37 @@ mod tests {
             diag.contains("truncated") && diag.contains("rotated"),
             "{diag}"
         );
+    }
+
+    #[test]
+    fn follow_forgets_a_half_line_the_daemon_cut_off_and_reads_it_whole_later() {
+        let scratch = scratch("follow-cut");
+        let path = scratch.path.clone();
+        let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
+        std::fs::write(&path, line(1) + "\n").unwrap();
+        let (out, stop, handle) = follower(&path);
+        wait_for(&out, 1);
+
+        // A full disk took part of line 2; the writer cut it off again and,
+        // once there was room, wrote it whole.
+        let whole = std::fs::metadata(&path).unwrap().len();
+        append(&path, &line(2)[..20]);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(whole)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        append(&path, &(line(2) + "\n"));
+        wait_for(&out, 2);
+
+        stop.store(true, Ordering::SeqCst);
+        let diag = handle.join().unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got, [line(1), line(2)], "{diag}");
+        assert!(!diag.contains("truncated"), "{diag}");
     }
 }
