@@ -267,8 +267,14 @@ pub enum Body {
         lost: u64,
         /// Lost since the daemon started.
         total: u64,
-        /// Where they were lost: `ringbuf`, `decode`, ...
+        /// Where they were lost: `ringbuf`, `decode`, `audit_sink` (the
+        /// log could not be written and the in-memory backlog was full).
         source: String,
+        /// `audit_sink`: when the first and the last lost record happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
     },
 }
 
@@ -588,6 +594,8 @@ mod tests {
                 lost: 12,
                 total: 40,
                 source: "ringbuf".into(),
+                first_ts: None,
+                last_ts: None,
             },
             None,
             fixed_ts(),
@@ -595,6 +603,21 @@ mod tests {
         assert_eq!(
             rec.to_json_line(),
             r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"loss","lost":12,"total":40,"source":"ringbuf"}"#
+        );
+        let rec = AuditRecord::new(
+            Body::Loss {
+                lost: 3,
+                total: 3,
+                source: "audit_sink".into(),
+                first_ts: Some("2023-11-14T22:13:19.000001Z".into()),
+                last_ts: Some("2023-11-14T22:13:20.000002Z".into()),
+            },
+            None,
+            fixed_ts(),
+        );
+        assert_eq!(
+            rec.to_json_line(),
+            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"loss","lost":3,"total":3,"source":"audit_sink","first_ts":"2023-11-14T22:13:19.000001Z","last_ts":"2023-11-14T22:13:20.000002Z"}"#
         );
     }
 

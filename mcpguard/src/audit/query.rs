@@ -326,6 +326,15 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
                     Err(QueryError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
+            } else if now.len() < pos && now.len() >= pos - self.pending.len() as u64 {
+                // The daemon cut off a line a full disk had cut short (no
+                // further back than the line being read): forget its part
+                // read so far; it is written again whole.
+                self.pending
+                    .truncate((now.len() - (pos - self.pending.len() as u64)) as usize);
+                pos = file
+                    .seek(SeekFrom::Start(now.len()))
+                    .map_err(|source| self.read_error(source))?;
             } else if now.len() < pos {
                 self.note("log truncated; reading from the start");
                 file.seek(SeekFrom::Start(0))
@@ -641,12 +650,18 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("action")
         ),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
-        "loss" => format!(
-            "loss {} events lost ({}), {} total",
-            f("lost"),
-            f("source"),
-            f("total")
-        ),
+        "loss" => {
+            let span = match (rec.get("first_ts"), rec.get("last_ts")) {
+                (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
+                _ => String::new(),
+            };
+            format!(
+                "loss {} events lost ({}){span}, {} total",
+                f("lost"),
+                f("source"),
+                f("total")
+            )
+        }
         // A kind from a newer daemon: show everything it carries.
         _ => {
             let rest: serde_json::Map<String, Value> = rec
@@ -1029,6 +1044,8 @@ mod tests {
                 lost: 5,
                 total: 9,
                 source: "ringbuf".into(),
+                first_ts: None,
+                last_ts: None,
             },
             None,
             UNIX_EPOCH + Duration::from_secs(T0),
@@ -1326,6 +1343,39 @@ mod tests {
         }
     }
 
+    /// `--follow` of `path` on a thread: its output, the flag that stops it,
+    /// and the thread, which returns the diagnostics.
+    fn follower(
+        path: &Path,
+    ) -> (
+        Arc<std::sync::Mutex<Vec<u8>>>,
+        Arc<AtomicBool>,
+        std::thread::JoinHandle<String>,
+    ) {
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (path, o, s) = (path.to_path_buf(), Arc::clone(&out), Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            let opts = Options {
+                follow: true,
+                json: true,
+                color: false,
+            };
+            let mut diag = Vec::new();
+            run_with(
+                &path,
+                &Filter::default(),
+                opts,
+                &mut Shared(o),
+                &mut diag,
+                &|| s.load(Ordering::SeqCst),
+            )
+            .unwrap();
+            String::from_utf8(diag).unwrap()
+        });
+        (out, stop, handle)
+    }
+
     #[test]
     fn follow_sees_appends_partial_lines_truncation_and_rotation() {
         let scratch = scratch("follow");
@@ -1333,29 +1383,7 @@ mod tests {
         let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
         std::fs::write(&path, line(1) + "\n").unwrap();
 
-        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let (path, out, stop) = (path.clone(), Arc::clone(&out), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let opts = Options {
-                    follow: true,
-                    json: true,
-                    color: false,
-                };
-                let mut diag = Vec::new();
-                run_with(
-                    &path,
-                    &Filter::default(),
-                    opts,
-                    &mut Shared(out),
-                    &mut diag,
-                    &|| stop.load(Ordering::SeqCst),
-                )
-                .unwrap();
-                String::from_utf8(diag).unwrap()
-            })
-        };
+        let (out, stop, handle) = follower(&path);
         wait_for(&out, 1);
 
         // A line written in two parts is printed once, whole.
@@ -1388,5 +1416,37 @@ mod tests {
             diag.contains("truncated") && diag.contains("rotated"),
             "{diag}"
         );
+    }
+
+    #[test]
+    fn follow_forgets_a_half_line_the_daemon_cut_off_and_reads_it_whole_later() {
+        let scratch = scratch("follow-cut");
+        let path = scratch.path.clone();
+        let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
+        std::fs::write(&path, line(1) + "\n").unwrap();
+        let (out, stop, handle) = follower(&path);
+        wait_for(&out, 1);
+
+        // A full disk took part of line 2; the writer cut it off again and,
+        // once there was room, wrote it whole.
+        let whole = std::fs::metadata(&path).unwrap().len();
+        append(&path, &line(2)[..20]);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(whole)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        append(&path, &(line(2) + "\n"));
+        wait_for(&out, 2);
+
+        stop.store(true, Ordering::SeqCst);
+        let diag = handle.join().unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got, [line(1), line(2)], "{diag}");
+        assert!(!diag.contains("truncated"), "{diag}");
     }
 }

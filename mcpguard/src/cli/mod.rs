@@ -12,7 +12,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SECRETS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use crate::{
+    audit::writer::{DEFAULT_BACKLOG_BYTES, MIN_BACKLOG_BYTES},
+    daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SECRETS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
+};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +38,13 @@ enum Command {
         /// JSON Lines audit log.
         #[arg(long, env = "MCPGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
         audit_log: PathBuf,
+        /// Most bytes of audit records held in memory while the audit log
+        /// cannot be written (disk full, read-only, removed); enforcement
+        /// goes on, and records beyond this are counted and reported by a
+        /// `loss` record once the log works again.
+        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BACKLOG_BYTES as u64,
+              value_parser = clap::value_parser!(u64).range(MIN_BACKLOG_BYTES as u64..))]
+        audit_backlog: u64,
         /// Name of the cgroup subtree the daemon owns.
         #[arg(long, default_value = "mcpguard", hide = true)]
         cgroup_name: String,
@@ -95,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Daemon {
             socket,
             audit_log,
+            audit_backlog,
             cgroup_name,
             ring_buffer_bytes,
             state_dir,
@@ -103,6 +114,7 @@ pub fn main() -> ExitCode {
         } => daemon::main(crate::daemon::Config {
             socket,
             audit_log,
+            audit_backlog: usize::try_from(audit_backlog).unwrap_or(usize::MAX),
             cgroup_name,
             ring_bytes: ring_buffer_bytes,
             state_dir,

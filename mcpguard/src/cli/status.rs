@@ -14,7 +14,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::{
-    audit::query::HumanFormat,
+    audit::{query::HumanFormat, writer::SinkStatus},
     daemon::{
         proto::{self, AuditQuery, Request, Response},
         status::StatusReport,
@@ -115,6 +115,9 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         let state = if l.active { "active" } else { "MISSING" };
         writeln!(out, "  {:<width$}  {state:<7}  {}", l.layer, l.detail)?;
     }
+    if let Some(a) = &r.audit_log {
+        write_audit_log(a, out)?;
+    }
     let whose = match r.only_uid {
         Some(uid) => format!(" (yours, uid {uid})"),
         None => String::new(),
@@ -150,6 +153,29 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         if let Some(d) = &s.last_denial {
             writeln!(out, "    last denial: {} {}", d.ts, d.summary)?;
         }
+    }
+    Ok(())
+}
+
+fn write_audit_log(a: &SinkStatus, out: &mut impl Write) -> io::Result<()> {
+    match (&a.since, &a.error) {
+        (Some(since), Some(error)) => {
+            writeln!(out, "audit log: {}  FAILING since {since}", a.path)?;
+            writeln!(out, "  {error}")?;
+            writeln!(
+                out,
+                "  {} record(s) waiting in memory ({} of {} bytes); enforcement goes on",
+                a.backlog_records, a.backlog_bytes, a.backlog_cap_bytes
+            )?;
+        }
+        _ => writeln!(out, "audit log: {}  ok", a.path)?,
+    }
+    if a.dropped > 0 {
+        writeln!(
+            out,
+            "  {} record(s) dropped (memory full), to be reported by a loss record",
+            a.dropped
+        )?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! Records are submitted by the kernel without wakeups, so the thread polls
 //! the ring buffer every [`TICK`] as well as on wakeups. Kernel drops
 //! (ring buffer full) and undecodable samples become `loss` records within a
-//! second; nothing is dropped silently.
+//! second; nothing is dropped silently. When the log cannot be written, the
+//! writer holds records in its bounded backlog and retries (see
+//! [`crate::audit::writer`]); this thread, and enforcement, carry on.
 
 use std::{
     collections::HashMap,
@@ -19,10 +21,14 @@ use std::{
 };
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    audit::{decode, writer::AuditWriter, AuditRecord, Body, BootClock, Origin},
+    audit::{
+        decode,
+        writer::{AuditWriter, SinkStatus},
+        AuditRecord, Body, BootClock, Origin,
+    },
     ebpf::AuditMaps,
     mcp::{redact::Redactor, CallTracker},
     policy::learn::Observations,
@@ -30,7 +36,7 @@ use crate::{
 
 /// How often the ring buffer is drained when no wakeup came.
 const TICK: Duration = Duration::from_millis(20);
-/// How often kernel loss counters are read.
+/// How often kernel loss counters are read, and the log's path checked.
 const LOSS_EVERY: Duration = Duration::from_millis(500);
 
 /// Messages from the rest of the daemon.
@@ -71,6 +77,10 @@ pub enum Msg {
     },
     /// Per-launch record counts, for `mcpguard status`.
     Stats(SyncSender<Vec<super::status::ServerStatus>>),
+    /// The audit log's health, for `mcpguard status`.
+    Sink(SyncSender<SinkStatus>),
+    /// Open the log's path afresh (SIGHUP, after rotation).
+    Reopen,
     /// Drain everything, flush and stop.
     Stop,
 }
@@ -101,7 +111,6 @@ struct Auditor {
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
-    lost_total: u64,
     decode_errors: u64,
     decode_reported: u64,
     /// Counts of every record written, per running launch.
@@ -120,7 +129,6 @@ impl Auditor {
             learners: HashMap::new(),
             calls,
             lost_seen: HashMap::new(),
-            lost_total: 0,
             decode_errors: 0,
             decode_reported: 0,
             stats: Default::default(),
@@ -163,6 +171,10 @@ impl Auditor {
                     Ok(Msg::Stats(reply)) => {
                         let _ = reply.try_send(self.stats.snapshot());
                     }
+                    Ok(Msg::Sink(reply)) => {
+                        let _ = reply.try_send(self.writer.status());
+                    }
+                    Ok(Msg::Reopen) => self.writer.reopen(),
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                         stopping = true;
                         break;
@@ -173,6 +185,7 @@ impl Auditor {
             self.drain();
             if stopping || !unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
                 self.report_losses();
+                self.writer.follow_path();
                 last_loss = Instant::now();
             }
             for (cgroup_id, reply) in harvest {
@@ -197,16 +210,14 @@ impl Auditor {
                 self.lost_seen.remove(&cgroup_id);
                 let _ = self.maps.lost.remove(&cgroup_id);
             }
-            if let Err(error) = self.writer.flush() {
-                error!(%error, "flushing the audit log");
-            }
+            self.writer.flush();
             if !stopping {
                 self.wait();
             }
         }
         info!(
             written = self.writer.written(),
-            lost = self.lost_total,
+            lost = self.writer.lost_total(),
             "audit thread stopped"
         );
     }
@@ -253,7 +264,7 @@ impl Auditor {
                         }
                     }
                     stats.record(&rec);
-                    write_to(writer, &rec)
+                    writer.write(&rec)
                 }
                 Err(error) => {
                     *decode_errors += 1;
@@ -281,13 +292,15 @@ impl Auditor {
             }
         }
         for (cgroup_id, lost) in reports {
-            self.lost_total += lost;
+            let total = self.writer.note_lost(lost);
             let origin = self.origins.get(&cgroup_id).cloned();
             let rec = AuditRecord::new(
                 Body::Loss {
                     lost,
-                    total: self.lost_total,
+                    total,
                     source: "ringbuf".into(),
+                    first_ts: None,
+                    last_ts: None,
                 },
                 origin.as_ref(),
                 SystemTime::now(),
@@ -297,12 +310,14 @@ impl Auditor {
         if self.decode_errors > self.decode_reported {
             let lost = self.decode_errors - self.decode_reported;
             self.decode_reported = self.decode_errors;
-            self.lost_total += lost;
+            let total = self.writer.note_lost(lost);
             let rec = AuditRecord::new(
                 Body::Loss {
                     lost,
-                    total: self.lost_total,
+                    total,
                     source: "decode".into(),
+                    first_ts: None,
+                    last_ts: None,
                 },
                 None,
                 SystemTime::now(),
@@ -327,11 +342,11 @@ impl Auditor {
             Some(r) => {
                 let rec = redacted(rec.clone(), r);
                 self.stats.record(&rec);
-                write_to(&mut self.writer, &rec)
+                self.writer.write(&rec)
             }
             None => {
                 self.stats.record(rec);
-                write_to(&mut self.writer, rec)
+                self.writer.write(rec)
             }
         }
     }
@@ -391,11 +406,4 @@ fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
         return rec;
     }
     serde_json::from_value(v).unwrap_or(rec)
-}
-
-fn write_to(writer: &mut AuditWriter, rec: &AuditRecord) {
-    if let Err(error) = writer.write(rec) {
-        // The log is the product: say so loudly, keep trying.
-        error!(%error, "writing the audit log");
-    }
 }

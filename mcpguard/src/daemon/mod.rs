@@ -1,5 +1,6 @@
 //! `mcpguard daemon`: probe the kernel, load the programs, own the cgroup
 //! subtree, and serve launch requests on a Unix socket until SIGTERM.
+//! SIGHUP reopens the audit log (after rotation).
 
 pub mod auditor;
 pub mod proto;
@@ -67,6 +68,9 @@ pub enum DaemonError {
 pub struct Config {
     pub socket: PathBuf,
     pub audit_log: PathBuf,
+    /// Bytes of audit records kept in memory while the log cannot be
+    /// written (default `writer::DEFAULT_BACKLOG_BYTES`).
+    pub audit_backlog: usize,
     /// Name of the cgroup subtree under the cgroup v2 root.
     pub cgroup_name: String,
     /// Audit ring buffer size (default `limits::RING_BYTES`).
@@ -255,7 +259,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
     }
 
-    let writer = AuditWriter::open(&cfg.audit_log)?;
+    let writer = AuditWriter::open(&cfg.audit_log, cfg.audit_backlog)?;
     let calls = Arc::new(CallTracker::default());
     let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer, calls.clone())?;
     let probe = Probe {
@@ -300,6 +304,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -323,6 +328,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             },
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                info!(audit_log = %cfg.audit_log.display(), "SIGHUP: reopening the audit log");
+                shared.audit(auditor::Msg::Reopen);
+            }
         }
     }
 

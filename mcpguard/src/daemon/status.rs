@@ -1,6 +1,7 @@
 //! What the daemon tells `mcpguard status` and `mcpguard audit` over its
-//! socket: its version, uptime and kernel layers, each running server with
-//! per-kind record counts, and a user's own audit records.
+//! socket: its version, uptime and kernel layers, the audit log's health,
+//! each running server with per-kind record counts, and a user's own audit
+//! records.
 //!
 //! The counts come from the audit thread, which sees every record as it is
 //! written ([`Stats`]); a status request asks it for a snapshot. Callers
@@ -34,7 +35,7 @@ use super::{
     session::Peer,
     Shared,
 };
-use crate::audit::{format_ts, query, AuditRecord, Origin};
+use crate::audit::{format_ts, query, writer::SinkStatus, AuditRecord, Origin};
 
 /// Open queries per uid.
 pub const MAX_QUERIES_PER_UID: usize = 8;
@@ -131,6 +132,10 @@ pub struct StatusReport {
     pub started: String,
     pub uptime_s: u64,
     pub layers: Vec<LayerStatus>,
+    /// Whether records reach the audit log, and what waits in memory if
+    /// not (absent from daemons before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<SinkStatus>,
     /// `Some(uid)`: only that uid's servers are listed.
     pub only_uid: Option<u32>,
     pub servers: Vec<ServerStatus>,
@@ -345,12 +350,18 @@ pub fn report(shared: &Shared, scope: Option<u32>) -> Result<StatusReport, Query
         .into_iter()
         .filter(|s| scope.is_none_or(|uid| s.uid == uid))
         .collect();
+    let (tx, rx) = sync_channel(1);
+    shared.audit(Msg::Sink(tx));
+    let audit_log = rx
+        .recv_timeout(STATS_TIMEOUT)
+        .map_err(|_| QueryError::AuditThread)?;
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         started: format_ts(shared.info.started_at),
         uptime_s: shared.info.started.elapsed().as_secs(),
         layers: layers(shared),
+        audit_log: Some(audit_log),
         only_uid: scope,
         servers,
     })
@@ -624,6 +635,8 @@ mod tests {
                 lost: 1,
                 total: 1,
                 source: "ringbuf".into(),
+                first_ts: None,
+                last_ts: None,
             },
             None,
             SystemTime::now(),

@@ -152,10 +152,16 @@ impl Daemon {
 
     /// Start with extra daemon flags.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_logging_to(None, extra)
+    }
+
+    /// Start with the audit log at `log` (default: in the daemon's own
+    /// temporary directory) and extra daemon flags.
+    pub fn start_logging_to(log: Option<&Path>, extra: &[&str]) -> Daemon {
         require_root();
         let dir = tempdir("daemon");
         let socket = dir.join("mcpguard.sock");
-        let log = dir.join("audit/audit.jsonl");
+        let log = log.map_or_else(|| dir.join("audit/audit.jsonl"), Path::to_path_buf);
         let stderr = dir.join("daemon.stderr");
         let child = Command::new(bin())
             .args(["daemon", "--socket"])

@@ -11,6 +11,7 @@ mod harness;
 mod dns;
 mod enforce;
 mod escape;
+mod faults;
 mod lifecycle;
 mod mcp;
 mod policies;
