@@ -129,3 +129,4 @@ pub fn hostile_dir() -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
+mod files;
