@@ -4,9 +4,9 @@
 //! `sched/sched_process_exec` reports a successful exec with the kernel's
 //! own copy of the filename (the caller's memory may have been rewritten by
 //! another thread since entry), `sys_exit_execve[at]` a failed one
-//! (Landlock's `-EACCES` included) with the path as the caller passed it; `sched/sched_process_fork`
-//! and `sched/sched_process_exit` (thread-group leaders only). Audit only; no
-//! verdicts.
+//! (Landlock's `-EACCES` included) with the path as the caller passed it;
+//! `sched/sched_process_fork` and `sched/sched_process_exit` (thread-group
+//! leaders only). Audit only; no verdicts.
 
 use aya_ebpf::{
     helpers::{

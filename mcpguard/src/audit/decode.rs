@@ -180,20 +180,13 @@ pub fn decode(
                 &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
             )?
         }
-        kind::LINK | kind::RENAME => {
-            let name = if header.kind == kind::LINK {
-                "link"
-            } else {
-                "rename"
-            };
-            let ev = read_checked::<Record<PathPairEvent>>(sample, name, Some(header.len))?.payload;
+        kind::LINK => {
             source = Some("user");
-            let pair = pair_body(&ev, name)?;
-            if header.kind == kind::LINK {
-                Body::Link(pair)
-            } else {
-                Body::Rename(pair)
-            }
+            Body::Link(pair_body(sample, header.len, "link")?)
+        }
+        kind::RENAME => {
+            source = Some("user");
+            Body::Rename(pair_body(sample, header.len, "rename")?)
         }
         kind::CONNECT => connect_body(
             &read_checked::<Record<ConnectEvent>>(sample, "connect", Some(header.len))?.payload,
@@ -427,7 +420,9 @@ fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
     names
 }
 
-fn pair_body(ev: &PathPairEvent, name: &'static str) -> Result<PathPair, DecodeError> {
+/// A `link` or `rename` sample (`name` is the kind) as its two paths.
+fn pair_body(sample: &[u8], header_len: u32, name: &'static str) -> Result<PathPair, DecodeError> {
+    let ev = &read_checked::<Record<PathPairEvent>>(sample, name, Some(header_len))?.payload;
     let bad = |value: u32| DecodeError::BadField {
         name,
         field: "call",

@@ -130,3 +130,4 @@ pub fn hostile_dir() -> PathBuf {
     dir
 }
 mod files;
+mod toctou;
