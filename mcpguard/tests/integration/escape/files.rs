@@ -266,7 +266,7 @@ fn pair_row(
     });
     Row::new(
         attack,
-        steps.refused(step) && !new_path.exists(),
+        steps.refused(step) && std::fs::symlink_metadata(new_path).is_err(),
         rec.is_some(),
         format!("{}; {}", steps.seen(step), cite(&rec)),
     )
@@ -516,6 +516,9 @@ fn path_tricks_are_refused_and_recorded() {
     let rel_key = format!("{up}{}", key.trim_start_matches('/'));
     let ssh_dir = s(&home.join(".ssh"));
     let key_name = sec.ssh_key.file_name().unwrap().to_str().unwrap();
+    let key_text = std::fs::read_to_string(&sec.ssh_key).unwrap();
+    let planted_sym = home.join(".ssh/authorized_keys_escape_sym");
+    let planted_link = home.join(".ssh/authorized_keys_escape_link");
     let argv: Vec<String> = vec![
         format!("payload=write,{},payload", s(&p("payload"))),
         format!("sym_make=symlink,{key},{}", s(&p("key-link"))),
@@ -555,6 +558,9 @@ fn path_tricks_are_refused_and_recorded() {
         format!("opath=opath,{key}"),
         format!("dirfd=dirfd,{ssh_dir},{key_name}"),
         format!("handle=handle,{key},{}", s(&project)),
+        format!("plant_sym=symlink,{},{}", s(&p("payload")), s(&planted_sym)),
+        format!("plant_link=link,{},{}", s(&p("payload")), s(&planted_link)),
+        format!("rename_over=rename,{},{key}", s(&p("payload"))),
         format!("cd_ssh=chdir,{ssh_dir}"),
         format!("cd_read=read,{key_name}"),
     ];
@@ -577,7 +583,22 @@ fn path_tricks_are_refused_and_recorded() {
         pair_row(&d, &steps, srv, "rename a project file into a read-only allowed tree", "rename_ro", ("rename", &shared.join("payload"))),
         pair_row(&d, &steps, srv, "REFER: rename a project file into a tree that also grants exec", "refer_rename", ("rename", &bin_dir.join("payload"))),
         pair_row(&d, &steps, srv, "REFER: hardlink a project file into a tree that also grants exec", "refer_link", ("link", &bin_dir.join("payload-link"))),
+        pair_row(&d, &steps, srv, "plant a symlink to a project file in ~/.ssh", "plant_sym", ("link", &planted_sym)),
+        pair_row(&d, &steps, srv, "plant a hardlink of a project file in ~/.ssh", "plant_link", ("link", &planted_link)),
     ];
+    let rec = find_record(&d, |r| {
+        is_kind(r, "rename")
+            && r["server"] == srv
+            && r["new_path"] == key.as_str()
+            && r["result"].as_i64().is_some_and(|v| v < 0)
+    });
+    rows.push(Row::new(
+        "rename a project file over the ~/.ssh key",
+        steps.refused("rename_over")
+            && std::fs::read_to_string(&sec.ssh_key).ok().as_ref() == Some(&key_text),
+        rec.is_some(),
+        format!("{}; {}", steps.seen("rename_over"), cite(&rec)),
+    ));
     let openat = |r: &Value| r["call"] == "openat" && r.get("dirfd").is_none();
     let openat2 = |resolve: &'static str| {
         move |r: &Value| {
