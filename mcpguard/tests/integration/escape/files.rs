@@ -441,7 +441,9 @@ fn sensitive_reads_are_refused_and_recorded() {
         ("other", "another guarded server", other.pid.to_string()),
         ("client", "the `mcpguard run` client", "{stdin}".to_owned()),
     ];
-    let mut argv = Vec::new();
+    // Control: the server's own /proc entries read fine under this policy,
+    // so what refuses the others is the ptrace check, not a missing rule.
+    let mut argv = vec!["self_environ=read,/proc/self/environ".to_owned()];
     for (who, _, pid) in &targets {
         for what in ["environ", "mem", "fd/0", "root/usr/lib/os-release"] {
             argv.push(format!("{who}_{what}=read,/proc/{pid}/{what}"));
@@ -464,6 +466,7 @@ fn sensitive_reads_are_refused_and_recorded() {
     let out = client.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let steps = Steps::parse(&out);
+    assert_eq!(steps.result("self_environ"), "OK", "{}", steps.out);
     for (who, desc, pid) in &targets {
         let pid = if who == &"client" {
             client_pid.to_string()
