@@ -15,7 +15,25 @@ pub mod kind {
     pub const CONNECT: u32 = 5;
     pub const UNIX_CONNECT: u32 = 6;
     pub const SOCKET: u32 = 7;
-    pub const SYSCALL: u32 = 8;
+    /// `link`, `linkat`, `symlink`, `symlinkat` ([`super::PathPairEvent`]).
+    pub const LINK: u32 = 8;
+    /// `rename`, `renameat`, `renameat2` ([`super::PathPairEvent`]).
+    pub const RENAME: u32 = 9;
+    /// A watched syscall's exit ([`super::SyscallEvent`]).
+    pub const SYSCALL: u32 = 10;
+}
+
+/// Where a path in a record came from: whether it can differ from the
+/// object the kernel acted on.
+pub mod path_source {
+    /// Read from the caller's memory at syscall entry. Another thread can
+    /// rewrite that memory before the kernel makes its own copy, so the
+    /// path is what the caller claimed, not necessarily what the kernel
+    /// resolved. The result (and so the verdict) is the syscall's own.
+    pub const USER: u32 = 0;
+    /// The kernel's own copy, the one it resolved (`bprm->filename` as
+    /// `sched_process_exec` reports it).
+    pub const KERNEL: u32 = 1;
 }
 
 /// Common prefix of every record.
@@ -56,7 +74,12 @@ pub struct ExecEvent {
     pub ret: i32,
     /// How many argv slots were filled (at most `ARGV_SLOTS`).
     pub argc: u32,
-    /// Path as passed to the syscall, NUL-terminated.
+    /// One of [`path_source`]: the kernel's copy for a successful exec,
+    /// the caller's memory for a failed one (the kernel's copy is gone by
+    /// the syscall's exit).
+    pub filename_source: u32,
+    pub _pad: u32,
+    /// Path of the program, NUL-terminated (see `filename_source`).
     pub filename: [u8; PATH_LEN],
     /// The first `ARGV_SLOTS` arguments, each NUL-terminated and truncated.
     pub argv: [[u8; ARG_LEN]; ARGV_SLOTS],
@@ -100,8 +123,45 @@ pub struct OpenEvent {
     pub dirfd: i32,
     /// One of [`open_call`].
     pub call: u32,
-    /// Path as passed, read from user memory at syscall entry.
+    /// `openat2`'s `RESOLVE_*` flags, else 0.
+    pub resolve: u32,
+    pub _pad: u32,
+    /// Path as passed, read from user memory at syscall entry
+    /// ([`path_source::USER`]).
     pub path: [u8; PATH_LEN],
+}
+
+/// Which syscall a [`PathPairEvent`] came from.
+pub mod pair_call {
+    pub const LINK: u32 = 0;
+    pub const LINKAT: u32 = 1;
+    pub const SYMLINK: u32 = 2;
+    pub const SYMLINKAT: u32 = 3;
+    pub const RENAME: u32 = 4;
+    pub const RENAMEAT: u32 = 5;
+    pub const RENAMEAT2: u32 = 6;
+}
+
+/// A link, symlink or rename: two paths, paired from syscall entry (paths
+/// and flags as passed, read from user memory: [`path_source::USER`]) and
+/// exit (the result). Landlock refuses these with `-EACCES`, or `-EXDEV`
+/// when the move or link would give the file rights it lacks where it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PathPairEvent {
+    /// 0, or the negative errno.
+    pub ret: i64,
+    /// One of [`pair_call`].
+    pub call: u32,
+    /// `linkat`'s `AT_*` or `renameat2`'s `RENAME_*` flags, else 0.
+    pub flags: u32,
+    /// Directory fds the paths are relative to (`AT_FDCWD` = -100).
+    pub old_dirfd: i32,
+    pub new_dirfd: i32,
+    /// The existing file (for a symlink: the link's content, unresolved).
+    pub old_path: [u8; PATH_LEN],
+    /// The name created.
+    pub new_path: [u8; PATH_LEN],
 }
 
 /// Which cgroup sock_addr hook decided a [`ConnectEvent`].
@@ -118,7 +178,9 @@ pub const VERDICT_ALLOW: u32 = 1;
 /// Learning mode: allowed, but the policy would have denied it.
 pub const VERDICT_WOULD_DENY: u32 = 2;
 
-/// An egress decision.
+/// An egress decision. The cgroup hooks see the kernel's copy of the
+/// destination (taken before the hook runs), so the address is the one
+/// decided on and connected to, whatever the caller's memory says later.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectEvent {
@@ -182,8 +244,9 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<SocketEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 16 + UNIX_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 8 + PATH_LEN + ARG_LEN * ARGV_SLOTS);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 16 + PATH_LEN + ARG_LEN * ARGV_SLOTS);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 8);
-const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == 32 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<PathPairEvent>() == 24 + 2 * PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32);

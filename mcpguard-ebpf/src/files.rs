@@ -1,11 +1,16 @@
-//! File-open audit: `syscalls/sys_enter_*` and `sys_exit_*` tracepoints for
-//! `openat`, `openat2`, `open` and `creat` (any kernel with syscall
-//! tracepoints).
+//! File audit: `syscalls/sys_enter_*` and `sys_exit_*` tracepoints for
+//! `openat`, `openat2`, `open` and `creat` (open records), and for `link`, `linkat`, `symlink`, `symlinkat`, `rename`,
+//! `renameat` and `renameat2` (link and rename records); any kernel with
+//! syscall tracepoints.
 //!
-//! Entry stashes the path as passed and the flags; exit pairs them with the
-//! result and emits one record. These programs never decide anything:
-//! Landlock enforces, and its denials show up here as `-EACCES` results.
-//! Unguarded tasks return after one map lookup.
+//! Entry stashes the paths as passed and the flags; exit pairs them with the
+//! result and emits one record. The paths are read from the caller's memory
+//! at entry, before the kernel copies them, so a second thread can make
+//! them differ from what the kernel resolved: records say so
+//! (`path_source`), and only the result is authoritative. These programs
+//! never decide anything: Landlock enforces, and its denials show up here
+//! as `-EACCES` (or `-EXDEV` for links and renames) results. Unguarded
+//! tasks return after one map lookup.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -13,13 +18,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mcpguard_common::{
-    event::{kind, open_call, OpenEvent},
+    event::{kind, open_call, pair_call, OpenEvent, PathPairEvent},
     policy::FLAG_AUDIT_OPEN,
 };
 
 use crate::{
     emit::{current_server, emit_pending},
-    maps::{PENDING_OPEN, SCRATCH_OPEN},
+    maps::{PENDING_OPEN, PENDING_PAIR, SCRATCH_OPEN, SCRATCH_PAIR},
     offsets::*,
 };
 
@@ -49,6 +54,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
             path,
             flags as u32,
             mode as u32,
+            0,
         );
     }
     0
@@ -67,11 +73,11 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     if let (Ok(dfd), Ok(path), Ok(how)) = args {
         // SAFETY: `how` is a user pointer; the helper faults safely.
         let how = unsafe { bpf_probe_read_user(how as *const OpenHow) };
-        let (flags, mode) = match how {
-            Ok(h) => (h.flags as u32, h.mode as u32),
-            Err(_) => (0, 0),
+        let (flags, mode, resolve) = match how {
+            Ok(h) => (h.flags as u32, h.mode as u32, h.resolve as u32),
+            Err(_) => (0, 0, 0),
         };
-        stash(open_call::OPENAT2, dfd as i32, path, flags, mode);
+        stash(open_call::OPENAT2, dfd as i32, path, flags, mode, resolve);
     }
     0
 }
@@ -87,7 +93,14 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
         )
     };
     if let (Ok(path), Ok(flags), Ok(mode)) = args {
-        stash(open_call::OPEN, AT_FDCWD, path, flags as u32, mode as u32);
+        stash(
+            open_call::OPEN,
+            AT_FDCWD,
+            path,
+            flags as u32,
+            mode as u32,
+            0,
+        );
     }
     0
 }
@@ -103,7 +116,7 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     };
     if let (Ok(path), Ok(mode)) = args {
         // creat(2) is open(O_CREAT|O_WRONLY|O_TRUNC).
-        stash(open_call::CREAT, AT_FDCWD, path, 0o1101, mode as u32);
+        stash(open_call::CREAT, AT_FDCWD, path, 0o1101, mode as u32, 0);
     }
     0
 }
@@ -131,7 +144,7 @@ pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
 const AT_FDCWD: i32 = -100;
 
 #[inline(always)]
-fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32) {
+fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) {
     let Some((_, policy)) = current_server() else {
         return;
     };
@@ -151,8 +164,12 @@ fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32) {
         ev.mode = mode;
         ev.dirfd = dirfd;
         ev.call = call;
+        ev.resolve = resolve;
+        ev._pad = 0;
         ev.path[0] = 0;
-        let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut ev.path);
+        if path != 0 {
+            let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut ev.path);
+        }
         let _ = PENDING_OPEN.insert(&bpf_get_current_pid_tgid(), ev, 0);
     }
 }
@@ -176,5 +193,213 @@ fn finish(ctx: &TracePointContext) -> u32 {
         ev.ret = ret
     });
     let _ = PENDING_OPEN.remove(&id);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
+pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(OFF_LINK_OLDNAME()),
+            ctx.read_at::<u64>(OFF_LINK_NEWNAME()),
+        )
+    };
+    if let (Ok(old), Ok(new)) = args {
+        stash_pair(pair_call::LINK, AT_FDCWD, old, AT_FDCWD, new, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
+pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<i64>(OFF_LINKAT_OLDDFD()),
+            ctx.read_at::<u64>(OFF_LINKAT_OLDNAME()),
+            ctx.read_at::<i64>(OFF_LINKAT_NEWDFD()),
+            ctx.read_at::<u64>(OFF_LINKAT_NEWNAME()),
+            ctx.read_at::<u64>(OFF_LINKAT_FLAGS()),
+        )
+    };
+    if let (Ok(odfd), Ok(old), Ok(ndfd), Ok(new), Ok(flags)) = args {
+        stash_pair(
+            pair_call::LINKAT,
+            odfd as i32,
+            old,
+            ndfd as i32,
+            new,
+            flags as u32,
+        );
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
+pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(OFF_SYMLINK_OLDNAME()),
+            ctx.read_at::<u64>(OFF_SYMLINK_NEWNAME()),
+        )
+    };
+    if let (Ok(old), Ok(new)) = args {
+        stash_pair(pair_call::SYMLINK, AT_FDCWD, old, AT_FDCWD, new, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
+pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(OFF_SYMLINKAT_OLDNAME()),
+            ctx.read_at::<i64>(OFF_SYMLINKAT_NEWDFD()),
+            ctx.read_at::<u64>(OFF_SYMLINKAT_NEWNAME()),
+        )
+    };
+    if let (Ok(old), Ok(ndfd), Ok(new)) = args {
+        // The target is stored as given, never resolved: no dirfd.
+        stash_pair(pair_call::SYMLINKAT, AT_FDCWD, old, ndfd as i32, new, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(OFF_RENAME_OLDNAME()),
+            ctx.read_at::<u64>(OFF_RENAME_NEWNAME()),
+        )
+    };
+    if let (Ok(old), Ok(new)) = args {
+        stash_pair(pair_call::RENAME, AT_FDCWD, old, AT_FDCWD, new, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<i64>(OFF_RENAMEAT_OLDDFD()),
+            ctx.read_at::<u64>(OFF_RENAMEAT_OLDNAME()),
+            ctx.read_at::<i64>(OFF_RENAMEAT_NEWDFD()),
+            ctx.read_at::<u64>(OFF_RENAMEAT_NEWNAME()),
+        )
+    };
+    if let (Ok(odfd), Ok(old), Ok(ndfd), Ok(new)) = args {
+        stash_pair(pair_call::RENAMEAT, odfd as i32, old, ndfd as i32, new, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let args = unsafe {
+        (
+            ctx.read_at::<i64>(OFF_RENAMEAT2_OLDDFD()),
+            ctx.read_at::<u64>(OFF_RENAMEAT2_OLDNAME()),
+            ctx.read_at::<i64>(OFF_RENAMEAT2_NEWDFD()),
+            ctx.read_at::<u64>(OFF_RENAMEAT2_NEWNAME()),
+            ctx.read_at::<u64>(OFF_RENAMEAT2_FLAGS()),
+        )
+    };
+    if let (Ok(odfd), Ok(old), Ok(ndfd), Ok(new), Ok(flags)) = args {
+        stash_pair(
+            pair_call::RENAMEAT2,
+            odfd as i32,
+            old,
+            ndfd as i32,
+            new,
+            flags as u32,
+        );
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_link")]
+pub fn sys_exit_link(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::LINK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_linkat")]
+pub fn sys_exit_linkat(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::LINK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlink")]
+pub fn sys_exit_symlink(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::LINK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlinkat")]
+pub fn sys_exit_symlinkat(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::LINK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rename")]
+pub fn sys_exit_rename(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::RENAME)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat")]
+pub fn sys_exit_renameat(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::RENAME)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
+pub fn sys_exit_renameat2(ctx: TracePointContext) -> u32 {
+    finish_pair(&ctx, kind::RENAME)
+}
+
+#[inline(always)]
+fn stash_pair(call: u32, old_dirfd: i32, old: u64, new_dirfd: i32, new: u64, flags: u32) {
+    let Some((_, policy)) = current_server() else {
+        return;
+    };
+    if policy.flags & FLAG_AUDIT_OPEN == 0 {
+        return;
+    }
+    let Some(scratch) = SCRATCH_PAIR.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `scratch` is this CPU's slot of a per-CPU array; programs do
+    // not nest on one CPU for these tracepoints. The paths are user
+    // pointers read through the faulting helper.
+    unsafe {
+        let ev = &mut *scratch;
+        ev.ret = 0;
+        ev.call = call;
+        ev.flags = flags;
+        ev.old_dirfd = old_dirfd;
+        ev.new_dirfd = new_dirfd;
+        ev.old_path[0] = 0;
+        ev.new_path[0] = 0;
+        let _ = bpf_probe_read_user_str_bytes(old as *const u8, &mut ev.old_path);
+        let _ = bpf_probe_read_user_str_bytes(new as *const u8, &mut ev.new_path);
+        let _ = PENDING_PAIR.insert(&bpf_get_current_pid_tgid(), ev, 0);
+    }
+}
+
+#[inline(always)]
+fn finish_pair(ctx: &TracePointContext, kind: u32) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(pending) = PENDING_PAIR.get_ptr(&id) else {
+        return 0;
+    };
+    // SAFETY: the offset comes from this kernel's tracefs format file.
+    let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
+    if let Some((cgroup, _)) = current_server() {
+        emit_pending(kind, cgroup, pending, |ev: &mut PathPairEvent| ev.ret = ret);
+    }
+    let _ = PENDING_PAIR.remove(&id);
     0
 }

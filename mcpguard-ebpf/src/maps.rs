@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use mcpguard_common::{
-    event::{ExecEvent, OpenEvent, UnixConnectEvent},
+    event::{ExecEvent, OpenEvent, PathPairEvent, UnixConnectEvent},
     limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, MAX_WATCHED_SYSCALLS, RING_BYTES},
     policy::{DnsOrigin, NetKey, PortSet, ServerPolicy},
 };
@@ -37,11 +37,20 @@ pub static PENDING_OPEN: HashMap<u64, OpenEvent> = HashMap::with_max_entries(MAX
 #[map]
 pub static PENDING_EXEC: HashMap<u64, ExecEvent> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
 
+/// Links and renames between syscall entry and exit, keyed by pid_tgid.
+/// Smaller than the other in-flight maps: these calls are rare, and each
+/// entry (two paths) is preallocated.
+#[map]
+pub static PENDING_PAIR: HashMap<u64, PathPairEvent> =
+    HashMap::with_max_entries(MAX_INFLIGHT / 8, 0);
+
 /// Per-CPU scratch space: these payloads do not fit on the 512-byte stack.
 #[map]
 pub static SCRATCH_OPEN: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SCRATCH_PAIR: PerCpuArray<PathPairEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static SCRATCH_UNIX: PerCpuArray<UnixConnectEvent> = PerCpuArray::with_max_entries(1, 0);
 

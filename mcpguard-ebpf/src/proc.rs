@@ -1,18 +1,24 @@
 //! Process audit: exec (with argv head and result), fork and exit.
 //!
 //! Hooks: `syscalls/sys_enter_execve[at]` stash the path and argv as passed,
-//! `sched/sched_process_exec` reports a successful exec, `sys_exit_execve[at]`
-//! a failed one (Landlock's `-EACCES` included); `sched/sched_process_fork`
-//! and `sched/sched_process_exit` (thread-group leaders only). Audit only; no
-//! verdicts.
+//! `sched/sched_process_exec` reports a successful exec with the kernel's
+//! own copy of the filename (the caller's memory may have been rewritten by
+//! another thread since entry), `sys_exit_execve[at]` a failed one
+//! (Landlock's `-EACCES` included) with the path as the caller passed it;
+//! `sched/sched_process_fork` and `sched/sched_process_exit` (thread-group
+//! leaders only). Audit only; no verdicts.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext,
 };
 use mcpguard_common::{
-    event::{kind, ExecEvent, ExitEvent, ForkEvent},
+    event::{kind, path_source, ExecEvent, ExitEvent, ForkEvent},
     limits::ARGV_SLOTS,
     policy::FLAG_AUDIT_PROC,
 };
@@ -67,12 +73,20 @@ pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // The exec'ing thread may have taken over the leader's tid (de_thread),
     // so the pending entry is found through the tid it had before.
-    // SAFETY: the offset comes from this kernel's tracefs format file.
-    let Ok(old_tid) = (unsafe { ctx.read_at::<u32>(OFF_SCHED_EXEC_OLD_PID()) }) else {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let (Ok(old_tid), Ok(loc)) = (unsafe {
+        (
+            ctx.read_at::<u32>(OFF_SCHED_EXEC_OLD_PID()),
+            ctx.read_at::<u32>(OFF_SCHED_EXEC_FILENAME()),
+        )
+    }) else {
         return 0;
     };
+    // A `__data_loc` field: the low 16 bits are the string's offset in
+    // the record.
+    let filename = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xffff) as usize);
     let tgid = bpf_get_current_pid_tgid() >> 32;
-    emit_exec(((tgid) << 32) | old_tid as u64, 0);
+    emit_exec(((tgid) << 32) | old_tid as u64, 0, Some(filename));
     0
 }
 
@@ -145,6 +159,8 @@ fn stash(path: u64, argv: u64) {
         let ev = &mut *scratch;
         ev.ret = 0;
         ev.argc = 0;
+        ev.filename_source = path_source::USER;
+        ev._pad = 0;
         ev.filename[0] = 0;
         let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut ev.filename);
         let argv = argv as *const u64;
@@ -174,21 +190,31 @@ fn exec_failed(ctx: &TracePointContext) -> u32 {
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     let id = bpf_get_current_pid_tgid();
     if ret < 0 {
-        emit_exec(id, ret as i32);
+        emit_exec(id, ret as i32, None);
     } else {
         let _ = PENDING_EXEC.remove(&id);
     }
     0
 }
 
+/// Emit the pending exec of `id`; `kernel_filename` (the tracepoint's copy)
+/// replaces the path read from the caller's memory when there is one.
 #[inline(always)]
-fn emit_exec(id: u64, ret: i32) {
+fn emit_exec(id: u64, ret: i32, kernel_filename: Option<*const u8>) {
     let Some(pending) = PENDING_EXEC.get_ptr(&id) else {
         return;
     };
     if let Some((cgroup, _)) = current_server() {
         emit_pending(kind::EXEC, cgroup, pending, |ev: &mut ExecEvent| {
-            ev.ret = ret
+            ev.ret = ret;
+            if let Some(src) = kernel_filename {
+                // SAFETY: `src` points into this tracepoint's record, which
+                // the faulting helper reads; on failure it zeroes the buffer
+                // and the record keeps no path rather than a wrong claim.
+                if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) }.is_ok() {
+                    ev.filename_source = path_source::KERNEL;
+                }
+            }
         });
     }
     let _ = PENDING_EXEC.remove(&id);

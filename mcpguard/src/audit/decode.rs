@@ -14,14 +14,14 @@ use std::{
 
 use mcpguard_common::{
     event::{
-        kind, net_op, open_call, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, Record, SocketEvent, SyscallEvent, UnixConnectEvent, VERDICT_ALLOW,
-        VERDICT_DENY, VERDICT_WOULD_DENY,
+        kind, net_op, open_call, pair_call, path_source, ConnectEvent, EventHeader, ExecEvent,
+        ExitEvent, ForkEvent, OpenEvent, PathPairEvent, Record, SocketEvent, SyscallEvent,
+        UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
 
-use super::{errno_of, AuditRecord, Body, Origin, SCHEMA_VERSION};
+use super::{errno_of, AuditRecord, Body, Origin, PathPair, SCHEMA_VERSION};
 
 /// Why a sample could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,9 +154,14 @@ pub fn decode(
     origin: impl FnOnce(u64) -> Option<Origin>,
 ) -> Result<AuditRecord, DecodeError> {
     let header: EventHeader = read_checked(sample, "header", None)?;
+    // Paths read by the kernel programs come from the caller's memory
+    // unless the event says otherwise.
+    let mut source = None;
     let body = match header.kind {
         kind::EXEC => {
-            exec_body(&read_checked::<Record<ExecEvent>>(sample, "exec", Some(header.len))?.payload)
+            let ev = read_checked::<Record<ExecEvent>>(sample, "exec", Some(header.len))?.payload;
+            source = Some(source_name(ev.filename_source)?);
+            exec_body(&ev)
         }
         kind::FORK => Body::Fork {
             child_pid: read_checked::<Record<ForkEvent>>(sample, "fork", Some(header.len))?
@@ -169,9 +174,20 @@ pub fn decode(
             read_checked::<Record<ExitEvent>>(sample, "exit", Some(header.len))?;
             Body::Exit {}
         }
-        kind::OPEN => open_body(
-            &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
-        )?,
+        kind::OPEN => {
+            source = Some("user");
+            open_body(
+                &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
+            )?
+        }
+        kind::LINK => {
+            source = Some("user");
+            Body::Link(pair_body(sample, header.len, "link")?)
+        }
+        kind::RENAME => {
+            source = Some("user");
+            Body::Rename(pair_body(sample, header.len, "rename")?)
+        }
         kind::CONNECT => connect_body(
             &read_checked::<Record<ConnectEvent>>(sample, "connect", Some(header.len))?.payload,
         )?,
@@ -226,6 +242,7 @@ pub fn decode(
                 read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", Some(header.len))?
                     .payload;
             let (path, path_truncated) = c_string(&ev.path);
+            source = Some("user");
             Body::UnixConnect {
                 path,
                 path_truncated,
@@ -254,6 +271,7 @@ pub fn decode(
         tid: Some(header.tid),
         uid: Some(header.uid),
         comm: Some(comm),
+        path_source: source.map(str::to_owned),
         tool: None,
         call_id: None,
         calls: None,
@@ -275,6 +293,7 @@ impl Plain for ConnectEvent {}
 impl Plain for UnixConnectEvent {}
 impl Plain for SocketEvent {}
 impl Plain for SyscallEvent {}
+impl Plain for PathPairEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.
@@ -357,13 +376,101 @@ fn open_body(ev: &OpenEvent) -> Result<Body, DecodeError> {
     // `open`/`creat` have no dirfd argument; whatever the kernel side put
     // there means nothing.
     let has_dirfd = matches!(ev.call, open_call::OPENAT | open_call::OPENAT2);
+    let mut flags = open_flag_names(ev.flags);
+    flags.extend(bit_names(
+        ev.resolve,
+        &[
+            (0x01, "RESOLVE_NO_XDEV"),
+            (0x02, "RESOLVE_NO_MAGICLINKS"),
+            (0x04, "RESOLVE_NO_SYMLINKS"),
+            (0x08, "RESOLVE_BENEATH"),
+            (0x10, "RESOLVE_IN_ROOT"),
+            (0x20, "RESOLVE_CACHED"),
+        ],
+    ));
     Ok(Body::Open {
         call: call.to_string(),
         path,
         path_truncated,
-        flags: open_flag_names(ev.flags),
+        flags,
         mode: mode_used.then_some(ev.mode),
         dirfd: (has_dirfd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+    })
+}
+
+/// Where an event's path came from, by its [`path_source`] value.
+fn source_name(source: u32) -> Result<&'static str, DecodeError> {
+    match source {
+        path_source::USER => Ok("user"),
+        path_source::KERNEL => Ok("kernel"),
+        other => Err(DecodeError::BadField {
+            name: "exec",
+            field: "filename_source",
+            value: u64::from(other),
+        }),
+    }
+}
+
+/// The names of the set bits of `bits`; bits without a name as one hex
+/// value, so nothing is hidden.
+fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
+    let mut rest = bits;
+    let mut names: Vec<String> = named
+        .iter()
+        .filter(|&&(bit, _)| bits & bit != 0)
+        .map(|&(bit, name)| {
+            rest &= !bit;
+            name.to_string()
+        })
+        .collect();
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names
+}
+
+/// A `link` or `rename` sample (`name` is the kind) as its two paths.
+fn pair_body(sample: &[u8], header_len: u32, name: &'static str) -> Result<PathPair, DecodeError> {
+    let ev = &read_checked::<Record<PathPairEvent>>(sample, name, Some(header_len))?.payload;
+    let bad = |value: u32| DecodeError::BadField {
+        name,
+        field: "call",
+        value: u64::from(value),
+    };
+    let (call, flag_names): (&str, &[(u32, &str)]) = match (name, ev.call) {
+        ("link", pair_call::LINK) => ("link", &[]),
+        ("link", pair_call::LINKAT) => (
+            "linkat",
+            &[(0x400, "AT_SYMLINK_FOLLOW"), (0x1000, "AT_EMPTY_PATH")],
+        ),
+        ("link", pair_call::SYMLINK) => ("symlink", &[]),
+        ("link", pair_call::SYMLINKAT) => ("symlinkat", &[]),
+        ("rename", pair_call::RENAME) => ("rename", &[]),
+        ("rename", pair_call::RENAMEAT) => ("renameat", &[]),
+        ("rename", pair_call::RENAMEAT2) => (
+            "renameat2",
+            &[
+                (1, "RENAME_NOREPLACE"),
+                (2, "RENAME_EXCHANGE"),
+                (4, "RENAME_WHITEOUT"),
+            ],
+        ),
+        (_, other) => return Err(bad(other)),
+    };
+    let (old_path, old_path_truncated) = c_string(&ev.old_path);
+    let (new_path, new_path_truncated) = c_string(&ev.new_path);
+    let dirfd = |fd: i32| (fd != libc::AT_FDCWD).then_some(fd);
+    Ok(PathPair {
+        call: call.to_string(),
+        old_path,
+        old_path_truncated,
+        new_path,
+        new_path_truncated,
+        flags: bit_names(ev.flags, flag_names),
+        old_dirfd: dirfd(ev.old_dirfd),
+        new_dirfd: dirfd(ev.new_dirfd),
         result: ev.ret,
         errno: errno_of(ev.ret),
     })
@@ -523,6 +630,8 @@ mod tests {
         ExecEvent {
             ret,
             argc,
+            filename_source: path_source::USER,
+            _pad: 0,
             filename: buf::<PATH_LEN>("/usr/bin/curl"),
             argv,
         }
@@ -535,6 +644,8 @@ mod tests {
             mode: 0o644,
             dirfd,
             call,
+            resolve: 0,
+            _pad: 0,
             path,
         }
     }
@@ -547,7 +658,7 @@ mod tests {
         ));
         assert_eq!(
             rec.to_json_line(),
-            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","server":"time","policy":"time","launch":"time-3","pid":4242,"tid":4243,"uid":1000,"comm":"python3","denied":true,"kind":"exec","filename":"/usr/bin/curl","argv":["curl","http://x"],"argc_truncated":false,"result":-13,"errno":"EACCES"}"#
+            r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","server":"time","policy":"time","launch":"time-3","pid":4242,"tid":4243,"uid":1000,"comm":"python3","path_source":"user","denied":true,"kind":"exec","filename":"/usr/bin/curl","argv":["curl","http://x"],"argc_truncated":false,"result":-13,"errno":"EACCES"}"#
         );
     }
 
@@ -569,6 +680,113 @@ mod tests {
             other => panic!("expected exec, got {other:?}"),
         }
         assert!(!rec.denied);
+    }
+
+    #[test]
+    fn successful_exec_names_the_kernels_copy_and_bad_sources_are_rejected() {
+        let mut ev = exec_event(0, 1, &["curl"]);
+        ev.filename_source = path_source::KERNEL;
+        let rec = decode_ok(&sample(kind::EXEC, ev));
+        assert_eq!(rec.path_source.as_deref(), Some("kernel"));
+        ev.filename_source = 7;
+        let err = decode(
+            &sample(kind::EXEC, ev),
+            &BootClock::with_offset_ns(0),
+            origin_for,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::BadField {
+                name: "exec",
+                field: "filename_source",
+                value: 7
+            }
+        );
+    }
+
+    #[test]
+    fn openat2_resolve_flags() {
+        let mut ev = open_event(
+            open_call::OPENAT2,
+            libc::O_RDONLY,
+            4,
+            -18,
+            buf::<PATH_LEN>("../x"),
+        );
+        ev.resolve = 0x08 | 0x01 | 0x400;
+        let rec = decode_ok(&sample(kind::OPEN, ev));
+        assert_eq!(rec.path_source.as_deref(), Some("user"));
+        match rec.body {
+            Body::Open { flags, errno, .. } => {
+                assert_eq!(
+                    flags,
+                    ["O_RDONLY", "RESOLVE_NO_XDEV", "RESOLVE_BENEATH", "0x400"]
+                );
+                assert_eq!(errno.as_deref(), Some("EXDEV"));
+            }
+            other => panic!("expected open, got {other:?}"),
+        }
+    }
+
+    fn pair_event(call: u32, flags: u32, ret: i64) -> PathPairEvent {
+        PathPairEvent {
+            ret,
+            call,
+            flags,
+            old_dirfd: libc::AT_FDCWD,
+            new_dirfd: 3,
+            old_path: buf::<PATH_LEN>("/home/u/.ssh/id_rsa"),
+            new_path: [b'n'; PATH_LEN],
+        }
+    }
+
+    #[test]
+    fn link_and_rename_records() {
+        let rec = decode_ok(&sample(
+            kind::LINK,
+            pair_event(pair_call::LINKAT, 0x1000, -i64::from(libc::EXDEV)),
+        ));
+        assert!(rec.denied, "Landlock's REFER refusal counts as a denial");
+        assert_eq!(rec.path_source.as_deref(), Some("user"));
+        match &rec.body {
+            Body::Link(p) => {
+                assert_eq!(p.call, "linkat");
+                assert_eq!(p.old_path, "/home/u/.ssh/id_rsa");
+                assert!(!p.old_path_truncated && p.new_path_truncated);
+                assert_eq!(p.flags, ["AT_EMPTY_PATH"]);
+                assert_eq!((p.old_dirfd, p.new_dirfd), (None, Some(3)));
+                assert_eq!(p.errno.as_deref(), Some("EXDEV"));
+            }
+            other => panic!("expected link, got {other:?}"),
+        }
+        let rec = decode_ok(&sample(
+            kind::RENAME,
+            pair_event(pair_call::RENAMEAT2, 2 | 8, 0),
+        ));
+        assert!(!rec.denied);
+        match &rec.body {
+            Body::Rename(p) => {
+                assert_eq!(p.call, "renameat2");
+                assert_eq!(p.flags, ["RENAME_EXCHANGE", "0x8"]);
+            }
+            other => panic!("expected rename, got {other:?}"),
+        }
+        // A rename call number under the link kind is a kernel-side bug.
+        let err = decode(
+            &sample(kind::LINK, pair_event(pair_call::RENAME, 0, 0)),
+            &BootClock::with_offset_ns(0),
+            origin_for,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::BadField {
+                name: "link",
+                field: "call",
+                value: u64::from(pair_call::RENAME)
+            }
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub const KINDS: &[&str] = &[
     "dns",
     "unix_connect",
     "socket",
+    "link",
+    "rename",
+    "syscall",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -81,6 +84,15 @@ pub struct AuditRecord {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// Where the record's path (`path`, `filename`, `old_path` and
+    /// `new_path`) came from, on kernel records that carry one: `user` when
+    /// it was read from the caller's memory at syscall entry, which another
+    /// thread can rewrite before the kernel copies it, so the path is what
+    /// the caller claimed and may not be what the kernel resolved; `kernel`
+    /// when it is the kernel's own copy (successful execs). The `result`
+    /// and `verdict` fields never come from user memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_source: Option<String>,
     /// The MCP tool call this record belongs to: on `mcp` records of a call,
     /// and on kernel records that happened while exactly that call was in
     /// flight.
@@ -151,13 +163,15 @@ pub enum Body {
     Open {
         /// `openat`, `openat2`, `open` or `creat`.
         call: String,
-        /// The path as passed to the syscall (not resolved).
+        /// The path as passed to the syscall (not resolved; see
+        /// `path_source`).
         path: String,
         /// Present (and true) only when `path` was cut at the kernel's
         /// buffer size.
         #[serde(default, skip_serializing_if = "is_false")]
         path_truncated: bool,
-        /// Symbolic flags; the access mode first.
+        /// Symbolic flags; the access mode first, then `openat2`'s
+        /// `RESOLVE_*` flags after the `O_*` ones.
         flags: Vec<String>,
         /// Only when the flags make the mode meaningful (`O_CREAT`,
         /// `O_TMPFILE`).
@@ -171,7 +185,12 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<String>,
     },
-    /// An egress decision by the cgroup sock_addr programs.
+    /// `link`, `linkat`, `symlink` or `symlinkat`.
+    Link(PathPair),
+    /// `rename`, `renameat` or `renameat2`.
+    Rename(PathPair),
+    /// An egress decision by the cgroup sock_addr programs. The address is
+    /// the kernel's copy the hook decided on, never the caller's memory.
     Connect {
         /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
         op: String,
@@ -278,6 +297,37 @@ pub enum Body {
     },
 }
 
+/// The two names of a link, symlink or rename.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PathPair {
+    /// `link`, `linkat`, `symlink`, `symlinkat`, `rename`, `renameat` or
+    /// `renameat2`.
+    pub call: String,
+    /// The existing name as passed (for a symlink: the link's content).
+    pub old_path: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub old_path_truncated: bool,
+    /// The new name as passed.
+    pub new_path: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub new_path_truncated: bool,
+    /// `AT_SYMLINK_FOLLOW`, `AT_EMPTY_PATH`, `RENAME_NOREPLACE`,
+    /// `RENAME_EXCHANGE`, `RENAME_WHITEOUT`; other bits as one hex value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// Only when `old_path` is relative to a directory fd (not `AT_FDCWD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_dirfd: Option<i32>,
+    /// Only when `new_path` is relative to a directory fd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_dirfd: Option<i32>,
+    /// 0, or the negative errno. Landlock refuses with `EACCES`, or with
+    /// `EXDEV` when the file would gain rights it lacks where it is.
+    pub result: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -294,6 +344,8 @@ impl Body {
             Body::Fork { .. } => "fork",
             Body::Exit {} => "exit",
             Body::Open { .. } => "open",
+            Body::Link(_) => "link",
+            Body::Rename(_) => "rename",
             Body::Connect { .. } => "connect",
             Body::Loss { .. } => "loss",
             Body::Mcp { .. } => "mcp",
@@ -313,6 +365,11 @@ impl Body {
         match self {
             Body::Exec { result, .. } => is_denial_errno(i64::from(*result)),
             Body::Open { result, .. } | Body::Syscall { result, .. } => is_denial_errno(*result),
+            // Landlock's REFER refusal is EXDEV. A genuine cross-device
+            // rename fails the same way; counting it errs toward reporting.
+            Body::Link(p) | Body::Rename(p) => {
+                is_denial_errno(p.result) || p.result == -i64::from(libc::EXDEV)
+            }
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
@@ -341,6 +398,7 @@ impl AuditRecord {
             tid: None,
             uid: origin.map(|o| o.uid),
             comm: None,
+            path_source: None,
             tool: None,
             call_id: None,
             calls: None,
@@ -564,6 +622,46 @@ mod tests {
     }
 
     #[test]
+    fn golden_link_and_rename() {
+        let pair = |call: &str, result: i64| PathPair {
+            call: call.into(),
+            old_path: "/home/u/.ssh/id_rsa".into(),
+            old_path_truncated: false,
+            new_path: "key".into(),
+            new_path_truncated: false,
+            flags: vec![],
+            old_dirfd: None,
+            new_dirfd: Some(4),
+            result,
+            errno: errno_of(result),
+        };
+        assert_golden(
+            Body::Link(pair("linkat", -18)),
+            r#""denied":true,"kind":"link","call":"linkat","old_path":"/home/u/.ssh/id_rsa","new_path":"key","new_dirfd":4,"result":-18,"errno":"EXDEV"}"#,
+        );
+        assert_golden(
+            Body::Rename(PathPair {
+                flags: vec!["RENAME_NOREPLACE".into()],
+                ..pair("renameat2", 0)
+            }),
+            r#""denied":false,"kind":"rename","call":"renameat2","old_path":"/home/u/.ssh/id_rsa","new_path":"key","flags":["RENAME_NOREPLACE"],"new_dirfd":4,"result":0}"#,
+        );
+    }
+
+    #[test]
+    fn path_source_sits_with_the_task_fields_and_reads_back() {
+        let mut rec = AuditRecord::new(Body::Exit {}, Some(&origin()), fixed_ts());
+        rec.comm = Some("cat".into());
+        rec.path_source = Some("user".into());
+        let line = rec.to_json_line();
+        assert!(
+            line.contains(r#""comm":"cat","path_source":"user","denied":false"#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&line).unwrap(), rec);
+    }
+
+    #[test]
     fn golden_connect() {
         assert_golden(
             Body::Connect {
@@ -687,9 +785,14 @@ mod tests {
                 old_hash: None,
                 new_hash: None,
             },
+            Body::Syscall {
+                name: "bpf".into(),
+                result: -1,
+                errno: None,
+            },
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 15);
+        assert_eq!(KINDS.len(), 18);
     }
 }

@@ -441,8 +441,21 @@ const RESET: &str = "\x1b[0m";
 
 /// Keys every record carries; anything else belongs to the kind.
 const COMMON_KEYS: &[&str] = &[
-    "v", "ts", "kind", "server", "policy", "launch", "pid", "tid", "uid", "comm", "denied", "tool",
-    "call_id", "calls",
+    "v",
+    "ts",
+    "kind",
+    "server",
+    "policy",
+    "launch",
+    "pid",
+    "tid",
+    "uid",
+    "comm",
+    "denied",
+    "tool",
+    "call_id",
+    "calls",
+    "path_source",
 ];
 
 impl HumanFormat {
@@ -583,6 +596,22 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             };
             let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
             format!("{op} {} {host}:{}", f("protocol"), f("port"))
+        }
+        "link" | "rename" => {
+            let mut s = format!(
+                "{} {}{} -> {}{}",
+                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+                f("old_path"),
+                truncation_mark(rec, "old_path_truncated"),
+                f("new_path"),
+                truncation_mark(rec, "new_path_truncated"),
+            );
+            if let Some(flags) = rec.get("flags").and_then(Value::as_array) {
+                let names: Vec<&str> = flags.iter().filter_map(Value::as_str).collect();
+                let _ = write!(s, " ({})", names.join("|"));
+            }
+            let _ = write!(s, " = {}", result(rec));
+            s
         }
         "fork" => format!("fork child {}", f("child_pid")),
         "exit" => "exit".to_string(),
@@ -1016,6 +1045,29 @@ mod tests {
             human(&open).ends_with("open /tmp/x… (O_WRONLY|O_CREAT|O_TRUNC) = 3 mode=0644 [creat]"),
             "{}",
             human(&open)
+        );
+
+        let link = rec(
+            Body::Link(crate::audit::PathPair {
+                call: "linkat".into(),
+                old_path: "/home/u/.ssh/id_rsa".into(),
+                old_path_truncated: false,
+                new_path: "/srv/key".into(),
+                new_path_truncated: true,
+                flags: vec!["AT_EMPTY_PATH".into()],
+                old_dirfd: None,
+                new_dirfd: None,
+                result: -18,
+                errno: Some("EXDEV".into()),
+            }),
+            T0,
+        );
+        assert!(
+            human(&link).ends_with(
+                "DENY  linkat /home/u/.ssh/id_rsa -> /srv/key… (AT_EMPTY_PATH) = -EXDEV"
+            ),
+            "{}",
+            human(&link)
         );
 
         let launch = rec(

@@ -232,6 +232,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         &layers,
     );
     log_layer(
+        "audit_link",
+        layers.audit_link,
+        "link, symlink and rename records (syscall tracepoints)",
+        &layers,
+    );
+    log_layer(
         "audit_unix",
         layers.audit_unix,
         "Unix-socket connect records (syscall tracepoints)",

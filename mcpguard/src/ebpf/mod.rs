@@ -64,6 +64,8 @@ pub struct Layers {
     pub audit_proc: bool,
     /// open records.
     pub audit_open: bool,
+    /// link and rename records.
+    pub audit_link: bool,
     /// Unix-socket connect records.
     pub audit_unix: bool,
     /// Records of the watched syscalls (the seccomp fence's and ptrace,
@@ -241,6 +243,135 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
         "sys_enter_connect",
         "uservaddr",
     ),
+    (
+        "OFF_SCHED_EXEC_FILENAME",
+        "sched",
+        "sched_process_exec",
+        "filename",
+    ),
+    ("OFF_LINK_OLDNAME", "syscalls", "sys_enter_link", "oldname"),
+    ("OFF_LINK_NEWNAME", "syscalls", "sys_enter_link", "newname"),
+    (
+        "OFF_LINKAT_OLDDFD",
+        "syscalls",
+        "sys_enter_linkat",
+        "olddfd",
+    ),
+    (
+        "OFF_LINKAT_OLDNAME",
+        "syscalls",
+        "sys_enter_linkat",
+        "oldname",
+    ),
+    (
+        "OFF_LINKAT_NEWDFD",
+        "syscalls",
+        "sys_enter_linkat",
+        "newdfd",
+    ),
+    (
+        "OFF_LINKAT_NEWNAME",
+        "syscalls",
+        "sys_enter_linkat",
+        "newname",
+    ),
+    ("OFF_LINKAT_FLAGS", "syscalls", "sys_enter_linkat", "flags"),
+    (
+        "OFF_SYMLINK_OLDNAME",
+        "syscalls",
+        "sys_enter_symlink",
+        "oldname",
+    ),
+    (
+        "OFF_SYMLINK_NEWNAME",
+        "syscalls",
+        "sys_enter_symlink",
+        "newname",
+    ),
+    (
+        "OFF_SYMLINKAT_OLDNAME",
+        "syscalls",
+        "sys_enter_symlinkat",
+        "oldname",
+    ),
+    (
+        "OFF_SYMLINKAT_NEWDFD",
+        "syscalls",
+        "sys_enter_symlinkat",
+        "newdfd",
+    ),
+    (
+        "OFF_SYMLINKAT_NEWNAME",
+        "syscalls",
+        "sys_enter_symlinkat",
+        "newname",
+    ),
+    (
+        "OFF_RENAME_OLDNAME",
+        "syscalls",
+        "sys_enter_rename",
+        "oldname",
+    ),
+    (
+        "OFF_RENAME_NEWNAME",
+        "syscalls",
+        "sys_enter_rename",
+        "newname",
+    ),
+    (
+        "OFF_RENAMEAT_OLDDFD",
+        "syscalls",
+        "sys_enter_renameat",
+        "olddfd",
+    ),
+    (
+        "OFF_RENAMEAT_OLDNAME",
+        "syscalls",
+        "sys_enter_renameat",
+        "oldname",
+    ),
+    (
+        "OFF_RENAMEAT_NEWDFD",
+        "syscalls",
+        "sys_enter_renameat",
+        "newdfd",
+    ),
+    (
+        "OFF_RENAMEAT_NEWNAME",
+        "syscalls",
+        "sys_enter_renameat",
+        "newname",
+    ),
+    (
+        "OFF_RENAMEAT2_OLDDFD",
+        "syscalls",
+        "sys_enter_renameat2",
+        "olddfd",
+    ),
+    (
+        "OFF_RENAMEAT2_OLDNAME",
+        "syscalls",
+        "sys_enter_renameat2",
+        "oldname",
+    ),
+    (
+        "OFF_RENAMEAT2_NEWDFD",
+        "syscalls",
+        "sys_enter_renameat2",
+        "newdfd",
+    ),
+    (
+        "OFF_RENAMEAT2_NEWNAME",
+        "syscalls",
+        "sys_enter_renameat2",
+        "newname",
+    ),
+    (
+        "OFF_RENAMEAT2_FLAGS",
+        "syscalls",
+        "sys_enter_renameat2",
+        "flags",
+    ),
 ];
 
 const NET_PROGRAMS: &[&str] = &[
@@ -268,6 +399,24 @@ const OPEN_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
     ("sys_exit_open", "syscalls", "sys_exit_open"),
     ("sys_exit_creat", "syscalls", "sys_exit_creat"),
+];
+/// Links, symlinks and renames: what Landlock's REFER and create rights
+/// refuse, recorded like opens.
+const PAIR_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_enter_link", "syscalls", "sys_enter_link"),
+    ("sys_exit_link", "syscalls", "sys_exit_link"),
+    ("sys_enter_linkat", "syscalls", "sys_enter_linkat"),
+    ("sys_exit_linkat", "syscalls", "sys_exit_linkat"),
+    ("sys_enter_symlink", "syscalls", "sys_enter_symlink"),
+    ("sys_exit_symlink", "syscalls", "sys_exit_symlink"),
+    ("sys_enter_symlinkat", "syscalls", "sys_enter_symlinkat"),
+    ("sys_exit_symlinkat", "syscalls", "sys_exit_symlinkat"),
+    ("sys_enter_rename", "syscalls", "sys_enter_rename"),
+    ("sys_exit_rename", "syscalls", "sys_exit_rename"),
+    ("sys_enter_renameat", "syscalls", "sys_enter_renameat"),
+    ("sys_exit_renameat", "syscalls", "sys_exit_renameat"),
+    ("sys_enter_renameat2", "syscalls", "sys_enter_renameat2"),
+    ("sys_exit_renameat2", "syscalls", "sys_exit_renameat2"),
 ];
 
 /// Load every program and attach what this kernel supports. Egress
@@ -325,6 +474,10 @@ pub fn load(
     match attach_tracepoints(&mut ebpf, OPEN_PROGRAMS) {
         Ok(()) => layers.audit_open = true,
         Err(why) => layers.missing.push(format!("audit_open: {why}")),
+    }
+    match attach_tracepoints(&mut ebpf, PAIR_PROGRAMS) {
+        Ok(()) => layers.audit_link = true,
+        Err(why) => layers.missing.push(format!("audit_link: {why}")),
     }
     match attach_tracepoints(&mut ebpf, UNIX_PROGRAMS) {
         Ok(()) => layers.audit_unix = true,

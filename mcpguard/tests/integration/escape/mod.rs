@@ -131,3 +131,5 @@ pub fn hostile_dir() -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
+mod files;
+mod toctou;
