@@ -18,7 +18,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending},
+    emit::{current_server, emit_pending, is_denial},
     maps::{PENDING_OPEN, SCRATCH_OPEN},
     offsets::*,
 };
@@ -172,9 +172,13 @@ fn finish(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     };
-    emit_pending(kind::OPEN, cgroup, pending, |ev: &mut OpenEvent| {
-        ev.ret = ret
-    });
+    emit_pending(
+        kind::OPEN,
+        cgroup,
+        is_denial(ret),
+        pending,
+        |ev: &mut OpenEvent| ev.ret = ret,
+    );
     let _ = PENDING_OPEN.remove(&id);
     0
 }

@@ -18,7 +18,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending, reserve, wakeup_flags},
+    emit::{current_server, emit_pending, is_denial, reserve},
     maps::{PENDING_EXEC, SCRATCH_EXEC},
     offsets::*,
 };
@@ -92,7 +92,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         )
     };
     if let (Ok(parent_pid), Ok(child_pid)) = pids {
-        if let Some(mut entry) = reserve::<ForkEvent>(kind::FORK, cgroup) {
+        if let Some(mut entry) = reserve::<ForkEvent>(kind::FORK, cgroup, false) {
             // SAFETY: reserved ring-buffer memory for this record.
             unsafe {
                 (*entry.as_mut_ptr()).payload = ForkEvent {
@@ -100,7 +100,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
                     child_pid,
                 };
             }
-            entry.submit(wakeup_flags());
+            entry.submit();
         }
     }
     0
@@ -118,12 +118,12 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if policy.flags & FLAG_AUDIT_PROC == 0 {
         return 0;
     }
-    if let Some(mut entry) = reserve::<ExitEvent>(kind::EXIT, cgroup) {
+    if let Some(mut entry) = reserve::<ExitEvent>(kind::EXIT, cgroup, false) {
         // SAFETY: reserved ring-buffer memory for this record.
         unsafe {
             (*entry.as_mut_ptr()).payload = ExitEvent { _reserved: 0 };
         }
-        entry.submit(wakeup_flags());
+        entry.submit();
     }
     0
 }
@@ -187,9 +187,13 @@ fn emit_exec(id: u64, ret: i32) {
         return;
     };
     if let Some((cgroup, _)) = current_server() {
-        emit_pending(kind::EXEC, cgroup, pending, |ev: &mut ExecEvent| {
-            ev.ret = ret
-        });
+        emit_pending(
+            kind::EXEC,
+            cgroup,
+            is_denial(i64::from(ret)),
+            pending,
+            |ev: &mut ExecEvent| ev.ret = ret,
+        );
     }
     let _ = PENDING_EXEC.remove(&id);
 }

@@ -40,6 +40,7 @@ pub const KINDS: &[&str] = &[
     "dns",
     "unix_connect",
     "socket",
+    "limit",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -250,14 +251,36 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         new_hash: Option<String>,
     },
+    /// A server hit one of its `[limits]` (counted by the kernel, reported
+    /// within a second and once more when the server is gone).
+    Limit {
+        /// `pids` or `memory`.
+        resource: String,
+        /// `max`: the limit was reached (pids: a fork or clone failed with
+        /// EAGAIN; memory: reclaim at the limit); `oom`: an allocation
+        /// could not be met; `oom_kill`: the OOM killer killed a task.
+        event: String,
+        /// The limit: tasks, or bytes.
+        limit: u64,
+        /// New hits since the previous `limit` record of this event.
+        count: u64,
+        /// Hits since the server started.
+        total: u64,
+    },
     /// Events that never made it into the log.
     Loss {
         /// Lost since the previous loss record.
         lost: u64,
         /// Lost since the daemon started.
         total: u64,
-        /// Where they were lost: `ringbuf`, `decode`, ...
+        /// Where they were lost: `ringbuf` (the kernel ring buffer was
+        /// full), `rate` (the server was over its share of the ring buffer
+        /// while it was filling up), `decode`.
         source: String,
+        /// How many of `lost` were denials (refused opens, execs, connects,
+        /// sockets), when the kernel could tell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denials: Option<u64>,
     },
 }
 
@@ -278,6 +301,7 @@ impl Body {
             Body::Exit {} => "exit",
             Body::Open { .. } => "open",
             Body::Connect { .. } => "connect",
+            Body::Limit { .. } => "limit",
             Body::Loss { .. } => "loss",
             Body::Mcp { .. } => "mcp",
             Body::ToolChanged { .. } => "tool_changed",
@@ -299,6 +323,11 @@ impl Body {
             Body::Mcp { event, .. } => event == "tool_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
+            // A refused fork, a failed allocation and a killed task are the
+            // limit at work; reclaim at the memory limit is not a refusal.
+            Body::Limit {
+                resource, event, ..
+            } => resource == "pids" || event != "max",
             _ => false,
         }
     }
@@ -576,6 +605,7 @@ mod tests {
                 lost: 12,
                 total: 40,
                 source: "ringbuf".into(),
+                denials: None,
             },
             None,
             fixed_ts(),
@@ -584,6 +614,38 @@ mod tests {
             rec.to_json_line(),
             r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"loss","lost":12,"total":40,"source":"ringbuf"}"#
         );
+        assert_golden(
+            Body::Loss {
+                lost: 900,
+                total: 940,
+                source: "rate".into(),
+                denials: Some(3),
+            },
+            r#""denied":false,"kind":"loss","lost":900,"total":940,"source":"rate","denials":3}"#,
+        );
+    }
+
+    #[test]
+    fn golden_limit() {
+        assert_golden(
+            Body::Limit {
+                resource: "pids".into(),
+                event: "max".into(),
+                limit: 64,
+                count: 1200,
+                total: 1200,
+            },
+            r#""denied":true,"kind":"limit","resource":"pids","event":"max","limit":64,"count":1200,"total":1200}"#,
+        );
+        let memory = |event: &str| Body::Limit {
+            resource: "memory".into(),
+            event: event.into(),
+            limit: 64 << 20,
+            count: 1,
+            total: 1,
+        };
+        assert!(!memory("max").is_denied());
+        assert!(memory("oom_kill").is_denied());
     }
 
     #[test]
@@ -652,9 +714,16 @@ mod tests {
                 old_hash: None,
                 new_hash: None,
             },
+            Body::Limit {
+                resource: "pids".into(),
+                event: "max".into(),
+                limit: 1,
+                count: 1,
+                total: 1,
+            },
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 15);
+        assert_eq!(KINDS.len(), 16);
     }
 }

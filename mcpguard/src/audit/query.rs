@@ -640,6 +640,14 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("action")
         ),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
+        "limit" => format!(
+            "limit {} {} x{} (limit {}, {} total)",
+            f("resource"),
+            f("event"),
+            f("count"),
+            f("limit"),
+            f("total")
+        ),
         "loss" => format!(
             "loss {} events lost ({}), {} total",
             f("lost"),
@@ -1028,6 +1036,7 @@ mod tests {
                 lost: 5,
                 total: 9,
                 source: "ringbuf".into(),
+                denials: None,
             },
             None,
             UNIX_EPOCH + Duration::from_secs(T0),

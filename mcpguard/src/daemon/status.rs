@@ -624,6 +624,7 @@ mod tests {
                 lost: 1,
                 total: 1,
                 source: "ringbuf".into(),
+                denials: None,
             },
             None,
             SystemTime::now(),
