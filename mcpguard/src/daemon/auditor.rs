@@ -40,6 +40,9 @@ const LOSS_EVERY: Duration = Duration::from_millis(500);
 /// turn: a server that refills the ring buffer as fast as it is drained
 /// must not hold its own loss records back.
 const DRAIN_SLICE: Duration = Duration::from_millis(100);
+/// Slices drained at most before a finished server's last record is
+/// written: the ring buffer holds well under a second of records.
+const FINISH_SLICES: u32 = 20;
 
 /// Messages from the rest of the daemon.
 pub enum Msg {
@@ -198,7 +201,17 @@ impl Auditor {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            let more = self.drain();
+            let mut more = self.drain();
+            // A finished server's trail (and a harvest) must hold every
+            // record it left in the ring buffer before its last record;
+            // other servers still running may keep the buffer busy, so this
+            // is bounded too.
+            let finishing = stopping || !unregister.is_empty() || !harvest.is_empty();
+            let mut slices = 1;
+            while more && finishing && slices < FINISH_SLICES {
+                more = self.drain();
+                slices += 1;
+            }
             if stopping || !unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
                 self.report_losses();
                 self.report_limits();
