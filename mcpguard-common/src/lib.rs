@@ -6,5 +6,6 @@
 #![no_std]
 
 pub mod event;
+pub mod flow;
 pub mod limits;
 pub mod policy;

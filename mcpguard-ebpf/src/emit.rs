@@ -1,11 +1,17 @@
-//! Ring-buffer helpers: header filling, wakeup batching and loss counting.
+//! Ring-buffer helpers: header filling, wakeup batching, each server's
+//! share of the buffer and loss counting.
 //!
 //! Records are submitted without a wakeup unless the buffer is filling up;
 //! the daemon polls on a short timer. A wakeup per record costs more than the
-//! rest of the audit path together (see EBPF-NOTES).
+//! rest of the audit path together (see EBPF-NOTES). Once the buffer is
+//! mostly full, a server holding more than its share of it is shed
+//! (`mcpguard_common::flow`), so a flooding server cannot crowd out the
+//! others' records.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_buf,
@@ -13,11 +19,12 @@ use aya_ebpf::{
 };
 use mcpguard_common::{
     event::{EventHeader, Record},
+    flow::{Flow, DENY_SHED_FROM, SHARE, SHED_FROM},
     limits::RING_BYTES,
     policy::ServerPolicy,
 };
 
-use crate::maps::{EVENTS, LOST, SERVERS};
+use crate::maps::{CONSUMED, EVENTS, FLOW, LOST, SERVERS};
 
 /// The policy of the current task's cgroup, if it is a guarded server.
 #[inline(always)]
@@ -33,7 +40,7 @@ pub fn current_server() -> Option<(u64, ServerPolicy)> {
 /// Flags for a submit: wake the reader only once an eighth of the buffer is
 /// pending, so a busy server costs one wakeup per batch, not per record.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
+fn wakeup_flags() -> u64 {
     if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= (RING_BYTES / 8) as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -58,12 +65,97 @@ pub fn count_loss(cgroup: u64) {
     }
 }
 
-/// Reserve a record of type `T` and fill its header, or count a loss.
+/// This server's `FLOW` counters, created on its first record; null if
+/// the map is full (the ring buffer alone decides then, losses counted).
 #[inline(always)]
-pub fn reserve<T: 'static>(
-    kind: u32,
-    cgroup: u64,
-) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Record<T>>> {
+fn flow_of(cgroup: u64) -> *mut Flow {
+    if let Some(p) = FLOW.get_ptr_mut(&cgroup) {
+        return p;
+    }
+    // BPF_NOEXIST: another CPU may have created it meanwhile; keep theirs.
+    let _ = FLOW.insert(&cgroup, &Flow::default(), BPF_NOEXIST as u64);
+    FLOW.get_ptr_mut(&cgroup).unwrap_or(core::ptr::null_mut())
+}
+
+/// Adds `n` (wrapping) to a counter every CPU updates.
+#[inline(always)]
+fn add(counter: *mut u64, n: u64) {
+    // SAFETY: `counter` points into a live map value; the atomic add is the
+    // only way the programs write it, so concurrent CPUs do not lose counts.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
+
+/// Whether the server may add a record now: not while the buffer is under
+/// pressure and the server holds its share of it (see
+/// `mcpguard_common::flow`). A shed record is counted. `deny`: the record
+/// is of a refused action.
+#[inline(always)]
+fn admit(cgroup: u64, flow: *mut Flow, deny: bool) -> bool {
+    if flow.is_null() {
+        return true;
+    }
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if pending < SHED_FROM || (deny && pending < DENY_SHED_FROM) {
+        return true;
+    }
+    // SAFETY: copied out at once; a stale value only shifts when shedding
+    // starts by one drain.
+    let consumed = unsafe { CONSUMED.get(&cgroup) }.copied().unwrap_or(0);
+    // SAFETY: `flow` points to a live map value; a torn read is impossible
+    // for an aligned u64.
+    let held = unsafe { (*flow).produced }.wrapping_sub(consumed);
+    if held < SHARE {
+        return true;
+    }
+    // SAFETY: as above; the fields are plain u64s inside the value.
+    unsafe {
+        if deny {
+            add(core::ptr::addr_of_mut!((*flow).shed_deny), 1);
+        } else {
+            add(core::ptr::addr_of_mut!((*flow).shed_allow), 1);
+        }
+    }
+    false
+}
+
+/// A reserved record, with what is needed to account for it.
+pub struct Reserved<T: 'static> {
+    entry: aya_ebpf::maps::ring_buf::RingBufEntry<Record<T>>,
+    flow: *mut Flow,
+}
+
+impl<T: 'static> Reserved<T> {
+    pub fn as_mut_ptr(&mut self) -> *mut Record<T> {
+        self.entry.as_mut_ptr()
+    }
+
+    /// Hand the record to the daemon, counting its bytes against the server.
+    pub fn submit(self) {
+        if !self.flow.is_null() {
+            // SAFETY: `flow` points to a live map value.
+            add(
+                unsafe { core::ptr::addr_of_mut!((*self.flow).produced) },
+                core::mem::size_of::<Record<T>>() as u64,
+            );
+        }
+        self.entry.submit(wakeup_flags());
+    }
+
+    /// Give the space back unused.
+    pub fn discard(self) {
+        self.entry.discard(0);
+    }
+}
+
+/// Reserve a record of type `T` and fill its header; `None` if the server
+/// is over its share of the buffer (counted in `FLOW`) or the buffer is
+/// full (counted in `LOST`). `deny`: the record is of a refused action.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: u32, cgroup: u64, deny: bool) -> Option<Reserved<T>> {
+    let flow = flow_of(cgroup);
+    if !admit(cgroup, flow, deny) {
+        return None;
+    }
     let Some(mut entry) = EVENTS.reserve::<Record<T>>(0) else {
         count_loss(cgroup);
         return None;
@@ -88,7 +180,7 @@ pub fn reserve<T: 'static>(
             comm,
         };
     }
-    Some(entry)
+    Some(Reserved { entry, flow })
 }
 
 /// Copy a payload stashed at syscall entry (a map value of type `T`) into
@@ -98,10 +190,11 @@ pub fn reserve<T: 'static>(
 pub fn emit_pending<T: 'static>(
     kind: u32,
     cgroup: u64,
+    deny: bool,
     pending: *const T,
     fill: impl FnOnce(&mut T),
 ) {
-    let Some(mut entry) = reserve::<T>(kind, cgroup) else {
+    let Some(mut entry) = reserve::<T>(kind, cgroup, deny) else {
         return;
     };
     let rec = entry.as_mut_ptr();
@@ -115,9 +208,15 @@ pub fn emit_pending<T: 'static>(
         );
         if bpf_probe_read_kernel_buf(pending.cast::<u8>(), dst).is_ok() {
             fill(&mut (*rec).payload);
-            entry.submit(wakeup_flags());
+            entry.submit();
         } else {
-            entry.discard(0);
+            entry.discard();
         }
     }
+}
+
+/// Whether a syscall result is a refusal: Landlock's `EACCES` or `EPERM`.
+#[inline(always)]
+pub fn is_denial(ret: i64) -> bool {
+    ret == -13 || ret == -1
 }

@@ -23,7 +23,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending},
+    emit::{current_server, emit_pending, is_denial},
     maps::{PENDING_OPEN, PENDING_PAIR, SCRATCH_OPEN, SCRATCH_PAIR},
     offsets::*,
 };
@@ -142,6 +142,7 @@ pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
 }
 
 const AT_FDCWD: i32 = -100;
+const EXDEV: i64 = 18;
 
 #[inline(always)]
 fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) {
@@ -189,9 +190,13 @@ fn finish(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     };
-    emit_pending(kind::OPEN, cgroup, pending, |ev: &mut OpenEvent| {
-        ev.ret = ret
-    });
+    emit_pending(
+        kind::OPEN,
+        cgroup,
+        is_denial(ret),
+        pending,
+        |ev: &mut OpenEvent| ev.ret = ret,
+    );
     let _ = PENDING_OPEN.remove(&id);
     0
 }
@@ -398,7 +403,11 @@ fn finish_pair(ctx: &TracePointContext, kind: u32) -> u32 {
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     if let Some((cgroup, _)) = current_server() {
-        emit_pending(kind, cgroup, pending, |ev: &mut PathPairEvent| ev.ret = ret);
+        // Landlock's REFER refusal is EXDEV.
+        let deny = is_denial(ret) || ret == -EXDEV;
+        emit_pending(kind, cgroup, deny, pending, |ev: &mut PathPairEvent| {
+            ev.ret = ret
+        });
     }
     let _ = PENDING_PAIR.remove(&id);
     0

@@ -5,6 +5,10 @@
 //! record (audit). Policy logic stays in user space where it can be tested.
 #![no_std]
 #![no_main]
+// Atomic adds on map values: the bpfel target has no compare-and-swap, so
+// `AtomicU64` offers no `fetch_add`, but the BPF instruction set has the add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod files;

@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use mcpguard_common::{
     event::{ExecEvent, OpenEvent, PathPairEvent, UnixConnectEvent},
+    flow::Flow,
     limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, MAX_WATCHED_SYSCALLS, RING_BYTES},
     policy::{DnsOrigin, NetKey, PortSet, ServerPolicy},
 };
@@ -27,6 +28,17 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// sums the CPUs and turns increments into `loss` records.
 #[map]
 pub static LOST: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// Each server's ring-buffer bytes and shed counts, by cgroup id (see
+/// `mcpguard_common::flow`). Created by the programs on a server's first
+/// record; the daemon deletes the entry when the server is gone.
+#[map]
+pub static FLOW: HashMap<u64, Flow> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// Bytes of each server's records the daemon has read, by cgroup id.
+/// Written by the daemon only.
+#[map]
+pub static CONSUMED: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SERVERS, 0);
 
 /// Opens between syscall entry and exit, keyed by pid_tgid.
 #[map]

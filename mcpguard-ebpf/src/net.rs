@@ -30,7 +30,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{reserve, wakeup_flags},
+    emit::reserve,
     maps::{DNS_ORIGIN, NET_ALLOW, SERVERS},
 };
 
@@ -90,7 +90,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let notable = sock_type == SOCK_RAW || protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
     let complain = policy.is_some() && flags & FLAG_COMPLAIN != 0;
     if !allowed || (notable && flags & FLAG_AUDIT_NET != 0) {
-        if let Some(mut entry) = reserve::<SocketEvent>(kind::SOCKET, cgroup) {
+        if let Some(mut entry) = reserve::<SocketEvent>(kind::SOCKET, cgroup, !allowed) {
             // SAFETY: reserved ring-buffer memory for this record.
             unsafe {
                 (*entry.as_mut_ptr()).payload = SocketEvent {
@@ -100,7 +100,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
                     verdict: verdict(allowed, complain),
                 };
             }
-            entry.submit(wakeup_flags());
+            entry.submit();
         }
     }
     ret(allowed || complain)
@@ -275,7 +275,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
     let audit_all = flags & FLAG_AUDIT_NET != 0;
     let complain = known && flags & FLAG_COMPLAIN != 0;
     if !allowed || audit_all {
-        if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup) {
+        if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup, !allowed) {
             let rec = entry.as_mut_ptr();
             // SAFETY: `rec` is reserved ring-buffer memory for this record.
             unsafe {
@@ -288,7 +288,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
                     addr,
                 };
             }
-            entry.submit(wakeup_flags());
+            entry.submit();
         }
     }
     ret(allowed || complain)

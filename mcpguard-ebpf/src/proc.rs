@@ -24,7 +24,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending, reserve, wakeup_flags},
+    emit::{current_server, emit_pending, is_denial, reserve},
     maps::{PENDING_EXEC, SCRATCH_EXEC},
     offsets::*,
 };
@@ -106,7 +106,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         )
     };
     if let (Ok(parent_pid), Ok(child_pid)) = pids {
-        if let Some(mut entry) = reserve::<ForkEvent>(kind::FORK, cgroup) {
+        if let Some(mut entry) = reserve::<ForkEvent>(kind::FORK, cgroup, false) {
             // SAFETY: reserved ring-buffer memory for this record.
             unsafe {
                 (*entry.as_mut_ptr()).payload = ForkEvent {
@@ -114,7 +114,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
                     child_pid,
                 };
             }
-            entry.submit(wakeup_flags());
+            entry.submit();
         }
     }
     0
@@ -132,12 +132,12 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if policy.flags & FLAG_AUDIT_PROC == 0 {
         return 0;
     }
-    if let Some(mut entry) = reserve::<ExitEvent>(kind::EXIT, cgroup) {
+    if let Some(mut entry) = reserve::<ExitEvent>(kind::EXIT, cgroup, false) {
         // SAFETY: reserved ring-buffer memory for this record.
         unsafe {
             (*entry.as_mut_ptr()).payload = ExitEvent { _reserved: 0 };
         }
-        entry.submit(wakeup_flags());
+        entry.submit();
     }
     0
 }
@@ -205,17 +205,23 @@ fn emit_exec(id: u64, ret: i32, kernel_filename: Option<*const u8>) {
         return;
     };
     if let Some((cgroup, _)) = current_server() {
-        emit_pending(kind::EXEC, cgroup, pending, |ev: &mut ExecEvent| {
-            ev.ret = ret;
-            if let Some(src) = kernel_filename {
-                // SAFETY: `src` points into this tracepoint's record, which
-                // the faulting helper reads; on failure it zeroes the buffer
-                // and the record keeps no path rather than a wrong claim.
-                if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) }.is_ok() {
-                    ev.filename_source = path_source::KERNEL;
+        emit_pending(
+            kind::EXEC,
+            cgroup,
+            is_denial(i64::from(ret)),
+            pending,
+            |ev: &mut ExecEvent| {
+                ev.ret = ret;
+                if let Some(src) = kernel_filename {
+                    // SAFETY: `src` points into this tracepoint's record, which
+                    // the faulting helper reads; on failure it zeroes the buffer
+                    // and the record keeps no path rather than a wrong claim.
+                    if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) }.is_ok() {
+                        ev.filename_source = path_source::KERNEL;
+                    }
                 }
-            }
-        });
+            },
+        );
     }
     let _ = PENDING_EXEC.remove(&id);
 }

@@ -16,7 +16,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, reserve, wakeup_flags},
+    emit::{current_server, is_denial, reserve},
     maps::SYSCALL_AUDIT,
     offsets::{OFF_SYS_EXIT_NR, OFF_SYS_EXIT_RET},
 };
@@ -40,7 +40,7 @@ pub fn sys_exit_watched(ctx: TracePointContext) -> u32 {
     if mode == syscall_audit::FAILURES && ret >= 0 {
         return 0;
     }
-    let Some(mut entry) = reserve::<SyscallEvent>(kind::SYSCALL, cgroup) else {
+    let Some(mut entry) = reserve::<SyscallEvent>(kind::SYSCALL, cgroup, is_denial(ret)) else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
@@ -49,6 +49,6 @@ pub fn sys_exit_watched(ctx: TracePointContext) -> u32 {
     unsafe {
         (*rec).payload = SyscallEvent { nr, _pad: 0, ret };
     }
-    entry.submit(wakeup_flags());
+    entry.submit();
     0
 }

@@ -72,9 +72,11 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     if let Some((cgroup, _)) = current_server() {
+        // Any failure may be the mount fence (ENOENT for a hidden socket).
         emit_pending(
             kind::UNIX_CONNECT,
             cgroup,
+            ret < 0,
             pending,
             |ev: &mut UnixConnectEvent| ev.ret = ret,
         );

@@ -16,6 +16,24 @@ pub fn find_mount(mountinfo: &str, fstype: &str) -> Option<PathBuf> {
     })
 }
 
+/// Mount point of the cgroup v1 hierarchy that `controller` is bound to
+/// (fstype `cgroup`, the controller among its super options), on hybrid
+/// systems.
+pub fn find_cgroup_v1(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut fields = right.split_whitespace();
+        if fields.next()? != "cgroup" {
+            return None;
+        }
+        let superopts = fields.nth(1)?;
+        superopts.split(',').any(|o| o == controller).then(|| {
+            let mountpoint = left.split_whitespace().nth(4).unwrap_or_default();
+            PathBuf::from(unescape(mountpoint))
+        })
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -55,6 +73,23 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/my dir"))
         );
         assert_eq!(find_mount(mi, "tracefs"), None);
+    }
+
+    #[test]
+    fn finds_v1_hierarchies_by_controller() {
+        let mi = "30 23 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  31 23 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            find_cgroup_v1(mi, "pids"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
+        assert_eq!(
+            find_cgroup_v1(mi, "cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(find_cgroup_v1(mi, "memory"), None);
+        assert_eq!(find_cgroup_v1(mi, "cpu,cpuacct"), None);
     }
 
     #[test]

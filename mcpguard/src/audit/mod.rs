@@ -43,6 +43,7 @@ pub const KINDS: &[&str] = &[
     "link",
     "rename",
     "syscall",
+    "limit",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -280,20 +281,42 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         new_hash: Option<String>,
     },
+    /// A server hit one of its `[limits]` (counted by the kernel, reported
+    /// within a second and once more when the server is gone).
+    Limit {
+        /// `pids` or `memory`.
+        resource: String,
+        /// `max`: the limit was reached (pids: a fork or clone failed with
+        /// EAGAIN; memory: reclaim at the limit); `oom`: an allocation
+        /// could not be met; `oom_kill`: the OOM killer killed a task.
+        event: String,
+        /// The limit: tasks, or bytes.
+        limit: u64,
+        /// New hits since the previous `limit` record of this event.
+        count: u64,
+        /// Hits since the server started.
+        total: u64,
+    },
     /// Events that never made it into the log.
     Loss {
         /// Lost since the previous loss record.
         lost: u64,
         /// Lost since the daemon started.
         total: u64,
-        /// Where they were lost: `ringbuf`, `decode`, `audit_sink` (the
-        /// log could not be written and the in-memory backlog was full).
+        /// Where they were lost: `ringbuf` (the kernel ring buffer was
+        /// full), `rate` (the server was over its share of the ring buffer
+        /// while it was filling up), `decode`, `audit_sink` (the log could
+        /// not be written and the in-memory backlog was full).
         source: String,
         /// `audit_sink`: when the first and the last lost record happened.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         first_ts: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_ts: Option<String>,
+        /// How many of `lost` were denials (refused opens, execs, connects,
+        /// sockets), when the kernel could tell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denials: Option<u64>,
     },
 }
 
@@ -347,6 +370,7 @@ impl Body {
             Body::Link(_) => "link",
             Body::Rename(_) => "rename",
             Body::Connect { .. } => "connect",
+            Body::Limit { .. } => "limit",
             Body::Loss { .. } => "loss",
             Body::Mcp { .. } => "mcp",
             Body::ToolChanged { .. } => "tool_changed",
@@ -374,6 +398,11 @@ impl Body {
             Body::Mcp { event, .. } => event == "tool_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
+            // A refused fork, a failed allocation and a killed task are the
+            // limit at work; reclaim at the memory limit is not a refusal.
+            Body::Limit {
+                resource, event, ..
+            } => resource == "pids" || event != "max",
             _ => false,
         }
     }
@@ -694,6 +723,7 @@ mod tests {
                 source: "ringbuf".into(),
                 first_ts: None,
                 last_ts: None,
+                denials: None,
             },
             None,
             fixed_ts(),
@@ -709,6 +739,7 @@ mod tests {
                 source: "audit_sink".into(),
                 first_ts: Some("2023-11-14T22:13:19.000001Z".into()),
                 last_ts: Some("2023-11-14T22:13:20.000002Z".into()),
+                denials: None,
             },
             None,
             fixed_ts(),
@@ -717,6 +748,40 @@ mod tests {
             rec.to_json_line(),
             r#"{"v":1,"ts":"2023-11-14T22:13:20.123456Z","denied":false,"kind":"loss","lost":3,"total":3,"source":"audit_sink","first_ts":"2023-11-14T22:13:19.000001Z","last_ts":"2023-11-14T22:13:20.000002Z"}"#
         );
+        assert_golden(
+            Body::Loss {
+                lost: 900,
+                total: 940,
+                source: "rate".into(),
+                first_ts: None,
+                last_ts: None,
+                denials: Some(3),
+            },
+            r#""denied":false,"kind":"loss","lost":900,"total":940,"source":"rate","denials":3}"#,
+        );
+    }
+
+    #[test]
+    fn golden_limit() {
+        assert_golden(
+            Body::Limit {
+                resource: "pids".into(),
+                event: "max".into(),
+                limit: 64,
+                count: 1200,
+                total: 1200,
+            },
+            r#""denied":true,"kind":"limit","resource":"pids","event":"max","limit":64,"count":1200,"total":1200}"#,
+        );
+        let memory = |event: &str| Body::Limit {
+            resource: "memory".into(),
+            event: event.into(),
+            limit: 64 << 20,
+            count: 1,
+            total: 1,
+        };
+        assert!(!memory("max").is_denied());
+        assert!(memory("oom_kill").is_denied());
     }
 
     #[test]
@@ -790,9 +855,16 @@ mod tests {
                 result: -1,
                 errno: None,
             },
+            Body::Limit {
+                resource: "pids".into(),
+                event: "max".into(),
+                limit: 1,
+                count: 1,
+                total: 1,
+            },
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 18);
+        assert_eq!(KINDS.len(), 19);
     }
 }

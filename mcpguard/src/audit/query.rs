@@ -679,6 +679,14 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("action")
         ),
         "daemon" => format!("daemon {} layers={}", f("event"), f("layers")),
+        "limit" => format!(
+            "limit {} {} x{} (limit {}, {} total)",
+            f("resource"),
+            f("event"),
+            f("count"),
+            f("limit"),
+            f("total")
+        ),
         "loss" => {
             let span = match (rec.get("first_ts"), rec.get("last_ts")) {
                 (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
@@ -1098,6 +1106,7 @@ mod tests {
                 source: "ringbuf".into(),
                 first_ts: None,
                 last_ts: None,
+                denials: None,
             },
             None,
             UNIX_EPOCH + Duration::from_secs(T0),

@@ -472,6 +472,7 @@ impl Backlog {
                 source: LOSS_SOURCE.into(),
                 first_ts: Some(d.first_ts.clone()),
                 last_ts: Some(d.last_ts.clone()),
+                denials: None,
             },
             None,
             SystemTime::now(),

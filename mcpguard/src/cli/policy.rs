@@ -211,6 +211,18 @@ pub fn explain(p: &Policy) -> String {
         "- keeps supplementary groups: {}",
         list(&p.identity.groups)
     );
+    let _ = writeln!(
+        s,
+        "- may run at most {} tasks (processes and threads) and use at most {} of memory, \
+         without swap{}; hitting either is recorded (`limit` records)",
+        p.limits.pids,
+        crate::policy::limits::show_size(p.limits.memory),
+        if p.limits == crate::policy::Limits::default() {
+            " (the defaults)"
+        } else {
+            ""
+        }
+    );
     match &p.tools.allow {
         Some(a) => {
             let _ = writeln!(s, "- tools the client may see and call: {}", list(a));

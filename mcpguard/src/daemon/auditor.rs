@@ -4,8 +4,11 @@
 //! Everything written to the log goes through this one thread, in order.
 //! Records are submitted by the kernel without wakeups, so the thread polls
 //! the ring buffer every [`TICK`] as well as on wakeups. Kernel drops
-//! (ring buffer full) and undecodable samples become `loss` records within a
-//! second; nothing is dropped silently. When the log cannot be written, the
+//! (ring buffer full, or a server over its share of it) and undecodable
+//! samples become `loss` records within a second, also while a flood keeps
+//! the ring buffer busy (draining yields every [`DRAIN_SLICE`]); nothing is
+//! dropped silently. Servers' hits of their `[limits]` become `limit`
+//! records on the same schedule. When the log cannot be written, the
 //! writer holds records in its bounded backlog and retries (see
 //! [`crate::audit::writer`]); this thread, and enforcement, carry on.
 
@@ -14,7 +17,7 @@ use std::{
     os::fd::AsFd,
     sync::{
         mpsc::{Receiver, Sender, SyncSender, TryRecvError},
-        Arc,
+        Arc, Mutex,
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime},
@@ -30,14 +33,23 @@ use crate::{
         AuditRecord, Body, BootClock, Origin,
     },
     ebpf::AuditMaps,
+    launch::limits::{LimitCounters, LimitHit},
     mcp::{redact::Redactor, CallTracker},
     policy::learn::Observations,
 };
 
 /// How often the ring buffer is drained when no wakeup came.
 const TICK: Duration = Duration::from_millis(20);
-/// How often kernel loss counters are read, and the log's path checked.
+/// How often kernel loss and limit counters are read, and the log's path
+/// checked.
 const LOSS_EVERY: Duration = Duration::from_millis(500);
+/// Longest stretch of draining before messages, losses and limits get a
+/// turn: a server that refills the ring buffer as fast as it is drained
+/// must not hold its own loss records back.
+const DRAIN_SLICE: Duration = Duration::from_millis(100);
+/// Slices drained at most before a finished server's last record is
+/// written: the ring buffer holds well under a second of records.
+const FINISH_SLICES: u32 = 20;
 
 /// Messages from the rest of the daemon.
 pub enum Msg {
@@ -81,6 +93,12 @@ pub enum Msg {
     Sink(SyncSender<SinkStatus>),
     /// Open the log's path afresh (SIGHUP, after rotation).
     Reopen,
+    /// Poll this server's limit counters with the loss counters, until it
+    /// is unregistered (its session polls them one last time).
+    Limits {
+        cgroup_id: u64,
+        counters: Arc<Mutex<LimitCounters>>,
+    },
     /// Drain everything, flush and stop.
     Stop,
 }
@@ -111,6 +129,11 @@ struct Auditor {
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
+    /// Over-share (allow, deny) counts already reported, per cgroup.
+    shed_seen: HashMap<u64, (u64, u64)>,
+    /// Bytes read per cgroup, and whether the kernel has seen the latest.
+    consumed: HashMap<u64, (u64, bool)>,
+    limits: HashMap<u64, Arc<Mutex<LimitCounters>>>,
     decode_errors: u64,
     decode_reported: u64,
     /// Counts of every record written, per running launch.
@@ -129,6 +152,9 @@ impl Auditor {
             learners: HashMap::new(),
             calls,
             lost_seen: HashMap::new(),
+            shed_seen: HashMap::new(),
+            consumed: HashMap::new(),
+            limits: HashMap::new(),
             decode_errors: 0,
             decode_reported: 0,
             stats: Default::default(),
@@ -175,6 +201,12 @@ impl Auditor {
                         let _ = reply.try_send(self.writer.status());
                     }
                     Ok(Msg::Reopen) => self.writer.reopen(),
+                    Ok(Msg::Limits {
+                        cgroup_id,
+                        counters,
+                    }) => {
+                        self.limits.insert(cgroup_id, counters);
+                    }
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                         stopping = true;
                         break;
@@ -182,10 +214,21 @@ impl Auditor {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            self.drain();
+            let mut more = self.drain();
+            // A finished server's trail (and a harvest) must hold every
+            // record it left in the ring buffer before its last record;
+            // other servers still running may keep the buffer busy, so this
+            // is bounded too.
+            let finishing = stopping || !unregister.is_empty() || !harvest.is_empty();
+            let mut slices = 1;
+            while more && finishing && slices < FINISH_SLICES {
+                more = self.drain();
+                slices += 1;
+            }
             if stopping || !unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
                 self.report_losses();
                 self.writer.follow_path();
+                self.report_limits();
                 last_loss = Instant::now();
             }
             for (cgroup_id, reply) in harvest {
@@ -209,9 +252,14 @@ impl Auditor {
                 self.calls.forget(cgroup_id);
                 self.lost_seen.remove(&cgroup_id);
                 let _ = self.maps.lost.remove(&cgroup_id);
+                self.shed_seen.remove(&cgroup_id);
+                self.consumed.remove(&cgroup_id);
+                let _ = self.maps.flow.remove(&cgroup_id);
+                let _ = self.maps.consumed.remove(&cgroup_id);
+                self.limits.remove(&cgroup_id);
             }
             self.writer.flush();
-            if !stopping {
+            if !stopping && !more {
                 self.wait();
             }
         }
@@ -228,8 +276,11 @@ impl Auditor {
         let _ = poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16));
     }
 
-    fn drain(&mut self) {
+    /// Writes what the ring buffer holds, for at most [`DRAIN_SLICE`];
+    /// true if it stopped for time with records left.
+    fn drain(&mut self) -> bool {
         self.clock.refresh();
+        let started = Instant::now();
         // Split the borrows: a ring-buffer item borrows the map until it is
         // dropped, and the writer is needed meanwhile.
         let Self {
@@ -243,10 +294,17 @@ impl Auditor {
             calls,
             decode_errors,
             stats,
+            consumed,
             ..
         } = self;
+        let mut n = 0u32;
         while let Some(item) = maps.events.next() {
             let header = decode::header_of(&item);
+            if let Some((cgroup, _)) = header {
+                let c = consumed.entry(cgroup).or_insert((0, false));
+                c.0 += item.len() as u64;
+                c.1 = true;
+            }
             let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
             drop(item);
             match decoded {
@@ -271,7 +329,17 @@ impl Auditor {
                     warn!(%error, "undecodable ring-buffer sample");
                 }
             }
+            // Checking the clock every record would cost more than it saves.
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(1024) {
+                publish_consumed(&mut maps.consumed, consumed);
+                if started.elapsed() >= DRAIN_SLICE {
+                    return true;
+                }
+            }
         }
+        publish_consumed(&mut maps.consumed, consumed);
+        false
     }
 
     fn report_losses(&mut self) {
@@ -301,6 +369,44 @@ impl Auditor {
                     source: "ringbuf".into(),
                     first_ts: None,
                     last_ts: None,
+                    denials: None,
+                },
+                origin.as_ref(),
+                SystemTime::now(),
+            );
+            self.write(&rec);
+        }
+        let mut shed = Vec::new();
+        for entry in self.maps.flow.iter() {
+            let (cgroup_id, flow) = match entry {
+                Ok(e) => e,
+                Err(error) => {
+                    warn!(%error, "reading FLOW map");
+                    break;
+                }
+            };
+            let (allow, deny) = (flow.shed_allow, flow.shed_deny);
+            let seen = self.shed_seen.entry(cgroup_id).or_insert((0, 0));
+            if allow + deny > seen.0 + seen.1 {
+                shed.push((
+                    cgroup_id,
+                    allow.saturating_sub(seen.0),
+                    deny.saturating_sub(seen.1),
+                ));
+                *seen = (allow, deny);
+            }
+        }
+        for (cgroup_id, allow, deny) in shed {
+            let total = self.writer.note_lost(allow + deny);
+            let origin = self.origins.get(&cgroup_id).cloned();
+            let rec = AuditRecord::new(
+                Body::Loss {
+                    lost: allow + deny,
+                    total,
+                    source: "rate".into(),
+                    first_ts: None,
+                    last_ts: None,
+                    denials: Some(deny),
                 },
                 origin.as_ref(),
                 SystemTime::now(),
@@ -318,10 +424,24 @@ impl Auditor {
                     source: "decode".into(),
                     first_ts: None,
                     last_ts: None,
+                    denials: None,
                 },
                 None,
                 SystemTime::now(),
             );
+            self.write(&rec);
+        }
+    }
+
+    /// `limit` records for every server's new limit hits.
+    fn report_limits(&mut self) {
+        let mut hits = Vec::new();
+        for (cgroup_id, counters) in &self.limits {
+            let polled = counters.lock().unwrap_or_else(|p| p.into_inner()).poll();
+            hits.extend(polled.into_iter().map(|h| (*cgroup_id, h)));
+        }
+        for (cgroup_id, hit) in hits {
+            let rec = limit_record(&hit, self.origins.get(&cgroup_id));
             self.write(&rec);
         }
     }
@@ -350,6 +470,35 @@ impl Auditor {
             }
         }
     }
+}
+
+/// Tell the kernel how much of each server's output has been read, so a
+/// server is judged by what it holds in the ring buffer now.
+fn publish_consumed(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, u64, u64>,
+    consumed: &mut HashMap<u64, (u64, bool)>,
+) {
+    for (cgroup, (bytes, fresh)) in consumed.iter_mut().filter(|(_, (_, f))| *f) {
+        if let Err(error) = map.insert(cgroup, *bytes, 0) {
+            warn!(cgroup, %error, "updating CONSUMED");
+        }
+        *fresh = false;
+    }
+}
+
+/// The record of one limit's new hits.
+pub(crate) fn limit_record(hit: &LimitHit, origin: Option<&Origin>) -> AuditRecord {
+    AuditRecord::new(
+        Body::Limit {
+            resource: hit.resource.into(),
+            event: hit.event.into(),
+            limit: hit.limit,
+            count: hit.count,
+            total: hit.total,
+        },
+        origin,
+        SystemTime::now(),
+    )
 }
 
 /// A failed Unix connect to a path the server's mount namespace hides is

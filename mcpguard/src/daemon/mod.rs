@@ -34,6 +34,7 @@ use crate::{
     launch::{
         self,
         cgroup::{Cgroup, CgroupTree},
+        limits::LimitTree,
     },
     mcp::CallTracker,
 };
@@ -96,6 +97,8 @@ struct Probe {
 /// State every session shares.
 pub struct Shared {
     pub tree: CgroupTree,
+    /// Where servers' `[limits]` are written.
+    pub limits: LimitTree,
     pub layers: Layers,
     policy_maps: Mutex<PolicyMaps>,
     audit: Mutex<Sender<auditor::Msg>>,
@@ -164,6 +167,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if reaped > 0 {
         warn!(count = reaped, "removed cgroups left by a previous daemon");
     }
+    let limits = LimitTree::setup(&mount, &tree, &cfg.cgroup_name);
 
     let landlock_abi = launch::probe_landlock_abi();
     match landlock_abi {
@@ -285,6 +289,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let shared = Arc::new(Shared {
         tree,
+        limits,
         layers,
         policy_maps: Mutex::new(loaded.policy),
         audit: Mutex::new(audit_tx.clone()),
@@ -432,4 +437,5 @@ async fn shutdown(shared: &Arc<Shared>, socket: &Path) {
     if left > 0 {
         warn!(sessions = left, "sessions still running at shutdown");
     }
+    shared.limits.remove();
 }

@@ -35,7 +35,9 @@ use super::{
 use crate::{
     audit::{AuditRecord, Body, Origin},
     dns::{DnsView, MapSink, Resolver},
-    launch::{self, cgroup::Cgroup, mounts::MountSpec, LaunchSpec, SandboxSpec},
+    launch::{
+        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, LaunchSpec, SandboxSpec,
+    },
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
     policy::{self, NetEntry, Policy, SocketKind},
 };
@@ -75,6 +77,8 @@ pub enum SessionError {
     NoEgress(String),
     #[error("cgroup: {0}")]
     Cgroup(#[from] launch::cgroup::CgroupError),
+    #[error("refusing to launch: {0}")]
+    Limits(#[from] launch::limits::LimitError),
     #[error("installing the policy maps: {0}")]
     Maps(#[from] crate::ebpf::EbpfError),
     #[error("{0}")]
@@ -267,7 +271,13 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         started: false,
         launch_no,
         dns: None,
+        limits: None,
     };
+    // Bounds first: the server's first task already counts against them.
+    let limits = shared.limits.apply(&cgroup, &launch_name, &policy.limits)?;
+    let limit_cgroups = limits.join.clone();
+    let limit_counters = limits.counters.clone();
+    guard.limits = Some(limits);
 
     let net: Vec<(u32, NetKey, PortSet)> =
         policy::net::compile_allow(&policy.network.allow, cgroup.id)?
@@ -333,6 +343,10 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         origin: origin.clone(),
         redactor: redactor.has_secrets().then(|| redactor.clone()),
     });
+    shared.audit(Msg::Limits {
+        cgroup_id: cgroup.id,
+        counters: limit_counters,
+    });
     if learn {
         shared.audit(Msg::Learn {
             cgroup_id: cgroup.id,
@@ -365,6 +379,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         gid: peer.gid,
         groups,
         cgroup: cgroup.path.clone(),
+        limit_cgroups,
         sandbox: SandboxSpec {
             read: fs.read,
             write: fs.write,
@@ -429,6 +444,10 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             serde_json::to_value(&status.seccomp).unwrap_or_default(),
         );
         obj.insert("fds".into(), serde_json::json!(status.fds));
+        obj.insert(
+            "limits".into(),
+            serde_json::json!({ "pids": policy.limits.pids, "memory": policy.limits.memory }),
+        );
     }
     let mut launch_rec = AuditRecord::new(
         Body::Launch {
@@ -693,12 +712,35 @@ struct Teardown {
     launch_no: u64,
     /// The server's resolver and the addresses it opened.
     dns: Option<(Resolver, Arc<DnsView>)>,
+    /// The server's `[limits]` cgroups and counters.
+    limits: Option<ServerLimits>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
+        if let Err(error) = self.cgroup.empty(Duration::from_secs(5)) {
+            warn!(launch = %self.origin.launch, %error, "emptying the server's cgroup");
+        }
+        // Every task is gone, the counters are still there: their last
+        // counts go in before the server's final record.
+        if let Some(limits) = &self.limits {
+            let hits = limits
+                .counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .poll();
+            for hit in hits {
+                self.shared.audit(Msg::Record(super::auditor::limit_record(
+                    &hit,
+                    Some(&self.origin),
+                )));
+            }
+        }
         if let Err(error) = self.cgroup.remove(Duration::from_secs(5)) {
             warn!(launch = %self.origin.launch, %error, "removing the server's cgroup");
+        }
+        if let Some(limits) = &self.limits {
+            limits.remove();
         }
         if let Some((resolver, view)) = self.dns.take() {
             drop(resolver);

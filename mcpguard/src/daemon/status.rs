@@ -637,6 +637,7 @@ mod tests {
                 source: "ringbuf".into(),
                 first_ts: None,
                 last_ts: None,
+                denials: None,
             },
             None,
             SystemTime::now(),

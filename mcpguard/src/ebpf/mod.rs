@@ -19,7 +19,10 @@ use aya::{
     programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
     Ebpf, EbpfLoader,
 };
-use mcpguard_common::policy::{syscall_audit, NetKey, PortSet, ServerPolicy};
+use mcpguard_common::{
+    flow::Flow,
+    policy::{syscall_audit, NetKey, PortSet, ServerPolicy},
+};
 use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -149,6 +152,10 @@ impl PolicyMaps {
 pub struct AuditMaps {
     pub events: RingBuf<MapData>,
     pub lost: PerCpuHashMap<MapData, u64, u64>,
+    /// Bytes each server put into the ring buffer, and what it shed.
+    pub flow: HashMap<MapData, u64, Flow>,
+    /// Bytes of each server's records read so far (written here only).
+    pub consumed: HashMap<MapData, u64, u64>,
 }
 
 pub struct Loaded {
@@ -492,10 +499,17 @@ pub fn load(
     let net_allow = take(&mut ebpf, "NET_ALLOW")?;
     let events = take(&mut ebpf, "EVENTS")?;
     let lost = take(&mut ebpf, "LOST")?;
+    let flow = take(&mut ebpf, "FLOW")?;
+    let consumed = take(&mut ebpf, "CONSUMED")?;
     Ok(Loaded {
         ebpf,
         policy: PolicyMaps { servers, net_allow },
-        audit: AuditMaps { events, lost },
+        audit: AuditMaps {
+            events,
+            lost,
+            flow,
+            consumed,
+        },
         layers,
     })
 }

@@ -484,6 +484,14 @@ impl Cgroup {
         if !self.path.exists() {
             return Ok(());
         }
+        let deadline = Instant::now() + timeout;
+        self.empty(timeout)?;
+        self.remove_dirs(deadline)
+    }
+
+    /// Kills every task and waits until the cgroup is empty; the cgroup
+    /// stays, so its counters can still be read.
+    pub fn empty(&self, timeout: Duration) -> Result<(), CgroupError> {
         self.kill()?;
         let deadline = Instant::now() + timeout;
         while self.is_populated()? {
@@ -495,7 +503,7 @@ impl Cgroup {
             }
             thread::sleep(POLL_INTERVAL);
         }
-        self.remove_dirs(deadline)
+        Ok(())
     }
 
     /// Depth-first rmdir. Retries EBUSY until the deadline: the kernel can

@@ -26,6 +26,7 @@
 //! naming the step and the cause.
 
 pub mod cgroup;
+pub mod limits;
 pub mod mounts;
 pub mod sandbox;
 pub mod seccomp;
@@ -96,6 +97,10 @@ pub struct LaunchSpec {
     pub groups: Vec<u32>,
     /// Absolute path of the server's (already created) cgroup directory.
     pub cgroup: PathBuf,
+    /// Cgroups in v1 hierarchies (hybrid systems) that carry the server's
+    /// resource limits; joined before `cgroup`.
+    #[serde(default)]
+    pub limit_cgroups: Vec<PathBuf>,
     /// Landlock allow-lists.
     pub sandbox: SandboxSpec,
     /// The private mount namespace (Unix socket fence); `None` leaves the
@@ -891,6 +896,9 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     // through their cgroup.
     nix::unistd::setsid().map_err(|errno| HelperError::Setsid { errno })?;
 
+    for cgroup in &spec.limit_cgroups {
+        join_limit_cgroup(cgroup)?;
+    }
     join_cgroup(&spec.cgroup)?;
     // Before Landlock's rules are opened, so they name what the server
     // will see.
@@ -959,7 +967,11 @@ fn validate_spec(spec: &LaunchSpec) -> Result<(Vec<CString>, Vec<CString>), Help
     if spec.argv.is_empty() {
         return Err(HelperError::EmptyArgv);
     }
-    for (field, path) in [("cwd", &spec.cwd), ("cgroup", &spec.cgroup)] {
+    let limit_cgroups = spec.limit_cgroups.iter().map(|p| ("limit_cgroups", p));
+    for (field, path) in [("cwd", &spec.cwd), ("cgroup", &spec.cgroup)]
+        .into_iter()
+        .chain(limit_cgroups)
+    {
         if !path.is_absolute() {
             return Err(HelperError::RelativePath {
                 field,
@@ -989,6 +1001,18 @@ fn validate_spec(spec: &LaunchSpec) -> Result<(Vec<CString>, Vec<CString>), Help
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((argv, envp))
+}
+
+/// Moves this process into a v1 cgroup that carries its limits.
+fn join_limit_cgroup(cgroup: &Path) -> Result<(), HelperError> {
+    OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .and_then(|mut procs| procs.write_all(b"0"))
+        .map_err(|e| HelperError::JoinCgroup {
+            path: cgroup.to_owned(),
+            errno: errno_of(&e),
+        })
 }
 
 /// Moves this process into `cgroup` and checks the kernel agrees.
@@ -1159,6 +1183,7 @@ mod tests {
             gid: NOBODY,
             groups: vec![],
             cgroup: PathBuf::from("/sys/fs/cgroup/unified/mcpguard/time-3"),
+            limit_cgroups: Vec::new(),
             sandbox: SandboxSpec {
                 read: vec!["/etc/ssl/certs".into()],
                 write: vec!["/tmp".into()],
@@ -1420,6 +1445,7 @@ mod tests {
                 gid: NOBODY,
                 groups: vec![],
                 cgroup: self.cgroup.path.clone(),
+                limit_cgroups: Vec::new(),
                 sandbox: SandboxSpec {
                     read: vec![self.dir.join("allowed")],
                     write: vec![],

@@ -6,6 +6,7 @@
 //! typo in a policy is found before anything is launched.
 
 pub mod learn;
+pub mod limits;
 pub mod net;
 
 use std::{
@@ -18,8 +19,9 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use self::net::{
-    compile_allow, host_entry, host_key, tcp_ports, HostRule, NetEntry, NetRule, PortRange,
+pub use self::{
+    limits::Limits,
+    net::{compile_allow, host_entry, host_key, tcp_ports, HostRule, NetEntry, NetRule, PortRange},
 };
 
 /// Policy files larger than this are refused: real ones are a few hundred
@@ -48,6 +50,8 @@ pub struct Policy {
     /// Secrets injected into the server's environment (and redacted from
     /// everything it emits), in file order.
     pub secrets: Vec<Secret>,
+    /// Task and memory bounds (`[limits]`, defaults when absent).
+    pub limits: Limits,
 }
 
 /// Filesystem allow-lists as written: absolute, or `~`-relative to the
@@ -356,6 +360,16 @@ pub enum Problem {
     PortZero,
     #[error("port range {lo}-{hi} is reversed")]
     PortRangeReversed { lo: u16, hi: u16 },
+    #[error("not a task count: use a whole number from 1 to {max}")]
+    BadPids { max: u64 },
+    #[error(
+        "not a size: write a whole number of bytes, or of K, M or G (1024-based), e.g. \"512M\""
+    )]
+    BadSize,
+    #[error("too large")]
+    SizeTooLarge,
+    #[error("below the minimum of {} (nothing starts in less)", limits::show_size(*min))]
+    SizeTooSmall { min: u64 },
     #[error(
         "prefix {prefix} needs {count} port ranges once the ports of the shorter prefixes \
          containing it are folded in; one entry holds {max}"
@@ -387,6 +401,8 @@ struct RawPolicy {
     kernel: RawKernel,
     #[serde(default)]
     secrets: std::collections::BTreeMap<String, Spanned<RawSecret>>,
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 #[derive(Default, Deserialize)]
@@ -603,6 +619,22 @@ impl Policy {
             ));
         }
 
+        let mut bounds = Limits::default();
+        if let Some(pids) = &raw.limits.pids {
+            bounds.pids = limits::check_pids(*pids.get_ref()).map_err(|p| {
+                c.located_at(
+                    "limits.pids",
+                    pids.span().start,
+                    pids.get_ref().to_string(),
+                    p,
+                )
+            })?;
+        }
+        if let Some(memory) = &raw.limits.memory {
+            bounds.memory = limits::parse_memory(memory.get_ref())
+                .map_err(|p| c.located("limits.memory", memory, p))?;
+        }
+
         Ok(Policy {
             name: raw.name.into_inner(),
             source: source.to_owned(),
@@ -625,6 +657,7 @@ impl Policy {
             env: Env { pass },
             tools,
             secrets,
+            limits: bounds,
         })
     }
 
@@ -908,6 +941,43 @@ OTHER = { credential = "gh.token" }
         assert_eq!(bare.tools.allow, None);
         assert_eq!(bare.tools.on_tool_change, ToolChange::Warn);
         assert!(bare.secrets.is_empty());
+    }
+
+    #[test]
+    fn limits_default_and_parse_and_bad_ones_are_located() {
+        assert_eq!(parse("name = \"x\"\n").unwrap().limits, Limits::default());
+        let p = parse("name = \"x\"\n[limits]\npids = 64\nmemory = \"256M\"\n").unwrap();
+        assert_eq!(
+            p.limits,
+            Limits {
+                pids: 64,
+                memory: 256 << 20
+            }
+        );
+        assert_err(
+            "name = \"x\"\n[limits]\npids = 0\n",
+            3,
+            8,
+            &["limits.pids", "\"0\"", "whole number from 1"],
+        );
+        assert_err(
+            "name = \"x\"\n[limits]\nmemory = \"1.5G\"\n",
+            3,
+            10,
+            &["limits.memory", "K, M or G"],
+        );
+        assert_err(
+            "name = \"x\"\n[limits]\nmemory = \"1K\"\n",
+            3,
+            10,
+            &["minimum of 16M"],
+        );
+        assert_err(
+            "name = \"x\"\n[limits]\ncpu = 1\n",
+            3,
+            1,
+            &["unknown field `cpu`"],
+        );
     }
 
     #[test]
