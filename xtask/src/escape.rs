@@ -44,8 +44,8 @@ pub fn write_report() -> Result<usize> {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             rows.push(
                 serde_json::from_str(&text)
                     .with_context(|| format!("parsing {}", path.display()))?,

@@ -15,8 +15,10 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
-//! 7. writes a status line to fd 3, marks fd 3 close-on-exec and `execve`s the
-//!    server with exactly the spec's environment.
+//! 7. installs the socket fence ([`seccomp`]),
+//! 8. writes a status line to fd 3 (with the fence's listener attached),
+//!    marks fd 3 close-on-exec and `execve`s the server with exactly the
+//!    spec's environment.
 //!
 //! The daemon reads the status line, then waits for EOF on its end of the
 //! socket: EOF means the `execve` succeeded (fd 3 closed on exec); a second
@@ -26,14 +28,15 @@
 pub mod cgroup;
 pub mod mounts;
 pub mod sandbox;
+pub mod seccomp;
 
 use std::{
     collections::BTreeSet,
     ffi::{CString, OsStr},
     fs::{self, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, IoSlice, IoSliceMut, Read, Write},
     os::{
-        fd::{AsRawFd, FromRawFd, RawFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::{ffi::OsStrExt, fs::PermissionsExt, net::UnixStream, process::CommandExt},
     },
     path::{Path, PathBuf},
@@ -43,6 +46,7 @@ use std::{
 
 use nix::{
     errno::Errno,
+    sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
     unistd::{Gid, Uid},
 };
 pub use sandbox::{
@@ -51,6 +55,8 @@ pub use sandbox::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, warn};
+
+use crate::policy::sockets::SocketRules;
 
 /// Hidden subcommand that runs [`helper_main`]; main.rs must dispatch it
 /// before any other setup (no tokio runtime, no logging to stdout).
@@ -99,6 +105,17 @@ pub struct LaunchSpec {
     /// server in the daemon's namespace.
     #[serde(default)]
     pub mounts: Option<mounts::MountSpec>,
+    /// The socket fence ([`seccomp`]); `None` installs none.
+    #[serde(default)]
+    pub sockets: Option<SocketRules>,
+}
+
+/// A server that is running: its process, what the helper reported, and
+/// the listener of its socket fence (when the spec asked for one).
+pub struct Launched {
+    pub child: Child,
+    pub status: LaunchStatus,
+    pub socket_fence: Option<seccomp::Listener>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -165,6 +182,8 @@ pub enum Stage {
     Mounts,
     /// Building or enforcing Landlock.
     Landlock,
+    /// Installing the socket fence.
+    Seccomp,
     /// Dropping to the caller's identity.
     Privileges,
     /// Entering the working directory.
@@ -186,6 +205,7 @@ impl std::fmt::Display for Stage {
             Self::Cgroup => "cgroup",
             Self::Mounts => "mounts",
             Self::Landlock => "landlock",
+            Self::Seccomp => "seccomp",
             Self::Privileges => "privileges",
             Self::Chdir => "chdir",
             Self::Resolve => "resolve program",
@@ -301,6 +321,8 @@ enum HelperError {
     Landlock(#[from] SandboxError),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -366,6 +388,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) => Stage::Mounts,
+            Self::Seccomp(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -492,7 +515,7 @@ pub fn spawn(
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
-) -> Result<(Child, LaunchStatus), LaunchError> {
+) -> Result<Launched, LaunchError> {
     let frame = encode_spec(spec)?;
     let (mut control, helper_end) =
         UnixStream::pair().map_err(|source| LaunchError::Socket { source })?;
@@ -524,7 +547,20 @@ pub fn spawn(
 
     let deadline = Instant::now() + LAUNCH_TIMEOUT;
     match converse(&mut control, &frame, deadline, &mut child) {
-        Ok(status) => Ok((child, status)),
+        Ok((status, fence)) => {
+            if spec.sockets.is_some() && fence.is_none() {
+                reap_failed_helper(&mut child, deadline);
+                return Err(LaunchError::Helper {
+                    stage: Stage::Seccomp,
+                    message: "the helper sent no socket-fence listener".to_owned(),
+                });
+            }
+            Ok(Launched {
+                child,
+                status,
+                socket_fence: fence.map(seccomp::Listener::new),
+            })
+        }
         Err(error) => {
             reap_failed_helper(&mut child, deadline);
             Err(error)
@@ -555,14 +591,15 @@ fn place_control_fd(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends the spec, reads the status line, then waits for EOF (exec done)
-/// or a failure line (exec failed).
+/// Sends the spec, reads the status line (and the socket fence's listener
+/// sent with it), then waits for EOF (exec done) or a failure line (exec
+/// failed).
 fn converse(
     control: &mut UnixStream,
     frame: &[u8],
     deadline: Instant,
     child: &mut Child,
-) -> Result<LaunchStatus, LaunchError> {
+) -> Result<(LaunchStatus, Option<OwnedFd>), LaunchError> {
     control
         .set_write_timeout(Some(LAUNCH_TIMEOUT))
         .map_err(|source| LaunchError::Control {
@@ -581,7 +618,8 @@ fn converse(
     }
 
     let mut buffer = Vec::new();
-    let Some(line) = read_line(control, &mut buffer, deadline, "report a status")? else {
+    let mut fds = Vec::new();
+    let Some(line) = read_line(control, &mut buffer, &mut fds, deadline, "report a status")? else {
         return match wait_until(child, deadline) {
             Some(status) => Err(LaunchError::HelperDied { status }),
             None => Err(LaunchError::Timeout {
@@ -591,8 +629,8 @@ fn converse(
         };
     };
     let status = parse_reply(&line)?;
-    match read_line(control, &mut buffer, deadline, "exec the server")? {
-        None => Ok(status),
+    match read_line(control, &mut buffer, &mut fds, deadline, "exec the server")? {
+        None => Ok((status, fds.pop())),
         Some(line) => match parse_reply(&line) {
             // Only a failure can follow the status line.
             Ok(_) => Err(LaunchError::Helper {
@@ -604,10 +642,12 @@ fn converse(
     }
 }
 
-/// Reads one `\n`-terminated line before `deadline`; `None` on EOF.
+/// Reads one `\n`-terminated line before `deadline`; `None` on EOF. File
+/// descriptors sent along are added to `fds`.
 fn read_line(
     control: &mut UnixStream,
     buffer: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
     deadline: Instant,
     waiting_for: &'static str,
 ) -> Result<Option<Vec<u8>>, LaunchError> {
@@ -636,7 +676,7 @@ fn read_line(
                 doing: "configuring it",
                 source,
             })?;
-        match control.read(&mut chunk) {
+        match recv_with_fds(control, &mut chunk, fds) {
             Ok(0) if buffer.is_empty() => return Ok(None),
             // A final line without newline still counts.
             Ok(0) => return Ok(Some(std::mem::take(buffer))),
@@ -661,6 +701,35 @@ fn read_line(
             }
         }
     }
+}
+
+/// `read` that also takes the descriptors a message carries (close-on-exec).
+fn recv_with_fds(
+    control: &UnixStream,
+    chunk: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(chunk)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for us; nothing else owns them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(msg.bytes)
 }
 
 /// Polls for the child's exit until `deadline`.
@@ -700,6 +769,8 @@ struct ExecPlan {
     argv: Vec<CString>,
     envp: Vec<CString>,
     status: LaunchStatus,
+    /// The socket fence's listener, for the daemon.
+    fence: Option<OwnedFd>,
 }
 
 /// Entry point of `mcpguard __exec-server`; never returns.
@@ -722,13 +793,15 @@ pub fn helper_main() -> ! {
         Ok(plan) => plan,
         Err(error) => fail(&mut control, &error, EXIT_SETUP_FAILED),
     };
-    if let Err(source) = control.write_all(&encode_ok(&plan.status)) {
+    if let Err(source) = send_status(&mut control, &plan) {
         fail(
             &mut control,
             &HelperError::Report { source },
             EXIT_SETUP_FAILED,
         );
     }
+    // The daemon holds its own copy of the listener now.
+    drop(plan.fence);
     if let Err(errno) = set_cloexec(CONTROL_FD) {
         let source = io::Error::from(errno);
         fail(
@@ -750,6 +823,25 @@ pub fn helper_main() -> ! {
         },
     };
     fail(&mut control, &error, EXIT_EXEC_FAILED)
+}
+
+/// Writes the status line, with the socket fence's listener attached to
+/// its first bytes.
+fn send_status(control: &mut UnixStream, plan: &ExecPlan) -> io::Result<()> {
+    let line = encode_ok(&plan.status);
+    let Some(fence) = &plan.fence else {
+        return control.write_all(&line);
+    };
+    let fds = [fence.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        control.as_raw_fd(),
+        &[IoSlice::new(&line)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)?;
+    control.write_all(&line[sent..])
 }
 
 /// Reports `error` on the control socket and exits with `code`.
@@ -883,6 +975,8 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let exe = resolve_program(&spec.argv[0], path_var, &spec.cwd, spec.uid)?;
     let exe_c = CString::new(exe.as_os_str().as_bytes())
         .map_err(|_| HelperError::NulByte { field: "argv[0]" })?;
+    // Last: from here on this process's own socket() calls go through it.
+    let fence = spec.sockets.as_ref().map(seccomp::install).transpose()?;
 
     Ok(ExecPlan {
         exe: exe_c,
@@ -898,6 +992,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             landlock,
             mounts,
         },
+        fence,
     })
 }
 
@@ -1120,6 +1215,7 @@ mod tests {
                 learn: false,
             },
             mounts: None,
+            sockets: None,
         }
     }
 
@@ -1378,10 +1474,15 @@ mod tests {
                     learn: false,
                 },
                 mounts: None,
+                sockets: Some(SocketRules::default()),
             }
         }
 
         fn launch(&self, spec: &LaunchSpec) -> Result<(Child, LaunchStatus), LaunchError> {
+            self.launch_fenced(spec).map(|l| (l.child, l.status))
+        }
+
+        fn launch_fenced(&self, spec: &LaunchSpec) -> Result<Launched, LaunchError> {
             spawn(
                 spec,
                 &helper_exe(),
@@ -1409,6 +1510,33 @@ mod tests {
                 panic!("expected a helper failure, but launched {status:?}")
             }
         }
+    }
+
+    #[test]
+    fn the_socket_fence_hands_refused_sockets_to_the_daemon() {
+        let fx = Fixture::new("fence");
+        let script = "exec python3 -c 'import errno, socket\n\
+                      socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close(); print(\"route ok\")\n\
+                      try:\n    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)\n\
+                      except OSError as e:\n    print(\"sock_diag\", errno.errorcode[e.errno])'";
+        let mut launched = fx.launch_fenced(&fx.spec(script)).expect("launch");
+        let fence = launched.socket_fence.take().expect("a listener");
+        let req = fence.recv().expect("a notification");
+        let seccomp::Call::Socket {
+            family,
+            sock_type,
+            protocol,
+        } = req.call
+        else {
+            panic!("not a socket() call: {req:?}");
+        };
+        // Python adds SOCK_CLOEXEC to the type.
+        assert_eq!((family, sock_type & 0xf, protocol), (16, 3, 4));
+        assert_eq!(req.pid, launched.child.id());
+        fence.respond(req.id, Some(libc::EPERM)).unwrap();
+        let out = launched.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "route ok\nsock_diag EPERM\n", "{out:?}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ use serde_json::json;
 
 use crate::harness::scratch;
 
+mod net;
+
 /// The attack classes, numbered as in the issue and the report.
 #[derive(Clone, Copy, Debug)]
 #[allow(dead_code)]
