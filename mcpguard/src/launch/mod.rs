@@ -15,7 +15,7 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
-//! 7. installs the socket fence ([`seccomp`]),
+//! 7. installs the socket fence ([`socket_fence`]),
 //! 8. writes a status line to fd 3 (with the fence's listener attached),
 //!    marks fd 3 close-on-exec and `execve`s the server with exactly the
 //!    spec's environment.
@@ -28,7 +28,7 @@
 pub mod cgroup;
 pub mod mounts;
 pub mod sandbox;
-pub mod seccomp;
+pub mod socket_fence;
 
 use std::{
     collections::BTreeSet,
@@ -105,7 +105,7 @@ pub struct LaunchSpec {
     /// server in the daemon's namespace.
     #[serde(default)]
     pub mounts: Option<mounts::MountSpec>,
-    /// The socket fence ([`seccomp`]); `None` installs none.
+    /// The socket fence ([`socket_fence`]); `None` installs none.
     #[serde(default)]
     pub sockets: Option<SocketRules>,
 }
@@ -115,7 +115,7 @@ pub struct LaunchSpec {
 pub struct Launched {
     pub child: Child,
     pub status: LaunchStatus,
-    pub socket_fence: Option<seccomp::Listener>,
+    pub socket_fence: Option<socket_fence::Listener>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -322,7 +322,7 @@ enum HelperError {
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error(transparent)]
-    Seccomp(#[from] seccomp::SeccompError),
+    SocketFence(#[from] socket_fence::SocketFenceError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -388,7 +388,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) => Stage::Mounts,
-            Self::Seccomp(_) => Stage::Seccomp,
+            Self::SocketFence(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -558,7 +558,7 @@ pub fn spawn(
             Ok(Launched {
                 child,
                 status,
-                socket_fence: fence.map(seccomp::Listener::new),
+                socket_fence: fence.map(socket_fence::Listener::new),
             })
         }
         Err(error) => {
@@ -976,7 +976,11 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let exe_c = CString::new(exe.as_os_str().as_bytes())
         .map_err(|_| HelperError::NulByte { field: "argv[0]" })?;
     // Last: from here on this process's own socket() calls go through it.
-    let fence = spec.sockets.as_ref().map(seccomp::install).transpose()?;
+    let fence = spec
+        .sockets
+        .as_ref()
+        .map(socket_fence::install)
+        .transpose()?;
 
     Ok(ExecPlan {
         exe: exe_c,
@@ -1522,7 +1526,7 @@ mod tests {
         let mut launched = fx.launch_fenced(&fx.spec(script)).expect("launch");
         let fence = launched.socket_fence.take().expect("a listener");
         let req = fence.recv().expect("a notification");
-        let seccomp::Call::Socket {
+        let socket_fence::Call::Socket {
             family,
             sock_type,
             protocol,

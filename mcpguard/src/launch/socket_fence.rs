@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
 
 #[derive(Debug, Error)]
-pub enum SeccompError {
+pub enum SocketFenceError {
     #[error("cannot install the socket filter: {0}")]
     Install(#[source] io::Error),
     #[error("the socket filter has {0} instructions; a jump cannot span that far")]
@@ -169,7 +169,7 @@ fn program(rules: &SocketRules) -> Vec<Op> {
 }
 
 /// The classic BPF program for `rules`, jumps resolved.
-pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SeccompError> {
+pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
     let ops = program(rules);
     let mut at = Vec::new();
     let mut pc = 0usize;
@@ -196,7 +196,7 @@ pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SeccompErro
             Op::Ret(k) => ins(libc::BPF_RET | libc::BPF_K, 0, *k),
             Op::JumpIfEq(k, l) => {
                 let to = target(*l).expect("every jump target is placed");
-                let jt = u8::try_from(to - here - 1).map_err(|_| SeccompError::TooLong(pc))?;
+                let jt = u8::try_from(to - here - 1).map_err(|_| SocketFenceError::TooLong(pc))?;
                 ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, *k)
             }
         });
@@ -207,13 +207,13 @@ pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SeccompErro
 /// Installs the filter on the calling thread (which must have
 /// `no_new_privs`) and returns the listener the daemon answers on. The
 /// listener is close-on-exec.
-pub fn install(rules: &SocketRules) -> Result<OwnedFd, SeccompError> {
+pub fn install(rules: &SocketRules) -> Result<OwnedFd, SocketFenceError> {
     if !SUPPORTED {
-        return Err(SeccompError::Unsupported);
+        return Err(SocketFenceError::Unsupported);
     }
     let mut prog = filter(rules)?;
     let fprog = libc::sock_fprog {
-        len: u16::try_from(prog.len()).map_err(|_| SeccompError::TooLong(prog.len()))?,
+        len: u16::try_from(prog.len()).map_err(|_| SocketFenceError::TooLong(prog.len()))?,
         filter: prog.as_mut_ptr(),
     };
     // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel
@@ -227,7 +227,7 @@ pub fn install(rules: &SocketRules) -> Result<OwnedFd, SeccompError> {
         )
     };
     if fd < 0 {
-        return Err(SeccompError::Install(io::Error::last_os_error()));
+        return Err(SocketFenceError::Install(io::Error::last_os_error()));
     }
     // SAFETY: the kernel just returned this descriptor to us; nothing else
     // owns it.
