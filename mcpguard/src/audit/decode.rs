@@ -514,7 +514,7 @@ pub fn open_flag_names(flags: u32) -> Vec<String> {
 }
 
 /// `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
-fn protocol_name(protocol: u32) -> String {
+pub(crate) fn protocol_name(protocol: u32) -> String {
     match protocol as i32 {
         libc::IPPROTO_TCP => "tcp".to_string(),
         libc::IPPROTO_UDP => "udp".to_string(),

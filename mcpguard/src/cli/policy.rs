@@ -167,8 +167,10 @@ pub fn explain(p: &Policy) -> String {
         "- DNS: every lookup goes to mcpguard's resolver; {}",
         if p.network.hosts.is_empty() {
             "no name resolves".to_string()
+        } else if p.network.allow_local_answers {
+            "only the names above resolve, and their answers may open loopback and link-local addresses".to_string()
         } else {
-            "only the names above resolve".to_string()
+            "only the names above resolve; answers pointing at this host or a cloud metadata endpoint open nothing".to_string()
         }
     );
     let binds: Vec<String> = p.network.bind.iter().map(|b| b.to_string()).collect();
@@ -186,6 +188,8 @@ pub fn explain(p: &Policy) -> String {
             .map(|k| match k {
                 SocketKind::Raw => "raw".to_string(),
                 SocketKind::Icmp => "ICMP".to_string(),
+                SocketKind::Netlink => "netlink (every protocol)".to_string(),
+                other => other.to_string(),
             })
             .collect();
         let _ = writeln!(s, "- may open {} sockets", kinds.join(" and "));

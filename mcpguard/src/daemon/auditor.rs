@@ -63,11 +63,13 @@ pub enum Msg {
         redactor: Option<Arc<Redactor>>,
     },
     /// The server's private mount namespace: Unix connects below `hidden`
-    /// (and not below `kept`) failed because of it.
+    /// (and not below `kept`), and to the `masked` sockets, failed because
+    /// of it.
     Fence {
         cgroup_id: u64,
         hidden: Vec<std::path::PathBuf>,
         kept: Vec<std::path::PathBuf>,
+        masked: Vec<std::path::PathBuf>,
     },
     /// Collect what this server does (`mcpguard policy learn`); `cwd`
     /// resolves its relative paths.
@@ -123,7 +125,7 @@ struct Auditor {
     /// Secrets of servers that have some, by cgroup: every record of that
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
-    fences: HashMap<u64, (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>)>,
+    fences: HashMap<u64, Fence>,
     /// Learning servers: what they did, and their working directory.
     learners: HashMap<u64, (Observations, std::path::PathBuf)>,
     calls: Arc<CallTracker>,
@@ -190,8 +192,16 @@ impl Auditor {
                         cgroup_id,
                         hidden,
                         kept,
+                        masked,
                     }) => {
-                        self.fences.insert(cgroup_id, (hidden, kept));
+                        self.fences.insert(
+                            cgroup_id,
+                            Fence {
+                                hidden,
+                                kept,
+                                masked,
+                            },
+                        );
                     }
                     Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
                     Ok(Msg::Stats(reply)) => {
@@ -501,11 +511,22 @@ pub(crate) fn limit_record(hit: &LimitHit, origin: Option<&Origin>) -> AuditReco
     )
 }
 
+/// What a server's mount namespace hides (see [`Msg::Fence`]).
+struct Fence {
+    hidden: Vec<std::path::PathBuf>,
+    kept: Vec<std::path::PathBuf>,
+    masked: Vec<std::path::PathBuf>,
+}
+
 /// A failed Unix connect to a path the server's mount namespace hides is
 /// the fence at work: say so, and count it as a denial.
 fn mark_fenced(
     rec: &mut AuditRecord,
-    (hidden, kept): &(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>),
+    Fence {
+        hidden,
+        kept,
+        masked,
+    }: &Fence,
 ) {
     if let Body::UnixConnect {
         path,
@@ -516,11 +537,9 @@ fn mark_fenced(
     } = &mut rec.body
     {
         let p = std::path::Path::new(path.as_str());
-        if *result < 0
-            && p.is_absolute()
-            && hidden.iter().any(|h| p.starts_with(h))
-            && !kept.iter().any(|k| p.starts_with(k))
-        {
+        let below_hidden =
+            hidden.iter().any(|h| p.starts_with(h)) && !kept.iter().any(|k| p.starts_with(k));
+        if *result < 0 && p.is_absolute() && (below_hidden || masked.iter().any(|m| m == p)) {
             *fenced = true;
             rec.denied = true;
         }

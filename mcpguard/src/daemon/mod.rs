@@ -8,6 +8,7 @@ pub mod relay;
 pub mod secrets;
 pub mod service;
 pub mod session;
+pub mod sockets;
 pub mod status;
 
 use std::{
@@ -214,7 +215,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     log_layer(
         "socket_fence",
         layers.socket_fence,
-        "cgroup sock_create: raw and ICMP sockets only where named",
+        "cgroup sock_create: raw and ICMP sockets only where named (other families: seccomp, per launch)",
         &layers,
     );
     log_layer(

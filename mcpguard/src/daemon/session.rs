@@ -30,16 +30,18 @@ use super::{
     proto::{self, ProtoError, Request, Response},
     relay,
     relay::Piece,
+    sockets::SocketFence,
     Shared,
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
     dns::{DnsView, MapSink, Resolver},
     launch::{
-        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, LaunchSpec, SandboxSpec,
+        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, LaunchSpec, Launched,
+        SandboxSpec,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
-    policy::{self, NetEntry, Policy, SocketKind},
+    policy::{self, sockets::SocketRules, NetEntry, Policy, SocketKind},
 };
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
@@ -272,6 +274,7 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         launch_no,
         dns: None,
         limits: None,
+        fence: None,
     };
     // Bounds first: the server's first task already counts against them.
     let limits = shared.limits.apply(&cgroup, &launch_name, &policy.limits)?;
@@ -297,6 +300,8 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         },
         policy.network.allow.clone(),
         shared.upstream_dns,
+        // Learning: see what the server asks for, rebinding answers too.
+        learn || policy.network.allow_local_answers,
         Box::new(ServerMaps {
             shared: shared.clone(),
             origin: origin.clone(),
@@ -321,6 +326,8 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
                     .map(|k| match k {
                         SocketKind::Raw => FLAG_SOCK_RAW,
                         SocketKind::Icmp => FLAG_SOCK_ICMP,
+                        // The launcher's seccomp filter decides these.
+                        _ => 0,
                     })
                     .fold(0, |a, b| a | b),
             dns_port,
@@ -394,13 +401,19 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         },
         mounts: (!learn).then_some(MountSpec {
             keep,
+            sockets: policy.unix_paths(&user.dir, peer.uid),
             uid: peer.uid,
             gid: peer.gid,
         }),
         kernel_allow: policy.kernel.allow.clone(),
+        sockets: Some(SocketRules::from_kinds(&policy.network.sockets)),
     };
 
-    let (mut child, status) = match launch::spawn(
+    let Launched {
+        mut child,
+        status,
+        socket_fence,
+    } = match launch::spawn(
         &spec,
         std::path::Path::new("/proc/self/exe"),
         Stdio::piped(),
@@ -422,11 +435,22 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
     };
     let pid = child.id();
     guard.started = true;
+    if let Some(listener) = socket_fence {
+        let maps = ServerMaps {
+            shared: shared.clone(),
+            origin: origin.clone(),
+            cgroup: cgroup.id,
+        };
+        let record = Box::new(move |body, pid| maps.record(SystemTime::now(), body, Some(pid)));
+        // Until this thread runs, a refused socket() call just waits.
+        guard.fence = Some(SocketFence::start(listener, learn, record)?);
+    }
     if let Some(m) = &status.mounts {
         shared.audit(Msg::Fence {
             cgroup_id: cgroup.id,
             hidden: m.hidden.clone(),
             kept: m.kept.clone(),
+            masked: m.masked.clone(),
         });
     }
     let mut layers = serde_json::to_value(&shared.layers).unwrap_or_default();
@@ -448,6 +472,9 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
             "limits".into(),
             serde_json::json!({ "pids": policy.limits.pids, "memory": policy.limits.memory }),
         );
+        // The seccomp side of the socket fence (the sock_create side is
+        // the shared `socket_fence` layer).
+        obj.insert("seccomp_sockets".into(), guard.fence.is_some().into());
     }
     let mut launch_rec = AuditRecord::new(
         Body::Launch {
@@ -686,7 +713,16 @@ impl MapSink for ServerMaps {
     }
 
     fn audit(&self, ts: SystemTime, body: Body) {
+        self.record(ts, body, None);
+    }
+}
+
+impl ServerMaps {
+    /// One record of this server (from `pid`, if known), tagged with the
+    /// tool call running at the time.
+    fn record(&self, ts: SystemTime, body: Body, pid: Option<u32>) {
         let mut rec = AuditRecord::new(body, Some(&self.origin), ts);
+        rec.pid = pid;
         // A lookup made while a tool call runs belongs to that call.
         super::auditor::tag_calls(
             &mut rec,
@@ -714,6 +750,8 @@ struct Teardown {
     dns: Option<(Resolver, Arc<DnsView>)>,
     /// The server's `[limits]` cgroups and counters.
     limits: Option<ServerLimits>,
+    /// The thread answering the server's socket fence.
+    fence: Option<SocketFence>,
 }
 
 impl Drop for Teardown {
@@ -742,6 +780,7 @@ impl Drop for Teardown {
         if let Some(limits) = &self.limits {
             limits.remove();
         }
+        drop(self.fence.take());
         if let Some((resolver, view)) = self.dns.take() {
             drop(resolver);
             view.close_all();

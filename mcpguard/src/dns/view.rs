@@ -1,5 +1,14 @@
 //! What one server's resolver decides: which names it answers, which
 //! addresses that opens in the server's egress map, and for how long.
+//!
+//! An allowed name does not open every address its upstream answer holds:
+//! loopback, link-local and unspecified addresses (and their IPv4-mapped
+//! forms) are the server's own host, reachable through a name only by DNS
+//! rebinding, so they are refused unless the policy sets
+//! `allow_local_answers`; cloud metadata endpoints are refused whatever it
+//! says. An address a rule names itself (`169.254.169.254:80`) is never
+//! refused. Refused addresses are removed from the answer the server gets,
+//! and the `dns` record (verdict `deny`) says why.
 
 use std::{
     collections::HashMap,
@@ -18,7 +27,11 @@ use tracing::warn;
 use super::{forward, Transport};
 use crate::{
     audit::Body,
-    policy::{host_entry, host_key, HostRule, NetEntry, NetRule, PortRange},
+    policy::{
+        host_entry, host_key,
+        net::{is_metadata, names_exactly},
+        HostRule, NetEntry, NetRule, PortRange,
+    },
 };
 
 /// How long an address stays allowed after its TTL ran out: clients cache
@@ -48,8 +61,21 @@ pub struct DnsView {
     hosts: Vec<HostRule>,
     static_rules: Vec<NetRule>,
     upstream: Option<SocketAddr>,
+    /// `[network] allow_local_answers`.
+    allow_local: bool,
     sink: Box<dyn MapSink>,
     grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
+}
+
+/// The server's own host: loopback, link-local (fe80::/10, 169.254/16)
+/// and "this host" (`::`, 0.0.0.0/8), IPv4-mapped forms included.
+fn is_local(addr: Ipv6Addr) -> bool {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
+        None => {
+            addr.is_loopback() || addr.is_unspecified() || (addr.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// The v4-mapped form for IPv4, as the kernel programs look it up.
@@ -87,6 +113,7 @@ impl DnsView {
         hosts: Vec<HostRule>,
         static_rules: Vec<NetRule>,
         upstream: Option<SocketAddr>,
+        allow_local: bool,
         sink: Box<dyn MapSink>,
     ) -> DnsView {
         DnsView {
@@ -94,6 +121,7 @@ impl DnsView {
             hosts,
             static_rules,
             upstream,
+            allow_local,
             sink,
             grants: Mutex::new(HashMap::new()),
         }
@@ -193,21 +221,59 @@ impl DnsView {
             ),
             Err(_) => (Vec::new(), "unparsable".into(), false),
         };
+        let (addrs, refused): (Vec<_>, Vec<_>) = addrs
+            .into_iter()
+            .partition(|(a, _)| self.refusal(key_addr(*a)).is_none());
+        let reply = if refused.is_empty() {
+            reply
+        } else {
+            match strip(&reply, &refused) {
+                Some(r) => r,
+                None => return refusal(&msg, ResponseCode::ServFail),
+            }
+        };
         let opened = self.open(&addrs, &ports);
-        self.record(
-            &qname,
-            &qtype.to_string(),
-            transport,
-            "allow",
-            json!({
-                "rcode": rcode,
-                "answers": addrs.iter().map(|(a, ttl)| json!({ "addr": show(&key_addr(*a)), "ttl": ttl })).collect::<Vec<_>>(),
-                "opened": opened,
-                "truncated": truncated,
-                "rule": rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
-            }),
-        );
+        let mut detail = json!({
+            "rcode": rcode,
+            "answers": addrs.iter().map(|(a, ttl)| json!({ "addr": show(&key_addr(*a)), "ttl": ttl })).collect::<Vec<_>>(),
+            "opened": opened,
+            "truncated": truncated,
+            "rule": rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        });
+        let reasons: Vec<&str> = refused
+            .iter()
+            .filter_map(|(a, _)| self.refusal(key_addr(*a)))
+            .collect();
+        // The metadata service is the sharper of the two.
+        if let Some(reason) = reasons
+            .iter()
+            .find(|r| **r == "metadata")
+            .or(reasons.first())
+        {
+            detail["reason"] = json!(reason);
+            detail["refused"] = refused
+                .iter()
+                .zip(&reasons)
+                .map(|((a, _), why)| json!({ "addr": show(&key_addr(*a)), "reason": why }))
+                .collect();
+        }
+        let verdict = if refused.is_empty() { "allow" } else { "deny" };
+        self.record(&qname, &qtype.to_string(), transport, verdict, detail);
         Some(reply)
+    }
+
+    /// Why an answer's address must not be opened, if it must not. An
+    /// address a rule names itself is reachable anyway and never refused.
+    fn refusal(&self, addr: Ipv6Addr) -> Option<&'static str> {
+        if names_exactly(&self.static_rules, addr) {
+            None
+        } else if is_metadata(addr) {
+            Some("metadata")
+        } else if !self.allow_local && is_local(addr) {
+            Some("rebinding")
+        } else {
+            None
+        }
     }
 
     /// Allow each address for its TTL plus grace; returns how many were
@@ -302,6 +368,19 @@ impl DnsView {
         }
         grants.clear();
     }
+}
+
+/// `reply` without the A/AAAA records of `refused` addresses; `None` if it
+/// cannot be re-encoded.
+fn strip(reply: &[u8], refused: &[(IpAddr, u32)]) -> Option<Vec<u8>> {
+    let mut resp = Message::from_vec(reply).ok()?;
+    let gone = |ip: IpAddr| refused.iter().any(|(a, _)| *a == ip);
+    resp.answers.retain(|r| match &r.data {
+        RData::A(a) => !gone(IpAddr::V4(a.0)),
+        RData::AAAA(a) => !gone(IpAddr::V6(a.0)),
+        _ => true,
+    });
+    resp.to_vec().ok()
 }
 
 /// A/AAAA answers for `qname` or any name its CNAME chain leads to, with

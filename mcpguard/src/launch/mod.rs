@@ -15,10 +15,11 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
-//!    then installs the syscall fence ([`seccomp`]) last, so nothing before
-//!    it is refused,
-//! 7. writes a status line to fd 3, marks fd 3 close-on-exec and `execve`s the
-//!    server with exactly the spec's environment.
+//!    then installs the syscall fence ([`seccomp`]) and the socket fence
+//!    ([`socket_fence`]) last, so nothing before them is refused,
+//! 7. writes a status line to fd 3 (with the socket fence's listener
+//!    attached), marks fd 3 close-on-exec and `execve`s the server with
+//!    exactly the spec's environment.
 //!
 //! The daemon reads the status line, then waits for EOF on its end of the
 //! socket: EOF means the `execve` succeeded (fd 3 closed on exec); a second
@@ -30,14 +31,15 @@ pub mod limits;
 pub mod mounts;
 pub mod sandbox;
 pub mod seccomp;
+pub mod socket_fence;
 
 use std::{
     collections::BTreeSet,
     ffi::{CString, OsStr},
     fs::{self, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, IoSlice, IoSliceMut, Read, Write},
     os::{
-        fd::{AsRawFd, FromRawFd, RawFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::{ffi::OsStrExt, fs::PermissionsExt, net::UnixStream, process::CommandExt},
     },
     path::{Path, PathBuf},
@@ -47,6 +49,7 @@ use std::{
 
 use nix::{
     errno::Errno,
+    sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
     unistd::{Gid, Uid},
 };
 pub use sandbox::{
@@ -55,6 +58,8 @@ pub use sandbox::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, warn};
+
+use crate::policy::sockets::SocketRules;
 
 /// Hidden subcommand that runs [`helper_main`]; main.rs must dispatch it
 /// before any other setup (no tokio runtime, no logging to stdout).
@@ -111,6 +116,17 @@ pub struct LaunchSpec {
     /// Learning mode installs no fence.
     #[serde(default)]
     pub kernel_allow: Vec<crate::policy::KernelFeature>,
+    /// The socket fence ([`socket_fence`]); `None` installs none.
+    #[serde(default)]
+    pub sockets: Option<SocketRules>,
+}
+
+/// A server that is running: its process, what the helper reported, and
+/// the listener of its socket fence (when the spec asked for one).
+pub struct Launched {
+    pub child: Child,
+    pub status: LaunchStatus,
+    pub socket_fence: Option<socket_fence::Listener>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -190,7 +206,7 @@ pub enum Stage {
     Chdir,
     /// Finding the program.
     Resolve,
-    /// Installing the syscall fence.
+    /// Installing the syscall fence or the socket fence.
     Seccomp,
     /// Writing the status line.
     Report,
@@ -325,6 +341,8 @@ enum HelperError {
     Mounts(#[from] mounts::MountError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    SocketFence(#[from] socket_fence::SocketFenceError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -390,7 +408,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) => Stage::Mounts,
-            Self::Seccomp(_) => Stage::Seccomp,
+            Self::Seccomp(_) | Self::SocketFence(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -517,7 +535,7 @@ pub fn spawn(
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
-) -> Result<(Child, LaunchStatus), LaunchError> {
+) -> Result<Launched, LaunchError> {
     let frame = encode_spec(spec)?;
     let (mut control, helper_end) =
         UnixStream::pair().map_err(|source| LaunchError::Socket { source })?;
@@ -549,7 +567,20 @@ pub fn spawn(
 
     let deadline = Instant::now() + LAUNCH_TIMEOUT;
     match converse(&mut control, &frame, deadline, &mut child) {
-        Ok(status) => Ok((child, status)),
+        Ok((status, fence)) => {
+            if spec.sockets.is_some() && fence.is_none() {
+                reap_failed_helper(&mut child, deadline);
+                return Err(LaunchError::Helper {
+                    stage: Stage::Seccomp,
+                    message: "the helper sent no socket-fence listener".to_owned(),
+                });
+            }
+            Ok(Launched {
+                child,
+                status,
+                socket_fence: fence.map(socket_fence::Listener::new),
+            })
+        }
         Err(error) => {
             reap_failed_helper(&mut child, deadline);
             Err(error)
@@ -580,14 +611,15 @@ fn place_control_fd(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends the spec, reads the status line, then waits for EOF (exec done)
-/// or a failure line (exec failed).
+/// Sends the spec, reads the status line (and the socket fence's listener
+/// sent with it), then waits for EOF (exec done) or a failure line (exec
+/// failed).
 fn converse(
     control: &mut UnixStream,
     frame: &[u8],
     deadline: Instant,
     child: &mut Child,
-) -> Result<LaunchStatus, LaunchError> {
+) -> Result<(LaunchStatus, Option<OwnedFd>), LaunchError> {
     control
         .set_write_timeout(Some(LAUNCH_TIMEOUT))
         .map_err(|source| LaunchError::Control {
@@ -606,7 +638,8 @@ fn converse(
     }
 
     let mut buffer = Vec::new();
-    let Some(line) = read_line(control, &mut buffer, deadline, "report a status")? else {
+    let mut fds = Vec::new();
+    let Some(line) = read_line(control, &mut buffer, &mut fds, deadline, "report a status")? else {
         return match wait_until(child, deadline) {
             Some(status) => Err(LaunchError::HelperDied { status }),
             None => Err(LaunchError::Timeout {
@@ -616,8 +649,8 @@ fn converse(
         };
     };
     let status = parse_reply(&line)?;
-    match read_line(control, &mut buffer, deadline, "exec the server")? {
-        None => Ok(status),
+    match read_line(control, &mut buffer, &mut fds, deadline, "exec the server")? {
+        None => Ok((status, fds.pop())),
         Some(line) => match parse_reply(&line) {
             // Only a failure can follow the status line.
             Ok(_) => Err(LaunchError::Helper {
@@ -629,10 +662,12 @@ fn converse(
     }
 }
 
-/// Reads one `\n`-terminated line before `deadline`; `None` on EOF.
+/// Reads one `\n`-terminated line before `deadline`; `None` on EOF. File
+/// descriptors sent along are added to `fds`.
 fn read_line(
     control: &mut UnixStream,
     buffer: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
     deadline: Instant,
     waiting_for: &'static str,
 ) -> Result<Option<Vec<u8>>, LaunchError> {
@@ -661,7 +696,7 @@ fn read_line(
                 doing: "configuring it",
                 source,
             })?;
-        match control.read(&mut chunk) {
+        match recv_with_fds(control, &mut chunk, fds) {
             Ok(0) if buffer.is_empty() => return Ok(None),
             // A final line without newline still counts.
             Ok(0) => return Ok(Some(std::mem::take(buffer))),
@@ -686,6 +721,35 @@ fn read_line(
             }
         }
     }
+}
+
+/// `read` that also takes the descriptors a message carries (close-on-exec).
+fn recv_with_fds(
+    control: &UnixStream,
+    chunk: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(chunk)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for us; nothing else owns them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(msg.bytes)
 }
 
 /// Polls for the child's exit until `deadline`.
@@ -725,6 +789,8 @@ struct ExecPlan {
     argv: Vec<CString>,
     envp: Vec<CString>,
     status: LaunchStatus,
+    /// The socket fence's listener, for the daemon.
+    fence: Option<OwnedFd>,
 }
 
 /// Entry point of `mcpguard __exec-server`; never returns.
@@ -747,13 +813,15 @@ pub fn helper_main() -> ! {
         Ok(plan) => plan,
         Err(error) => fail(&mut control, &error, EXIT_SETUP_FAILED),
     };
-    if let Err(source) = control.write_all(&encode_ok(&plan.status)) {
+    if let Err(source) = send_status(&mut control, &plan) {
         fail(
             &mut control,
             &HelperError::Report { source },
             EXIT_SETUP_FAILED,
         );
     }
+    // The daemon holds its own copy of the listener now.
+    drop(plan.fence);
     if let Err(errno) = set_cloexec(CONTROL_FD) {
         let source = io::Error::from(errno);
         fail(
@@ -775,6 +843,25 @@ pub fn helper_main() -> ! {
         },
     };
     fail(&mut control, &error, EXIT_EXEC_FAILED)
+}
+
+/// Writes the status line, with the socket fence's listener attached to
+/// its first bytes.
+fn send_status(control: &mut UnixStream, plan: &ExecPlan) -> io::Result<()> {
+    let line = encode_ok(&plan.status);
+    let Some(fence) = &plan.fence else {
+        return control.write_all(&line);
+    };
+    let fds = [fence.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        control.as_raw_fd(),
+        &[IoSlice::new(&line)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)?;
+    control.write_all(&line[sent..])
 }
 
 /// Reports `error` on the control socket and exits with `code`.
@@ -933,9 +1020,15 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let exe = resolve_program(&spec.argv[0], path_var, &spec.cwd, spec.uid)?;
     let exe_c = CString::new(exe.as_os_str().as_bytes())
         .map_err(|_| HelperError::NulByte { field: "argv[0]" })?;
-    // Last: from here on the helper only writes its status and execs.
+    // Last: from here on the helper only writes its status and execs, and
+    // this process's own socket() calls go through the socket fence.
     let seccomp = (!spec.sandbox.learn)
         .then(|| seccomp::install(&spec.kernel_allow))
+        .transpose()?;
+    let fence = spec
+        .sockets
+        .as_ref()
+        .map(socket_fence::install)
         .transpose()?;
     let fds = open_fds();
 
@@ -955,6 +1048,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             seccomp,
             fds,
         },
+        fence,
     })
 }
 
@@ -1195,6 +1289,7 @@ mod tests {
             },
             mounts: None,
             kernel_allow: vec![],
+            sockets: None,
         }
     }
 
@@ -1460,10 +1555,15 @@ mod tests {
                 },
                 mounts: None,
                 kernel_allow: vec![],
+                sockets: Some(SocketRules::default()),
             }
         }
 
         fn launch(&self, spec: &LaunchSpec) -> Result<(Child, LaunchStatus), LaunchError> {
+            self.launch_fenced(spec).map(|l| (l.child, l.status))
+        }
+
+        fn launch_fenced(&self, spec: &LaunchSpec) -> Result<Launched, LaunchError> {
             spawn(
                 spec,
                 &helper_exe(),
@@ -1491,6 +1591,33 @@ mod tests {
                 panic!("expected a helper failure, but launched {status:?}")
             }
         }
+    }
+
+    #[test]
+    fn the_socket_fence_hands_refused_sockets_to_the_daemon() {
+        let fx = Fixture::new("fence");
+        let script = "exec python3 -c 'import errno, socket\n\
+                      socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close(); print(\"route ok\")\n\
+                      try:\n    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)\n\
+                      except OSError as e:\n    print(\"sock_diag\", errno.errorcode[e.errno])'";
+        let mut launched = fx.launch_fenced(&fx.spec(script)).expect("launch");
+        let fence = launched.socket_fence.take().expect("a listener");
+        let req = fence.recv().expect("a notification");
+        let socket_fence::Call::Socket {
+            family,
+            sock_type,
+            protocol,
+        } = req.call
+        else {
+            panic!("not a socket() call: {req:?}");
+        };
+        // Python adds SOCK_CLOEXEC to the type.
+        assert_eq!((family, sock_type & 0xf, protocol), (16, 3, 4));
+        assert_eq!(req.pid, launched.child.id());
+        fence.respond(req.id, Some(libc::EPERM)).unwrap();
+        let out = launched.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "route ok\nsock_diag EPERM\n", "{out:?}");
     }
 
     #[test]

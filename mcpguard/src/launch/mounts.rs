@@ -10,6 +10,15 @@
 //! below those directories, and the working directory. Binding a path back
 //! grants nothing by itself; Landlock still decides access.
 //!
+//! Sockets elsewhere (an agent in `~/.ssh`, a daemon's socket in
+//! `/var/lib`) cannot be hidden by emptying a directory without hiding the
+//! files around them too. Every pathname socket outside the hidden
+//! directories that is listening when the server starts (`/proc/net/unix`)
+//! and that its policy does not name is covered with an empty root-owned
+//! file instead, so `connect()` to it fails (`EACCES`). A socket created
+//! there after the server started, or bound by a relative path, is not
+//! covered.
+//!
 //! The namespace is a slave of the host's, so mounts made on the host later
 //! still show up, and nothing the server's namespace does propagates back.
 
@@ -17,7 +26,7 @@ use std::{
     fs,
     os::{
         fd::{AsRawFd, OwnedFd},
-        unix::fs::{DirBuilderExt, PermissionsExt},
+        unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
 };
@@ -66,6 +75,9 @@ pub enum MountError {
 pub struct MountSpec {
     /// Paths bound back in when they lie below a hidden directory.
     pub keep: Vec<PathBuf>,
+    /// The sockets the policy names (`[network] unix`): never covered.
+    #[serde(default)]
+    pub sockets: Vec<PathBuf>,
     pub uid: u32,
     pub gid: u32,
 }
@@ -77,6 +89,9 @@ pub struct MountReport {
     pub hidden: Vec<PathBuf>,
     /// Paths bound back in.
     pub kept: Vec<PathBuf>,
+    /// Listening sockets covered with an empty file.
+    #[serde(default)]
+    pub masked: Vec<PathBuf>,
 }
 
 /// Whether `path` lies at or below `dir`.
@@ -200,10 +215,98 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
         fs::set_permissions(&user_run, fs::Permissions::from_mode(0o700)).map_err(err)?;
         std::os::unix::fs::chown(&user_run, Some(spec.uid), Some(spec.gid)).map_err(err)?;
     }
+    let masked = match hidden.first() {
+        Some((scratch, _)) => mask_sockets(&listening_sockets(), &spec.sockets, &hidden, scratch)?,
+        None => Vec::new(),
+    };
     Ok(MountReport {
         hidden: names,
         kept,
+        masked,
     })
+}
+
+/// Absolute paths of the pathname sockets in `/proc/net/unix` (bound in
+/// this network namespace), without duplicates. Unreadable: none.
+fn listening_sockets() -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut paths: Vec<PathBuf> = parse_proc_net_unix(&text);
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// The path column of `/proc/net/unix`: the rest of the line after the
+/// inode, for sockets bound to an absolute path (abstract names start
+/// with `@`, relative binds cannot be located).
+fn parse_proc_net_unix(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path: no column
+            // before the path holds a `/`.
+            line.find(" /").map(|i| PathBuf::from(&line[i + 1..]))
+        })
+        .collect()
+}
+
+/// Covers each socket in `found` that is still a socket here, lies outside
+/// the `hidden` directories (what is visible there was bound back on
+/// purpose) and is not one the policy names, with an empty root-owned file
+/// (created in the fresh tmpfs `scratch` and unlinked once bound). Returns
+/// what was covered.
+fn mask_sockets(
+    found: &[PathBuf],
+    allowed: &[PathBuf],
+    hidden: &[(PathBuf, u32)],
+    scratch: &Path,
+) -> Result<Vec<PathBuf>, MountError> {
+    let real = |p: &PathBuf| fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    let allowed: Vec<PathBuf> = allowed.iter().map(real).collect();
+    let targets: Vec<&PathBuf> = found
+        .iter()
+        .filter(|p| {
+            // A path that is something else now (the socket was removed)
+            // is left alone.
+            if !fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+                return false;
+            }
+            let r = real(p);
+            !allowed.contains(&r) && !hidden.iter().any(|(h, _)| below(&r, h))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cover = scratch.join(".mcpguard-socket-cover");
+    let err = |source| MountError::MountPoint {
+        path: cover.clone(),
+        source,
+    };
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&cover)
+        .map_err(err)?;
+    let mut masked = Vec::new();
+    for path in targets {
+        mount(
+            Some(cover.as_path()),
+            path.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|errno| MountError::Bind {
+            path: path.clone(),
+            errno,
+        })?;
+        masked.push(path.clone());
+    }
+    // The bind mounts hold the inode; the name must not show in the tmpfs.
+    fs::remove_file(&cover).map_err(err)?;
+    Ok(masked)
 }
 
 fn make_mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
@@ -225,4 +328,26 @@ fn make_mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
         fs::File::create(path).map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_unix_yields_absolute_paths_only() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01  2345 /run/docker.sock\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 12345 /home/u/.ssh/agent dir/s\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 12346 @/tmp/.X11-unix/X0\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 12347 relative.sock\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 12348\n";
+        assert_eq!(
+            parse_proc_net_unix(text),
+            [
+                PathBuf::from("/run/docker.sock"),
+                PathBuf::from("/home/u/.ssh/agent dir/s")
+            ]
+        );
+    }
 }

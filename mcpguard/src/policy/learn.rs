@@ -142,16 +142,14 @@ impl Observations {
                 self.unix.insert(path.clone());
             }
             Body::Socket {
+                family,
                 protocol,
                 sock_type,
                 verdict,
-                ..
             } if verdict == "would_deny" => {
-                self.sockets.insert(if sock_type == "raw" {
-                    "raw".into()
-                } else {
-                    protocol.clone()
-                });
+                if let Some(key) = super::sockets::key_for(family, sock_type, protocol) {
+                    self.sockets.insert(key);
+                }
             }
             Body::Syscall { name, result, .. } if *result >= 0 => {
                 if let Some(f) = crate::launch::seccomp::feature_of(name) {
@@ -339,12 +337,7 @@ pub fn propose(
         let _ = writeln!(t, "unix = {}", toml_list(&unix));
     }
     if !obs.sockets.is_empty() {
-        let kinds: BTreeSet<String> = obs
-            .sockets
-            .iter()
-            .map(|k| if k == "raw" { "raw" } else { "icmp" }.to_string())
-            .collect();
-        let kinds: Vec<String> = kinds.into_iter().collect();
+        let kinds: Vec<String> = obs.sockets.iter().cloned().collect();
         let _ = writeln!(t, "sockets = {}", toml_list(&kinds));
     }
     if !obs.kernel.is_empty() {

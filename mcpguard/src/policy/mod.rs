@@ -8,6 +8,7 @@
 pub mod learn;
 pub mod limits;
 pub mod net;
+pub mod sockets;
 
 use std::{
     fmt,
@@ -22,6 +23,7 @@ use toml::Spanned;
 pub use self::{
     limits::Limits,
     net::{compile_allow, host_entry, host_key, tcp_ports, HostRule, NetEntry, NetRule, PortRange},
+    sockets::SocketKind,
 };
 
 /// Policy files larger than this are refused: real ones are a few hundred
@@ -76,18 +78,13 @@ pub struct Network {
     /// the server may reach, as written: absolute or `~/`, `%u` standing
     /// for the caller's uid. Everything else there is hidden from it.
     pub unix: Vec<String>,
-    /// Socket kinds beyond TCP and UDP the server may create: `raw`, `icmp`.
+    /// Socket kinds beyond Unix, TCP, UDP and route netlink the server may
+    /// create (see [`sockets`]).
     pub sockets: Vec<SocketKind>,
-}
-
-/// `[network] sockets` entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SocketKind {
-    /// `SOCK_RAW` inet sockets (still need CAP_NET_RAW).
-    Raw,
-    /// ICMP "ping" sockets.
-    Icmp,
+    /// Let an allowed name's answer open loopback, link-local and
+    /// unspecified addresses (off: such answers are refused as DNS
+    /// rebinding).
+    pub allow_local_answers: bool,
 }
 
 /// Kernel interfaces beyond files and sockets (`[kernel]`).
@@ -462,6 +459,8 @@ struct RawNetwork {
     unix: Vec<Spanned<String>>,
     #[serde(default)]
     sockets: Vec<SocketKind>,
+    #[serde(default)]
+    allow_local_answers: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -645,6 +644,7 @@ impl Policy {
                 bind,
                 unix: c.paths("network.unix", &raw.network.unix)?,
                 sockets: raw.network.sockets,
+                allow_local_answers: raw.network.allow_local_answers,
             },
             identity: Identity {
                 groups: c.each("identity.groups", &raw.identity.groups, |g| {

@@ -5,6 +5,12 @@
 //! entry carries the ports of its own rules *and* of every shorter rule
 //! prefix that contains it. Without that fold, `10.0.0.0/8:443` plus
 //! `10.1.0.0/16:80` would deny 10.1.2.3:443.
+//!
+//! Cloud metadata endpoints ([`METADATA`]) hand out the machine's cloud
+//! credentials, so a rule that merely covers one (`0.0.0.0/0:80`) does not
+//! open it: the compiled list gets a port-less /128 entry for it, which the
+//! longest-prefix lookup finds first. Only a rule naming the address itself
+//! (`169.254.169.254:80`) opens it.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +24,27 @@ use mcpguard_common::{
 };
 
 use super::{PolicyError, Problem};
+
+/// Cloud instance metadata endpoints: AWS, GCP, Azure and Oracle
+/// (169.254.169.254, and fd00:ec2::254 on AWS IPv6), ECS task credentials
+/// (169.254.170.2) and Alibaba Cloud (100.100.100.200).
+pub const METADATA: [Ipv6Addr; 4] = [
+    Ipv4Addr::new(169, 254, 169, 254).to_ipv6_mapped(),
+    Ipv4Addr::new(169, 254, 170, 2).to_ipv6_mapped(),
+    Ipv4Addr::new(100, 100, 100, 200).to_ipv6_mapped(),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+];
+
+/// Whether `addr` (IPv4 as IPv4-mapped) is a cloud metadata endpoint.
+pub fn is_metadata(addr: Ipv6Addr) -> bool {
+    METADATA.contains(&addr)
+}
+
+/// Whether a rule names `addr` itself (a /32 or /128), not just a network
+/// containing it.
+pub fn names_exactly(rules: &[NetRule], addr: Ipv6Addr) -> bool {
+    rules.iter().any(|r| r.prefix >= 128 && r.addr == addr)
+}
 
 /// An inclusive range of TCP/UDP ports, 1..=65535 once validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -399,6 +426,22 @@ pub fn compile_allow(rules: &[NetRule], cgroup_id: u64) -> Result<Vec<NetEntry>,
             ports,
         });
     }
+    // Metadata endpoints a wider rule covers get an entry of their own
+    // with no ports: the longest match, so nothing reaches them.
+    for m in METADATA {
+        let m = u128::from(m);
+        let covered = own.keys().any(|&(prefix, addr)| mask(m, prefix) == addr);
+        if covered && !own.contains_key(&(128, m)) {
+            entries.push(NetEntry {
+                prefix_len: CGROUP_BITS + 128,
+                key: NetKey {
+                    cgroup_be: cgroup_id.to_be_bytes(),
+                    addr: m.to_be_bytes(),
+                },
+                ports: PortSet::default(),
+            });
+        }
+    }
     Ok(entries)
 }
 
@@ -612,7 +655,8 @@ mod tests {
     fn ipv6_default_route_is_one_zero_entry_that_folds_into_everything() {
         let entries =
             compile_allow(&rules(&["[::/0]:53", "10.0.0.0/8:443", "[::1]:80"]), 9).unwrap();
-        assert_eq!(entries.len(), 3);
+        // Plus the port-less entries that keep the metadata endpoints shut.
+        assert_eq!(entries.len(), 3 + METADATA.len());
         let any = entry(&entries, 64, [0; 16]);
         assert_eq!(ranges(&any.ports), [(53, 53)]);
         // IPv4 is looked up as ::ffff:a.b.c.d, which ::/0 contains.
@@ -662,6 +706,34 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(err.to_string().contains("10.1.1.1:9"), "{err}");
+    }
+
+    #[test]
+    fn covering_rules_do_not_open_metadata_endpoints_but_naming_one_does() {
+        let meta = Ipv4Addr::new(169, 254, 169, 254);
+        let entries = compile_allow(&rules(&["0.0.0.0/0:80", "[::/0]:80"]), 1).unwrap();
+        for m in METADATA {
+            let e = entry(&entries, 64 + 128, m.octets());
+            assert_eq!(e.ports.count, 0, "{m}");
+            assert!(!e.ports.allows(80));
+        }
+        // A rule for the link-local /16 covers it too.
+        let entries = compile_allow(&rules(&["169.254.0.0/16:80"]), 1).unwrap();
+        assert!(!entry(&entries, 64 + 128, v4_key(meta.octets()))
+            .ports
+            .allows(80));
+        // Only the metadata addresses a rule covers get an entry.
+        let entries = compile_allow(&rules(&["10.0.0.0/8:80"]), 1).unwrap();
+        assert_eq!(entries.len(), 1);
+        // Naming the address opens it.
+        let named = rules(&["0.0.0.0/0:80", "169.254.169.254:80"]);
+        assert!(names_exactly(&named, meta.to_ipv6_mapped()));
+        let entries = compile_allow(&named, 1).unwrap();
+        assert!(entry(&entries, 64 + 128, v4_key(meta.octets()))
+            .ports
+            .allows(80));
+        assert!(is_metadata(meta.to_ipv6_mapped()));
+        assert!(!is_metadata(Ipv4Addr::new(169, 254, 1, 1).to_ipv6_mapped()));
     }
 
     #[test]

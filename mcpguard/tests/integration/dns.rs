@@ -1,6 +1,9 @@
 //! Egress by name: a little internet on loopback (a test upstream resolver
 //! serving allowed.test, cdn.allowed.test as a CNAME, and evil.test), and
-//! guarded servers that resolve, connect, and try to get around it.
+//! guarded servers that resolve, connect, and try to get around it. The
+//! names answer with loopback addresses, so the policies here set
+//! `allow_local_answers`; the escape suite's egress class
+//! (`escape/net.rs`) shares this upstream and its rebinding names.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -31,8 +34,8 @@ const SHORT_TTL: u32 = 1;
 
 /// The test's upstream resolver, on UDP and TCP `127.0.0.1:port`. It logs
 /// every name it is asked, so a test can show a name never left the daemon.
-struct Upstream {
-    addr: SocketAddr,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     asked: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -85,14 +88,38 @@ fn zone(q: &Message) -> Message {
             60,
             RData::A(A(Ipv4Addr::new(127, 0, 0, 3))),
         )),
-        "allowed.test" | "evil.test" => {}
+        // DNS rebinding: a name a policy allows, answering with the
+        // server's own host (loopback, link-local, unspecified, and the
+        // IPv4-mapped forms of these).
+        "rebind.test" if t == RecordType::A => {
+            for a in [[127, 0, 0, 5], [169, 254, 1, 1], [0, 0, 0, 0]] {
+                resp.answers
+                    .push(rec("rebind.test", 60, RData::A(A(Ipv4Addr::from(a)))));
+            }
+        }
+        "rebind.test" if t == RecordType::AAAA => {
+            for a in ["::1", "fe80::1", "::ffff:127.0.0.5", "::"] {
+                resp.answers.push(rec(
+                    "rebind.test",
+                    60,
+                    RData::AAAA(AAAA(a.parse().unwrap())),
+                ));
+            }
+        }
+        // A name pointing at the cloud metadata service.
+        "metadata.test" if t == RecordType::A => resp.answers.push(rec(
+            "metadata.test",
+            60,
+            RData::A(A(Ipv4Addr::new(169, 254, 169, 254))),
+        )),
+        "allowed.test" | "evil.test" | "rebind.test" | "metadata.test" => {}
         _ => resp.metadata.response_code = ResponseCode::NXDomain,
     }
     resp
 }
 
 impl Upstream {
-    fn start() -> Upstream {
+    pub(crate) fn start() -> Upstream {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).unwrap();
@@ -153,7 +180,7 @@ impl Upstream {
         }
     }
 
-    fn asked(&self) -> Vec<String> {
+    pub(crate) fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()
     }
 }
@@ -253,7 +280,7 @@ fn dns_policy(
     policy(
         dir,
         name,
-        &format!("name = {name:?}\n{fs}\n[network]\nallow = [{allow}]\n[env]\npass = [\"PATH\"]\n"),
+        &format!("name = {name:?}\n{fs}\n[network]\nallow = [{allow}]\nallow_local_answers = true\n[env]\npass = [\"PATH\"]\n"),
     )
 }
 

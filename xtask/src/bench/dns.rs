@@ -7,9 +7,10 @@
 //! 10,000 (9,999 distinct `10.x.y.z/32` on port 443 besides the sink).
 //!
 //! Everything stays on loopback: the upstream on 127.0.0.1 answers
-//! `allowed.test` with 127.0.0.2 (TTL 60) and every other name NXDOMAIN;
-//! the connect sink on 127.0.0.1 accepts and drops every connection. The
-//! figures are informational rows: no targets.
+//! `allowed.test` with 192.0.2.2 (TTL 60; a documentation address, since
+//! the resolver refuses to open a loopback answer as DNS rebinding) and
+//! every other name NXDOMAIN; the connect sink on 127.0.0.1 accepts and
+//! drops every connection. The figures are informational rows: no targets.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -34,7 +35,7 @@ const STUB: &str = "127.0.0.53";
 const BIG: usize = 10_000;
 
 /// The upstream's answer to one query, or `None` for a datagram that is not
-/// a query: `allowed.test` A is 127.0.0.2 (TTL 60), other types of it have
+/// a query: `allowed.test` A is 192.0.2.2 (TTL 60), other types of it have
 /// no answer, other names are NXDOMAIN.
 fn answer(q: &[u8]) -> Option<Vec<u8>> {
     // Header, then exactly one question: labels, QTYPE, QCLASS.
@@ -69,7 +70,7 @@ fn answer(q: &[u8]) -> Option<Vec<u8>> {
     r.extend_from_slice(question);
     if a {
         // Name: pointer to the question's; A, IN, TTL 60, 4 bytes.
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
     }
     Some(r)
 }

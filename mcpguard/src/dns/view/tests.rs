@@ -69,7 +69,14 @@ fn grants_fold_static_ports_and_expire_back_to_the_static_rules() {
         parse_rule("192.0.2.0/24:80").unwrap(),
         parse_rule("192.0.2.7:22").unwrap(),
     ];
-    let view = DnsView::new(9, vec![host.clone()], statics, None, Box::new(sink.clone()));
+    let view = DnsView::new(
+        9,
+        vec![host.clone()],
+        statics,
+        None,
+        false,
+        Box::new(sink.clone()),
+    );
     let ports = [host.ports];
     // An address inside the static /24: its entry carries 80 and 443.
     view.open(&[(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 0)], &ports);
@@ -88,4 +95,66 @@ fn grants_fold_static_ports_and_expire_back_to_the_static_rules() {
     // .1 loses its own entry (the /24 covers it again); .7 gets its static
     // /128 entry back.
     assert_eq!(ops, ["install 22-22,80-80", "remove"]);
+}
+
+#[test]
+fn local_answers_are_the_servers_own_host() {
+    for a in [
+        "::ffff:127.0.0.5",
+        "::ffff:169.254.1.1",
+        "::ffff:0.0.0.0",
+        "::1",
+        "::",
+        "fe80::1",
+        "febf::1",
+    ] {
+        assert!(is_local(a.parse().unwrap()), "{a}");
+    }
+    for a in [
+        "::ffff:192.0.2.1",
+        "::ffff:10.0.0.1",
+        "2001:db8::1",
+        "fec0::1",
+    ] {
+        assert!(!is_local(a.parse().unwrap()), "{a}");
+    }
+}
+
+#[test]
+fn rebinding_and_metadata_answers_are_refused_and_stripped() {
+    let view = |allow_local, statics: &[&str]| {
+        DnsView::new(
+            9,
+            vec![parse_host_rule("*:80").unwrap()],
+            statics.iter().map(|r| parse_rule(r).unwrap()).collect(),
+            None,
+            allow_local,
+            Box::new(Arc::new(Sink::default())),
+        )
+    };
+    let lo: Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
+    let meta: Ipv6Addr = "::ffff:169.254.169.254".parse().unwrap();
+    let public: Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
+    let strict = view(false, &[]);
+    assert_eq!(strict.refusal(lo), Some("rebinding"));
+    assert_eq!(strict.refusal(meta), Some("metadata"));
+    assert_eq!(strict.refusal(public), None);
+    let local = view(true, &[]);
+    assert_eq!(local.refusal(lo), None);
+    assert_eq!(local.refusal(meta), Some("metadata"));
+    // A rule naming the endpoint itself lets its name resolve.
+    assert_eq!(view(false, &["169.254.169.254:80"]).refusal(meta), None);
+
+    let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+    m.answers = vec![
+        rec("a.example", RData::A(A(Ipv4Addr::new(127, 0, 0, 1)))),
+        rec("a.example", RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))),
+    ];
+    let stripped = strip(
+        &m.to_vec().unwrap(),
+        &[(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 30)],
+    )
+    .unwrap();
+    let left = chain_addrs(&Message::from_vec(&stripped).unwrap(), "a.example");
+    assert_eq!(left, vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 30)]);
 }

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::harness::scratch;
 
 mod kernel;
+mod net;
 mod resources;
 
 /// The attack classes, numbered as in the issue and the report.

@@ -1,0 +1,130 @@
+//! The daemon's side of a server's socket fence ([`crate::launch::socket_fence`]):
+//! one thread per server answers the `socket()` calls the filter handed
+//! over. Each is refused with EPERM (in learning mode let through) and
+//! recorded as a `socket` record naming the family and protocol.
+//!
+//! The thread ends when the server and everything it started are gone
+//! (the listener reports hang-up) or when the session tears down.
+
+use std::{
+    io,
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tracing::{debug, warn};
+
+use crate::{
+    audit::Body,
+    launch::socket_fence::{Call, Listener},
+    policy::sockets::{family_name, protocol_name, sock_type_name},
+};
+
+/// How often the thread looks at its stop flag.
+const TICK_MS: u16 = 200;
+
+/// Writes one record for the server, from the calling pid.
+pub type Recorder = Box<dyn Fn(Body, u32) + Send>;
+
+/// A running fence thread; dropping it stops the thread.
+pub struct SocketFence {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SocketFence {
+    pub fn start(listener: Listener, learn: bool, record: Recorder) -> io::Result<SocketFence> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("socket-fence".into())
+            .stack_size(256 * 1024)
+            .spawn(move || serve(&listener, learn, &record, &flag))?;
+        Ok(SocketFence {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SocketFence {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(listener: &Listener, learn: bool, record: &Recorder, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.fd().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(TICK_MS)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => {
+                warn!(%error, "socket fence: poll");
+                return;
+            }
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLIN) {
+            answer(listener, learn, record);
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            // No task uses the filter any more.
+            return;
+        }
+    }
+}
+
+fn answer(listener: &Listener, learn: bool, record: &Recorder) {
+    let req = match listener.recv() {
+        Ok(r) => r,
+        // The caller was interrupted or died before we read it.
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => return,
+        Err(error) => {
+            debug!(%error, "socket fence: receive");
+            return;
+        }
+    };
+    let verdict = if learn { "would_deny" } else { "deny" };
+    let errno = (!learn).then_some(libc::EPERM);
+    // Answer first: the caller is blocked until then.
+    if let Err(error) = listener.respond(req.id, errno) {
+        // ENOENT: the caller is gone, the call never completes.
+        if error.raw_os_error() != Some(libc::ENOENT) {
+            warn!(%error, pid = req.pid, "socket fence: answer");
+        }
+    }
+    let body = match req.call {
+        Call::Socket {
+            family,
+            sock_type,
+            protocol,
+        } => Body::Socket {
+            family: family_name(family),
+            sock_type: sock_type_name(sock_type),
+            protocol: protocol_name(family, protocol),
+            verdict: verdict.into(),
+        },
+        Call::Socketcall => Body::Socket {
+            family: "unknown".into(),
+            sock_type: "unknown".into(),
+            protocol: "socketcall".into(),
+            verdict: verdict.into(),
+        },
+        Call::Foreign { arch, nr } => Body::Socket {
+            family: "unknown".into(),
+            sock_type: "unknown".into(),
+            protocol: format!("syscall {nr} of arch {arch:#x}"),
+            verdict: verdict.into(),
+        },
+    };
+    record(body, req.pid);
+}

@@ -1,0 +1,458 @@
+//! The socket fence: a seccomp filter on `socket()` for the address
+//! families and netlink protocols the cgroup `sock_create` hook never sees
+//! (it runs for inet sockets only, and only after the kernel's own
+//! CAP_NET_RAW check, so an unprivileged raw socket is refused there
+//! without a trace).
+//!
+//! The launch helper installs it last, after `no_new_privs`. Unix, inet and
+//! inet6 sockets and route netlink (glibc's `getaddrinfo` with
+//! `AI_ADDRCONFIG`, `getifaddrs`) pass; so does whatever `[network]
+//! sockets` names ([`SocketRules`]). Everything else, raw inet sockets
+//! included, is not failed by the filter but handed to the daemon
+//! (`SECCOMP_RET_USER_NOTIF`): a syscall seccomp fails never reaches the
+//! syscall tracepoints, so the daemon is what records it. The daemon
+//! answers EPERM (in learning mode it lets the call proceed) and writes a
+//! `socket` record with the family and protocol. With the daemon gone, the
+//! kernel fails such a call with ENOSYS: still refused. Only `socket()` is
+//! filtered; every other syscall costs the filter two loads and compares.
+//!
+//! A 64-bit process can make 32-bit syscalls (`int 0x80` on x86_64): their
+//! `socket` is checked the same way, and `socketcall(SYS_SOCKET)`, whose
+//! arguments sit in memory the filter cannot read, is refused. Syscalls of
+//! any other architecture are refused.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use thiserror::Error;
+
+use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
+
+#[derive(Debug, Error)]
+pub enum SocketFenceError {
+    #[error("cannot install the socket filter: {0}")]
+    Install(#[source] io::Error),
+    #[error("the socket filter has {0} instructions; a jump cannot span that far")]
+    TooLong(usize),
+    #[error("no socket filter for this architecture")]
+    Unsupported,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    /// AUDIT_ARCH_X86_64.
+    pub const NATIVE: u32 = 0xc000_003e;
+    /// x32 syscalls carry this bit in their number, under the native arch.
+    pub const X32_BIT: Option<u32> = Some(0x4000_0000);
+    /// AUDIT_ARCH_I386, its `socket` and `socketcall`.
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0003, 359, Some(102)));
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    /// AUDIT_ARCH_AARCH64.
+    pub const NATIVE: u32 = 0xc000_00b7;
+    pub const X32_BIT: Option<u32> = None;
+    /// AUDIT_ARCH_ARM and its `socket` (EABI has no `socketcall`).
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0028, 281, None));
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod arch {
+    pub const NATIVE: u32 = 0;
+    pub const X32_BIT: Option<u32> = None;
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = None;
+}
+
+const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// `struct seccomp_data`: the syscall number, the arch, and the low 32
+/// bits of argument `i` (the kernel reads socket()'s arguments as ints).
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg(i: u32) -> u32 {
+    16 + 8 * i + if cfg!(target_endian = "big") { 4 } else { 0 }
+}
+
+/// `socketcall`'s call number for `socket`.
+const SYS_SOCKET: u32 = 1;
+const SOCK_TYPE_MASK: u32 = 0xf;
+const SOCK_RAW: u32 = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Native,
+    Compat,
+    Socketcall,
+    Check,
+    Inet,
+    Netlink,
+    Allow,
+    Notify,
+}
+
+enum Op {
+    Load(u32),
+    And(u32),
+    /// Jump to the label if the accumulator equals the value.
+    JumpIfEq(u32, Label),
+    Ret(u32),
+    Here(Label),
+}
+
+fn program(rules: &SocketRules) -> Vec<Op> {
+    use Label::*;
+    use Op::*;
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+    let nr_socket = libc::SYS_socket as u32;
+    let mut p = vec![Load(OFF_ARCH), JumpIfEq(arch::NATIVE, Native)];
+    if let Some((compat, _, _)) = arch::COMPAT {
+        p.push(JumpIfEq(compat, Compat));
+    }
+    p.extend([
+        Ret(NOTIFY),
+        Here(Native),
+        Load(OFF_NR),
+        JumpIfEq(nr_socket, Check),
+    ]);
+    if let Some(bit) = arch::X32_BIT {
+        p.push(JumpIfEq(nr_socket | bit, Check));
+    }
+    p.push(Ret(ALLOW));
+    if let Some((_, socket, socketcall)) = arch::COMPAT {
+        p.extend([Here(Compat), Load(OFF_NR), JumpIfEq(socket, Check)]);
+        if let Some(socketcall) = socketcall {
+            p.extend([
+                JumpIfEq(socketcall, Socketcall),
+                Ret(ALLOW),
+                Here(Socketcall),
+                Load(off_arg(0)),
+                JumpIfEq(SYS_SOCKET, Notify),
+            ]);
+        }
+        p.push(Ret(ALLOW));
+    }
+    p.extend([
+        Here(Check),
+        Load(off_arg(0)),
+        JumpIfEq(AF_UNIX, Allow),
+        JumpIfEq(AF_INET, Inet),
+        JumpIfEq(AF_INET6, Inet),
+        JumpIfEq(AF_NETLINK, Netlink),
+    ]);
+    p.extend(rules.families.iter().map(|f| JumpIfEq(*f, Allow)));
+    p.extend([Ret(NOTIFY), Here(Inet)]);
+    if !rules.raw {
+        p.extend([
+            Load(off_arg(1)),
+            And(SOCK_TYPE_MASK),
+            JumpIfEq(SOCK_RAW, Notify),
+        ]);
+    }
+    p.extend([Ret(ALLOW), Here(Netlink)]);
+    if !rules.netlink_all {
+        p.extend([Load(off_arg(2)), JumpIfEq(NETLINK_ROUTE, Allow)]);
+        p.extend(rules.netlink.iter().map(|n| JumpIfEq(*n, Allow)));
+        p.push(Ret(NOTIFY));
+    }
+    p.extend([
+        Ret(ALLOW),
+        Here(Allow),
+        Ret(ALLOW),
+        Here(Notify),
+        Ret(NOTIFY),
+    ]);
+    p
+}
+
+/// The classic BPF program for `rules`, jumps resolved.
+pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
+    let ops = program(rules);
+    let mut at = Vec::new();
+    let mut pc = 0usize;
+    for op in &ops {
+        match op {
+            Op::Here(l) => at.push((*l, pc)),
+            _ => pc += 1,
+        }
+    }
+    let target = |l: Label| at.iter().find(|(x, _)| *x == l).map(|(_, pc)| *pc);
+    let ins = |code: u32, jt: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf: 0,
+        k,
+    };
+    let mut out = Vec::with_capacity(pc);
+    for op in &ops {
+        let here = out.len();
+        out.push(match op {
+            Op::Here(_) => continue,
+            Op::Load(off) => ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, *off),
+            Op::And(k) => ins(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, *k),
+            Op::Ret(k) => ins(libc::BPF_RET | libc::BPF_K, 0, *k),
+            Op::JumpIfEq(k, l) => {
+                let to = target(*l).expect("every jump target is placed");
+                let jt = u8::try_from(to - here - 1).map_err(|_| SocketFenceError::TooLong(pc))?;
+                ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, *k)
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Installs the filter on the calling thread (which must have
+/// `no_new_privs`) and returns the listener the daemon answers on. The
+/// listener is close-on-exec.
+pub fn install(rules: &SocketRules) -> Result<OwnedFd, SocketFenceError> {
+    if !SUPPORTED {
+        return Err(SocketFenceError::Unsupported);
+    }
+    let mut prog = filter(rules)?;
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| SocketFenceError::TooLong(prog.len()))?,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel
+    // copies the program. The flag makes the call return a new fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(SocketFenceError::Install(io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A socket() call the filter handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Socket {
+        family: u32,
+        sock_type: u32,
+        protocol: u32,
+    },
+    /// A 32-bit `socketcall(SYS_SOCKET)`: its arguments are in memory.
+    Socketcall,
+    /// Any syscall of an architecture the filter does not know.
+    Foreign { arch: u32, nr: i32 },
+}
+
+/// One notification: answer it with [`Listener::respond`].
+#[derive(Debug)]
+pub struct Request {
+    pub id: u64,
+    pub pid: u32,
+    pub call: Call,
+}
+
+/// The daemon's end of one server's filter.
+pub struct Listener(OwnedFd);
+
+impl Listener {
+    pub fn new(fd: OwnedFd) -> Listener {
+        Listener(fd)
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.0
+    }
+
+    /// The next pending call (blocks if none is).
+    pub fn recv(&self) -> io::Result<Request> {
+        // SAFETY: an all-zero seccomp_notif is valid and is what the
+        // kernel requires on input.
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: the ioctl writes one seccomp_notif into `n`.
+        let ret = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut n as *mut libc::seccomp_notif,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let d = n.data;
+        let low = |i: usize| d.args[i] as u32;
+        let compat = arch::COMPAT.filter(|c| c.0 == d.arch);
+        let call = if d.arch != arch::NATIVE && compat.is_none() {
+            Call::Foreign {
+                arch: d.arch,
+                nr: d.nr,
+            }
+        } else if compat.and_then(|c| c.2) == Some(d.nr as u32) {
+            Call::Socketcall
+        } else {
+            Call::Socket {
+                family: low(0),
+                sock_type: low(1),
+                protocol: low(2),
+            }
+        };
+        Ok(Request {
+            id: n.id,
+            pid: n.pid,
+            call,
+        })
+    }
+
+    /// Fails the call with `errno`, or (`None`) lets it proceed.
+    pub fn respond(&self, id: u64, errno: Option<i32>) -> io::Result<()> {
+        let resp = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: errno.map_or(0, |e| -e),
+            flags: if errno.is_none() {
+                libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
+            } else {
+                0
+            },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_resp.
+        let ret = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &resp as *const libc::seccomp_notif_resp,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the program the way the kernel would on one syscall.
+    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32, args: [u32; 3]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+        data[4..8].copy_from_slice(&arch.to_ne_bytes());
+        for (i, a) in args.iter().enumerate() {
+            let off = off_arg(i as u32) as usize;
+            data[off..off + 4].copy_from_slice(&a.to_ne_bytes());
+        }
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match u32::from(i.code) {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    let k = i.k as usize;
+                    acc = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= i.k,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    if acc == i.k {
+                        pc += usize::from(i.jt);
+                    }
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+
+    fn socket(prog: &[libc::sock_filter], family: u32, ty: u32, proto: u32) -> u32 {
+        run(
+            prog,
+            arch::NATIVE,
+            libc::SYS_socket as u32,
+            [family, ty, proto],
+        )
+    }
+
+    #[test]
+    fn defaults_pass_everyday_sockets_and_hand_over_the_rest() {
+        let p = filter(&SocketRules::default()).unwrap();
+        // SOCK_CLOEXEC and SOCK_NONBLOCK ride along in the type.
+        let cloexec = libc::SOCK_CLOEXEC as u32;
+        assert_eq!(socket(&p, 1, 1 | cloexec, 0), ALLOW);
+        assert_eq!(socket(&p, 2, 1, 6), ALLOW);
+        assert_eq!(socket(&p, 10, 2, 17), ALLOW);
+        assert_eq!(socket(&p, 16, 3 | cloexec, 0), ALLOW);
+        assert_eq!(socket(&p, 2, 3 | cloexec, 1), NOTIFY);
+        assert_eq!(socket(&p, 10, 3, 58), NOTIFY);
+        assert_eq!(socket(&p, 16, 3, 4), NOTIFY);
+        assert_eq!(socket(&p, 16, 3, 15), NOTIFY);
+        assert_eq!(socket(&p, 17, 3, 0x300), NOTIFY);
+        assert_eq!(socket(&p, 40, 1, 0), NOTIFY);
+        // Other syscalls are not looked at.
+        assert_eq!(
+            run(&p, arch::NATIVE, libc::SYS_connect as u32, [16, 0, 0]),
+            ALLOW
+        );
+        if let Some(bit) = arch::X32_BIT {
+            assert_eq!(
+                run(&p, arch::NATIVE, libc::SYS_socket as u32 | bit, [16, 3, 4]),
+                NOTIFY
+            );
+        }
+        if let Some((compat, nr, socketcall)) = arch::COMPAT {
+            assert_eq!(run(&p, compat, nr, [16, 3, 4]), NOTIFY);
+            assert_eq!(run(&p, compat, nr, [2, 1, 0]), ALLOW);
+            if let Some(sc) = socketcall {
+                assert_eq!(run(&p, compat, sc, [SYS_SOCKET, 0, 0]), NOTIFY);
+                // socketcall(SYS_CONNECT): the cgroup hooks see it.
+                assert_eq!(run(&p, compat, sc, [3, 0, 0]), ALLOW);
+            }
+        }
+        assert_eq!(run(&p, 0x1234, 0, [0, 0, 0]), NOTIFY);
+    }
+
+    #[test]
+    fn named_kinds_pass() {
+        let p = filter(&SocketRules {
+            raw: true,
+            netlink_all: false,
+            netlink: vec![4, 9],
+            families: vec![17],
+        })
+        .unwrap();
+        assert_eq!(socket(&p, 2, 3, 1), ALLOW);
+        assert_eq!(socket(&p, 16, 3, 4), ALLOW);
+        assert_eq!(socket(&p, 16, 3, 9), ALLOW);
+        assert_eq!(socket(&p, 16, 3, 15), NOTIFY);
+        assert_eq!(socket(&p, 17, 3, 0x300), ALLOW);
+        assert_eq!(socket(&p, 40, 1, 0), NOTIFY);
+        let all = filter(&SocketRules {
+            netlink_all: true,
+            ..SocketRules::default()
+        })
+        .unwrap();
+        assert_eq!(socket(&all, 16, 3, 15), ALLOW);
+    }
+
+    #[test]
+    fn every_family_and_protocol_at_once_still_fits() {
+        let p = filter(&SocketRules {
+            raw: false,
+            netlink_all: false,
+            netlink: (1..32).collect(),
+            families: (1..64).collect(),
+        })
+        .unwrap();
+        assert_eq!(socket(&p, 63, 1, 0), ALLOW);
+        assert_eq!(socket(&p, 16, 3, 31), ALLOW);
+        assert_eq!(socket(&p, 16, 3, 32), NOTIFY);
+    }
+}
