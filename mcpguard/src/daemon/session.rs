@@ -513,16 +513,21 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         let client_out = client_out.clone();
         let mut dropped = 0usize;
         move |piece: Piece<'_>| match piece {
-            Piece::Line(line) => {
-                let out = tap.server_line(line);
-                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                relay::write_piece(fd.as_fd(), &out, true)
-            }
-            Piece::Tail(line) => {
-                let out = tap.server_line(line);
-                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                relay::write_piece(fd.as_fd(), &out, false)
-            }
+            // A withheld line (recorded by the tap) is not written at all.
+            Piece::Line(line) => match tap.server_line(line) {
+                Some(out) => {
+                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &out, true)
+                }
+                None => Ok(true),
+            },
+            Piece::Tail(line) => match tap.server_line(line) {
+                Some(out) => {
+                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &out, false)
+                }
+                None => Ok(true),
+            },
             // Too long to inspect: dropped (and recorded) rather than passed
             // on unredacted.
             Piece::Overflow { data, last } => {
