@@ -11,6 +11,8 @@ pub mod cli;
 pub mod daemon;
 pub mod dns;
 pub mod ebpf;
+#[cfg(test)]
+mod fuzz;
 pub mod install;
 pub mod launch;
 pub mod mcp;

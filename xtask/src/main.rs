@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod escape;
+mod fuzz;
 mod setup;
 mod sh;
 
@@ -53,6 +54,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Run the fuzz targets (policy, mcp, dns) longer than `test` does, in
+    /// release mode, and report how many inputs each ran.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+        /// One target: policy, mcp or dns (default: all).
+        target: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +97,10 @@ fn dispatch(command: Command) -> Result<()> {
             // debug build the tests already made.
             build(!quick)?;
             bench::run(quick)
+        }
+        Command::Fuzz { secs, target } => {
+            setup::run()?;
+            fuzz::run(secs, target.as_deref())
         }
     }
 }

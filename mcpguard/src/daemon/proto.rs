@@ -9,6 +9,11 @@
 //! the log) send the same first byte with no descriptors ([`Hello::Query`]),
 //! then one [`Request::Status`] or [`Request::Audit`] frame of at most
 //! [`MAX_QUERY_FRAME`] bytes.
+//!
+//! A frame's body is buffered as it arrives, never allocated from its
+//! length prefix alone, and the daemon reads requests through a
+//! [`Deadline`], so a client that announces a large frame and trickles it
+//! (or nothing) holds little memory and no thread for long.
 
 use std::{
     io::{self, IoSlice, IoSliceMut, Read, Write},
@@ -16,6 +21,7 @@ use std::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::net::UnixStream,
     },
+    time::Instant,
 };
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -51,6 +57,12 @@ pub enum ProtoError {
     Sys(#[from] nix::Error),
     #[error("frame of {0} bytes exceeds the size limit")]
     TooLarge(u32),
+    #[error("frame cut short: {got} of {want} bytes arrived")]
+    Truncated { got: usize, want: u32 },
+    #[error("the request did not arrive in time")]
+    TimedOut,
+    #[error("the connection closed before its first byte")]
+    Closed,
     #[error("malformed frame: {0}")]
     Json(#[from] serde_json::Error),
     #[error("expected stdin, stdout and stderr as SCM_RIGHTS, got {0} descriptors")]
@@ -176,15 +188,57 @@ pub fn read_frame_limited<T: DeserializeOwned>(
     match stream.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(io_error(e)),
     }
-    let len = u32::from_le_bytes(len);
-    if len > max {
-        return Err(ProtoError::TooLarge(len));
+    let want = u32::from_le_bytes(len);
+    if want > max {
+        return Err(ProtoError::TooLarge(want));
     }
-    let mut body = vec![0u8; len as usize];
-    stream.read_exact(&mut body)?;
+    // Grown as bytes arrive: a length prefix alone commits no memory.
+    let mut body = Vec::new();
+    stream
+        .take(u64::from(want))
+        .read_to_end(&mut body)
+        .map_err(io_error)?;
+    if body.len() < want as usize {
+        return Err(ProtoError::Truncated {
+            got: body.len(),
+            want,
+        });
+    }
     Ok(Some(serde_json::from_slice(&body)?))
+}
+
+/// A socket timeout shows up as `WouldBlock`; it means the client is late.
+fn io_error(e: io::Error) -> ProtoError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ProtoError::TimedOut,
+        _ => e.into(),
+    }
+}
+
+/// Reads from a socket that all give up at one instant, however slowly
+/// the bytes trickle in (a socket timeout alone restarts with every read).
+pub struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    pub fn new(stream: &'a UnixStream, until: Instant) -> Deadline<'a> {
+        Deadline { stream, until }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&*self.stream).read(buf)
+    }
 }
 
 /// Send `fds` as SCM_RIGHTS on one marker byte.
@@ -223,7 +277,11 @@ pub fn recv_hello(stream: &UnixStream) -> Result<Hello, ProtoError> {
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    )
+    .map_err(|e| match e {
+        nix::Error::EAGAIN => ProtoError::TimedOut,
+        e => e.into(),
+    })?;
     let mut fds = Vec::new();
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(received) = cmsg {
@@ -237,6 +295,9 @@ pub fn recv_hello(stream: &UnixStream) -> Result<Hello, ProtoError> {
         .iter()
         .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
         .collect();
+    if msg.bytes == 0 && owned.is_empty() {
+        return Err(ProtoError::Closed);
+    }
     if msg.bytes != 1 || truncated {
         return Err(ProtoError::Fds(owned.len()));
     }

@@ -50,7 +50,8 @@ const MAX_LINE: usize = 16 << 20;
 /// Server stderr is passed on in chunks of at most this when it has no
 /// newline for that long.
 const MAX_STDERR_LINE: usize = 1 << 20;
-/// How long a new connection has to send its first byte and request.
+/// How long a new connection has to send its first byte and request, in
+/// all; also how long one write to the client may block.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
@@ -69,6 +70,12 @@ pub enum SessionError {
     NoUser(u32),
     #[error("the first message must be a launch request")]
     NotLaunch,
+    #[error(
+        "too many connections of this user are still sending their request (at most {}); \
+         try again when they finish",
+        super::status::MAX_HANDSHAKES_PER_UID
+    )]
+    TooManyHandshakes,
     #[error("empty server command: pass it after `--`")]
     EmptyArgv,
     #[error("{0}")]
@@ -187,7 +194,17 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
             return;
         }
     };
-    if let Err(error) = serve_peer(&shared, &stream, &peer) {
+    // Nothing the daemon writes may block this thread for long either (a
+    // client that never reads).
+    if let Err(error) = stream.set_write_timeout(Some(REQUEST_TIMEOUT)) {
+        warn!(%error, "rejecting connection");
+        return;
+    }
+    let result = match shared.info.handshake(peer.uid) {
+        Some(slot) => serve_peer(&shared, &stream, &peer, slot),
+        None => Err(SessionError::TooManyHandshakes),
+    };
+    if let Err(error) = result {
         warn!(uid = peer.uid, pid = peer.pid, %error, "launch refused");
         let _ = proto::write_frame(
             &mut &stream,
@@ -198,13 +215,24 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
 }
 
-fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<(), SessionError> {
+/// `handshake` is the connection's place among those still sending their
+/// request; it is given up once the request is in.
+fn serve_peer(
+    shared: &Arc<Shared>,
+    stream: &UnixStream,
+    peer: &Peer,
+    handshake: super::status::Slot<'_>,
+) -> Result<(), SessionError> {
     let guarded = shared.tree.holds(&peer.cgroup()?);
-    // A client that sends nothing must not hold this thread for ever.
+    // A client that sends nothing, or trickles its request, must not hold
+    // this thread for long: one deadline for the first byte and the frame.
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let [client_in, client_out, client_err] = match proto::recv_hello(stream)? {
-        // Status and audit queries carry no descriptors.
+        // Status and audit queries carry no descriptors (and have limits
+        // of their own).
         proto::Hello::Query => {
+            drop(handshake);
             super::status::serve(shared, stream, peer, guarded);
             return Ok(());
         }
@@ -222,10 +250,11 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         cwd,
         env,
         learn,
-    }) = proto::read_frame(&mut &*stream)?
+    }) = proto::read_frame(&mut proto::Deadline::new(stream, deadline))?
     else {
         return Err(SessionError::NotLaunch);
     };
+    drop(handshake);
     // From here on the socket carries signals, whenever they come.
     stream.set_read_timeout(None)?;
     if version != proto::VERSION {
@@ -565,16 +594,21 @@ fn serve_peer(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Result<
         let client_out = client_out.clone();
         let mut dropped = 0usize;
         move |piece: Piece<'_>| match piece {
-            Piece::Line(line) => {
-                let out = tap.server_line(line);
-                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                relay::write_piece(fd.as_fd(), &out, true)
-            }
-            Piece::Tail(line) => {
-                let out = tap.server_line(line);
-                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                relay::write_piece(fd.as_fd(), &out, false)
-            }
+            // A withheld line (recorded by the tap) is not written at all.
+            Piece::Line(line) => match tap.server_line(line) {
+                Some(out) => {
+                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &out, true)
+                }
+                None => Ok(true),
+            },
+            Piece::Tail(line) => match tap.server_line(line) {
+                Some(out) => {
+                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &out, false)
+                }
+                None => Ok(true),
+            },
             // Too long to inspect: dropped (and recorded) rather than passed
             // on unredacted.
             Piece::Overflow { data, last } => {

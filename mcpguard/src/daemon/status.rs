@@ -41,6 +41,12 @@ use crate::audit::{format_ts, query, writer::SinkStatus, AuditRecord, Origin};
 pub const MAX_QUERIES_PER_UID: usize = 8;
 /// Open queries from all users together.
 pub const MAX_QUERIES: usize = 64;
+/// Connections per uid that have not yet sent their request; each holds a
+/// thread until it does or its time runs out. A user flooding the socket
+/// is refused beyond this, and can only delay its own launches.
+pub const MAX_HANDSHAKES_PER_UID: usize = 16;
+/// Connections from all users together that have not sent their request.
+pub const MAX_HANDSHAKES: usize = 256;
 /// How long a query client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a query client may block before the daemon gives
@@ -237,7 +243,10 @@ pub struct DaemonInfo {
     started: Instant,
     started_at: SystemTime,
     audit_log: PathBuf,
+    /// Open queries per uid.
     open: Mutex<HashMap<u32, usize>>,
+    /// Connections per uid still sending their request.
+    handshakes: Mutex<HashMap<u32, usize>>,
 }
 
 impl DaemonInfo {
@@ -250,30 +259,57 @@ impl DaemonInfo {
                 .unwrap_or_else(SystemTime::now),
             audit_log,
             open: Mutex::new(HashMap::new()),
+            handshakes: Mutex::new(HashMap::new()),
         }
     }
 
     /// Take a query slot for `uid`, if the limits allow one.
-    fn acquire(&self, uid: u32) -> Option<QuerySlot<'_>> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = open.values().sum();
-        let mine = open.entry(uid).or_insert(0);
-        if *mine >= MAX_QUERIES_PER_UID || total >= MAX_QUERIES {
-            return None;
-        }
-        *mine += 1;
-        Some(QuerySlot { info: self, uid })
+    fn acquire(&self, uid: u32) -> Option<Slot<'_>> {
+        Slot::take(&self.open, uid, MAX_QUERIES_PER_UID, MAX_QUERIES)
+    }
+
+    /// Take a slot for a connection of `uid` that has yet to send its
+    /// request, if the limits allow one.
+    pub fn handshake(&self, uid: u32) -> Option<Slot<'_>> {
+        Slot::take(
+            &self.handshakes,
+            uid,
+            MAX_HANDSHAKES_PER_UID,
+            MAX_HANDSHAKES,
+        )
     }
 }
 
-struct QuerySlot<'a> {
-    info: &'a DaemonInfo,
+/// One counted connection of a uid; dropping it frees the place.
+pub struct Slot<'a> {
+    counts: &'a Mutex<HashMap<u32, usize>>,
     uid: u32,
 }
 
-impl Drop for QuerySlot<'_> {
+impl<'a> Slot<'a> {
+    fn take(
+        counts: &'a Mutex<HashMap<u32, usize>>,
+        uid: u32,
+        per_uid: usize,
+        total: usize,
+    ) -> Option<Slot<'a>> {
+        let mut open = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let all: usize = open.values().sum();
+        let mine = open.entry(uid).or_insert(0);
+        if *mine >= per_uid || all >= total {
+            if *mine == 0 {
+                open.remove(&uid);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(Slot { counts, uid })
+    }
+}
+
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut open = self.info.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&self.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -310,9 +346,9 @@ fn serve_query(
     scope: Option<u32>,
     guarded: bool,
 ) -> Result<(), QueryError> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let request = proto::read_frame_limited::<Request>(&mut &*stream, proto::MAX_QUERY_FRAME)?
+    let mut late = proto::Deadline::new(stream, Instant::now() + REQUEST_TIMEOUT);
+    let request = proto::read_frame_limited::<Request>(&mut late, proto::MAX_QUERY_FRAME)?
         .ok_or(QueryError::NoRequest)?;
     match request {
         Request::Status { version } => {

@@ -21,7 +21,7 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -36,6 +36,11 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(50);
 /// Largest DNS message over TCP (the length prefix's limit).
 const MAX_TCP_MSG: usize = 65535;
+/// How long one TCP message (length and body) may take to arrive, and how
+/// long one TCP connection may last: the resolver serves one connection at
+/// a time, so a client trickling bytes must not hold it.
+const TCP_MSG_TIME: Duration = Duration::from_secs(5);
+const TCP_CONN_TIME: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum DnsError {
@@ -212,19 +217,40 @@ fn serve_tcp(listener: TcpListener, view: &DnsView, stop: &AtomicBool) {
     }
 }
 
+/// `read_exact` that gives up at `deadline` however the bytes trickle in
+/// (a socket timeout alone restarts with every byte).
+fn read_by(conn: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn serve_tcp_conn(mut conn: TcpStream, view: &DnsView, stop: &AtomicBool) -> io::Result<()> {
     conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(TCP_MSG_TIME))?;
+    let end = Instant::now() + TCP_CONN_TIME;
     while !stop.load(Ordering::SeqCst) {
+        let deadline = end.min(Instant::now() + TCP_MSG_TIME);
         let mut len = [0u8; 2];
-        match conn.read_exact(&mut len) {
+        match read_by(&mut conn, &mut len, deadline) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
         let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        conn.read_exact(&mut msg)?;
+        read_by(&mut conn, &mut msg, deadline)?;
         let Some(reply) = answer_guarded(view, &msg, Transport::Tcp) else {
             return Ok(());
         };
@@ -261,10 +287,17 @@ pub fn forward(upstream: SocketAddr, query: &[u8], transport: Transport) -> io::
             };
             let sock = UdpSocket::bind(bind)?;
             sock.connect(upstream)?;
-            sock.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
             sock.send(query)?;
             let mut buf = vec![0u8; 4096];
+            // One deadline for the answer, however many stray datagrams
+            // (wrong id) arrive first.
+            let deadline = Instant::now() + UPSTREAM_TIMEOUT;
             loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                sock.set_read_timeout(Some(left))?;
                 let n = sock.recv(&mut buf)?;
                 // Only the answer to this query (same id) counts.
                 if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
@@ -274,15 +307,16 @@ pub fn forward(upstream: SocketAddr, query: &[u8], transport: Transport) -> io::
             }
         }
         Transport::Tcp => {
+            let deadline = Instant::now() + UPSTREAM_TIMEOUT;
             let mut conn = TcpStream::connect_timeout(&upstream, UPSTREAM_TIMEOUT)?;
-            conn.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
+            conn.set_write_timeout(Some(UPSTREAM_TIMEOUT))?;
             let len = u16::try_from(query.len()).map_err(|_| io::Error::other("query too long"))?;
             conn.write_all(&len.to_be_bytes())?;
             conn.write_all(query)?;
             let mut len = [0u8; 2];
-            conn.read_exact(&mut len)?;
+            read_by(&mut conn, &mut len, deadline)?;
             let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            conn.read_exact(&mut msg)?;
+            read_by(&mut conn, &mut msg, deadline)?;
             Ok(msg)
         }
     }

@@ -11,7 +11,7 @@
 //! and the `dns` record (verdict `deny`) says why.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
@@ -40,6 +40,12 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// Addresses one server's resolver may open at once; answers beyond that
 /// are refused rather than growing the kernel map without bound.
 const MAX_ADDRS: usize = 1024;
+/// Longest TTL honoured: an answer cannot keep an address open for longer
+/// than this without being asked again (an upstream may say 68 years).
+const MAX_TTL: u32 = 86_400;
+/// CNAME hops followed from the question, as resolvers bound them: a
+/// hostile answer with thousands of chained aliases costs no more.
+const MAX_CNAME_HOPS: usize = 16;
 
 /// Installs and removes this server's entries in the kernel's allow map,
 /// and writes its audit records.
@@ -181,6 +187,19 @@ impl DnsView {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let qtype = q.query_type();
+        // A label holding a dot (or any byte printed as an escape) makes
+        // the text above end like an allowed name while the upstream walks
+        // another zone (`x\.example.com` is label `x.example` under `com`).
+        if qname.contains('\\') {
+            self.record(
+                &qname,
+                &qtype.to_string(),
+                transport,
+                "deny",
+                json!({ "rcode": "REFUSED", "error": "name with escaped characters" }),
+            );
+            return refusal(&msg, ResponseCode::Refused);
+        }
         let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&qname)).collect();
         if rules.is_empty() {
             self.record(
@@ -290,12 +309,18 @@ impl DnsView {
                 );
                 continue;
             }
-            let until = Instant::now() + Duration::from_secs(u64::from(*ttl)) + GRACE;
+            let until =
+                Instant::now() + Duration::from_secs(u64::from((*ttl).min(MAX_TTL))) + GRACE;
             let list = grants.entry(addr).or_default();
-            list.push(Grant {
-                until,
-                ports: ports.to_vec(),
-            });
+            // One grant per port set, extended by each answer: repeated
+            // queries must not grow the list.
+            match list.iter_mut().find(|g| g.ports == ports) {
+                Some(g) => g.until = g.until.max(until),
+                None => list.push(Grant {
+                    until,
+                    ports: ports.to_vec(),
+                }),
+            }
             if self.sync(addr, list) {
                 opened += 1;
             }
@@ -389,17 +414,15 @@ fn strip(reply: &[u8], refused: &[(IpAddr, u32)]) -> Option<Vec<u8>> {
 fn chain_addrs(resp: &Message, qname: &str) -> Vec<(IpAddr, u32)> {
     let norm =
         |n: &hickory_proto::rr::Name| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-    let mut names = vec![qname.to_owned()];
-    // CNAMEs may come in any order; follow until nothing new is added.
-    loop {
+    let mut names = HashSet::from([qname.to_owned()]);
+    // CNAMEs may come in any order; follow until nothing new is added, at
+    // most MAX_CNAME_HOPS rounds (each adds every alias one hop further).
+    for _ in 0..MAX_CNAME_HOPS {
         let before = names.len();
         for r in &resp.answers {
             if let RData::CNAME(target) = &r.data {
                 if names.contains(&norm(&r.name)) {
-                    let t = norm(&target.0);
-                    if !names.contains(&t) {
-                        names.push(t);
-                    }
+                    names.insert(norm(&target.0));
                 }
             }
         }
@@ -418,5 +441,7 @@ fn chain_addrs(resp: &Message, qname: &str) -> Vec<(IpAddr, u32)> {
         .collect()
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

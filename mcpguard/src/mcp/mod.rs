@@ -10,8 +10,13 @@
 //! kernel records can be tied to the call that caused them.
 //!
 //! Lines that are not JSON pass through (redacted, when they come from the
-//! server) and are counted. The tap never sees a partial line; framing and
-//! its memory bound are the relay's.
+//! server) and are counted, unless they hold a `{`: such a line could be a
+//! message to a laxer parser on the other side (lone surrogates, `NaN`,
+//! nesting deeper than serde_json's limit, a `\r` that Python's universal
+//! newlines splits on, trailing data), one the tap could neither check nor
+//! redact, so it is withheld; the client gets a JSON-RPC parse error for
+//! one it sent. The tap never sees a partial line; framing and its memory
+//! bound are the relay's.
 
 pub mod inspect;
 pub mod redact;
@@ -40,6 +45,12 @@ use crate::{
 const MAX_PENDING: usize = 4096;
 /// Finished call spans kept per server for records that arrive late.
 const MAX_ENDED_SPANS: usize = 64;
+/// Spans kept per server in all: calls a server never answers are
+/// forgotten, oldest first, beyond this.
+const MAX_SPANS: usize = MAX_PENDING + MAX_ENDED_SPANS;
+/// Distinct tool names remembered per session for pinning; a server
+/// listing more is not given more memory.
+const MAX_TOOLS: usize = 4096;
 
 /// Where a line goes after the tap has looked at it.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,10 +93,19 @@ impl CallTracker {
     fn start(&self, cgroup: u64, id: &Value, tool: &str) {
         let mut spans = self.lock();
         let list = spans.entry(cgroup).or_default();
+        let now = boot_ns();
+        // A reused id ends the call it named before: the server sees only
+        // the new one.
+        for span in list
+            .iter_mut()
+            .filter(|s| s.end_ns.is_none() && &s.id == id)
+        {
+            span.end_ns = Some(now);
+        }
         list.push_back(Span {
             id: id.clone(),
             tool: tool.to_owned(),
-            start_ns: boot_ns(),
+            start_ns: now,
             end_ns: None,
         });
         while list.iter().filter(|s| s.end_ns.is_some()).count() > MAX_ENDED_SPANS {
@@ -95,6 +115,11 @@ impl CallTracker {
                 }
                 None => break,
             }
+        }
+        // Calls the server never answers (or ids a client reuses) would
+        // otherwise stay open for ever.
+        while list.len() > MAX_SPANS {
+            list.pop_front();
         }
     }
 
@@ -162,6 +187,8 @@ struct Inner {
     /// Tools changed since their pin, under `on_tool_change = "block"`.
     blocked: HashSet<String>,
     non_json: [u64; 2],
+    /// Non-JSON lines withheld because they might be a message.
+    withheld: [u64; 2],
     messages: [u64; 2],
     denied: u64,
     forgotten: u64,
@@ -272,23 +299,28 @@ impl Tap {
         });
     }
 
-    fn non_json(&self, dir: usize, len: usize) {
+    /// Counts a line that is not JSON; returns whether it is withheld.
+    fn non_json(&self, dir: usize, line: &[u8]) -> bool {
+        let withheld = line.contains(&b'{');
         let first = {
             let mut inner = self.inner();
             inner.non_json[dir] += 1;
-            inner.non_json[dir] == 1
+            inner.withheld[dir] += u64::from(withheld);
+            (inner.non_json[dir] == 1) || (withheld && inner.withheld[dir] == 1)
         };
-        // The first one is recorded at once; the totals come with the
-        // session record, so a chatty server cannot flood the log.
+        // The first one (and the first withheld one) is recorded at once;
+        // the totals come with the session record, so a chatty server
+        // cannot flood the log.
         if first {
             let direction = if dir == CLIENT { "client" } else { "server" };
             self.emit(
                 "non_json",
-                json!({ "direction": direction, "bytes": len, "first": true }),
+                json!({ "direction": direction, "bytes": line.len(), "first": true, "dropped": withheld }),
                 None,
                 None,
             );
         }
+        withheld
     }
 
     /// A line that exceeded the relay's limit and was dropped.
@@ -308,21 +340,40 @@ impl Tap {
             return vec![Output::Server(line.to_vec())];
         }
         let Ok(msg) = serde_json::from_slice::<Value>(line) else {
-            self.non_json(CLIENT, line.len());
+            if self.non_json(CLIENT, line) {
+                let reply = json!({
+                    "jsonrpc": "2.0",
+                    "id": null,
+                    "error": {
+                        "code": -32700,
+                        "message": "mcpguard: parse error: the line is not JSON the tap can check, so it was not passed to the server",
+                    },
+                });
+                return vec![Output::Client(
+                    serde_json::to_vec(&reply).expect("JSON serialises"),
+                )];
+            }
             return vec![Output::Server(line.to_vec())];
         };
         match msg {
             Value::Array(items) => {
                 let mut replies = Vec::new();
                 let mut keep = Vec::new();
+                // Counted apart from the replies: a refused notification
+                // gets no reply but must still leave the batch.
+                let mut refused = false;
                 for item in items {
                     match self.client_msg(&item) {
                         None => keep.push(item),
-                        Some(reply) => replies.extend(reply.map(Output::Client)),
+                        Some(reply) => {
+                            refused = true;
+                            replies.extend(reply.map(Output::Client));
+                        }
                     }
                 }
                 let mut out = Vec::new();
-                if replies.is_empty() && !keep.is_empty() {
+                // Untouched (an empty batch too: the server answers it).
+                if !refused {
                     out.push(Output::Server(line.to_vec()));
                 } else if !keep.is_empty() {
                     out.push(Output::Server(
@@ -363,11 +414,14 @@ impl Tap {
         let mut detail = Value::Null;
         match method {
             Method::ToolsCall => {
-                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-                let blocked = self.inner().blocked.contains(name);
-                if blocked || !tools::allowed(&self.tools, name) {
-                    return Some(self.refuse(id, name, blocked));
-                }
+                // A call without a string name is no call the policy can
+                // judge; refused like a denied one.
+                let name = params.get("name").and_then(Value::as_str);
+                let blocked = name.is_some_and(|n| self.inner().blocked.contains(n));
+                let name = match name {
+                    Some(n) if !blocked && tools::allowed(&self.tools, n) => n,
+                    other => return Some(self.refuse(id, other.unwrap_or(""), blocked)),
+                };
                 detail = self.summarize_args(params.get("arguments"));
                 tool = Some(name.to_owned());
             }
@@ -385,24 +439,27 @@ impl Tap {
         }
         let key = id_key(id);
         let mut inner = self.inner();
-        if inner.pending.len() >= MAX_PENDING {
+        if inner.pending.len() >= MAX_PENDING && !inner.pending.contains_key(&key) {
             if let Some(old) = inner.pending_order.pop_front() {
                 inner.pending.remove(&old);
                 inner.forgotten += 1;
             }
         }
-        inner.pending_order.push_back(key.clone());
-        inner.pending.insert(
-            key,
-            Pending {
-                method,
-                id: id.clone(),
-                tool,
-                detail,
-                started: Instant::now(),
-                started_at: SystemTime::now(),
-            },
-        );
+        let pending = Pending {
+            method,
+            id: id.clone(),
+            tool,
+            detail,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        };
+        // A reused id replaces the request it names (as the server sees
+        // it); the order keeps one entry per id, so it stays bounded.
+        if inner.pending.insert(key.clone(), pending).is_some() {
+            inner.forgotten += 1;
+        } else {
+            inner.pending_order.push_back(key);
+        }
         None
     }
 
@@ -457,19 +514,19 @@ impl Tap {
     }
 
     /// One complete line from the server (without its newline); returns
-    /// what the client gets.
-    pub fn server_line(&self, line: &[u8]) -> Vec<u8> {
+    /// what the client gets, or `None` for a line withheld from it.
+    pub fn server_line(&self, line: &[u8]) -> Option<Vec<u8>> {
         let mut counts = Counts::default();
         let parsed = (!line.iter().all(u8::is_ascii_whitespace))
             .then(|| serde_json::from_slice::<Value>(line).ok())
             .flatten();
         let Some(mut msg) = parsed else {
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                self.non_json(SERVER, line.len());
+            if !line.iter().all(u8::is_ascii_whitespace) && self.non_json(SERVER, line) {
+                return None;
             }
             let out = self.redactor.bytes(line, &mut counts).into_owned();
             self.note_redactions("stdout", &counts, None);
-            return out;
+            return Some(out);
         };
         // Redact first: nothing below may record a secret.
         let mut changed = self.redactor.json(&mut msg, &mut counts);
@@ -489,11 +546,11 @@ impl Tap {
             }
         }
         self.note_redactions("stdout", &counts, call.as_ref());
-        if changed {
+        Some(if changed {
             serde_json::to_vec(&msg).expect("JSON serialises")
         } else {
             line.to_vec()
-        }
+        })
     }
 
     /// One line (or an over-long chunk) of the server's stderr.
@@ -665,8 +722,11 @@ impl Tap {
 
     fn check_pins(&self, page: &BTreeMap<String, String>, complete: bool) {
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-        pins.seen
-            .extend(page.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, hash) in page {
+            if pins.seen.len() < MAX_TOOLS || pins.seen.contains_key(name) {
+                pins.seen.insert(name.clone(), hash.clone());
+            }
+        }
         let Some(baseline) = &pins.baseline else {
             if complete && !pins.saved {
                 pins.saved = true;
@@ -737,6 +797,8 @@ impl Tap {
                 "messages_from_server": inner.messages[SERVER],
                 "non_json_from_client": inner.non_json[CLIENT],
                 "non_json_from_server": inner.non_json[SERVER],
+                "withheld_from_client": inner.withheld[CLIENT],
+                "withheld_from_server": inner.withheld[SERVER],
                 "tools_denied": inner.denied,
                 "redactions": inner.redactions.to_json(),
                 "untracked_requests": inner.forgotten,
@@ -760,5 +822,7 @@ impl Tap {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

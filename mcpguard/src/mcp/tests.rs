@@ -94,7 +94,7 @@ fn allowed_traffic_passes_byte_for_byte() {
     let req = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
     assert_eq!(f.tap.client_line(req), vec![Output::Server(req.to_vec())]);
     let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
-    assert_eq!(f.tap.server_line(resp), resp.to_vec());
+    assert_eq!(f.tap.server_line(resp), Some(resp.to_vec()));
     let notif = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     assert_eq!(
         f.tap.client_line(notif),
@@ -150,15 +150,18 @@ fn tools_list_hides_denied_tools() {
     f.tap.client_line(&line(
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
     ));
-    let out = f.tap.server_line(&list_response(
-        1,
-        &[
-            ("echo", "Echo"),
-            ("read_file", "Read"),
-            ("delete_repo", "Delete"),
-            ("leak_env", "Env"),
-        ],
-    ));
+    let out = f
+        .tap
+        .server_line(&list_response(
+            1,
+            &[
+                ("echo", "Echo"),
+                ("read_file", "Read"),
+                ("delete_repo", "Delete"),
+                ("leak_env", "Env"),
+            ],
+        ))
+        .unwrap();
     let out: Value = serde_json::from_slice(&out).unwrap();
     let names: Vec<&str> = out["result"]["tools"]
         .as_array()
@@ -212,8 +215,11 @@ fn secrets_are_redacted_from_results_stderr_and_non_json_output() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "leak_env", "arguments": {}}}),
     ));
-    let out = f.tap.server_line(&line(json!({"jsonrpc": "2.0", "id": 1,
-        "result": {"content": [{"type": "text", "text": format!("TOKEN={SECRET}")}]}})));
+    let out = f
+        .tap
+        .server_line(&line(json!({"jsonrpc": "2.0", "id": 1,
+        "result": {"content": [{"type": "text", "text": format!("TOKEN={SECRET}")}]}})))
+        .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains(SECRET), "{text}");
     assert!(text.contains("[REDACTED:TOKEN]"), "{text}");
@@ -221,7 +227,10 @@ fn secrets_are_redacted_from_results_stderr_and_non_json_output() {
         .tap
         .stderr_line(format!("debug: using {SECRET}").as_bytes());
     assert_eq!(err, b"debug: using [REDACTED:TOKEN]");
-    let raw = f.tap.server_line(format!("plain {SECRET}").as_bytes());
+    let raw = f
+        .tap
+        .server_line(format!("plain {SECRET}").as_bytes())
+        .unwrap();
     assert_eq!(raw, b"plain [REDACTED:TOKEN]");
     assert_eq!(f.mcp("redacted").len(), 3);
     assert_eq!(f.mcp("non_json").len(), 1);
@@ -248,8 +257,11 @@ fn suspicious_descriptions_and_results_are_flagged_and_invisible_text_stripped()
     f.tap.client_line(&line(
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo"}}),
     ));
-    let out = f.tap.server_line(&line(json!({"jsonrpc": "2.0", "id": 2,
-        "result": {"content": [{"type": "text", "text": "fine\u{200B}\u{E0041}"}]}})));
+    let out = f
+        .tap
+        .server_line(&line(json!({"jsonrpc": "2.0", "id": 2,
+        "result": {"content": [{"type": "text", "text": "fine\u{200B}\u{E0041}"}]}})))
+        .unwrap();
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(out["result"]["content"][0]["text"], "fine");
     let s = f.mcp("suspicious");
@@ -273,7 +285,8 @@ fn changed_tools_are_reported_and_blocked_per_policy() {
         ));
         let out = f
             .tap
-            .server_line(&list_response(1, &[("echo", "Echo"), ("read_file", desc)]));
+            .server_line(&list_response(1, &[("echo", "Echo"), ("read_file", desc)]))
+            .unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
         out["result"]["tools"].as_array().unwrap().len()
     };
@@ -331,4 +344,95 @@ fn initialize_and_session_totals_are_recorded() {
     let session = f.mcp("session");
     assert_eq!(session[0].0["non_json_from_client"], 1);
     assert_eq!(session[0].0["messages_from_client"], 2);
+}
+
+#[test]
+fn a_refused_call_without_an_id_does_not_ride_along_in_a_batch() {
+    let f = fixture(tools(None, &["delete_*"], ToolChange::Warn), None);
+    let batch = br#"[{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_repo"}},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#;
+    let out = f.tap.client_line(batch);
+    let [Output::Server(fwd)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let fwd: Value = serde_json::from_slice(fwd).unwrap();
+    assert_eq!(
+        fwd,
+        json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}])
+    );
+    assert_eq!(f.mcp("tool_denied").len(), 1);
+    // A call without a string name is refused too.
+    let out = f.tap.client_line(&line(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": ["delete_repo"]}}),
+    ));
+    assert!(matches!(&out[..], [Output::Client(_)]), "{out:?}");
+    // An empty batch is the server's to answer.
+    assert_eq!(
+        f.tap.client_line(b"[]"),
+        vec![Output::Server(b"[]".to_vec())]
+    );
+}
+
+#[test]
+fn lines_a_laxer_parser_could_read_are_withheld_both_ways() {
+    let f = fixture(tools(None, &["delete_*"], ToolChange::Warn), None);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}"#;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for hidden in [
+        // A lone surrogate (Python and JavaScript accept it).
+        format!(r#"{call},"x":"\ud800"}}"#),
+        // NaN (Python's json and pydantic accept it).
+        format!(r#"{call},"x":NaN}}"#),
+        // Nesting past serde_json's limit.
+        format!(r#"{call},"x":{deep}}}"#),
+        // Two messages split by `\r` (Python's universal newlines).
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"ping\"}}\r{call}}}"),
+    ] {
+        let out = f.tap.client_line(hidden.as_bytes());
+        let [Output::Client(reply)] = &out[..] else {
+            panic!("{hidden:?} was forwarded: {out:?}");
+        };
+        let reply: Value = serde_json::from_slice(reply).unwrap();
+        assert_eq!(reply["error"]["code"], -32700);
+        assert_eq!(reply["id"], Value::Null);
+    }
+    // Plain text still passes.
+    assert_eq!(
+        f.tap.client_line(b"hello"),
+        vec![Output::Server(b"hello".to_vec())]
+    );
+    // From the server: a secret behind escapes in a line serde_json
+    // cannot read never reaches the client.
+    let escaped: String = SECRET
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let leak = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"text":"{escaped}","x":NaN}}}}"#);
+    assert_eq!(f.tap.server_line(leak.as_bytes()), None);
+    let dropped = f.mcp("non_json");
+    assert_eq!(dropped.last().unwrap().0["dropped"], true);
+    f.tap.finish();
+    let session = f.mcp("session");
+    assert_eq!(session[0].0["withheld_from_client"], 4);
+    assert_eq!(session[0].0["withheld_from_server"], 1);
+}
+
+#[test]
+fn reused_ids_and_unanswered_calls_stay_bounded() {
+    let f = fixture(tools(None, &[], ToolChange::Warn), None);
+    let call = |id: u64| {
+        line(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}}),
+        )
+    };
+    for _ in 0..10_000 {
+        f.tap.client_line(&call(1));
+    }
+    for id in 0..(MAX_SPANS as u64 + 100) {
+        f.tap.client_line(&call(id));
+    }
+    let inner = f.tap.inner();
+    assert!(inner.pending.len() <= MAX_PENDING);
+    assert_eq!(inner.pending_order.len(), inner.pending.len());
+    drop(inner);
+    assert!(f.calls.lock()[&7].len() <= MAX_SPANS);
 }

@@ -5,6 +5,8 @@
 //! Every error points at `file:line:col` of the offending key or value, so a
 //! typo in a policy is found before anything is launched.
 
+#[cfg(test)]
+mod fuzz;
 pub mod learn;
 pub mod limits;
 pub mod net;

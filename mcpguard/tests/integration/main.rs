@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod abuse;
 mod dns;
 mod enforce;
 mod escape;

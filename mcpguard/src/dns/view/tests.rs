@@ -158,3 +158,101 @@ fn rebinding_and_metadata_answers_are_refused_and_stripped() {
     let left = chain_addrs(&Message::from_vec(&stripped).unwrap(), "a.example");
     assert_eq!(left, vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 30)]);
 }
+
+#[test]
+fn a_long_cname_chain_costs_little_and_is_followed_a_bounded_number_of_hops() {
+    // What a 64 KiB TCP answer can carry, in the worst order.
+    let n = 4000;
+    let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+    m.answers = (0..n)
+        .rev()
+        .map(|i| {
+            let owner = if i == 0 {
+                "q.example".to_string()
+            } else {
+                format!("c{i}.cdn")
+            };
+            rec(
+                &owner,
+                RData::CNAME(CNAME(Name::from_str(&format!("c{}.cdn.", i + 1)).unwrap())),
+            )
+        })
+        .collect();
+    m.answers.push(rec(
+        &format!("c{n}.cdn"),
+        RData::A(A(Ipv4Addr::new(192, 0, 2, 9))),
+    ));
+    m.answers
+        .push(rec("c3.cdn", RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))));
+    let t = Instant::now();
+    let got = chain_addrs(&m, "q.example");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Three hops away is followed; four thousand is not.
+    assert_eq!(got, vec![(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)), 30)]);
+}
+
+#[derive(Default)]
+struct Records(Mutex<Vec<Body>>);
+
+impl MapSink for Arc<Records> {
+    fn install(&self, _: &NetEntry) -> Result<(), String> {
+        Ok(())
+    }
+    fn remove(&self, _: &NetEntry) {}
+    fn audit(&self, _: SystemTime, body: Body) {
+        self.0.lock().unwrap().push(body);
+    }
+}
+
+#[test]
+fn a_name_with_a_dot_inside_a_label_is_refused() {
+    let records = Arc::new(Records::default());
+    let view = DnsView::new(
+        9,
+        vec![parse_host_rule("*.example.org:443").unwrap()],
+        vec![],
+        None,
+        false,
+        Box::new(records.clone()),
+    );
+    // Printed `leak.x\.example.org`: under `org`, not `example.org`.
+    let qname = Name::from_labels(vec![&b"leak"[..], b"x.example", b"org"]).unwrap();
+    let mut q = Message::new(77, MessageType::Query, OpCode::Query);
+    q.add_query(hickory_proto::op::Query::query(qname, RecordType::A));
+    let reply = view.answer(&q.to_vec().unwrap(), Transport::Udp).unwrap();
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(reply.metadata.id, 77);
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    let recs = records.0.lock().unwrap();
+    assert!(
+        matches!(&recs[..], [Body::Dns { verdict, .. }] if verdict == "deny"),
+        "{recs:?}"
+    );
+}
+
+#[test]
+fn repeated_answers_extend_one_grant_and_ttls_are_capped() {
+    let sink = Arc::new(Sink::default());
+    let host = parse_host_rule("api.test:443").unwrap();
+    let view = DnsView::new(
+        9,
+        vec![host.clone()],
+        vec![],
+        None,
+        false,
+        Box::new(sink.clone()),
+    );
+    let addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    for _ in 0..1000 {
+        view.open(&[(addr, u32::MAX)], &[host.ports]);
+    }
+    let grants = view.grants();
+    let list = &grants[&key_addr(addr)];
+    assert_eq!(list.len(), 1);
+    let cap = Instant::now() + Duration::from_secs(u64::from(MAX_TTL)) + GRACE;
+    assert!(list[0].until <= cap);
+}

@@ -1,0 +1,207 @@
+//! Fuzzing the policy parser: mutated real policies must parse or fail with
+//! a located error, never panic or stall; a policy that parses must render
+//! back to TOML that parses to the same policy, and compile to map entries.
+
+use std::path::Path;
+
+use toml::{map::Map, Value};
+
+use super::{compile_allow, Policy, PolicyError, SecretSource, ToolChange};
+use crate::fuzz::{self, Corpus};
+
+const SEEDS: &[&[u8]] = &[
+    include_bytes!("../../../policies/everything.toml"),
+    include_bytes!("../../../policies/fetch.toml"),
+    include_bytes!("../../../policies/filesystem.toml"),
+    include_bytes!("../../../policies/git.toml"),
+    include_bytes!("../../../policies/github.toml"),
+    include_bytes!("../../../policies/memory.toml"),
+    include_bytes!("../../../policies/postgres.toml"),
+    include_bytes!("../../../policies/time.toml"),
+    br#"name = "all-keys"
+[filesystem]
+read = ["/usr", "~/data"]
+write = ["/dev/null"]
+exec = ["/usr/bin"]
+[network]
+allow = ["10.0.0.0/8:443", "[::1]:8080-8090", "api.example.com:443", "*.example.org:80", "*:53"]
+bind = ["8000", "9000-9010"]
+unix = ["/run/user/%u/bus", "~/.sock"]
+sockets = ["raw", "icmp", "netlink_sock_diag", "packet"]
+allow_local_answers = true
+[kernel]
+allow = ["io_uring", "namespaces"]
+[limits]
+pids = 64
+memory = "512M"
+[env]
+pass = ["PATH", "HOME"]
+[tools]
+allow = ["get_*", "read_?"]
+deny = ["delete_*"]
+log_args = ["path"]
+on_tool_change = "block"
+strip_invisible = true
+[identity]
+groups = ["docker"]
+[secrets]
+API_TOKEN = { file = "/etc/mcpguard/secrets/token" }
+DB_PASSWORD = { credential = "db.password" }
+"#,
+];
+
+const DICT: &[&[u8]] = &[
+    b"name = ",
+    b"\n[filesystem]\n",
+    b"\n[network]\n",
+    b"\n[tools]\n",
+    b"\n[secrets]\n",
+    b"\n[env]\n",
+    b"\n[identity]\n",
+    b"\n[kernel]\n",
+    b"\n[limits]\n",
+    b"pids = ",
+    b"memory = \"",
+    b"\"memfd_exec\"",
+    b"read = [",
+    b"allow = [",
+    b"bind = [",
+    b"unix = [",
+    b"sockets = [\"raw\"]",
+    b"on_tool_change = \"block\"",
+    b"\"~/",
+    b"\"~root/",
+    b"/../",
+    b"\"/\"",
+    b"\\u0000",
+    b"\"[::ffff:1.2.3.4/120]:1-65535\"",
+    b"\"0.0.0.0/0:0\"",
+    b"\"*.:443\"",
+    b"\"*:65536\"",
+    b":65535",
+    b"/129",
+    b"-0",
+    b"X = { file = \"/etc/x\", credential = \"y\" }",
+    b"\xc3\xa9",
+    b"\xe2\x80\xae",
+    b"'''",
+    b"\"\"\"",
+    b"[[x]]",
+    b"= inf",
+    b"1979-05-27T07:32:00Z",
+];
+
+/// The policy as TOML again, through the `toml` crate's own writer.
+fn render(p: &Policy) -> String {
+    let list = |items: &[String]| Value::Array(items.iter().cloned().map(Value::String).collect());
+    let mut root = Map::new();
+    root.insert("name".into(), Value::String(p.name.clone()));
+    let mut fs = Map::new();
+    fs.insert("read".into(), list(&p.filesystem.read));
+    fs.insert("write".into(), list(&p.filesystem.write));
+    fs.insert("exec".into(), list(&p.filesystem.exec));
+    root.insert("filesystem".into(), Value::Table(fs));
+    let mut net = Map::new();
+    let allow: Vec<String> = (p.network.allow.iter().map(|r| r.text.clone()))
+        .chain(p.network.hosts.iter().map(|h| h.text.clone()))
+        .collect();
+    net.insert("allow".into(), list(&allow));
+    let bind: Vec<String> = p.network.bind.iter().map(ToString::to_string).collect();
+    net.insert("bind".into(), list(&bind));
+    net.insert("unix".into(), list(&p.network.unix));
+    let sockets: Vec<String> = p.network.sockets.iter().map(ToString::to_string).collect();
+    net.insert("sockets".into(), list(&sockets));
+    net.insert(
+        "allow_local_answers".into(),
+        Value::Boolean(p.network.allow_local_answers),
+    );
+    root.insert("network".into(), Value::Table(net));
+    let mut env = Map::new();
+    env.insert("pass".into(), list(&p.env.pass));
+    root.insert("env".into(), Value::Table(env));
+    let mut tools = Map::new();
+    if let Some(allow) = &p.tools.allow {
+        tools.insert("allow".into(), list(allow));
+    }
+    tools.insert("deny".into(), list(&p.tools.deny));
+    tools.insert("log_args".into(), list(&p.tools.log_args));
+    let change = match p.tools.on_tool_change {
+        ToolChange::Warn => "warn",
+        ToolChange::Block => "block",
+    };
+    tools.insert("on_tool_change".into(), Value::String(change.into()));
+    tools.insert(
+        "strip_invisible".into(),
+        Value::Boolean(p.tools.strip_invisible),
+    );
+    root.insert("tools".into(), Value::Table(tools));
+    let mut kernel = Map::new();
+    let allow: Vec<String> = p.kernel.allow.iter().map(ToString::to_string).collect();
+    kernel.insert("allow".into(), list(&allow));
+    root.insert("kernel".into(), Value::Table(kernel));
+    let mut limits = Map::new();
+    limits.insert("pids".into(), Value::Integer(p.limits.pids as i64));
+    limits.insert(
+        "memory".into(),
+        Value::String(super::limits::show_size(p.limits.memory)),
+    );
+    root.insert("limits".into(), Value::Table(limits));
+    let mut identity = Map::new();
+    identity.insert("groups".into(), list(&p.identity.groups));
+    root.insert("identity".into(), Value::Table(identity));
+    let mut secrets = Map::new();
+    for s in &p.secrets {
+        let mut source = Map::new();
+        match &s.source {
+            SecretSource::File(f) => {
+                source.insert("file".into(), Value::String(f.display().to_string()))
+            }
+            SecretSource::Credential(c) => {
+                source.insert("credential".into(), Value::String(c.clone()))
+            }
+        };
+        secrets.insert(s.env.clone(), Value::Table(source));
+    }
+    root.insert("secrets".into(), Value::Table(secrets));
+    toml::to_string(&Value::Table(root)).expect("a policy renders as TOML")
+}
+
+fn check(input: &[u8]) {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    let source = Path::new("fuzz.toml");
+    match Policy::parse(text, source) {
+        Ok(policy) => {
+            let again = render(&policy);
+            let reparsed = Policy::parse(&again, source)
+                .unwrap_or_else(|e| panic!("a parsed policy does not re-validate: {e}\n{again}"));
+            assert_eq!(
+                reparsed, policy,
+                "the round trip changed the policy:\n{again}"
+            );
+            compile_allow(&policy.network.allow, 1)
+                .unwrap_or_else(|e| panic!("a parsed policy does not compile: {e}"));
+        }
+        Err(e @ (PolicyError::Syntax { .. } | PolicyError::Invalid { .. })) => {
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("fuzz.toml:"),
+                "an error without a location: {msg}"
+            );
+        }
+        Err(e) => panic!("parse gave an error only file reads give: {e}"),
+    }
+}
+
+#[test]
+fn policy_parser_survives_mutated_policies() {
+    let corpus = Corpus::new(SEEDS, DICT);
+    for seed in &corpus.seeds {
+        let text = std::str::from_utf8(seed).unwrap();
+        Policy::parse(text, Path::new("seed.toml")).expect("seed policies parse");
+        check(seed);
+    }
+    let n = fuzz::run("policy", |rng| corpus.mutant(rng), check);
+    assert!(n > 0);
+}
