@@ -26,9 +26,15 @@ use mcpguard_common::{
 
 use crate::maps::{CONSUMED, EVENTS, FLOW, LOST, SERVERS};
 
-/// The policy of the current task's cgroup, if it is a guarded server.
+/// The policy of the current task's cgroup, if it is a guarded server's
+/// task. Servers never run as root: a uid-0 task in a server's cgroup is
+/// the launcher setting it up (opening rule paths, building the mount
+/// fence), which the audit leaves out. Verdicts do not use this.
 #[inline(always)]
 pub fn current_server() -> Option<(u64, ServerPolicy)> {
+    if bpf_get_current_uid_gid() as u32 == 0 {
+        return None;
+    }
     // SAFETY: no helper arguments; always valid in these program types.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: the value is copied out at once; a concurrent delete can only

@@ -20,15 +20,42 @@ use thiserror::Error;
 
 use crate::policy::KernelFeature;
 
-/// `AUDIT_ARCH_*` of the native syscall ABI.
+// The syscall ABIs both fences know (shared with [`super::socket_fence`]).
 #[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
+pub(super) mod arch {
+    /// AUDIT_ARCH_X86_64.
+    pub const NATIVE: u32 = 0xc000_003e;
+    /// x32 syscalls carry this bit in their number, under the native arch.
+    pub const X32_BIT: Option<u32> = Some(0x4000_0000);
+    /// AUDIT_ARCH_I386, its `socket` and `socketcall`.
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0003, 359, Some(102)));
+}
 
-/// x32 syscalls are the native numbers with this bit set.
-#[cfg(target_arch = "x86_64")]
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+#[cfg(target_arch = "aarch64")]
+pub(super) mod arch {
+    /// AUDIT_ARCH_AARCH64.
+    pub const NATIVE: u32 = 0xc000_00b7;
+    pub const X32_BIT: Option<u32> = None;
+    /// AUDIT_ARCH_ARM and its `socket` (EABI has no `socketcall`).
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0028, 281, None));
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(super) mod arch {
+    pub const NATIVE: u32 = 0;
+    pub const X32_BIT: Option<u32> = None;
+    pub const COMPAT: Option<(u32, u32, Option<u32>)> = None;
+}
+
+pub(super) const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// `struct seccomp_data`: the syscall number, the arch, and the low 32
+/// bits of argument `i` (every flag and int argument the fences check).
+pub(super) const OFF_NR: u32 = 0;
+pub(super) const OFF_ARCH: u32 = 4;
+pub(super) const fn off_arg(i: u32) -> u32 {
+    16 + 8 * i + if cfg!(target_endian = "big") { 4 } else { 0 }
+}
 
 /// Every `CLONE_NEW*` flag (and `CLONE_NEWTIME`, which only `unshare`
 /// takes; in `clone` that bit is part of the exit signal).
@@ -354,14 +381,6 @@ const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 
-// Offsets in `struct seccomp_data`.
-const OFF_NR: u32 = 0;
-const OFF_ARCH: u32 = 4;
-const fn off_arg_low(arg: u8) -> u32 {
-    // Little-endian: the low 32 bits come first.
-    16 + 8 * arg as u32
-}
-
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
         code,
@@ -383,15 +402,13 @@ fn ret_errno(errno: i32) -> libc::sock_filter {
 fn program(allowed: &[KernelFeature]) -> Vec<libc::sock_filter> {
     let mut prog = vec![
         stmt(BPF_LD_W_ABS, OFF_ARCH),
-        jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
+        jump(BPF_JEQ_K, arch::NATIVE, 1, 0),
         ret_errno(libc::ENOSYS),
         stmt(BPF_LD_W_ABS, OFF_NR),
     ];
-    #[cfg(target_arch = "x86_64")]
-    prog.extend([
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1),
-        ret_errno(libc::ENOSYS),
-    ]);
+    if let Some(bit) = arch::X32_BIT {
+        prog.extend([jump(BPF_JGE_K, bit, 0, 1), ret_errno(libc::ENOSYS)]);
+    }
     let allow = stmt(BPF_RET_K, SECCOMP_RET_ALLOW);
     for g in GATES {
         if g.feature.is_some_and(|f| allowed.contains(&f)) {
@@ -402,13 +419,13 @@ fn program(allowed: &[KernelFeature]) -> Vec<libc::sock_filter> {
         let body: Vec<libc::sock_filter> = match g.check {
             Check::Always => vec![ret_errno(g.errno)],
             Check::ArgHasAny { arg, bits } => vec![
-                stmt(BPF_LD_W_ABS, off_arg_low(arg)),
+                stmt(BPF_LD_W_ABS, off_arg(u32::from(arg))),
                 jump(BPF_JSET_K, bits, 0, 1),
                 ret_errno(g.errno),
                 allow,
             ],
             Check::MemfdNoExec => vec![
-                stmt(BPF_LD_W_ABS, off_arg_low(1)),
+                stmt(BPF_LD_W_ABS, off_arg(1)),
                 jump(BPF_JSET_K, MFD_EXEC, 2, 0),
                 jump(BPF_JSET_K, MFD_NOEXEC_SEAL, 0, 1),
                 allow,

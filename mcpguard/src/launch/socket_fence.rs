@@ -28,6 +28,7 @@ use std::{
 
 use thiserror::Error;
 
+use super::seccomp::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED};
 use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
 
 #[derive(Debug, Error)]
@@ -38,42 +39,6 @@ pub enum SocketFenceError {
     TooLong(usize),
     #[error("no socket filter for this architecture")]
     Unsupported,
-}
-
-#[cfg(target_arch = "x86_64")]
-mod arch {
-    /// AUDIT_ARCH_X86_64.
-    pub const NATIVE: u32 = 0xc000_003e;
-    /// x32 syscalls carry this bit in their number, under the native arch.
-    pub const X32_BIT: Option<u32> = Some(0x4000_0000);
-    /// AUDIT_ARCH_I386, its `socket` and `socketcall`.
-    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0003, 359, Some(102)));
-}
-
-#[cfg(target_arch = "aarch64")]
-mod arch {
-    /// AUDIT_ARCH_AARCH64.
-    pub const NATIVE: u32 = 0xc000_00b7;
-    pub const X32_BIT: Option<u32> = None;
-    /// AUDIT_ARCH_ARM and its `socket` (EABI has no `socketcall`).
-    pub const COMPAT: Option<(u32, u32, Option<u32>)> = Some((0x4000_0028, 281, None));
-}
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-mod arch {
-    pub const NATIVE: u32 = 0;
-    pub const X32_BIT: Option<u32> = None;
-    pub const COMPAT: Option<(u32, u32, Option<u32>)> = None;
-}
-
-const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
-
-/// `struct seccomp_data`: the syscall number, the arch, and the low 32
-/// bits of argument `i` (the kernel reads socket()'s arguments as ints).
-const OFF_NR: u32 = 0;
-const OFF_ARCH: u32 = 4;
-const fn off_arg(i: u32) -> u32 {
-    16 + 8 * i + if cfg!(target_endian = "big") { 4 } else { 0 }
 }
 
 /// `socketcall`'s call number for `socket`.

@@ -910,7 +910,10 @@ fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_is_refused() {
     let log = d.log.to_str().unwrap();
     let b = bin();
     let script = format!(
-        "{b} status --json --socket {sock}; echo status=$?; \
+        // One line: the relay withholds lines that look like broken JSON,
+        // and pretty-printed JSON is that, line by line.
+        "j=$({b} status --json --socket {sock}); s=$?; echo \"$j\" | tr -d '\\n'; \
+         echo; echo status=$s; \
          {b} audit --json --socket {sock} --log {log}; echo audit=$?",
         b = b.display()
     );
@@ -918,7 +921,8 @@ fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_is_refused() {
     let text = stdout_of(&out);
     assert!(text.contains("status=0"), "{}", describe(&out));
     let json_end = text.find("status=0").unwrap();
-    let status: Value = serde_json::from_str(&text[..json_end]).unwrap();
+    let status: Value = serde_json::from_str(&text[..json_end])
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", describe(&out)));
     assert_eq!(status["only_uid"], u.uid);
     assert!(text.contains("audit=1"), "{}", describe(&out));
     assert!(
