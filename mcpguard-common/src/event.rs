@@ -21,6 +21,8 @@ pub mod kind {
     pub const RENAME: u32 = 9;
     /// A watched syscall's exit ([`super::SyscallEvent`]).
     pub const SYSCALL: u32 = 10;
+    /// A request submitted to an io_uring ([`super::IoUringEvent`]).
+    pub const IO_URING: u32 = 11;
 }
 
 /// Where a path in a record came from: whether it can differ from the
@@ -227,6 +229,16 @@ pub struct SocketEvent {
     pub verdict: u32,
 }
 
+/// A request a server submitted to an io_uring (only servers whose policy
+/// allows io_uring have one): the `IORING_OP_*` opcode. Its result is not
+/// kept; Landlock and the cgroup hooks decide it like the syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IoUringEvent {
+    pub opcode: u32,
+    pub _pad: u32,
+}
+
 /// A call to one of the syscalls the daemon watches (the seccomp fence's
 /// gated ones, plus cross-process ones like `ptrace` and `kill`), from its
 /// `sys_exit` tracepoint: arguments are not kept, only the result.
@@ -242,6 +254,7 @@ pub struct SyscallEvent {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 16);
+const _: () = assert!(core::mem::size_of::<IoUringEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<SocketEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 16 + UNIX_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 16 + PATH_LEN + ARG_LEN * ARGV_SLOTS);

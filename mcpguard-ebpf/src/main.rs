@@ -12,6 +12,7 @@
 
 mod emit;
 mod files;
+mod io_uring;
 mod maps;
 mod net;
 mod offsets;

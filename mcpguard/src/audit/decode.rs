@@ -15,8 +15,8 @@ use std::{
 use mcpguard_common::{
     event::{
         kind, net_op, open_call, pair_call, path_source, ConnectEvent, EventHeader, ExecEvent,
-        ExitEvent, ForkEvent, OpenEvent, PathPairEvent, Record, SocketEvent, SyscallEvent,
-        UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
+        ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathPairEvent, Record, SocketEvent,
+        SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -223,6 +223,13 @@ pub fn decode(
                 verdict: verdict.into(),
             }
         }
+        kind::IO_URING => Body::IoUring {
+            op: io_uring_op(
+                read_checked::<Record<IoUringEvent>>(sample, "io_uring", Some(header.len))?
+                    .payload
+                    .opcode,
+            ),
+        },
         kind::SYSCALL => {
             let ev =
                 read_checked::<Record<SyscallEvent>>(sample, "syscall", Some(header.len))?.payload;
@@ -293,6 +300,7 @@ impl Plain for ConnectEvent {}
 impl Plain for UnixConnectEvent {}
 impl Plain for SocketEvent {}
 impl Plain for SyscallEvent {}
+impl Plain for IoUringEvent {}
 impl Plain for PathPairEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
@@ -354,6 +362,74 @@ fn exec_body(ev: &ExecEvent) -> Body {
         result: ev.ret,
         errno: errno_of(i64::from(ev.ret)),
     }
+}
+
+/// `IORING_OP_*` names, by opcode (`<linux/io_uring.h>`).
+const IO_URING_OPS: &[&str] = &[
+    "nop",
+    "readv",
+    "writev",
+    "fsync",
+    "read_fixed",
+    "write_fixed",
+    "poll_add",
+    "poll_remove",
+    "sync_file_range",
+    "sendmsg",
+    "recvmsg",
+    "timeout",
+    "timeout_remove",
+    "accept",
+    "async_cancel",
+    "link_timeout",
+    "connect",
+    "fallocate",
+    "openat",
+    "close",
+    "files_update",
+    "statx",
+    "read",
+    "write",
+    "fadvise",
+    "madvise",
+    "send",
+    "recv",
+    "openat2",
+    "epoll_ctl",
+    "splice",
+    "provide_buffers",
+    "remove_buffers",
+    "tee",
+    "shutdown",
+    "renameat",
+    "unlinkat",
+    "mkdirat",
+    "symlinkat",
+    "linkat",
+    "msg_ring",
+    "fsetxattr",
+    "setxattr",
+    "fgetxattr",
+    "getxattr",
+    "socket",
+    "uring_cmd",
+    "send_zc",
+    "sendmsg_zc",
+    "read_multishot",
+    "waitid",
+    "futex_wait",
+    "futex_wake",
+    "futex_waitv",
+    "fixed_fd_install",
+    "ftruncate",
+    "bind",
+    "listen",
+];
+
+fn io_uring_op(opcode: u32) -> String {
+    IO_URING_OPS
+        .get(opcode as usize)
+        .map_or_else(|| format!("op{opcode}"), |op| (*op).to_owned())
 }
 
 fn open_body(ev: &OpenEvent) -> Result<Body, DecodeError> {

@@ -44,6 +44,7 @@ pub const KINDS: &[&str] = &[
     "rename",
     "syscall",
     "limit",
+    "io_uring",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -254,6 +255,15 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<String>,
     },
+    /// A request a server submitted to an io_uring (policies that allow
+    /// io_uring only). Its result is not recorded; Landlock and the egress
+    /// programs decide it as they decide the syscall, and an egress
+    /// decision has its own `connect` record.
+    IoUring {
+        /// `openat`, `connect`, `read`, ... (`IORING_OP_*`, lowercase), or
+        /// `op<N>` for an opcode newer than this build.
+        op: String,
+    },
     /// A DNS query a guarded server sent (to any resolver: all of them reach
     /// the daemon's).
     Dns {
@@ -378,6 +388,7 @@ impl Body {
             Body::UnixConnect { .. } => "unix_connect",
             Body::Socket { .. } => "socket",
             Body::Syscall { .. } => "syscall",
+            Body::IoUring { .. } => "io_uring",
         }
     }
 
@@ -855,6 +866,9 @@ mod tests {
                 result: -1,
                 errno: None,
             },
+            Body::IoUring {
+                op: "openat".into(),
+            },
             Body::Limit {
                 resource: "pids".into(),
                 event: "max".into(),
@@ -865,6 +879,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 19);
+        assert_eq!(KINDS.len(), 20);
     }
 }

@@ -636,6 +636,7 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             f("protocol")
         ),
         "syscall" => format!("syscall {} = {}", f("name"), result(rec)),
+        "io_uring" => format!("io_uring {}", f("op")),
         "unix_connect" => format!(
             "unix_connect {}{}{} = {}{}",
             if rec["abstract_addr"] == true {

@@ -249,6 +249,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         &layers,
     );
     log_layer(
+        "audit_io_uring",
+        layers.audit_io_uring,
+        "records of io_uring requests (for servers allowed io_uring)",
+        &layers,
+    );
+    log_layer(
         "audit_syscalls",
         layers.audit_syscalls,
         "records of fenced and cross-process syscalls (syscall exit tracepoints)",

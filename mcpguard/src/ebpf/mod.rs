@@ -74,6 +74,8 @@ pub struct Layers {
     /// Records of the watched syscalls (the seccomp fence's and ptrace,
     /// kill, ...).
     pub audit_syscalls: bool,
+    /// Records of requests submitted to io_uring (by servers allowed it).
+    pub audit_io_uring: bool,
     /// The egress and socket-fence links are pinned in bpffs: they stay
     /// attached if the daemon dies.
     pub pinned_enforcement: bool,
@@ -167,6 +169,16 @@ pub struct Loaded {
 }
 
 /// Offsets the programs read, as (global, category, event, field).
+/// Offsets of tracepoints a kernel may lack (io_uring can be compiled
+/// out): a missing one leaves its global unset and its program detached,
+/// and the layer is reported missing.
+const OPTIONAL_OFFSETS: &[(&str, &str, &str, &str)] = &[(
+    "OFF_IO_URING_OPCODE",
+    "io_uring",
+    "io_uring_submit_req",
+    "opcode",
+)];
+
 const OFFSETS: &[(&str, &str, &str, &str)] = &[
     ("OFF_OPENAT_DFD", "syscalls", "sys_enter_openat", "dfd"),
     (
@@ -393,6 +405,8 @@ const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
+const IO_URING_PROGRAMS: &[(&str, &str, &str)] =
+    &[("io_uring_submit_req", "io_uring", "io_uring_submit_req")];
 const UNIX_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
@@ -448,6 +462,13 @@ pub fn load(
             tracefs::field_offset(&tracefs, category, event, field)?,
         ));
     }
+    let mut optional_missing = Vec::new();
+    for (global, category, event, field) in OPTIONAL_OFFSETS {
+        match tracefs::field_offset(&tracefs, category, event, field) {
+            Ok(off) => offsets.push((*global, off)),
+            Err(error) => optional_missing.push((*global, error.to_string())),
+        }
+    }
     let mut loader = EbpfLoader::new();
     for (global, off) in &offsets {
         loader.override_global(global, off, true);
@@ -493,6 +514,17 @@ pub fn load(
     match attach_watched(&mut ebpf, &tracefs) {
         Ok(()) => layers.audit_syscalls = true,
         Err(why) => layers.missing.push(format!("audit_syscalls: {why}")),
+    }
+    let io_uring = match optional_missing
+        .iter()
+        .find(|(g, _)| *g == "OFF_IO_URING_OPCODE")
+    {
+        Some((_, why)) => Err(why.clone()),
+        None => attach_tracepoints(&mut ebpf, IO_URING_PROGRAMS),
+    };
+    match io_uring {
+        Ok(()) => layers.audit_io_uring = true,
+        Err(why) => layers.missing.push(format!("audit_io_uring: {why}")),
     }
 
     let servers = take(&mut ebpf, "SERVERS")?;
@@ -650,12 +682,13 @@ mod tests {
             .map(|l| l.trim_end_matches(','))
             .collect();
         assert!(names.len() >= 20, "{names:?}");
+        let known = || OFFSETS.iter().chain(OPTIONAL_OFFSETS);
         for name in &names {
             assert!(
-                OFFSETS.iter().any(|(g, ..)| g == name),
+                known().any(|(g, ..)| g == name),
                 "{name} is declared in mcpguard-ebpf/src/offsets.rs but never set by the loader"
             );
         }
-        assert_eq!(names.len(), OFFSETS.len());
+        assert_eq!(names.len(), known().count());
     }
 }

@@ -23,6 +23,10 @@
 #include <dirent.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/io_uring.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #ifndef MFD_NOEXEC_SEAL
 #define MFD_NOEXEC_SEAL 0x8U
@@ -225,6 +229,83 @@ static void kernel(void)
 		fclose(f);
 }
 
+/* Submits one request on a fresh ring and waits for it; returns the
+ * completion's result (a negative errno on failure), or -errno if the ring
+ * itself could not be set up. */
+static int uring_one(const struct io_uring_sqe *req)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof p);
+	int fd = syscall(SYS_io_uring_setup, 4, &p);
+	if (fd < 0)
+		return -errno;
+	size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+	size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	int single = p.features & IORING_FEAT_SINGLE_MMAP;
+	if (single && cq_len > sq_len)
+		sq_len = cq_len;
+	char *sq = mmap(NULL, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			IORING_OFF_SQ_RING);
+	char *cq = single ? sq
+			  : mmap(NULL, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+				 IORING_OFF_CQ_RING);
+	struct io_uring_sqe *sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe),
+					 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+					 IORING_OFF_SQES);
+	if (sq == MAP_FAILED || cq == MAP_FAILED || sqes == MAP_FAILED)
+		return -errno;
+	unsigned *tail = (unsigned *)(sq + p.sq_off.tail);
+	unsigned mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+	unsigned *array = (unsigned *)(sq + p.sq_off.array);
+	unsigned t = *tail, idx = t & mask;
+	sqes[idx] = *req;
+	array[idx] = idx;
+	__atomic_store_n(tail, t + 1, __ATOMIC_RELEASE);
+	if (syscall(SYS_io_uring_enter, fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+		return -errno;
+	unsigned *head = (unsigned *)(cq + p.cq_off.head);
+	unsigned cmask = *(unsigned *)(cq + p.cq_off.ring_mask);
+	struct io_uring_cqe *cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+	unsigned h = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+	int res = cqes[h & cmask].res;
+	__atomic_store_n(head, h + 1, __ATOMIC_RELEASE);
+	close(fd);
+	return res;
+}
+
+static void uring_result(const char *attack, int res)
+{
+	if (res < 0)
+		printf("RESULT %s %s\n", attack, strerrorname_np(-res));
+	else
+		printf("RESULT %s ok\n", attack);
+	fflush(stdout);
+}
+
+/* io_uring, where a policy allows it: an open and a connect submitted
+ * through the ring instead of the syscalls. */
+static void uring(const char *path, int port)
+{
+	struct io_uring_sqe open_req;
+	memset(&open_req, 0, sizeof open_req);
+	open_req.opcode = IORING_OP_OPENAT;
+	open_req.fd = AT_FDCWD;
+	open_req.addr = (unsigned long)path;
+	open_req.open_flags = O_RDONLY;
+	uring_result("uring_openat", uring_one(&open_req));
+
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	struct io_uring_sqe conn_req;
+	memset(&conn_req, 0, sizeof conn_req);
+	conn_req.opcode = IORING_OP_CONNECT;
+	conn_req.fd = s;
+	conn_req.addr = (unsigned long)&sin;
+	conn_req.off = sizeof sin;
+	uring_result("uring_connect", uring_one(&conn_req));
+}
+
 static void fds(void)
 {
 	/* Every fd the server starts with, beyond stdio, is a leak. */
@@ -250,7 +331,7 @@ static void fds(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: kernel memfd|tmpexec DIR|setuid PATH|euid|outside PID...|ns|kernel|fds\n");
+		fprintf(stderr, "usage: kernel memfd|tmpexec DIR|setuid PATH|euid|outside PID...|ns|kernel|fds|uring PATH PORT\n");
 		return 2;
 	}
 	const char *cmd = argv[1];
@@ -268,6 +349,8 @@ int main(int argc, char **argv)
 		kernel();
 	else if (!strcmp(cmd, "fds"))
 		fds();
+	else if (!strcmp(cmd, "uring") && argc > 3)
+		uring(argv[2], atoi(argv[3]));
 	else if (!strcmp(cmd, "euid"))
 		printf("RESULT euid %d\n", geteuid());
 	else

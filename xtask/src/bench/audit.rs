@@ -22,6 +22,9 @@ use serde_json::{json, Value};
 
 use super::{field, stdout_of, tail, Ctx, Daemon, Row, Section, Stats, Target};
 
+/// The daemon's default audit ring buffer, in MiB.
+const RING_MIB: u32 = mcpguard_common::limits::RING_BYTES >> 20;
+
 #[derive(Clone, Debug)]
 struct Trial {
     /// Requested events/s in total (0: unpaced).
@@ -296,7 +299,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         }
     };
     let mut notes = vec![format!(
-        "Default ring buffer (8 MiB). Unpaced under guard, one generator thread made {gen1:.0} failed opens/s ({}), two made {:.0}/s ({}).",
+        "Default ring buffer ({RING_MIB} MiB). Unpaced under guard, one generator thread made {gen1:.0} failed opens/s ({}), two made {:.0}/s ({}).",
         calib_note(&calib1),
         calib2.achieved,
         calib_note(&calib2)
@@ -364,7 +367,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         )
     } else if let Some(h) = fail_at {
         format!(
-            "the daemon is the bottleneck: its single audit thread (drain, decode, enrich, JSON, write) used up to {daemon_cores:.2} cores at the best zero-loss rate, and at ~{h:.0}/s the 8 MiB ring buffer filled and records were lost"
+            "the daemon is the bottleneck: its single audit thread (drain, decode, enrich, JSON, write) used up to {daemon_cores:.2} cores at the best zero-loss rate, and at ~{h:.0}/s the {RING_MIB} MiB ring buffer filled and records were lost"
         )
     } else {
         format!("no rate tried lost events; the search stopped at {best_rate:.0}/s before reaching the target")

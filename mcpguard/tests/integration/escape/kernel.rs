@@ -280,6 +280,22 @@ fn kernel_interface_tricks_are_blocked_and_recorded() {
     let p = hostile_policy("esc-kernel", &[]);
     let (k, _) = attack(&d, &p, &["kernel"]);
     let (fds, fds_out) = attack(&d, &p, &["fds"]);
+    // Where a policy allows io_uring, requests through the ring are still
+    // decided by Landlock and the egress programs, and recorded.
+    let secret = user().home.join("escape-uring-secret");
+    std::fs::write(&secret, "secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    denied.set_nonblocking(true).unwrap();
+    let port = denied.local_addr().unwrap().port();
+    let pu = hostile_policy("esc-uring", &["io_uring"]);
+    let (uring, _) = attack(
+        &d,
+        &pu,
+        &["uring", secret.to_str().unwrap(), &port.to_string()],
+    );
+    let connected = denied.accept().is_ok();
+    settled_records(&d, "esc-uring", 1);
     let rec = settled_records(&d, "esc-kernel", 2);
     let s = "esc-kernel";
     let mut rows = Vec::new();
@@ -329,6 +345,29 @@ fn kernel_interface_tricks_are_blocked_and_recorded() {
             }),
         ));
     }
+    let u = "esc-uring";
+    let submitted = |op: &str| find(&rec, u, |r| r["kind"] == "io_uring" && r["op"] == op);
+    let mut open_row = row(
+        &uring,
+        "io_uring allowed by policy: IORING_OP_OPENAT of a file outside the policy",
+        "uring_openat",
+        "EACCES",
+        submitted("openat"),
+    );
+    open_row.evidence += " (the io_uring record; the result is Landlock's)";
+    rows.push(open_row);
+    let mut connect_row = row(
+        &uring,
+        "io_uring allowed by policy: IORING_OP_CONNECT to a denied address",
+        "uring_connect",
+        "EPERM",
+        find(&rec, u, |r| {
+            r["kind"] == "connect" && r["port"] == port && r["verdict"] == "deny"
+        })
+        .filter(|_| submitted("connect").is_some()),
+    );
+    connect_row.blocked &= !connected;
+    rows.push(connect_row);
     let launch = find(&rec, s, |r| {
         r["kind"] == "launch" && r["layers"]["fds"] == serde_json::json!([0, 1, 2])
     });
