@@ -890,31 +890,29 @@ fn close_inherited_fds() {
     let ret = unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
     if ret != 0 {
         // Pre-5.9 kernel: close what /proc says is open.
-        if let Ok(entries) = fs::read_dir("/proc/self/fd") {
-            let fds: Vec<RawFd> = entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|&fd| fd > CONTROL_FD)
-                .collect();
-            for fd in fds {
-                // SAFETY: closing an fd no Rust object owns (the read_dir fd
-                // is already closed, so EBADF at worst).
-                unsafe { libc::close(fd) };
-            }
+        for fd in listed_fds().into_iter().filter(|&fd| fd > CONTROL_FD) {
+            // SAFETY: closing an fd no Rust object owns (the read_dir fd is
+            // already closed, so EBADF at worst).
+            unsafe { libc::close(fd) };
         }
     }
 }
 
-/// The open fds that survive `execve`, the control socket excepted.
-fn open_fds() -> Vec<i32> {
-    let listed: Vec<RawFd> = fs::read_dir("/proc/self/fd")
+/// The fds `/proc/self/fd` lists, including the listing's own (closed by
+/// the time this returns); empty if /proc cannot be read.
+fn listed_fds() -> Vec<RawFd> {
+    fs::read_dir("/proc/self/fd")
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .collect()
         })
-        .unwrap_or_default();
-    // The listing includes the directory's own fd, closed by now.
-    listed
+        .unwrap_or_default()
+}
+
+/// The open fds that survive `execve`, the control socket excepted.
+fn open_fds() -> Vec<i32> {
+    listed_fds()
         .into_iter()
         .filter(|&fd| fd != CONTROL_FD)
         .filter(|&fd| {

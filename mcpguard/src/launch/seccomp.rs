@@ -15,6 +15,7 @@
 //! a `syscalls/sys_exit_*` tracepoint that records its calls by guarded
 //! servers ([`audited`]), so a refusal here is also an audit record.
 
+use libc::{SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -371,15 +372,12 @@ pub enum SeccompError {
     Install(nix::errno::Errno),
 }
 
-// Classic BPF opcodes (<linux/filter.h>).
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-const BPF_JGE_K: u16 = 0x35;
-const BPF_JSET_K: u16 = 0x45;
-const BPF_RET_K: u16 = 0x06;
-
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+// The classic BPF instructions the fence uses, from libc's <linux/filter.h>.
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {

@@ -153,6 +153,21 @@ pub struct FileReport {
     pub starters: Vec<StarterPolicy>,
 }
 
+impl FileReport {
+    /// The report before anything is written: no diff, backup or starters.
+    fn untouched(path: &Path, client: Client, servers: Vec<Server>, changed: bool) -> Self {
+        FileReport {
+            path: path.to_owned(),
+            client,
+            servers,
+            changed,
+            diff: String::new(),
+            backup: None,
+            starters: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StarterPolicy {
     /// The server's key in the config.
@@ -236,15 +251,7 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
     }
 
     let changed = rewritten.text != text;
-    let mut report = FileReport {
-        path: path.to_owned(),
-        client,
-        servers: rewritten.servers,
-        changed,
-        diff: String::new(),
-        backup: None,
-        starters: Vec::new(),
-    };
+    let mut report = FileReport::untouched(path, client, rewritten.servers, changed);
     if cfg.dry_run {
         report.diff = dry_run_diff(path, &text, &rewritten.text);
         report.starters = starters.into_iter().map(|(s, _)| s).collect();
@@ -294,15 +301,7 @@ pub fn unwrap_file(
     let (text, meta) = read(path)?;
     let rewritten = rewrite::unwrap(&text, client, mcpguard, path)?;
     let changed = rewritten.text != text;
-    let mut report = FileReport {
-        path: path.to_owned(),
-        client,
-        servers: rewritten.servers,
-        changed,
-        diff: String::new(),
-        backup: None,
-        starters: Vec::new(),
-    };
+    let mut report = FileReport::untouched(path, client, rewritten.servers, changed);
     if dry_run {
         report.diff = dry_run_diff(path, &text, &rewritten.text);
     } else if changed {
