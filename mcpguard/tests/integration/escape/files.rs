@@ -16,12 +16,11 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use super::{hostile, hostile_dir, report, Class, Row};
+use super::{find_record, hostile, hostile_dir, report, Class, Row};
 use crate::harness::*;
 
 /// Files planted in the test user's home, each holding its marker.
@@ -160,20 +159,6 @@ impl Steps {
     /// `step: RESULT (detail)` for the evidence column.
     pub fn seen(&self, step: &str) -> String {
         format!("{step}: {} ({})", self.result(step), self.detail(step))
-    }
-}
-
-/// Poll the audit log (up to 5 s) for a record matching `pred`.
-pub(super) fn find_record(d: &Daemon, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(r) = d.records().into_iter().find(|r| pred(r)) {
-            return Some(r);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -14,11 +14,12 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::harness::scratch;
+use crate::harness::{scratch, Daemon};
 
 mod kernel;
 mod net;
@@ -102,6 +103,20 @@ pub fn report(class: Class, rows: &[Row]) {
         rows.len(),
         red.join("\n")
     );
+}
+
+/// Poll the audit log (up to 5 s) for a record matching `pred`.
+pub fn find_record(d: &Daemon, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(r) = d.records().into_iter().find(|r| pred(r)) {
+            return Some(r);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Compiles `tests/escape/<name>.c` once per test run into a directory the

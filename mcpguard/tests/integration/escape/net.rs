@@ -20,14 +20,14 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
 use crate::{
     dns::Upstream,
-    escape::{self, Class, Row},
+    escape::{self, find_record, Class, Row},
     harness::*,
 };
 
@@ -172,16 +172,7 @@ fn attack(d: &Daemon, pol: &Path, args: &[&str]) -> String {
 
 /// Whether a record matching `pred` shows up within a few seconds.
 fn recorded(d: &Daemon, pred: impl Fn(&Value) -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if d.records().iter().any(&pred) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    find_record(d, pred).is_some()
 }
 
 /// Listeners get a moment to see a connection that did get through.
