@@ -22,7 +22,9 @@ use crate::sh;
 pub const TEST_USER: &str = "mcpguard-test";
 
 /// bubblewrap is the bench's comparison sandbox; srt (below) runs it too,
-/// bridges its proxies with socat and scans with ripgrep.
+/// bridges its proxies with socat and scans with ripgrep. gcc and
+/// libc6-dev build the escape suite's hostile programs; e2fsprogs makes
+/// the filesystem the audit-log fault tests force read-only.
 const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "iproute2",
@@ -31,6 +33,7 @@ const APT_PACKAGES: &[&str] = &[
     "ripgrep",
     "gcc",
     "libc6-dev",
+    "e2fsprogs",
 ];
 
 /// Exact versions, so a fresh machine tests against what was tested here.
