@@ -4,7 +4,7 @@
 //! stderr, prefixed `mcpguard:`.
 
 use std::{
-    os::unix::net::UnixStream,
+    os::{fd::RawFd, unix::net::UnixStream},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -47,7 +47,13 @@ fn run(policy_arg: &str, socket: &Path, argv: Vec<String>) -> Result<ExitCode, S
     // same text again; it trusts nothing from this side.
     let policy_text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
-    Policy::parse(&policy_text, &path).map_err(|e| e.to_string())?;
+    let policy = Policy::parse(&policy_text, &path).map_err(|e| e.to_string())?;
+    // A runner command (`npx -y pkg`) the policy pinned starts the
+    // installed copy instead.
+    let argv = policy
+        .command
+        .resolve(&policy.name, argv, &home())
+        .map_err(|e| e.to_string())?;
     launch(&path, policy_text, socket, argv, false, &mut |_, _| {})
 }
 
@@ -65,6 +71,47 @@ pub fn launch(
     learn: bool,
     on_learned: &mut OnLearned<'_>,
 ) -> Result<ExitCode, String> {
+    let how = How {
+        stdio: [0, 1, 2],
+        learn,
+        forward_signals: true,
+    };
+    launch_with(path, policy_text, socket, argv, how, on_learned).map(|status| match status {
+        Status::Code(c) => ExitCode::from(c as u8),
+        Status::Signal(s) => ExitCode::from(128u8.wrapping_add(s as u8)),
+        Status::Unknown => ExitCode::FAILURE,
+    })
+}
+
+/// How [`launch_with`] starts a server.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    /// The server's stdin, stdout and stderr.
+    pub stdio: [RawFd; 3],
+    pub learn: bool,
+    /// Forward SIGINT/SIGTERM/... to the server (a stand-in for the
+    /// server does; a one-off command run by another subcommand does not,
+    /// so Ctrl-C stops that subcommand, and with it the command).
+    pub forward_signals: bool,
+}
+
+/// How a launched server ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Code(i32),
+    Signal(i32),
+    Unknown,
+}
+
+/// [`launch`] with the server's stdio and signal handling chosen.
+pub fn launch_with(
+    path: &Path,
+    policy_text: String,
+    socket: &Path,
+    argv: Vec<String>,
+    how: How,
+    on_learned: &mut OnLearned<'_>,
+) -> Result<Status, String> {
     let stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the mcpguard daemon at {}: {e} (is `mcpguard daemon` running? --socket or MCPGUARD_SOCKET select another)",
@@ -74,7 +121,7 @@ pub fn launch(
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/".into());
-    let sent = proto::send_fds(&stream, &[0, 1, 2]).and_then(|()| {
+    let sent = proto::send_fds(&stream, &how.stdio).and_then(|()| {
         proto::write_frame(
             &mut &stream,
             &Request::Launch {
@@ -84,7 +131,7 @@ pub fn launch(
                 argv,
                 cwd,
                 env: std::env::vars().collect(),
-                learn,
+                learn: how.learn,
             },
         )
     });
@@ -97,6 +144,35 @@ pub fn launch(
         });
     }
 
+    if how.forward_signals {
+        forward_signals(&stream)?;
+    }
+
+    loop {
+        match proto::read_frame::<Response>(&mut &stream) {
+            Ok(Some(Response::Started { .. })) => continue,
+            Ok(Some(Response::Learned { policy, notes })) => on_learned(policy, notes),
+            Ok(Some(Response::Error { message })) => return Err(message),
+            Ok(Some(Response::Exited { code, signal })) => {
+                return Ok(match (code, signal) {
+                    (Some(c), _) => Status::Code(c),
+                    (None, Some(s)) => Status::Signal(s),
+                    (None, None) => Status::Unknown,
+                });
+            }
+            // Answers to queries; never sent on a launch connection.
+            Ok(Some(other)) => return Err(format!("unexpected answer from the daemon: {other:?}")),
+            Ok(None) => {
+                return Err("the daemon closed the connection before the server exited".into())
+            }
+            Err(e) => return Err(format!("talking to the daemon: {e}")),
+        }
+    }
+}
+
+/// Sends the signals `mcpguard run` receives on to the server, from a
+/// thread of their own.
+fn forward_signals(stream: &UnixStream) -> Result<(), String> {
     // Block the forwarded signals before any thread exists, so only the
     // forwarding thread receives them.
     let mut set = SigSet::empty();
@@ -116,24 +192,5 @@ pub fn launch(
         })
         .map_err(|e| e.to_string())?;
 
-    loop {
-        match proto::read_frame::<Response>(&mut &stream) {
-            Ok(Some(Response::Started { .. })) => continue,
-            Ok(Some(Response::Learned { policy, notes })) => on_learned(policy, notes),
-            Ok(Some(Response::Error { message })) => return Err(message),
-            Ok(Some(Response::Exited { code, signal })) => {
-                return Ok(match (code, signal) {
-                    (Some(c), _) => ExitCode::from(c as u8),
-                    (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),
-                    (None, None) => ExitCode::FAILURE,
-                });
-            }
-            // Answers to queries; never sent on a launch connection.
-            Ok(Some(other)) => return Err(format!("unexpected answer from the daemon: {other:?}")),
-            Ok(None) => {
-                return Err("the daemon closed the connection before the server exited".into())
-            }
-            Err(e) => return Err(format!("talking to the daemon: {e}")),
-        }
-    }
+    Ok(())
 }

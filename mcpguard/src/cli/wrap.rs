@@ -6,11 +6,15 @@
 //! Exit status: 0 when every file was handled, 1 when one failed, 2 for a
 //! usage error (every file's format is settled before anything is written).
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, fs::File, os::fd::AsRawFd, path::PathBuf, process::ExitCode, rc::Rc};
 
 use clap::Args;
 
-use crate::wrap::{self, Action, Client, FileReport, WrapConfig, WrapError, CLIENT_NAMES};
+use super::run;
+use crate::{
+    daemon::DEFAULT_SOCKET,
+    wrap::{self, Action, Client, FileReport, Guarded, Why, WrapConfig, WrapError, CLIENT_NAMES},
+};
 
 const USAGE: u8 = 2;
 const FAILURE: u8 = 1;
@@ -32,6 +36,15 @@ pub struct WrapArgs {
     /// run` searches this directory.
     #[arg(long, value_name = "DIR")]
     policy_dir: Option<PathBuf>,
+    /// Leave runner commands (`npx -y PKG`, `uvx PKG`, ...) unpinned: their
+    /// starter policies let the runner reach its registry and write its
+    /// cache at every start. By default wrap installs each such package
+    /// once, pinned, through the daemon, and the server runs that copy.
+    #[arg(long)]
+    no_install: bool,
+    /// The daemon's socket, through which installs run guarded.
+    #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
     /// MCP client config files, e.g. ~/.config/Claude/claude_desktop_config.json,
     /// ~/.claude.json, .mcp.json, ~/.cursor/mcp.json, .vscode/mcp.json.
     #[arg(required = true, value_name = "FILE")]
@@ -88,43 +101,161 @@ fn run_wrap(args: WrapArgs) -> u8 {
             return USAGE;
         }
     };
+    let installer: Option<Rc<dyn Guarded>> = if args.no_install {
+        None
+    } else if nix::unistd::geteuid().is_root() {
+        // The daemon launches nothing for root, and an install for another
+        // user's config must run as that user.
+        eprintln!(
+            "mcpguard: running as root: runner commands are left unpinned; run `mcpguard wrap` \
+             as the user whose config it is to pin them"
+        );
+        None
+    } else {
+        Some(Rc::new(ThroughDaemon {
+            socket: args.socket.clone(),
+        }))
+    };
     let cfg = WrapConfig {
         client: args.client,
         mcpguard,
         policy_dir,
         home: None,
         dry_run: args.dry_run,
+        installer,
     };
     let mut status = 0;
-    let mut starters = Vec::new();
     for path in &args.files {
         match wrap::wrap_file(path, &cfg) {
             Ok(report) => {
                 print!("{}", describe(&report, true, args.dry_run));
-                starters.extend(report.starters);
+                print!("{}", describe_policies(&report, args.dry_run));
             }
             Err(e) => status = status.max(fail(&e)),
         }
     }
-    if !starters.is_empty() {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "\n{} policies for these servers. They deny the network and nearly all files:\n\
-             edit each one to allow what its server needs (or learn it later).",
-            if args.dry_run {
-                "Would write starter"
-            } else {
-                "Wrote starter"
-            }
-        );
-        let width = starters.iter().map(|s| s.server.len()).max().unwrap_or(0);
-        for s in &starters {
-            let _ = writeln!(out, "  {:width$}  {}", s.server, s.path.display());
-        }
-        print!("{out}");
-    }
     status
+}
+
+/// Runs package installs through the daemon, guarded, with their output
+/// on wrap's stderr.
+#[derive(Debug)]
+struct ThroughDaemon {
+    socket: PathBuf,
+}
+
+impl Guarded for ThroughDaemon {
+    fn run(&self, policy_name: &str, policy_text: &str, argv: &[String]) -> Result<i32, String> {
+        eprintln!(
+            "mcpguard: {policy_name}: running `{}` guarded",
+            argv.iter()
+                .map(|w| shell_word(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        let how = run::How {
+            stdio: [devnull.as_raw_fd(), 2, 2],
+            learn: false,
+            forward_signals: false,
+        };
+        let label = PathBuf::from(format!("mcpguard-wrap:{policy_name}"));
+        match run::launch_with(
+            &label,
+            policy_text.to_owned(),
+            &self.socket,
+            argv.to_vec(),
+            how,
+            &mut |_, _| {},
+        )? {
+            run::Status::Code(c) => Ok(c),
+            run::Status::Signal(s) => Err(format!("`{}` was killed by signal {s}", argv[0])),
+            run::Status::Unknown => Err(format!("`{}` ended without a status", argv[0])),
+        }
+    }
+}
+
+/// A word as a shell would need it quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+,%~".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// One line per wrapped server: the policy it uses and why, what was
+/// pinned, and what its command line was granted.
+fn describe_policies(report: &FileReport, dry_run: bool) -> String {
+    let mut out = String::new();
+    let width = report
+        .choices
+        .iter()
+        .map(|c| c.server.len())
+        .max()
+        .unwrap_or(0);
+    for c in &report.choices {
+        let path = c.path.display();
+        let why = match &c.why {
+            Why::Yours => format!("uses your policy {path}"),
+            Why::InstalledFits => {
+                format!("uses the installed policy {path} (it says it fits this command)")
+            }
+            Why::PinMismatch { message } => format!("uses {path}, but {message}"),
+            Why::Broken { message } => format!("uses {path}, which does not parse: {message}"),
+            Why::Starter { shadows } => {
+                let verb = if dry_run { "would write" } else { "wrote" };
+                let mut line = format!("{verb} starter policy {path}");
+                if let Some(other) = shadows {
+                    let _ = write!(
+                        line,
+                        " (the installed {} is written for another launch layout; yours takes precedence)",
+                        other.display()
+                    );
+                }
+                line
+            }
+        };
+        let _ = writeln!(out, "  {:width$}  {why}", c.server);
+        let Some(s) = report.starters.iter().find(|s| s.policy == c.policy) else {
+            continue;
+        };
+        let pad = " ".repeat(width + 4);
+        match (&s.pinned, dry_run) {
+            (Some(p), false) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}pinned {p}, installed guarded; `mcpguard run` starts that copy"
+                );
+            }
+            (Some(p), true) => {
+                let _ = writeln!(out, "{pad}would install {p}, pinned");
+            }
+            (None, _) if s.unpinned => {
+                let _ = writeln!(
+                    out,
+                    "{pad}NOT pinned: the runner fetches from its registry at every start"
+                );
+            }
+            _ => {}
+        }
+        for (dir, missing) in &s.data {
+            let made = match (missing, dry_run) {
+                (true, false) => " (created)",
+                (true, true) => " (would be created)",
+                _ => "",
+            };
+            let _ = writeln!(out, "{pad}grants {dir}{made}: named in its command line");
+        }
+        for note in &s.notes {
+            let _ = writeln!(out, "{pad}note: {note}");
+        }
+    }
+    out
 }
 
 fn run_unwrap(args: UnwrapArgs) -> u8 {
@@ -234,6 +365,8 @@ mod tests {
             dry_run: false,
             mcpguard: Some("/usr/local/bin/mcpguard".into()),
             policy_dir: Some(dir.join("policies")),
+            no_install: true,
+            socket: DEFAULT_SOCKET.into(),
             files: vec![known.clone(), unknown],
         };
         assert_eq!(run_wrap(args), USAGE);

@@ -5,6 +5,7 @@
 //! Every error points at `file:line:col` of the offending key or value, so a
 //! typo in a policy is found before anything is launched.
 
+pub mod command;
 #[cfg(test)]
 mod fuzz;
 pub mod learn;
@@ -56,6 +57,9 @@ pub struct Policy {
     pub secrets: Vec<Secret>,
     /// Task and memory bounds (`[limits]`, defaults when absent).
     pub limits: Limits,
+    /// The commands the policy is written for, and a pinned install
+    /// (`[command]`).
+    pub command: command::Command,
 }
 
 /// Filesystem allow-lists as written: absolute, or `~`-relative to the
@@ -367,6 +371,11 @@ pub enum Problem {
     BadSize,
     #[error("too large")]
     SizeTooLarge,
+    #[error(
+        "a pin needs both `runner` (the client's words) and `run` (an absolute program and \
+         its leading arguments)"
+    )]
+    PinWithoutRun,
     #[error("below the minimum of {} (nothing starts in less)", limits::show_size(*min))]
     SizeTooSmall { min: u64 },
     #[error(
@@ -402,6 +411,8 @@ struct RawPolicy {
     secrets: std::collections::BTreeMap<String, Spanned<RawSecret>>,
     #[serde(default)]
     limits: limits::RawLimits,
+    #[serde(default)]
+    command: command::RawCommand,
 }
 
 #[derive(Default, Deserialize)]
@@ -636,7 +647,13 @@ impl Policy {
                 .map_err(|p| c.located("limits.memory", memory, p))?;
         }
 
+        let command = raw
+            .command
+            .check()
+            .map_err(|l| c.located_at(l.key, l.start, l.value, l.problem))?;
+
         Ok(Policy {
+            command,
             name: raw.name.into_inner(),
             source: source.to_owned(),
             filesystem,

@@ -11,8 +11,11 @@
 pub mod client;
 pub mod diff;
 mod file;
+mod grants;
+mod install;
 pub mod json;
 pub mod rewrite;
+pub mod runner;
 pub mod starter;
 
 use std::{
@@ -24,9 +27,14 @@ use std::{
 pub use self::{
     client::{Client, CLIENT_NAMES},
     file::{backup_path, BACKUP_SUFFIX},
+    install::{Guarded, InstallError},
     rewrite::{Action, Server},
 };
-use self::{file::Ownership, rewrite::WrapOptions, starter::StarterInput};
+use self::{
+    file::Ownership,
+    rewrite::WrapOptions,
+    starter::{Launch, StarterInput},
+};
 use crate::policy::{Policy, PolicyError};
 
 /// Where installed policies live, searched after the user's own (as
@@ -108,6 +116,21 @@ pub enum WrapError {
     NotUtf8Path { what: &'static str, path: PathBuf },
     #[error("cannot find the path of the running mcpguard binary (pass --mcpguard): {0}")]
     CurrentExe(#[source] io::Error),
+    #[error(
+        "server {server:?}: {source}; nothing was changed (`--no-install` wraps it unpinned, \
+         with a policy that lets the runner fetch)"
+    )]
+    Install {
+        server: String,
+        #[source]
+        source: install::InstallError,
+    },
+    #[error("cannot create {}, which a server's command line names: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl WrapError {
@@ -134,6 +157,10 @@ pub struct WrapConfig {
     pub home: Option<PathBuf>,
     /// Compute the diff, write nothing.
     pub dry_run: bool,
+    /// Installs runner commands' packages, pinned (see [`install`]);
+    /// `None` leaves runner commands as they are, with a policy that lets
+    /// the runner fetch.
+    pub installer: Option<std::rc::Rc<dyn Guarded>>,
 }
 
 /// What happened to one file.
@@ -151,6 +178,8 @@ pub struct FileReport {
     pub backup: Option<PathBuf>,
     /// Starter policies for the servers this run wrapped that had none.
     pub starters: Vec<StarterPolicy>,
+    /// For each policy this run's wrapped servers use: which, and why.
+    pub choices: Vec<Choice>,
 }
 
 impl FileReport {
@@ -164,6 +193,7 @@ impl FileReport {
             diff: String::new(),
             backup: None,
             starters: Vec::new(),
+            choices: Vec::new(),
         }
     }
 }
@@ -176,6 +206,42 @@ pub struct StarterPolicy {
     pub path: PathBuf,
     /// False with `--dry-run`, or if the file appeared meanwhile.
     pub written: bool,
+    /// The package pinned for it (`npm:NAME@VERSION`), if one was
+    /// installed; with `--dry-run`, the package that would be.
+    pub pinned: Option<String>,
+    /// A runner command left unpinned: its policy lets it fetch.
+    pub unpinned: bool,
+    /// Data directories its command line names, granted (and created by
+    /// wrap if missing: `true`).
+    pub data: Vec<(String, bool)>,
+    /// Paths named but not granted, and credentials found in `env`.
+    pub notes: Vec<String>,
+}
+
+/// Which policy a wrapped server uses, and why; `wrap` prints one line
+/// for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub server: String,
+    pub policy: String,
+    pub path: PathBuf,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// The user's own policy of that name (or one in `--policy-dir`).
+    Yours,
+    /// An installed policy that says it fits this command.
+    InstalledFits,
+    /// A starter written from the command; `shadows` is an installed
+    /// policy of the same name that does not fit this command.
+    Starter { shadows: Option<PathBuf> },
+    /// An existing policy pins another runner command: `mcpguard run`
+    /// will refuse this server until it is wrapped again.
+    PinMismatch { message: String },
+    /// An existing policy that does not parse.
+    Broken { message: String },
 }
 
 /// The client format of `path`: `given`, or judged from the file name.
@@ -214,6 +280,7 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
     let rewritten = rewrite::wrap(&text, client, &opts, path)?;
 
     let mut starters: Vec<(StarterPolicy, String)> = Vec::new();
+    let mut choices: Vec<Choice> = Vec::new();
     for server in &rewritten.servers {
         let Action::Wrapped {
             policy,
@@ -224,34 +291,40 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
         else {
             continue;
         };
-        if starters.iter().any(|(s, _)| s.policy == *policy) || place.has(policy) {
+        if choices.iter().any(|c| c.policy == *policy) {
             continue;
         }
+        let entry = EntryCommand { command, args, env };
+        let shadows = match place.find(policy) {
+            Some(found) => match judge(&found, &entry, policy, &place.home) {
+                Some(why) => {
+                    choices.push(Choice {
+                        server: server.name.clone(),
+                        policy: policy.clone(),
+                        path: found.path,
+                        why,
+                    });
+                    continue;
+                }
+                None => Some(found.path),
+            },
+            None => None,
+        };
         let target = place.write_dir.join(format!("{policy}.toml"));
-        let body = starter::render(&StarterInput {
-            server: &server.name,
-            policy,
-            config: path,
-            command,
-            args,
-            env,
-            home: &place.home,
-        });
-        Policy::parse(&body, &target).map_err(|source| WrapError::StarterPolicy {
-            server: server.name.clone(),
-            source: Box::new(source),
-        })?;
-        let report = StarterPolicy {
+        let (report, body) =
+            plan_starter(&server.name, policy, &target, path, &entry, &place, cfg)?;
+        choices.push(Choice {
             server: server.name.clone(),
             policy: policy.clone(),
             path: target,
-            written: false,
-        };
+            why: Why::Starter { shadows },
+        });
         starters.push((report, body));
     }
 
     let changed = rewritten.text != text;
     let mut report = FileReport::untouched(path, client, rewritten.servers, changed);
+    report.choices = choices;
     if cfg.dry_run {
         report.diff = dry_run_diff(path, &text, &rewritten.text);
         report.starters = starters.into_iter().map(|(s, _)| s).collect();
@@ -269,6 +342,15 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
             path: starter.path.clone(),
             source,
         };
+        for (dir, missing) in &starter.data {
+            if *missing {
+                let dir = expand_home(dir, &place.home);
+                file::create_dirs(&dir, place.owner).map_err(|source| WrapError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+        }
         file::create_dirs(&place.write_dir, place.owner).map_err(fail)?;
         starter.written =
             file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
@@ -417,9 +499,159 @@ impl PolicyPlace {
         })
     }
 
-    fn has(&self, policy: &str) -> bool {
+    /// The policy `mcpguard run` would find by this name, if any.
+    fn find(&self, policy: &str) -> Option<Found> {
         let file = format!("{policy}.toml");
-        self.search.iter().any(|d| d.join(&file).is_file())
+        let path = self
+            .search
+            .iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.is_file())?;
+        let installed = path.starts_with(SYSTEM_POLICY_DIR);
+        Some(Found { path, installed })
+    }
+}
+
+/// An existing policy found for a server.
+struct Found {
+    path: PathBuf,
+    /// In /etc/mcpguard/policies (shipped with mcpguard or put there by an
+    /// administrator), not the user's own.
+    installed: bool,
+}
+
+/// A wrapped entry's own command line.
+struct EntryCommand<'a> {
+    command: &'a str,
+    args: &'a [String],
+    env: &'a [(String, String)],
+}
+
+/// Whether an existing policy serves the entry: `Some(why)` to use it,
+/// `None` to write a starter instead (an installed policy written for
+/// another launch layout). The user's own policies are always theirs to
+/// choose; wrap only points out a pin that no longer matches.
+fn judge(found: &Found, entry: &EntryCommand<'_>, policy: &str, home: &Path) -> Option<Why> {
+    let parsed = match Policy::load(&found.path) {
+        Ok(p) => p,
+        Err(e) if found.installed => {
+            tracing::warn!(policy = %found.path.display(), error = %e, "installed policy does not parse");
+            return None;
+        }
+        Err(e) => {
+            return Some(Why::Broken {
+                message: e.to_string(),
+            })
+        }
+    };
+    if found.installed && !parsed.command.fits(entry.command, home) {
+        return None;
+    }
+    let argv: Vec<String> = std::iter::once(entry.command.to_owned())
+        .chain(entry.args.iter().cloned())
+        .collect();
+    if let Err(e) = parsed.command.resolve(policy, argv, home) {
+        return Some(Why::PinMismatch {
+            message: e.to_string(),
+        });
+    }
+    Some(if found.installed {
+        Why::InstalledFits
+    } else {
+        Why::Yours
+    })
+}
+
+/// Installs the entry's package if it is a runner command (unless this is
+/// a dry run or installs are off), and renders its starter policy.
+fn plan_starter(
+    server: &str,
+    policy: &str,
+    target: &Path,
+    config: &Path,
+    entry: &EntryCommand<'_>,
+    place: &PolicyPlace,
+    cfg: &WrapConfig,
+) -> Result<(StarterPolicy, String), WrapError> {
+    let runner = runner::parse(entry.command, entry.args);
+    let mut pinned_name = None;
+    let installed = match (&runner, &cfg.installer) {
+        (Some(r), Some(installer)) if !cfg.dry_run => {
+            let host_env: Vec<(String, String)> = std::env::vars().collect();
+            let path_var =
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+            let host = install::Host {
+                home: &place.home,
+                path: &path_var,
+                env: &host_env,
+            };
+            let dir = install::server_dir(&place.home, policy);
+            let done =
+                install::install(r, policy, &dir, &host, installer.as_ref()).map_err(|source| {
+                    WrapError::Install {
+                        server: server.to_owned(),
+                        source,
+                    }
+                })?;
+            pinned_name = Some(done.package.clone());
+            Some(done)
+        }
+        (Some(r), Some(_)) => {
+            pinned_name = Some(format!("{}:{}", r.registry.label(), r.package));
+            None
+        }
+        _ => None,
+    };
+    let launch = match (&runner, &installed) {
+        (Some(r), Some(i)) => Launch::Pinned {
+            runner_words: r.words,
+            installed: i,
+        },
+        (Some(r), None) => Launch::Unpinned(Some(r)),
+        (None, None) if starter::is_runner(entry.command) => Launch::Unpinned(None),
+        _ => Launch::Direct,
+    };
+    let (data, mut notes) = grants::data_paths(entry.args, entry.env, &place.home);
+    for var in grants::credential_vars(entry.env) {
+        notes.push(format!(
+            "{var} holds a credential in the config in clear: consider [secrets] (see the policy's comment)"
+        ));
+    }
+    let body = starter::render(&StarterInput {
+        server,
+        policy,
+        config,
+        command: entry.command,
+        args: entry.args,
+        env: entry.env,
+        home: &place.home,
+        launch,
+        data: &data,
+        refused: &notes,
+    });
+    Policy::parse(&body, target).map_err(|source| WrapError::StarterPolicy {
+        server: server.to_owned(),
+        source: Box::new(source),
+    })?;
+    let report = StarterPolicy {
+        server: server.to_owned(),
+        policy: policy.to_owned(),
+        path: target.to_owned(),
+        written: false,
+        pinned: pinned_name,
+        unpinned: matches!(launch, Launch::Unpinned(_)),
+        data: data.iter().map(|d| (d.rule.clone(), d.missing)).collect(),
+        notes,
+    };
+    Ok((report, body))
+}
+
+/// `~/x` below `home`.
+fn expand_home(path: &str, home: &Path) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None if path == "~" => home.to_owned(),
+        None => PathBuf::from(path),
     }
 }
 

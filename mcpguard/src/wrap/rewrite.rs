@@ -55,8 +55,9 @@ pub enum Action {
         /// The original command and arguments.
         command: String,
         args: Vec<String>,
-        /// Names of the variables the entry's `env` sets.
-        env: Vec<String>,
+        /// The variables the entry's `env` sets (name, value; a value that
+        /// is not a string reads as empty).
+        env: Vec<(String, String)>,
     },
     /// `wrap`: it already runs through mcpguard.
     AlreadyWrapped,
@@ -297,7 +298,16 @@ fn wrap_entry(
         .value
         .get("env")
         .and_then(Node::as_object)
-        .map(|vars| vars.iter().map(|v| v.key.clone()).collect())
+        .map(|vars| {
+            vars.iter()
+                .map(|v| {
+                    (
+                        v.key.clone(),
+                        v.value.as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let action = Action::Wrapped {
         policy,
@@ -489,7 +499,7 @@ mod tests {
                     policy: "time-server".into(),
                     command: "uvx".into(),
                     args: vec!["mcp-server-time".into()],
-                    env: vec!["TZ".into()],
+                    env: vec![("TZ".into(), "UTC".into())],
                 },
                 &Action::Remote,
                 &Action::Remote,

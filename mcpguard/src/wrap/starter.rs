@@ -5,6 +5,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::{
+    grants::{self, DataPath},
+    install::{self, Installed},
+    runner::RunnerCommand,
+};
 use crate::policy::MAX_NAME_LEN;
 
 /// The policy name for a server key: lowercased, every character outside
@@ -71,6 +76,36 @@ impl Runtime {
     }
 }
 
+/// Whether `command` is a package runner (`npx`, `uvx`, ...) even where
+/// [`super::runner::parse`] could not make out its package.
+pub fn is_runner(command: &str) -> bool {
+    let base = Path::new(command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(command);
+    matches!(
+        base,
+        "npx" | "npm" | "pnpx" | "pnpm" | "yarn" | "bunx" | "uvx" | "uv" | "pipx"
+    )
+}
+
+/// How the wrapped server will start.
+#[derive(Debug, Clone, Copy)]
+pub enum Launch<'a> {
+    /// The command as written: a program, an interpreter and a script, a
+    /// venv's entry point.
+    Direct,
+    /// A runner command replaced by a pinned install: the first
+    /// `runner_words` words of the command line become `installed.run`.
+    Pinned {
+        runner_words: usize,
+        installed: &'a Installed,
+    },
+    /// A runner command left as it is (`--no-install`, or options wrap
+    /// does not understand): the policy lets the runner fetch and cache.
+    Unpinned(Option<&'a RunnerCommand>),
+}
+
 /// What a starter policy is written for.
 #[derive(Debug, Clone)]
 pub struct StarterInput<'a> {
@@ -81,12 +116,17 @@ pub struct StarterInput<'a> {
     pub config: &'a Path,
     pub command: &'a str,
     pub args: &'a [String],
-    /// Variables the config's `env` sets for the server: it is pointless to
-    /// set them if the policy drops them.
-    pub env: &'a [String],
+    /// The variables the config's `env` sets for the server (name, value):
+    /// passed on, and searched for data paths.
+    pub env: &'a [(String, String)],
     /// Home of the user the server will run as, to write paths under it as
     /// `~/...`.
     pub home: &'a Path,
+    pub launch: Launch<'a>,
+    /// Data paths the command line names (see [`super::grants`]).
+    pub data: &'a [DataPath],
+    /// Paths the command line names that are not granted, and why.
+    pub refused: &'a [String],
 }
 
 /// Paths every runtime's loader needs.
@@ -104,34 +144,55 @@ const SYSTEM_DIRS: &[&str] = &[
     "/usr/local/lib",
 ];
 
-/// The text of a starter policy. The caller validates it with
-/// [`crate::policy::Policy::parse`] before writing it.
-pub fn render(input: &StarterInput<'_>) -> String {
-    let runtime = Runtime::detect(input.command);
-    let base = Path::new(input.command)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(input.command);
+/// The lists a starter policy grants, each path with the reason shown
+/// above it.
+#[derive(Default)]
+struct Lists {
+    read: Vec<(String, String)>,
+    write: Vec<(String, String)>,
+    exec: Vec<(String, String)>,
+    hosts: Vec<(String, String)>,
+}
 
-    let mut read: Vec<(String, &str)> = Vec::new();
-    let mut write: Vec<(String, &str)> = Vec::new();
-    let mut exec: Vec<(String, &str)> = Vec::new();
-    let add = |list: &mut Vec<(String, &'static str)>, paths: &[&str], why: &'static str| {
-        for p in paths {
-            if !list.iter().any(|(q, _)| q == p) {
-                list.push(((*p).to_owned(), why));
-            }
+fn add(list: &mut Vec<(String, String)>, paths: &[&str], why: &str) {
+    for p in paths {
+        if !list.iter().any(|(q, _)| q == p) {
+            list.push(((*p).to_owned(), why.to_owned()));
         }
-    };
+    }
+}
+
+impl Lists {
+    fn read_exec(&mut self, paths: &[&str], why: &str) {
+        add(&mut self.read, paths, why);
+        add(&mut self.exec, paths, why);
+    }
+
+    fn all(&mut self, paths: &[&str], why: &str) {
+        self.read_exec(paths, why);
+        add(&mut self.write, paths, why);
+    }
+}
+
+/// The runtime that will actually run: for a pinned install, its
+/// interpreter.
+fn runtime_of(input: &StarterInput<'_>) -> Runtime {
+    match input.launch {
+        Launch::Pinned { installed, .. } => {
+            Runtime::detect(&installed.interpreter.to_string_lossy())
+        }
+        _ => Runtime::detect(input.command),
+    }
+}
+
+fn runtime_lists(lists: &mut Lists, runtime: Runtime) {
     match runtime {
         Runtime::Node => {
-            let why = "node, npm/npx and the libraries they link";
-            add(&mut read, SYSTEM_DIRS, why);
-            add(&mut read, &["/usr/share/nodejs"], why);
-            add(&mut exec, SYSTEM_DIRS, why);
-            add(&mut exec, &["/usr/share/nodejs"], why);
+            let why = "node and the libraries it links";
+            lists.read_exec(SYSTEM_DIRS, why);
+            lists.read_exec(&["/usr/share/nodejs"], why);
             add(
-                &mut read,
+                &mut lists.read,
                 &[
                     "/etc/localtime",
                     "/usr/share/zoneinfo",
@@ -140,123 +201,295 @@ pub fn render(input: &StarterInput<'_>) -> String {
                 ],
                 "time zone, TLS configuration and memory probes node makes at start",
             );
-            add(
-                &mut read,
-                &["/etc/npmrc", "/usr/etc/npmrc", "~/.npmrc", "~/.npm"],
-                "npm's configuration and package cache",
-            );
-            if matches!(base, "npx" | "npm" | "pnpx" | "pnpm" | "yarn") {
-                add(
-                    &mut exec,
-                    &["~/.npm"],
-                    "packages npx runs from its cache (~/.npm/_npx)",
-                );
-                add(
-                    &mut write,
-                    &["~/.npm"],
-                    "npm writes logs and its cache index even when nothing is fetched",
-                );
-            }
         }
         Runtime::Python => {
-            let why = "the interpreter, its standard library and the libraries it links";
-            add(&mut read, SYSTEM_DIRS, why);
-            add(&mut exec, SYSTEM_DIRS, why);
+            lists.read_exec(
+                SYSTEM_DIRS,
+                "the interpreter, its standard library and the libraries it links",
+            );
             add(
-                &mut read,
+                &mut lists.read,
                 &["/etc/localtime", "/usr/share/zoneinfo", "/etc/ssl"],
                 "time zone and TLS configuration read at import time",
             );
-            let why = "user installs, uv-managed interpreters and uv's package cache";
-            add(&mut read, &["~/.local", "~/.cache/uv"], why);
-            add(&mut exec, &["~/.local", "~/.cache/uv"], why);
-            if matches!(base, "uv" | "uvx") {
-                add(
-                    &mut write,
-                    &["~/.cache/uv"],
-                    "uv locks and fills its cache when it starts a tool",
+        }
+        Runtime::Generic => {
+            lists.read_exec(
+                &["/usr", "/lib", "/lib64"],
+                "system programs and shared libraries",
+            );
+        }
+    }
+}
+
+/// What a runner needs to fetch and start a package at every start.
+fn unpinned_lists(lists: &mut Lists, command: &str, home: &Path) {
+    let base = Path::new(command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(command);
+    let runner_root = which(command).map(|p| install::runtime_root(&p, home));
+    if let Some(root) = runner_root.as_deref().filter(|r| !r.starts_with("/usr")) {
+        lists.read_exec(
+            &[&grants::home_form(Path::new(root), home)],
+            "where the runner is installed",
+        );
+    }
+    match base {
+        "npx" | "npm" | "pnpx" | "pnpm" | "yarn" | "bunx" => {
+            add(
+                &mut lists.read,
+                &["/etc/npmrc", "/usr/etc/npmrc", "~/.npmrc"],
+                "npm's configuration",
+            );
+            lists.all(
+                &["~/.npm"],
+                "npx fetches the package into its cache (~/.npm/_npx) and runs it from there",
+            );
+            add(
+                &mut lists.hosts,
+                &["registry.npmjs.org:443"],
+                "npx asks the registry for the package at every start",
+            );
+        }
+        "uvx" | "uv" => {
+            lists.all(&["~/.cache/uv"], "uv's package cache");
+            lists.all(
+                &["~/.local/share/uv"],
+                "the tool environments and interpreters uv manages",
+            );
+            add(
+                &mut lists.hosts,
+                &["pypi.org:443", "files.pythonhosted.org:443"],
+                "uvx asks PyPI for the package at every start",
+            );
+        }
+        "pipx" => {
+            lists.all(
+                &["~/.local/share/pipx", "~/.cache/pipx"],
+                "pipx's environments and cache",
+            );
+            add(
+                &mut lists.hosts,
+                &["pypi.org:443", "files.pythonhosted.org:443"],
+                "pipx asks PyPI for the package",
+            );
+        }
+        _ => {}
+    }
+}
+
+fn which(command: &str) -> Option<std::path::PathBuf> {
+    if command.contains('/') {
+        return Some(Path::new(command).to_owned());
+    }
+    install::which(command, &std::env::var("PATH").unwrap_or_default())
+}
+
+/// The text of a starter policy. The caller validates it with
+/// [`crate::policy::Policy::parse`] before writing it.
+pub fn render(input: &StarterInput<'_>) -> String {
+    let runtime = runtime_of(input);
+    let mut lists = Lists::default();
+    runtime_lists(&mut lists, runtime);
+    match input.launch {
+        Launch::Direct => {
+            if let Some(install) = install_dir(input.command, input.home) {
+                lists.read_exec(
+                    &[install.as_str()],
+                    "where the server's command is installed",
                 );
             }
         }
-        Runtime::Generic => {
-            let why = "system programs and shared libraries";
-            add(&mut read, &["/usr", "/lib", "/lib64"], why);
-            add(&mut exec, &["/usr", "/lib", "/lib64"], why);
+        Launch::Pinned { installed, .. } => {
+            let dir = grants::home_form(&installed.dir, input.home);
+            lists.read_exec(
+                &[dir.as_str()],
+                "the pinned install of the server (see [command] below)",
+            );
+            let root = install::runtime_root(&installed.interpreter, input.home);
+            if !root.starts_with("/usr") {
+                let root = grants::home_form(Path::new(&root), input.home);
+                lists.read_exec(&[root.as_str()], "the interpreter the server runs on");
+            }
         }
+        Launch::Unpinned(_) => unpinned_lists(&mut lists, input.command, input.home),
     }
     add(
-        &mut read,
+        &mut lists.read,
         BASE_READ,
         "dynamic loader cache, and a stand-in for unused stdio",
     );
-    add(&mut write, &["/dev/null"], "a stand-in for unused stdio");
-    if let Some(install) = install_dir(input.command, input.home) {
-        let why = "where the server's command is installed";
-        add(&mut read, &[install.as_str()], why);
-        add(&mut exec, &[install.as_str()], why);
+    add(
+        &mut lists.write,
+        &["/dev/null"],
+        "a stand-in for unused stdio",
+    );
+    for d in input.data {
+        let why = format!(
+            "{} named by {} of the server's command{}",
+            if d.file {
+                "the directory of a file"
+            } else {
+                "a directory"
+            },
+            d.from,
+            if d.missing {
+                " (created by `mcpguard wrap`)"
+            } else {
+                ""
+            }
+        );
+        add(&mut lists.read, &[d.rule.as_str()], &why);
+        add(
+            &mut lists.write,
+            &[d.rule.as_str()],
+            &format!("{why}; remove it here to make it read-only"),
+        );
     }
 
+    let mut out = header(input, runtime);
+    out.push_str(&format!(
+        "name = {}\n\n[filesystem]\n",
+        toml_string(input.policy)
+    ));
+    for (key, list) in [
+        ("read", &lists.read),
+        ("write", &lists.write),
+        ("exec", &lists.exec),
+    ] {
+        out.push_str(&toml_list(key, list));
+    }
+    for note in input.refused {
+        out.push_str(&format!("# Not granted: {}\n", comment_safe(note)));
+    }
+    out.push_str("\n[network]\n");
+    if lists.hosts.is_empty() {
+        out.push_str(
+            "# No network at all. Add rules such as \"api.example.com:443\" or \"[::1]:8080\".\n",
+        );
+    }
+    out.push_str(&toml_list("allow", &lists.hosts));
+    out.push_str("bind = []\n\n[env]\n");
+    out.push_str(&env_section(input.env));
+    if let Launch::Pinned {
+        runner_words,
+        installed,
+    } = input.launch
+    {
+        out.push_str(&command_section(input, runner_words, installed));
+    }
+    out
+}
+
+fn toml_list(key: &str, list: &[(String, String)]) -> String {
+    let mut out = format!("{key} = [\n");
+    let mut last_why = "";
+    for (path, why) in list {
+        if why != last_why {
+            out.push_str(&format!("    # {}\n", comment_safe(why)));
+            last_why = why;
+        }
+        out.push_str(&format!("    {},\n", toml_string(path)));
+    }
+    out.push_str("]\n");
+    out
+}
+
+fn header(input: &StarterInput<'_>, runtime: Runtime) -> String {
+    let command_line = std::iter::once(input.command)
+        .chain(input.args.iter().map(String::as_str))
+        .map(shell_word)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let how = match input.launch {
+        Launch::Direct => String::new(),
+        Launch::Pinned { installed, .. } => format!(
+            "#\n# `mcpguard wrap` installed {} for it, pinned, and `mcpguard run`\n\
+             # starts that copy (see [command] at the end): no registry access and no\n\
+             # package caches at run time. `mcpguard update {}` moves to a newer version.\n",
+            comment_safe(&installed.package),
+            input.policy
+        ),
+        Launch::Unpinned(_) => {
+            "#\n# NOT PINNED: the runner fetches whatever the registry serves at every\n\
+             # start, so this policy lets it reach the registry and write its cache.\n\
+             # Run `mcpguard wrap` without --no-install to pin the package instead.\n"
+                .to_owned()
+        }
+    };
+    format!(
+        "# Starter policy written by `mcpguard wrap` for the MCP server {} in\n\
+         # {}, which runs:\n\
+         #\n\
+         #   {}\n\
+         {how}\
+         #\n\
+         # It lets {} start and reach the data the command line names, and\n\
+         # nothing else. If the server is refused something it needs, see\n\
+         # `mcpguard audit --denied --server {}` and widen the lists below (or\n\
+         # learn the policy: `mcpguard policy learn`).\n\
+         #\n\
+         # Format: `name`; [filesystem] read/write/exec lists of absolute or `~/`\n\
+         # paths; [network] allow (\"HOST:PORT\" or \"ADDRESS:PORT\" rules) and bind\n\
+         # (ports); [env] pass. A missing list allows nothing. See README.md.\n\n",
+        comment_safe(&format!("{:?}", input.server)),
+        comment_safe(&input.config.display().to_string()),
+        comment_safe(&command_line),
+        runtime.describe(),
+        input.policy,
+    )
+}
+
+fn env_section(env: &[(String, String)]) -> String {
     let mut pass: Vec<String> = ["PATH", "HOME", "LANG"].map(String::from).to_vec();
-    for name in input.env {
+    for (name, _) in env {
         // The same check the policy parser applies; a name it would reject
         // could not be passed anyway.
         if !name.is_empty() && !name.contains(['=', '\0']) && !pass.contains(name) {
             pass.push(name.clone());
         }
     }
-
     let mut out = String::new();
-    let command_line = std::iter::once(input.command)
-        .chain(input.args.iter().map(String::as_str))
-        .map(shell_word)
-        .collect::<Vec<_>>()
-        .join(" ");
-    out.push_str(&format!(
-        "# Starter policy written by `mcpguard wrap` for the MCP server {} in\n\
-         # {}, which runs:\n\
-         #\n\
-         #   {}\n\
-         #\n\
-         # It denies almost everything: the server may read and execute only what\n\
-         # {} needs to start, has no network, and gets only the environment\n\
-         # variables below. It will probably need more. Run it, see\n\
-         # what it was refused with `mcpguard audit --denied --server {}`, and\n\
-         # widen the lists below (or learn the policy later).\n\
-         #\n\
-         # Format: `name`; [filesystem] read/write/exec lists of absolute or `~/`\n\
-         # paths; [network] allow (\"ADDRESS:PORT\" rules) and bind (ports);\n\
-         # [env] pass. A missing list allows nothing. See README.md.\n\n",
-        comment_safe(&format!("{:?}", input.server)),
-        comment_safe(&input.config.display().to_string()),
-        comment_safe(&command_line),
-        runtime.describe(),
-        input.policy,
-    ));
-    out.push_str(&format!(
-        "name = {}\n\n[filesystem]\n",
-        toml_string(input.policy)
-    ));
-    for (key, list) in [("read", &read), ("write", &write), ("exec", &exec)] {
-        out.push_str(&format!("{key} = [\n"));
-        let mut last_why = "";
-        for (path, why) in list {
-            if *why != last_why {
-                out.push_str(&format!("    # {why}\n"));
-                last_why = why;
-            }
-            out.push_str(&format!("    {},\n", toml_string(path)));
-        }
-        out.push_str("]\n");
+    for name in grants::credential_vars(env) {
+        out.push_str(&format!(
+            "# {} holds a credential in the client config, in clear. Better: a\n\
+             # root-owned secret file under /etc/mcpguard/secrets, named in [secrets]\n\
+             # here (`{} = {{ file = \"...\" }}`), and removed from the config.\n",
+            comment_safe(&name),
+            comment_safe(&name)
+        ));
     }
-    out.push_str(
-        "\n[network]\n\
-         # No network at all. Add rules such as \"10.0.0.0/8:443\" or \"[::1]:8080\".\n\
-         allow = []\n\
-         bind = []\n\
-         \n[env]\n",
-    );
     let pass: Vec<String> = pass.iter().map(|p| toml_string(p)).collect();
     out.push_str(&format!("pass = [{}]\n", pass.join(", ")));
+    out
+}
+
+fn command_section(input: &StarterInput<'_>, runner_words: usize, installed: &Installed) -> String {
+    let runner: Vec<String> = std::iter::once(input.command)
+        .chain(input.args.iter().map(String::as_str))
+        .take(runner_words)
+        .map(toml_string)
+        .collect();
+    let run: Vec<String> = installed
+        .run
+        .iter()
+        .map(|w| toml_string(&grants::home_form(Path::new(w), input.home)))
+        .collect();
+    let mut out = format!(
+        "\n[command]\n\
+         # The client config starts this server with the `runner` words below;\n\
+         # `mcpguard run` starts the pinned install (`run`) in their place.\n\
+         runner = [{}]\n\
+         run = [{}]\n\
+         package = {}\n",
+        runner.join(", "),
+        run.join(", "),
+        toml_string(&installed.package)
+    );
+    if let Some(integrity) = &installed.integrity {
+        out.push_str(&format!("integrity = {}\n", toml_string(integrity)));
+    }
     out
 }
 
@@ -369,9 +602,22 @@ mod tests {
         }
     }
 
-    fn starter(command: &str, args: &[&str], env: &[&str]) -> Policy {
+    fn render_with(
+        command: &str,
+        args: &[&str],
+        env: &[&str],
+        launch: Launch<'_>,
+    ) -> (Policy, String) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) if k != "BAD" => (k.to_owned(), v.to_owned()),
+                _ => (s.to_string(), String::new()),
+            })
+            .collect();
+        let home = Path::new("/home/me");
+        let (data, refused) = grants::data_paths(&args, &env, home);
         let input = StarterInput {
             server: "My \"odd\"\nserver",
             policy: "my-odd-server",
@@ -379,38 +625,106 @@ mod tests {
             command,
             args: &args,
             env: &env,
-            home: Path::new("/home/me"),
+            home,
+            launch,
+            data: &data,
+            refused: &refused,
         };
         let text = render(&input);
-        Policy::parse(&text, Path::new("my-odd-server.toml"))
-            .unwrap_or_else(|e| panic!("starter policy does not parse: {e}\n{text}"))
+        let policy = Policy::parse(&text, Path::new("my-odd-server.toml"))
+            .unwrap_or_else(|e| panic!("starter policy does not parse: {e}\n{text}"));
+        (policy, text)
+    }
+
+    fn starter(command: &str, args: &[&str], env: &[&str]) -> Policy {
+        render_with(command, args, env, Launch::Direct).0
     }
 
     #[test]
-    fn starter_policies_parse_and_deny_the_network() {
-        let p = starter(
+    fn unpinned_runners_may_fetch_and_nothing_more() {
+        let (p, text) = render_with(
             "npx",
             &["-y", "@modelcontextprotocol/server-filesystem"],
             &[],
+            Launch::Unpinned(None),
         );
         assert_eq!(p.name, "my-odd-server");
         assert!(p.network.allow.is_empty() && p.network.bind.is_empty());
+        let hosts: Vec<&str> = p.network.hosts.iter().map(|h| h.text.as_str()).collect();
+        assert_eq!(hosts, ["registry.npmjs.org:443"]);
         assert!(p.filesystem.exec.contains(&"~/.npm".to_owned()));
         assert!(p.filesystem.write.contains(&"~/.npm".to_owned()));
-        assert_eq!(p.env.pass, ["PATH", "HOME", "LANG"]);
+        assert!(text.contains("NOT PINNED"), "{text}");
 
-        let p = starter(
+        let (p, _) = render_with(
             "uvx",
-            &["mcp-server-time", "it's"],
-            &["TZ", "PATH", "BAD=NAME"],
+            &["mcp-server-time"],
+            &["TZ=UTC"],
+            Launch::Unpinned(None),
         );
-        assert!(p.filesystem.read.contains(&"~/.cache/uv".to_owned()));
+        assert!(p.filesystem.write.contains(&"~/.local/share/uv".to_owned()));
+        assert!(!p.filesystem.read.contains(&"~/.local".to_owned()));
         assert_eq!(p.env.pass, ["PATH", "HOME", "LANG", "TZ"]);
+    }
+
+    #[test]
+    fn direct_commands_get_no_network() {
+        let p = starter("python3", &["srv.py", "it's"], &["TZ", "PATH", "BAD=NAME"]);
+        assert!(p.network.allow.is_empty() && p.network.hosts.is_empty());
+        assert_eq!(p.env.pass, ["PATH", "HOME", "LANG", "TZ"]);
+        assert!(!p
+            .filesystem
+            .read
+            .iter()
+            .any(|r| r == "~/.local" || r == "~/.cache/uv"));
 
         let p = starter("/home/me/.local/venv/bin/server", &[], &[]);
         assert!(p.filesystem.read.contains(&"/usr".to_owned()));
         assert!(p.filesystem.exec.contains(&"~/.local/venv".to_owned()));
         assert!(p.filesystem.write == ["/dev/null"]);
+    }
+
+    #[test]
+    fn a_pinned_start_runs_the_install_and_grants_its_data() {
+        let installed = Installed {
+            dir: "/home/me/.local/share/mcpguard/servers/my-odd-server".into(),
+            run: vec![
+                "/usr/bin/node".into(),
+                "/home/me/.local/share/mcpguard/servers/my-odd-server/node_modules/@s/fs/dist/index.js"
+                    .into(),
+            ],
+            package: "npm:@s/fs@1.2.3".into(),
+            integrity: Some("sha512-abc".into()),
+            interpreter: "/usr/bin/node".into(),
+        };
+        let (p, text) = render_with(
+            "npx",
+            &["-y", "@s/fs", "/home/me/code", "/home/me/.ssh"],
+            &[
+                "GITHUB_TOKEN=ghp_x",
+                "MEMORY_FILE_PATH=/home/me/.local/share/mem/m.jsonl",
+            ],
+            Launch::Pinned {
+                runner_words: 3,
+                installed: &installed,
+            },
+        );
+        let pin = p.command.pin.as_ref().expect("pinned");
+        assert_eq!(pin.runner, ["npx", "-y", "@s/fs"]);
+        assert_eq!(pin.run[0], "/usr/bin/node");
+        assert!(pin.run[1].starts_with("~/.local/share/mcpguard/servers/my-odd-server/"));
+        assert_eq!(pin.package.as_deref(), Some("npm:@s/fs@1.2.3"));
+        assert_eq!(pin.integrity.as_deref(), Some("sha512-abc"));
+        assert!(p.network.hosts.is_empty() && p.network.allow.is_empty());
+        assert!(!p.filesystem.write.iter().any(|w| w == "~/.npm"));
+        for dir in ["~/code", "~/.local/share/mem"] {
+            assert!(p.filesystem.read.iter().any(|r| r == dir), "{dir}\n{text}");
+            assert!(p.filesystem.write.iter().any(|r| r == dir), "{dir}\n{text}");
+        }
+        assert!(!text.contains("\"~/.ssh\""), "{text}");
+        assert!(text.contains("# Not granted: ~/.ssh"), "{text}");
+        assert!(text.contains("GITHUB_TOKEN holds a credential"), "{text}");
+        assert!(p.command.fits("npx", Path::new("/home/me")));
     }
 
     #[test]

@@ -294,6 +294,7 @@ fn config(home: &Path, dry_run: bool) -> WrapConfig {
         policy_dir: None,
         home: Some(home.to_owned()),
         dry_run,
+        installer: None,
     }
 }
 
