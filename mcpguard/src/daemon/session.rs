@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
-    dns::{DnsView, MapSink, Resolver},
+    dns::{self, DnsView, MapSink, Resolver},
     launch::{
         self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, LaunchSpec, Launched,
         SandboxSpec,
@@ -311,8 +311,19 @@ fn serve_peer(
     let limit_counters = limits.counters.clone();
     guard.limits = Some(limits);
 
-    let net: Vec<(u32, NetKey, PortSet)> =
-        policy::net::compile_allow(&policy.network.allow, cgroup.id)?
+    // Allowed names that /etc/hosts answers never reach the resolver.
+    let mut allow = policy.network.allow.clone();
+    if !learn {
+        let listed = dns::hosts_file::system_rules(
+            &policy.network.hosts,
+            policy.network.allow_local_answers,
+        );
+        for rule in &listed {
+            info!(launch = %launch_name, rule = %rule.text, "opened from the hosts file");
+        }
+        allow.extend(listed);
+    }
+    let net: Vec<(u32, NetKey, PortSet)> = policy::net::compile_allow(&allow, cgroup.id)?
             .into_iter()
             .map(|e| (e.prefix_len, e.key, e.ports))
             .collect();

@@ -11,6 +11,7 @@
 //! name gets NXDOMAIN and a denied `dns` record carrying the name, which is
 //! how an exfiltration attempt (`<secret>.attacker.example`) shows up.
 
+pub mod hosts_file;
 pub mod view;
 
 use std::{

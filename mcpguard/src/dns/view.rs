@@ -75,7 +75,7 @@ pub struct DnsView {
 
 /// The server's own host: loopback, link-local (fe80::/10, 169.254/16)
 /// and "this host" (`::`, 0.0.0.0/8), IPv4-mapped forms included.
-fn is_local(addr: Ipv6Addr) -> bool {
+pub(crate) fn is_local(addr: Ipv6Addr) -> bool {
     match addr.to_ipv4_mapped() {
         Some(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
         None => {

@@ -22,8 +22,8 @@ use super::{check_path, expand_home, Problem};
 /// `[command]` as validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Command {
-    /// Commands (the first word of a server command line, absolute or `~/`,
-    /// or a bare program name) this policy is written for.
+    /// The command lines this policy is written for: each entry is the
+    /// first words of one (separated by spaces; paths absolute or `~/`).
     pub fits: Vec<String>,
     /// The pinned install, if `wrap` made one.
     pub pin: Option<Pin>,
@@ -134,27 +134,43 @@ impl RawCommand {
     }
 }
 
-/// A program name in `fits`: a bare name (`npx`) or a path.
-fn check_program(word: &str) -> Result<(), Problem> {
-    if word.contains('/') || word.starts_with('~') {
-        check_path(word)
-    } else if word.is_empty() || word.contains('\0') {
-        Err(Problem::Nul)
-    } else {
-        Ok(())
+/// A `fits` entry: words, each a bare word (`npx`, `-y`) or a path.
+fn check_program(line: &str) -> Result<(), Problem> {
+    if line.contains('\0') {
+        return Err(Problem::Nul);
     }
+    if line.split_whitespace().next().is_none() {
+        return Err(Problem::RelativePath);
+    }
+    // Bare words (`npx`, `-y`, `@scope/pkg`) stand as they are; anything
+    // path-like must be a clean absolute or `~/` path.
+    line.split_whitespace()
+        .filter(|w| w.starts_with(['/', '~', '.']))
+        .try_for_each(check_path)
 }
 
 impl Command {
-    /// Whether this policy was written for a server started by `program`
-    /// (the first word of its command line), `~` standing for `home`.
-    pub fn fits(&self, program: &str, home: &Path) -> bool {
-        let given = expand_home(program, home);
-        self.fits.iter().any(|f| expand_home(f, home) == given)
+    /// Whether this policy was written for the command line `argv`: a
+    /// `fits` entry's words (`~` standing for `home`) start it, or it
+    /// starts with the pinned runner words.
+    pub fn fits(&self, argv: &[String], home: &Path) -> bool {
+        let starts = |words: &mut dyn Iterator<Item = &str>| {
+            let mut n = 0;
+            for (i, w) in words.enumerate() {
+                match argv.get(i) {
+                    Some(a) if expand_home(w, home) == expand_home(a, home) => n += 1,
+                    _ => return false,
+                }
+            }
+            n > 0
+        };
+        self.fits
+            .iter()
+            .any(|f| starts(&mut f.split_whitespace()))
             || self
                 .pin
                 .as_ref()
-                .is_some_and(|p| p.runner.first().is_some_and(|r| r == program))
+                .is_some_and(|p| starts(&mut p.runner.iter().map(String::as_str)))
     }
 
     /// The command line to start for `argv`: the pinned program when `argv`
@@ -254,16 +270,21 @@ mod tests {
         // Another program altogether runs as given.
         let other = argv(&["/opt/srv", "-v"]);
         assert_eq!(p.command.resolve("t", other.clone(), home).unwrap(), other);
-        assert!(p.command.fits("npx", home));
+        assert!(p.command.fits(&argv(&["npx", "-y", "@s/srv", "x"]), home));
+        assert!(!p.command.fits(&argv(&["npx", "-y", "@s/other"]), home));
     }
 
     #[test]
     fn fits_expands_home() {
-        let p = parse("[command]\nfits = [\"~/.venv/bin/srv\", \"uvx\"]\n").unwrap();
+        let p = parse(
+            "[command]\nfits = [\"~/.venv/bin/srv\", \"/usr/bin/node ~/npm/srv/index.js\"]\n",
+        )
+        .unwrap();
         let home = Path::new("/home/me");
-        assert!(p.command.fits("/home/me/.venv/bin/srv", home));
-        assert!(p.command.fits("uvx", home));
-        assert!(!p.command.fits("npx", home));
+        assert!(p.command.fits(&argv(&["/home/me/.venv/bin/srv", "-v"]), home));
+        assert!(p.command.fits(&argv(&["/usr/bin/node", "/home/me/npm/srv/index.js"]), home));
+        assert!(!p.command.fits(&argv(&["/usr/bin/node", "/home/me/npm/other.js"]), home));
+        assert!(!p.command.fits(&argv(&["/usr/bin/node"]), home));
         assert_eq!(
             p.command.resolve("t", argv(&["uvx", "x"]), home).unwrap(),
             argv(&["uvx", "x"])

@@ -544,12 +544,12 @@ fn judge(found: &Found, entry: &EntryCommand<'_>, policy: &str, home: &Path) -> 
             })
         }
     };
-    if found.installed && !parsed.command.fits(entry.command, home) {
-        return None;
-    }
     let argv: Vec<String> = std::iter::once(entry.command.to_owned())
         .chain(entry.args.iter().cloned())
         .collect();
+    if found.installed && !parsed.command.fits(&argv, home) {
+        return None;
+    }
     if let Err(e) = parsed.command.resolve(policy, argv, home) {
         return Some(Why::PinMismatch {
             message: e.to_string(),

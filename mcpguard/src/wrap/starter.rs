@@ -369,7 +369,11 @@ pub fn render(input: &StarterInput<'_>) -> String {
             "# No network at all. Add rules such as \"api.example.com:443\" or \"[::1]:8080\".\n",
         );
     }
-    out.push_str(&toml_list("allow", &lists.hosts));
+    if lists.hosts.is_empty() {
+        out.push_str("allow = []\n");
+    } else {
+        out.push_str(&toml_list("allow", &lists.hosts));
+    }
     out.push_str("bind = []\n\n[env]\n");
     out.push_str(&env_section(input.env));
     if let Launch::Pinned {
@@ -724,7 +728,8 @@ mod tests {
         assert!(!text.contains("\"~/.ssh\""), "{text}");
         assert!(text.contains("# Not granted: ~/.ssh"), "{text}");
         assert!(text.contains("GITHUB_TOKEN holds a credential"), "{text}");
-        assert!(p.command.fits("npx", Path::new("/home/me")));
+        let argv: Vec<String> = ["npx", "-y", "@s/fs", "/x"].map(String::from).into();
+        assert!(p.command.fits(&argv, Path::new("/home/me")));
     }
 
     #[test]
