@@ -347,7 +347,8 @@ fn serve_peer(
             origin: origin.clone(),
             cgroup: cgroup.id,
         }),
-    ));
+    )
+    .with_min_ttl(policy.network.min_ttl));
     let resolver = Resolver::start(view.clone())?;
     let dns_port = resolver.port;
     guard.dns = Some((resolver, view));

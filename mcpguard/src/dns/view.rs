@@ -69,6 +69,9 @@ pub struct DnsView {
     upstream: Option<SocketAddr>,
     /// `[network] allow_local_answers`.
     allow_local: bool,
+    /// `[network] min_ttl`: answers keep their addresses open at least
+    /// this many seconds.
+    min_ttl: u32,
     sink: Box<dyn MapSink>,
     grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
 }
@@ -128,9 +131,17 @@ impl DnsView {
             static_rules,
             upstream,
             allow_local,
+            min_ttl: 0,
             sink,
             grants: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps every answer's addresses open at least `secs` seconds, for
+    /// clients that cache lookups longer than their TTL.
+    pub fn with_min_ttl(mut self, secs: u32) -> DnsView {
+        self.min_ttl = secs;
+        self
     }
 
     fn grants(&self) -> MutexGuard<'_, HashMap<Ipv6Addr, Vec<Grant>>> {
@@ -310,7 +321,7 @@ impl DnsView {
                 continue;
             }
             let until =
-                Instant::now() + Duration::from_secs(u64::from((*ttl).min(MAX_TTL))) + GRACE;
+                Instant::now() + Duration::from_secs(u64::from((*ttl).max(self.min_ttl).min(MAX_TTL))) + GRACE;
             let list = grants.entry(addr).or_default();
             // One grant per port set, extended by each answer: repeated
             // queries must not grow the list.

@@ -115,6 +115,7 @@ fn render(p: &Policy) -> String {
         "allow_local_answers".into(),
         Value::Boolean(p.network.allow_local_answers),
     );
+    net.insert("min_ttl".into(), Value::Integer(i64::from(p.network.min_ttl)));
     root.insert("network".into(), Value::Table(net));
     let mut env = Map::new();
     env.insert("pass".into(), list(&p.env.pass));
@@ -163,6 +164,18 @@ fn render(p: &Policy) -> String {
         secrets.insert(s.env.clone(), Value::Table(source));
     }
     root.insert("secrets".into(), Value::Table(secrets));
+    let mut command = Map::new();
+    command.insert("fits".into(), list(&p.command.fits));
+    if let Some(pin) = &p.command.pin {
+        command.insert("runner".into(), list(&pin.runner));
+        command.insert("run".into(), list(&pin.run));
+        for (key, value) in [("package", &pin.package), ("integrity", &pin.integrity)] {
+            if let Some(v) = value {
+                command.insert(key.into(), Value::String(v.clone()));
+            }
+        }
+    }
+    root.insert("command".into(), Value::Table(command));
     toml::to_string(&Value::Table(root)).expect("a policy renders as TOML")
 }
 

@@ -33,6 +33,10 @@ pub use self::{
 /// bytes, and the daemon should not be made to buffer arbitrary files.
 pub const MAX_POLICY_BYTES: u64 = 1 << 20;
 
+/// Longest `[network] min_ttl`: an hour, as long as common DNS-aware
+/// firewalls keep answers.
+pub const MAX_MIN_TTL: u32 = 3600;
+
 /// Longest server name; the name becomes part of a cgroup directory name.
 pub const MAX_NAME_LEN: usize = 48;
 
@@ -91,6 +95,9 @@ pub struct Network {
     /// unspecified addresses (off: such answers are refused as DNS
     /// rebinding).
     pub allow_local_answers: bool,
+    /// An allowed name's answer keeps its addresses open at least this many
+    /// seconds (0: its TTL), for clients that cache lookups longer.
+    pub min_ttl: u32,
 }
 
 /// Kernel interfaces beyond files and sockets (`[kernel]`).
@@ -371,6 +378,8 @@ pub enum Problem {
     BadSize,
     #[error("too large")]
     SizeTooLarge,
+    #[error("not a number of seconds from 0 to {max}")]
+    MinTtl { max: u32 },
     #[error(
         "a pin needs both `runner` (the client's words) and `run` (an absolute program and \
          its leading arguments)"
@@ -474,6 +483,8 @@ struct RawNetwork {
     sockets: Vec<SocketKind>,
     #[serde(default)]
     allow_local_answers: bool,
+    #[serde(default)]
+    min_ttl: Option<Spanned<u32>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -664,6 +675,18 @@ impl Policy {
                 unix: c.paths("network.unix", &raw.network.unix)?,
                 sockets: raw.network.sockets,
                 allow_local_answers: raw.network.allow_local_answers,
+                min_ttl: match raw.network.min_ttl {
+                    Some(t) if *t.get_ref() > MAX_MIN_TTL => {
+                        return Err(c.located_at(
+                            "network.min_ttl",
+                            t.span().start,
+                            t.get_ref().to_string(),
+                            Problem::MinTtl { max: MAX_MIN_TTL },
+                        ))
+                    }
+                    Some(t) => t.into_inner(),
+                    None => 0,
+                },
             },
             identity: Identity {
                 groups: c.each("identity.groups", &raw.identity.groups, |g| {

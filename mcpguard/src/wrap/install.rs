@@ -27,6 +27,10 @@ use super::runner::{Registry, RunnerCommand};
 /// Where pinned servers are installed, below the user's home.
 pub const SERVERS_DIR: &str = ".local/share/mcpguard/servers";
 
+/// How long a registry's addresses stay open after a lookup: npm caches
+/// lookups for minutes, well past a registry's TTL, during long installs.
+pub const INSTALL_MIN_TTL: u32 = 600;
+
 /// Runs a command under a policy given as text, the way `mcpguard run`
 /// does, with its output on the caller's stderr; returns its exit status.
 pub trait Guarded: std::fmt::Debug {
@@ -484,7 +488,8 @@ pub fn install_policy(
     let allow: Vec<String> = hosts.iter().map(|h| toml_str(h)).collect();
     format!(
         "name = {name}\n[filesystem]\nread = [{read}]\nwrite = [{dir}, \"/tmp\", \"/dev/null\"]\n\
-         exec = [{exec}]\n[network]\nallow = [{allow}]\n[env]\npass = [{pass}]\n",
+         exec = [{exec}]\n[network]\nallow = [{allow}]\nmin_ttl = {INSTALL_MIN_TTL}\n\
+         [env]\npass = [{pass}]\n",
         name = toml_str(&format!("{policy}-install")),
         read = list(&read),
         dir = toml_str(&d),

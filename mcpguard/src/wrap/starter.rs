@@ -374,6 +374,12 @@ pub fn render(input: &StarterInput<'_>) -> String {
     } else {
         out.push_str(&toml_list("allow", &lists.hosts));
     }
+    if matches!(input.launch, Launch::Unpinned(_)) && !lists.hosts.is_empty() {
+        out.push_str(&format!(
+            "# Package tools cache lookups past the registry's TTL.\nmin_ttl = {}\n",
+            install::INSTALL_MIN_TTL
+        ));
+    }
     out.push_str("bind = []\n\n[env]\n");
     out.push_str(&env_section(input.env));
     if let Launch::Pinned {

@@ -18,3 +18,4 @@ mod mcp;
 mod policies;
 mod service;
 mod unix;
+mod wrapped;
