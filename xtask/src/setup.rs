@@ -43,6 +43,8 @@ const PYPI_PEERS: &[&str] = &[
     // Run under policies/git.toml and policies/fetch.toml in the tests.
     "mcp-server-git==2026.10.19",
     "mcp-server-fetch==2026.10.24",
+    // uvx, for the bench's direct runs of `uvx` servers.
+    "uv==0.13.9",
 ];
 const NPM_PEERS: &[&str] = &[
     "@modelcontextprotocol/server-filesystem@2026.8.31",

@@ -86,6 +86,10 @@ enum Command {
     Wrap(wrap::WrapArgs),
     /// Undo `wrap`: give each server in MCP client configs its own command back.
     Unwrap(wrap::UnwrapArgs),
+    /// Reinstall pinned servers (`wrap` pins `npx -y PKG`, `uvx PKG`, ...)
+    /// from their runner words: the newest release, unless the words name a
+    /// version.
+    Update(wrap::UpdateArgs),
     /// The daemon's version, uptime and kernel layers, and its running
     /// servers (yours only, unless you are root).
     Status(status::StatusArgs),
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => policy::main(command),
         Command::Wrap(args) => wrap::wrap_main(args),
         Command::Unwrap(args) => wrap::unwrap_main(args),
+        Command::Update(args) => wrap::update_main(args),
         Command::Status(args) => status::main(args),
         Command::Install(args) => install::install_main(args),
         Command::Uninstall(args) => install::uninstall_main(args),

@@ -64,6 +64,17 @@ pub struct UnwrapArgs {
     files: Vec<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The daemon's socket, through which installs run guarded.
+    #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Pinned policies to update, by name or path (default: every pinned
+    /// policy in ~/.config/mcpguard/policies).
+    #[arg(value_name = "POLICY")]
+    policies: Vec<String>,
+}
+
 fn parse_client(s: &str) -> Result<Client, String> {
     s.parse()
         .map_err(|_| format!("expected one of: {CLIENT_NAMES}"))
@@ -135,6 +146,74 @@ fn run_wrap(args: WrapArgs) -> u8 {
         }
     }
     status
+}
+
+pub fn update_main(args: UpdateArgs) -> ExitCode {
+    let home = run::home();
+    let paths: Vec<PathBuf> = if args.policies.is_empty() {
+        pinned_policies(&home.join(".config/mcpguard/policies"))
+    } else {
+        let mut paths = Vec::new();
+        for p in &args.policies {
+            match crate::policy::resolve(p, &home, None) {
+                Ok(path) => paths.push(path),
+                Err(e) => {
+                    eprintln!("mcpguard: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            }
+        }
+        paths
+    };
+    if paths.is_empty() {
+        println!("no pinned servers to update");
+        return ExitCode::SUCCESS;
+    }
+    let guard = ThroughDaemon {
+        socket: args.socket,
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let host = wrap::Host {
+        home: &home,
+        path: &path_var,
+        env: &env,
+    };
+    let mut status = 0;
+    for path in &paths {
+        match wrap::update::update(path, &host, &guard) {
+            Ok(u) if u.before.as_deref() == Some(u.after.as_str()) => {
+                println!("{}: {} (unchanged)", u.path.display(), u.after);
+            }
+            Ok(u) => println!(
+                "{}: {} -> {}",
+                u.path.display(),
+                u.before.as_deref().unwrap_or("(unrecorded)"),
+                u.after
+            ),
+            Err(e) => {
+                eprintln!("mcpguard: {e}");
+                status = FAILURE;
+            }
+        }
+    }
+    ExitCode::from(status)
+}
+
+/// The policies in `dir` that carry a pinned install.
+fn pinned_policies(dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            crate::policy::Policy::load(p).is_ok_and(|policy| policy.command.pin.is_some())
+        })
+        .collect();
+    paths.sort();
+    paths
 }
 
 /// Runs package installs through the daemon, guarded, with their output

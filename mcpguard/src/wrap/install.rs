@@ -160,10 +160,15 @@ fn npm_install(
     guard: &dyn Guarded,
 ) -> Result<(), InstallError> {
     let npm = need("npm", host, runner)?;
+    let global = npm_global_config(&npm, host);
     let d = dir.to_string_lossy();
     let mut argv: Vec<String> = vec![
         npm.to_string_lossy().into_owned(),
         "install".into(),
+        // `--prefix` moves npm's global configuration along with it; the
+        // user's (registry, CA file, proxy) must stay in force.
+        "--globalconfig".into(),
+        global.clone(),
         "--prefix".into(),
         d.to_string(),
         "--cache".into(),
@@ -178,7 +183,7 @@ fn npm_install(
         "--loglevel=error".into(),
     ];
     argv.push(runner.package.clone());
-    let registry = npm_registry(host);
+    let registry = npm_registry(host, &global);
     let text = install_policy(policy, dir, &[registry], host, &[npm.as_path()]);
     run_install(guard, policy, &text, &argv, &runner.package)
 }
@@ -239,16 +244,27 @@ fn npm_bin<'a>(manifest: &'a Value, program: &str, name: &str) -> Option<&'a str
     }
 }
 
-/// The npm registry's `host:443` (or its port), from the user's npm
-/// configuration as the environment or ~/.npmrc gives it.
-fn npm_registry(host: &Host<'_>) -> String {
+/// npm's global configuration file as npm itself finds it without
+/// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below the prefix
+/// npm is installed in.
+fn npm_global_config(npm: &Path, host: &Host<'_>) -> String {
+    host.env
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("npm_config_globalconfig"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| format!("{}/etc/npmrc", runtime_root(npm, host.home)))
+}
+
+/// The npm registry's `host:port`, from the user's npm configuration as
+/// npm reads it: the environment, ~/.npmrc, then the global npmrc.
+fn npm_registry(host: &Host<'_>, global_config: &str) -> String {
     let from_env = host
         .env
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("npm_config_registry"))
         .map(|(_, v)| v.clone());
-    let from_rc = || {
-        let rc = std::fs::read_to_string(host.home.join(".npmrc")).ok()?;
+    let from_rc = |path: &Path| {
+        let rc = std::fs::read_to_string(path).ok()?;
         rc.lines()
             .filter_map(|l| l.trim().strip_prefix("registry"))
             .filter_map(|l| l.trim_start().strip_prefix('='))
@@ -256,7 +272,8 @@ fn npm_registry(host: &Host<'_>) -> String {
             .next()
     };
     let url = from_env
-        .or_else(from_rc)
+        .or_else(|| from_rc(&host.home.join(".npmrc")))
+        .or_else(|| from_rc(Path::new(global_config)))
         .unwrap_or_else(|| "https://registry.npmjs.org/".into());
     url_host_port(&url).unwrap_or_else(|| "registry.npmjs.org:443".into())
 }

@@ -17,6 +17,7 @@ pub mod json;
 pub mod rewrite;
 pub mod runner;
 pub mod starter;
+pub mod update;
 
 use std::{
     io,
@@ -27,7 +28,7 @@ use std::{
 pub use self::{
     client::{Client, CLIENT_NAMES},
     file::{backup_path, BACKUP_SUFFIX},
-    install::{Guarded, InstallError},
+    install::{Guarded, Host, InstallError},
     rewrite::{Action, Server},
 };
 use self::{
