@@ -160,7 +160,8 @@ fn npm_install(
     guard: &dyn Guarded,
 ) -> Result<(), InstallError> {
     let npm = need("npm", host, runner)?;
-    let global = npm_global_config(&npm, host);
+    let node = need("node", host, runner)?;
+    let global = npm_global_config(&node, host);
     let d = dir.to_string_lossy();
     let mut argv: Vec<String> = vec![
         npm.to_string_lossy().into_owned(),
@@ -184,7 +185,13 @@ fn npm_install(
     ];
     argv.push(runner.package.clone());
     let registry = npm_registry(host, &global);
-    let text = install_policy(policy, dir, &[registry], host, &[npm.as_path()]);
+    let text = install_policy(
+        policy,
+        dir,
+        &[registry],
+        host,
+        &[npm.as_path(), node.as_path()],
+    );
     run_install(guard, policy, &text, &argv, &runner.package)
 }
 
@@ -245,14 +252,15 @@ fn npm_bin<'a>(manifest: &'a Value, program: &str, name: &str) -> Option<&'a str
 }
 
 /// npm's global configuration file as npm itself finds it without
-/// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below the prefix
-/// npm is installed in.
-fn npm_global_config(npm: &Path, host: &Host<'_>) -> String {
+/// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below npm's global
+/// prefix, which npm takes from the node running it (`/usr/bin/node`:
+/// `/usr/etc/npmrc`), not from where npm's own files are.
+fn npm_global_config(node: &Path, host: &Host<'_>) -> String {
     host.env
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("npm_config_globalconfig"))
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| format!("{}/etc/npmrc", runtime_root(npm, host.home)))
+        .unwrap_or_else(|| format!("{}/etc/npmrc", runtime_root(node, host.home)))
 }
 
 /// The npm registry's `host:port`, from the user's npm configuration as
@@ -578,6 +586,23 @@ mod tests {
             pip_pinned(&report, "mcp-server-git"),
             Some(("2.1".into(), Some("sha256-ab".into())))
         );
+    }
+
+    #[test]
+    fn npm_global_config_is_below_nodes_prefix() {
+        let home = Path::new("/home/u");
+        let mut host = Host {
+            home,
+            path: "/usr/bin",
+            env: &[],
+        };
+        // npm's own files (/opt/node-v22/lib/node_modules/npm) do not count:
+        // npm's global prefix is that of the node running it.
+        let node = Path::new("/opt/node-v22/bin/node");
+        assert_eq!(npm_global_config(node, &host), "/opt/node-v22/etc/npmrc");
+        let env = [("npm_config_globalconfig".to_owned(), "/etc/npmrc".to_owned())];
+        host.env = &env;
+        assert_eq!(npm_global_config(node, &host), "/etc/npmrc");
     }
 
     #[test]
