@@ -600,7 +600,10 @@ mod tests {
         // npm's global prefix is that of the node running it.
         let node = Path::new("/opt/node-v22/bin/node");
         assert_eq!(npm_global_config(node, &host), "/opt/node-v22/etc/npmrc");
-        let env = [("npm_config_globalconfig".to_owned(), "/etc/npmrc".to_owned())];
+        let env = [(
+            "npm_config_globalconfig".to_owned(),
+            "/etc/npmrc".to_owned(),
+        )];
         host.env = &env;
         assert_eq!(npm_global_config(node, &host), "/etc/npmrc");
     }
