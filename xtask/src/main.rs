@@ -53,6 +53,10 @@ enum Command {
         /// with the debug build.
         #[arg(long)]
         quick: bool,
+        /// Only these sections, comma-separated (launch, syscalls, audit,
+        /// memory, tap, dns, wrapped); default: all.
+        #[arg(long, value_delimiter = ',', value_name = "SECTION")]
+        only: Vec<String>,
     },
     /// Run the fuzz targets (policy, mcp, dns) longer than `test` does, in
     /// release mode, and report how many inputs each ran.
@@ -91,12 +95,12 @@ fn dispatch(command: Command) -> Result<()> {
             build(false)?;
             demo::run()
         }
-        Command::Bench { quick } => {
+        Command::Bench { quick, only } => {
             setup::run()?;
             // Full runs measure the build users run; quick runs reuse the
             // debug build the tests already made.
             build(!quick)?;
-            bench::run(quick)
+            bench::run(quick, &only)
         }
         Command::Fuzz { secs, target } => {
             setup::run()?;
@@ -169,7 +173,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     // The bench harness, briefly: CI checks that it runs, not its numbers.
     build(false)?;
-    bench::run(true)?;
+    bench::run(true, &[])?;
     // One closing line for the whole run (cargo's last "test result" is
     // that of whichever binary ran last, often one without tests).
     println!("tests: {passed} passed, {failed} failed");

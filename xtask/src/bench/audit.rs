@@ -123,7 +123,7 @@ impl Rig<'_> {
 }
 
 /// Wait until the log's tail holds a `server_exit` record.
-fn wait_exit(log: &Path, timeout: Duration) -> Result<()> {
+pub fn wait_exit(log: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if tail(log, 64 * 1024)?.contains(r#""kind":"server_exit""#) {

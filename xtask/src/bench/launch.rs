@@ -9,7 +9,7 @@
 //! differs.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -19,14 +19,12 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::{
-    readable, time_ms, write_file, Children, Ctx, Daemon, Row, Section, Stats, Target,
-    ANSWER_TIMEOUT,
+    readable, session::time_to_initialize, time_ms, write_file, Children, Ctx, Daemon, Row,
+    Section, Stats, Target, ANSWER_TIMEOUT,
 };
 
 /// The policy's read-only paths, which bwrap binds read-only.
 const BWRAP_RO: &[&str] = &["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"];
-
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcpguard-bench","version":"0"}}}"#;
 
 /// bwrap with a read-only bind of each policy path (a symlink such as
 /// merged-/usr's /bin is recreated as the same symlink), no network.
@@ -213,38 +211,6 @@ fn cgroup_migration(ctx: &Ctx, gap: Duration, n: usize) -> Result<(Vec<f64>, Vec
     result
 }
 
-/// Milliseconds from spawn to the first line answering `initialize`.
-fn time_to_initialize(mut cmd: Command) -> Result<f64> {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let start = Instant::now();
-    let mut kids = Children::default();
-    kids.0.push(cmd.spawn().context("starting the MCP server")?);
-    let child = &mut kids.0[0];
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    stdin.write_all(INITIALIZE.as_bytes())?;
-    stdin.write_all(b"\n")?;
-    stdin.flush()?;
-    let mut line = String::new();
-    readable(stdout.get_ref(), ANSWER_TIMEOUT).context("waiting for the initialize result")?;
-    stdout.read_line(&mut line)?;
-    let ms = start.elapsed().as_secs_f64() * 1e3;
-    if !(line.contains(r#""id":1"#) && line.contains(r#""result""#)) {
-        bail!("no initialize result, got {line:?}");
-    }
-    // End of input ends the server (and `mcpguard run` with it).
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if kids.0[0].try_wait()?.is_some() {
-            kids.0.clear();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(ms)
-}
-
 /// Milliseconds a shell takes to start and exit after `gap` idle, plain and
 /// in a private mount namespace with empty tmpfs mounts over the runtime
 /// directories (what the launch helper sets up for every server), as root
@@ -279,7 +245,7 @@ fn mount_ns_cost(gap: Duration, n: usize) -> Result<Option<(Vec<f64>, Vec<f64>)>
 /// The pause before each "after idle" launch: an MCP client starts a server
 /// now and then, not in a tight loop, and some kernel paths (cgroup
 /// migration) are much slower when nothing ran just before.
-const IDLE_GAP: Duration = Duration::from_millis(400);
+pub const IDLE_GAP: Duration = Duration::from_millis(400);
 
 pub fn run(ctx: &Ctx) -> Result<Section> {
     let rounds = ctx.pick(24, 2);

@@ -13,18 +13,24 @@
 //! Sections: [`launch`] (start-up), [`syscalls`] (connect/open/exec loops),
 //! [`audit`] (the audit pipeline's zero-loss rate), [`memory`] (daemon RSS),
 //! [`tap`] (MCP round trips), [`dns`] (lookups through the daemon's
-//! resolver, connect with a large allow map). [`report`] writes `bench/report.md` and
+//! resolver, connect with a large allow map), [`wrapped`] (npx and uvx
+//! client config entries as `mcpguard wrap` leaves them: `initialize` time
+//! against the entry as it was and the pinned install run bare, audit log
+//! bytes per start and per call). [`report`] writes `bench/report.md` and
 //! `bench/report.json` under the cargo target directory.
 //!
-//! `--quick` runs each item briefly, to check the harness, not the numbers.
+//! `--quick` runs each item briefly, to check the harness, not the numbers;
+//! `--only` runs some sections (the report then holds only those).
 
 mod audit;
 mod dns;
 mod launch;
 mod memory;
 mod report;
+mod session;
 mod syscalls;
 mod tap;
+mod wrapped;
 
 use std::{
     collections::BTreeSet,
@@ -698,7 +704,8 @@ impl Drop for Watch {
     }
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// `only` names sections to run (empty: all).
+pub fn run(quick: bool, only: &[String]) -> Result<()> {
     anyhow::ensure!(
         crate::nix_is_root(),
         "the bench starts the daemon (eBPF, cgroups) and runs servers as {TEST_USER}: run it as root"
@@ -739,18 +746,29 @@ pub fn run(quick: bool) -> Result<()> {
     };
 
     type Bench = fn(&Ctx) -> Result<Section>;
-    let benches: [(&str, Bench); 6] = [
+    let benches: [(&str, Bench); 7] = [
         ("launch", launch::run),
         ("syscalls", syscalls::run),
         ("audit", audit::run),
         ("memory", memory::run),
         ("tap", tap::run),
         ("dns", dns::run),
+        ("wrapped", wrapped::run),
     ];
+    if let Some(unknown) = only.iter().find(|o| !benches.iter().any(|(n, _)| n == o)) {
+        let names: Vec<&str> = benches.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "no bench section `{unknown}`; sections: {}",
+            names.join(", ")
+        );
+    }
     let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let watch = Watch::start();
     let mut sections = Vec::new();
     for (name, bench) in benches {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
         let t = Instant::now();
         eprintln!("bench: {name} ...");
         let section = bench(&ctx).with_context(|| format!("bench {name}"))?;
@@ -765,7 +783,7 @@ pub fn run(quick: bool) -> Result<()> {
         .join(" "));
     machine["other_mcpguard_daemons"] = json!(watch.finish());
     let out = target.join("bench");
-    let md = report::write(&out, &machine, &ctx, &sections, started.elapsed())?;
+    let md = report::write(&out, &machine, &ctx, &sections, started.elapsed(), only)?;
     println!("{md}");
     eprintln!(
         "bench: wrote {} and {} in {:.0} s",

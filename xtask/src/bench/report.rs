@@ -87,6 +87,7 @@ pub fn write(
     ctx: &Ctx,
     sections: &[Section],
     took: Duration,
+    only: &[String],
 ) -> Result<String> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let date = sh::output(&mut sh::cmd("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]))
@@ -118,6 +119,13 @@ pub fn write(
         took.as_secs_f64(),
         ctx.profile
     )?;
+    if !only.is_empty() {
+        writeln!(
+            md,
+            "- Sections: {} only (`--only`); the other sections did not run",
+            only.join(", ")
+        )?;
+    }
     let others = machine["other_mcpguard_daemons"]
         .as_array()
         .map(Vec::len)
@@ -181,6 +189,7 @@ pub fn write(
         "commit": commit,
         "profile": ctx.profile,
         "elapsed_s": took.as_secs_f64(),
+        "only": only,
         "machine": machine,
         "sections": sections.iter().map(|s| json!({
             "key": s.key,

@@ -10,28 +10,21 @@
 //! another reads the answers.
 
 use std::{
-    io::{BufRead, BufReader, BufWriter, Write},
-    process::{ChildStdin, ChildStdout, Command, Stdio},
-    time::{Duration, Instant},
+    io::{BufWriter, Write},
+    process::{ChildStdin, Command},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::{
-    quantile, readable, write_file, Children, Ctx, Daemon, Row, Section, Stats, Target,
-    ANSWER_TIMEOUT,
+    quantile,
+    session::{answers, Session},
+    write_file, Ctx, Daemon, Row, Section, Stats, Target,
 };
 
 const ECHO: &str = include_str!("../../bench/echo_server.py");
-
-struct Session {
-    kids: Children,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    next_id: u64,
-    line: String,
-}
 
 fn call_line(id: u64) -> String {
     format!(
@@ -39,117 +32,47 @@ fn call_line(id: u64) -> String {
     ) + "\n"
 }
 
-impl Session {
-    fn start(mut cmd: Command) -> Result<Session> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut kids = Children::default();
-        kids.0
-            .push(cmd.spawn().context("starting the echo server")?);
-        let stdin = kids.0[0].stdin.take();
-        let stdout = BufReader::new(kids.0[0].stdout.take().context("stdout")?);
-        let mut s = Session {
-            kids,
-            stdin,
-            stdout,
-            next_id: 1,
-            line: String::new(),
-        };
-        s.request(r#""method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcpguard-bench","version":"0"}}"#)?;
-        s.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string() + "\n")?;
-        s.request(r#""method":"tools/list""#)?;
-        Ok(s)
-    }
-
-    fn send(&mut self, line: String) -> Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin closed")?;
-        stdin.write_all(line.as_bytes())?;
-        stdin.flush()?;
-        Ok(())
-    }
-
-    /// Read one line, waiting at most [`ANSWER_TIMEOUT`] for it to start.
-    fn read_line(&mut self) -> Result<usize> {
-        self.line.clear();
-        if !self.stdout.buffer().contains(&b'\n') {
-            readable(self.stdout.get_ref(), ANSWER_TIMEOUT)?;
-        }
-        Ok(self.stdout.read_line(&mut self.line)?)
-    }
-
-    /// Read one answer and check it carries `id`.
-    fn answer(&mut self, id: u64) -> Result<()> {
-        if self.read_line()? == 0 {
-            bail!("the server closed its stdout (call {id})");
-        }
-        if !self.line.contains(&format!(r#""id":{id},"#)) || !self.line.contains(r#""result""#) {
-            bail!("call {id}: unexpected answer {:?}", self.line);
-        }
-        Ok(())
-    }
-
-    fn request(&mut self, body: &str) -> Result<()> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(format!(r#"{{"jsonrpc":"2.0","id":{id},{body}}}"#) + "\n")?;
-        self.answer(id)
-    }
-
-    /// Round-trip times in microseconds.
-    fn sequential(&mut self, n: usize) -> Result<Vec<f64>> {
-        let mut us = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = self.next_id;
-            self.next_id += 1;
-            let line = call_line(id);
-            let start = Instant::now();
-            self.send(line)?;
-            self.read_line()?;
-            us.push(start.elapsed().as_secs_f64() * 1e6);
-            if !self.line.contains(&format!(r#""id":{id},"#)) {
-                bail!("call {id}: unexpected answer {:?}", self.line);
-            }
-        }
-        Ok(us)
-    }
-
-    /// `n` calls written back to back while this thread reads the answers:
-    /// JSON-RPC messages (requests and answers) per second.
-    fn pipelined(&mut self, n: u64) -> Result<f64> {
-        let first = self.next_id;
-        self.next_id += n;
-        let stdin = self.stdin.take().context("stdin closed")?;
+/// Round-trip times in microseconds of `n` sequential calls.
+fn sequential(s: &mut Session, n: usize) -> Result<Vec<f64>> {
+    let mut us = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = s.next_id;
+        s.next_id += 1;
+        let line = call_line(id);
         let start = Instant::now();
-        let writer = std::thread::spawn(move || -> std::io::Result<ChildStdin> {
-            let mut w = BufWriter::with_capacity(64 * 1024, stdin);
-            for id in first..first + n {
-                w.write_all(call_line(id).as_bytes())?;
-            }
-            w.into_inner().map_err(|e| e.into_error())
-        });
-        for id in first..first + n {
-            self.answer(id)?;
+        s.send(line)?;
+        s.read_line()?;
+        us.push(start.elapsed().as_secs_f64() * 1e6);
+        if !answers(&s.line, id) {
+            bail!("call {id}: unexpected answer {:?}", s.line);
         }
-        let secs = start.elapsed().as_secs_f64();
-        let stdin = writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
-        self.stdin = Some(stdin);
-        Ok(2.0 * n as f64 / secs)
     }
+    Ok(us)
+}
 
-    /// End of input: the server (and `mcpguard run`) exit.
-    fn close(mut self) -> Result<()> {
-        self.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.kids.0[0].try_wait()?.is_some() {
-                self.kids.0.clear();
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+/// `n` calls written back to back while this thread reads the answers:
+/// JSON-RPC messages (requests and answers) per second.
+fn pipelined(s: &mut Session, n: u64) -> Result<f64> {
+    let first = s.next_id;
+    s.next_id += n;
+    let stdin = s.stdin.take().context("stdin closed")?;
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || -> std::io::Result<ChildStdin> {
+        let mut w = BufWriter::with_capacity(64 * 1024, stdin);
+        for id in first..first + n {
+            w.write_all(call_line(id).as_bytes())?;
         }
-        bail!("the server did not exit within 10 s of end of input")
+        w.into_inner().map_err(|e| e.into_error())
+    });
+    for id in first..first + n {
+        s.answer(id)?;
     }
+    let secs = start.elapsed().as_secs_f64();
+    let stdin = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    s.stdin = Some(stdin);
+    Ok(2.0 * n as f64 / secs)
 }
 
 /// What one session measured.
@@ -161,9 +84,10 @@ struct Run {
 
 fn measure(cmd: Command, warm: usize, n: usize, m: u64) -> Result<Run> {
     let mut s = Session::start(cmd)?;
-    s.sequential(warm)?;
-    let us = s.sequential(n)?;
-    let msgs = s.pipelined(m)?;
+    s.request("tools/list", "{}")?;
+    sequential(&mut s, warm)?;
+    let us = sequential(&mut s, n)?;
+    let msgs = pipelined(&mut s, m)?;
     s.close()?;
     Ok(Run {
         p50: quantile(&us, 0.50),
