@@ -429,6 +429,9 @@ struct AuditBytes {
     start: Vec<f64>,
     /// Records and bytes per kind, summed over the starts.
     start_kinds: BTreeMap<String, (u64, u64)>,
+    /// Denied records per kind and path, summed over the starts: the
+    /// starter policy refusing something the server tried.
+    start_denied: BTreeMap<String, u64>,
     /// Bytes of the records carrying each call's id, per call.
     per_call: Vec<f64>,
     per_call_by_tool: BTreeMap<String, Vec<f64>>,
@@ -449,6 +452,10 @@ fn audit_bytes(ctx: &Ctx, all: &[Launches]) -> Result<Vec<AuditBytes>> {
                 .push(lines.iter().map(|l| l.bytes).sum::<usize>() as f64);
             for line in &lines {
                 let kind = line.rec["kind"].as_str().unwrap_or("?").to_string();
+                if line.rec["denied"] == true {
+                    let what = line.rec["path"].as_str().unwrap_or_default();
+                    *a.start_denied.entry(format!("{kind} {what}")).or_default() += 1;
+                }
                 let e = a.start_kinds.entry(kind).or_default();
                 e.0 += 1;
                 e.1 += line.bytes as u64;
@@ -555,6 +562,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                 "audit_bytes": {
                     "per_start": a.start,
                     "per_start_by_kind": a.start_kinds.iter().map(|(k, (n, b))| (k.clone(), json!({"records": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+                    "denied_in_starts": a.start_denied,
                     "per_call": a.per_call,
                     "per_call_by_tool": a.per_call_by_tool,
                     "growth_per_call": a.growth,
@@ -663,8 +671,21 @@ fn audit_note(s: &Server, a: &AuditBytes) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let denied: u64 = a.start_denied.values().sum::<u64>() / runs;
+    let denied = if denied == 0 {
+        "none denied".to_string()
+    } else {
+        format!(
+            "{denied} of them denials ({}; the server answered all the same)",
+            a.start_denied
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     format!(
-        "{} audit log (for issue 15; no target): a start (spawn, `initialize`, `tools/list`, end of input; the wrapped entry under its starter policy) writes, per start: {kinds}. Per call (median, records carrying its id): {tools}. Growth per call also counts records the call caused without carrying its id.",
+        "{} audit log (for issue 15; no target): a start (spawn, `initialize`, `tools/list`, end of input; the wrapped entry under the starter policy `wrap` wrote) writes, per start: {kinds}; {denied}. Per call (median, records carrying its id): {tools}. Growth per call also counts records the call caused without carrying its id.",
         s.label
     )
 }
