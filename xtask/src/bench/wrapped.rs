@@ -511,7 +511,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     let mut notes = vec![format!(
-        "`initialize` time: spawn to the `initialize` result (then `notifications/initialized` and end of input), each start after {} ms idle, {} per variant in blocks alternating no daemon (the entry as the user had it, the pinned install bare) and a fresh daemon (the wrapped entry); the first start of each variant in a block is a warm-up, not counted. Entries as wrapped by `mcpguard wrap` (as {}, installs through the bench's daemon): {}.",
+        "`initialize` time: spawn to the `initialize` result (then `notifications/initialized` and end of input), each start after {} ms idle, {} per variant in blocks alternating no daemon (the entry as the user had it, the pinned install bare) and a fresh daemon (the wrapped entry, the pinned install bare with the daemon loaded); the runners' environment carries the machine's TLS and proxy settings; the first start of each variant in a block is a warm-up, not counted. Entries as wrapped by `mcpguard wrap` (as {}, installs through the bench's daemon): {}.",
         IDLE_GAP.as_millis(),
         times.first().map(|t| t.wrapped.len()).unwrap_or(0),
         crate::setup::TEST_USER,
