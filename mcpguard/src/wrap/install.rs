@@ -158,9 +158,10 @@ fn npm_install(
     dir: &Path,
     host: &Host<'_>,
     guard: &dyn Guarded,
+    node: &Path,
 ) -> Result<(), InstallError> {
     let npm = need("npm", host, runner)?;
-    let global = npm_global_config(&npm, host);
+    let global = npm_global_config(node, host);
     let d = dir.to_string_lossy();
     let mut argv: Vec<String> = vec![
         npm.to_string_lossy().into_owned(),
@@ -196,7 +197,7 @@ fn install_npm(
     guard: &dyn Guarded,
 ) -> Result<Installed, InstallError> {
     let node = need("node", host, runner)?;
-    npm_install(runner, policy, dir, host, guard)?;
+    npm_install(runner, policy, dir, host, guard, &node)?;
     let name = runner.name();
     let layout = |what: String| InstallError::Layout {
         package: runner.package.clone(),
@@ -246,13 +247,13 @@ fn npm_bin<'a>(manifest: &'a Value, program: &str, name: &str) -> Option<&'a str
 
 /// npm's global configuration file as npm itself finds it without
 /// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below the prefix
-/// npm is installed in.
-fn npm_global_config(npm: &Path, host: &Host<'_>) -> String {
+/// of the node that runs it (`<prefix>/bin/node`).
+fn npm_global_config(node: &Path, host: &Host<'_>) -> String {
     host.env
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("npm_config_globalconfig"))
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| format!("{}/etc/npmrc", runtime_root(npm, host.home)))
+        .unwrap_or_else(|| format!("{}/etc/npmrc", runtime_root(node, host.home)))
 }
 
 /// The npm registry's `host:port`, from the user's npm configuration as
