@@ -519,7 +519,10 @@ struct Fence {
 }
 
 /// A failed Unix connect to a path the server's mount namespace hides is
-/// the fence at work: say so, and count it as a denial.
+/// the fence at work: say so, and count it as a denial. A path below a
+/// hidden directory that does not exist on the host either (nscd's
+/// `/var/run/nscd/socket` probe where nscd is not installed) was not
+/// fenced off: there was nothing to reach.
 fn mark_fenced(
     rec: &mut AuditRecord,
     Fence {
@@ -537,13 +540,20 @@ fn mark_fenced(
     } = &mut rec.body
     {
         let p = std::path::Path::new(path.as_str());
-        let below_hidden =
-            hidden.iter().any(|h| p.starts_with(h)) && !kept.iter().any(|k| p.starts_with(k));
+        let below_hidden = hidden.iter().any(|h| p.starts_with(h))
+            && !kept.iter().any(|k| p.starts_with(k))
+            && exists_on_host(p);
         if *result < 0 && p.is_absolute() && (below_hidden || masked.iter().any(|m| m == p)) {
             *fenced = true;
             rec.denied = true;
         }
     }
+}
+
+/// Whether `path` names anything in the daemon's (the host's) mount
+/// namespace, following symlinks as `connect()` would.
+fn exists_on_host(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok()
 }
 
 /// Tie a record to the MCP call(s) in flight when it happened.

@@ -89,9 +89,6 @@ pub struct StarterInput<'a> {
     pub home: &'a Path,
 }
 
-/// Paths every runtime's loader needs.
-const BASE_READ: &[&str] = &["/etc/ld.so.cache", "/dev/null"];
-
 /// System directories holding interpreters, their libraries and the shared
 /// libraries they link.
 const SYSTEM_DIRS: &[&str] = &[
@@ -132,17 +129,7 @@ pub fn render(input: &StarterInput<'_>) -> String {
             add(&mut exec, &["/usr/share/nodejs"], why);
             add(
                 &mut read,
-                &[
-                    "/etc/localtime",
-                    "/usr/share/zoneinfo",
-                    "/etc/ssl",
-                    "/proc/meminfo",
-                ],
-                "time zone, TLS configuration and memory probes node makes at start",
-            );
-            add(
-                &mut read,
-                &["/etc/npmrc", "/usr/etc/npmrc", "~/.npmrc", "~/.npm"],
+                &["/usr/etc/npmrc", "~/.npmrc", "~/.npm"],
                 "npm's configuration and package cache",
             );
             if matches!(base, "npx" | "npm" | "pnpx" | "pnpm" | "yarn") {
@@ -162,11 +149,6 @@ pub fn render(input: &StarterInput<'_>) -> String {
             let why = "the interpreter, its standard library and the libraries it links";
             add(&mut read, SYSTEM_DIRS, why);
             add(&mut exec, SYSTEM_DIRS, why);
-            add(
-                &mut read,
-                &["/etc/localtime", "/usr/share/zoneinfo", "/etc/ssl"],
-                "time zone and TLS configuration read at import time",
-            );
             let why = "user installs, uv-managed interpreters and uv's package cache";
             add(&mut read, &["~/.local", "~/.cache/uv"], why);
             add(&mut exec, &["~/.local", "~/.cache/uv"], why);
@@ -184,11 +166,6 @@ pub fn render(input: &StarterInput<'_>) -> String {
             add(&mut exec, &["/usr", "/lib", "/lib64"], why);
         }
     }
-    add(
-        &mut read,
-        BASE_READ,
-        "dynamic loader cache, and a stand-in for unused stdio",
-    );
     add(&mut write, &["/dev/null"], "a stand-in for unused stdio");
     if let Some(install) = install_dir(input.command, input.home) {
         let why = "where the server's command is installed";
@@ -218,8 +195,9 @@ pub fn render(input: &StarterInput<'_>) -> String {
          #   {}\n\
          #\n\
          # It denies almost everything: the server may read and execute only what\n\
-         # {} needs to start, has no network, and gets only the environment\n\
-         # variables below. It will probably need more. Run it, see\n\
+         # {} needs to start (and mcpguard's read-only runtime baseline:\n\
+         # /etc, time zones, its own /proc entries, CPU and memory probes), has\n\
+         # no network, and gets only the environment variables below. It will probably need more. Run it, see\n\
          # what it was refused with `mcpguard audit --denied --server {}`, and\n\
          # widen the lists below (or learn the policy later).\n\
          #\n\
