@@ -585,3 +585,48 @@ fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
     }
     serde_json::from_value(v).unwrap_or(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix_connect(path: &str) -> AuditRecord {
+        AuditRecord::new(
+            Body::UnixConnect {
+                path: path.to_owned(),
+                path_truncated: false,
+                abstract_addr: false,
+                result: -i64::from(libc::ENOENT),
+                errno: Some("ENOENT".into()),
+                fenced: false,
+            },
+            None,
+            std::time::SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn only_paths_that_exist_on_the_host_are_fenced() {
+        let dir = std::env::temp_dir().join(format!("mcpguard-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("agent.sock");
+        std::fs::write(&sock, "").unwrap();
+        let fence = Fence {
+            hidden: vec![dir.clone()],
+            kept: Vec::new(),
+            masked: Vec::new(),
+        };
+        let mut hidden = unix_connect(sock.to_str().unwrap());
+        mark_fenced(&mut hidden, &fence);
+        assert!(hidden.denied, "a hidden socket that exists is fenced");
+        // nscd's probe where nscd is not installed: nothing to reach.
+        let mut absent = unix_connect(dir.join("nscd/socket").to_str().unwrap());
+        mark_fenced(&mut absent, &fence);
+        assert!(!absent.denied);
+        assert!(matches!(
+            absent.body,
+            Body::UnixConnect { fenced: false, .. }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
