@@ -280,3 +280,80 @@ fn wrap_starters_start_a_node_and_a_python_server_with_zero_denials() {
         );
     }
 }
+
+#[test]
+fn the_private_proc_shows_only_the_servers_own_processes_and_opting_out_drops_the_baseline() {
+    let d = Daemon::start();
+    // Under the default baseline: /proc lists the server's own process and
+    // nothing else, its own entries and the system-wide files read fine,
+    // and glibc's nscd probe of a socket the host does not have is neither
+    // a denial nor `fenced`.
+    let pol = simple_policy("proc-view", &[]);
+    let script = r#"
+import os, pwd
+pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+print(pids == [os.getpid()], pids)
+for p in ('/proc/self/status', '/proc/stat', '/proc/sys/vm/overcommit_memory'):
+    open(p).read()
+print(pwd.getpwuid(os.getuid()).pw_name)
+"#;
+    let out = d.run(&pol, &["/usr/bin/python3", "-c", script]);
+    let text = stdout_of(&out);
+    assert!(
+        out.status.success() && text.trim_start().starts_with("True "),
+        "only the server's own pid should be listed: {}",
+        describe(&out)
+    );
+    let nscd = "/var/run/nscd/socket";
+    let nscd_on_host = std::path::Path::new(nscd).exists();
+    let probe = d.wait_record("glibc's nscd probe", |r| {
+        is_kind(r, "unix_connect") && r["server"] == "it-proc-view" && r["path"] == nscd
+    });
+    assert_eq!(
+        probe["denied"] == true,
+        nscd_on_host,
+        "a hidden socket is a denial exactly when it exists on the host: {probe}"
+    );
+    let exit = d.wait_record("exit of the /proc probe", |r| {
+        is_kind(r, "server_exit") && r["server"] == "it-proc-view"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let denied: Vec<Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["launch"] == exit["launch"] && r["denied"] == true)
+        .collect();
+    assert!(nscd_on_host || denied.is_empty(), "no denials: {denied:?}");
+
+    // `baseline = false`: only the lists count. /proc is refused, and the
+    // launcher's own look at /proc/self/fd leaves no denial behind.
+    let dir = tempdir("no-baseline");
+    let pol = policy(
+        &dir,
+        "no-baseline",
+        "name = \"it-no-baseline\"\n[filesystem]\nbaseline = false\n\
+         read = [\"/usr\", \"/lib\", \"/lib64\", \"/etc\"]\n\
+         exec = [\"/usr/bin\", \"/usr/lib\", \"/lib\", \"/lib64\"]\n[env]\npass = [\"PATH\"]\n",
+    );
+    let out = d.run(
+        &pol,
+        &[
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            "import os\ntry:\n os.listdir('/proc'); print('listed')\nexcept PermissionError:\n print('EACCES')",
+        ],
+    );
+    assert_eq!(stdout_of(&out).trim(), "EACCES", "{}", describe(&out));
+    let exit = d.wait_record("exit without the baseline", |r| {
+        is_kind(r, "server_exit") && r["server"] == "it-no-baseline"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let denied: Vec<String> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["launch"] == exit["launch"] && r["denied"] == true)
+        .map(|r| r["path"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(denied, ["/proc"], "only the listing is refused");
+}
