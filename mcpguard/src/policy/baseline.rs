@@ -8,7 +8,11 @@
 //! denials on every launch, and a log where denials are routine teaches
 //! people to ignore denials. The baseline grants these reads, and only
 //! reads: nothing here can be written or executed, and nothing here is
-//! under anyone's home except a user's own Python packages.
+//! under anyone's home. (The user's own Python site directory,
+//! `~/.local/lib/python3.X`, is left out on purpose: a server allowed to
+//! write below `~/.local` could plant a symlink there that the next launch
+//! would grant. Its probe, where it does not exist, fails with `ENOENT`,
+//! which is not a denial.)
 //!
 //! `/proc` is granted whole because a Landlock rule binds to an inode, and
 //! the server's processes' `/proc/<pid>` directories do not exist when the
@@ -35,8 +39,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// What the baseline lets every server read, `~` being the caller's home
-/// and a trailing `*` in the last component matching any suffix.
+/// What the baseline lets every server read; a trailing `*` in the last
+/// component matches any suffix.
 pub const READ: &[&str] = &[
     // The server's own processes only (private procfs, hidepid=ptraceable):
     // /proc/self/{maps,cgroup,mountinfo,fd,stat,status}, and the system-wide
@@ -57,11 +61,9 @@ pub const READ: &[&str] = &[
     "/usr/lib/locale",
     "/usr/share/ca-certificates",
     "/usr/local/share/ca-certificates",
-    // Python's site directories: system-wide, and the user's own packages
-    // (only when they exist).
+    // Python's system-wide site directories.
     "/usr/lib/python3/dist-packages",
     "/usr/local/lib/python3*",
-    "~/.local/lib/python3*",
     // Stand-ins and randomness every runtime opens.
     "/dev/null",
     "/dev/zero",
@@ -134,14 +136,11 @@ pub fn cgroup_paths(own: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// The baseline's read list for a caller whose home is `home`: `~`
-/// resolved, patterns expanded, and paths that do not exist left out (they
-/// would grant nothing, and a launch record listing them as skipped would
-/// be noise).
-pub fn read_paths(home: &Path) -> Vec<PathBuf> {
-    READ.iter()
-        .flat_map(|p| expand(&super::expand_home(p, home)))
-        .collect()
+/// The baseline's read list: patterns expanded, and paths that do not
+/// exist left out (they would grant nothing, and a launch record listing
+/// them as skipped would be noise).
+pub fn read_paths() -> Vec<PathBuf> {
+    READ.iter().flat_map(|p| expand(Path::new(p))).collect()
 }
 
 /// `path` itself if it exists; for a last component ending in `*`, the
@@ -196,17 +195,17 @@ mod tests {
     }
 
     #[test]
-    fn the_baseline_is_absolute_or_home_relative_and_never_the_whole_home() {
+    fn the_baseline_is_absolute_and_stays_out_of_homes() {
         for p in READ {
-            assert!(p.starts_with('/') || p.starts_with("~/"), "{p}");
+            assert!(p.starts_with('/'), "{p}");
             assert!(
                 super::super::check_path(p.trim_end_matches('*')).is_ok(),
                 "{p}"
             );
+            assert!(!p.starts_with("/home") && !p.starts_with("/root"), "{p}");
         }
-        let home = Path::new("/home/ann");
-        let read = read_paths(home);
-        assert!(!read.iter().any(|p| p == home || p == &home.join(".local")));
+        let read = read_paths();
         assert!(read.contains(&PathBuf::from("/proc")));
+        assert!(read.contains(&PathBuf::from("/etc")));
     }
 }

@@ -720,7 +720,7 @@ impl Policy {
         let resolve = |list: &[String]| list.iter().map(|p| expand_home(p, home)).collect();
         let mut read: Vec<PathBuf> = resolve(&self.filesystem.read);
         if self.filesystem.baseline {
-            read.extend(baseline::read_paths(home));
+            read.extend(baseline::read_paths());
         }
         ResolvedFs {
             read,
@@ -1366,7 +1366,7 @@ pass = ["PATH", "HOME", "LANG"]
         assert!(on.filesystem.baseline);
         let read = on.fs_paths(home).read;
         assert_eq!(read[0], Path::new("/srv/data"));
-        assert_eq!(&read[1..], baseline::read_paths(home));
+        assert_eq!(&read[1..], baseline::read_paths());
         assert!(read.contains(&PathBuf::from("/proc")), "{read:?}");
         assert!(parse("name = \"x\"\n").unwrap().filesystem.baseline);
         let off = parse("name = \"x\"\n[filesystem]\nbaseline = false\n").unwrap();
