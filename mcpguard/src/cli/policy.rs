@@ -151,6 +151,14 @@ pub fn explain(p: &Policy) -> String {
     };
     let _ = writeln!(s, "Server {:?} ({}):", p.name, p.source.display());
     let _ = writeln!(s, "- may read: {}", list(&p.filesystem.read));
+    if p.filesystem.baseline {
+        let _ = writeln!(
+            s,
+            "- may also read the runtime baseline: {}, and its own cgroup's limits \
+             (`baseline = false` turns this off)",
+            crate::policy::baseline::READ.join(", ")
+        );
+    }
     let _ = writeln!(s, "- may write: {}", list(&p.filesystem.write));
     let _ = writeln!(s, "- may execute: {}", list(&p.filesystem.exec));
     let _ = writeln!(s, "- every other file is off limits (Landlock)");

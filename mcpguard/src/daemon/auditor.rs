@@ -519,7 +519,10 @@ struct Fence {
 }
 
 /// A failed Unix connect to a path the server's mount namespace hides is
-/// the fence at work: say so, and count it as a denial.
+/// the fence at work: say so, and count it as a denial. A path below a
+/// hidden directory that does not exist on the host either (nscd's
+/// `/var/run/nscd/socket` probe where nscd is not installed) was not
+/// fenced off: there was nothing to reach.
 fn mark_fenced(
     rec: &mut AuditRecord,
     Fence {
@@ -537,13 +540,20 @@ fn mark_fenced(
     } = &mut rec.body
     {
         let p = std::path::Path::new(path.as_str());
-        let below_hidden =
-            hidden.iter().any(|h| p.starts_with(h)) && !kept.iter().any(|k| p.starts_with(k));
+        let below_hidden = hidden.iter().any(|h| p.starts_with(h))
+            && !kept.iter().any(|k| p.starts_with(k))
+            && exists_on_host(p);
         if *result < 0 && p.is_absolute() && (below_hidden || masked.iter().any(|m| m == p)) {
             *fenced = true;
             rec.denied = true;
         }
     }
+}
+
+/// Whether `path` names anything in the daemon's (the host's) mount
+/// namespace, following symlinks as `connect()` would.
+fn exists_on_host(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok()
 }
 
 /// Tie a record to the MCP call(s) in flight when it happened.
@@ -574,4 +584,49 @@ fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
         return rec;
     }
     serde_json::from_value(v).unwrap_or(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix_connect(path: &str) -> AuditRecord {
+        AuditRecord::new(
+            Body::UnixConnect {
+                path: path.to_owned(),
+                path_truncated: false,
+                abstract_addr: false,
+                result: -i64::from(libc::ENOENT),
+                errno: Some("ENOENT".into()),
+                fenced: false,
+            },
+            None,
+            std::time::SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn only_paths_that_exist_on_the_host_are_fenced() {
+        let dir = std::env::temp_dir().join(format!("mcpguard-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("agent.sock");
+        std::fs::write(&sock, "").unwrap();
+        let fence = Fence {
+            hidden: vec![dir.clone()],
+            kept: Vec::new(),
+            masked: Vec::new(),
+        };
+        let mut hidden = unix_connect(sock.to_str().unwrap());
+        mark_fenced(&mut hidden, &fence);
+        assert!(hidden.denied, "a hidden socket that exists is fenced");
+        // nscd's probe where nscd is not installed: nothing to reach.
+        let mut absent = unix_connect(dir.join("nscd/socket").to_str().unwrap());
+        mark_fenced(&mut absent, &fence);
+        assert!(!absent.denied);
+        assert!(matches!(
+            absent.body,
+            Body::UnixConnect { fenced: false, .. }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -401,7 +401,14 @@ fn serve_peer(
             cwd: PathBuf::from(&cwd),
         });
     }
-    let fs = policy.fs_paths(&user.dir);
+    let mut fs = policy.fs_paths(&user.dir);
+    if policy.filesystem.baseline {
+        // The runtime baseline's launch-specific part: the server's own
+        // cgroup directories, whose limits runtimes size themselves by.
+        let mut own = vec![cgroup.path.clone()];
+        own.extend(limit_cgroups.iter().cloned());
+        fs.read.extend(policy::baseline::cgroup_paths(&own));
+    }
     // What stays visible below the hidden runtime directories: the named
     // sockets, whatever the filesystem lists name there, the working dir.
     let mut keep = policy.unix_paths(&user.dir, peer.uid);

@@ -129,9 +129,6 @@ pub struct StarterInput<'a> {
     pub refused: &'a [String],
 }
 
-/// Paths every runtime's loader needs.
-const BASE_READ: &[&str] = &["/etc/ld.so.cache", "/dev/null"];
-
 /// System directories holding interpreters, their libraries and the shared
 /// libraries they link.
 const SYSTEM_DIRS: &[&str] = &[
@@ -191,26 +188,11 @@ fn runtime_lists(lists: &mut Lists, runtime: Runtime) {
             let why = "node and the libraries it links";
             lists.read_exec(SYSTEM_DIRS, why);
             lists.read_exec(&["/usr/share/nodejs"], why);
-            add(
-                &mut lists.read,
-                &[
-                    "/etc/localtime",
-                    "/usr/share/zoneinfo",
-                    "/etc/ssl",
-                    "/proc/meminfo",
-                ],
-                "time zone, TLS configuration and memory probes node makes at start",
-            );
         }
         Runtime::Python => {
             lists.read_exec(
                 SYSTEM_DIRS,
                 "the interpreter, its standard library and the libraries it links",
-            );
-            add(
-                &mut lists.read,
-                &["/etc/localtime", "/usr/share/zoneinfo", "/etc/ssl"],
-                "time zone and TLS configuration read at import time",
             );
         }
         Runtime::Generic => {
@@ -237,11 +219,7 @@ fn unpinned_lists(lists: &mut Lists, command: &str, home: &Path) {
     }
     match base {
         "npx" | "npm" | "pnpx" | "pnpm" | "yarn" | "bunx" => {
-            add(
-                &mut lists.read,
-                &["/etc/npmrc", "/usr/etc/npmrc", "~/.npmrc"],
-                "npm's configuration",
-            );
+            add(&mut lists.read, &["/usr/etc/npmrc", "~/.npmrc"], "npm's configuration");
             lists.all(
                 &["~/.npm"],
                 "npx fetches the package into its cache (~/.npm/_npx) and runs it from there",
@@ -315,11 +293,6 @@ pub fn render(input: &StarterInput<'_>) -> String {
         }
         Launch::Unpinned(_) => unpinned_lists(&mut lists, input.command, input.home),
     }
-    add(
-        &mut lists.read,
-        BASE_READ,
-        "dynamic loader cache, and a stand-in for unused stdio",
-    );
     add(
         &mut lists.write,
         &["/dev/null"],
@@ -436,7 +409,8 @@ fn header(input: &StarterInput<'_>, runtime: Runtime) -> String {
          {how}\
          #\n\
          # It lets {} start and reach the data the command line names, and\n\
-         # nothing else. If the server is refused something it needs, see\n\
+         # nothing else beyond mcpguard's read-only runtime baseline (/etc, time\n\
+         # zones, its own /proc entries, CPU and memory probes). If the server is refused something it needs, see\n\
          # `mcpguard audit --denied --server {}` and widen the lists below (or\n\
          # learn the policy: `mcpguard policy learn`).\n\
          #\n\

@@ -9,6 +9,7 @@
 mod harness;
 
 mod abuse;
+mod baseline;
 mod dns;
 mod enforce;
 mod escape;
