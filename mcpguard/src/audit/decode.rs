@@ -14,14 +14,14 @@ use std::{
 
 use mcpguard_common::{
     event::{
-        kind, net_op, open_call, pair_call, path_source, ConnectEvent, EventHeader, ExecEvent,
-        ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathPairEvent, Record, SocketEvent,
+        kind, net_op, open_call, pair_call, path_call, path_source, ConnectEvent, EventHeader, ExecEvent,
+        ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathEvent, PathPairEvent, Record, SocketEvent,
         SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
 
-use super::{errno_of, AuditRecord, Body, Origin, PathPair, SCHEMA_VERSION};
+use super::{errno_of, AuditRecord, Body, Origin, PathCall, PathPair, SCHEMA_VERSION};
 
 /// Why a sample could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,6 +179,10 @@ pub fn decode(
             open_body(
                 &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
             )?
+        }
+        kind::MKDIR | kind::UNLINK | kind::RMDIR | kind::CHDIR => {
+            source = Some("user");
+            path_body(header.kind, sample, header.len)?
         }
         kind::LINK => {
             source = Some("user");
@@ -473,6 +477,50 @@ fn open_body(ev: &OpenEvent) -> Result<Body, DecodeError> {
         dirfd: (has_dirfd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
         result: ev.ret,
         errno: errno_of(ev.ret),
+    })
+}
+
+/// A mkdir, unlink, rmdir or chdir sample (`kind`) as its record; the
+/// call must belong to the kind.
+fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeError> {
+    let name = match kind {
+        kind::MKDIR => "mkdir",
+        kind::UNLINK => "unlink",
+        kind::RMDIR => "rmdir",
+        _ => "chdir",
+    };
+    let ev = &read_checked::<Record<PathEvent>>(sample, name, Some(header_len))?.payload;
+    let call = match (kind, ev.call) {
+        (kind::MKDIR, path_call::MKDIR) => "mkdir",
+        (kind::MKDIR, path_call::MKDIRAT) => "mkdirat",
+        (kind::UNLINK | kind::RMDIR, path_call::UNLINKAT) => "unlinkat",
+        (kind::UNLINK, path_call::UNLINK) => "unlink",
+        (kind::RMDIR, path_call::RMDIR) => "rmdir",
+        (kind::CHDIR, path_call::CHDIR) => "chdir",
+        (_, other) => {
+            return Err(DecodeError::BadField {
+                name,
+                field: "call",
+                value: u64::from(other),
+            })
+        }
+    };
+    let (path, path_truncated) = c_string(&ev.path);
+    let has_dirfd = matches!(ev.call, path_call::MKDIRAT | path_call::UNLINKAT);
+    let p = PathCall {
+        call: call.to_string(),
+        path,
+        path_truncated,
+        mode: (kind == kind::MKDIR).then_some(ev.mode),
+        dirfd: (has_dirfd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+    };
+    Ok(match kind {
+        kind::MKDIR => Body::Mkdir(p),
+        kind::UNLINK => Body::Unlink(p),
+        kind::RMDIR => Body::Rmdir(p),
+        _ => Body::Chdir(p),
     })
 }
 
