@@ -51,6 +51,9 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
         PolicyCommand::Check { file } => match Policy::load(&file) {
             Ok(p) => {
                 println!("{}: ok (server {:?})", file.display(), p.name);
+                for w in policy::learn::replaced_file_warnings(&p) {
+                    eprintln!("mcpguard: warning: {}: {w}", file.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -112,31 +115,64 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
         eprintln!("mcpguard: the daemon sent no proposal");
         return ExitCode::FAILURE;
     };
+    let default = home
+        .join(".config/mcpguard/policies")
+        .join(format!("{name}.toml"));
     let out = out.unwrap_or_else(|| {
-        let dir = home.join(".config/mcpguard/policies");
-        let plain = dir.join(format!("{name}.toml"));
-        if plain.exists() {
-            dir.join(format!("{name}.learned.toml"))
+        if default.exists() {
+            default.with_file_name(format!("{name}.learned.toml"))
         } else {
-            plain
+            default.clone()
         }
     });
-    if let Some(dir) = out.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    // stdout is the server's JSON-RPC channel (learn stands in for the
+    // server command in a client's config): everything else goes to stderr.
+    if let Err(e) = write_proposal(&out, &proposal) {
+        eprintln!("mcpguard: cannot write {}: {e}; the proposal follows", out.display());
+        eprint!("{proposal}");
+        return ExitCode::FAILURE;
     }
-    match std::fs::write(&out, &proposal) {
-        Ok(()) => eprintln!("mcpguard: wrote the proposed policy to {}", out.display()),
-        Err(e) => {
-            eprintln!("mcpguard: cannot write {}: {e}", out.display());
-            println!("{proposal}");
-            return ExitCode::FAILURE;
-        }
-    }
-    println!("{proposal}");
     for n in notes {
         eprintln!("mcpguard: note: {n}");
     }
+    eprintln!("mcpguard: {}", summary(name, &proposal, &out));
+    if out == default {
+        eprintln!("mcpguard: review it: mcpguard policy check {}", out.display());
+    } else {
+        eprintln!(
+            "mcpguard: adopt it: mv {} {} && mcpguard policy check {}",
+            out.display(),
+            default.display(),
+            default.display()
+        );
+    }
     status
+}
+
+fn write_proposal(out: &Path, proposal: &str) -> std::io::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, proposal)
+}
+
+/// One line saying what the proposal grants and where it is.
+fn summary(name: &str, proposal: &str, out: &Path) -> String {
+    match Policy::parse(proposal, out) {
+        Ok(p) => {
+            let tools = p.tools.allow.as_ref().map_or(0, Vec::len);
+            format!(
+                "learned {name}: {} read, {} write, {} exec, {} network rules, {tools} tools; \
+                 wrote {}",
+                p.filesystem.read.len(),
+                p.filesystem.write.len(),
+                p.filesystem.exec.len(),
+                p.network.allow.len() + p.network.hosts.len(),
+                out.display()
+            )
+        }
+        Err(e) => format!("learned {name}, wrote {} (it does not parse: {e})", out.display()),
+    }
 }
 
 /// A policy in plain words.
