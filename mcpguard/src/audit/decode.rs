@@ -14,9 +14,10 @@ use std::{
 
 use mcpguard_common::{
     event::{
-        kind, net_op, open_call, pair_call, path_call, path_source, ConnectEvent, EventHeader, ExecEvent,
-        ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathEvent, PathPairEvent, Record, SocketEvent,
-        SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
+        kind, net_op, open_call, pair_call, path_call, path_source, ConnectEvent, EventHeader,
+        ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathEvent, PathPairEvent, Record,
+        SocketEvent, SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
+        VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
@@ -772,6 +773,64 @@ mod tests {
             _pad: 0,
             path,
         }
+    }
+
+    #[test]
+    fn one_path_calls_decode_by_kind_and_call() {
+        let mkdir = decode_ok(&sample(
+            kind::MKDIR,
+            open_event(path_call::MKDIRAT, 0, 7, -13, buf::<PATH_LEN>("objects/ab")),
+        ));
+        assert!(mkdir.denied);
+        match &mkdir.body {
+            Body::Mkdir(p) => {
+                assert_eq!(
+                    (p.call.as_str(), p.path.as_str(), p.mode, p.dirfd),
+                    ("mkdirat", "objects/ab", Some(0o644), Some(7))
+                );
+                assert_eq!(p.errno.as_deref(), Some("EACCES"));
+            }
+            other => panic!("expected mkdir, got {other:?}"),
+        }
+        let rmdir = decode_ok(&sample(
+            kind::RMDIR,
+            open_event(
+                path_call::UNLINKAT,
+                0x200,
+                libc::AT_FDCWD,
+                0,
+                buf::<PATH_LEN>("d"),
+            ),
+        ));
+        assert!(
+            matches!(&rmdir.body, Body::Rmdir(p) if p.call == "unlinkat" && p.dirfd.is_none() && p.mode.is_none())
+        );
+        let chdir = decode_ok(&sample(
+            kind::CHDIR,
+            open_event(
+                path_call::CHDIR,
+                0,
+                libc::AT_FDCWD,
+                0,
+                buf::<PATH_LEN>("/repo"),
+            ),
+        ));
+        assert_eq!(chdir.body.kind(), "chdir");
+        assert_eq!(chdir.path_source.as_deref(), Some("user"));
+        // A call that does not belong to the kind is a counted drop.
+        let err = decode(
+            &sample(
+                kind::UNLINK,
+                open_event(path_call::MKDIR, 0, 0, 0, [0; PATH_LEN]),
+            ),
+            &BootClock::with_offset_ns(0),
+            origin_for,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, DecodeError::BadField { name: "unlink", .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

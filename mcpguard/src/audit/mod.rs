@@ -666,6 +666,18 @@ mod tests {
             r#""denied":false,"kind":"fork","child_pid":4243}"#,
         );
         assert_golden(Body::Exit {}, r#""denied":false,"kind":"exit"}"#);
+        assert_golden(
+            Body::Mkdir(PathCall {
+                call: "mkdirat".into(),
+                path: "objects/ab".into(),
+                path_truncated: false,
+                mode: Some(0o755),
+                dirfd: Some(5),
+                result: -13,
+                errno: Some("EACCES".into()),
+            }),
+            r#""denied":true,"kind":"mkdir","call":"mkdirat","path":"objects/ab","mode":493,"dirfd":5,"result":-13,"errno":"EACCES"}"#,
+        );
     }
 
     #[test]
@@ -920,6 +932,23 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 20);
+        let call = PathCall {
+            call: "mkdir".into(),
+            path: "d".into(),
+            path_truncated: false,
+            mode: None,
+            dirfd: None,
+            result: 0,
+            errno: None,
+        };
+        for body in [
+            Body::Mkdir(call.clone()),
+            Body::Unlink(call.clone()),
+            Body::Rmdir(call.clone()),
+            Body::Chdir(call),
+        ] {
+            assert!(KINDS.contains(&body.kind()));
+        }
+        assert_eq!(KINDS.len(), 24);
     }
 }

@@ -1072,6 +1072,24 @@ mod tests {
             human(&open)
         );
 
+        let mkdir = rec(
+            Body::Mkdir(crate::audit::PathCall {
+                call: "mkdir".into(),
+                path: "/home/u/.npm/_npx/1".into(),
+                path_truncated: false,
+                mode: Some(0o755),
+                dirfd: None,
+                result: -13,
+                errno: Some("EACCES".into()),
+            }),
+            T0,
+        );
+        assert!(
+            human(&mkdir).ends_with("mkdir /home/u/.npm/_npx/1 = -EACCES mode=0755"),
+            "{}",
+            human(&mkdir)
+        );
+
         let link = rec(
             Body::Link(crate::audit::PathPair {
                 call: "linkat".into(),

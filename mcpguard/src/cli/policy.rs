@@ -128,7 +128,10 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
     // stdout is the server's JSON-RPC channel (learn stands in for the
     // server command in a client's config): everything else goes to stderr.
     if let Err(e) = write_proposal(&out, &proposal) {
-        eprintln!("mcpguard: cannot write {}: {e}; the proposal follows", out.display());
+        eprintln!(
+            "mcpguard: cannot write {}: {e}; the proposal follows",
+            out.display()
+        );
         eprint!("{proposal}");
         return ExitCode::FAILURE;
     }
@@ -137,7 +140,10 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
     }
     eprintln!("mcpguard: {}", summary(name, &proposal, &out));
     if out == default {
-        eprintln!("mcpguard: review it: mcpguard policy check {}", out.display());
+        eprintln!(
+            "mcpguard: review it: mcpguard policy check {}",
+            out.display()
+        );
     } else {
         eprintln!(
             "mcpguard: adopt it: mv {} {} && mcpguard policy check {}",
@@ -171,7 +177,10 @@ fn summary(name: &str, proposal: &str, out: &Path) -> String {
                 out.display()
             )
         }
-        Err(e) => format!("learned {name}, wrote {} (it does not parse: {e})", out.display()),
+        Err(e) => format!(
+            "learned {name}, wrote {} (it does not parse: {e})",
+            out.display()
+        ),
     }
 }
 

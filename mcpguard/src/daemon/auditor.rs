@@ -241,10 +241,7 @@ impl Auditor {
                 last_loss = Instant::now();
             }
             for (cgroup_id, reply) in harvest {
-                let obs = self
-                    .learners
-                    .remove(&cgroup_id)
-                    .unwrap_or_default();
+                let obs = self.learners.remove(&cgroup_id).unwrap_or_default();
                 let _ = reply.send(obs);
             }
             for (cgroup_id, last) in unregister {

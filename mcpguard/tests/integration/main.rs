@@ -13,6 +13,7 @@ mod dns;
 mod enforce;
 mod escape;
 mod faults;
+mod learn;
 mod lifecycle;
 mod mcp;
 mod policies;

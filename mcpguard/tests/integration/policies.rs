@@ -27,7 +27,7 @@ use crate::{
 
 /// Run `program args` as the test user, with its HOME, in `dir`; panics
 /// with the output unless it succeeds.
-fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
+pub(crate) fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
     let u = user();
     let out = Command::new(program)
         .args(args)
@@ -49,7 +49,7 @@ fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
 }
 
 /// Create `path` (and missing parents) owned by the test user.
-fn user_dir(path: &Path) {
+pub(crate) fn user_dir(path: &Path) {
     let u = user();
     let mut missing = Vec::new();
     let mut p = path;
@@ -64,7 +64,7 @@ fn user_dir(path: &Path) {
 }
 
 /// A file owned by the test user, with `mode`.
-fn user_file(path: &Path, body: &str, mode: u32) {
+pub(crate) fn user_file(path: &Path, body: &str, mode: u32) {
     let u = user();
     std::fs::write(path, body).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -77,6 +77,11 @@ pub struct Observations {
     /// syscall names alone: a `memfd_create` is counted even if it sealed
     /// its memfd, so review these).
     pub kernel: BTreeSet<KernelFeature>,
+    /// The launch's cgroup directory (from its launch record): paths below
+    /// the daemon's cgroup tree name this launch and are never proposed.
+    pub cgroup: Option<PathBuf>,
+    /// Records whose path could not be read from the caller's memory.
+    pub unreadable: u64,
     cwds: Cwds,
 }
 
@@ -153,9 +158,22 @@ impl Observations {
         }
     }
 
+    /// The daemon's cgroup tree, whose directories are named per launch.
+    pub fn launch_specific(&self, path: &Path) -> bool {
+        self.cgroup
+            .as_deref()
+            .and_then(Path::parent)
+            .is_some_and(|root| path.starts_with(root))
+    }
+
     /// Where a recorded path leads, or `None` for a path relative to a
-    /// directory fd (which the records cannot resolve).
-    fn abs(&self, rec: &AuditRecord, path: &str, dirfd: Option<i32>) -> Option<Vec<PathBuf>> {
+    /// directory fd (which the records cannot resolve) or an empty one (the
+    /// kernel program could not read it: the page was not in memory yet).
+    fn abs(&mut self, rec: &AuditRecord, path: &str, dirfd: Option<i32>) -> Option<Vec<PathBuf>> {
+        if path.is_empty() {
+            self.unreadable += 1;
+            return None;
+        }
         if dirfd.is_some() && !path.starts_with('/') {
             return None;
         }
@@ -226,6 +244,7 @@ impl Observations {
                     self.execs.extend(paths);
                 }
             }
+            Body::Launch { cgroup, .. } => self.cgroup = Some(PathBuf::from(cgroup)),
             _ => self.observe_net_and_mcp(rec),
         }
     }

@@ -1,7 +1,7 @@
 //! How observed files become `[filesystem]` rules: the narrowest directory
 //! that holds what the server used, never a credential store, never `/`,
-//! `~` or a shared container such as `~/.local/share` wholesale, nothing
-//! that names this one launch (its cgroup), and never a single file that
+//! `~` or a shared container such as `~/.local/share` wholesale, and never
+//! a single file that
 //! a rename replaced during the run (Landlock binds a rule to the inode,
 //! so the rule would stop matching the file).
 
@@ -97,12 +97,6 @@ pub fn refused(path: &Path, home: &Path) -> Option<String> {
         {
             return Some(format!("{}: a credential store", show(path, home)));
         }
-    }
-    if path.starts_with("/sys/fs/cgroup") {
-        return Some(format!(
-            "{}: this launch's cgroup, named differently on every launch",
-            path.display()
-        ));
     }
     None
 }
@@ -222,10 +216,12 @@ pub fn minimal(paths: BTreeSet<PathBuf>, home: &Path) -> Vec<PathBuf> {
         }
         paths = paths
             .into_iter()
-            .map(|p| match fold.iter().find(|d| p.parent() == Some(d.as_path())) {
-                Some(d) => d.clone(),
-                None => p,
-            })
+            .map(
+                |p| match fold.iter().find(|d| p.parent() == Some(d.as_path())) {
+                    Some(d) => d.clone(),
+                    None => p,
+                },
+            )
             .collect();
     }
     let all: Vec<PathBuf> = paths.into_iter().collect();
@@ -267,9 +263,7 @@ fn elf_interp(head: &[u8]) -> Option<String> {
     }
     let u16_at = |o: usize| Some(u16::from_le_bytes(head.get(o..o + 2)?.try_into().ok()?));
     let u32_at = |o: usize| Some(u32::from_le_bytes(head.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| {
-        Some(u64::from_le_bytes(head.get(o..o + 8)?.try_into().ok()?) as usize)
-    };
+    let u64_at = |o: usize| Some(u64::from_le_bytes(head.get(o..o + 8)?.try_into().ok()?) as usize);
     let phoff = u64_at(0x20)?;
     let phentsize = usize::from(u16_at(0x36)?);
     let phnum = usize::from(u16_at(0x38)?);

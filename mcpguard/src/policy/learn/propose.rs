@@ -53,6 +53,16 @@ fn rules(
 ) -> Vec<String> {
     let mut set = BTreeSet::new();
     for (p, dir) in paths {
+        if obs.launch_specific(&p) {
+            note(
+                notes,
+                format!(
+                    "{}: this launch's cgroup, named anew on every launch",
+                    p.display()
+                ),
+            );
+            continue;
+        }
         match generalise(&p, home, &obs.replaced, dir) {
             Ok(g) => {
                 set.insert(g);
@@ -141,7 +151,9 @@ pub fn propose(
 ) -> (String, Vec<String>) {
     let mut notes = Vec::new();
     let files = |set: &BTreeSet<PathBuf>, dir: bool| {
-        set.iter().map(move |p| (p.clone(), dir)).collect::<Vec<_>>()
+        set.iter()
+            .map(move |p| (p.clone(), dir))
+            .collect::<Vec<_>>()
     };
     let reads = rules(files(&obs.reads, false), obs, home, &mut notes);
     let mut written = files(&obs.writes, false);
@@ -195,6 +207,13 @@ pub fn propose(
     let _ = writeln!(t, "\n[env]");
     let _ = writeln!(t, "pass = {}", toml_list(env_pass));
     tools_table(obs, &mut t, &mut notes);
+    if obs.unreadable > 0 {
+        notes.push(format!(
+            "{} file records had no readable path (not yet in the caller's memory); \
+             if the server is refused a file under this policy, `mcpguard audit --denied` names it",
+            obs.unreadable
+        ));
+    }
     notes.push(
         "environment variables are not observable: [env] pass is the starting policy's".into(),
     );
