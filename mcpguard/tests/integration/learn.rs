@@ -27,15 +27,17 @@ const SECRETS: &[&str] = &[
     ".netrc",
 ];
 
-/// Run `server` through `mcpguard policy learn --out out`, with the
-/// learner's stdout copied to a file on its way to the client. Returns the
-/// client's report, its stderr, and the learner's stdout.
+/// Run `server` through `mcpguard policy learn --policy name --out out`
+/// (in `env`), with the learner's stdout copied to a file on its way to
+/// the client. Returns the client's report, its stderr, and the learner's
+/// stdout.
 fn learn(
     d: &Daemon,
     name: &str,
     out: &Path,
     calls: &Value,
     server: &[&str],
+    env: &[(&str, &str)],
 ) -> (Value, String, String) {
     let dir = tempdir("learn-tap");
     let u = user();
@@ -58,7 +60,7 @@ fn learn(
     let script = format!("\"$@\" | tee {}", tap.display());
     let mut cmd: Vec<&str> = vec!["/bin/sh", "-c", &script, "sh"];
     cmd.extend(argv.iter().map(String::as_str));
-    let (report, stderr) = client(d, None, calls, &cmd, &[]);
+    let (report, stderr) = client(d, None, calls, &cmd, env);
     let stdout = std::fs::read_to_string(&tap).unwrap();
     (report, stderr, stdout)
 }
@@ -110,8 +112,9 @@ fn proposal(out: &Path, launch: &str, stderr: &str) -> (mcpguard::policy::Policy
     (p, text)
 }
 
-/// The records of launch `launch` once its exit is in; panics on denials.
-fn assert_no_denials(d: &Daemon, launch: &str, text: &str) {
+/// The records of launch `launch` once its exit is in; panics on denials
+/// other than those `expected` says are expected.
+fn assert_no_denials_but(d: &Daemon, launch: &str, text: &str, expected: impl Fn(&Value) -> bool) {
     d.wait_record("the enforced run's exit", |r| {
         is_kind(r, "server_exit") && r["launch"] == launch
     });
@@ -121,11 +124,18 @@ fn assert_no_denials(d: &Daemon, launch: &str, text: &str) {
         enforced.iter().any(|r| is_kind(r, "launch")),
         "launch {launch} missing"
     );
-    let denied: Vec<&&Value> = enforced.iter().filter(|r| r["denied"] == true).collect();
+    let denied: Vec<&&Value> = enforced
+        .iter()
+        .filter(|r| r["denied"] == true && !expected(r))
+        .collect();
     assert!(
         denied.is_empty(),
         "denials under the learned policy:\n{denied:#?}\n{text}"
     );
+}
+
+fn assert_no_denials(d: &Daemon, launch: &str, text: &str) {
+    assert_no_denials_but(d, launch, text, |_| false);
 }
 
 /// A repository below the test user's home with one commit.
@@ -169,7 +179,7 @@ fn learning_mcp_server_git_proposes_a_policy_its_session_reruns_under_without_de
         ["git_log", {"repo_path": repo_s, "max_count": 3}],
     ]);
     let server = [git.to_str().unwrap(), "--repository", repo_s];
-    let (report, stderr, stdout) = learn(&d, "it-learn-git", &out, &calls, &server);
+    let (report, stderr, stdout) = learn(&d, "it-learn-git", &out, &calls, &server, &[]);
     for i in 0..4 {
         assert_eq!(
             report["results"][i]["is_error"], false,
@@ -228,7 +238,7 @@ fn learning_the_fixture_server_keeps_stdout_json_rpc_and_reruns_without_denials(
     let out = out_dir.join("it-learn-fx.toml");
     let calls = json!([["read_file", {"path": data}]]);
     let server = [python.to_str().unwrap(), script.to_str().unwrap()];
-    let (report, stderr, stdout) = learn(&d, "it-learn-fx", &out, &calls, &server);
+    let (report, stderr, stdout) = learn(&d, "it-learn-fx", &out, &calls, &server, &[]);
     assert_eq!(
         report["results"][0]["text"][0], "learned notes\n",
         "{report}\n{stderr}"
@@ -256,4 +266,81 @@ fn learning_the_fixture_server_keeps_stdout_json_rpc_and_reruns_without_denials(
         "{report}\n{stderr}"
     );
     assert_no_denials(&d, "it-learn-fx-2", &text);
+}
+
+#[test]
+fn learning_server_memory_grants_its_store_directory_though_the_store_is_replaced_by_rename() {
+    let d = Daemon::start();
+    let u = user();
+    let entry = peers().join("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(
+        entry.exists(),
+        "{} missing: run `cargo xtask setup`",
+        entry.display()
+    );
+    let dir = u
+        .home
+        .join(format!(".local/share/learn-mem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    user_dir(&dir);
+    let file = dir.join("memory.jsonl");
+    let file_s = file.to_str().unwrap();
+    // The starting policy passes the store's location; learn keeps [env].
+    let start = policy(
+        &tempdir("learn-mem-start"),
+        "it-learn-mem",
+        "name = \"it-learn-mem\"\n[env]\npass = [\"PATH\", \"HOME\", \"MEMORY_FILE_PATH\"]\n",
+    );
+    let out_dir = tempdir("learned-mem");
+    std::os::unix::fs::chown(&out_dir, Some(u.uid), Some(u.gid)).unwrap();
+    let out = out_dir.join("it-learn-mem.toml");
+    let server = ["/usr/bin/node", entry.to_str().unwrap()];
+    let calls = |n: &str| {
+        json!([
+            ["create_entities", {"entities": [{"name": n, "entityType": "t", "observations": ["o"]}]}],
+            ["read_graph", {}],
+        ])
+    };
+    let env = [("MEMORY_FILE_PATH", file_s)];
+    let (report, stderr, stdout) = learn(
+        &d,
+        start.to_str().unwrap(),
+        &out,
+        &calls("first"),
+        &server,
+        &env,
+    );
+    for i in 0..2 {
+        assert_eq!(
+            report["results"][i]["is_error"], false,
+            "call {i}: {report}\n{stderr}"
+        );
+    }
+    assert_only_json_rpc(&stdout);
+    let (p, text) = proposal(&out, "it-learn-mem-1", &stderr);
+    let store = format!("~/{}", dir.strip_prefix(&u.home).unwrap().display());
+    assert!(
+        p.filesystem.write.contains(&store),
+        "{store} not writable\n{text}"
+    );
+    // Not the store file itself: a rename replaces it on every save.
+    assert!(!text.contains("memory.jsonl"), "{text}");
+
+    let (report, stderr) = client(&d, Some(&out), &calls("second"), &server, &env);
+    for i in 0..2 {
+        assert_eq!(
+            report["results"][i]["is_error"], false,
+            "call {i}: {report}\n{stderr}\n{text}"
+        );
+    }
+    // Node reads its memory limit from the launch's own cgroup directory,
+    // named anew on every launch (never proposed; the runtime baseline
+    // every policy gets is where it belongs), and refused that, from the
+    // controller's root: cgroup files are the one expected refusal.
+    assert_no_denials_but(&d, "it-learn-mem-2", &text, |r| {
+        r["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/sys/fs/cgroup/memory/"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

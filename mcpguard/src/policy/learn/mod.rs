@@ -158,12 +158,20 @@ impl Observations {
         }
     }
 
-    /// The daemon's cgroup tree, whose directories are named per launch.
+    /// Whether a path names this launch: it has the launch's cgroup leaf
+    /// name (the launch id) as a component, or it lies in a cgroup
+    /// hierarchy below a directory named like the daemon's cgroup subtree
+    /// (cgroup v1 controllers mirror the v2 path, under other prefixes).
     pub fn launch_specific(&self, path: &Path) -> bool {
-        self.cgroup
-            .as_deref()
-            .and_then(Path::parent)
-            .is_some_and(|root| path.starts_with(root))
+        let Some(cgroup) = self.cgroup.as_deref() else {
+            return false;
+        };
+        let names = |p: &Path| p.file_name().map(std::ffi::OsStr::to_owned);
+        let (leaf, tree) = (names(cgroup), cgroup.parent().and_then(names));
+        path.components().any(|c| {
+            let c = Some(c.as_os_str().to_owned());
+            c == leaf || (c == tree && path.starts_with("/sys/fs/cgroup"))
+        })
     }
 
     /// Where a recorded path leads, or `None` for a path relative to a

@@ -200,6 +200,9 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
     ));
     for p in [
         "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "/sys/fs/cgroup/mcpguard/app-3/cpu.max",
+        "/sys/fs/cgroup/memory/system/mcpguard/app-3/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/system/mcpguard/memory.limit_in_bytes",
         "/usr/lib/python3.11/os.py",
         "/etc/ld.so.cache",
         "/home/u/.local/share/app/venv/lib/site.py",
@@ -209,7 +212,6 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
         "/home/u/.config/app.conf",
         "/home/u/notes.txt",
         "/proc/1234/status",
-        "/sys/fs/cgroup/mcpguard/app-3/cpu.max",
         "/tmp/x/y.json",
     ] {
         o.observe(&open(1, p, false));
@@ -239,7 +241,7 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
     ] {
         assert!(!read.contains(&never.to_string()), "{never}\n{text}");
     }
-    for secret in [".ssh", "keyrings", "gh", "mcpguard/app-3"] {
+    for secret in [".ssh", "keyrings", "gh", "app-3", "memory/system"] {
         assert!(!text.contains(secret), "{secret}\n{text}");
     }
     assert_eq!(p.filesystem.write, ["~/.cache/app/db"], "{text}");
