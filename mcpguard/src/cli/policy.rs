@@ -12,6 +12,7 @@ use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
     policy::{self, Policy, SecretSource, SocketKind, ToolChange},
+    wrap::starter::shell_word,
 };
 
 #[derive(Subcommand)]
@@ -34,7 +35,8 @@ pub enum PolicyCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Validate a policy file; errors name file:line:col.
+    /// Validate a policy file; errors name file:line:col. Warns (on
+    /// stderr) about single-file rules on files tools usually replace.
     Check { file: PathBuf },
     /// Say in plain words what a policy lets a server do.
     Explain { file: PathBuf },
@@ -139,20 +141,26 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
         eprintln!("mcpguard: note: {n}");
     }
     eprintln!("mcpguard: {}", summary(name, &proposal, &out));
-    if out == default {
-        eprintln!(
-            "mcpguard: review it: mcpguard policy check {}",
-            out.display()
-        );
-    } else {
-        eprintln!(
-            "mcpguard: adopt it: mv {} {} && mcpguard policy check {}",
-            out.display(),
-            default.display(),
-            default.display()
-        );
-    }
+    eprintln!("mcpguard: {}", adopt_command(&out, &default));
     status
+}
+
+/// The shell command that puts the proposal in place and checks it.
+fn adopt_command(out: &Path, default: &Path) -> String {
+    let word = |p: &Path| shell_word(&p.display().to_string());
+    let check = format!("mcpguard policy check {}", word(default));
+    if out == default {
+        return format!("review it: {check}");
+    }
+    let mkdir = match default.parent() {
+        Some(dir) if !dir.exists() => format!("mkdir -p {} && ", word(dir)),
+        _ => String::new(),
+    };
+    format!(
+        "adopt it: {mkdir}mv {} {} && {check}",
+        word(out),
+        word(default)
+    )
 }
 
 fn write_proposal(out: &Path, proposal: &str) -> std::io::Result<()> {
@@ -167,9 +175,10 @@ fn summary(name: &str, proposal: &str, out: &Path) -> String {
     match Policy::parse(proposal, out) {
         Ok(p) => {
             let tools = p.tools.allow.as_ref().map_or(0, Vec::len);
+            let called = proposal.matches(", # called").count();
             format!(
-                "learned {name}: {} read, {} write, {} exec, {} network rules, {tools} tools; \
-                 wrote {}",
+                "learned {name}: {} read, {} write, {} exec, {} network rules, {tools} tools \
+                 ({called} called); wrote {}",
                 p.filesystem.read.len(),
                 p.filesystem.write.len(),
                 p.filesystem.exec.len(),
@@ -292,4 +301,24 @@ pub fn explain(p: &Policy) -> String {
         }
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopt_command_moves_into_place_and_checks_quoting_odd_paths() {
+        let default = Path::new("/nonexistent-home/.config/mcpguard/policies/git.toml");
+        assert_eq!(
+            adopt_command(Path::new("/tmp/my dir/git.toml"), default),
+            "adopt it: mkdir -p /nonexistent-home/.config/mcpguard/policies && \
+             mv '/tmp/my dir/git.toml' /nonexistent-home/.config/mcpguard/policies/git.toml && \
+             mcpguard policy check /nonexistent-home/.config/mcpguard/policies/git.toml"
+        );
+        assert_eq!(
+            adopt_command(default, default),
+            "review it: mcpguard policy check /nonexistent-home/.config/mcpguard/policies/git.toml"
+        );
+    }
 }

@@ -49,7 +49,7 @@ pub fn replaced_file_warnings(p: &super::Policy) -> Vec<String> {
 }
 
 use super::KernelFeature;
-use crate::audit::{AuditRecord, Body, PathCall};
+use crate::audit::{AuditRecord, Body, PathCall, PathPair};
 
 /// What one server did, as far as the records show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -212,24 +212,8 @@ impl Observations {
                 set.extend(paths);
             }
             Body::Mkdir(p) | Body::Unlink(p) | Body::Rmdir(p) => self.dir_change(rec, p),
-            Body::Rename(p) | Body::Link(p) if p.result == 0 => {
-                let old = (p.old_dirfd.is_none() || p.old_path.starts_with('/'))
-                    .then(|| self.cwds.resolve(rec.pid, &p.old_path));
-                let new = (p.new_dirfd.is_none() || p.new_path.starts_with('/'))
-                    .then(|| self.cwds.resolve(rec.pid, &p.new_path));
-                let symlink = p.call.starts_with("symlink");
-                if let Some(old) = old.filter(|_| !symlink) {
-                    if matches!(rec.body, Body::Rename(_)) {
-                        self.dir_writes.insert(parent(&old));
-                    }
-                }
-                if let Some(new) = new {
-                    self.dir_writes.insert(parent(&new));
-                    if matches!(rec.body, Body::Rename(_)) {
-                        self.replaced.insert(new);
-                    }
-                }
-            }
+            Body::Rename(p) => self.pair_change(rec, p, true),
+            Body::Link(p) => self.pair_change(rec, p, false),
             Body::Chdir(p) if p.result == 0 => {
                 if let Some(pid) = rec.pid {
                     let to = self.cwds.resolve(rec.pid, &p.path);
@@ -266,6 +250,25 @@ impl Observations {
             if let Some(first) = paths.first() {
                 self.dir_writes.insert(parent(first));
             }
+        }
+    }
+
+    /// A rename or link that worked changed the directory of its new name
+    /// (and a rename or hard link also involved the old name's directory:
+    /// Landlock wants REFER there). A rename's new name is a replaced file.
+    fn pair_change(&mut self, rec: &AuditRecord, p: &PathPair, rename: bool) {
+        if p.result != 0 {
+            return;
+        }
+        let resolve = |path: &str, dirfd: Option<i32>| {
+            (dirfd.is_none() || path.starts_with('/')).then(|| self.cwds.resolve(rec.pid, path))
+        };
+        let old = resolve(&p.old_path, p.old_dirfd).filter(|_| !p.call.starts_with("symlink"));
+        let new = resolve(&p.new_path, p.new_dirfd);
+        self.dir_writes
+            .extend(old.iter().chain(&new).map(|f| parent(f)));
+        if let Some(new) = new.filter(|_| rename) {
+            self.replaced.insert(new);
         }
     }
 
