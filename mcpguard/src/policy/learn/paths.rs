@@ -68,6 +68,11 @@ const SYSTEM_TREES: &[(&str, usize)] = &[
     ("/opt", 2),
 ];
 
+/// Directories every server gets its own empty copy of (the mount fence):
+/// naming one grants that private copy, never the host's, so a file
+/// created right in them is proposed through the directory.
+const PRIVATE_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
+
 /// Sibling directories of one parent beyond which the parent is proposed
 /// instead (caches keyed by hashes would otherwise give endless lists).
 const MAX_SIBLINGS: usize = 4;
@@ -106,6 +111,9 @@ pub fn refused(path: &Path, home: &Path) -> Option<String> {
 fn too_wide(dir: &Path, home: &Path) -> bool {
     if dir == Path::new("/") || dir == home || !dir.starts_with("/") {
         return true;
+    }
+    if PRIVATE_DIRS.iter().any(|p| dir == Path::new(p)) {
+        return false;
     }
     if let Ok(rest) = dir.strip_prefix(home) {
         return CONTAINERS.iter().any(|c| rest == Path::new(c));
@@ -165,6 +173,7 @@ pub fn generalise(
         if ["/etc/", "/dev/", "/sys/", "/run/"]
             .iter()
             .any(|d| s.starts_with(d))
+            && !PRIVATE_DIRS.iter().any(|p| path.starts_with(p))
             && !replaced.contains(path)
         {
             return Ok(path.to_owned());

@@ -217,6 +217,8 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
         o.observe(&open(1, p, false));
     }
     o.observe(&open(1, "/home/u/.cache/app/db/state.json", true));
+    // Right in the server's private /tmp: the directory, not the host file.
+    o.observe(&open(1, "/tmp/app-cache.json", true));
     let (p, text, notes) = parse(&o);
     let read = &p.filesystem.read;
     for want in [
@@ -244,7 +246,7 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
     for secret in [".ssh", "keyrings", "gh", "app-3", "memory/system"] {
         assert!(!text.contains(secret), "{secret}\n{text}");
     }
-    assert_eq!(p.filesystem.write, ["~/.cache/app/db"], "{text}");
+    assert_eq!(p.filesystem.write, ["~/.cache/app/db", "/tmp"], "{text}");
     assert!(p.filesystem.exec.is_empty(), "no .so guessing: {text}");
     assert!(notes.iter().any(|n| n.contains(".ssh")), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("cgroup")), "{notes:?}");
