@@ -98,10 +98,15 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = Policy::parse(&text, &path) {
-        eprintln!("mcpguard: {e}");
-        return ExitCode::from(2);
-    }
+    // `--policy` may be a path: the proposal is named by the policy's name.
+    let name = match Policy::parse(&text, &path) {
+        Ok(p) => p.name,
+        Err(e) => {
+            eprintln!("mcpguard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = name.as_str();
     eprintln!("mcpguard: learning {name}: nothing is enforced in this run; everything is recorded");
     let mut learned = None;
     let status = match run::launch(&path, text, socket, argv, true, &mut |p, n| {
