@@ -71,8 +71,8 @@ pub enum Msg {
         kept: Vec<std::path::PathBuf>,
         masked: Vec<std::path::PathBuf>,
     },
-    /// Collect what this server does (`mcpguard policy learn`); `cwd`
-    /// resolves its relative paths.
+    /// Collect what this server does (`mcpguard policy learn`); `cwd` is
+    /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
         cgroup_id: u64,
         cwd: std::path::PathBuf,
@@ -126,8 +126,8 @@ struct Auditor {
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
     fences: HashMap<u64, Fence>,
-    /// Learning servers: what they did, and their working directory.
-    learners: HashMap<u64, (Observations, std::path::PathBuf)>,
+    /// Learning servers: what they did.
+    learners: HashMap<u64, Observations>,
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
@@ -184,8 +184,7 @@ impl Auditor {
                         }
                     }
                     Ok(Msg::Learn { cgroup_id, cwd }) => {
-                        self.learners
-                            .insert(cgroup_id, (Observations::default(), cwd));
+                        self.learners.insert(cgroup_id, Observations::new(cwd));
                     }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {
@@ -242,11 +241,7 @@ impl Auditor {
                 last_loss = Instant::now();
             }
             for (cgroup_id, reply) in harvest {
-                let obs = self
-                    .learners
-                    .remove(&cgroup_id)
-                    .map(|(o, _)| o)
-                    .unwrap_or_default();
+                let obs = self.learners.remove(&cgroup_id).unwrap_or_default();
                 let _ = reply.send(obs);
             }
             for (cgroup_id, last) in unregister {
@@ -324,8 +319,8 @@ impl Auditor {
                             mark_fenced(&mut rec, fence);
                         }
                         tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
-                        if let Some((obs, cwd)) = learners.get_mut(&cgroup) {
-                            obs.observe(&rec, cwd);
+                        if let Some(obs) = learners.get_mut(&cgroup) {
+                            obs.observe(&rec);
                         }
                         if let Some(r) = redactors.get(&cgroup) {
                             rec = redacted(rec, r);
@@ -464,8 +459,8 @@ impl Auditor {
             .iter()
             .find(|(_, o)| Some(&o.launch) == rec.launch.as_ref())
             .map(|(cg, _)| *cg);
-        if let Some((obs, cwd)) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
-            obs.observe(rec, cwd);
+        if let Some(obs) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
+            obs.observe(rec);
         }
         let redactor = cgroup.and_then(|cg| self.redactors.get(&cg));
         match redactor {

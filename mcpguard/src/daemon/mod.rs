@@ -316,13 +316,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;
 
+    // Handlers before READY=1: a SIGTERM right after it must shut down
+    // cleanly, not kill the daemon.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
     service::ready(notifier.as_ref(), &cfg.socket, &shared.layers);
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

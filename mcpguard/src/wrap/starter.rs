@@ -528,7 +528,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// A command word as a shell would need it quoted, for the header comment.
-fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()

@@ -14,6 +14,7 @@ mod dns;
 mod enforce;
 mod escape;
 mod faults;
+mod learn;
 mod lifecycle;
 mod mcp;
 mod policies;
