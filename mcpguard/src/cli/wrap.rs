@@ -208,9 +208,7 @@ fn pinned_policies(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter(|p| {
-            crate::policy::Policy::load(p).is_ok_and(|policy| policy.command.pin.is_some())
-        })
+        .filter(|p| crate::policy::Policy::load(p).is_ok_and(|policy| policy.command.pin.is_some()))
         .collect();
     paths.sort();
     paths

@@ -324,31 +324,33 @@ fn serve_peer(
         allow.extend(listed);
     }
     let net: Vec<(u32, NetKey, PortSet)> = policy::net::compile_allow(&allow, cgroup.id)?
-            .into_iter()
-            .map(|e| (e.prefix_len, e.key, e.ports))
-            .collect();
+        .into_iter()
+        .map(|e| (e.prefix_len, e.key, e.ports))
+        .collect();
     guard.net = net.clone();
     // The server's resolver exists before its policy entry points DNS at
     // it: every port-53 destination of the server goes there.
-    let view = Arc::new(DnsView::new(
-        cgroup.id,
-        if learn {
-            // Learning: every name resolves, and is recorded.
-            vec![policy::net::any_host()]
-        } else {
-            policy.network.hosts.clone()
-        },
-        policy.network.allow.clone(),
-        shared.upstream_dns,
-        // Learning: see what the server asks for, rebinding answers too.
-        learn || policy.network.allow_local_answers,
-        Box::new(ServerMaps {
-            shared: shared.clone(),
-            origin: origin.clone(),
-            cgroup: cgroup.id,
-        }),
-    )
-    .with_min_ttl(policy.network.min_ttl));
+    let view = Arc::new(
+        DnsView::new(
+            cgroup.id,
+            if learn {
+                // Learning: every name resolves, and is recorded.
+                vec![policy::net::any_host()]
+            } else {
+                policy.network.hosts.clone()
+            },
+            policy.network.allow.clone(),
+            shared.upstream_dns,
+            // Learning: see what the server asks for, rebinding answers too.
+            learn || policy.network.allow_local_answers,
+            Box::new(ServerMaps {
+                shared: shared.clone(),
+                origin: origin.clone(),
+                cgroup: cgroup.id,
+            }),
+        )
+        .with_min_ttl(policy.network.min_ttl),
+    );
     let resolver = Resolver::start(view.clone())?;
     let dns_port = resolver.port;
     guard.dns = Some((resolver, view));

@@ -73,7 +73,7 @@ pub fn system_rules(hosts: &[HostRule], allow_local: bool) -> Vec<NetRule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{net::AllowRule, net::parse_allow};
+    use crate::policy::net::{parse_allow, AllowRule};
 
     fn host(rule: &str) -> HostRule {
         match parse_allow(rule).unwrap() {
@@ -87,7 +87,11 @@ mod tests {
         let text = "127.0.0.1 localhost\n203.0.113.80 registry.npmjs.org pypi.org # mirror\n\
                     2001:db8::1 registry.npmjs.org\n169.254.169.254 metadata.example\n\
                     198.51.100.7 other.example\nnot-an-address x\n";
-        let hosts = [host("registry.npmjs.org:443"), host("*.example:80"), host("localhost:8080")];
+        let hosts = [
+            host("registry.npmjs.org:443"),
+            host("*.example:80"),
+            host("localhost:8080"),
+        ];
         let got: Vec<(String, String)> = rules(&hosts, text, false)
             .iter()
             .map(|r| (r.addr.to_canonical().to_string(), r.ports.to_string()))

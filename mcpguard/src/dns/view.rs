@@ -320,8 +320,9 @@ impl DnsView {
                 );
                 continue;
             }
-            let until =
-                Instant::now() + Duration::from_secs(u64::from((*ttl).max(self.min_ttl).min(MAX_TTL))) + GRACE;
+            let until = Instant::now()
+                + Duration::from_secs(u64::from((*ttl).max(self.min_ttl).min(MAX_TTL)))
+                + GRACE;
             let list = grants.entry(addr).or_default();
             // One grant per port set, extended by each answer: repeated
             // queries must not grow the list.

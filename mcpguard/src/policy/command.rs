@@ -164,9 +164,7 @@ impl Command {
             }
             n > 0
         };
-        self.fits
-            .iter()
-            .any(|f| starts(&mut f.split_whitespace()))
+        self.fits.iter().any(|f| starts(&mut f.split_whitespace()))
             || self
                 .pin
                 .as_ref()
@@ -281,9 +279,15 @@ mod tests {
         )
         .unwrap();
         let home = Path::new("/home/me");
-        assert!(p.command.fits(&argv(&["/home/me/.venv/bin/srv", "-v"]), home));
-        assert!(p.command.fits(&argv(&["/usr/bin/node", "/home/me/npm/srv/index.js"]), home));
-        assert!(!p.command.fits(&argv(&["/usr/bin/node", "/home/me/npm/other.js"]), home));
+        assert!(p
+            .command
+            .fits(&argv(&["/home/me/.venv/bin/srv", "-v"]), home));
+        assert!(p
+            .command
+            .fits(&argv(&["/usr/bin/node", "/home/me/npm/srv/index.js"]), home));
+        assert!(!p
+            .command
+            .fits(&argv(&["/usr/bin/node", "/home/me/npm/other.js"]), home));
         assert!(!p.command.fits(&argv(&["/usr/bin/node"]), home));
         assert_eq!(
             p.command.resolve("t", argv(&["uvx", "x"]), home).unwrap(),

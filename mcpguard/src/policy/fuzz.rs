@@ -115,7 +115,10 @@ fn render(p: &Policy) -> String {
         "allow_local_answers".into(),
         Value::Boolean(p.network.allow_local_answers),
     );
-    net.insert("min_ttl".into(), Value::Integer(i64::from(p.network.min_ttl)));
+    net.insert(
+        "min_ttl".into(),
+        Value::Integer(i64::from(p.network.min_ttl)),
+    );
     root.insert("network".into(), Value::Table(net));
     let mut env = Map::new();
     env.insert("pass".into(), list(&p.env.pass));

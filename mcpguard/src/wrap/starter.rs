@@ -219,7 +219,11 @@ fn unpinned_lists(lists: &mut Lists, command: &str, home: &Path) {
     }
     match base {
         "npx" | "npm" | "pnpx" | "pnpm" | "yarn" | "bunx" => {
-            add(&mut lists.read, &["/usr/etc/npmrc", "~/.npmrc"], "npm's configuration");
+            add(
+                &mut lists.read,
+                &["/usr/etc/npmrc", "~/.npmrc"],
+                "npm's configuration",
+            );
             lists.all(
                 &["~/.npm"],
                 "npx fetches the package into its cache (~/.npm/_npx) and runs it from there",

@@ -48,11 +48,7 @@ pub struct Updated {
 
 /// Reinstalls the pin of the policy at `path` and rewrites its
 /// `[command]` lines.
-pub fn update(
-    path: &Path,
-    host: &Host<'_>,
-    guard: &dyn Guarded,
-) -> Result<Updated, UpdateError> {
+pub fn update(path: &Path, host: &Host<'_>, guard: &dyn Guarded) -> Result<Updated, UpdateError> {
     let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
         path: path.to_owned(),
         source,
@@ -76,12 +72,13 @@ pub fn update(
             words,
         })?;
     let dir = install::server_dir(host.home, &policy.name);
-    let installed = install::install(&runner, &policy.name, &dir, host, guard).map_err(|source| {
-        UpdateError::Install {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    let installed =
+        install::install(&runner, &policy.name, &dir, host, guard).map_err(|source| {
+            UpdateError::Install {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     let run: Vec<String> = installed
         .run
         .iter()
@@ -170,7 +167,12 @@ mod tests {
     #[test]
     fn pin_lines_change_in_place() {
         let text = "# mine\nname = \"x\"\n\n[command]\n# why\nrunner = [\"npx\", \"-y\", \"@s/a\"]\nrun = [\"/usr/bin/node\", \"~/old.js\"]\npackage = \"npm:@s/a@1\"\nintegrity = \"sha512-old\"\n";
-        let got = set_pin_lines(text, &["/usr/bin/node".into(), "~/new.js".into()], "npm:@s/a@2", Some("sha512-new"));
+        let got = set_pin_lines(
+            text,
+            &["/usr/bin/node".into(), "~/new.js".into()],
+            "npm:@s/a@2",
+            Some("sha512-new"),
+        );
         assert_eq!(
             got,
             "# mine\nname = \"x\"\n\n[command]\n# why\nrunner = [\"npx\", \"-y\", \"@s/a\"]\nrun = [\"/usr/bin/node\", \"~/new.js\"]\npackage = \"npm:@s/a@2\"\nintegrity = \"sha512-new\"\n"

@@ -107,8 +107,9 @@ fn configs(work: &Path) -> Vec<Config> {
         "projects": {project.display().to_string(): {"mcpServers": entries(work, false), "allowedTools": []}}
     });
     let cursor = json!({"mcpServers": entries(work, false)});
-    let vscode = serde_json::to_string_pretty(&json!({"servers": entries(work, true), "inputs": []}))
-        .unwrap();
+    let vscode =
+        serde_json::to_string_pretty(&json!({"servers": entries(work, true), "inputs": []}))
+            .unwrap();
     vec![
         Config {
             path: work.join("Claude/claude_desktop_config.json"),
@@ -154,7 +155,10 @@ fn calls(key: &str, work: &Path) -> (Value, Vec<&'static str>) {
             ]),
             vec!["mcpguard", "guards"],
         ),
-        "e2e-everything" => (json!([["echo", {"message": "hello e2e"}]]), vec!["hello e2e"]),
+        "e2e-everything" => (
+            json!([["echo", {"message": "hello e2e"}]]),
+            vec!["hello e2e"],
+        ),
         "e2e-git" => (
             json!([
                 ["git_status", {"repo_path": format!("{w}/code/app")}],
@@ -182,12 +186,20 @@ fn drive(d: &Daemon, driver: &Path, cfg: &Config, key: &str, work: &Path) -> Val
         .arg(calls.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{key} in {}: {}", cfg.path.display(), describe(&out));
+    assert!(
+        out.status.success(),
+        "{key} in {}: {}",
+        cfg.path.display(),
+        describe(&out)
+    );
     let result: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{key}: driver output is not JSON ({e}): {}", describe(&out)));
     let text = result["results"].to_string();
     for want in wants {
-        assert!(text.contains(want), "{key}: {want:?} missing from {result:#}");
+        assert!(
+            text.contains(want),
+            "{key}: {want:?} missing from {result:#}"
+        );
     }
     assert!(
         !result["results"]
@@ -197,7 +209,10 @@ fn drive(d: &Daemon, driver: &Path, cfg: &Config, key: &str, work: &Path) -> Val
             .any(|r| r["is_error"] == true || r.get("refused").is_some()),
         "{key}: a call failed: {result:#}"
     );
-    assert!(!result["tools"].as_array().unwrap().is_empty(), "{key}: no tools");
+    assert!(
+        !result["tools"].as_array().unwrap().is_empty(),
+        "{key}: no tools"
+    );
     result
 }
 
@@ -237,13 +252,26 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
     for (i, cfg) in configs(&work).iter().enumerate() {
         std::fs::write(&cfg.path, &cfg.text).unwrap();
         give_to_user(&cfg.path);
-        let out = as_user(bin(), &d).arg("wrap").arg(&cfg.path).output().unwrap();
-        assert!(out.status.success(), "wrap {}: {}", cfg.path.display(), describe(&out));
+        let out = as_user(bin(), &d)
+            .arg("wrap")
+            .arg(&cfg.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wrap {}: {}",
+            cfg.path.display(),
+            describe(&out)
+        );
         let report = String::from_utf8_lossy(&out.stdout);
         for key in KEYS {
             // The first config installs and writes starters; the others
             // use the policies it wrote.
-            let want = if i == 0 { "wrote starter policy" } else { "uses your policy" };
+            let want = if i == 0 {
+                "wrote starter policy"
+            } else {
+                "uses your policy"
+            };
             let line = report
                 .lines()
                 .find(|l| l.trim_start().starts_with(key))
@@ -259,10 +287,19 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
                 assert!(report.contains(pinned), "{pinned}: {report}");
             }
         }
-        for key in KEYS {
-            drive(&d, &driver, cfg, key, &work);
-        }
-        let out = as_user(bin(), &d).arg("unwrap").arg(&cfg.path).output().unwrap();
+        // The servers are independent, as a client starts them: drive them
+        // side by side.
+        std::thread::scope(|s| {
+            for key in KEYS {
+                let (d, driver, work) = (&d, &driver, &work);
+                s.spawn(move || drive(d, driver, cfg, key, work));
+            }
+        });
+        let out = as_user(bin(), &d)
+            .arg("unwrap")
+            .arg(&cfg.path)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "unwrap: {}", describe(&out));
         assert_eq!(
             std::fs::read_to_string(&cfg.path).unwrap(),
@@ -287,7 +324,11 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
         denied.is_empty(),
         "{} denials:\n{}",
         denied.len(),
-        denied.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+        denied
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let launches = records
         .iter()
@@ -306,12 +347,18 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
         .arg(ssh.join("id_e2e"))
         .output()
         .unwrap();
-    assert!(!out.status.success() && out.stdout.is_empty(), "{}", describe(&out));
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "{}",
+        describe(&out)
+    );
     d.wait_record("denied open of ~/.ssh/id_e2e", |r| {
         r["server"] == "e2e-filesystem"
             && r["kind"] == "open"
             && r["denied"] == true
-            && r["path"].as_str().is_some_and(|p| p.ends_with(".ssh/id_e2e"))
+            && r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(".ssh/id_e2e"))
     });
 
     let _ = std::fs::remove_dir_all(&work);

@@ -155,7 +155,17 @@ pub fn propose(
             .map(move |p| (p.clone(), dir))
             .collect::<Vec<_>>()
     };
-    let reads = rules(files(&obs.reads, false), obs, home, &mut notes);
+    let mut reads = rules(files(&obs.reads, false), obs, home, &mut notes);
+    // What every policy reads anyway (the proposal keeps the baseline on).
+    let baseline = crate::policy::baseline::read_paths();
+    let before = reads.len();
+    reads.retain(|r| !baseline.iter().any(|b| Path::new(r).starts_with(b)));
+    if reads.len() < before {
+        notes.push(format!(
+            "{} read rules left out: the runtime baseline every policy gets covers them",
+            before - reads.len()
+        ));
+    }
     let mut written = files(&obs.writes, false);
     written.extend(files(&obs.dir_writes, true));
     let writes = rules(written, obs, home, &mut notes);

@@ -223,16 +223,22 @@ fn narrowest_directories_never_credentials_containers_or_launch_paths() {
     let read = &p.filesystem.read;
     for want in [
         "/usr/lib",
-        "/etc/ld.so.cache",
         "~/.local/share/app/venv/lib",
         "~/.config/app.conf",
         "~/notes.txt",
-        "/proc/self",
         "/tmp/x",
         "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
     ] {
         assert!(read.contains(&want.to_string()), "{want}\n{text}");
     }
+    // The runtime baseline covers these for every policy.
+    for covered in ["/etc/ld.so.cache", "/proc/self"] {
+        assert!(!read.contains(&covered.to_string()), "{covered}\n{text}");
+    }
+    assert!(
+        notes.iter().any(|n| n.contains("runtime baseline")),
+        "{notes:?}"
+    );
     for never in [
         "~",
         "~/.local",
