@@ -36,7 +36,7 @@ use self::{
     rewrite::WrapOptions,
     starter::{Launch, StarterInput},
 };
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{command::PinMismatch, Policy, PolicyError};
 
 /// Where installed policies live, searched after the user's own (as
 /// `mcpguard run` does).
@@ -239,8 +239,8 @@ pub enum Why {
     /// policy of the same name that does not fit this command.
     Starter { shadows: Option<PathBuf> },
     /// An existing policy pins another runner command: `mcpguard run`
-    /// will refuse this server until it is wrapped again.
-    PinMismatch { message: String },
+    /// will refuse this server until the pin and the entry agree.
+    PinMismatch { pinned: String, given: String },
     /// An existing policy that does not parse.
     Broken { message: String },
 }
@@ -551,10 +551,10 @@ fn judge(found: &Found, entry: &EntryCommand<'_>, policy: &str, home: &Path) -> 
     if found.installed && !parsed.command.fits(&argv, home) {
         return None;
     }
-    if let Err(e) = parsed.command.resolve(policy, argv, home) {
-        return Some(Why::PinMismatch {
-            message: e.to_string(),
-        });
+    if let Err(PinMismatch::OtherPackage { pinned, given, .. }) =
+        parsed.command.resolve(policy, argv, home)
+    {
+        return Some(Why::PinMismatch { pinned, given });
     }
     Some(if found.installed {
         Why::InstalledFits
