@@ -333,6 +333,9 @@ fn describe_policies(report: &FileReport, dry_run: bool) -> String {
             };
             let _ = writeln!(out, "{pad}grants {dir}{made}: named in its command line");
         }
+        for (rule, why) in &s.network {
+            let _ = writeln!(out, "{pad}allows {rule}: {why}");
+        }
         for note in &s.notes {
             let _ = writeln!(out, "{pad}note: {note}");
         }

@@ -215,6 +215,9 @@ pub struct StarterPolicy {
     /// Data directories its command line names, granted (and created by
     /// wrap if missing: `true`).
     pub data: Vec<(String, bool)>,
+    /// Network rules its command line or its package's job needs, each
+    /// with the reason.
+    pub network: Vec<(String, String)>,
     /// Paths named but not granted, and credentials found in `env`.
     pub notes: Vec<String>,
 }
@@ -613,6 +616,12 @@ fn plan_starter(
         _ => Launch::Direct,
     };
     let (data, mut notes) = grants::data_paths(entry.args, entry.env, &place.home);
+    let destinations = grants::destinations(entry.args, entry.env);
+    let program = Path::new(entry.command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(entry.command);
+    let package = runner.as_ref().map_or(program, |r| r.name());
     for var in grants::credential_vars(entry.env) {
         notes.push(format!(
             "{var} holds a credential in the config in clear: consider [secrets] (see the policy's comment)"
@@ -629,6 +638,8 @@ fn plan_starter(
         launch,
         data: &data,
         refused: &notes,
+        destinations: &destinations,
+        package: Some(package),
     });
     Policy::parse(&body, target).map_err(|source| WrapError::StarterPolicy {
         server: server.to_owned(),
@@ -642,6 +653,22 @@ fn plan_starter(
         pinned: pinned_name,
         unpinned: matches!(launch, Launch::Unpinned(_)),
         data: data.iter().map(|d| (d.rule.clone(), d.missing)).collect(),
+        network: destinations
+            .iter()
+            .map(|d| {
+                (
+                    d.rule.clone(),
+                    format!("named in its command line ({})", d.from),
+                )
+            })
+            .chain(
+                grants::known_destinations(package)
+                    .into_iter()
+                    .flat_map(|(rules, why)| {
+                        rules.iter().map(move |r| ((*r).to_owned(), why.to_owned()))
+                    }),
+            )
+            .collect(),
         notes,
     };
     Ok((report, body))

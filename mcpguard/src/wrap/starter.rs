@@ -6,7 +6,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{
-    grants::{self, DataPath},
+    grants::{self, DataPath, Destination},
     install::{self, Installed},
     runner::RunnerCommand,
 };
@@ -127,6 +127,10 @@ pub struct StarterInput<'a> {
     pub data: &'a [DataPath],
     /// Paths the command line names that are not granted, and why.
     pub refused: &'a [String],
+    /// URLs the command line names, as allow rules.
+    pub destinations: &'a [Destination],
+    /// The package (or program) name, for what well-known servers reach.
+    pub package: Option<&'a str>,
 }
 
 /// System directories holding interpreters, their libraries and the shared
@@ -325,6 +329,16 @@ pub fn render(input: &StarterInput<'_>) -> String {
         );
     }
 
+    for d in input.destinations {
+        add(
+            &mut lists.hosts,
+            &[d.rule.as_str()],
+            &format!("named by {} of the server's command", d.from),
+        );
+    }
+    if let Some((rules, why)) = input.package.and_then(grants::known_destinations) {
+        add(&mut lists.hosts, rules, why);
+    }
     let mut out = header(input, runtime);
     out.push_str(&format!(
         "name = {}\n\n[filesystem]\n",
@@ -617,6 +631,8 @@ mod tests {
             launch,
             data: &data,
             refused: &refused,
+            destinations: &[],
+            package: None,
         };
         let text = render(&input);
         let policy = Policy::parse(&text, Path::new("my-odd-server.toml"))

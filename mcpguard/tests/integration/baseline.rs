@@ -237,6 +237,8 @@ fn starter(name: &str, command: &str, args: &[String], extra_read: &[String]) ->
         launch: mcpguard::wrap::starter::Launch::Direct,
         data: &[],
         refused: &[],
+        destinations: &[],
+        package: None,
     });
     let mut table: toml::Table = text.parse().expect("a starter policy is TOML");
     let read = table["filesystem"]["read"].as_array_mut().unwrap();
