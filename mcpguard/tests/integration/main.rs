@@ -12,6 +12,7 @@ mod abuse;
 mod dns;
 mod enforce;
 mod escape;
+mod exclusive;
 mod faults;
 mod lifecycle;
 mod mcp;
