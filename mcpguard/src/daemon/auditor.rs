@@ -327,7 +327,7 @@ impl Auditor {
                         if let Some((obs, cwd)) = learners.get_mut(&cgroup) {
                             obs.observe(&rec, cwd);
                         }
-                        if let Some(r) = redactors.get(&cgroup) {
+                        if let Some(r) = redactor_for(&rec, redactors.get(&cgroup)) {
                             rec = redacted(rec, r);
                         }
                     }
@@ -467,8 +467,7 @@ impl Auditor {
         if let Some((obs, cwd)) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
             obs.observe(rec, cwd);
         }
-        let redactor = cgroup.and_then(|cg| self.redactors.get(&cg));
-        match redactor {
+        match redactor_for(rec, cgroup.and_then(|cg| self.redactors.get(&cg))) {
             Some(r) => {
                 let rec = redacted(rec.clone(), r);
                 self.stats.record(&rec);
@@ -564,6 +563,26 @@ pub(crate) fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, Stri
     }
 }
 
+/// The redaction a record needs: every record of a server with secrets
+/// (`secrets`, its redactor) is redacted, and for every server the records
+/// that carry a command line are, since a token passed as an argument is
+/// as much a credential as one the server prints (credential shapes, when
+/// the server has no secrets).
+fn redactor_for<'a>(rec: &AuditRecord, secrets: Option<&'a Arc<Redactor>>) -> Option<&'a Redactor> {
+    match secrets {
+        Some(r) => Some(r),
+        None => carries_command_line(&rec.body).then(Redactor::shapes_only),
+    }
+}
+
+/// Records with an argv: `launch`, `launch_failed` and `exec`.
+fn carries_command_line(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Launch { .. } | Body::LaunchFailed { .. } | Body::Exec { .. }
+    )
+}
+
 /// The record with every secret of its server replaced; records are
 /// round-tripped through JSON so no field can be missed.
 fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
@@ -574,4 +593,142 @@ fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
         return rec;
     }
     serde_json::from_value(v).unwrap_or(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    const GITHUB: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+    const SLACK: &str = "xoxb-1234567890-abcdefghij";
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7\n-----END PRIVATE KEY-----";
+    const SECRET: &str = "s3cr3t-value-from-a-file";
+
+    fn origin() -> Origin {
+        Origin {
+            server: "time".into(),
+            policy: "/etc/mcpguard/time.toml".into(),
+            launch: "time-1".into(),
+            uid: 1000,
+        }
+    }
+
+    fn record(body: Body) -> AuditRecord {
+        AuditRecord::new(
+            body,
+            Some(&origin()),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    fn argv() -> Vec<String> {
+        [
+            "server",
+            &format!("--token={GITHUB}"),
+            AWS,
+            SLACK,
+            JWT,
+            PEM,
+            SECRET,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The record as the writer would write it, after [`redactor_for`].
+    fn written(rec: AuditRecord, secrets: Option<&Arc<Redactor>>) -> String {
+        let rec = match redactor_for(&rec, secrets) {
+            Some(r) => redacted(rec, r),
+            None => rec,
+        };
+        serde_json::to_string(&rec).unwrap()
+    }
+
+    fn assert_clean(line: &str, raw: &[&str]) {
+        for value in raw {
+            assert!(!line.contains(value), "{value:?} is in {line}");
+        }
+    }
+
+    #[test]
+    fn command_lines_are_redacted_of_credential_shapes_for_every_server() {
+        let launch = record(Body::Launch {
+            argv: argv(),
+            cgroup: "/sys/fs/cgroup/mcpguard/time-1".into(),
+            cwd: "/".into(),
+            layers: serde_json::Value::Null,
+        });
+        let failed = record(Body::LaunchFailed {
+            argv: argv(),
+            error: format!("{GITHUB:?} not found in PATH=\"/usr/bin\""),
+        });
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: argv(),
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        for rec in [launch, failed, exec] {
+            let kind = rec.body.kind();
+            let line = written(rec, None);
+            assert_clean(&line, &[GITHUB, AWS, SLACK, JWT, "MIIBVQIBADAN"]);
+            for shape in [
+                "github_token",
+                "aws_access_key",
+                "slack_token",
+                "jwt",
+                "private_key",
+            ] {
+                assert!(
+                    line.contains(&format!("[REDACTED:{shape}]")),
+                    "{kind}: {line}"
+                );
+            }
+            // The server has no secrets: nothing else is touched.
+            assert!(line.contains(SECRET), "{line}");
+            let back: AuditRecord = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.body.kind(), kind);
+        }
+    }
+
+    #[test]
+    fn command_lines_of_a_server_with_secrets_lose_its_secrets_too() {
+        let secrets = Arc::new(Redactor::new(&[(
+            "API_TOKEN".into(),
+            SECRET.as_bytes().to_vec(),
+        )]));
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: argv(),
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        let line = written(exec, Some(&secrets));
+        assert_clean(&line, &[SECRET, GITHUB, AWS]);
+        assert!(line.contains("[REDACTED:API_TOKEN]"), "{line}");
+        assert!(line.contains("[REDACTED:github_token]"), "{line}");
+    }
+
+    #[test]
+    fn other_records_of_a_server_without_secrets_are_left_alone() {
+        let open = record(Body::Open {
+            call: "openat".into(),
+            path: format!("/tmp/{GITHUB}"),
+            path_truncated: false,
+            flags: vec!["O_RDONLY".into()],
+            mode: None,
+            dirfd: None,
+            result: 3,
+            errno: None,
+        });
+        assert!(redactor_for(&open, None).is_none());
+    }
 }

@@ -128,6 +128,14 @@ impl Redactor {
         }
     }
 
+    /// The redactor of a server without secrets: credential shapes only,
+    /// for what every server's records and the daemon's logs must not hold
+    /// (a token on a command line).
+    pub fn shapes_only() -> &'static Redactor {
+        static SHAPES_ONLY: LazyLock<Redactor> = LazyLock::new(|| Redactor::new(&[]));
+        &SHAPES_ONLY
+    }
+
     /// Whether any secret is known (shapes are redacted either way).
     pub fn has_secrets(&self) -> bool {
         self.matcher.is_some()

@@ -9,6 +9,7 @@
 mod harness;
 
 mod abuse;
+mod argv;
 mod dns;
 mod enforce;
 mod escape;
