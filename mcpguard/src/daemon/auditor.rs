@@ -13,6 +13,7 @@
 //! [`crate::audit::writer`]); this thread, and enforcement, carry on.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     os::fd::AsFd,
     sync::{
@@ -23,6 +24,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use mcpguard_common::limits::ARG_LEN;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
@@ -584,8 +586,22 @@ fn carries_command_line(body: &Body) -> bool {
 }
 
 /// The record with every secret of its server replaced; records are
-/// round-tripped through JSON so no field can be missed.
+/// round-tripped through JSON so no field can be missed. Exec arguments
+/// the kernel cut short also lose the head of a credential at their end.
 fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
+    let mut rec = redacted_json(rec, redactor);
+    if let Body::Exec { argv, .. } = &mut rec.body {
+        // The kernel keeps ARG_LEN - 1 bytes and a NUL.
+        for arg in argv.iter_mut().filter(|a| a.len() >= ARG_LEN - 1) {
+            if let Cow::Owned(cut) = redactor.cut_tail(arg, &mut Default::default()) {
+                *arg = cut;
+            }
+        }
+    }
+    rec
+}
+
+fn redacted_json(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
     let Ok(mut v) = serde_json::to_value(&rec) else {
         return rec;
     };
@@ -715,6 +731,38 @@ mod tests {
         assert_clean(&line, &[SECRET, GITHUB, AWS]);
         assert!(line.contains("[REDACTED:API_TOKEN]"), "{line}");
         assert!(line.contains("[REDACTED:github_token]"), "{line}");
+    }
+
+    #[test]
+    fn exec_arguments_cut_by_the_kernel_lose_the_head_of_a_credential() {
+        let secrets = Arc::new(Redactor::new(&[(
+            "API_TOKEN".into(),
+            SECRET.as_bytes().to_vec(),
+        )]));
+        let cut = |arg: &str| arg[..ARG_LEN - 1].to_owned();
+        let token = cut(&format!("--header=Authorization: token {GITHUB}"));
+        let key = cut(&format!(
+            "--header=X-Amz-Credential-For-This-Long-Call: {AWS}"
+        ));
+        let secret = cut(&format!(
+            "--header=X-Api-Token-For-This-Example-Call: {SECRET}"
+        ));
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: vec!["curl".into(), token, key, secret],
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        let line = written(exec.clone(), Some(&secrets));
+        assert_clean(&line, &["ghp_abcdefghijkl", "AKIAIOSF", "s3cr3t-v"]);
+        assert!(line.contains("token [REDACTED:github_token]"), "{line}");
+        assert!(line.contains("Call: [REDACTED:aws_access_key]"), "{line}");
+        assert!(line.contains("Call: [REDACTED:API_TOKEN]"), "{line}");
+        // Shapes for a server without secrets too.
+        let line = written(exec, None);
+        assert_clean(&line, &["ghp_abcdefghijkl", "AKIAIOSF"]);
     }
 
     #[test]
