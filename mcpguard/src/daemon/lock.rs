@@ -123,6 +123,28 @@ fn lock_one(path: &Path, what: &str) -> Result<Flock<File>, LockError> {
         path: path.to_owned(),
         source,
     };
+    // A file unlinked (or replaced) between our open and our lock is no
+    // lock at all: whoever opens the path next gets another file.
+    let mut held = loop {
+        let held = try_lock(path, what)?;
+        let (ours, now) = (held.metadata(), fs::symlink_metadata(path));
+        match (ours, now) {
+            (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()) => break held,
+            (Err(e), _) => return Err(io_err(e)),
+            _ => continue,
+        }
+    };
+    held.set_len(0).map_err(io_err)?;
+    held.rewind().map_err(io_err)?;
+    writeln!(held, "{}\n{what}", std::process::id()).map_err(io_err)?;
+    Ok(held)
+}
+
+fn try_lock(path: &Path, what: &str) -> Result<Flock<File>, LockError> {
+    let io_err = |source| LockError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -132,21 +154,15 @@ fn lock_one(path: &Path, what: &str) -> Result<Flock<File>, LockError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(io_err)?;
-    let mut held = match Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(held) => held,
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            return Err(LockError::Held {
-                what: what.to_owned(),
-                holder: holder(&mut file),
-                path: path.to_owned(),
-            })
-        }
-        Err((_, errno)) => return Err(io_err(io::Error::from(errno))),
-    };
-    held.set_len(0).map_err(io_err)?;
-    held.rewind().map_err(io_err)?;
-    writeln!(held, "{}\n{what}", std::process::id()).map_err(io_err)?;
-    Ok(held)
+    match Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((mut file, Errno::EWOULDBLOCK)) => Err(LockError::Held {
+            what: what.to_owned(),
+            holder: holder(&mut file),
+            path: path.to_owned(),
+        }),
+        Err((_, errno)) => Err(io_err(io::Error::from(errno))),
+    }
 }
 
 /// "pid N" from a held lock file's first line.
