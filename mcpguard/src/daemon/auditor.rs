@@ -329,9 +329,8 @@ impl Auditor {
                         if let Some((obs, cwd)) = learners.get_mut(&cgroup) {
                             obs.observe(&rec, cwd);
                         }
-                        if let Some(r) = redactor_for(&rec, redactors.get(&cgroup)) {
-                            rec = redacted(rec, r);
-                        }
+                        let secrets = redactors.get(&cgroup).map(|r| &**r);
+                        rec = redact(Cow::Owned(rec), secrets).into_owned();
                     }
                     stats.record(&rec);
                     writer.write(&rec)
@@ -469,17 +468,10 @@ impl Auditor {
         if let Some((obs, cwd)) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
             obs.observe(rec, cwd);
         }
-        match redactor_for(rec, cgroup.and_then(|cg| self.redactors.get(&cg))) {
-            Some(r) => {
-                let rec = redacted(rec.clone(), r);
-                self.stats.record(&rec);
-                self.writer.write(&rec)
-            }
-            None => {
-                self.stats.record(rec);
-                self.writer.write(rec)
-            }
-        }
+        let secrets = cgroup.and_then(|cg| self.redactors.get(&cg)).map(|r| &**r);
+        let rec = redact(Cow::Borrowed(rec), secrets);
+        self.stats.record(&rec);
+        self.writer.write(&rec)
     }
 }
 
@@ -565,15 +557,21 @@ pub(crate) fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, Stri
     }
 }
 
-/// The redaction a record needs: every record of a server with secrets
-/// (`secrets`, its redactor) is redacted, and for every server the records
-/// that carry a command line are, since a token passed as an argument is
-/// as much a credential as one the server prints (credential shapes, when
-/// the server has no secrets).
-fn redactor_for<'a>(rec: &AuditRecord, secrets: Option<&'a Arc<Redactor>>) -> Option<&'a Redactor> {
+/// The record as it may be written: every record of a server with secrets
+/// (`secrets`, its redactor) is redacted whole, and for every server the
+/// command line of `launch`, `launch_failed` and `exec` records is, since a
+/// token passed as an argument is as much a credential as one the server
+/// prints (credential shapes, when the server has no secrets).
+fn redact<'a>(mut rec: Cow<'a, AuditRecord>, secrets: Option<&Redactor>) -> Cow<'a, AuditRecord> {
+    if carries_command_line(&rec.body) {
+        let r = secrets.unwrap_or(Redactor::shapes_only());
+        if let Some(changed) = redacted_command_line(&rec.body, r) {
+            rec.to_mut().body = changed;
+        }
+    }
     match secrets {
-        Some(r) => Some(r),
-        None => carries_command_line(&rec.body).then(Redactor::shapes_only),
+        Some(r) => Cow::Owned(redacted(rec.into_owned(), r)),
+        None => rec,
     }
 }
 
@@ -585,23 +583,40 @@ fn carries_command_line(body: &Body) -> bool {
     )
 }
 
-/// The record with every secret of its server replaced; records are
-/// round-tripped through JSON so no field can be missed. Exec arguments
-/// the kernel cut short also lose the head of a credential at their end.
-fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
-    let mut rec = redacted_json(rec, redactor);
-    if let Body::Exec { argv, .. } = &mut rec.body {
-        // The kernel keeps ARG_LEN - 1 bytes and a NUL.
-        for arg in argv.iter_mut().filter(|a| a.len() >= ARG_LEN - 1) {
-            if let Cow::Owned(cut) = redactor.cut_tail(arg, &mut Default::default()) {
-                *arg = cut;
+/// The body with its argv (and a failed launch's error, which may quote
+/// argv[0]) redacted; `None` when nothing needed it. Only these fields are
+/// scanned: exec records come by the thousand, and a whole-record pass
+/// costs several times more. Exec arguments the kernel cut short also lose
+/// the head of a credential left at their end.
+fn redacted_command_line(body: &Body, r: &Redactor) -> Option<Body> {
+    let mut body = body.clone();
+    let counts = &mut Default::default();
+    let (argv, error, cut) = match &mut body {
+        Body::Launch { argv, .. } => (argv, None, false),
+        Body::LaunchFailed { argv, error } => (argv, Some(error), false),
+        Body::Exec { argv, .. } => (argv, None, true),
+        _ => return None,
+    };
+    let mut changed = false;
+    for text in argv.iter_mut().chain(error) {
+        let mut new = r.text(text, counts);
+        // The kernel keeps ARG_LEN - 1 bytes of an argument and a NUL.
+        if cut && new.len() >= ARG_LEN - 1 {
+            if let Cow::Owned(tail) = r.cut_tail(&new, counts) {
+                new = Cow::Owned(tail);
             }
         }
+        if let Cow::Owned(new) = new {
+            *text = new;
+            changed = true;
+        }
     }
-    rec
+    changed.then_some(body)
 }
 
-fn redacted_json(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
+/// The record with every secret of its server replaced; records are
+/// round-tripped through JSON so no field can be missed.
+fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
     let Ok(mut v) = serde_json::to_value(&rec) else {
         return rec;
     };
@@ -655,12 +670,9 @@ mod tests {
         .to_vec()
     }
 
-    /// The record as the writer would write it, after [`redactor_for`].
+    /// The record as the writer would write it, after [`redact`].
     fn written(rec: AuditRecord, secrets: Option<&Arc<Redactor>>) -> String {
-        let rec = match redactor_for(&rec, secrets) {
-            Some(r) => redacted(rec, r),
-            None => rec,
-        };
+        let rec = redact(Cow::Owned(rec), secrets.map(|r| &**r));
         serde_json::to_string(&rec).unwrap()
     }
 
@@ -777,6 +789,9 @@ mod tests {
             result: 3,
             errno: None,
         });
-        assert!(redactor_for(&open, None).is_none());
+        assert!(matches!(
+            redact(Cow::Borrowed(&open), None),
+            Cow::Borrowed(_)
+        ));
     }
 }
