@@ -43,6 +43,36 @@ const SHAPES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Literals every match of [`SHAPES`] and [`CUT_SHAPES`] contains: text
+/// with none of them skips the shape regexes (one scan instead of one per
+/// shape; most text, and most exec arguments, hold no credential).
+const SHAPE_ANCHORS: &[&str] = &[
+    "-----BEGIN ",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "AKIA",
+    "ASIA",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxo-",
+    "xoxs-",
+    "xoxr-",
+    "eyJ",
+];
+
+static ANCHORS: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(SHAPE_ANCHORS).expect("literal patterns always build"));
+
+/// Whether `hay` may hold a credential shape (false: it surely does not).
+fn may_hold_shape(hay: &[u8]) -> bool {
+    ANCHORS.is_match(hay)
+}
+
 /// The heads of [`SHAPES`], at the end of a text cut short: what is left
 /// of a credential the cut split no longer has its whole shape, but is
 /// still part of it.
@@ -196,7 +226,12 @@ impl Redactor {
         if let Some(replaced) = self.replace_secrets(&cur, counts) {
             cur = Cow::Owned(replaced);
         }
-        for (name, re) in SHAPES_BYTES.iter() {
+        let shapes: &[_] = if may_hold_shape(&cur) {
+            &SHAPES_BYTES
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
             let n = re.find_iter(&cur).count();
             if n > 0 {
                 *counts.shapes.entry(name).or_default() += n as u64;
@@ -216,7 +251,12 @@ impl Redactor {
             // that starts or ends mid-character, so lossy is only a guard.
             cur = Cow::Owned(String::from_utf8_lossy(&replaced).into_owned());
         }
-        for (name, re) in SHAPES_STR.iter() {
+        let shapes: &[_] = if may_hold_shape(cur.as_bytes()) {
+            &SHAPES_STR
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
             let n = re.find_iter(&cur).count();
             if n > 0 {
                 *counts.shapes.entry(name).or_default() += n as u64;
@@ -235,7 +275,12 @@ impl Redactor {
             *counts.secrets.entry(name.to_owned()).or_default() += 1;
             return Cow::Owned(format!("{}[REDACTED:{name}]", &s[..start]));
         }
-        for (name, re) in CUT_SHAPES_STR.iter() {
+        let shapes: &[_] = if may_hold_shape(s.as_bytes()) {
+            &CUT_SHAPES_STR
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
             if let Some(m) = re.find(s) {
                 *counts.shapes.entry(name).or_default() += 1;
                 return Cow::Owned(format!("{}[REDACTED:{name}]", &s[..m.start()]));
