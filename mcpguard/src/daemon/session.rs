@@ -205,13 +205,12 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
         None => Err(SessionError::TooManyHandshakes),
     };
     if let Err(error) = result {
-        warn!(uid = peer.uid, pid = peer.pid, %error, "launch refused");
-        let _ = proto::write_frame(
-            &mut &stream,
-            &Response::Error {
-                message: error.to_string(),
-            },
-        );
+        // The caller gets the message as is; the log may be read by
+        // others (an argv[0] that is not found is in it).
+        let message = error.to_string();
+        let logged = Redactor::shapes_only().text(&message, &mut Default::default());
+        warn!(uid = peer.uid, pid = peer.pid, error = %logged, "launch refused");
+        let _ = proto::write_frame(&mut &stream, &Response::Error { message });
     }
 }
 

@@ -565,7 +565,10 @@ pub fn spawn(
         exe: exe.to_owned(),
         source,
     })?;
-    debug!(helper_pid = child.id(), argv0 = %spec.argv.first().map_or("", String::as_str), "launch helper started");
+    let argv0 = spec.argv.first().map_or("", String::as_str);
+    // No credential on a command line reaches the daemon's log.
+    let argv0 = crate::mcp::redact::Redactor::shapes_only().text(argv0, &mut Default::default());
+    debug!(helper_pid = child.id(), %argv0, "launch helper started");
 
     let deadline = Instant::now() + LAUNCH_TIMEOUT;
     match converse(&mut control, &frame, deadline, &mut child) {

@@ -197,11 +197,11 @@ fn the_npm_filesystem_server_serves_its_share_and_nothing_else() {
 }
 
 const FIXTURE: &str = include_str!("../peers/fixture_server.py");
-const SECRET: &str = "fixture-secret-0123456789-abcdef";
+pub(crate) const SECRET: &str = "fixture-secret-0123456789-abcdef";
 
 /// A root-owned secrets directory holding FIXTURE_TOKEN, and a daemon that
 /// takes its secrets from there.
-fn daemon_with_secrets() -> (Daemon, std::path::PathBuf) {
+pub(crate) fn daemon_with_secrets() -> (Daemon, std::path::PathBuf) {
     let secrets = tempdir("secrets");
     let token = secrets.join("fixture_token");
     std::fs::write(&token, format!("{SECRET}\n")).unwrap();
