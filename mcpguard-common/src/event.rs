@@ -23,6 +23,15 @@ pub mod kind {
     pub const SYSCALL: u32 = 10;
     /// A request submitted to an io_uring ([`super::IoUringEvent`]).
     pub const IO_URING: u32 = 11;
+    /// `mkdir`, `mkdirat` ([`super::PathEvent`]).
+    pub const MKDIR: u32 = 12;
+    /// `unlink`, `unlinkat` without `AT_REMOVEDIR` ([`super::PathEvent`]).
+    pub const UNLINK: u32 = 13;
+    /// `rmdir`, `unlinkat` with `AT_REMOVEDIR` ([`super::PathEvent`]).
+    pub const RMDIR: u32 = 14;
+    /// `chdir` ([`super::PathEvent`]): what relative paths of that process
+    /// mean from then on.
+    pub const CHDIR: u32 = 15;
 }
 
 /// Where a path in a record came from: whether it can differ from the
@@ -132,6 +141,26 @@ pub struct OpenEvent {
     /// ([`path_source::USER`]).
     pub path: [u8; PATH_LEN],
 }
+
+/// Which syscall a [`PathEvent`] came from.
+pub mod path_call {
+    pub const MKDIR: u32 = 16;
+    pub const MKDIRAT: u32 = 17;
+    pub const UNLINK: u32 = 18;
+    pub const UNLINKAT: u32 = 19;
+    pub const RMDIR: u32 = 20;
+    pub const CHDIR: u32 = 21;
+}
+
+/// `unlinkat(2)`'s flag that makes it an `rmdir`.
+pub const AT_REMOVEDIR: u32 = 0x200;
+
+/// A one-path call (`mkdir`, `unlink`, `rmdir`, `chdir`): the same layout
+/// as an open, so the kernel side pairs entry and exit through the same
+/// per-thread slot (a thread is in one syscall at a time). `call` is one
+/// of [`path_call`] (distinct from [`open_call`] values), `flags`
+/// `unlinkat`'s flags, `mode` `mkdir`'s mode, `resolve` unused (0).
+pub type PathEvent = OpenEvent;
 
 /// Which syscall a [`PathPairEvent`] came from.
 pub mod pair_call {

@@ -1,7 +1,8 @@
 //! File audit: `syscalls/sys_enter_*` and `sys_exit_*` tracepoints for
 //! `openat`, `openat2`, `open` and `creat` (open records), and for `link`, `linkat`, `symlink`, `symlinkat`, `rename`,
 //! `renameat` and `renameat2` (link and rename records); any kernel with
-//! syscall tracepoints.
+//! syscall tracepoints. One-path calls (`mkdir`, `unlink`, `rmdir`, `chdir`)
+//! reuse the open slot and live in `paths.rs`.
 //!
 //! Entry stashes the paths as passed and the flags; exit pairs them with the
 //! result and emits one record. The paths are read from the caller's memory
@@ -123,29 +124,29 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    finish(&ctx)
+    finish(&ctx, |_| kind::OPEN)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
 pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
-    finish(&ctx)
+    finish(&ctx, |_| kind::OPEN)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_open")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    finish(&ctx)
+    finish(&ctx, |_| kind::OPEN)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_creat")]
 pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
-    finish(&ctx)
+    finish(&ctx, |_| kind::OPEN)
 }
 
-const AT_FDCWD: i32 = -100;
+pub(crate) const AT_FDCWD: i32 = -100;
 const EXDEV: i64 = 18;
 
 #[inline(always)]
-fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) {
+pub(crate) fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) {
     let Some((_, policy)) = current_server() else {
         return;
     };
@@ -175,12 +176,16 @@ fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) 
     }
 }
 
+/// Emit the stashed call with its result, as the record kind `kind_of`
+/// picks from the stashed call.
 #[inline(always)]
-fn finish(ctx: &TracePointContext) -> u32 {
+pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u32) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_OPEN.get_ptr(&id) else {
         return 0;
     };
+    // SAFETY: `pending` is a live value of this thread's own map entry.
+    let kind = kind_of(unsafe { &*pending });
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     let cgroup = match current_server() {
@@ -191,7 +196,7 @@ fn finish(ctx: &TracePointContext) -> u32 {
         }
     };
     emit_pending(
-        kind::OPEN,
+        kind,
         cgroup,
         is_denial(ret),
         pending,

@@ -16,6 +16,7 @@ mod io_uring;
 mod maps;
 mod net;
 mod offsets;
+mod paths;
 mod proc;
 mod syscalls;
 mod unix;

@@ -34,6 +34,19 @@ pub fn find_cgroup_v1(mountinfo: &str, controller: &str) -> Option<PathBuf> {
     })
 }
 
+/// Mount points of every cgroup hierarchy (fstype `cgroup` or `cgroup2`).
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let ty = right.split_whitespace().next()?;
+            let mountpoint = left.split_whitespace().nth(4)?;
+            matches!(ty, "cgroup" | "cgroup2").then(|| PathBuf::from(unescape(mountpoint)))
+        })
+        .collect()
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -73,6 +86,20 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/my dir"))
         );
         assert_eq!(find_mount(mi, "tracefs"), None);
+    }
+
+    #[test]
+    fn lists_every_cgroup_hierarchy() {
+        let mi = "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
+                  30 23 0:26 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                  40 22 0:35 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup_mounts(mi),
+            [
+                PathBuf::from("/sys/fs/cgroup/cpu"),
+                PathBuf::from("/sys/fs/cgroup/unified")
+            ]
+        );
     }
 
     #[test]

@@ -14,14 +14,15 @@ use std::{
 
 use mcpguard_common::{
     event::{
-        kind, net_op, open_call, pair_call, path_source, ConnectEvent, EventHeader, ExecEvent,
-        ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathPairEvent, Record, SocketEvent,
-        SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY, VERDICT_WOULD_DENY,
+        kind, net_op, open_call, pair_call, path_call, path_source, ConnectEvent, EventHeader,
+        ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent, PathEvent, PathPairEvent, Record,
+        SocketEvent, SyscallEvent, UnixConnectEvent, VERDICT_ALLOW, VERDICT_DENY,
+        VERDICT_WOULD_DENY,
     },
     limits::ARGV_SLOTS,
 };
 
-use super::{errno_of, AuditRecord, Body, Origin, PathPair, SCHEMA_VERSION};
+use super::{errno_of, AuditRecord, Body, Origin, PathCall, PathPair, SCHEMA_VERSION};
 
 /// Why a sample could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,6 +180,10 @@ pub fn decode(
             open_body(
                 &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
             )?
+        }
+        kind::MKDIR | kind::UNLINK | kind::RMDIR | kind::CHDIR => {
+            source = Some("user");
+            path_body(header.kind, sample, header.len)?
         }
         kind::LINK => {
             source = Some("user");
@@ -476,6 +481,50 @@ fn open_body(ev: &OpenEvent) -> Result<Body, DecodeError> {
     })
 }
 
+/// A mkdir, unlink, rmdir or chdir sample (`kind`) as its record; the
+/// call must belong to the kind.
+fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeError> {
+    let name = match kind {
+        kind::MKDIR => "mkdir",
+        kind::UNLINK => "unlink",
+        kind::RMDIR => "rmdir",
+        _ => "chdir",
+    };
+    let ev = &read_checked::<Record<PathEvent>>(sample, name, Some(header_len))?.payload;
+    let call = match (kind, ev.call) {
+        (kind::MKDIR, path_call::MKDIR) => "mkdir",
+        (kind::MKDIR, path_call::MKDIRAT) => "mkdirat",
+        (kind::UNLINK | kind::RMDIR, path_call::UNLINKAT) => "unlinkat",
+        (kind::UNLINK, path_call::UNLINK) => "unlink",
+        (kind::RMDIR, path_call::RMDIR) => "rmdir",
+        (kind::CHDIR, path_call::CHDIR) => "chdir",
+        (_, other) => {
+            return Err(DecodeError::BadField {
+                name,
+                field: "call",
+                value: u64::from(other),
+            })
+        }
+    };
+    let (path, path_truncated) = c_string(&ev.path);
+    let has_dirfd = matches!(ev.call, path_call::MKDIRAT | path_call::UNLINKAT);
+    let p = PathCall {
+        call: call.to_string(),
+        path,
+        path_truncated,
+        mode: (kind == kind::MKDIR).then_some(ev.mode),
+        dirfd: (has_dirfd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+    };
+    Ok(match kind {
+        kind::MKDIR => Body::Mkdir(p),
+        kind::UNLINK => Body::Unlink(p),
+        kind::RMDIR => Body::Rmdir(p),
+        _ => Body::Chdir(p),
+    })
+}
+
 /// Where an event's path came from, by its [`path_source`] value.
 fn source_name(source: u32) -> Result<&'static str, DecodeError> {
     match source {
@@ -724,6 +773,64 @@ mod tests {
             _pad: 0,
             path,
         }
+    }
+
+    #[test]
+    fn one_path_calls_decode_by_kind_and_call() {
+        let mkdir = decode_ok(&sample(
+            kind::MKDIR,
+            open_event(path_call::MKDIRAT, 0, 7, -13, buf::<PATH_LEN>("objects/ab")),
+        ));
+        assert!(mkdir.denied);
+        match &mkdir.body {
+            Body::Mkdir(p) => {
+                assert_eq!(
+                    (p.call.as_str(), p.path.as_str(), p.mode, p.dirfd),
+                    ("mkdirat", "objects/ab", Some(0o644), Some(7))
+                );
+                assert_eq!(p.errno.as_deref(), Some("EACCES"));
+            }
+            other => panic!("expected mkdir, got {other:?}"),
+        }
+        let rmdir = decode_ok(&sample(
+            kind::RMDIR,
+            open_event(
+                path_call::UNLINKAT,
+                0x200,
+                libc::AT_FDCWD,
+                0,
+                buf::<PATH_LEN>("d"),
+            ),
+        ));
+        assert!(
+            matches!(&rmdir.body, Body::Rmdir(p) if p.call == "unlinkat" && p.dirfd.is_none() && p.mode.is_none())
+        );
+        let chdir = decode_ok(&sample(
+            kind::CHDIR,
+            open_event(
+                path_call::CHDIR,
+                0,
+                libc::AT_FDCWD,
+                0,
+                buf::<PATH_LEN>("/repo"),
+            ),
+        ));
+        assert_eq!(chdir.body.kind(), "chdir");
+        assert_eq!(chdir.path_source.as_deref(), Some("user"));
+        // A call that does not belong to the kind is a counted drop.
+        let err = decode(
+            &sample(
+                kind::UNLINK,
+                open_event(path_call::MKDIR, 0, 0, 0, [0; PATH_LEN]),
+            ),
+            &BootClock::with_offset_ns(0),
+            origin_for,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, DecodeError::BadField { name: "unlink", .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub const KINDS: &[&str] = &[
     "syscall",
     "limit",
     "io_uring",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "chdir",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -187,6 +191,14 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<String>,
     },
+    /// `mkdir` or `mkdirat`.
+    Mkdir(PathCall),
+    /// `unlink`, or `unlinkat` without `AT_REMOVEDIR`.
+    Unlink(PathCall),
+    /// `rmdir`, or `unlinkat` with `AT_REMOVEDIR`.
+    Rmdir(PathCall),
+    /// `chdir`: relative paths of this process's later records start here.
+    Chdir(PathCall),
     /// `link`, `linkat`, `symlink` or `symlinkat`.
     Link(PathPair),
     /// `rename`, `renameat` or `renameat2`.
@@ -330,6 +342,28 @@ pub enum Body {
     },
 }
 
+/// The one name of a mkdir, unlink, rmdir or chdir.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PathCall {
+    /// The syscall: `mkdir`, `mkdirat`, `unlink`, `unlinkat`, `rmdir` or
+    /// `chdir`.
+    pub call: String,
+    /// The path as passed (read from the caller's memory at entry).
+    pub path: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+    /// `mkdir`'s mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Only when the path is relative to a directory fd (not `AT_FDCWD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirfd: Option<i32>,
+    /// 0, or the negative errno (Landlock refuses with `EACCES`).
+    pub result: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+}
+
 /// The two names of a link, symlink or rename.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PathPair {
@@ -377,6 +411,10 @@ impl Body {
             Body::Fork { .. } => "fork",
             Body::Exit {} => "exit",
             Body::Open { .. } => "open",
+            Body::Mkdir(_) => "mkdir",
+            Body::Unlink(_) => "unlink",
+            Body::Rmdir(_) => "rmdir",
+            Body::Chdir(_) => "chdir",
             Body::Link(_) => "link",
             Body::Rename(_) => "rename",
             Body::Connect { .. } => "connect",
@@ -400,6 +438,9 @@ impl Body {
         match self {
             Body::Exec { result, .. } => is_denial_errno(i64::from(*result)),
             Body::Open { result, .. } | Body::Syscall { result, .. } => is_denial_errno(*result),
+            Body::Mkdir(p) | Body::Unlink(p) | Body::Rmdir(p) | Body::Chdir(p) => {
+                is_denial_errno(p.result)
+            }
             // Landlock's REFER refusal is EXDEV. A genuine cross-device
             // rename fails the same way; counting it errs toward reporting.
             Body::Link(p) | Body::Rename(p) => {
@@ -625,6 +666,18 @@ mod tests {
             r#""denied":false,"kind":"fork","child_pid":4243}"#,
         );
         assert_golden(Body::Exit {}, r#""denied":false,"kind":"exit"}"#);
+        assert_golden(
+            Body::Mkdir(PathCall {
+                call: "mkdirat".into(),
+                path: "objects/ab".into(),
+                path_truncated: false,
+                mode: Some(0o755),
+                dirfd: Some(5),
+                result: -13,
+                errno: Some("EACCES".into()),
+            }),
+            r#""denied":true,"kind":"mkdir","call":"mkdirat","path":"objects/ab","mode":493,"dirfd":5,"result":-13,"errno":"EACCES"}"#,
+        );
     }
 
     #[test]
@@ -879,6 +932,23 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 20);
+        let call = PathCall {
+            call: "mkdir".into(),
+            path: "d".into(),
+            path_truncated: false,
+            mode: None,
+            dirfd: None,
+            result: 0,
+            errno: None,
+        };
+        for body in [
+            Body::Mkdir(call.clone()),
+            Body::Unlink(call.clone()),
+            Body::Rmdir(call.clone()),
+            Body::Chdir(call),
+        ] {
+            assert!(KINDS.contains(&body.kind()));
+        }
+        assert_eq!(KINDS.len(), 24);
     }
 }

@@ -597,6 +597,22 @@ pub fn describe(kind: &str, rec: &Value) -> String {
             let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
             format!("{op} {} {host}:{}", f("protocol"), f("port"))
         }
+        "mkdir" | "unlink" | "rmdir" | "chdir" => {
+            let mut s = format!(
+                "{} {}{} = {}",
+                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+                f("path"),
+                truncation_mark(rec, "path_truncated"),
+                result(rec)
+            );
+            if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
+                let _ = write!(s, " mode={mode:04o}");
+            }
+            if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
+                let _ = write!(s, " dirfd={dirfd}");
+            }
+            s
+        }
         "link" | "rename" => {
             let mut s = format!(
                 "{} {}{} -> {}{}",
@@ -1054,6 +1070,24 @@ mod tests {
             human(&open).ends_with("open /tmp/x… (O_WRONLY|O_CREAT|O_TRUNC) = 3 mode=0644 [creat]"),
             "{}",
             human(&open)
+        );
+
+        let mkdir = rec(
+            Body::Mkdir(crate::audit::PathCall {
+                call: "mkdir".into(),
+                path: "/home/u/.npm/_npx/1".into(),
+                path_truncated: false,
+                mode: Some(0o755),
+                dirfd: None,
+                result: -13,
+                errno: Some("EACCES".into()),
+            }),
+            T0,
+        );
+        assert!(
+            human(&mkdir).ends_with("mkdir /home/u/.npm/_npx/1 = -EACCES mode=0755"),
+            "{}",
+            human(&mkdir)
         );
 
         let link = rec(

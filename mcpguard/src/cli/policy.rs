@@ -12,6 +12,7 @@ use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
     policy::{self, Policy, SecretSource, SocketKind, ToolChange},
+    wrap::starter::shell_word,
 };
 
 #[derive(Subcommand)]
@@ -34,7 +35,8 @@ pub enum PolicyCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Validate a policy file; errors name file:line:col.
+    /// Validate a policy file; errors name file:line:col. Warns (on
+    /// stderr) about single-file rules on files tools usually replace.
     Check { file: PathBuf },
     /// Say in plain words what a policy lets a server do.
     Explain { file: PathBuf },
@@ -51,6 +53,9 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
         PolicyCommand::Check { file } => match Policy::load(&file) {
             Ok(p) => {
                 println!("{}: ok (server {:?})", file.display(), p.name);
+                for w in policy::learn::replaced_file_warnings(&p) {
+                    eprintln!("mcpguard: warning: {}: {w}", file.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -93,10 +98,15 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = Policy::parse(&text, &path) {
-        eprintln!("mcpguard: {e}");
-        return ExitCode::from(2);
-    }
+    // `--policy` may be a path: the proposal is named by the policy's name.
+    let name = match Policy::parse(&text, &path) {
+        Ok(p) => p.name,
+        Err(e) => {
+            eprintln!("mcpguard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = name.as_str();
     eprintln!("mcpguard: learning {name}: nothing is enforced in this run; everything is recorded");
     let mut learned = None;
     let status = match run::launch(&path, text, socket, argv, true, &mut |p, n| {
@@ -112,31 +122,80 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
         eprintln!("mcpguard: the daemon sent no proposal");
         return ExitCode::FAILURE;
     };
+    let default = home
+        .join(".config/mcpguard/policies")
+        .join(format!("{name}.toml"));
     let out = out.unwrap_or_else(|| {
-        let dir = home.join(".config/mcpguard/policies");
-        let plain = dir.join(format!("{name}.toml"));
-        if plain.exists() {
-            dir.join(format!("{name}.learned.toml"))
+        if default.exists() {
+            default.with_file_name(format!("{name}.learned.toml"))
         } else {
-            plain
+            default.clone()
         }
     });
-    if let Some(dir) = out.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    // stdout is the server's JSON-RPC channel (learn stands in for the
+    // server command in a client's config): everything else goes to stderr.
+    if let Err(e) = write_proposal(&out, &proposal) {
+        eprintln!(
+            "mcpguard: cannot write {}: {e}; the proposal follows",
+            out.display()
+        );
+        eprint!("{proposal}");
+        return ExitCode::FAILURE;
     }
-    match std::fs::write(&out, &proposal) {
-        Ok(()) => eprintln!("mcpguard: wrote the proposed policy to {}", out.display()),
-        Err(e) => {
-            eprintln!("mcpguard: cannot write {}: {e}", out.display());
-            println!("{proposal}");
-            return ExitCode::FAILURE;
-        }
-    }
-    println!("{proposal}");
     for n in notes {
         eprintln!("mcpguard: note: {n}");
     }
+    eprintln!("mcpguard: {}", summary(name, &proposal, &out));
+    eprintln!("mcpguard: {}", adopt_command(&out, &default));
     status
+}
+
+/// The shell command that puts the proposal in place and checks it.
+fn adopt_command(out: &Path, default: &Path) -> String {
+    let word = |p: &Path| shell_word(&p.display().to_string());
+    let check = format!("mcpguard policy check {}", word(default));
+    if out == default {
+        return format!("review it: {check}");
+    }
+    let mkdir = match default.parent() {
+        Some(dir) if !dir.exists() => format!("mkdir -p {} && ", word(dir)),
+        _ => String::new(),
+    };
+    format!(
+        "adopt it: {mkdir}mv {} {} && {check}",
+        word(out),
+        word(default)
+    )
+}
+
+fn write_proposal(out: &Path, proposal: &str) -> std::io::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, proposal)
+}
+
+/// One line saying what the proposal grants and where it is.
+fn summary(name: &str, proposal: &str, out: &Path) -> String {
+    match Policy::parse(proposal, out) {
+        Ok(p) => {
+            let tools = p.tools.allow.as_ref().map_or(0, Vec::len);
+            let called = proposal.matches(", # called").count();
+            format!(
+                "learned {name}: {} read, {} write, {} exec, {} network rules, {tools} tools \
+                 ({called} called); wrote {}",
+                p.filesystem.read.len(),
+                p.filesystem.write.len(),
+                p.filesystem.exec.len(),
+                p.network.allow.len() + p.network.hosts.len(),
+                out.display()
+            )
+        }
+        Err(e) => format!(
+            "learned {name}, wrote {} (it does not parse: {e})",
+            out.display()
+        ),
+    }
 }
 
 /// A policy in plain words.
@@ -151,6 +210,14 @@ pub fn explain(p: &Policy) -> String {
     };
     let _ = writeln!(s, "Server {:?} ({}):", p.name, p.source.display());
     let _ = writeln!(s, "- may read: {}", list(&p.filesystem.read));
+    if p.filesystem.baseline {
+        let _ = writeln!(
+            s,
+            "- may also read the runtime baseline: {}, and its own cgroup's limits \
+             (`baseline = false` turns this off)",
+            crate::policy::baseline::READ.join(", ")
+        );
+    }
     let _ = writeln!(s, "- may write: {}", list(&p.filesystem.write));
     let _ = writeln!(s, "- may execute: {}", list(&p.filesystem.exec));
     let _ = writeln!(s, "- every other file is off limits (Landlock)");
@@ -247,4 +314,24 @@ pub fn explain(p: &Policy) -> String {
         }
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopt_command_moves_into_place_and_checks_quoting_odd_paths() {
+        let default = Path::new("/nonexistent-home/.config/mcpguard/policies/git.toml");
+        assert_eq!(
+            adopt_command(Path::new("/tmp/my dir/git.toml"), default),
+            "adopt it: mkdir -p /nonexistent-home/.config/mcpguard/policies && \
+             mv '/tmp/my dir/git.toml' /nonexistent-home/.config/mcpguard/policies/git.toml && \
+             mcpguard policy check /nonexistent-home/.config/mcpguard/policies/git.toml"
+        );
+        assert_eq!(
+            adopt_command(default, default),
+            "review it: mcpguard policy check /nonexistent-home/.config/mcpguard/policies/git.toml"
+        );
+    }
 }

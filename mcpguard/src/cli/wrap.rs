@@ -282,7 +282,12 @@ fn describe_policies(report: &FileReport, dry_run: bool) -> String {
             Why::InstalledFits => {
                 format!("uses the installed policy {path} (it says it fits this command)")
             }
-            Why::PinMismatch { message } => format!("uses {path}, but {message}"),
+            Why::PinMismatch { pinned, given } => format!(
+                "uses {path}, which pins `{pinned}`; this entry runs `{given}`, which \
+                 `mcpguard run` refuses: put the entry's words in the policy's [command] \
+                 runner and run `mcpguard update {}`, or remove the policy and wrap again",
+                c.policy
+            ),
             Why::Broken { message } => format!("uses {path}, which does not parse: {message}"),
             Why::Starter { shadows } => {
                 let verb = if dry_run { "would write" } else { "wrote" };
@@ -327,6 +332,9 @@ fn describe_policies(report: &FileReport, dry_run: bool) -> String {
                 _ => "",
             };
             let _ = writeln!(out, "{pad}grants {dir}{made}: named in its command line");
+        }
+        for (rule, why) in &s.network {
+            let _ = writeln!(out, "{pad}allows {rule}: {why}");
         }
         for note in &s.notes {
             let _ = writeln!(out, "{pad}note: {note}");

@@ -13,6 +13,7 @@
 //! [`crate::audit::writer`]); this thread, and enforcement, carry on.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     os::fd::AsFd,
     sync::{
@@ -23,6 +24,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use mcpguard_common::limits::ARG_LEN;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
@@ -71,8 +73,8 @@ pub enum Msg {
         kept: Vec<std::path::PathBuf>,
         masked: Vec<std::path::PathBuf>,
     },
-    /// Collect what this server does (`mcpguard policy learn`); `cwd`
-    /// resolves its relative paths.
+    /// Collect what this server does (`mcpguard policy learn`); `cwd` is
+    /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
         cgroup_id: u64,
         cwd: std::path::PathBuf,
@@ -126,8 +128,8 @@ struct Auditor {
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
     fences: HashMap<u64, Fence>,
-    /// Learning servers: what they did, and their working directory.
-    learners: HashMap<u64, (Observations, std::path::PathBuf)>,
+    /// Learning servers: what they did.
+    learners: HashMap<u64, Observations>,
     calls: Arc<CallTracker>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
@@ -184,8 +186,7 @@ impl Auditor {
                         }
                     }
                     Ok(Msg::Learn { cgroup_id, cwd }) => {
-                        self.learners
-                            .insert(cgroup_id, (Observations::default(), cwd));
+                        self.learners.insert(cgroup_id, Observations::new(cwd));
                     }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {
@@ -242,11 +243,7 @@ impl Auditor {
                 last_loss = Instant::now();
             }
             for (cgroup_id, reply) in harvest {
-                let obs = self
-                    .learners
-                    .remove(&cgroup_id)
-                    .map(|(o, _)| o)
-                    .unwrap_or_default();
+                let obs = self.learners.remove(&cgroup_id).unwrap_or_default();
                 let _ = reply.send(obs);
             }
             for (cgroup_id, last) in unregister {
@@ -324,12 +321,11 @@ impl Auditor {
                             mark_fenced(&mut rec, fence);
                         }
                         tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
-                        if let Some((obs, cwd)) = learners.get_mut(&cgroup) {
-                            obs.observe(&rec, cwd);
+                        if let Some(obs) = learners.get_mut(&cgroup) {
+                            obs.observe(&rec);
                         }
-                        if let Some(r) = redactors.get(&cgroup) {
-                            rec = redacted(rec, r);
-                        }
+                        let secrets = redactors.get(&cgroup).map(|r| &**r);
+                        rec = redact(Cow::Owned(rec), secrets).into_owned();
                     }
                     stats.record(&rec);
                     writer.write(&rec)
@@ -464,21 +460,13 @@ impl Auditor {
             .iter()
             .find(|(_, o)| Some(&o.launch) == rec.launch.as_ref())
             .map(|(cg, _)| *cg);
-        if let Some((obs, cwd)) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
-            obs.observe(rec, cwd);
+        if let Some(obs) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
+            obs.observe(rec);
         }
-        let redactor = cgroup.and_then(|cg| self.redactors.get(&cg));
-        match redactor {
-            Some(r) => {
-                let rec = redacted(rec.clone(), r);
-                self.stats.record(&rec);
-                self.writer.write(&rec)
-            }
-            None => {
-                self.stats.record(rec);
-                self.writer.write(rec)
-            }
-        }
+        let secrets = cgroup.and_then(|cg| self.redactors.get(&cg)).map(|r| &**r);
+        let rec = redact(Cow::Borrowed(rec), secrets);
+        self.stats.record(&rec);
+        self.writer.write(&rec)
     }
 }
 
@@ -519,7 +507,10 @@ struct Fence {
 }
 
 /// A failed Unix connect to a path the server's mount namespace hides is
-/// the fence at work: say so, and count it as a denial.
+/// the fence at work: say so, and count it as a denial. A path below a
+/// hidden directory that does not exist on the host either (nscd's
+/// `/var/run/nscd/socket` probe where nscd is not installed) was not
+/// fenced off: there was nothing to reach.
 fn mark_fenced(
     rec: &mut AuditRecord,
     Fence {
@@ -537,13 +528,20 @@ fn mark_fenced(
     } = &mut rec.body
     {
         let p = std::path::Path::new(path.as_str());
-        let below_hidden =
-            hidden.iter().any(|h| p.starts_with(h)) && !kept.iter().any(|k| p.starts_with(k));
+        let below_hidden = hidden.iter().any(|h| p.starts_with(h))
+            && !kept.iter().any(|k| p.starts_with(k))
+            && exists_on_host(p);
         if *result < 0 && p.is_absolute() && (below_hidden || masked.iter().any(|m| m == p)) {
             *fenced = true;
             rec.denied = true;
         }
     }
+}
+
+/// Whether `path` names anything in the daemon's (the host's) mount
+/// namespace, following symlinks as `connect()` would.
+fn exists_on_host(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok()
 }
 
 /// Tie a record to the MCP call(s) in flight when it happened.
@@ -564,6 +562,63 @@ pub(crate) fn tag_calls(rec: &mut AuditRecord, calls: &[(serde_json::Value, Stri
     }
 }
 
+/// The record as it may be written: every record of a server with secrets
+/// (`secrets`, its redactor) is redacted whole, and for every server the
+/// command line of `launch`, `launch_failed` and `exec` records is, since a
+/// token passed as an argument is as much a credential as one the server
+/// prints (credential shapes, when the server has no secrets).
+fn redact<'a>(mut rec: Cow<'a, AuditRecord>, secrets: Option<&Redactor>) -> Cow<'a, AuditRecord> {
+    if carries_command_line(&rec.body) {
+        let r = secrets.unwrap_or(Redactor::shapes_only());
+        if let Some(changed) = redacted_command_line(&rec.body, r) {
+            rec.to_mut().body = changed;
+        }
+    }
+    match secrets {
+        Some(r) => Cow::Owned(redacted(rec.into_owned(), r)),
+        None => rec,
+    }
+}
+
+/// Records with an argv: `launch`, `launch_failed` and `exec`.
+fn carries_command_line(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Launch { .. } | Body::LaunchFailed { .. } | Body::Exec { .. }
+    )
+}
+
+/// The body with its argv (and a failed launch's error, which may quote
+/// argv[0]) redacted; `None` when nothing needed it. Only these fields are
+/// scanned: exec records come by the thousand, and a whole-record pass
+/// costs several times more. Exec arguments the kernel cut short also lose
+/// the head of a credential left at their end.
+fn redacted_command_line(body: &Body, r: &Redactor) -> Option<Body> {
+    let mut body = body.clone();
+    let counts = &mut Default::default();
+    let (argv, error, cut) = match &mut body {
+        Body::Launch { argv, .. } => (argv, None, false),
+        Body::LaunchFailed { argv, error } => (argv, Some(error), false),
+        Body::Exec { argv, .. } => (argv, None, true),
+        _ => return None,
+    };
+    let mut changed = false;
+    for text in argv.iter_mut().chain(error) {
+        let mut new = r.text(text, counts);
+        // The kernel keeps ARG_LEN - 1 bytes of an argument and a NUL.
+        if cut && new.len() >= ARG_LEN - 1 {
+            if let Cow::Owned(tail) = r.cut_tail(&new, counts) {
+                new = Cow::Owned(tail);
+            }
+        }
+        if let Cow::Owned(new) = new {
+            *text = new;
+            changed = true;
+        }
+    }
+    changed.then_some(body)
+}
+
 /// The record with every secret of its server replaced; records are
 /// round-tripped through JSON so no field can be missed.
 fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
@@ -574,4 +629,214 @@ fn redacted(rec: AuditRecord, redactor: &Redactor) -> AuditRecord {
         return rec;
     }
     serde_json::from_value(v).unwrap_or(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    const GITHUB: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+    const SLACK: &str = "xoxb-1234567890-abcdefghij";
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7\n-----END PRIVATE KEY-----";
+    const SECRET: &str = "s3cr3t-value-from-a-file";
+
+    fn origin() -> Origin {
+        Origin {
+            server: "time".into(),
+            policy: "/etc/mcpguard/time.toml".into(),
+            launch: "time-1".into(),
+            uid: 1000,
+        }
+    }
+
+    fn record(body: Body) -> AuditRecord {
+        AuditRecord::new(
+            body,
+            Some(&origin()),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    fn argv() -> Vec<String> {
+        [
+            "server",
+            &format!("--token={GITHUB}"),
+            AWS,
+            SLACK,
+            JWT,
+            PEM,
+            SECRET,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The record as the writer would write it, after [`redact`].
+    fn written(rec: AuditRecord, secrets: Option<&Arc<Redactor>>) -> String {
+        let rec = redact(Cow::Owned(rec), secrets.map(|r| &**r));
+        serde_json::to_string(&rec).unwrap()
+    }
+
+    fn assert_clean(line: &str, raw: &[&str]) {
+        for value in raw {
+            assert!(!line.contains(value), "{value:?} is in {line}");
+        }
+    }
+
+    #[test]
+    fn command_lines_are_redacted_of_credential_shapes_for_every_server() {
+        let launch = record(Body::Launch {
+            argv: argv(),
+            cgroup: "/sys/fs/cgroup/mcpguard/time-1".into(),
+            cwd: "/".into(),
+            layers: serde_json::Value::Null,
+        });
+        let failed = record(Body::LaunchFailed {
+            argv: argv(),
+            error: format!("{GITHUB:?} not found in PATH=\"/usr/bin\""),
+        });
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: argv(),
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        for rec in [launch, failed, exec] {
+            let kind = rec.body.kind();
+            let line = written(rec, None);
+            assert_clean(&line, &[GITHUB, AWS, SLACK, JWT, "MIIBVQIBADAN"]);
+            for shape in [
+                "github_token",
+                "aws_access_key",
+                "slack_token",
+                "jwt",
+                "private_key",
+            ] {
+                assert!(
+                    line.contains(&format!("[REDACTED:{shape}]")),
+                    "{kind}: {line}"
+                );
+            }
+            // The server has no secrets: nothing else is touched.
+            assert!(line.contains(SECRET), "{line}");
+            let back: AuditRecord = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.body.kind(), kind);
+        }
+    }
+
+    #[test]
+    fn command_lines_of_a_server_with_secrets_lose_its_secrets_too() {
+        let secrets = Arc::new(Redactor::new(&[(
+            "API_TOKEN".into(),
+            SECRET.as_bytes().to_vec(),
+        )]));
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: argv(),
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        let line = written(exec, Some(&secrets));
+        assert_clean(&line, &[SECRET, GITHUB, AWS]);
+        assert!(line.contains("[REDACTED:API_TOKEN]"), "{line}");
+        assert!(line.contains("[REDACTED:github_token]"), "{line}");
+    }
+
+    #[test]
+    fn exec_arguments_cut_by_the_kernel_lose_the_head_of_a_credential() {
+        let secrets = Arc::new(Redactor::new(&[(
+            "API_TOKEN".into(),
+            SECRET.as_bytes().to_vec(),
+        )]));
+        let cut = |arg: &str| arg[..ARG_LEN - 1].to_owned();
+        let token = cut(&format!("--header=Authorization: token {GITHUB}"));
+        let key = cut(&format!(
+            "--header=X-Amz-Credential-For-This-Long-Call: {AWS}"
+        ));
+        let secret = cut(&format!(
+            "--header=X-Api-Token-For-This-Example-Call: {SECRET}"
+        ));
+        let exec = record(Body::Exec {
+            filename: "/usr/bin/curl".into(),
+            path_truncated: false,
+            argv: vec!["curl".into(), token, key, secret],
+            argc_truncated: false,
+            result: 0,
+            errno: None,
+        });
+        let line = written(exec.clone(), Some(&secrets));
+        assert_clean(&line, &["ghp_abcdefghijkl", "AKIAIOSF", "s3cr3t-v"]);
+        assert!(line.contains("token [REDACTED:github_token]"), "{line}");
+        assert!(line.contains("Call: [REDACTED:aws_access_key]"), "{line}");
+        assert!(line.contains("Call: [REDACTED:API_TOKEN]"), "{line}");
+        // Shapes for a server without secrets too.
+        let line = written(exec, None);
+        assert_clean(&line, &["ghp_abcdefghijkl", "AKIAIOSF"]);
+    }
+
+    #[test]
+    fn other_records_of_a_server_without_secrets_are_left_alone() {
+        let open = record(Body::Open {
+            call: "openat".into(),
+            path: format!("/tmp/{GITHUB}"),
+            path_truncated: false,
+            flags: vec!["O_RDONLY".into()],
+            mode: None,
+            dirfd: None,
+            result: 3,
+            errno: None,
+        });
+        assert!(matches!(
+            redact(Cow::Borrowed(&open), None),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    fn unix_connect(path: &str) -> AuditRecord {
+        AuditRecord::new(
+            Body::UnixConnect {
+                path: path.to_owned(),
+                path_truncated: false,
+                abstract_addr: false,
+                result: -i64::from(libc::ENOENT),
+                errno: Some("ENOENT".into()),
+                fenced: false,
+            },
+            None,
+            std::time::SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn only_paths_that_exist_on_the_host_are_fenced() {
+        let dir = std::env::temp_dir().join(format!("mcpguard-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("agent.sock");
+        std::fs::write(&sock, "").unwrap();
+        let fence = Fence {
+            hidden: vec![dir.clone()],
+            kept: Vec::new(),
+            masked: Vec::new(),
+        };
+        let mut hidden = unix_connect(sock.to_str().unwrap());
+        mark_fenced(&mut hidden, &fence);
+        assert!(hidden.denied, "a hidden socket that exists is fenced");
+        // nscd's probe where nscd is not installed: nothing to reach.
+        let mut absent = unix_connect(dir.join("nscd/socket").to_str().unwrap());
+        mark_fenced(&mut absent, &fence);
+        assert!(!absent.denied);
+        assert!(matches!(
+            absent.body,
+            Body::UnixConnect { fenced: false, .. }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

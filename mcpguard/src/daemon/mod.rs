@@ -3,6 +3,7 @@
 //! SIGHUP reopens the audit log (after rotation).
 
 pub mod auditor;
+pub mod lock;
 pub mod proto;
 pub mod relay;
 pub mod secrets;
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Audit(#[from] crate::audit::writer::WriterError),
     #[error("another daemon is already serving {0}")]
     AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -151,6 +154,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
     }
+    // Before anything is touched: another daemon's tree would be reaped
+    // as leftovers, its pins replaced, its socket taken over.
+    let _locks = lock::acquire(Path::new(lock::LOCK_DIR), &cfg.cgroup_name, &cfg.socket)?;
     let started = Instant::now();
     let mount = launch::cgroup::cgroup2_mount()?;
     info!(layer = "cgroup2", path = %mount.display(), "cgroup v2 hierarchy found");
@@ -316,13 +322,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;
 
+    // Handlers before READY=1: a SIGTERM right after it must shut down
+    // cleanly, not kill the daemon.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
     service::ready(notifier.as_ref(), &cfg.socket, &shared.layers);
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

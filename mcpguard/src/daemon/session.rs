@@ -205,13 +205,12 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
         None => Err(SessionError::TooManyHandshakes),
     };
     if let Err(error) = result {
-        warn!(uid = peer.uid, pid = peer.pid, %error, "launch refused");
-        let _ = proto::write_frame(
-            &mut &stream,
-            &Response::Error {
-                message: error.to_string(),
-            },
-        );
+        // The caller gets the message as is; the log may be read by
+        // others (an argv[0] that is not found is in it).
+        let message = error.to_string();
+        let logged = Redactor::shapes_only().text(&message, &mut Default::default());
+        warn!(uid = peer.uid, pid = peer.pid, error = %logged, "launch refused");
+        let _ = proto::write_frame(&mut &stream, &Response::Error { message });
     }
 }
 
@@ -403,7 +402,14 @@ fn serve_peer(
             cwd: PathBuf::from(&cwd),
         });
     }
-    let fs = policy.fs_paths(&user.dir);
+    let mut fs = policy.fs_paths(&user.dir);
+    if policy.filesystem.baseline {
+        // The runtime baseline's launch-specific part: the server's own
+        // cgroup directories, whose limits runtimes size themselves by.
+        let mut own = vec![cgroup.path.clone()];
+        own.extend(limit_cgroups.iter().cloned());
+        fs.read.extend(policy::baseline::cgroup_paths(&own));
+    }
     // What stays visible below the hidden runtime directories: the named
     // sockets, whatever the filesystem lists name there, the working dir.
     let mut keep = policy.unix_paths(&user.dir, peer.uid);

@@ -391,6 +391,52 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
         "sys_enter_renameat2",
         "flags",
     ),
+    (
+        "OFF_MKDIR_PATHNAME",
+        "syscalls",
+        "sys_enter_mkdir",
+        "pathname",
+    ),
+    ("OFF_MKDIR_MODE", "syscalls", "sys_enter_mkdir", "mode"),
+    ("OFF_MKDIRAT_DFD", "syscalls", "sys_enter_mkdirat", "dfd"),
+    (
+        "OFF_MKDIRAT_PATHNAME",
+        "syscalls",
+        "sys_enter_mkdirat",
+        "pathname",
+    ),
+    ("OFF_MKDIRAT_MODE", "syscalls", "sys_enter_mkdirat", "mode"),
+    (
+        "OFF_UNLINK_PATHNAME",
+        "syscalls",
+        "sys_enter_unlink",
+        "pathname",
+    ),
+    ("OFF_UNLINKAT_DFD", "syscalls", "sys_enter_unlinkat", "dfd"),
+    (
+        "OFF_UNLINKAT_PATHNAME",
+        "syscalls",
+        "sys_enter_unlinkat",
+        "pathname",
+    ),
+    (
+        "OFF_UNLINKAT_FLAG",
+        "syscalls",
+        "sys_enter_unlinkat",
+        "flag",
+    ),
+    (
+        "OFF_RMDIR_PATHNAME",
+        "syscalls",
+        "sys_enter_rmdir",
+        "pathname",
+    ),
+    (
+        "OFF_CHDIR_FILENAME",
+        "syscalls",
+        "sys_enter_chdir",
+        "filename",
+    ),
 ];
 
 const NET_PROGRAMS: &[&str] = &[
@@ -420,6 +466,19 @@ const OPEN_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
     ("sys_exit_open", "syscalls", "sys_exit_open"),
     ("sys_exit_creat", "syscalls", "sys_exit_creat"),
+    // One-path calls share the open slot: mkdir, unlink, rmdir, chdir.
+    ("sys_enter_mkdir", "syscalls", "sys_enter_mkdir"),
+    ("sys_exit_mkdir", "syscalls", "sys_exit_mkdir"),
+    ("sys_enter_mkdirat", "syscalls", "sys_enter_mkdirat"),
+    ("sys_exit_mkdirat", "syscalls", "sys_exit_mkdirat"),
+    ("sys_enter_unlink", "syscalls", "sys_enter_unlink"),
+    ("sys_exit_unlink", "syscalls", "sys_exit_unlink"),
+    ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat"),
+    ("sys_exit_unlinkat", "syscalls", "sys_exit_unlinkat"),
+    ("sys_enter_rmdir", "syscalls", "sys_enter_rmdir"),
+    ("sys_exit_rmdir", "syscalls", "sys_exit_rmdir"),
+    ("sys_enter_chdir", "syscalls", "sys_enter_chdir"),
+    ("sys_exit_chdir", "syscalls", "sys_exit_chdir"),
 ];
 /// Links, symlinks and renames: what Landlock's REFER and create rights
 /// refuse, recorded like opens.

@@ -383,6 +383,8 @@ enum HelperError {
     NotExecutable { path: PathBuf, uid: u32 },
     #[error("cannot write status to fd {CONTROL_FD}: {source}")]
     Report { source: io::Error },
+    #[error("cannot open /proc/self/fd to list the fds the server inherits: {errno}")]
+    FdList { errno: Errno },
     #[error("cannot execute {path}: {errno}{hint}")]
     Exec {
         path: PathBuf,
@@ -424,7 +426,7 @@ impl HelperError {
             | Self::NoPathVar { .. }
             | Self::ProgramNotFound { .. }
             | Self::NotExecutable { .. } => Stage::Resolve,
-            Self::Report { .. } => Stage::Report,
+            Self::Report { .. } | Self::FdList { .. } => Stage::Report,
             Self::Exec { .. } => Stage::Exec,
         }
     }
@@ -563,7 +565,10 @@ pub fn spawn(
         exe: exe.to_owned(),
         source,
     })?;
-    debug!(helper_pid = child.id(), argv0 = %spec.argv.first().map_or("", String::as_str), "launch helper started");
+    let argv0 = spec.argv.first().map_or("", String::as_str);
+    // No credential on a command line reaches the daemon's log.
+    let argv0 = crate::mcp::redact::Redactor::shapes_only().text(argv0, &mut Default::default());
+    debug!(helper_pid = child.id(), %argv0, "launch helper started");
 
     let deadline = Instant::now() + LAUNCH_TIMEOUT;
     match converse(&mut control, &frame, deadline, &mut child) {
@@ -910,11 +915,29 @@ fn listed_fds() -> Vec<RawFd> {
         .unwrap_or_default()
 }
 
-/// The open fds that survive `execve`, the control socket excepted.
-fn open_fds() -> Vec<i32> {
-    listed_fds()
+/// `/proc/self/fd`, opened while the helper is still unconfined: Landlock
+/// checks the open, not the listing, so [`open_fds`] can list it last
+/// without a denial in the server's audit trail (the baseline's `/proc`
+/// may be off).
+fn fd_dir() -> Result<nix::dir::Dir, HelperError> {
+    use nix::fcntl::OFlag;
+    nix::dir::Dir::open(
+        "/proc/self/fd",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| HelperError::FdList { errno })
+}
+
+/// The open fds that survive `execve`, the control socket excepted, as
+/// listed by `dir` (from [`fd_dir`]).
+fn open_fds(mut dir: nix::dir::Dir) -> Vec<i32> {
+    let own = dir.as_raw_fd();
+    dir.iter()
+        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse().ok())
+        .collect::<Vec<RawFd>>()
         .into_iter()
-        .filter(|&fd| fd != CONTROL_FD)
+        .filter(|&fd| fd != CONTROL_FD && fd != own)
         .filter(|&fd| {
             // SAFETY: F_GETFD only reads the fd's flags; EBADF for a closed
             // one.
@@ -991,6 +1014,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let sandbox = (!spec.sandbox.learn)
         .then(|| sandbox::prepare(&spec.sandbox))
         .transpose()?;
+    let fd_dir = fd_dir()?;
     let groups = drop_privileges(spec.uid, spec.gid, &spec.groups)?;
     let landlock = match sandbox {
         Some(s) => s.restrict_self()?,
@@ -1028,7 +1052,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
         .as_ref()
         .map(socket_fence::install)
         .transpose()?;
-    let fds = open_fds();
+    let fds = open_fds(fd_dir);
 
     Ok(ExecPlan {
         exe: exe_c,

@@ -19,6 +19,15 @@
 //! there after the server started, or bound by a relative path, is not
 //! covered.
 //!
+//! `/proc` is a fresh procfs mounted with `hidepid=ptraceable` (Linux 5.8+):
+//! a process there sees only the processes it could ptrace. Landlock's
+//! ptrace scoping leaves a server unable to ptrace anything outside its own
+//! Landlock domain, so the server's `/proc` lists its own processes and
+//! nothing else (not the daemon, not the client, not sibling servers),
+//! while the system-wide files (`/proc/stat`, `/proc/meminfo`, `/proc/sys`)
+//! stay as they are. That is what lets the runtime baseline
+//! ([`crate::policy::baseline`]) grant `/proc`.
+//!
 //! The namespace is a slave of the host's, so mounts made on the host later
 //! still show up, and nothing the server's namespace does propagates back.
 
@@ -61,6 +70,8 @@ pub enum MountError {
     Tmpfs { path: PathBuf, errno: Errno },
     #[error("cannot bind {} back into the private namespace: {errno}", path.display())]
     Bind { path: PathBuf, errno: Errno },
+    #[error("cannot mount a private /proc with hidepid=ptraceable (needs Linux 5.8+): {0}")]
+    Proc(Errno),
     #[error("cannot create mount point {}: {source}", path.display())]
     MountPoint {
         path: PathBuf,
@@ -92,6 +103,9 @@ pub struct MountReport {
     /// Listening sockets covered with an empty file.
     #[serde(default)]
     pub masked: Vec<PathBuf>,
+    /// Whether `/proc` is the private `hidepid=ptraceable` procfs.
+    #[serde(default)]
+    pub private_proc: bool,
 }
 
 /// Whether `path` lies at or below `dir`.
@@ -219,11 +233,28 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
         Some((scratch, _)) => mask_sockets(&listening_sockets(), &spec.sockets, &hidden, scratch)?,
         None => Vec::new(),
     };
+    mount_private_proc()?;
     Ok(MountReport {
         hidden: names,
         kept,
         masked,
+        private_proc: true,
     })
+}
+
+/// Mounts a fresh procfs over `/proc` that shows only the processes the
+/// viewer may ptrace (see the module docs). Fails on kernels before 5.8,
+/// where procfs options are per pid namespace and `ptraceable` unknown:
+/// the baseline grants `/proc`, so a launch without it must not go ahead.
+fn mount_private_proc() -> Result<(), MountError> {
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=ptraceable"),
+    )
+    .map_err(MountError::Proc)
 }
 
 /// Absolute paths of the pathname sockets in `/proc/net/unix` (bound in

@@ -43,6 +43,64 @@ const SHAPES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Literals every match of [`SHAPES`] and [`CUT_SHAPES`] contains: text
+/// with none of them skips the shape regexes (one scan instead of one per
+/// shape; most text, and most exec arguments, hold no credential).
+const SHAPE_ANCHORS: &[&str] = &[
+    "-----BEGIN ",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "AKIA",
+    "ASIA",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxo-",
+    "xoxs-",
+    "xoxr-",
+    "eyJ",
+];
+
+static ANCHORS: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(SHAPE_ANCHORS).expect("literal patterns always build"));
+
+/// Whether `hay` may hold a credential shape (false: it surely does not).
+fn may_hold_shape(hay: &[u8]) -> bool {
+    ANCHORS.is_match(hay)
+}
+
+/// The heads of [`SHAPES`], at the end of a text cut short: what is left
+/// of a credential the cut split no longer has its whole shape, but is
+/// still part of it.
+const CUT_SHAPES: &[(&str, &str)] = &[
+    (
+        "private_key",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*$",
+    ),
+    (
+        "github_token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]*|github_pat_[A-Za-z0-9_]*)$",
+    ),
+    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]*$"),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]*$"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}$"),
+];
+
+/// Bytes of a secret (in any of its forms) a cut text must end with to be
+/// redacted as its head: fewer say little, and would match too often.
+const MIN_CUT_HEAD: usize = 4;
+
+static CUT_SHAPES_STR: LazyLock<Vec<(&'static str, regex::Regex)>> = LazyLock::new(|| {
+    CUT_SHAPES
+        .iter()
+        .map(|(name, re)| (*name, regex::Regex::new(re).expect("shape regex compiles")))
+        .collect()
+});
+
 static SHAPES_STR: LazyLock<Vec<(&'static str, regex::Regex)>> = LazyLock::new(|| {
     SHAPES
         .iter()
@@ -97,6 +155,8 @@ impl Counts {
 pub struct Redactor {
     /// Every encoded form of every secret; `owner[i]` is pattern i's secret.
     matcher: Option<AhoCorasick>,
+    /// The forms themselves, for text cut short (see [`Redactor::cut_tail`]).
+    patterns: Vec<Vec<u8>>,
     owner: Vec<usize>,
     names: Vec<String>,
 }
@@ -123,9 +183,18 @@ impl Redactor {
         });
         Redactor {
             matcher,
+            patterns,
             owner,
             names: secrets.iter().map(|(n, _)| n.clone()).collect(),
         }
+    }
+
+    /// The redactor of a server without secrets: credential shapes only,
+    /// for what every server's records and the daemon's logs must not hold
+    /// (a token on a command line).
+    pub fn shapes_only() -> &'static Redactor {
+        static SHAPES_ONLY: LazyLock<Redactor> = LazyLock::new(|| Redactor::new(&[]));
+        &SHAPES_ONLY
     }
 
     /// Whether any secret is known (shapes are redacted either way).
@@ -157,7 +226,12 @@ impl Redactor {
         if let Some(replaced) = self.replace_secrets(&cur, counts) {
             cur = Cow::Owned(replaced);
         }
-        for (name, re) in SHAPES_BYTES.iter() {
+        let shapes: &[_] = if may_hold_shape(&cur) {
+            &SHAPES_BYTES
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
             let n = re.find_iter(&cur).count();
             if n > 0 {
                 *counts.shapes.entry(name).or_default() += n as u64;
@@ -177,7 +251,12 @@ impl Redactor {
             // that starts or ends mid-character, so lossy is only a guard.
             cur = Cow::Owned(String::from_utf8_lossy(&replaced).into_owned());
         }
-        for (name, re) in SHAPES_STR.iter() {
+        let shapes: &[_] = if may_hold_shape(cur.as_bytes()) {
+            &SHAPES_STR
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
             let n = re.find_iter(&cur).count();
             if n > 0 {
                 *counts.shapes.entry(name).or_default() += n as u64;
@@ -186,6 +265,51 @@ impl Redactor {
             }
         }
         cur
+    }
+
+    /// Redact the end of a text that was cut short (an exec argument the
+    /// kernel kept only `ARG_LEN` bytes of), after [`Redactor::text`]: the
+    /// head of a secret or of a credential shape that the cut left there.
+    pub fn cut_tail<'a>(&self, s: &'a str, counts: &mut Counts) -> Cow<'a, str> {
+        if let Some((start, name)) = self.secret_head(s) {
+            *counts.secrets.entry(name.to_owned()).or_default() += 1;
+            return Cow::Owned(format!("{}[REDACTED:{name}]", &s[..start]));
+        }
+        let shapes: &[_] = if may_hold_shape(s.as_bytes()) {
+            &CUT_SHAPES_STR
+        } else {
+            &[]
+        };
+        for (name, re) in shapes {
+            if let Some(m) = re.find(s) {
+                *counts.shapes.entry(name).or_default() += 1;
+                return Cow::Owned(format!("{}[REDACTED:{name}]", &s[..m.start()]));
+            }
+        }
+        Cow::Borrowed(s)
+    }
+
+    /// Where the longest head (at least [`MIN_CUT_HEAD`] bytes, not the
+    /// whole) of a secret's form that ends `s` starts, and whose it is.
+    fn secret_head(&self, s: &str) -> Option<(usize, &str)> {
+        let hay = s.as_bytes();
+        let (len, i) = self
+            .patterns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                (MIN_CUT_HEAD..p.len().min(hay.len() + 1))
+                    .rev()
+                    .find(|&k| hay.ends_with(&p[..k]))
+                    .map(|k| (k, i))
+            })
+            .max()?;
+        // A head may end inside a character of a non-ASCII secret.
+        let start = (0..=hay.len() - len)
+            .rev()
+            .find(|&b| s.is_char_boundary(b))
+            .unwrap_or(0);
+        Some((start, &self.names[self.owner[i]]))
     }
 
     /// Redact every string (and object key) in a JSON value in place;
@@ -322,6 +446,41 @@ mod tests {
         let mut c = Counts::default();
         let out = String::from_utf8(redactor().bytes(s.as_bytes(), &mut c).into_owned()).unwrap();
         (out, c)
+    }
+
+    #[test]
+    fn a_cut_text_loses_the_head_of_a_secret_or_shape_at_its_end() {
+        let r = redactor();
+        let mut c = Counts::default();
+        assert_eq!(
+            r.cut_tail("--token=s3cr3t-T0k", &mut c),
+            "--token=[REDACTED:API_TOKEN]"
+        );
+        // Any of its forms: the head of the base64 one.
+        let b64 = STANDARD.encode(SECRET);
+        let cut = format!("--token={}", &b64[..10]);
+        assert_eq!(r.cut_tail(&cut, &mut c), "--token=[REDACTED:API_TOKEN]");
+        assert_eq!(
+            r.cut_tail("Authorization: token ghp_abcdefghijklmnop", &mut c),
+            "Authorization: token [REDACTED:github_token]"
+        );
+        assert_eq!(
+            r.cut_tail("key=AKIAIOSFOD", &mut c),
+            "key=[REDACTED:aws_access_key]"
+        );
+        assert_eq!(
+            r.cut_tail("-----BEGIN PRIVATE KEY-----\nMIIBVQIBADAN", &mut c),
+            "[REDACTED:private_key]"
+        );
+        assert_eq!(c.secrets["API_TOKEN"], 2);
+        assert_eq!(c.total(), 5);
+        // Fewer than MIN_CUT_HEAD bytes of a secret, and plain text, stay.
+        for plain in ["--flag=s3c", "an ordinary argument", "ghp"] {
+            assert!(
+                matches!(r.cut_tail(plain, &mut c), Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
     }
 
     #[test]

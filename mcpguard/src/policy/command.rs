@@ -48,8 +48,9 @@ pub struct Pin {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PinMismatch {
     #[error(
-        "policy {policy} pins `{pinned}` to an installed copy, but this command runs `{given}`; \
-         run `mcpguard wrap` on the client config again to pin the new command"
+        "policy {policy} pins `{pinned}` to an installed copy, but this command runs `{given}`, \
+         which would fetch unpinned code: put these words in the policy's [command] runner and \
+         run `mcpguard update {policy}`, or remove the policy and run `mcpguard wrap` again"
     )]
     OtherPackage {
         policy: String,

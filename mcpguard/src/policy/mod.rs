@@ -5,6 +5,7 @@
 //! Every error points at `file:line:col` of the offending key or value, so a
 //! typo in a policy is found before anything is launched.
 
+pub mod baseline;
 pub mod command;
 #[cfg(test)]
 mod fuzz;
@@ -68,11 +69,25 @@ pub struct Policy {
 
 /// Filesystem allow-lists as written: absolute, or `~`-relative to the
 /// caller's home (see [`Policy::fs_paths`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filesystem {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub exec: Vec<String>,
+    /// Whether the runtime baseline ([`baseline::READ`]) is added to `read`
+    /// (`baseline = false` opts out).
+    pub baseline: bool,
+}
+
+impl Default for Filesystem {
+    fn default() -> Self {
+        Filesystem {
+            read: Vec::new(),
+            write: Vec::new(),
+            exec: Vec::new(),
+            baseline: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -468,6 +483,7 @@ struct RawFilesystem {
     write: Vec<Spanned<String>>,
     #[serde(default)]
     exec: Vec<Spanned<String>>,
+    baseline: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -552,6 +568,7 @@ impl Policy {
             read: c.paths("filesystem.read", &raw.filesystem.read)?,
             write: c.paths("filesystem.write", &raw.filesystem.write)?,
             exec: c.paths("filesystem.exec", &raw.filesystem.exec)?,
+            baseline: raw.filesystem.baseline.unwrap_or(true),
         };
         let rules = c.each("network.allow", &raw.network.allow, net::parse_allow)?;
         let mut allow = Vec::new();
@@ -737,11 +754,16 @@ impl Policy {
             .collect()
     }
 
-    /// Filesystem lists with `~` replaced by `home`.
+    /// Filesystem lists with `~` replaced by `home`, the runtime baseline
+    /// (its paths that exist) added to `read` unless the policy opts out.
     pub fn fs_paths(&self, home: &Path) -> ResolvedFs {
         let resolve = |list: &[String]| list.iter().map(|p| expand_home(p, home)).collect();
+        let mut read: Vec<PathBuf> = resolve(&self.filesystem.read);
+        if self.filesystem.baseline {
+            read.extend(baseline::read_paths());
+        }
         ResolvedFs {
-            read: resolve(&self.filesystem.read),
+            read,
             write: resolve(&self.filesystem.write),
             exec: resolve(&self.filesystem.exec),
         }
@@ -1117,14 +1139,14 @@ pass = ["PATH", "HOME", "LANG"]
             4,
             1,
             &[
-                "unknown field `reed`, expected one of `read`, `write`, `exec`",
+                "unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline`",
                 "(in `filesystem`)",
             ],
         );
         assert!(matches!(&e, PolicyError::Syntax { key: Some(k), .. } if k == "filesystem"));
         assert_eq!(
             e.to_string(),
-            "policies/x.toml:4:1: unknown field `reed`, expected one of `read`, `write`, `exec` \
+            "policies/x.toml:4:1: unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline` \
              (in `filesystem`)"
         );
     }
@@ -1358,9 +1380,10 @@ pass = ["PATH", "HOME", "LANG"]
     #[test]
     fn fs_paths_expand_home_only_at_the_start() {
         let p = parse(
-            "name = \"x\"\n[filesystem]\nread = [\"~\", \"~/.cache/uv\", \"~//etc\", \"/usr/~/x\"]\nwrite = [\"/tmp\"]\nexec = [\"~/.local/bin\"]\n",
+            "name = \"x\"\n[filesystem]\nbaseline = false\nread = [\"~\", \"~/.cache/uv\", \"~//etc\", \"/usr/~/x\"]\nwrite = [\"/tmp\"]\nexec = [\"~/.local/bin\"]\n",
         )
         .unwrap();
+        assert!(!p.filesystem.baseline);
         let fs = p.fs_paths(Path::new("/home/ann"));
         let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
         assert_eq!(
@@ -1374,6 +1397,26 @@ pass = ["PATH", "HOME", "LANG"]
         );
         assert_eq!(fs.write, paths(&["/tmp"]));
         assert_eq!(fs.exec, paths(&["/home/ann/.local/bin"]));
+    }
+
+    #[test]
+    fn the_baseline_is_on_unless_the_policy_opts_out() {
+        let home = Path::new("/home/ann");
+        let on = parse("name = \"x\"\n[filesystem]\nread = [\"/srv/data\"]\n").unwrap();
+        assert!(on.filesystem.baseline);
+        let read = on.fs_paths(home).read;
+        assert_eq!(read[0], Path::new("/srv/data"));
+        assert_eq!(&read[1..], baseline::read_paths());
+        assert!(read.contains(&PathBuf::from("/proc")), "{read:?}");
+        assert!(parse("name = \"x\"\n").unwrap().filesystem.baseline);
+        let off = parse("name = \"x\"\n[filesystem]\nbaseline = false\n").unwrap();
+        assert!(off.fs_paths(home).read.is_empty());
+        assert_err(
+            "name = \"x\"\n[filesystem]\nbaseline = \"no\"\n",
+            3,
+            12,
+            &["in `filesystem.baseline`"],
+        );
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub fn data_paths(
         .filter(|(k, _)| !SEARCH_PATH_VARS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.as_str()));
     for (from, word) in words.chain(vars) {
+        if word.contains("${") && word.contains('/') && !word.contains("://") {
+            notes.push(format!(
+                "{word} (from {from}) is filled in by the client when it starts the server: \
+                 grant that directory by hand"
+            ));
+            continue;
+        }
         let Some(path) = as_path(word, home) else {
             continue;
         };
@@ -203,6 +210,100 @@ pub fn home_form(path: &Path, home: &Path) -> String {
     }
 }
 
+/// A destination a server's command line names (`https://api.example.com`
+/// in its arguments or env), as a `[network] allow` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub rule: String,
+    pub from: String,
+}
+
+/// The `http(s)://` and `ws(s)://` URLs in `args` and `env` values, as
+/// allow rules: names by name, loopback and literal addresses by address.
+pub fn destinations(args: &[String], env: &[(String, String)]) -> Vec<Destination> {
+    let words = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("argument {}", i + 1), arg_value(a)));
+    let vars = env.iter().map(|(k, v)| (k.clone(), v.as_str()));
+    let mut out: Vec<Destination> = Vec::new();
+    for (from, word) in words.chain(vars) {
+        let Some(rule) = url_rule(word) else {
+            continue;
+        };
+        if !out.iter().any(|d| d.rule == rule) {
+            out.push(Destination { rule, from });
+        }
+    }
+    out
+}
+
+/// `scheme://[user@]host[:port]/...` as `host:port`, `[v6]:port`, or
+/// `127.0.0.1:port` for `localhost`.
+fn url_rule(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme {
+        "https" | "wss" => 443,
+        "http" | "ws" => 80,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(default_port), |p| p.parse().ok())?;
+        (format!("[{addr}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()?),
+            None => (authority.to_owned(), default_port),
+        }
+    };
+    if host.is_empty() || port == 0 || host.contains(['$', '{', ' ']) {
+        return None;
+    }
+    let host = if host.eq_ignore_ascii_case("localhost") {
+        "127.0.0.1".to_owned()
+    } else {
+        host.to_ascii_lowercase()
+    };
+    Some(format!("{host}:{port}"))
+}
+
+/// What well-known servers reach to do their job, by package name (npm or
+/// PyPI): a starter lets them, with the reason. Everything else starts
+/// with no network.
+pub fn known_destinations(package: &str) -> Option<(&'static [&'static str], &'static str)> {
+    Some(match package {
+        "@modelcontextprotocol/server-github" | "github-mcp-server" => (
+            &["api.github.com:443"],
+            "the GitHub API, which every tool of this server calls",
+        ),
+        "@modelcontextprotocol/server-gitlab" => (
+            &["gitlab.com:443"],
+            "the GitLab API (a self-hosted GitLab: its host instead)",
+        ),
+        "@modelcontextprotocol/server-brave-search" => {
+            (&["api.search.brave.com:443"], "the Brave Search API")
+        }
+        "@modelcontextprotocol/server-slack" => (&["slack.com:443"], "the Slack Web API"),
+        "@modelcontextprotocol/server-google-maps" => {
+            (&["maps.googleapis.com:443"], "the Google Maps APIs")
+        }
+        "@notionhq/notion-mcp-server" => (&["api.notion.com:443"], "the Notion API"),
+        "mcp-server-sentry" => (&["sentry.io:443"], "the Sentry API"),
+        "mcp-server-fetch" => (
+            &["*:443", "*:80"],
+            "fetching any web page the model asks for is this server's job; narrow these \
+             to the sites you use (loopback, link-local and cloud metadata addresses stay \
+             refused)",
+        ),
+        _ => return None,
+    })
+}
+
 /// Variables in a config entry's `env` that look like credentials: by
 /// name (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`) or by value (a
 /// known token shape).
@@ -295,6 +396,45 @@ mod tests {
         );
         assert!(notes[1].starts_with("~ (from argument 9)"), "{notes:?}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn urls_become_allow_rules() {
+        let args: Vec<String> = [
+            "https://mcp.example.com/sse",
+            "--url=http://user@Host.Example:8080/x",
+            "http://localhost:3000",
+            "wss://[2001:db8::1]:9000/ws",
+            "ftp://nope",
+            "https://${input:host}/x",
+            "https://mcp.example.com/other",
+        ]
+        .map(String::from)
+        .into();
+        let env = vec![("API_URL".to_owned(), "https://api.example.org".to_owned())];
+        let got: Vec<(String, String)> = destinations(&args, &env)
+            .into_iter()
+            .map(|d| (d.rule, d.from))
+            .collect();
+        let want = [
+            ("mcp.example.com:443", "argument 1"),
+            ("host.example:8080", "argument 2"),
+            ("127.0.0.1:3000", "argument 3"),
+            ("[2001:db8::1]:9000", "argument 4"),
+            ("api.example.org:443", "API_URL"),
+        ];
+        assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+        for (rule, _) in &got {
+            crate::policy::net::parse_allow(rule).unwrap_or_else(|p| panic!("{rule}: {p}"));
+        }
+        let (fetch, _) = known_destinations("mcp-server-fetch").unwrap();
+        for rule in fetch.iter().chain(
+            known_destinations("@modelcontextprotocol/server-github")
+                .unwrap()
+                .0,
+        ) {
+            crate::policy::net::parse_allow(rule).unwrap_or_else(|p| panic!("{rule}: {p}"));
+        }
     }
 
     #[test]

@@ -152,16 +152,43 @@ fn need(name: &str, host: &Host<'_>, runner: &RunnerCommand) -> Result<PathBuf, 
     })
 }
 
+/// The interpreter binary `name` on PATH really runs, asked of the
+/// interpreter itself (`probe` prints its own path): version-manager shims
+/// (pyenv, asdf, volta) and symlinks are seen through, so the policy grants
+/// the real tree and the server does not depend on the shim at run time.
+/// This runs the user's own interpreter, not the package.
+fn interpreter(
+    name: &str,
+    probe: &[&str],
+    host: &Host<'_>,
+    runner: &RunnerCommand,
+) -> Result<PathBuf, InstallError> {
+    let found = need(name, host, runner)?;
+    let out = std::process::Command::new(&found)
+        .args(probe)
+        .env_clear()
+        .envs(host.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let real = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_absolute() && p.is_file());
+    Ok(real.unwrap_or(found))
+}
+
 fn npm_install(
     runner: &RunnerCommand,
     policy: &str,
     dir: &Path,
     host: &Host<'_>,
     guard: &dyn Guarded,
+    node: &Path,
 ) -> Result<(), InstallError> {
     let npm = need("npm", host, runner)?;
-    let node = need("node", host, runner)?;
-    let global = npm_global_config(&node, host);
+    let global = npm_global_config(node, host);
     let d = dir.to_string_lossy();
     let mut argv: Vec<String> = vec![
         npm.to_string_lossy().into_owned(),
@@ -185,13 +212,7 @@ fn npm_install(
     ];
     argv.push(runner.package.clone());
     let registry = npm_registry(host, &global);
-    let text = install_policy(
-        policy,
-        dir,
-        &[registry],
-        host,
-        &[npm.as_path(), node.as_path()],
-    );
+    let text = install_policy(policy, dir, &[registry], host, &[npm.as_path(), node]);
     run_install(guard, policy, &text, &argv, &runner.package)
 }
 
@@ -202,8 +223,8 @@ fn install_npm(
     host: &Host<'_>,
     guard: &dyn Guarded,
 ) -> Result<Installed, InstallError> {
-    let node = need("node", host, runner)?;
-    npm_install(runner, policy, dir, host, guard)?;
+    let node = interpreter("node", &["-p", "process.execPath"], host, runner)?;
+    npm_install(runner, policy, dir, host, guard, &node)?;
     let name = runner.name();
     let layout = |what: String| InstallError::Layout {
         package: runner.package.clone(),
@@ -252,9 +273,8 @@ fn npm_bin<'a>(manifest: &'a Value, program: &str, name: &str) -> Option<&'a str
 }
 
 /// npm's global configuration file as npm itself finds it without
-/// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below npm's global
-/// prefix, which npm takes from the node running it (`/usr/bin/node`:
-/// `/usr/etc/npmrc`), not from where npm's own files are.
+/// `--prefix`: `npm_config_globalconfig`, or `etc/npmrc` below the prefix
+/// of the node that runs it (`<prefix>/bin/node`).
 fn npm_global_config(node: &Path, host: &Host<'_>) -> String {
     host.env
         .iter()
@@ -308,7 +328,12 @@ fn install_pypi(
     host: &Host<'_>,
     guard: &dyn Guarded,
 ) -> Result<Installed, InstallError> {
-    let python = need("python3", host, runner)?;
+    let python = interpreter(
+        "python3",
+        &["-c", "import sys; print(sys.executable)"],
+        host,
+        runner,
+    )?;
     let fail = |reason: String| InstallError::Failed {
         package: runner.package.clone(),
         reason,
@@ -606,6 +631,31 @@ mod tests {
         )];
         host.env = &env;
         assert_eq!(npm_global_config(node, &host), "/etc/npmrc");
+    }
+
+    #[test]
+    fn interpreters_are_asked_for_their_real_path() {
+        let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+        let host = Host {
+            home: Path::new("/nonexistent"),
+            path: "/usr/bin:/bin",
+            env: &env,
+        };
+        let runner = super::super::runner::parse("uvx", &["x".to_owned()]).unwrap();
+        let python = interpreter(
+            "python3",
+            &["-c", "import sys; print(sys.executable)"],
+            &host,
+            &runner,
+        )
+        .unwrap();
+        assert!(
+            python.is_absolute() && python.is_file(),
+            "{}",
+            python.display()
+        );
+        let e = interpreter("no-such-interpreter", &[], &host, &runner).unwrap_err();
+        assert!(e.to_string().contains("no-such-interpreter"), "{e}");
     }
 
     #[test]

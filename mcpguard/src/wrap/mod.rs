@@ -36,7 +36,7 @@ use self::{
     rewrite::WrapOptions,
     starter::{Launch, StarterInput},
 };
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{command::PinMismatch, Policy, PolicyError};
 
 /// Where installed policies live, searched after the user's own (as
 /// `mcpguard run` does).
@@ -215,6 +215,9 @@ pub struct StarterPolicy {
     /// Data directories its command line names, granted (and created by
     /// wrap if missing: `true`).
     pub data: Vec<(String, bool)>,
+    /// Network rules its command line or its package's job needs, each
+    /// with the reason.
+    pub network: Vec<(String, String)>,
     /// Paths named but not granted, and credentials found in `env`.
     pub notes: Vec<String>,
 }
@@ -239,8 +242,8 @@ pub enum Why {
     /// policy of the same name that does not fit this command.
     Starter { shadows: Option<PathBuf> },
     /// An existing policy pins another runner command: `mcpguard run`
-    /// will refuse this server until it is wrapped again.
-    PinMismatch { message: String },
+    /// will refuse this server until the pin and the entry agree.
+    PinMismatch { pinned: String, given: String },
     /// An existing policy that does not parse.
     Broken { message: String },
 }
@@ -551,10 +554,10 @@ fn judge(found: &Found, entry: &EntryCommand<'_>, policy: &str, home: &Path) -> 
     if found.installed && !parsed.command.fits(&argv, home) {
         return None;
     }
-    if let Err(e) = parsed.command.resolve(policy, argv, home) {
-        return Some(Why::PinMismatch {
-            message: e.to_string(),
-        });
+    if let Err(PinMismatch::OtherPackage { pinned, given, .. }) =
+        parsed.command.resolve(policy, argv, home)
+    {
+        return Some(Why::PinMismatch { pinned, given });
     }
     Some(if found.installed {
         Why::InstalledFits
@@ -613,6 +616,12 @@ fn plan_starter(
         _ => Launch::Direct,
     };
     let (data, mut notes) = grants::data_paths(entry.args, entry.env, &place.home);
+    let destinations = grants::destinations(entry.args, entry.env);
+    let program = Path::new(entry.command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(entry.command);
+    let package = runner.as_ref().map_or(program, |r| r.name());
     for var in grants::credential_vars(entry.env) {
         notes.push(format!(
             "{var} holds a credential in the config in clear: consider [secrets] (see the policy's comment)"
@@ -629,6 +638,8 @@ fn plan_starter(
         launch,
         data: &data,
         refused: &notes,
+        destinations: &destinations,
+        package: Some(package),
     });
     Policy::parse(&body, target).map_err(|source| WrapError::StarterPolicy {
         server: server.to_owned(),
@@ -642,6 +653,22 @@ fn plan_starter(
         pinned: pinned_name,
         unpinned: matches!(launch, Launch::Unpinned(_)),
         data: data.iter().map(|d| (d.rule.clone(), d.missing)).collect(),
+        network: destinations
+            .iter()
+            .map(|d| {
+                (
+                    d.rule.clone(),
+                    format!("named in its command line ({})", d.from),
+                )
+            })
+            .chain(
+                grants::known_destinations(package)
+                    .into_iter()
+                    .flat_map(|(rules, why)| {
+                        rules.iter().map(move |r| ((*r).to_owned(), why.to_owned()))
+                    }),
+            )
+            .collect(),
         notes,
     };
     Ok((report, body))

@@ -6,7 +6,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{
-    grants::{self, DataPath},
+    grants::{self, DataPath, Destination},
     install::{self, Installed},
     runner::RunnerCommand,
 };
@@ -127,10 +127,11 @@ pub struct StarterInput<'a> {
     pub data: &'a [DataPath],
     /// Paths the command line names that are not granted, and why.
     pub refused: &'a [String],
+    /// URLs the command line names, as allow rules.
+    pub destinations: &'a [Destination],
+    /// The package (or program) name, for what well-known servers reach.
+    pub package: Option<&'a str>,
 }
-
-/// Paths every runtime's loader needs.
-const BASE_READ: &[&str] = &["/etc/ld.so.cache", "/dev/null"];
 
 /// System directories holding interpreters, their libraries and the shared
 /// libraries they link.
@@ -191,26 +192,11 @@ fn runtime_lists(lists: &mut Lists, runtime: Runtime) {
             let why = "node and the libraries it links";
             lists.read_exec(SYSTEM_DIRS, why);
             lists.read_exec(&["/usr/share/nodejs"], why);
-            add(
-                &mut lists.read,
-                &[
-                    "/etc/localtime",
-                    "/usr/share/zoneinfo",
-                    "/etc/ssl",
-                    "/proc/meminfo",
-                ],
-                "time zone, TLS configuration and memory probes node makes at start",
-            );
         }
         Runtime::Python => {
             lists.read_exec(
                 SYSTEM_DIRS,
                 "the interpreter, its standard library and the libraries it links",
-            );
-            add(
-                &mut lists.read,
-                &["/etc/localtime", "/usr/share/zoneinfo", "/etc/ssl"],
-                "time zone and TLS configuration read at import time",
             );
         }
         Runtime::Generic => {
@@ -239,7 +225,7 @@ fn unpinned_lists(lists: &mut Lists, command: &str, home: &Path) {
         "npx" | "npm" | "pnpx" | "pnpm" | "yarn" | "bunx" => {
             add(
                 &mut lists.read,
-                &["/etc/npmrc", "/usr/etc/npmrc", "~/.npmrc"],
+                &["/usr/etc/npmrc", "~/.npmrc"],
                 "npm's configuration",
             );
             lists.all(
@@ -316,11 +302,6 @@ pub fn render(input: &StarterInput<'_>) -> String {
         Launch::Unpinned(_) => unpinned_lists(&mut lists, input.command, input.home),
     }
     add(
-        &mut lists.read,
-        BASE_READ,
-        "dynamic loader cache, and a stand-in for unused stdio",
-    );
-    add(
         &mut lists.write,
         &["/dev/null"],
         "a stand-in for unused stdio",
@@ -348,6 +329,16 @@ pub fn render(input: &StarterInput<'_>) -> String {
         );
     }
 
+    for d in input.destinations {
+        add(
+            &mut lists.hosts,
+            &[d.rule.as_str()],
+            &format!("named by {} of the server's command", d.from),
+        );
+    }
+    if let Some((rules, why)) = input.package.and_then(grants::known_destinations) {
+        add(&mut lists.hosts, rules, why);
+    }
     let mut out = header(input, runtime);
     out.push_str(&format!(
         "name = {}\n\n[filesystem]\n",
@@ -436,7 +427,8 @@ fn header(input: &StarterInput<'_>, runtime: Runtime) -> String {
          {how}\
          #\n\
          # It lets {} start and reach the data the command line names, and\n\
-         # nothing else. If the server is refused something it needs, see\n\
+         # nothing else beyond mcpguard's read-only runtime baseline (/etc, time\n\
+         # zones, its own /proc entries, CPU and memory probes). If the server is refused something it needs, see\n\
          # `mcpguard audit --denied --server {}` and widen the lists below (or\n\
          # learn the policy: `mcpguard policy learn`).\n\
          #\n\
@@ -554,7 +546,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// A command word as a shell would need it quoted, for the header comment.
-fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -639,6 +631,8 @@ mod tests {
             launch,
             data: &data,
             refused: &refused,
+            destinations: &[],
+            package: None,
         };
         let text = render(&input);
         let policy = Policy::parse(&text, Path::new("my-odd-server.toml"))

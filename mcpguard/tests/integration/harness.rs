@@ -95,23 +95,14 @@ pub fn policy(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Filesystem rules that let Debian's python3 and coreutils start, plus
-/// read access to `extra_read` (scripts and data a test hands the server).
+/// Filesystem rules that let Debian's python3 and coreutils start (on top
+/// of the runtime baseline: /etc, /proc, /dev/urandom), plus read access to
+/// `extra_read` (scripts and data a test hands the server).
 pub fn base_fs(extra_read: &[&Path]) -> String {
-    let mut read: Vec<String> = [
-        "/usr",
-        "/lib",
-        "/lib64",
-        "/etc/ld.so.cache",
-        "/etc/localtime",
-        "/etc/passwd",
-        "/etc/nsswitch.conf",
-        "/proc/self",
-        "/dev/urandom",
-    ]
-    .iter()
-    .map(|p| format!("{p:?}"))
-    .collect();
+    let mut read: Vec<String> = ["/usr", "/lib", "/lib64"]
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
     read.extend(
         extra_read
             .iter()

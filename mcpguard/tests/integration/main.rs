@@ -9,10 +9,14 @@
 mod harness;
 
 mod abuse;
+mod argv;
+mod baseline;
 mod dns;
 mod enforce;
 mod escape;
+mod exclusive;
 mod faults;
+mod learn;
 mod lifecycle;
 mod mcp;
 mod policies;

@@ -27,7 +27,7 @@ use crate::{
 
 /// Run `program args` as the test user, with its HOME, in `dir`; panics
 /// with the output unless it succeeds.
-fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
+pub(crate) fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
     let u = user();
     let out = Command::new(program)
         .args(args)
@@ -49,7 +49,7 @@ fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
 }
 
 /// Create `path` (and missing parents) owned by the test user.
-fn user_dir(path: &Path) {
+pub(crate) fn user_dir(path: &Path) {
     let u = user();
     let mut missing = Vec::new();
     let mut p = path;
@@ -64,7 +64,7 @@ fn user_dir(path: &Path) {
 }
 
 /// A file owned by the test user, with `mode`.
-fn user_file(path: &Path, body: &str, mode: u32) {
+pub(crate) fn user_file(path: &Path, body: &str, mode: u32) {
     let u = user();
     std::fs::write(path, body).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -81,7 +81,7 @@ fn tool_names(report: &Value) -> Vec<&str> {
 }
 
 /// The text of call `i` in a session report, all parts joined.
-fn text(report: &Value, i: usize) -> String {
+pub(crate) fn text(report: &Value, i: usize) -> String {
     report["results"][i]["text"]
         .as_array()
         .unwrap_or_else(|| panic!("call {i} has no text result: {report}"))
@@ -209,8 +209,8 @@ for p in ({readme:?}, {key:?}):
 
 /// A one-page web site on 127.0.0.1: `/robots.txt` allows everything and
 /// every other path is the same HTML page. It records the paths asked.
-struct Site {
-    addr: SocketAddr,
+pub(crate) struct Site {
+    pub(crate) addr: SocketAddr,
     asked: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -222,7 +222,7 @@ const PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Guarded fetch</title></h
 </article></body></html>\n";
 
 impl Site {
-    fn start() -> Site {
+    pub(crate) fn start() -> Site {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();

@@ -287,9 +287,14 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
                 assert!(report.contains(pinned), "{pinned}: {report}");
             }
         }
-        for key in KEYS {
-            drive(&d, &driver, cfg, key, &work);
-        }
+        // The servers are independent, as a client starts them: drive them
+        // side by side.
+        std::thread::scope(|s| {
+            for key in KEYS {
+                let (d, driver, work) = (&d, &driver, &work);
+                s.spawn(move || drive(d, driver, cfg, key, work));
+            }
+        });
         let out = as_user(bin(), &d)
             .arg("unwrap")
             .arg(&cfg.path)

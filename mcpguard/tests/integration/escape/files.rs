@@ -84,7 +84,8 @@ pub(super) fn s(p: &Path) -> String {
     p.to_str().unwrap().to_owned()
 }
 
-/// A policy named `name` with `fs` on top of libc's needs, the hostile
+/// A policy named `name` with `fs` on top of libc's needs (and the runtime
+/// baseline, which every policy gets: /etc, the private /proc), the hostile
 /// binaries' directory executable, and `extra` TOML appended.
 pub(super) fn guarded_policy(dir: &Path, name: &str, fs: &Fs, extra: &str) -> PathBuf {
     let list = |base: &[&str], more: &[String]| {
@@ -99,7 +100,7 @@ pub(super) fn guarded_policy(dir: &Path, name: &str, fs: &Fs, extra: &str) -> Pa
     let text = format!(
         "name = \"{name}\"\n[filesystem]\nread = [{}]\nwrite = [{}]\nexec = [{}]\n{extra}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
         list(
-            &["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/proc/self", "/dev/urandom"],
+            &["/usr", "/lib", "/lib64"],
             &fs.read
         ),
         list(&["/dev/null"], &fs.write),
@@ -336,6 +337,15 @@ impl Drop for OtherServer {
     }
 }
 
+/// What the escape suite tries to read of processes outside the server.
+const PROC_TARGETS: [&str; 5] = [
+    "environ",
+    "mem",
+    "fd/0",
+    "root/usr/lib/os-release",
+    "cmdline",
+];
+
 #[test]
 fn sensitive_reads_are_refused_and_recorded() {
     let state_dir = tempdir("state");
@@ -353,7 +363,8 @@ fn sensitive_reads_are_refused_and_recorded() {
     let outsider = Outsider::start(&sec.ssh_key);
     let out_pid = outsider.0.id();
 
-    // A realistic policy: the project, and /proc/self (what libc reads).
+    // A realistic policy: the project, and the baseline every policy gets,
+    // whose /proc shows the server its own processes only.
     let narrow = guarded_policy(&dir, "esc-reads", &Fs::project(&project), "");
     let reads: [(&str, &str, String); 10] = [
         ("ssh", "~/.ssh/id_* private key", s(&sec.ssh_key)),
@@ -368,22 +379,22 @@ fn sensitive_reads_are_refused_and_recorded() {
         ("pins", "the daemon's --state-dir tool pins", s(pins.path())),
         (
             "environ",
-            "/proc/<pid>/environ of a same-user process outside mcpguard (policy: /proc/self only)",
+            "/proc/<pid>/environ of a same-user process outside mcpguard (default: the baseline's private /proc)",
             format!("/proc/{out_pid}/environ"),
         ),
         (
             "mem",
-            "/proc/<pid>/mem of a same-user process outside mcpguard (policy: /proc/self only)",
+            "/proc/<pid>/mem of a same-user process outside mcpguard (default: the baseline's private /proc)",
             format!("/proc/{out_pid}/mem"),
         ),
         (
             "fd",
-            "/proc/<pid>/fd/0 of a same-user process holding the SSH key (policy: /proc/self only)",
+            "/proc/<pid>/fd/0 of a same-user process holding the SSH key (default: the baseline's private /proc)",
             format!("/proc/{out_pid}/fd/0"),
         ),
         (
             "other_environ",
-            "/proc/<pid>/environ of another guarded server (policy: /proc/self only)",
+            "/proc/<pid>/environ of another guarded server (default: the baseline's private /proc)",
             format!("/proc/{}/environ", other.pid),
         ),
     ];
@@ -406,8 +417,10 @@ fn sensitive_reads_are_refused_and_recorded() {
         &s(&user().home.join(".ssh")),
     ));
 
-    // The same user's processes once the policy lets the server read all of
-    // /proc: only Landlock's ptrace scoping stands in the way now.
+    // The same user's processes with all of /proc named in the policy, as
+    // the baseline also grants it: the private procfs (hidepid=ptraceable,
+    // Landlock's ptrace scoping deciding what is ptraceable) shows none of
+    // them, so not even their cmdline is readable.
     let procfs = guarded_policy(
         &dir,
         "esc-procfs",
@@ -430,7 +443,7 @@ fn sensitive_reads_are_refused_and_recorded() {
     // so what refuses the others is the ptrace check, not a missing rule.
     let mut argv = vec!["self_environ=read,/proc/self/environ".to_owned()];
     for (who, _, pid) in &targets {
-        for what in ["environ", "mem", "fd/0", "root/usr/lib/os-release"] {
+        for what in PROC_TARGETS {
             argv.push(format!("{who}_{what}=read,/proc/{pid}/{what}"));
         }
     }
@@ -458,7 +471,7 @@ fn sensitive_reads_are_refused_and_recorded() {
         } else {
             pid.clone()
         };
-        for what in ["environ", "mem", "fd/0", "root/usr/lib/os-release"] {
+        for what in PROC_TARGETS {
             rows.push(open_row(
                 &d,
                 &steps,

@@ -421,11 +421,13 @@ fn namespace_mount_and_chroot_tricks_are_blocked_and_recorded() {
     .into_iter()
     .map(|(name, attack, syscall)| {
         let errno = if attack == "setns" {
-            // /proc/1/ns/mnt may already be refused at open (EACCES, ptrace
-            // scoping); either refusal counts, the record is setns's or the
-            // open's.
+            // /proc/1/ns/mnt may already be refused at open: pid 1 is not
+            // even visible in the server's private /proc (ENOENT), or the
+            // open is refused (EACCES, ptrace scoping). Any refusal counts;
+            // the record is setns's or the failed open's.
             match outcome(&ns, attack) {
                 "EACCES" => "EACCES",
+                "ENOENT" => "ENOENT",
                 _ => "EPERM",
             }
         } else {
@@ -435,7 +437,9 @@ fn namespace_mount_and_chroot_tricks_are_blocked_and_recorded() {
             (attack == "setns")
                 .then(|| {
                     find(&rec, s, |r| {
-                        r["kind"] == "open" && r["path"] == "/proc/1/ns/mnt" && r["denied"] == true
+                        r["kind"] == "open"
+                            && r["path"] == "/proc/1/ns/mnt"
+                            && r["result"].as_i64().is_some_and(|v| v < 0)
                     })
                 })
                 .flatten()
