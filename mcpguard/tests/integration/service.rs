@@ -961,7 +961,9 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
     // Each uid may keep a bounded number of queries open.
     let follow = || {
         let s = query_conn(&d);
-        proto::write_frame(
+        // A refused connection may be closed by the daemon before the
+        // request is written (EPIPE); its answer is read below either way.
+        let _ = proto::write_frame(
             &mut &s,
             &Request::Audit {
                 version: proto::VERSION,
@@ -970,8 +972,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
                     ..Default::default()
                 },
             },
-        )
-        .unwrap();
+        );
         s
     };
     let open: Vec<UnixStream> = (0..8).map(|_| follow()).collect();
