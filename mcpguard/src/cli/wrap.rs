@@ -226,7 +226,7 @@ impl Guarded for ThroughDaemon {
         eprintln!(
             "mcpguard: {policy_name}: running `{}` guarded",
             argv.iter()
-                .map(|w| shell_word(w))
+                .map(|w| wrap::starter::shell_word(w))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -249,19 +249,6 @@ impl Guarded for ThroughDaemon {
             run::Status::Signal(s) => Err(format!("`{}` was killed by signal {s}", argv[0])),
             run::Status::Unknown => Err(format!("`{}` ended without a status", argv[0])),
         }
-    }
-}
-
-/// A word as a shell would need it quoted.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+,%~".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
