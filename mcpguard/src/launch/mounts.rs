@@ -135,6 +135,8 @@ fn below(path: &Path, dir: &Path) -> bool {
 
 /// A path to bind back, opened as the user.
 struct Kept {
+    /// The path as the spec names it.
+    asked: PathBuf,
     /// Where it is, as the kernel names the opened object.
     real: PathBuf,
     fd: OwnedFd,
@@ -162,8 +164,8 @@ pub fn apply(spec: &MountSpec, user: &UserFs) -> Result<MountReport, MountError>
     let (opened, unreachable) = open_named(spec, user)?;
     let allowed: Vec<PathBuf> = opened
         .iter()
-        .filter(|(asked, _)| spec.sockets.contains(asked))
-        .map(|(_, k)| k.real.clone())
+        .filter(|k| spec.sockets.contains(&k.asked))
+        .map(|k| k.real.clone())
         .collect();
     let keep = to_bind(opened, &hidden);
 
@@ -235,7 +237,7 @@ fn hidden_dirs() -> (Vec<(PathBuf, u32)>, Vec<PathBuf>) {
 fn open_named(
     spec: &MountSpec,
     user: &UserFs,
-) -> Result<(Vec<(PathBuf, Kept)>, Vec<SkippedPath>), MountError> {
+) -> Result<(Vec<Kept>, Vec<SkippedPath>), MountError> {
     let mut opened = Vec::new();
     let mut unreachable = Vec::new();
     for (asked, fd) in spec
@@ -248,10 +250,15 @@ fn open_named(
             // The object's own name, not a second lookup of `asked`.
             let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-            Ok(Kept { real, fd, is_dir })
+            Ok(Kept {
+                asked: asked.clone(),
+                real,
+                fd,
+                is_dir,
+            })
         });
         match kept {
-            Ok(k) => opened.push((asked.clone(), k)),
+            Ok(k) => opened.push(k),
             Err(errno) if is_missing(errno) => {}
             Err(errno) => unreachable.push(SkippedPath {
                 list: if spec.sockets.contains(asked) {
@@ -273,9 +280,9 @@ fn open_named(
 /// /tmp, never the host's, with everyone's sockets in it), once each, and
 /// not below another kept directory (visible through it already; binding
 /// it would make mount points inside a directory the user controls).
-fn to_bind(opened: Vec<(PathBuf, Kept)>, hidden: &[(PathBuf, u32)]) -> Vec<Kept> {
+fn to_bind(opened: Vec<Kept>, hidden: &[(PathBuf, u32)]) -> Vec<Kept> {
     let mut keep: Vec<Kept> = Vec::new();
-    for (_, k) in opened {
+    for k in opened {
         if hidden
             .iter()
             .any(|(h, _)| below(&k.real, h) && k.real != *h)
