@@ -23,8 +23,8 @@
 //! `/var/lib`) cannot be hidden by emptying a directory without hiding the
 //! files around them too. Every pathname socket outside the hidden
 //! directories that is listening when the server starts (`/proc/net/unix`)
-//! and that its policy does not name is covered with an empty root-owned
-//! file instead, so `connect()` to it fails (`EACCES`). A socket created
+//! and that its policy does not name (or names, but its user cannot reach)
+//! is covered with an empty root-owned file instead, so `connect()` to it fails (`EACCES`). A socket created
 //! there after the server started, or bound by a relative path, is not
 //! covered.
 //!

@@ -85,13 +85,7 @@ impl UserFs {
         paths: &[PathBuf],
         extra: OFlag,
     ) -> Result<Vec<Result<OwnedFd, Errno>>, ReachError> {
-        let saved = self.enter()?;
-        let opened = paths
-            .iter()
-            .map(|path| open_as_is(path, extra))
-            .collect::<Vec<_>>();
-        self.leave(&saved)?;
-        Ok(opened)
+        self.as_user(|| paths.iter().map(|path| open_as_is(path, extra)).collect())
     }
 
     /// [`Self::open_paths`] for one path.
@@ -100,15 +94,22 @@ impl UserFs {
         path: &Path,
         extra: OFlag,
     ) -> Result<Result<OwnedFd, Errno>, ReachError> {
-        let saved = self.enter()?;
-        let opened = open_as_is(path, extra);
-        self.leave(&saved)?;
-        Ok(opened)
+        self.as_user(|| open_as_is(path, extra))
     }
 
-    /// Switches groups, fsgid and fsuid (in that order: the fsuid change
-    /// drops the capabilities the others need) and checks they took.
-    /// Returns root's supplementary groups, for [`Self::leave`].
+    /// Runs `lookups` with the user's filesystem identity, then returns to
+    /// root's.
+    fn as_user<T>(&self, lookups: impl FnOnce() -> T) -> Result<T, ReachError> {
+        let saved = self.enter()?;
+        let out = lookups();
+        self.leave(&saved)?;
+        Ok(out)
+    }
+
+    /// Switches groups, fsgid and fsuid and checks they took; from the
+    /// fsuid change on, the kernel also leaves the DAC-bypassing
+    /// capabilities out of the effective set (`setfsuid(2)`), until fsuid
+    /// is 0 again. Returns root's supplementary groups, for [`Self::leave`].
     fn enter(&self) -> Result<Vec<libc::gid_t>, ReachError> {
         let fail = |what, errno| ReachError::Enter {
             uid: self.uid,
