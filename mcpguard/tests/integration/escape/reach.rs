@@ -41,6 +41,15 @@ fn root_only_dir(parent: &Path, name: &str) -> (PathBuf, PathBuf) {
     (dir, file)
 }
 
+/// A directory outside the scratch tree, removed even when the test fails.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A socket any user may connect to, in a `0700` directory of `owner`.
 fn private_socket(dir: &Path, owner: &TestUser, name: &str) -> (PathBuf, UnixListener) {
     std::fs::create_dir_all(dir).unwrap();
@@ -107,6 +116,7 @@ fn the_root_helper_does_not_extend_the_users_reach() {
     let (tmp_dir, tmp_file) = root_only_dir(&dir, "root-only");
     // Outside the runtime directories: only Landlock's rule was at stake.
     let var_parent = PathBuf::from(format!("/var/lib/mcpguard-esc-reach-{tag}"));
+    let _cleanup = Removed(var_parent.clone());
     let (_, var_file) = root_only_dir(&var_parent, "root-only");
     std::fs::set_permissions(&var_parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let pol = guarded_policy(
@@ -290,7 +300,6 @@ fn the_root_helper_does_not_extend_the_users_reach() {
         ),
     )];
 
-    let _ = std::fs::remove_dir_all(&var_parent);
     // Every class's rows reach the report before any of them fails the test.
     let outcomes = [
         (Class::SensitiveReads, &reads[..]),
