@@ -157,6 +157,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     cmd.args(["--", "--test-threads=1"]);
     cmd.env("MCPGUARD_TEST_USER", setup::TEST_USER);
+    cmd.env("MCPGUARD_TEST_OTHER_USER", setup::OTHER_USER);
     cmd.env("MCPGUARD_ESCAPE_ROWS", escape::rows_dir());
     escape::reset()?;
     let result = sh::run_counting_tests(&mut cmd);

@@ -5,7 +5,8 @@
 //! - `rust-src` for the nightly toolchain (eBPF builds core from source);
 //! - `bpf-linker` built against the nightly toolchain's own libLLVM (its
 //!   major version is read from `rustc +nightly -vV`, never assumed);
-//! - the unprivileged user guarded servers run as in tests and the demo;
+//! - the unprivileged user guarded servers run as in tests and the demo,
+//!   and a second one whose private directories the first must not reach;
 //! - the MCP peers (PyPI and npm), installed as that user under its home.
 
 use std::{
@@ -20,6 +21,10 @@ use crate::sh;
 
 /// The unprivileged user the tests and the demo run servers as.
 pub const TEST_USER: &str = "mcpguard-test";
+
+/// A second unprivileged user, without a home or a login shell: the escape
+/// suite puts sockets in its 0700 directories (`/run/user/<uid>`).
+pub const OTHER_USER: &str = "mcpguard-other";
 
 /// bubblewrap is the bench's comparison sandbox; srt (below) runs it too,
 /// bridges its proxies with socat and scans with ripgrep. gcc and
@@ -63,6 +68,7 @@ pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     let user = test_user()?;
+    other_user()?;
     peers(&user)?;
     Ok(())
 }
@@ -230,6 +236,25 @@ fn test_user() -> Result<User> {
         ))?;
     }
     lookup_test_user()
+}
+
+/// Create the second test user if needed.
+fn other_user() -> Result<()> {
+    if sh::succeeds(&mut sh::cmd("id", &["-u", OTHER_USER])) {
+        return Ok(());
+    }
+    sh::run(&mut sh::cmd(
+        "useradd",
+        &[
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            OTHER_USER,
+        ],
+    ))
 }
 
 /// The test user as the passwd database has it (`setup` creates it).

@@ -10,7 +10,11 @@
 //! 1. reads the [`LaunchSpec`] from fd 3 (u32 little-endian length + JSON),
 //! 2. joins the server's cgroup (whose eBPF policy entry the daemon has
 //!    already installed, so there is no unguarded window),
-//! 3. builds the Landlock ruleset while still root ([`sandbox::prepare`]),
+//! 3. builds the private mount namespace ([`mounts`]) and the Landlock
+//!    ruleset ([`sandbox::prepare`]) while still root, opening every path
+//!    the user named (policy lists, `[network] unix`, the working
+//!    directory) with the user's credentials ([`reach`]), so root's reach
+//!    never becomes the server's,
 //! 4. drops to the caller's uid/gid/groups and verifies it cannot regain root,
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
@@ -29,6 +33,7 @@
 pub mod cgroup;
 pub mod limits;
 pub mod mounts;
+pub mod reach;
 pub mod sandbox;
 pub mod seccomp;
 pub mod socket_fence;
@@ -340,6 +345,8 @@ enum HelperError {
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error(transparent)]
+    Reach(#[from] reach::ReachError),
+    #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
     #[error(transparent)]
     SocketFence(#[from] socket_fence::SocketFenceError),
@@ -420,7 +427,8 @@ impl HelperError {
             | Self::NoNewPrivs { .. }
             | Self::NoNewPrivsNotSet
             | Self::ParentGone
-            | Self::PdeathSig { .. } => Stage::Privileges,
+            | Self::PdeathSig { .. }
+            | Self::Reach(_) => Stage::Privileges,
             Self::Chdir { .. } => Stage::Chdir,
             Self::EmptyProgram
             | Self::NoPathVar { .. }
@@ -1008,11 +1016,21 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
         join_limit_cgroup(cgroup)?;
     }
     join_cgroup(&spec.cgroup)?;
+    let user = reach::UserFs {
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+    };
+    check_cwd(&spec.cwd, &user)?;
     // Before Landlock's rules are opened, so they name what the server
     // will see.
-    let mounts = spec.mounts.as_ref().map(mounts::apply).transpose()?;
+    let mounts = spec
+        .mounts
+        .as_ref()
+        .map(|m| mounts::apply(m, &user))
+        .transpose()?;
     let sandbox = (!spec.sandbox.learn)
-        .then(|| sandbox::prepare(&spec.sandbox))
+        .then(|| sandbox::prepare(&spec.sandbox, &user))
         .transpose()?;
     let fd_dir = fd_dir()?;
     let groups = drop_privileges(spec.uid, spec.gid, &spec.groups)?;
@@ -1072,6 +1090,21 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
         },
         fence,
     })
+}
+
+/// Refuses a working directory the user cannot enter, before the mount
+/// namespace could bind it back behind traversable parents. The client
+/// sends its cwd, and a process can sit in a directory it can no longer
+/// enter (or lie about it): the server gets it only if its user could
+/// `chdir` there itself. The later `chdir` runs as the user too.
+fn check_cwd(cwd: &Path, user: &reach::UserFs) -> Result<(), HelperError> {
+    user.open_path(cwd, nix::fcntl::OFlag::O_DIRECTORY)?
+        .map(drop)
+        .map_err(|errno| HelperError::Chdir {
+            path: cwd.to_owned(),
+            uid: user.uid,
+            errno,
+        })
 }
 
 /// Rejects specs the helper must never act on and converts argv/env to
@@ -1787,6 +1820,51 @@ mod tests {
                 "cannot chdir to {} as uid 65534: EACCES: Permission denied",
                 private.display()
             )
+        );
+    }
+
+    #[test]
+    fn paths_the_user_cannot_reach_are_not_bound_back() {
+        let fx = Fixture::new("reach");
+        // World-readable, but in a root-only directory below /tmp: bound
+        // back by root, it would sit behind fresh 0755 parents.
+        let private = fx.dir.join("private");
+        fs::create_dir(&private).unwrap();
+        let file = private.join("open.txt");
+        fs::write(&file, "root's eyes only\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let allowed = fx.dir.join("allowed");
+        let script = format!("cat {} 2>&1 || echo not-read; cat data.txt", file.display());
+        let mut spec = fx.spec(&script);
+        spec.cwd = allowed.clone();
+        spec.sandbox.read.push(file.clone());
+        spec.mounts = Some(mounts::MountSpec {
+            keep: vec![file.clone(), allowed.clone()],
+            sockets: vec![],
+            uid: NOBODY,
+            gid: NOBODY,
+        });
+        let (child, status) = fx.launch(&spec).expect("launch");
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.ends_with("not-read\npublic data\n"), "{text}");
+        assert!(!text.contains("root's eyes"), "{text}");
+        let mounts = status.mounts.expect("a mount report");
+        assert_eq!(mounts.kept, vec![allowed]);
+        assert_eq!(
+            mounts.unreachable,
+            vec![SkippedPath {
+                list: "filesystem".into(),
+                path: file.clone(),
+                reason: "EACCES: Permission denied (uid 65534 cannot reach it)".into(),
+            }]
+        );
+        // Opened in the server's namespace, where it was not bound back.
+        assert!(
+            status.landlock.skipped_paths.iter().any(|s| s.path == file),
+            "{:?}",
+            status.landlock.skipped_paths
         );
     }
 

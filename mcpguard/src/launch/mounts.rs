@@ -10,12 +10,21 @@
 //! below those directories, and the working directory. Binding a path back
 //! grants nothing by itself; Landlock still decides access.
 //!
+//! Every path to bind back is opened as the user ([`super::reach`]) and
+//! bound from that fd, so the server gets back only what its user could
+//! reach: a file inside a root-only directory, or a socket in another
+//! user's `/run/user/<uid>`, is left out and listed in
+//! [`MountReport::unreachable`]. The directories made in the tmpfs to hold
+//! a bind are root's (`0755`), and never made inside another bind: a path
+//! below a directory that is itself bound back is visible through it
+//! already, so root never creates anything in a directory a user controls.
+//!
 //! Sockets elsewhere (an agent in `~/.ssh`, a daemon's socket in
 //! `/var/lib`) cannot be hidden by emptying a directory without hiding the
 //! files around them too. Every pathname socket outside the hidden
 //! directories that is listening when the server starts (`/proc/net/unix`)
-//! and that its policy does not name is covered with an empty root-owned
-//! file instead, so `connect()` to it fails (`EACCES`). A socket created
+//! and that its policy does not name (or names, but its user cannot reach)
+//! is covered with an empty root-owned file instead, so `connect()` to it fails (`EACCES`). A socket created
 //! there after the server started, or bound by a relative path, is not
 //! covered.
 //!
@@ -42,13 +51,18 @@ use std::{
 
 use nix::{
     errno::Errno,
-    fcntl::{open, OFlag},
+    fcntl::OFlag,
     mount::{mount, MsFlags},
     sched::{unshare, CloneFlags},
-    sys::stat::Mode,
+    sys::stat::fstat,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::{
+    reach::{is_missing, unreachable_reason, ReachError, UserFs},
+    sandbox::SkippedPath,
+};
 
 /// Directories replaced by empty tmpfs mounts, with the mode they get.
 /// `/var/run` is usually a symlink to `/run` and is then the same mount.
@@ -72,6 +86,8 @@ pub enum MountError {
     Bind { path: PathBuf, errno: Errno },
     #[error("cannot mount a private /proc with hidepid=ptraceable (needs Linux 5.8+): {0}")]
     Proc(Errno),
+    #[error("mounts: {0}")]
+    Reach(#[from] ReachError),
     #[error("cannot create mount point {}: {source}", path.display())]
     MountPoint {
         path: PathBuf,
@@ -106,6 +122,10 @@ pub struct MountReport {
     /// Whether `/proc` is the private `hidepid=ptraceable` procfs.
     #[serde(default)]
     pub private_proc: bool,
+    /// Paths the policy names (list `filesystem` or `unix`) that the user
+    /// cannot reach, so they were not bound back.
+    #[serde(default)]
+    pub unreachable: Vec<SkippedPath>,
 }
 
 /// Whether `path` lies at or below `dir`.
@@ -113,30 +133,21 @@ fn below(path: &Path, dir: &Path) -> bool {
     path.starts_with(dir)
 }
 
+/// A path to bind back, opened as the user.
+struct Kept {
+    /// The path as the spec names it.
+    asked: PathBuf,
+    /// Where it is, as the kernel names the opened object.
+    real: PathBuf,
+    fd: OwnedFd,
+    is_dir: bool,
+}
+
 /// Set up the namespace. Runs in the single-threaded launch helper, as
-/// root, before privileges are dropped.
-pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
-    // Which directories exist, as real paths, outermost first and without
-    // duplicates (/var/run -> /run).
-    let mut hidden: Vec<(PathBuf, u32)> = Vec::new();
-    // Every name the hidden directories go by (`/var/run` and `/run`), for
-    // readers of the report matching paths as a server passed them.
-    let mut names: Vec<PathBuf> = Vec::new();
-    for (dir, mode) in HIDDEN {
-        let Ok(real) = fs::canonicalize(dir) else {
-            continue;
-        };
-        for n in [PathBuf::from(dir), real.clone()] {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        if hidden.iter().any(|(h, _)| below(&real, h)) {
-            continue;
-        }
-        hidden.retain(|(h, _)| !below(h, &real));
-        hidden.push((real, *mode));
-    }
+/// root, before privileges are dropped; opens the paths the policy names
+/// as `user`.
+pub fn apply(spec: &MountSpec, user: &UserFs) -> Result<MountReport, MountError> {
+    let (hidden, names) = hidden_dirs();
     unshare(CloneFlags::CLONE_NEWNS).map_err(MountError::Unshare)?;
     mount(
         None::<&str>,
@@ -150,30 +161,13 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
     // Open what is to be kept while it is still visible, inside the new
     // namespace (a bind source must be a mount of this namespace); the fds
     // reach the originals after the tmpfs hides them.
-    let mut keep: Vec<(PathBuf, OwnedFd, bool)> = Vec::new();
-    for path in &spec.keep {
-        let Ok(real) = fs::canonicalize(path) else {
-            continue;
-        };
-        // Only paths strictly below a hidden directory: a policy naming
-        // "/tmp" itself gets the server's own empty /tmp, never the host's
-        // (with everyone's sockets in it).
-        if !hidden.iter().any(|(h, _)| below(&real, h) && real != *h)
-            || keep.iter().any(|(k, _, _)| *k == real)
-        {
-            continue;
-        }
-        let Ok(meta) = fs::metadata(&real) else {
-            continue;
-        };
-        let Ok(fd) = open(&real, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()) else {
-            continue;
-        };
-        keep.push((real, fd, meta.is_dir()));
-    }
-    // Bind the outer paths first, so a kept directory does not cover a kept
-    // path inside it with its (unhidden) contents in the wrong order.
-    keep.sort_by_key(|(p, _, _)| p.components().count());
+    let (opened, unreachable) = open_named(spec, user)?;
+    let allowed: Vec<PathBuf> = opened
+        .iter()
+        .filter(|k| spec.sockets.contains(&k.asked))
+        .map(|k| k.real.clone())
+        .collect();
+    let keep = to_bind(opened, &hidden);
 
     for (dir, mode) in &hidden {
         let opts = format!("mode={mode:o}");
@@ -192,45 +186,14 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
             errno,
         })?;
     }
-    // /run/user/<uid> keeps its usual shape (owned by the user, 0700) when
-    // anything below it is bound back.
-    let user_run = PathBuf::from(format!("/run/user/{}", spec.uid));
-
     let mut kept = Vec::new();
-    for (path, fd, is_dir) in &keep {
-        make_mount_point(path, *is_dir)?;
-        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let flags = if *is_dir {
-            MsFlags::MS_BIND | MsFlags::MS_REC
-        } else {
-            MsFlags::MS_BIND
-        };
-        mount(
-            Some(source.as_str()),
-            path,
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )
-        .map_err(|errno| MountError::Bind {
-            path: path.clone(),
-            errno,
-        })?;
-        kept.push(path.clone());
+    for k in &keep {
+        bind_back(k)?;
+        kept.push(k.real.clone());
     }
-    // Only now hand the user's runtime dir to the user: creating mount
-    // points inside a 0700 directory root does not own would need
-    // CAP_DAC_OVERRIDE, which the daemon does not keep.
-    if user_run.is_dir() && hidden.iter().any(|(h, _)| below(&user_run, h)) {
-        let err = |source| MountError::MountPoint {
-            path: user_run.clone(),
-            source,
-        };
-        fs::set_permissions(&user_run, fs::Permissions::from_mode(0o700)).map_err(err)?;
-        std::os::unix::fs::chown(&user_run, Some(spec.uid), Some(spec.gid)).map_err(err)?;
-    }
+    give_user_run(spec, &hidden, &keep)?;
     let masked = match hidden.first() {
-        Some((scratch, _)) => mask_sockets(&listening_sockets(), &spec.sockets, &hidden, scratch)?,
+        Some((scratch, _)) => mask_sockets(&listening_sockets(), &allowed, &hidden, scratch)?,
         None => Vec::new(),
     };
     mount_private_proc()?;
@@ -239,7 +202,151 @@ pub fn apply(spec: &MountSpec) -> Result<MountReport, MountError> {
         kept,
         masked,
         private_proc: true,
+        unreachable,
     })
+}
+
+/// The runtime directories that exist, as real paths, outermost first and
+/// without duplicates (`/var/run` -> `/run`), with their tmpfs mode; and
+/// every name they go by (`/var/run` and `/run`), for readers of the report
+/// matching paths as a server passed them.
+fn hidden_dirs() -> (Vec<(PathBuf, u32)>, Vec<PathBuf>) {
+    let mut hidden: Vec<(PathBuf, u32)> = Vec::new();
+    let mut names: Vec<PathBuf> = Vec::new();
+    for (dir, mode) in HIDDEN {
+        let Ok(real) = fs::canonicalize(dir) else {
+            continue;
+        };
+        for n in [PathBuf::from(dir), real.clone()] {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if hidden.iter().any(|(h, _)| below(&real, h)) {
+            continue;
+        }
+        hidden.retain(|(h, _)| !below(h, &real));
+        hidden.push((real, *mode));
+    }
+    (hidden, names)
+}
+
+/// Opens every path of `spec.keep` as `user`: what it reached (with the
+/// path as asked), and what the user cannot reach. Missing paths are left
+/// out quietly; there is nothing to bind.
+fn open_named(
+    spec: &MountSpec,
+    user: &UserFs,
+) -> Result<(Vec<Kept>, Vec<SkippedPath>), MountError> {
+    let mut opened = Vec::new();
+    let mut unreachable = Vec::new();
+    for (asked, fd) in spec
+        .keep
+        .iter()
+        .zip(user.open_paths(&spec.keep, OFlag::empty())?)
+    {
+        let kept = fd.and_then(|fd| {
+            let is_dir = fstat(&fd).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)?;
+            // The object's own name, not a second lookup of `asked`.
+            let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            Ok(Kept {
+                asked: asked.clone(),
+                real,
+                fd,
+                is_dir,
+            })
+        });
+        match kept {
+            Ok(k) => opened.push(k),
+            Err(errno) if is_missing(errno) => {}
+            Err(errno) => unreachable.push(SkippedPath {
+                list: if spec.sockets.contains(asked) {
+                    "unix"
+                } else {
+                    "filesystem"
+                }
+                .to_owned(),
+                path: asked.clone(),
+                reason: unreachable_reason(errno, user.uid),
+            }),
+        }
+    }
+    Ok((opened, unreachable))
+}
+
+/// Of the opened paths, those to bind back: strictly below a hidden
+/// directory (a policy naming "/tmp" itself gets the server's own empty
+/// /tmp, never the host's, with everyone's sockets in it), once each, and
+/// not below another kept directory (visible through it already; binding
+/// it would make mount points inside a directory the user controls).
+fn to_bind(opened: Vec<Kept>, hidden: &[(PathBuf, u32)]) -> Vec<Kept> {
+    let mut keep: Vec<Kept> = Vec::new();
+    for k in opened {
+        if hidden
+            .iter()
+            .any(|(h, _)| below(&k.real, h) && k.real != *h)
+            && !keep.iter().any(|other| other.real == k.real)
+        {
+            keep.push(k);
+        }
+    }
+    let dirs: Vec<PathBuf> = keep
+        .iter()
+        .filter(|k| k.is_dir)
+        .map(|k| k.real.clone())
+        .collect();
+    keep.retain(|k| !dirs.iter().any(|d| below(&k.real, d) && k.real != *d));
+    keep
+}
+
+/// Binds one kept object from its fd onto a mount point made in the fresh
+/// tmpfs.
+fn bind_back(k: &Kept) -> Result<(), MountError> {
+    make_mount_point(&k.real, k.is_dir)?;
+    let source = format!("/proc/self/fd/{}", k.fd.as_raw_fd());
+    let flags = if k.is_dir {
+        MsFlags::MS_BIND | MsFlags::MS_REC
+    } else {
+        MsFlags::MS_BIND
+    };
+    mount(
+        Some(source.as_str()),
+        &k.real,
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|errno| MountError::Bind {
+        path: k.real.clone(),
+        errno,
+    })
+}
+
+/// `/run/user/<uid>` keeps its usual shape (owned by the user, 0700) when
+/// something below it was bound back. Only now, after the binds: creating
+/// mount points inside a 0700 directory root does not own would need
+/// CAP_DAC_OVERRIDE, which the daemon does not keep. A `/run/user/<uid>`
+/// that is itself bound back (or lies in a bound directory) is the real
+/// one and left alone.
+fn give_user_run(
+    spec: &MountSpec,
+    hidden: &[(PathBuf, u32)],
+    keep: &[Kept],
+) -> Result<(), MountError> {
+    let user_run = PathBuf::from(format!("/run/user/{}", spec.uid));
+    if !user_run.is_dir()
+        || !hidden.iter().any(|(h, _)| below(&user_run, h))
+        || keep.iter().any(|k| below(&user_run, &k.real))
+    {
+        return Ok(());
+    }
+    let err = |source| MountError::MountPoint {
+        path: user_run.clone(),
+        source,
+    };
+    fs::set_permissions(&user_run, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    std::os::unix::fs::chown(&user_run, Some(spec.uid), Some(spec.gid)).map_err(err)
 }
 
 /// Mounts a fresh procfs over `/proc` that shows only the processes the
@@ -283,7 +390,8 @@ fn parse_proc_net_unix(text: &str) -> Vec<PathBuf> {
 
 /// Covers each socket in `found` that is still a socket here, lies outside
 /// the `hidden` directories (what is visible there was bound back on
-/// purpose) and is not one the policy names, with an empty root-owned file
+/// purpose) and is not one of `allowed` (the real paths of the sockets the
+/// policy names that the user reached), with an empty root-owned file
 /// (created in the fresh tmpfs `scratch` and unlinked once bound). Returns
 /// what was covered.
 fn mask_sockets(
@@ -293,7 +401,6 @@ fn mask_sockets(
     scratch: &Path,
 ) -> Result<Vec<PathBuf>, MountError> {
     let real = |p: &PathBuf| fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-    let allowed: Vec<PathBuf> = allowed.iter().map(real).collect();
     let targets: Vec<&PathBuf> = found
         .iter()
         .filter(|p| {

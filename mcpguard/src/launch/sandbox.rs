@@ -1,8 +1,9 @@
 //! Landlock sandbox for a server, built from the policy's allow-lists.
 //!
-//! The helper builds the ruleset in two steps so that each runs with the
-//! right identity: [`prepare`] runs as root (it opens every rule path with
-//! `O_PATH`, so paths only root can traverse still get rules), and
+//! The helper builds the ruleset in two steps: [`prepare`] runs while the
+//! helper is still root, but opens every rule path with `O_PATH` *as the
+//! user* ([`super::reach`]), so a path the user cannot reach gets no rule
+//! (it is skipped and reported like a missing one), and
 //! [`PreparedSandbox::restrict_self`] runs after the privilege drop, right
 //! before `execve`, so the server's very first instruction is confined.
 //!
@@ -20,10 +21,7 @@
 //! when the policy has a `[filesystem]` section: no Landlock at all, or a
 //! ruleset the kernel did not enforce, refuses the launch.
 
-use std::{
-    os::fd::OwnedFd,
-    path::{Path, PathBuf},
-};
+use std::{os::fd::OwnedFd, path::PathBuf};
 
 use landlock::{
     make_bitflags, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, RestrictionStatus,
@@ -32,12 +30,16 @@ use landlock::{
 };
 use nix::{
     errno::Errno,
+    fcntl::OFlag,
     sys::stat::{fstat, SFlag},
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::SandboxSpec;
+use super::{
+    reach::{is_missing, unreachable_reason, ReachError, UserFs},
+    SandboxSpec,
+};
 
 /// The Landlock ABI whose access rights we handle.
 ///
@@ -122,6 +124,9 @@ pub enum SandboxError {
         /// Underlying error.
         source: RulesetError,
     },
+    /// The rule paths could not be opened as the user.
+    #[error("landlock: {0}")]
+    Reach(#[from] ReachError),
     /// `landlock_restrict_self` failed.
     #[error("landlock: cannot enforce ruleset: {source}")]
     Restrict {
@@ -162,14 +167,16 @@ impl From<&RulesetStatus> for Enforcement {
     }
 }
 
-/// A policy path that got no rule because it does not exist.
+/// A policy path that got no rule because it does not exist or the user
+/// cannot reach it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPath {
     /// Which allow-list (`read`, `write`, `exec`).
     pub list: String,
     /// The path as given in the spec.
     pub path: PathBuf,
-    /// Why it was skipped (e.g. `ENOENT: No such file or directory`).
+    /// Why it was skipped (e.g. `ENOENT: No such file or directory`, or
+    /// `EACCES: Permission denied (uid 1000 cannot reach it)`).
     pub reason: String,
 }
 
@@ -319,44 +326,62 @@ fn expand_ports(ranges: &[(u16, u16)], list: &'static str) -> Result<PortSet, Sa
     ))
 }
 
-/// Opens a rule path with `O_PATH`. `Ok(None)` means it does not exist.
-fn open_rule_path(
-    list: &'static str,
-    path: &Path,
-) -> Result<Option<(OwnedFd, bool)>, SandboxError> {
-    if !path.is_absolute() {
+/// One rule path as opened by the user: its list, the rights that list
+/// grants, the path, and the fd with whether it is a directory (or why it
+/// gets no rule).
+type RulePath = (
+    &'static str,
+    BitFlags<AccessFs>,
+    PathBuf,
+    Result<(OwnedFd, bool), Errno>,
+);
+
+/// Opens every rule path of `spec` with `O_PATH` as `user`, in list order
+/// (read, write, exec). Errors other than "missing" or "not reachable by
+/// the user" refuse the launch.
+fn open_rule_paths(spec: &SandboxSpec, user: &UserFs) -> Result<Vec<RulePath>, SandboxError> {
+    let named: Vec<(&'static str, BitFlags<AccessFs>, &PathBuf)> = [
+        ("read", READ, &spec.read),
+        ("write", READ | WRITE, &spec.write),
+        ("exec", EXEC, &spec.exec),
+    ]
+    .into_iter()
+    .flat_map(|(list, access, paths)| paths.iter().map(move |p| (list, access, p)))
+    .collect();
+    if let Some((list, _, path)) = named.iter().find(|(_, _, p)| !p.is_absolute()) {
         return Err(SandboxError::RelativePath {
             list,
-            path: path.to_owned(),
+            path: (*path).clone(),
         });
     }
-    let fd = match nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        // ENOTDIR: a component is a file, i.e. the path cannot exist either.
-        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
-        Err(errno) => {
-            return Err(SandboxError::OpenPath {
-                list,
-                path: path.to_owned(),
-                errno,
-            })
-        }
-    };
-    let stat = fstat(&fd).map_err(|errno| SandboxError::OpenPath {
-        list,
-        path: path.to_owned(),
-        errno,
-    })?;
-    let is_dir = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
-    Ok(Some((fd, is_dir)))
+    let paths: Vec<PathBuf> = named.iter().map(|(_, _, p)| (*p).clone()).collect();
+    let opened = user.open_paths(&paths, OFlag::empty())?;
+    named
+        .into_iter()
+        .zip(opened)
+        .map(|((list, access, path), fd)| {
+            let rule = fd.and_then(|fd| {
+                let stat = fstat(&fd)?;
+                let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+                Ok((fd, kind == SFlag::S_IFDIR))
+            });
+            match rule {
+                Err(errno) if !is_missing(errno) && !matches!(errno, Errno::EACCES) => {
+                    Err(SandboxError::OpenPath {
+                        list,
+                        path: path.clone(),
+                        errno,
+                    })
+                }
+                rule => Ok((list, access, path.clone(), rule)),
+            }
+        })
+        .collect()
 }
 
-/// Builds the ruleset for `spec`. Runs as root, before the privilege drop.
-pub fn prepare(spec: &SandboxSpec) -> Result<PreparedSandbox, SandboxError> {
+/// Builds the ruleset for `spec`, opening its paths as `user`. Runs as
+/// root, before the privilege drop.
+pub fn prepare(spec: &SandboxSpec, user: &UserFs) -> Result<PreparedSandbox, SandboxError> {
     let abi = match probe() {
         Ok(abi) => Some(abi),
         Err(errno) if spec.require_fs => {
@@ -406,25 +431,18 @@ pub fn prepare(spec: &SandboxSpec) -> Result<PreparedSandbox, SandboxError> {
     let mut ruleset = ruleset.scope(Scope::from_all(TARGET_ABI))?.create()?;
 
     let mut skipped_paths = Vec::new();
-    let lists: [(&'static str, &[PathBuf], BitFlags<AccessFs>); 3] = [
-        ("read", &spec.read, READ),
-        ("write", &spec.write, READ | WRITE),
-        ("exec", &spec.exec, EXEC),
-    ];
-    for (list, paths, access) in lists {
-        for path in paths {
-            match open_rule_path(list, path)? {
-                Some((fd, is_dir)) => {
-                    let access = if is_dir { access } else { access & FILE_RIGHTS };
-                    // Same inode in several lists: the kernel ORs the rights.
-                    ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
-                }
-                None => skipped_paths.push(SkippedPath {
-                    list: list.to_owned(),
-                    path: path.clone(),
-                    reason: Errno::ENOENT.to_string(),
-                }),
+    for (list, access, path, rule) in open_rule_paths(spec, user)? {
+        match rule {
+            Ok((fd, is_dir)) => {
+                let access = if is_dir { access } else { access & FILE_RIGHTS };
+                // Same inode in several lists: the kernel ORs the rights.
+                ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
             }
+            Err(errno) => skipped_paths.push(SkippedPath {
+                list: list.to_owned(),
+                path,
+                reason: unreachable_reason(errno, user.uid),
+            }),
         }
     }
 
@@ -485,8 +503,12 @@ mod tests {
         net::{Ipv4Addr, TcpListener, TcpStream},
         os::{
             linux::net::SocketAddrExt,
-            unix::net::{SocketAddr, UnixListener, UnixStream},
+            unix::{
+                fs::PermissionsExt,
+                net::{SocketAddr, UnixListener, UnixStream},
+            },
         },
+        path::Path,
         process::Command,
     };
 
@@ -530,7 +552,7 @@ mod tests {
         f: impl FnOnce(&LandlockReport) -> T + Send + 'static,
     ) -> T {
         std::thread::spawn(move || {
-            let report = prepare(&spec)
+            let report = prepare(&spec, &nobody())
                 .expect("prepare sandbox")
                 .restrict_self()
                 .expect("restrict");
@@ -538,6 +560,15 @@ mod tests {
         })
         .join()
         .expect("confined thread panicked")
+    }
+
+    /// Whom the tests open rule paths as: the trees are world-traversable.
+    fn nobody() -> UserFs {
+        UserFs {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        }
     }
 
     fn errno(result: io::Result<impl Sized>) -> Option<i32> {
@@ -660,12 +691,41 @@ mod tests {
     }
 
     #[test]
+    fn paths_the_user_cannot_reach_get_no_rule_and_are_reported() {
+        let tree = TempTree::new("reach");
+        let private = tree.path("private");
+        fs::create_dir(&private).unwrap();
+        fs::write(private.join("open.txt"), "world-readable").unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let file = private.join("open.txt");
+        let spec = SandboxSpec {
+            read: vec![tree.path("ro"), file.clone()],
+            require_fs: true,
+            ..SandboxSpec::default()
+        };
+        let report = confined(spec, move |report| {
+            // Root (this thread's real identity) still gets nothing there:
+            // the rule was never added.
+            assert_eq!(errno(fs::read_to_string(&file)), Some(libc::EACCES));
+            report.clone()
+        });
+        assert_eq!(
+            report.skipped_paths,
+            vec![SkippedPath {
+                list: "read".into(),
+                path: private.join("open.txt"),
+                reason: "EACCES: Permission denied (uid 65534 cannot reach it)".into(),
+            }]
+        );
+    }
+
+    #[test]
     fn relative_rule_paths_are_rejected() {
         let spec = SandboxSpec {
             write: vec![PathBuf::from("tmp")],
             ..SandboxSpec::default()
         };
-        let err = prepare(&spec).unwrap_err();
+        let err = prepare(&spec, &nobody()).unwrap_err();
         assert!(
             matches!(err, SandboxError::RelativePath { list: "write", .. }),
             "{err}"
@@ -742,7 +802,7 @@ mod tests {
             connect_tcp: Some(vec![(1, 30_000), (30_001, 65_535)]),
             ..SandboxSpec::default()
         };
-        let report = prepare(&spec).unwrap().report().clone();
+        let report = prepare(&spec, &nobody()).unwrap().report().clone();
         assert_eq!(report.connect_tcp, PortRestriction::AllPorts);
     }
 
@@ -797,7 +857,7 @@ mod tests {
             bind_tcp: vec![(1, 65_534)],
             ..SandboxSpec::default()
         };
-        let err = prepare(&spec).unwrap_err();
+        let err = prepare(&spec, &nobody()).unwrap_err();
         assert!(
             matches!(err, SandboxError::TooManyPortRules { count: 131_068 }),
             "{err}"

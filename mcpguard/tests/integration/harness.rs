@@ -44,6 +44,26 @@ pub fn user() -> &'static TestUser {
     })
 }
 
+/// A second unprivileged user (created by `cargo xtask setup`), whose
+/// private directories the test user must not reach through mcpguard.
+pub fn other_user() -> &'static TestUser {
+    static USER: OnceLock<TestUser> = OnceLock::new();
+    USER.get_or_init(|| {
+        let name =
+            std::env::var("MCPGUARD_TEST_OTHER_USER").unwrap_or_else(|_| "mcpguard-other".into());
+        let u = nix::unistd::User::from_name(&name)
+            .expect("getpwnam")
+            .unwrap_or_else(|| {
+                panic!("second test user {name} does not exist: run `cargo xtask setup`")
+            });
+        TestUser {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        }
+    })
+}
+
 /// Where the MCP peers live (`cargo xtask setup` installs them).
 pub fn peers() -> PathBuf {
     let dir = std::env::var("MCPGUARD_PEERS")
@@ -185,6 +205,38 @@ impl Daemon {
     /// `mcpguard run --policy P -- argv` as the test user.
     pub fn run_cmd(&self, policy: &Path, argv: &[&str]) -> Command {
         let u = user();
+        let mut cmd = self.client(policy, argv);
+        cmd.current_dir(scratch()).uid(u.uid).gid(u.gid);
+        cmd
+    }
+
+    /// [`Self::run_cmd`] with the client sitting in `cwd`, entered as root
+    /// before it becomes the test user: a process in a directory its user
+    /// cannot enter (as when the directory was locked after it went there).
+    pub fn run_cmd_from(&self, policy: &Path, argv: &[&str], cwd: &Path) -> Command {
+        let u = user();
+        let (uid, gid) = (u.uid, u.gid);
+        let mut cmd = self.client(policy, argv);
+        cmd.current_dir(cwd);
+        // SAFETY: runs between fork and exec; only async-signal-safe
+        // syscalls, no allocation. std enters `cwd` before this runs.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// The client command line and environment, identity and cwd unset.
+    fn client(&self, policy: &Path, argv: &[&str]) -> Command {
+        let u = user();
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .arg("--socket")
@@ -196,10 +248,7 @@ impl Daemon {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &u.home)
-            .env("LANG", "C.UTF-8")
-            .current_dir(scratch())
-            .uid(u.uid)
-            .gid(u.gid);
+            .env("LANG", "C.UTF-8");
         cmd
     }
 

@@ -149,4 +149,5 @@ pub fn hostile_dir() -> PathBuf {
     dir
 }
 mod files;
+mod reach;
 mod toctou;
