@@ -65,7 +65,7 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
         },
         PolicyCommand::Explain { file } => match Policy::load(&file) {
             Ok(p) => {
-                print!("{}", explain(&p));
+                print!("{}", crate::term::escape_lines(&explain(&p)));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -114,7 +114,7 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
     }) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("mcpguard: {message}");
+            eprintln!("mcpguard: {}", crate::term::escape(&message));
             return ExitCode::from(126);
         }
     };
@@ -139,11 +139,11 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
             "mcpguard: cannot write {}: {e}; the proposal follows",
             out.display()
         );
-        eprint!("{proposal}");
+        eprint!("{}", crate::term::escape_lines(&proposal));
         return ExitCode::FAILURE;
     }
     for n in notes {
-        eprintln!("mcpguard: note: {n}");
+        eprintln!("mcpguard: note: {}", crate::term::escape(&n));
     }
     eprintln!("mcpguard: {}", summary(name, &proposal, &out));
     eprintln!("mcpguard: {}", adopt_command(&out, &default));
