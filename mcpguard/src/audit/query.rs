@@ -814,6 +814,18 @@ fn mcp_line(rec: &Value) -> String {
             field(&d["server"], "version"),
             field(d, "protocol")
         ),
+        "server_request" | "server_request_denied" => format!(
+            "mcp {event} {}#{} {}B {}{}",
+            field(d, "method"),
+            field(d, "id"),
+            d["bytes"],
+            d["params"],
+            if tool.is_empty() {
+                String::new()
+            } else {
+                format!("  <- {tool}#{id}")
+            }
+        ),
         "suspicious" => format!(
             "mcp suspicious {} in {tool}: {} invisible={}",
             field(d, "where"),
