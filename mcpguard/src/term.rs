@@ -8,6 +8,10 @@
 //! not plainly printable becomes a visible escape (`\x1b`, `\u{202e}`), so
 //! one record stays one line that says what it holds.
 //!
+//! JSON output goes through [`escape_json`] instead: the same characters
+//! as `\uXXXX` escapes, so the text stays the same JSON value (serde_json
+//! escapes C0 controls itself but leaves C1, DEL and bidi characters raw).
+//!
 //! A backslash is left as it is: escaping is then idempotent (a line built
 //! from already-escaped parts can be escaped again unchanged), and no
 //! escape can make a line break or move the cursor. `--json` output keeps
@@ -68,6 +72,29 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One line of compact JSON with every [`is_unsafe`] character that is not
+/// JSON whitespace written as a `\uXXXX` escape (a surrogate pair above
+/// U+FFFF). Such characters can only stand inside strings in valid JSON,
+/// where the escape means the same character: the value is unchanged.
+pub fn escape_json(line: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| is_unsafe(c) && !matches!(c, '\t' | '\n' | '\r');
+    if !line.chars().any(unsafe_char) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            let _ = write!(out, "\\u{unit:04x}");
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Multi-line text (a report, an explanation) escaped line by line: its
 /// own line breaks stay, everything else is escaped.
 pub fn escape_lines(s: &str) -> String {
@@ -116,6 +143,19 @@ mod tests {
     fn escaping_is_idempotent() {
         let once = escape("\x1b[2K\u{202e}DENY\n").into_owned();
         assert_eq!(escape(&once), once);
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_raw_controls() {
+        let value = serde_json::json!({"path": "a\u{9b}2K\u{202e}\x7f\x1b\u{e0041}", "n": 1});
+        let line = serde_json::to_string(&value).unwrap();
+        assert!(line.contains('\u{202e}'), "serde leaves bidi raw: {line}");
+        let escaped = escape_json(&line);
+        assert!(!escaped.chars().any(is_unsafe), "{escaped}");
+        assert!(escaped.contains(r"\u202e") && escaped.contains(r"\udb40\udc41"));
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, value);
+        assert!(matches!(escape_json(r#"{"a":"b\u001b"}"#), Cow::Borrowed(_)));
     }
 
     #[test]

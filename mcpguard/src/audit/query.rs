@@ -397,8 +397,10 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
             return Ok(());
         }
         let result = if self.opts.json {
+            // Parsed above, so UTF-8: the same JSON, safe on a terminal.
+            let text = std::str::from_utf8(raw).map(term::escape_json);
             self.out
-                .write_all(raw)
+                .write_all(text.as_deref().map_or(raw, str::as_bytes))
                 .and_then(|()| self.out.write_all(b"\n"))
         } else {
             self.human.write(&rec, self.out)

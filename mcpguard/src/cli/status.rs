@@ -249,7 +249,7 @@ fn audit_to(
         };
         let written = lines.iter().try_for_each(|line| {
             if json {
-                writeln!(out, "{line}")
+                writeln!(out, "{}", term::escape_json(line))
             } else {
                 match serde_json::from_str::<Value>(line) {
                     Ok(rec) => human.write(&rec, out),

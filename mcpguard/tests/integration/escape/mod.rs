@@ -36,6 +36,8 @@ pub enum Class {
     KernelInterfaces = 5,
     Toctou = 6,
     Resources = 7,
+    TerminalTricks = 8,
+    ServerRequests = 9,
 }
 
 /// One attack's outcome.
@@ -149,4 +151,6 @@ pub fn hostile_dir() -> PathBuf {
     dir
 }
 mod files;
+mod requests;
+mod terminal;
 mod toctou;
