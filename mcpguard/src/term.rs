@@ -155,7 +155,10 @@ mod tests {
         assert!(escaped.contains(r"\u202e") && escaped.contains(r"\udb40\udc41"));
         let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
         assert_eq!(back, value);
-        assert!(matches!(escape_json(r#"{"a":"b\u001b"}"#), Cow::Borrowed(_)));
+        assert!(matches!(
+            escape_json(r#"{"a":"b\u001b"}"#),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

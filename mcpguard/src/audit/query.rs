@@ -1203,8 +1203,7 @@ mod tests {
     /// What a hostile server puts in the strings a record carries: cursor
     /// up and erase line, an OSC title, a C1 CSI, a bidi override, an
     /// isolate, a zero-width space and a line break.
-    const HOSTILE: &str =
-        "x\x1b[1A\x1b[2K\x1b]0;t\x07\u{9b}2K\u{202e}\u{2066}\u{200b}\nDENY";
+    const HOSTILE: &str = "x\x1b[1A\x1b[2K\x1b]0;t\x07\u{9b}2K\u{202e}\u{2066}\u{200b}\nDENY";
 
     fn assert_clean(line: &str) {
         assert!(
@@ -1250,7 +1249,9 @@ mod tests {
         let line = HumanFormat::new(true).line(&records[0]);
         assert_eq!(line.matches("\x1b[1;31mDENY").count(), 1, "{line:?}");
         let mut out = Vec::new();
-        HumanFormat::new(false).write(&records[0], &mut out).unwrap();
+        HumanFormat::new(false)
+            .write(&records[0], &mut out)
+            .unwrap();
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
     }
 

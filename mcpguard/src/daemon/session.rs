@@ -553,7 +553,7 @@ fn serve_peer(
     let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
-    let tap = Arc::new(Tap::new(
+    let tap = Tap::new(
         &policy.name,
         if learn {
             crate::policy::Tools::default()
@@ -574,8 +574,8 @@ fn serve_peer(
                 shared.audit(Msg::Record(rec));
             })
         },
-    )
-    .with_requests(if learn {
+    );
+    let tap = Arc::new(tap.with_requests(if learn {
         crate::policy::mcp::Mcp::allow_all()
     } else {
         policy.mcp

@@ -743,7 +743,12 @@ impl Tap {
             self.suspicious(&method, tool, &findings, during.as_ref().map(|(c, _)| c));
         }
         let Some((Permit::Deny, key)) = verdict else {
-            self.emit("server_request", detail, tool, during.as_ref().map(|(c, _)| c));
+            self.emit(
+                "server_request",
+                detail,
+                tool,
+                during.as_ref().map(|(c, _)| c),
+            );
             return Seen {
                 changed,
                 ..Seen::default()

@@ -117,7 +117,10 @@ fn escape_server_requests_are_recorded_and_refused_unless_allowed() {
             .is_some_and(|s| s.starts_with("Ignore all previous instructions")),
         "{report_allow}"
     );
-    assert!(report_allow["elicited"][0].as_str().is_some(), "{report_allow}");
+    assert!(
+        report_allow["elicited"][0].as_str().is_some(),
+        "{report_allow}"
+    );
     assert!(
         text.contains("sampled: canned model reply") && text.contains("elicited: decline"),
         "{text}"

@@ -174,7 +174,11 @@ fn escape_terminal_sequences_in_records_reach_no_terminal_raw() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("hostile: create errno 13"), "{}", describe(&out));
+    assert!(
+        stderr.contains("hostile: create errno 13"),
+        "{}",
+        describe(&out)
+    );
     let path = target.join(NAME);
     let open = d.wait_record("the denied create of the hostile name", |r| {
         r["kind"] == "open" && r["path"] == path.to_str().unwrap()
