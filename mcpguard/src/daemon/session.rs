@@ -13,7 +13,7 @@ use std::{
     },
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -584,12 +584,13 @@ fn serve_peer(
     // by the tap), so its stdout is shared, one whole line per write.
     let client_out = Arc::new(Mutex::new(client_out));
     // Both directions may write to the server too: the tap answers a
-    // server request the policy refuses.
+    // server request the policy refuses. The stdin relay holds the only
+    // strong reference, so the server sees EOF when the client's stdin ends.
     let server_in = Arc::new(Mutex::new(server_in));
+    let server_replies = Arc::downgrade(&server_in);
     let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, MAX_LINE, {
         let tap = tap.clone();
         let client_out = client_out.clone();
-        let server_in = server_in.clone();
         move |piece: Piece<'_>| {
             let (line, newline) = match piece {
                 Piece::Line(line) => (line, true),
@@ -626,8 +627,10 @@ fn serve_peer(
         let mut dropped = 0usize;
         move |piece: Piece<'_>| match piece {
             // A withheld line (recorded by the tap) is not written at all.
-            Piece::Line(line) => deliver(tap.server_line(line), true, &client_out, &server_in),
-            Piece::Tail(line) => deliver(tap.server_line(line), false, &client_out, &server_in),
+            Piece::Line(line) => deliver(tap.server_line(line), true, &client_out, &server_replies),
+            Piece::Tail(line) => {
+                deliver(tap.server_line(line), false, &client_out, &server_replies)
+            }
             // Too long to inspect: dropped (and recorded) rather than passed
             // on unredacted.
             Piece::Overflow { data, last } => {
@@ -731,7 +734,7 @@ fn deliver(
     outs: Vec<Output>,
     newline: bool,
     client_out: &Mutex<OwnedFd>,
-    server_in: &Mutex<OwnedFd>,
+    server_in: &Weak<Mutex<OwnedFd>>,
 ) -> std::io::Result<bool> {
     for out in outs {
         match out {
@@ -742,10 +745,13 @@ fn deliver(
                 }
             }
             Output::Server(bytes) => {
-                // A server that closed its stdin cannot read the answer;
-                // its output still goes to the client.
-                let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = relay::write_piece(fd.as_fd(), &bytes, true);
+                // Once the client's stdin has ended (and with it the
+                // server's), or the server closed its stdin, no one reads
+                // the answer; the server's output still goes to the client.
+                if let Some(server_in) = server_in.upgrade() {
+                    let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = relay::write_piece(fd.as_fd(), &bytes, true);
+                }
             }
         }
     }

@@ -101,6 +101,10 @@ fn escape_server_requests_are_recorded_and_refused_unless_allowed() {
         ),
     ];
     report(Class::ServerRequests, &rows);
+    // Answering the server kept its stdin the client's: it ends with it.
+    d.wait_record("a clean exit after the refusals", |r| {
+        r["kind"] == "server_exit" && r["server"] == "it-ask-deny" && r["exit_code"] == 0
+    });
     // roots/list is not the policy's to refuse: it passes, recorded.
     assert!(text.contains("roots: 0"), "{text}");
     assert!(roots.is_some(), "no roots/list record");
