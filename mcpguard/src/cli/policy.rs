@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
-    policy::{self, Policy, SecretSource, SocketKind, ToolChange},
+    policy::{self, mcp::Permit, Policy, SecretSource, SocketKind, ToolChange},
     wrap::starter::shell_word,
 };
 
@@ -313,7 +313,24 @@ pub fn explain(p: &Policy) -> String {
             ToolChange::Block => "reported, hidden and refused",
         }
     );
+    let _ = writeln!(
+        s,
+        "- the server may ask the client's model for a completion (sampling): {}",
+        permit(p.mcp.sampling)
+    );
+    let _ = writeln!(
+        s,
+        "- the server may ask the user for input (elicitation): {}",
+        permit(p.mcp.elicitation)
+    );
     s
+}
+
+fn permit(p: Permit) -> &'static str {
+    match p {
+        Permit::Allow => "yes (recorded and checked for injection text)",
+        Permit::Deny => "no (the daemon refuses it; recorded)",
+    }
 }
 
 #[cfg(test)]
