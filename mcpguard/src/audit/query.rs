@@ -828,9 +828,15 @@ fn mcp_line(rec: &Value) -> String {
                 format!("  <- {tool}#{id}")
             }
         ),
+        // A server request outside any call names no tool.
         "suspicious" => format!(
-            "mcp suspicious {} in {tool}: {} invisible={}",
+            "mcp suspicious {}{}: {} invisible={}",
             field(d, "where"),
+            if tool.is_empty() {
+                String::new()
+            } else {
+                format!(" in {tool}")
+            },
             d["markers"],
             d["invisible_chars"]
         ),
@@ -1253,6 +1259,23 @@ mod tests {
             .write(&records[0], &mut out)
             .unwrap();
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+
+    #[test]
+    fn server_requests_read_as_one_line_each() {
+        let ts = "2023-11-14T22:13:20.000001Z";
+        let denied = json!({"v": 1, "ts": ts, "kind": "mcp", "server": "fx", "event": "server_request_denied", "denied": true, "tool": "ask", "call_id": 3,
+            "detail": {"method": "elicitation/create", "id": 2, "bytes": 293, "params": {"fields": ["aws_secret_access_key"]}, "policy_key": "mcp.elicitation"}});
+        assert_eq!(
+            HumanFormat::new(false).line(&denied),
+            r#"22:13:20.000001 fx DENY  mcp server_request_denied elicitation/create#2 293B {"fields":["aws_secret_access_key"]}  <- ask#3"#
+        );
+        let flagged = json!({"v": 1, "ts": ts, "kind": "mcp", "server": "fx", "event": "suspicious",
+            "detail": {"where": "sampling/createMessage", "markers": ["ignore_instructions"], "invisible_chars": 0}});
+        assert_eq!(
+            HumanFormat::new(false).line(&flagged),
+            r#"22:13:20.000001 fx       mcp suspicious sampling/createMessage: ["ignore_instructions"] invisible=0"#
+        );
     }
 
     #[test]
