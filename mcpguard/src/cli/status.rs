@@ -265,3 +265,39 @@ fn audit_to(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_prints_daemon_reported_text_escaped() {
+        let hostile = "x\u{1b}[1A\u{1b}[2K\u{9b}2K\u{202e}\n  last denial: none";
+        let report: StatusReport = serde_json::from_value(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"), "pid": 1, "started": "t", "uptime_s": 5,
+            "layers": [{"layer": "landlock", "active": true, "detail": hostile}],
+            "only_uid": 1000,
+            "servers": [{"server": "time", "policy": hostile, "launch": "time-1", "pid": 2,
+                "uid": 1000, "started": "t", "uptime_s": 1, "counts": {},
+                "last_denial": {"kind": "open", "summary": hostile, "ts": "t"}}],
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        write_human(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| c != '\n' && term::is_unsafe(c)),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("    last denial:"))
+                .count(),
+            1
+        );
+        assert!(
+            text.contains(r"x\x1b[1A\x1b[2K\x9b2K\u{202e}\x0a"),
+            "{text}"
+        );
+    }
+}

@@ -104,28 +104,36 @@ fn rows_for(d: &Daemon, as_user: bool, open: &Value, init: &Value) -> Vec<Row> {
         && parsed
             .iter()
             .any(|r| r["detail"]["server"]["name"] == FORGED);
+    // Through the daemon, only the user's own records come back.
+    let theirs = !as_user || parsed.iter().all(|r| r["uid"] == user().uid);
     vec![
         Row::new(
             &format!("file name with ESC/OSC/C1/bidi in a DENY line, audit as {who}"),
             clean.is_none() && deny_lines.len() == 1 && deny_lines[0].contains(r"\u{202e}"),
             open["denied"] == true,
-            format!(
+            // The report is read on terminals too.
+            mcpguard::term::escape(&format!(
                 "raw char: {clean:?}; DENY lines: {deny_lines:?}; record path {}",
                 open["path"]
-            ),
+            ))
+            .into_owned(),
         ),
         Row::new(
             &format!("forged serverInfo.name, audit as {who}"),
             clean.is_none() && init_line.is_some(),
             init["detail"]["server"]["name"] == FORGED,
-            format!("line: {init_line:?}; record {}", init["detail"]["server"]),
+            mcpguard::term::escape(&format!(
+                "line: {init_line:?}; record {}",
+                init["detail"]["server"]
+            ))
+            .into_owned(),
         ),
         Row::new(
             &format!("the same records with --json, as {who}"),
             unsafe_char(&json).is_none() && parsed.len() == json.lines().count(),
-            exact,
+            exact && theirs,
             format!(
-                "{} of {} lines parse; raw char: {:?}; values exact: {exact}",
+                "{} of {} lines parse; raw char: {:?}; values exact: {exact}; only the user's: {theirs}",
                 parsed.len(),
                 json.lines().count(),
                 unsafe_char(&json)
