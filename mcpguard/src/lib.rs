@@ -18,4 +18,5 @@ pub mod launch;
 pub mod mcp;
 pub mod mountinfo;
 pub mod policy;
+pub mod term;
 pub mod wrap;

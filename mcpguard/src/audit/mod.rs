@@ -220,7 +220,8 @@ pub enum Body {
     /// about it.
     Mcp {
         /// `initialize`, `tools_list`, `tools_call`, `tool_denied`,
-        /// `redacted`, `suspicious`, `non_json`, `oversize`, `session`, ...
+        /// `server_request`, `server_request_denied`, `redacted`,
+        /// `suspicious`, `non_json`, `oversize`, `session`, ...
         event: String,
         /// Event-specific fields; never a secret value (records are
         /// redacted before they are written).
@@ -447,7 +448,7 @@ impl Body {
                 is_denial_errno(p.result) || p.result == -i64::from(libc::EXDEV)
             }
             Body::Connect { verdict, .. } => verdict == "deny",
-            Body::Mcp { event, .. } => event == "tool_denied",
+            Body::Mcp { event, .. } => event == "tool_denied" || event == "server_request_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
             // A refused fork, a failed allocation and a killed task are the

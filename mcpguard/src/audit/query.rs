@@ -7,6 +7,7 @@
 //! byte for byte.
 
 use std::{
+    borrow::Cow,
     fmt::Write as _,
     fs::File,
     io::{self, Read, Seek, SeekFrom, Write},
@@ -18,6 +19,7 @@ use std::{
 use serde_json::Value;
 
 use super::SCHEMA_VERSION;
+use crate::term;
 
 /// How often `--follow` looks for new lines and for rotation.
 const POLL: Duration = Duration::from_millis(200);
@@ -395,8 +397,10 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
             return Ok(());
         }
         let result = if self.opts.json {
+            // Parsed above, so UTF-8: the same JSON, safe on a terminal.
+            let text = std::str::from_utf8(raw).map(term::escape_json);
             self.out
-                .write_all(raw)
+                .write_all(text.as_deref().map_or(raw, str::as_bytes))
                 .and_then(|()| self.out.write_all(b"\n"))
         } else {
             self.human.write(&rec, self.out)
@@ -473,7 +477,7 @@ impl HumanFormat {
         let (date, _) = split_ts(ts);
         if let Some(date) = date {
             if self.last_date.as_deref() != Some(date) {
-                writeln!(out, "--- {date} (UTC) ---")?;
+                writeln!(out, "--- {} (UTC) ---", term::escape(date))?;
                 self.last_date = Some(date.to_string());
             }
         }
@@ -502,6 +506,8 @@ impl HumanFormat {
             // Padded so the verdict and the event line up in a busy log.
             let _ = write!(line, "pid {task:<7} {comm:<15} ");
         }
+        // Everything but the verdict is the server's to choose.
+        let mut line = term::escape(&line).into_owned();
 
         let kind = rec.get("kind").and_then(Value::as_str).unwrap_or("?");
         let denied = rec.get("denied").and_then(Value::as_bool) == Some(true);
@@ -524,31 +530,45 @@ impl HumanFormat {
             let _ = write!(line, "{status:<5} ");
         }
         line.push_str(&describe(kind, rec));
-        // Kernel records caused by an MCP call name it.
-        if !matches!(kind, "mcp" | "tool_changed") {
-            if let Some(tool) = rec.get("tool").and_then(Value::as_str) {
-                let _ = write!(line, "  <- {tool}");
-                if let Some(id) = rec.get("call_id") {
-                    let _ = write!(
-                        line,
-                        "#{}",
-                        id.as_str().map_or_else(|| id.to_string(), str::to_owned)
-                    );
-                }
-            } else if let Some(calls) = rec.get("calls").and_then(Value::as_array) {
-                let names: Vec<String> = calls
-                    .iter()
-                    .map(|c| format!("{}#{}", field(c, "tool"), field(c, "call_id")))
-                    .collect();
-                let _ = write!(line, "  <- {}", names.join(" | "));
-            }
-        }
+        line.push_str(&term::escape(&caused_by(kind, rec)));
         line
     }
 }
 
-/// The kind-specific part of a human line (`open /x (O_RDONLY) = -EACCES`).
+/// Kernel records caused by an MCP call name it: `  <- tool#id`.
+fn caused_by(kind: &str, rec: &Value) -> String {
+    if matches!(kind, "mcp" | "tool_changed") {
+        return String::new();
+    }
+    if let Some(tool) = rec.get("tool").and_then(Value::as_str) {
+        match rec.get("call_id") {
+            Some(Value::String(id)) => format!("  <- {tool}#{id}"),
+            Some(id) => format!("  <- {tool}#{id}"),
+            None => format!("  <- {tool}"),
+        }
+    } else if let Some(calls) = rec.get("calls").and_then(Value::as_array) {
+        let names: Vec<String> = calls
+            .iter()
+            .map(|c| format!("{}#{}", field(c, "tool"), field(c, "call_id")))
+            .collect();
+        format!("  <- {}", names.join(" | "))
+    } else {
+        String::new()
+    }
+}
+
+/// The kind-specific part of a human line (`open /x (O_RDONLY) = -EACCES`),
+/// escaped for a terminal ([`term::escape`]): paths, names and error text
+/// in a record are the server's to choose.
 pub fn describe(kind: &str, rec: &Value) -> String {
+    let raw = describe_raw(kind, rec);
+    match term::escape(&raw) {
+        Cow::Borrowed(_) => raw,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
+fn describe_raw(kind: &str, rec: &Value) -> String {
     let f = |key| field(rec, key);
     match kind {
         "open" => {
@@ -796,9 +816,27 @@ fn mcp_line(rec: &Value) -> String {
             field(&d["server"], "version"),
             field(d, "protocol")
         ),
+        "server_request" | "server_request_denied" => format!(
+            "mcp {event} {}#{} {}B {}{}",
+            field(d, "method"),
+            field(d, "id"),
+            d["bytes"],
+            d["params"],
+            if tool.is_empty() {
+                String::new()
+            } else {
+                format!("  <- {tool}#{id}")
+            }
+        ),
+        // A server request outside any call names no tool.
         "suspicious" => format!(
-            "mcp suspicious {} in {tool}: {} invisible={}",
+            "mcp suspicious {}{}: {} invisible={}",
             field(d, "where"),
+            if tool.is_empty() {
+                String::new()
+            } else {
+                format!(" in {tool}")
+            },
             d["markers"],
             d["invisible_chars"]
         ),
@@ -1166,6 +1204,78 @@ mod tests {
             "{colored:?}"
         );
         assert!(!HumanFormat::new(false).line(&v).contains('\x1b'));
+    }
+
+    /// What a hostile server puts in the strings a record carries: cursor
+    /// up and erase line, an OSC title, a C1 CSI, a bidi override, an
+    /// isolate, a zero-width space and a line break.
+    const HOSTILE: &str = "x\x1b[1A\x1b[2K\x1b]0;t\x07\u{9b}2K\u{202e}\u{2066}\u{200b}\nDENY";
+
+    fn assert_clean(line: &str) {
+        assert!(
+            !line.chars().any(crate::term::is_unsafe),
+            "raw control or format character in {line:?}"
+        );
+        // Visible as an escape: ours, or JSON's where a value is shown whole.
+        assert!(
+            line.contains(r"\x1b[1A\x1b[2K") || line.contains(r"\u001b[1A\u001b[2K"),
+            "{line:?}"
+        );
+        assert!(line.contains(r"\u{202e}"), "{line:?}");
+    }
+
+    #[test]
+    fn hostile_strings_in_records_are_escaped() {
+        let ts = "2023-11-14T22:13:20.000001Z";
+        let records = [
+            json!({"v": 1, "ts": ts, "kind": "open", "server": HOSTILE, "launch": HOSTILE, "pid": 7, "comm": HOSTILE, "path": HOSTILE, "flags": [HOSTILE], "errno": HOSTILE, "denied": true, "tool": HOSTILE, "call_id": HOSTILE}),
+            json!({"v": 1, "ts": ts, "kind": "exec", "filename": HOSTILE, "argv": [HOSTILE, "ok"], "result": 0, "calls": [{"tool": HOSTILE, "call_id": 1}]}),
+            json!({"v": 1, "ts": ts, "kind": "rename", "old_path": HOSTILE, "new_path": HOSTILE, "result": 0}),
+            json!({"v": 1, "ts": ts, "kind": "unix_connect", "path": HOSTILE, "result": 0}),
+            json!({"v": 1, "ts": ts, "kind": "launch_failed", "argv": [HOSTILE], "error": HOSTILE}),
+            json!({"v": 1, "ts": ts, "kind": "dns", "qname": HOSTILE, "qtype": "A", "transport": "udp", "detail": {"rcode": HOSTILE, "answers": [{"addr": HOSTILE}], "error": HOSTILE}}),
+            json!({"v": 1, "ts": ts, "kind": "mcp", "event": "initialize", "detail": {"client": {"name": "c"}, "server": {"name": HOSTILE, "version": HOSTILE}, "protocol": "x"}}),
+            json!({"v": 1, "ts": ts, "kind": "mcp", "event": "tools_call", "tool": HOSTILE, "call_id": HOSTILE, "detail": {"arguments": {HOSTILE: HOSTILE}, "error": {"message": HOSTILE}}}),
+            json!({"v": 1, "ts": ts, "kind": "mcp", "event": "tools_list", "detail": {"count": 1, "shown": 0, "hidden": [HOSTILE]}}),
+            json!({"v": 1, "ts": ts, "kind": "mcp", "event": "server_request", "detail": {"method": HOSTILE, "summary": HOSTILE}}),
+            json!({"v": 1, "ts": ts, "kind": "tool_changed", "tool": HOSTILE, "change": "added", "action": "warn"}),
+            json!({"v": 2, "ts": ts, "kind": HOSTILE, "other": HOSTILE}),
+        ];
+        for rec in &records {
+            for color in [false, true] {
+                let line = HumanFormat::new(color).line(rec);
+                let plain = line.replace(RED, "").replace(RESET, "");
+                assert_clean(&plain);
+            }
+            assert!(!describe(str_field(rec, "kind"), rec)
+                .chars()
+                .any(crate::term::is_unsafe));
+        }
+        // The verdict is still ours: one line, one DENY, in red.
+        let line = HumanFormat::new(true).line(&records[0]);
+        assert_eq!(line.matches("\x1b[1;31mDENY").count(), 1, "{line:?}");
+        let mut out = Vec::new();
+        HumanFormat::new(false)
+            .write(&records[0], &mut out)
+            .unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+
+    #[test]
+    fn server_requests_read_as_one_line_each() {
+        let ts = "2023-11-14T22:13:20.000001Z";
+        let denied = json!({"v": 1, "ts": ts, "kind": "mcp", "server": "fx", "event": "server_request_denied", "denied": true, "tool": "ask", "call_id": 3,
+            "detail": {"method": "elicitation/create", "id": 2, "bytes": 293, "params": {"fields": ["aws_secret_access_key"]}, "policy_key": "mcp.elicitation"}});
+        assert_eq!(
+            HumanFormat::new(false).line(&denied),
+            r#"22:13:20.000001 fx DENY  mcp server_request_denied elicitation/create#2 293B {"fields":["aws_secret_access_key"]}  <- ask#3"#
+        );
+        let flagged = json!({"v": 1, "ts": ts, "kind": "mcp", "server": "fx", "event": "suspicious",
+            "detail": {"where": "sampling/createMessage", "markers": ["ignore_instructions"], "invisible_chars": 0}});
+        assert_eq!(
+            HumanFormat::new(false).line(&flagged),
+            r#"22:13:20.000001 fx       mcp suspicious sampling/createMessage: ["ignore_instructions"] invisible=0"#
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
-    policy::{self, Policy, SecretSource, SocketKind, ToolChange},
+    policy::{self, mcp::Permit, Policy, SecretSource, SocketKind, ToolChange},
     wrap::starter::shell_word,
 };
 
@@ -65,7 +65,7 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
         },
         PolicyCommand::Explain { file } => match Policy::load(&file) {
             Ok(p) => {
-                print!("{}", explain(&p));
+                print!("{}", crate::term::escape_lines(&explain(&p)));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -114,7 +114,7 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
     }) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("mcpguard: {message}");
+            eprintln!("mcpguard: {}", crate::term::escape(&message));
             return ExitCode::from(126);
         }
     };
@@ -139,11 +139,11 @@ fn learn(name: &str, out: Option<PathBuf>, socket: &Path, argv: Vec<String>) -> 
             "mcpguard: cannot write {}: {e}; the proposal follows",
             out.display()
         );
-        eprint!("{proposal}");
+        eprint!("{}", crate::term::escape_lines(&proposal));
         return ExitCode::FAILURE;
     }
     for n in notes {
-        eprintln!("mcpguard: note: {n}");
+        eprintln!("mcpguard: note: {}", crate::term::escape(&n));
     }
     eprintln!("mcpguard: {}", summary(name, &proposal, &out));
     eprintln!("mcpguard: {}", adopt_command(&out, &default));
@@ -313,7 +313,24 @@ pub fn explain(p: &Policy) -> String {
             ToolChange::Block => "reported, hidden and refused",
         }
     );
+    let _ = writeln!(
+        s,
+        "- the server may ask the client's model for a completion (sampling): {}",
+        permit(p.mcp.sampling)
+    );
+    let _ = writeln!(
+        s,
+        "- the server may ask the user for input (elicitation): {}",
+        permit(p.mcp.elicitation)
+    );
     s
+}
+
+fn permit(p: Permit) -> &'static str {
+    match p {
+        Permit::Allow => "yes (recorded and checked for injection text)",
+        Permit::Deny => "no (the daemon refuses it; recorded)",
+    }
 }
 
 #[cfg(test)]

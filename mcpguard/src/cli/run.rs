@@ -24,7 +24,7 @@ pub fn main(policy_arg: &str, socket: &Path, argv: Vec<String>) -> ExitCode {
     match run(policy_arg, socket, argv) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("mcpguard: {message}");
+            eprintln!("mcpguard: {}", crate::term::escape(&message));
             ExitCode::from(LAUNCH_FAILED)
         }
     }

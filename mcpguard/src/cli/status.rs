@@ -20,6 +20,7 @@ use crate::{
         status::StatusReport,
         DEFAULT_SOCKET,
     },
+    term,
 };
 
 #[derive(Args)]
@@ -36,7 +37,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
     let report = match status(&args.socket) {
         Ok(r) => r,
         Err(message) => {
-            eprintln!("mcpguard status: {message}");
+            eprintln!("mcpguard status: {}", esc(&message));
             return ExitCode::FAILURE;
         }
     };
@@ -113,7 +114,7 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
     let width = r.layers.iter().map(|l| l.layer.len()).max().unwrap_or(0);
     for l in &r.layers {
         let state = if l.active { "active" } else { "MISSING" };
-        writeln!(out, "  {:<width$}  {state:<7}  {}", l.layer, l.detail)?;
+        writeln!(out, "  {:<width$}  {state:<7}  {}", l.layer, esc(&l.detail))?;
     }
     if let Some(a) = &r.audit_log {
         write_audit_log(a, out)?;
@@ -133,25 +134,25 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
             "  {}[{}]  {pid}  uid {}  up {}  policy {}",
-            s.server,
-            s.launch,
+            esc(&s.server),
+            esc(&s.launch),
             s.uid,
             duration(s.uptime_s),
-            s.policy
+            esc(&s.policy)
         )?;
         let counts: Vec<String> = s
             .counts
             .iter()
             .map(|(kind, c)| match c.denied {
-                0 => format!("{kind} {}", c.allowed),
-                d => format!("{kind} {} ({d} denied)", c.allowed + d),
+                0 => format!("{} {}", esc(kind), c.allowed),
+                d => format!("{} {} ({d} denied)", esc(kind), c.allowed + d),
             })
             .collect();
         if !counts.is_empty() {
             writeln!(out, "    records: {}", counts.join(", "))?;
         }
         if let Some(d) = &s.last_denial {
-            writeln!(out, "    last denial: {} {}", d.ts, d.summary)?;
+            writeln!(out, "    last denial: {} {}", esc(&d.ts), esc(&d.summary))?;
         }
     }
     Ok(())
@@ -160,15 +161,15 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
 fn write_audit_log(a: &SinkStatus, out: &mut impl Write) -> io::Result<()> {
     match (&a.since, &a.error) {
         (Some(since), Some(error)) => {
-            writeln!(out, "audit log: {}  FAILING since {since}", a.path)?;
-            writeln!(out, "  {error}")?;
+            writeln!(out, "audit log: {}  FAILING since {since}", esc(&a.path))?;
+            writeln!(out, "  {}", esc(error))?;
             writeln!(
                 out,
                 "  {} record(s) waiting in memory ({} of {} bytes); enforcement goes on",
                 a.backlog_records, a.backlog_bytes, a.backlog_cap_bytes
             )?;
         }
-        _ => writeln!(out, "audit log: {}  ok", a.path)?,
+        _ => writeln!(out, "audit log: {}  ok", esc(&a.path))?,
     }
     if a.dropped > 0 {
         writeln!(
@@ -178,6 +179,11 @@ fn write_audit_log(a: &SinkStatus, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Daemon-reported text as the terminal may show it ([`term::escape`]).
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    term::escape(s)
 }
 
 fn duration(secs: u64) -> String {
@@ -193,7 +199,7 @@ pub fn audit(socket: &Path, query: AuditQuery, json: bool) -> ExitCode {
     match audit_to(socket, query, json, color, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("mcpguard audit: {message}");
+            eprintln!("mcpguard audit: {}", esc(&message));
             ExitCode::FAILURE
         }
     }
@@ -243,11 +249,11 @@ fn audit_to(
         };
         let written = lines.iter().try_for_each(|line| {
             if json {
-                writeln!(out, "{line}")
+                writeln!(out, "{}", term::escape_json(line))
             } else {
                 match serde_json::from_str::<Value>(line) {
                     Ok(rec) => human.write(&rec, out),
-                    Err(_) => writeln!(out, "{line}"),
+                    Err(_) => writeln!(out, "{}", term::escape(line)),
                 }
             }
         });
@@ -257,5 +263,41 @@ fn audit_to(
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(format!("cannot write output: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_prints_daemon_reported_text_escaped() {
+        let hostile = "x\u{1b}[1A\u{1b}[2K\u{9b}2K\u{202e}\n  last denial: none";
+        let report: StatusReport = serde_json::from_value(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"), "pid": 1, "started": "t", "uptime_s": 5,
+            "layers": [{"layer": "landlock", "active": true, "detail": hostile}],
+            "only_uid": 1000,
+            "servers": [{"server": "time", "policy": hostile, "launch": "time-1", "pid": 2,
+                "uid": 1000, "started": "t", "uptime_s": 1, "counts": {},
+                "last_denial": {"kind": "open", "summary": hostile, "ts": "t"}}],
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        write_human(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| c != '\n' && term::is_unsafe(c)),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("    last denial:"))
+                .count(),
+            1
+        );
+        assert!(
+            text.contains(r"x\x1b[1A\x1b[2K\x9b2K\u{202e}\x0a"),
+            "{text}"
+        );
     }
 }

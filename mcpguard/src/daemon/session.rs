@@ -13,7 +13,7 @@ use std::{
     },
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -552,7 +552,7 @@ fn serve_peer(
     let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
     let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
-    let tap = Arc::new(Tap::new(
+    let tap = Tap::new(
         &policy.name,
         if learn {
             crate::policy::Tools::default()
@@ -573,10 +573,20 @@ fn serve_peer(
                 shared.audit(Msg::Record(rec));
             })
         },
-    ));
+    );
+    let tap = Arc::new(tap.with_requests(if learn {
+        crate::policy::mcp::Mcp::allow_all()
+    } else {
+        policy.mcp
+    }));
     // Both directions may answer the client (a refused call is answered
     // by the tap), so its stdout is shared, one whole line per write.
     let client_out = Arc::new(Mutex::new(client_out));
+    // Both directions may write to the server too: the tap answers a
+    // server request the policy refuses. The stdin relay holds the only
+    // strong reference, so the server sees EOF when the client's stdin ends.
+    let server_in = Arc::new(Mutex::new(server_in));
+    let server_replies = Arc::downgrade(&server_in);
     let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, MAX_LINE, {
         let tap = tap.clone();
         let client_out = client_out.clone();
@@ -595,7 +605,8 @@ fn serve_peer(
             for out in tap.client_line(line) {
                 let alive = match out {
                     Output::Server(bytes) => {
-                        relay::write_piece(server_in.as_fd(), &bytes, newline)?
+                        let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
+                        relay::write_piece(fd.as_fd(), &bytes, newline)?
                     }
                     Output::Client(bytes) => {
                         let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
@@ -615,20 +626,10 @@ fn serve_peer(
         let mut dropped = 0usize;
         move |piece: Piece<'_>| match piece {
             // A withheld line (recorded by the tap) is not written at all.
-            Piece::Line(line) => match tap.server_line(line) {
-                Some(out) => {
-                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                    relay::write_piece(fd.as_fd(), &out, true)
-                }
-                None => Ok(true),
-            },
-            Piece::Tail(line) => match tap.server_line(line) {
-                Some(out) => {
-                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                    relay::write_piece(fd.as_fd(), &out, false)
-                }
-                None => Ok(true),
-            },
+            Piece::Line(line) => deliver(tap.server_line(line), true, &client_out, &server_replies),
+            Piece::Tail(line) => {
+                deliver(tap.server_line(line), false, &client_out, &server_replies)
+            }
             // Too long to inspect: dropped (and recorded) rather than passed
             // on unredacted.
             Piece::Overflow { data, last } => {
@@ -723,6 +724,37 @@ fn wait_or_cancel(
     }
     cancel.fire();
     let _ = relay.join();
+}
+
+/// Writes what the tap made of a server line: the client's part, and the
+/// daemon's answers to requests it refused. Returns whether the client is
+/// still there.
+fn deliver(
+    outs: Vec<Output>,
+    newline: bool,
+    client_out: &Mutex<OwnedFd>,
+    server_in: &Weak<Mutex<OwnedFd>>,
+) -> std::io::Result<bool> {
+    for out in outs {
+        match out {
+            Output::Client(bytes) => {
+                let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                if !relay::write_piece(fd.as_fd(), &bytes, newline)? {
+                    return Ok(false);
+                }
+            }
+            Output::Server(bytes) => {
+                // Once the client's stdin has ended (and with it the
+                // server's), or the server closed its stdin, no one reads
+                // the answer; the server's output still goes to the client.
+                if let Some(server_in) = server_in.upgrade() {
+                    let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = relay::write_piece(fd.as_fd(), &bytes, true);
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn control_loop(stream: UnixStream, pid: u32, cgroup: &Cgroup, launch: &str) {

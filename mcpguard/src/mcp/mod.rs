@@ -5,9 +5,12 @@
 //! Per line the tap decides what goes where: a `tools/call` the policy
 //! denies is answered by the daemon and never reaches the server;
 //! `tools/list` results are filtered; everything the server emits is
-//! redacted of secrets before the client (or the audit log) sees it. It also
-//! writes the `mcp` audit records and keeps the spans of in-flight calls so
-//! kernel records can be tied to the call that caused them.
+//! redacted of secrets before the client (or the audit log) sees it. Every
+//! request the server sends the client (sampling, elicitation, roots) is
+//! recorded and inspected, and one the policy's `[mcp]` refuses is answered
+//! by the daemon and never reaches the client. It also writes the `mcp`
+//! audit records and keeps the spans of in-flight calls so kernel records
+//! can be tied to the call that caused them.
 //!
 //! Lines that are not JSON pass through (redacted, when they come from the
 //! server) and are counted, unless they hold a `{`: such a line could be a
@@ -37,7 +40,10 @@ use self::{
 };
 use crate::{
     audit::decode::boot_ns,
-    policy::{ToolChange, Tools},
+    policy::{
+        mcp::{Mcp, Permit},
+        ToolChange, Tools,
+    },
 };
 
 /// In-flight requests the tap remembers per session; beyond this the oldest
@@ -51,6 +57,13 @@ const MAX_SPANS: usize = MAX_PENDING + MAX_ENDED_SPANS;
 /// Distinct tool names remembered per session for pinning; a server
 /// listing more is not given more memory.
 const MAX_TOOLS: usize = 4096;
+/// Field names of an elicitation form recorded per request.
+const MAX_FORM_FIELDS: usize = 32;
+/// Characters of a request parameter recorded in clear (`url`...).
+const MAX_PARAM_CHARS: usize = 256;
+/// Server request parameters whose (redacted) values are recorded: they
+/// say what was asked without carrying the prompt or message text.
+const CLEAR_PARAMS: &[&str] = &["includeContext", "maxTokens", "mode", "url"];
 
 /// Where a line goes after the tap has looked at it.
 #[derive(Debug, PartialEq, Eq)]
@@ -191,6 +204,8 @@ struct Inner {
     withheld: [u64; 2],
     messages: [u64; 2],
     denied: u64,
+    server_requests: u64,
+    requests_refused: u64,
     forgotten: u64,
     redactions: Counts,
 }
@@ -199,6 +214,7 @@ struct Inner {
 pub struct Tap {
     policy_name: String,
     tools: Tools,
+    requests: Mcp,
     redactor: Arc<Redactor>,
     calls: Arc<CallTracker>,
     cgroup: u64,
@@ -226,6 +242,55 @@ fn shape(v: &Value) -> Value {
         Value::Object(o) => ("object", o.len()),
     };
     json!({ "type": ty, "len": len })
+}
+
+/// What the tap made of one server message.
+#[derive(Default)]
+struct Seen {
+    changed: bool,
+    /// The call a response answers.
+    call: Option<(Value, String)>,
+    /// The daemon's error reply to a request it refused.
+    refused: Option<Vec<u8>>,
+}
+
+/// What a server request asked for, without the text it carries: each
+/// parameter's type and length, the few that say what was asked
+/// ([`CLEAR_PARAMS`]) in clear, and an elicitation form's field names.
+fn summarize_request(params: Option<&Value>) -> Value {
+    let Some(Value::Object(params)) = params else {
+        return params.map(shape).unwrap_or(Value::Null);
+    };
+    let clip = |v: &Value| match v {
+        Value::String(s) if s.chars().count() > MAX_PARAM_CHARS => {
+            Value::String(s.chars().take(MAX_PARAM_CHARS).chain(['…']).collect())
+        }
+        other => other.clone(),
+    };
+    let mut out: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| {
+            let scalar = !v.is_object() && !v.is_array();
+            let shown = if scalar && CLEAR_PARAMS.contains(&k.as_str()) {
+                clip(v)
+            } else {
+                shape(v)
+            };
+            (k.clone(), shown)
+        })
+        .collect();
+    if let Some(Value::Object(fields)) = params
+        .get("requestedSchema")
+        .and_then(|s| s.get("properties"))
+    {
+        let names: Vec<Value> = fields
+            .keys()
+            .take(MAX_FORM_FIELDS)
+            .map(|k| clip(&Value::String(k.clone())))
+            .collect();
+        out.insert("fields".into(), Value::Array(names));
+    }
+    Value::Object(out)
 }
 
 impl Tap {
@@ -257,6 +322,7 @@ impl Tap {
         Tap {
             policy_name: policy_name.to_owned(),
             tools,
+            requests: Mcp::default(),
             redactor,
             calls,
             cgroup,
@@ -270,6 +336,12 @@ impl Tap {
             inner: Mutex::new(Inner::default()),
             sink,
         }
+    }
+
+    /// The policy's `[mcp]` (a new tap refuses sampling and elicitation).
+    pub fn with_requests(mut self, requests: Mcp) -> Tap {
+        self.requests = requests;
+        self
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -514,43 +586,62 @@ impl Tap {
     }
 
     /// One complete line from the server (without its newline); returns
-    /// what the client gets, or `None` for a line withheld from it.
-    pub fn server_line(&self, line: &[u8]) -> Option<Vec<u8>> {
+    /// what the client gets (nothing for a withheld line) and the daemon's
+    /// answers to requests it refused on the client's behalf.
+    pub fn server_line(&self, line: &[u8]) -> Vec<Output> {
         let mut counts = Counts::default();
         let parsed = (!line.iter().all(u8::is_ascii_whitespace))
             .then(|| serde_json::from_slice::<Value>(line).ok())
             .flatten();
         let Some(mut msg) = parsed else {
             if !line.iter().all(u8::is_ascii_whitespace) && self.non_json(SERVER, line) {
-                return None;
+                return Vec::new();
             }
             let out = self.redactor.bytes(line, &mut counts).into_owned();
             self.note_redactions("stdout", &counts, None);
-            return Some(out);
+            return vec![Output::Client(out)];
         };
         // Redact first: nothing below may record a secret.
         let mut changed = self.redactor.json(&mut msg, &mut counts);
         let mut call = None;
-        match &mut msg {
+        let mut replies = Vec::new();
+        let forward = match &mut msg {
             Value::Array(items) => {
-                for item in items {
-                    let (c, id) = self.server_msg(item, &counts);
-                    changed |= c;
-                    call = call.or(id);
+                let mut kept = Vec::with_capacity(items.len());
+                let was_empty = items.is_empty();
+                for mut item in std::mem::take(items) {
+                    let seen = self.server_msg(&mut item, &counts);
+                    changed |= seen.changed;
+                    call = call.or(seen.call);
+                    match seen.refused {
+                        Some(reply) => replies.push(Output::Server(reply)),
+                        None => kept.push(item),
+                    }
                 }
+                changed |= !replies.is_empty();
+                *items = kept;
+                // A batch left empty by refusals is no message at all.
+                was_empty || !items.is_empty()
             }
             single => {
-                let (c, id) = self.server_msg(single, &counts);
-                changed |= c;
-                call = id;
+                let seen = self.server_msg(single, &counts);
+                changed |= seen.changed;
+                call = seen.call;
+                replies.extend(seen.refused.map(Output::Server));
+                replies.is_empty()
             }
-        }
+        };
         self.note_redactions("stdout", &counts, call.as_ref());
-        Some(if changed {
-            serde_json::to_vec(&msg).expect("JSON serialises")
-        } else {
-            line.to_vec()
-        })
+        let mut out = Vec::with_capacity(replies.len() + 1);
+        if forward {
+            out.push(Output::Client(if changed {
+                serde_json::to_vec(&msg).expect("JSON serialises")
+            } else {
+                line.to_vec()
+            }));
+        }
+        out.extend(replies);
+        out
     }
 
     /// One line (or an over-long chunk) of the server's stderr.
@@ -576,17 +667,14 @@ impl Tap {
         );
     }
 
-    /// Looks at one (already redacted) server message; returns whether it
-    /// was changed and, for a call's response, the call.
-    fn server_msg(&self, msg: &mut Value, counts: &Counts) -> (bool, Option<(Value, String)>) {
+    /// Looks at one (already redacted) server message.
+    fn server_msg(&self, msg: &mut Value, counts: &Counts) -> Seen {
         self.inner().messages[SERVER] += 1;
         if msg.get("method").is_some() {
-            // A request or notification from the server (sampling,
-            // elicitation, progress...): passed through as is.
-            return (false, None);
+            return self.server_request(msg);
         }
         let Some(id) = msg.get("id").filter(|v| !v.is_null()) else {
-            return (false, None);
+            return Seen::default();
         };
         let pending = {
             let mut inner = self.inner();
@@ -598,8 +686,107 @@ impl Tap {
             p
         };
         let Some(p) = pending else {
-            return (false, None);
+            return Seen::default();
         };
+        let (changed, call) = self.response(msg, p, counts);
+        Seen {
+            changed,
+            call,
+            refused: None,
+        }
+    }
+
+    /// A request (or notification) from the server to the client. Requests
+    /// are recorded with a summary of their parameters and inspected like
+    /// tool results; sampling and elicitation the policy refuses are
+    /// answered here. Notifications (progress, log messages) pass as they
+    /// are.
+    fn server_request(&self, msg: &mut Value) -> Seen {
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let (Some(id), false) = (msg.get("id").cloned(), method.starts_with("notifications/"))
+        else {
+            return Seen::default();
+        };
+        let method = method.to_owned();
+        let bytes = serde_json::to_string(&*msg).map_or(0, |s| s.len());
+        let mut changed = false;
+        let findings = match msg.get_mut("params") {
+            Some(params) => {
+                let f = inspect::json(params, self.tools.strip_invisible);
+                changed = self.tools.strip_invisible && f.invisible > 0;
+                f
+            }
+            None => inspect::Findings::default(),
+        };
+        let verdict = self.requests.judge(&method);
+        let refused = matches!(verdict, Some((Permit::Deny, _)));
+        {
+            let mut inner = self.inner();
+            inner.server_requests += 1;
+            inner.requests_refused += u64::from(refused);
+        }
+        // Sampling and elicitation usually come from inside a tool call:
+        // with exactly one in flight, the request is that call's.
+        let during = match self.calls.at(self.cgroup, boot_ns()).as_slice() {
+            [(call_id, tool)] => Some((call_id.clone(), tool.clone())),
+            _ => None,
+        };
+        let tool = during.as_ref().map(|(_, t)| t.as_str());
+        let mut detail = json!({
+            "method": method,
+            "id": id,
+            "bytes": bytes,
+            "params": summarize_request(msg.get("params")),
+        });
+        if !findings.is_empty() {
+            detail["suspicious"] = true.into();
+            self.suspicious(&method, tool, &findings, during.as_ref().map(|(c, _)| c));
+        }
+        let Some((Permit::Deny, key)) = verdict else {
+            self.emit(
+                "server_request",
+                detail,
+                tool,
+                during.as_ref().map(|(c, _)| c),
+            );
+            return Seen {
+                changed,
+                ..Seen::default()
+            };
+        };
+        detail["policy_key"] = format!("mcp.{key}").into();
+        self.emit(
+            "server_request_denied",
+            detail,
+            tool,
+            during.as_ref().map(|(c, _)| c),
+        );
+        let reply = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": -32601,
+                "message": format!(
+                    "mcpguard: {method} is refused by policy {:?} ([mcp] {key} = \"deny\"); the client never saw it",
+                    self.policy_name
+                ),
+            },
+        });
+        Seen {
+            changed,
+            call: None,
+            refused: Some(serde_json::to_vec(&reply).expect("JSON serialises")),
+        }
+    }
+
+    /// A response to a request the client sent; returns whether it was
+    /// changed and, for a call's response, the call.
+    fn response(
+        &self,
+        msg: &mut Value,
+        p: Pending,
+        counts: &Counts,
+    ) -> (bool, Option<(Value, String)>) {
         match p.method {
             Method::Initialize => {
                 let result = msg.get("result");
@@ -637,7 +824,7 @@ impl Tap {
                         .unwrap_or(false)
                         .into();
                     if !findings.is_empty() {
-                        self.suspicious("tool_result", &tool, &findings, Some(&p.id));
+                        self.suspicious("tool_result", Some(&tool), &findings, Some(&p.id));
                     }
                 }
                 if let Some(error) = msg.get("error") {
@@ -656,7 +843,7 @@ impl Tap {
     fn suspicious(
         &self,
         place: &str,
-        tool: &str,
+        tool: Option<&str>,
         findings: &inspect::Findings,
         call_id: Option<&Value>,
     ) {
@@ -668,7 +855,7 @@ impl Tap {
                 "invisible_chars": findings.invisible,
                 "stripped": self.tools.strip_invisible && findings.invisible > 0,
             }),
-            Some(tool),
+            tool,
             call_id,
         );
     }
@@ -694,7 +881,7 @@ impl Tap {
             let findings = inspect::json(tool, self.tools.strip_invisible);
             changed |= self.tools.strip_invisible && findings.invisible > 0;
             if !findings.is_empty() {
-                self.suspicious("tool_description", &name, &findings, None);
+                self.suspicious("tool_description", Some(&name), &findings, None);
             }
             page.insert(name, tools::tool_hash(tool));
         }
@@ -800,6 +987,8 @@ impl Tap {
                 "withheld_from_client": inner.withheld[CLIENT],
                 "withheld_from_server": inner.withheld[SERVER],
                 "tools_denied": inner.denied,
+                "server_requests": inner.server_requests,
+                "server_requests_refused": inner.requests_refused,
                 "redactions": inner.redactions.to_json(),
                 "untracked_requests": inner.forgotten,
             });

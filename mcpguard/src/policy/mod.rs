@@ -11,6 +11,7 @@ pub mod command;
 mod fuzz;
 pub mod learn;
 pub mod limits;
+pub mod mcp;
 pub mod net;
 pub mod sockets;
 
@@ -55,6 +56,8 @@ pub struct Policy {
     pub network: Network,
     pub env: Env,
     pub tools: Tools,
+    /// Which server-to-client requests reach the client (`[mcp]`).
+    pub mcp: mcp::Mcp,
     pub identity: Identity,
     pub kernel: Kernel,
     /// Secrets injected into the server's environment (and redacted from
@@ -428,6 +431,8 @@ struct RawPolicy {
     #[serde(default)]
     tools: RawTools,
     #[serde(default)]
+    mcp: mcp::Mcp,
+    #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
     kernel: RawKernel,
@@ -715,6 +720,7 @@ impl Policy {
             },
             env: Env { pass },
             tools,
+            mcp: raw.mcp,
             secrets,
             limits: bounds,
         })

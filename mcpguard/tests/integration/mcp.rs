@@ -233,7 +233,7 @@ pub(crate) fn fixture_policy(
         &dir,
         name,
         &format!(
-            "name = {name:?}\n{}\n[env]\npass = [\"PATH\", \"HOME\", \"FIXTURE_DESCRIPTION_SUFFIX\"]\n{extra}",
+            "name = {name:?}\n{}\n[env]\npass = [\"PATH\", \"HOME\", \"FIXTURE_DESCRIPTION_SUFFIX\", \"FIXTURE_SERVER_REQUESTS\"]\n{extra}",
             base_fs(&readable)
         ),
     );

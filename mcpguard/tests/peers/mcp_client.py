@@ -6,14 +6,17 @@ CALLS is a JSON list of [tool, arguments] pairs. The client starts the
 server over stdio, initializes, lists its tools, makes each call in turn and
 prints one JSON object: the server's name, its tool names, and per call
 whether it was an error, the text parts of its result, or the JSON-RPC
-error the call was refused with.
+error the call was refused with. It answers the server's own requests as
+a client with a model and a user would: a sampling gets a canned reply, an
+elicitation is declined, roots are none; the report lists the sampling
+prompts and elicitation messages that reached it ("sampled", "elicited").
 """
 import asyncio
 import json
 import os
 import sys
 
-from mcp import ClientSession, StdioServerParameters
+from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 
@@ -23,6 +26,27 @@ def field(obj, *names):
         if hasattr(obj, name):
             return getattr(obj, name)
     raise AttributeError(names)
+
+
+SEEN = {"sampled": [], "elicited": []}
+
+
+async def on_sampling(context, params):
+    SEEN["sampled"].extend(getattr(m.content, "text", "") for m in params.messages)
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text="canned model reply"),
+        model="test-model",
+    )
+
+
+async def on_elicitation(context, params):
+    SEEN["elicited"].append(params.message)
+    return types.ElicitResult(action="decline")
+
+
+async def on_roots(context):
+    return types.ListRootsResult(roots=[])
 
 
 async def main():
@@ -35,7 +59,13 @@ async def main():
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     results = []
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
+        async with ClientSession(
+            read,
+            write,
+            sampling_callback=on_sampling,
+            elicitation_callback=on_elicitation,
+            list_roots_callback=on_roots,
+        ) as session:
             init = await session.initialize()
             tools = await session.list_tools()
             for tool, args in calls:
@@ -52,6 +82,7 @@ async def main():
         "server": field(init, "server_info", "serverInfo").name,
         "tools": sorted(t.name for t in tools.tools),
         "results": results,
+        **SEEN,
     }))
 
 

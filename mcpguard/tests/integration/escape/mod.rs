@@ -36,6 +36,8 @@ pub enum Class {
     KernelInterfaces = 5,
     Toctou = 6,
     Resources = 7,
+    TerminalTricks = 8,
+    ServerRequests = 9,
 }
 
 /// One attack's outcome.
@@ -150,4 +152,6 @@ pub fn hostile_dir() -> PathBuf {
 }
 mod files;
 mod reach;
+mod requests;
+mod terminal;
 mod toctou;
