@@ -100,7 +100,21 @@ fn render(p: &Policy) -> String {
     fs.insert("read".into(), list(&p.filesystem.read));
     fs.insert("write".into(), list(&p.filesystem.write));
     fs.insert("exec".into(), list(&p.filesystem.exec));
+    fs.insert("baseline".into(), Value::Boolean(p.filesystem.baseline));
     root.insert("filesystem".into(), Value::Table(fs));
+    let permit = |p: super::mcp::Permit| {
+        Value::String(
+            match p {
+                super::mcp::Permit::Allow => "allow",
+                super::mcp::Permit::Deny => "deny",
+            }
+            .into(),
+        )
+    };
+    let mut mcp = Map::new();
+    mcp.insert("sampling".into(), permit(p.mcp.sampling));
+    mcp.insert("elicitation".into(), permit(p.mcp.elicitation));
+    root.insert("mcp".into(), Value::Table(mcp));
     let mut net = Map::new();
     let allow: Vec<String> = (p.network.allow.iter().map(|r| r.text.clone()))
         .chain(p.network.hosts.iter().map(|h| h.text.clone()))
