@@ -317,7 +317,15 @@ impl Auditor {
             match decoded {
                 Ok(mut rec) => {
                     if let Some((cgroup, ts_ns)) = header {
-                        if let Some(fence) = fences.get(&cgroup) {
+                        // The helper reports the fence only once the server
+                        // runs, and its first records can be decoded before
+                        // that report arrives: until then, the directories
+                        // every guarded server has hidden.
+                        let fence = fences.get(&cgroup).or_else(|| {
+                            (origins.contains_key(&cgroup) && !learners.contains_key(&cgroup))
+                                .then(Fence::standard)
+                        });
+                        if let Some(fence) = fence {
                             mark_fenced(&mut rec, fence);
                         }
                         tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
@@ -500,10 +508,26 @@ pub(crate) fn limit_record(hit: &LimitHit, origin: Option<&Origin>) -> AuditReco
 }
 
 /// What a server's mount namespace hides (see [`Msg::Fence`]).
+#[derive(Default)]
 struct Fence {
     hidden: Vec<std::path::PathBuf>,
     kept: Vec<std::path::PathBuf>,
     masked: Vec<std::path::PathBuf>,
+}
+
+impl Fence {
+    /// The runtime directories every guarded server's mount namespace
+    /// hides, before the helper has said what it kept and covered.
+    fn standard() -> &'static Fence {
+        static STANDARD: std::sync::OnceLock<Fence> = std::sync::OnceLock::new();
+        STANDARD.get_or_init(|| Fence {
+            hidden: crate::launch::mounts::HIDDEN
+                .iter()
+                .map(|(dir, _)| std::path::PathBuf::from(dir))
+                .collect(),
+            ..Fence::default()
+        })
+    }
 }
 
 /// A failed Unix connect to a path the server's mount namespace hides is
