@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::{
     harness::*,
     mcp::{client, shipped},
-    policies::{as_user, user_dir, user_file, Site},
+    policies::{committed_repo, user_dir, user_file, Site},
 };
 
 /// One server start: its policy, the client's calls, its command and env.
@@ -64,23 +64,7 @@ fn peer(rel: &str) -> String {
 /// ~/mcp-share (one file), ~/.local/share/mcp-memory.
 fn fixtures() {
     let u = user();
-    let repo = u.home.join("mcp-repo");
-    let _ = std::fs::remove_dir_all(&repo);
-    user_dir(&repo);
-    user_file(&repo.join("README.md"), "baseline\n", 0o644);
-    let g = |args: &[&str]| as_user(&repo, "/usr/bin/git", args);
-    g(&["init", "-q", "-b", "main"]);
-    g(&["add", "README.md"]);
-    g(&[
-        "-c",
-        "user.name=mcpguard test",
-        "-c",
-        "user.email=test@mcpguard.invalid",
-        "commit",
-        "-q",
-        "-m",
-        "baseline",
-    ]);
+    committed_repo(&u.home.join("mcp-repo"), "baseline\n", "baseline");
     let share = u.home.join("mcp-share");
     user_dir(&share);
     user_file(&share.join("notes.txt"), "shared notes\n", 0o644);

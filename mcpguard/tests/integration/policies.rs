@@ -80,6 +80,29 @@ fn tool_names(report: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A fresh git repository at `repo`, made by the test user, holding
+/// `README.md` (`readme`) in one commit (`message`) on `main`; returns the
+/// commit's id.
+pub(crate) fn committed_repo(repo: &Path, readme: &str, message: &str) -> String {
+    let _ = std::fs::remove_dir_all(repo);
+    user_dir(repo);
+    user_file(&repo.join("README.md"), readme, 0o644);
+    let g = |args: &[&str]| as_user(repo, "/usr/bin/git", args);
+    g(&["init", "-q", "-b", "main"]);
+    g(&["add", "README.md"]);
+    g(&[
+        "-c",
+        "user.name=mcpguard test",
+        "-c",
+        "user.email=test@mcpguard.invalid",
+        "commit",
+        "-q",
+        "-m",
+        message,
+    ]);
+    g(&["rev-parse", "HEAD"]).trim().to_owned()
+}
+
 /// The text of call `i` in a session report, all parts joined.
 pub(crate) fn text(report: &Value, i: usize) -> String {
     report["results"][i]["text"]
@@ -105,23 +128,7 @@ fn mcp_server_git_serves_its_repository_and_cannot_read_ssh_keys() {
     // ~/mcp-repo, the repository the shipped policy serves: one commit, made
     // by the test user, and one untracked file for git_status to report.
     let repo = u.home.join("mcp-repo");
-    let _ = std::fs::remove_dir_all(&repo);
-    user_dir(&repo);
-    user_file(&repo.join("README.md"), "guarded repository\n", 0o644);
-    let g = |args: &[&str]| as_user(&repo, "/usr/bin/git", args);
-    g(&["init", "-q", "-b", "main"]);
-    g(&["add", "README.md"]);
-    g(&[
-        "-c",
-        "user.name=mcpguard test",
-        "-c",
-        "user.email=test@mcpguard.invalid",
-        "commit",
-        "-q",
-        "-m",
-        "First commit under guard",
-    ]);
-    let head = g(&["rev-parse", "HEAD"]).trim().to_owned();
+    let head = committed_repo(&repo, "guarded repository\n", "First commit under guard");
     user_file(&repo.join("notes.txt"), "not committed yet\n", 0o644);
 
     let pol = shipped("git");
