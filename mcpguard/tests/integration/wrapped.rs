@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{bin, describe, peers, user, Daemon};
 
-const DRIVER: &str = include_str!("../peers/client_config.py");
+const DRIVER: &str = include_str!("../peers/mcp_client.py");
 
 /// Server keys (and so policy names) unique to this test, so the test
 /// user's other policies and installs are left alone.
@@ -180,10 +180,11 @@ fn drive(d: &Daemon, driver: &Path, cfg: &Config, key: &str, work: &Path) -> Val
     let (calls, wants) = calls(key, work);
     let out: Output = as_user(peers().join("venv/bin/python"), d)
         .arg(driver)
+        .arg(calls.to_string())
+        .arg("--config")
         .arg(&cfg.path)
         .arg(&cfg.table)
         .arg(key)
-        .arg(calls.to_string())
         .output()
         .unwrap();
     assert!(
@@ -246,7 +247,7 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
     remove_test_state(&u.home);
     let work = u.home.join(format!("e2e-{}", std::process::id()));
     setup_work(&d, &work);
-    let driver = crate::harness::tempdir("e2e-driver").join("client_config.py");
+    let driver = crate::harness::tempdir("e2e-driver").join("mcp_client.py");
     std::fs::write(&driver, DRIVER).unwrap();
 
     for (i, cfg) in configs(&work).iter().enumerate() {
