@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// The classes, numbered as in the issue and the tests.
-const CLASSES: [&str; 9] = [
+const CLASSES: [&str; 15] = [
     "Sensitive reads",
     "Path tricks",
     "Exec tricks",
@@ -20,6 +20,12 @@ const CLASSES: [&str; 9] = [
     "Resource attacks",
     "Terminal tricks on the reviewer",
     "Server-to-client requests",
+    "Attribute changes outside write grants",
+    "Inbound channels",
+    "Persistence through granted write trees",
+    "Local users at a server's resolver",
+    "Daemon memory and disk budgets",
+    "Refusals that must leave a record",
 ];
 
 pub fn rows_dir() -> PathBuf {

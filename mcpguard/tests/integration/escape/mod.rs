@@ -38,6 +38,12 @@ pub enum Class {
     Resources = 7,
     TerminalTricks = 8,
     ServerRequests = 9,
+    AttributeChanges = 10,
+    Inbound = 11,
+    Persistence = 12,
+    ResolverAccess = 13,
+    DaemonBudgets = 14,
+    SilentRefusals = 15,
 }
 
 /// One attack's outcome.
