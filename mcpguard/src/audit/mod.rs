@@ -49,6 +49,7 @@ pub const KINDS: &[&str] = &[
     "unlink",
     "rmdir",
     "chdir",
+    "persist",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -203,6 +204,31 @@ pub enum Body {
     Link(PathPair),
     /// `rename`, `renameat` or `renameat2`.
     Rename(PathPair),
+    /// A call that would create, change or remove a persistence path
+    /// (`git_hooks`, `git_config`, `vscode`, ... see
+    /// [`crate::policy::persist`]): written next to the call's own `open`,
+    /// `mkdir`, `unlink`, `rmdir`, `link` or `rename` record, whatever its
+    /// outcome.
+    Persist {
+        /// The family the path belongs to.
+        family: String,
+        /// The syscall, as on the call's own record.
+        call: String,
+        /// The persistence path: for a relative path, joined to the
+        /// process's working directory as tracked from its records (see
+        /// `path_source`); for a symlink, the path the link points to when
+        /// that is the persistence path.
+        path: String,
+        /// The policy's `[filesystem] allow_persistence` names the family.
+        #[serde(default, skip_serializing_if = "is_false")]
+        allowed: bool,
+        /// 0 (or an fd), or the negative errno: `EROFS` (written inside a
+        /// path bound read-only) and `EBUSY` (renaming or removing one) are
+        /// the launcher's refusals.
+        result: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<String>,
+    },
     /// An egress decision by the cgroup sock_addr programs. The address is
     /// the kernel's copy the hook decided on, never the caller's memory.
     Connect {
@@ -428,6 +454,7 @@ impl Body {
             Body::Socket { .. } => "socket",
             Body::Syscall { .. } => "syscall",
             Body::IoUring { .. } => "io_uring",
+            Body::Persist { .. } => "persist",
         }
     }
 
@@ -451,6 +478,10 @@ impl Body {
             Body::Mcp { event, .. } => event == "tool_denied" || event == "server_request_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
+            Body::Persist { result, .. } => {
+                is_denial_errno(*result)
+                    || [libc::EROFS, libc::EBUSY, libc::EXDEV].contains(&(-*result as i32))
+            }
             // A refused fork, a failed allocation and a killed task are the
             // limit at work; reclaim at the memory limit is not a refusal.
             Body::Limit {

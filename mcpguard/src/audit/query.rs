@@ -649,6 +649,18 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
             let _ = write!(s, " = {}", result(rec));
             s
         }
+        "persist" => format!(
+            "persist {} {} {} = {}{}",
+            f("family"),
+            f("call"),
+            f("path"),
+            result(rec),
+            if rec["allowed"] == true {
+                " (allowed by policy)"
+            } else {
+                ""
+            }
+        ),
         "fork" => format!("fork child {}", f("child_pid")),
         "exit" => "exit".to_string(),
         "server_exit" => match (rec.get("exit_code"), rec.get("signal")) {

@@ -73,6 +73,14 @@ pub enum Msg {
         kept: Vec<std::path::PathBuf>,
         masked: Vec<std::path::PathBuf>,
     },
+    /// Write a `persist` record for each of this server's calls on a
+    /// persistence path; `cwd` is where it starts, `allow` its policy's
+    /// `[filesystem] allow_persistence`.
+    Persist {
+        cgroup_id: u64,
+        cwd: std::path::PathBuf,
+        allow: Vec<crate::policy::persist::PersistKind>,
+    },
     /// Collect what this server does (`mcpguard policy learn`); `cwd` is
     /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
@@ -128,6 +136,8 @@ struct Auditor {
     /// server is redacted before it is written.
     redactors: HashMap<u64, Arc<Redactor>>,
     fences: HashMap<u64, Fence>,
+    /// Persistence watches, by cgroup.
+    persists: HashMap<u64, super::persist::Watch>,
     /// Learning servers: what they did.
     learners: HashMap<u64, Observations>,
     calls: Arc<CallTracker>,
@@ -153,6 +163,7 @@ impl Auditor {
             origins: HashMap::new(),
             redactors: HashMap::new(),
             fences: HashMap::new(),
+            persists: HashMap::new(),
             learners: HashMap::new(),
             calls,
             lost_seen: HashMap::new(),
@@ -187,6 +198,14 @@ impl Auditor {
                     }
                     Ok(Msg::Learn { cgroup_id, cwd }) => {
                         self.learners.insert(cgroup_id, Observations::new(cwd));
+                    }
+                    Ok(Msg::Persist {
+                        cgroup_id,
+                        cwd,
+                        allow,
+                    }) => {
+                        self.persists
+                            .insert(cgroup_id, super::persist::Watch::new(cwd, allow));
                     }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {
@@ -255,6 +274,7 @@ impl Auditor {
                 }
                 self.redactors.remove(&cgroup_id);
                 self.fences.remove(&cgroup_id);
+                self.persists.remove(&cgroup_id);
                 self.learners.remove(&cgroup_id);
                 self.calls.forget(cgroup_id);
                 self.lost_seen.remove(&cgroup_id);
@@ -297,6 +317,7 @@ impl Auditor {
             origins,
             redactors,
             fences,
+            persists,
             learners,
             calls,
             decode_errors,
@@ -335,8 +356,14 @@ impl Auditor {
                         let secrets = redactors.get(&cgroup).map(|r| &**r);
                         rec = redact(Cow::Owned(rec), secrets).into_owned();
                     }
-                    stats.record(&rec);
-                    writer.write(&rec)
+                    // Built from the redacted record: it repeats its path.
+                    let persist = header
+                        .and_then(|(cgroup, _)| persists.get_mut(&cgroup))
+                        .and_then(|w| w.observe(&rec));
+                    for rec in std::iter::once(rec).chain(persist) {
+                        stats.record(&rec);
+                        writer.write(&rec)
+                    }
                 }
                 Err(error) => {
                     *decode_errors += 1;

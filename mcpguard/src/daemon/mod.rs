@@ -4,6 +4,7 @@
 
 pub mod auditor;
 pub mod lock;
+pub mod persist;
 pub mod proto;
 pub mod relay;
 pub mod secrets;

@@ -37,7 +37,8 @@ use crate::{
     audit::{AuditRecord, Body, Origin},
     dns::{self, DnsView, MapSink, Resolver},
     launch::{
-        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, LaunchSpec, Launched,
+        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, persist::PersistSpec,
+        LaunchSpec, Launched,
         SandboxSpec,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
@@ -396,6 +397,11 @@ fn serve_peer(
         cgroup_id: cgroup.id,
         counters: limit_counters,
     });
+    shared.audit(Msg::Persist {
+        cgroup_id: cgroup.id,
+        cwd: PathBuf::from(&cwd),
+        allow: policy.filesystem.allow_persistence.clone(),
+    });
     if learn {
         shared.audit(Msg::Learn {
             cgroup_id: cgroup.id,
@@ -427,6 +433,7 @@ fn serve_peer(
                 .is_some_and(|grp| policy.identity.groups.contains(&grp.name))
         })
         .collect();
+    let persist_write = fs.write.clone();
     let spec = LaunchSpec {
         argv: argv.clone(),
         env,
@@ -453,6 +460,10 @@ fn serve_peer(
             sockets: policy.unix_paths(&user.dir, peer.uid),
             uid: peer.uid,
             gid: peer.gid,
+        }),
+        persist: (!learn).then(|| PersistSpec {
+            write: persist_write,
+            allow: policy.filesystem.allow_persistence.clone(),
         }),
         kernel_allow: policy.kernel.allow.clone(),
         sockets: Some(SocketRules::from_kinds(&policy.network.sockets)),
@@ -511,6 +522,10 @@ fn serve_peer(
         obj.insert(
             "mounts".into(),
             serde_json::to_value(&status.mounts).unwrap_or_default(),
+        );
+        obj.insert(
+            "persist".into(),
+            serde_json::to_value(&status.persist).unwrap_or_default(),
         );
         obj.insert(
             "seccomp".into(),

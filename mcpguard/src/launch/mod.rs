@@ -33,6 +33,7 @@
 pub mod cgroup;
 pub mod limits;
 pub mod mounts;
+pub mod persist;
 pub mod reach;
 pub mod sandbox;
 pub mod seccomp;
@@ -117,6 +118,10 @@ pub struct LaunchSpec {
     /// server in the daemon's namespace.
     #[serde(default)]
     pub mounts: Option<mounts::MountSpec>,
+    /// Persistence paths in the write grants bound read-only in that
+    /// namespace ([`persist`]); needs `mounts`.
+    #[serde(default)]
+    pub persist: Option<persist::PersistSpec>,
     /// Kernel interfaces the syscall fence lets through (`[kernel] allow`).
     /// Learning mode installs no fence.
     #[serde(default)]
@@ -180,6 +185,9 @@ pub struct LaunchStatus {
     /// Which runtime directories the server sees empty, and what was kept.
     #[serde(default)]
     pub mounts: Option<mounts::MountReport>,
+    /// Persistence paths bound read-only in the write grants.
+    #[serde(default)]
+    pub persist: Option<persist::PersistReport>,
     /// The syscall fence; `None` in learning mode.
     #[serde(default)]
     pub seccomp: Option<seccomp::FenceReport>,
@@ -345,6 +353,10 @@ enum HelperError {
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+    #[error("the persistence fence needs the private mount namespace, which the spec leaves out")]
+    PersistWithoutMounts,
+    #[error(transparent)]
     Reach(#[from] reach::ReachError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
@@ -416,7 +428,7 @@ impl HelperError {
             Self::Setsid { .. } => Stage::Session,
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
-            Self::Mounts(_) => Stage::Mounts,
+            Self::Mounts(_) | Self::Persist(_) | Self::PersistWithoutMounts => Stage::Mounts,
             Self::Seccomp(_) | Self::SocketFence(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
@@ -1029,6 +1041,12 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
         .as_ref()
         .map(|m| mounts::apply(m, &user))
         .transpose()?;
+    // After every bind of the write grants: what it binds lies inside them.
+    let persist = match (&spec.persist, &mounts) {
+        (Some(p), Some(_)) => Some(persist::apply(p, &user)?),
+        (Some(_), None) => return Err(HelperError::PersistWithoutMounts),
+        (None, _) => None,
+    };
     let sandbox = (!spec.sandbox.learn)
         .then(|| sandbox::prepare(&spec.sandbox, &user))
         .transpose()?;
@@ -1085,6 +1103,7 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             cgroup: spec.cgroup,
             landlock,
             mounts,
+            persist,
             seccomp,
             fds,
         },
@@ -1343,6 +1362,7 @@ mod tests {
                 learn: false,
             },
             mounts: None,
+            persist: None,
             kernel_allow: vec![],
             sockets: None,
         }
@@ -1407,6 +1427,7 @@ mod tests {
                 bind_tcp: PortRestriction::Ports { count: 0 },
             },
             mounts: None,
+            persist: None,
             seccomp: Some(seccomp::FenceReport {
                 refused: seccomp::refused(&[]),
                 allowed: vec![],
@@ -1609,6 +1630,7 @@ mod tests {
                     learn: false,
                 },
                 mounts: None,
+                persist: None,
                 kernel_allow: vec![],
                 sockets: Some(SocketRules::default()),
             }
@@ -1821,6 +1843,60 @@ mod tests {
                 private.display()
             )
         );
+    }
+
+    #[test]
+    fn persistence_paths_in_write_grants_are_read_only_unless_allowed() {
+        let fx = Fixture::new("persist");
+        let repo = fx.dir.join("allowed/repo");
+        fs::create_dir_all(repo.join(".git/hooks")).unwrap();
+        fs::create_dir_all(repo.join(".vscode")).unwrap();
+        fs::write(repo.join(".git/config"), "[core]\n").unwrap();
+        fs::write(repo.join(".envrc"), "").unwrap();
+        fs::write(repo.join("code.txt"), "").unwrap();
+        std::os::unix::fs::chown(&fx.dir, Some(NOBODY), Some(NOBODY)).unwrap();
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&repo)
+            .status()
+            .unwrap();
+        let script = "for p in .git/hooks/post-commit .git/config .vscode/tasks.json .envrc code.txt; do \
+             (echo x >> $p) && echo \"$p ok\" || echo \"$p refused\"; done; \
+             mv .git moved && echo 'mv ok' || echo 'mv refused'";
+        let mut spec = fx.spec(script);
+        spec.cwd = repo.clone();
+        spec.sandbox.write = vec![fx.dir.join("allowed")];
+        spec.sandbox.read.push(fx.dir.join("allowed"));
+        spec.mounts = Some(mounts::MountSpec {
+            keep: vec![fx.dir.join("allowed")],
+            sockets: vec![],
+            uid: NOBODY,
+            gid: NOBODY,
+        });
+        spec.persist = Some(persist::PersistSpec {
+            write: spec.sandbox.write.clone(),
+            allow: vec![crate::policy::persist::PersistKind::Direnv],
+        });
+        let (child, status) = fx.launch(&spec).expect("launch");
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text,
+            ".git/hooks/post-commit refused\n.git/config refused\n.vscode/tasks.json refused\n\
+             .envrc ok\ncode.txt ok\nmv refused\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut report = status.persist.expect("a persist report");
+        report.read_only.sort();
+        assert_eq!(
+            report.read_only,
+            [repo.join(".git/config"), repo.join(".git/hooks"), repo.join(".vscode")]
+        );
+        assert_eq!(report.pinned, [repo.join(".git")]);
+        assert!(!report.truncated);
+        // The host's view is untouched.
+        assert!(!repo.join(".git/hooks/post-commit").exists());
     }
 
     #[test]

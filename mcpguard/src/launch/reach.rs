@@ -99,7 +99,7 @@ impl UserFs {
 
     /// Runs `lookups` with the user's filesystem identity, then returns to
     /// root's.
-    fn as_user<T>(&self, lookups: impl FnOnce() -> T) -> Result<T, ReachError> {
+    pub(super) fn as_user<T>(&self, lookups: impl FnOnce() -> T) -> Result<T, ReachError> {
         let saved = self.enter()?;
         let out = lookups();
         self.leave(&saved)?;

@@ -13,6 +13,7 @@ pub mod learn;
 pub mod limits;
 pub mod mcp;
 pub mod net;
+pub mod persist;
 pub mod sockets;
 
 use std::{
@@ -80,6 +81,9 @@ pub struct Filesystem {
     /// Whether the runtime baseline ([`baseline::READ`]) is added to `read`
     /// (`baseline = false` opts out).
     pub baseline: bool,
+    /// Persistence paths ([`persist`]) the server may write inside its
+    /// write grants; every other family is bound read-only where it exists.
+    pub allow_persistence: Vec<persist::PersistKind>,
 }
 
 impl Default for Filesystem {
@@ -89,6 +93,7 @@ impl Default for Filesystem {
             write: Vec::new(),
             exec: Vec::new(),
             baseline: true,
+            allow_persistence: Vec::new(),
         }
     }
 }
@@ -489,6 +494,8 @@ struct RawFilesystem {
     #[serde(default)]
     exec: Vec<Spanned<String>>,
     baseline: Option<bool>,
+    #[serde(default)]
+    allow_persistence: Vec<persist::PersistKind>,
 }
 
 #[derive(Default, Deserialize)]
@@ -574,6 +581,12 @@ impl Policy {
             write: c.paths("filesystem.write", &raw.filesystem.write)?,
             exec: c.paths("filesystem.exec", &raw.filesystem.exec)?,
             baseline: raw.filesystem.baseline.unwrap_or(true),
+            allow_persistence: {
+                let mut kinds = raw.filesystem.allow_persistence;
+                kinds.sort();
+                kinds.dedup();
+                kinds
+            },
         };
         let rules = c.each("network.allow", &raw.network.allow, net::parse_allow)?;
         let mut allow = Vec::new();
@@ -1145,14 +1158,14 @@ pass = ["PATH", "HOME", "LANG"]
             4,
             1,
             &[
-                "unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline`",
+                "unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline`, `allow_persistence`",
                 "(in `filesystem`)",
             ],
         );
         assert!(matches!(&e, PolicyError::Syntax { key: Some(k), .. } if k == "filesystem"));
         assert_eq!(
             e.to_string(),
-            "policies/x.toml:4:1: unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline` \
+            "policies/x.toml:4:1: unknown field `reed`, expected one of `read`, `write`, `exec`, `baseline`, `allow_persistence` \
              (in `filesystem`)"
         );
     }
@@ -1403,6 +1416,30 @@ pass = ["PATH", "HOME", "LANG"]
         );
         assert_eq!(fs.write, paths(&["/tmp"]));
         assert_eq!(fs.exec, paths(&["/home/ann/.local/bin"]));
+    }
+
+    #[test]
+    fn allow_persistence_names_families_and_points_at_unknown_ones() {
+        use persist::PersistKind;
+        assert!(parse("name = \"x\"\n")
+            .unwrap()
+            .filesystem
+            .allow_persistence
+            .is_empty());
+        let p = parse(
+            "name = \"x\"\n[filesystem]\nallow_persistence = [\"git_hooks\", \"direnv\", \"git_hooks\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.filesystem.allow_persistence,
+            [PersistKind::GitHooks, PersistKind::Direnv]
+        );
+        assert_err(
+            "name = \"x\"\n[filesystem]\nallow_persistence = [\"git_hook\"]\n",
+            3,
+            22,
+            &["unknown variant `git_hook`", "`git_hooks`", "`mcp_config`"],
+        );
     }
 
     #[test]

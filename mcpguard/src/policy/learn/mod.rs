@@ -95,26 +95,58 @@ pub struct Observations {
 /// server itself, which starts in the launch directory. `fchdir` is not
 /// recorded: a process that uses it keeps the directory it had before.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Cwds {
+pub(crate) struct Cwds {
     launch: PathBuf,
     by_pid: HashMap<u32, PathBuf>,
 }
 
 impl Cwds {
+    /// The directories of a server launched in `launch`.
+    pub(crate) fn new(launch: PathBuf) -> Self {
+        Self {
+            launch,
+            by_pid: HashMap::new(),
+        }
+    }
+
     fn of(&self, pid: Option<u32>) -> &Path {
         pid.and_then(|p| self.by_pid.get(&p))
             .unwrap_or(&self.launch)
     }
 
-    fn resolve(&self, pid: Option<u32>, path: &str) -> PathBuf {
+    /// `path` as the process `pid` named it, from its working directory.
+    pub(crate) fn resolve(&self, pid: Option<u32>, path: &str) -> PathBuf {
         normalise(&self.of(pid).join(path))
+    }
+
+    /// Follows a `chdir`, `fork` or `exit` record; other records are left
+    /// alone.
+    pub(crate) fn follow(&mut self, rec: &AuditRecord) {
+        match &rec.body {
+            Body::Chdir(p) if p.result == 0 => {
+                if let Some(pid) = rec.pid {
+                    let to = self.resolve(rec.pid, &p.path);
+                    self.by_pid.insert(pid, to);
+                }
+            }
+            Body::Fork { child_pid } => {
+                let cwd = self.of(rec.pid).to_owned();
+                self.by_pid.insert(*child_pid, cwd);
+            }
+            Body::Exit {} => {
+                if let Some(pid) = rec.pid {
+                    self.by_pid.remove(&pid);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
 /// `path` without `.` and `..` components (lexically: a `..` after a
 /// symlink is taken as written, as the kernel would not, but the result is
 /// canonicalised again where the file still exists).
-fn normalise(path: &Path) -> PathBuf {
+pub(crate) fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in path.components() {
         match c {
@@ -150,10 +182,7 @@ impl Observations {
     /// Observations of a server launched in `cwd`.
     pub fn new(cwd: PathBuf) -> Self {
         Self {
-            cwds: Cwds {
-                launch: cwd,
-                by_pid: HashMap::new(),
-            },
+            cwds: Cwds::new(cwd),
             ..Self::default()
         }
     }
@@ -214,21 +243,7 @@ impl Observations {
             Body::Mkdir(p) | Body::Unlink(p) | Body::Rmdir(p) => self.dir_change(rec, p),
             Body::Rename(p) => self.pair_change(rec, p, true),
             Body::Link(p) => self.pair_change(rec, p, false),
-            Body::Chdir(p) if p.result == 0 => {
-                if let Some(pid) = rec.pid {
-                    let to = self.cwds.resolve(rec.pid, &p.path);
-                    self.cwds.by_pid.insert(pid, to);
-                }
-            }
-            Body::Fork { child_pid } => {
-                let cwd = self.cwds.of(rec.pid).to_owned();
-                self.cwds.by_pid.insert(*child_pid, cwd);
-            }
-            Body::Exit {} => {
-                if let Some(pid) = rec.pid {
-                    self.cwds.by_pid.remove(&pid);
-                }
-            }
+            Body::Chdir(_) | Body::Fork { .. } | Body::Exit {} => self.cwds.follow(rec),
             Body::Exec {
                 filename, result, ..
             } if *result == 0 => {

@@ -1,0 +1,319 @@
+//! Read-only persistence paths inside the write grants.
+//!
+//! Landlock grants a hierarchy and cannot take a child back out, so a
+//! write grant on a project also grants its `.git/hooks`, `.git/config`,
+//! `.vscode/`, `.envrc`, `.mcp.json`: places where code written now runs
+//! later, outside the guard ([`crate::policy::persist`]). In the server's
+//! private mount namespace, after [`super::mounts::apply`], the helper
+//! searches each write grant (as the user, [`super::reach`]; at most
+//! [`MAX_DEPTH`] levels and [`MAX_DIRS`] directories) and binds every such
+//! path that exists over itself, read-only: writing into one fails with
+//! `EROFS`, and renaming or removing one (a mount point) with `EBUSY`. A
+//! `.git` directory is also bound over itself read-write, so it cannot be
+//! renamed away and replaced by one with fresh hooks. Families the policy
+//! names in `[filesystem] allow_persistence` are left writable.
+//!
+//! Each bind is made from an `O_PATH` fd opened (without following a
+//! symlink at the last component) while the user's identity was on, with
+//! `open_tree` + `mount_setattr` + `move_mount` on that fd: no path is
+//! looked up twice, so nothing can be swapped in between. A persistence
+//! name that is a symlink is not bound (the mount would land on its
+//! target) and is listed in [`PersistReport::symlinks`].
+//!
+//! Not covered here: names created after launch (a new `.envrc`, a
+//! `.vscode/` or a `git init`'s `.git/hooks`), which no mount can cover;
+//! the daemon still writes a `persist` record for each (see
+//! [`crate::daemon::persist`]).
+
+use std::{
+    ffi::{CStr, OsStr},
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    dir::{Dir, Type},
+    errno::Errno,
+    fcntl::{open, openat, OFlag},
+    sys::stat::{fstat, Mode},
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::reach::{ReachError, UserFs};
+use crate::policy::persist::PersistKind;
+
+/// Deepest directory below a write grant that is searched.
+pub const MAX_DEPTH: usize = 8;
+/// Most directories searched per launch, over all write grants: a grant of
+/// a whole home stops here, and the report says so.
+pub const MAX_DIRS: usize = 10_000;
+/// Directories never searched: dependency trees, not projects a user
+/// opens or commits in.
+const SKIP: &[&[u8]] = &[b"node_modules"];
+
+#[derive(Debug, Error)]
+pub enum PersistError {
+    #[error("cannot bind {} read-only over itself: {errno}", path.display())]
+    Bind { path: PathBuf, errno: Errno },
+    #[error("persistence paths: {0}")]
+    Reach(#[from] ReachError),
+}
+
+/// What the daemon asks for.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct PersistSpec {
+    /// The write grants, expanded.
+    pub write: Vec<PathBuf>,
+    /// `[filesystem] allow_persistence`.
+    pub allow: Vec<PersistKind>,
+}
+
+/// What was done, for the launch record.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistReport {
+    /// Persistence paths bound read-only over themselves.
+    pub read_only: Vec<PathBuf>,
+    /// `.git` directories bound over themselves so they cannot be renamed.
+    pub pinned: Vec<PathBuf>,
+    /// Persistence names that are symlinks, left as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symlinks: Vec<PathBuf>,
+    /// Directories searched.
+    pub searched: usize,
+    /// The search stopped at [`MAX_DIRS`]: deeper paths were not searched.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// Binds the persistence paths below `spec.write`. Runs in the launch
+/// helper, as root, inside the server's mount namespace.
+pub fn apply(spec: &PersistSpec, user: &UserFs) -> Result<PersistReport, PersistError> {
+    user.as_user(|| {
+        let mut search = Search {
+            allow: &spec.allow,
+            report: PersistReport::default(),
+        };
+        for grant in &spec.write {
+            // A grant that is not a directory the user can open has no
+            // tree to search.
+            if let Ok(fd) = open(
+                grant,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                search.dir(fd, grant, 0)?;
+            }
+        }
+        Ok(search.report)
+    })?
+}
+
+struct Search<'a> {
+    allow: &'a [PersistKind],
+    report: PersistReport,
+}
+
+impl Search<'_> {
+    /// Searches one directory, and what lies below it.
+    fn dir(&mut self, fd: OwnedFd, path: &Path, depth: usize) -> Result<(), PersistError> {
+        if self.report.searched >= MAX_DIRS {
+            self.report.truncated = true;
+            return Ok(());
+        }
+        self.report.searched += 1;
+        for (name, kind) in entries(&fd) {
+            let name = OsStr::from_bytes(name.to_bytes());
+            let child = path.join(name);
+            if name.as_bytes() == b".git" {
+                self.git(&fd, &child)?;
+            } else if let Some(family) = PersistKind::of_entry(name) {
+                if !self.allow.contains(&family) {
+                    self.protect(&fd, name, &child)?;
+                }
+            } else if depth < MAX_DEPTH
+                // No type from the filesystem: O_DIRECTORY decides.
+                && matches!(kind, Some(Type::Directory) | None)
+                && !SKIP.contains(&name.as_bytes())
+            {
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                if let Ok(sub) = openat(&fd, name, flags, Mode::empty()) {
+                    self.dir(sub, &child, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `.git` entry: a gitfile is bound read-only whole; a directory
+    /// gets its hooks and config bound read-only, then is pinned.
+    fn git(&mut self, parent: &OwnedFd, path: &Path) -> Result<(), PersistError> {
+        let name = OsStr::new(".git");
+        let Some((fd, kind)) = open_path(parent, name) else {
+            return Ok(());
+        };
+        let hooks = !self.allow.contains(&PersistKind::GitHooks);
+        let config = !self.allow.contains(&PersistKind::GitConfig);
+        match kind {
+            libc::S_IFREG if config => self.bind(&fd, path, true),
+            libc::S_IFLNK => {
+                self.report.symlinks.push(path.to_owned());
+                Ok(())
+            }
+            libc::S_IFDIR if hooks || config => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+                let Ok(dir) = openat(parent, name, flags | OFlag::O_CLOEXEC, Mode::empty()) else {
+                    return Ok(());
+                };
+                let inside: &[(&str, bool)] = &[
+                    ("hooks", hooks),
+                    ("config", config),
+                    ("config.worktree", config),
+                ];
+                for (entry, _) in inside.iter().filter(|(_, guarded)| *guarded) {
+                    self.protect(&dir, OsStr::new(entry), &path.join(entry))?;
+                }
+                // Last: the clone takes the read-only binds inside along.
+                self.bind_as(&fd, path, false)?;
+                self.report.pinned.push(path.to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Binds `parent`/`name` read-only over itself if it is a file or a
+    /// directory; notes a symlink; leaves a missing name alone.
+    fn protect(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<(), PersistError> {
+        match open_path(parent, name) {
+            Some((fd, libc::S_IFREG | libc::S_IFDIR)) => self.bind(&fd, path, true),
+            Some((_, libc::S_IFLNK)) => {
+                self.report.symlinks.push(path.to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn bind(&mut self, fd: &OwnedFd, path: &Path, read_only: bool) -> Result<(), PersistError> {
+        self.bind_as(fd, path, read_only)?;
+        self.report.read_only.push(path.to_owned());
+        Ok(())
+    }
+
+    fn bind_as(&self, fd: &OwnedFd, path: &Path, read_only: bool) -> Result<(), PersistError> {
+        bind_over(fd, read_only).map_err(|errno| PersistError::Bind {
+            path: path.to_owned(),
+            errno,
+        })
+    }
+}
+
+/// The entries of a directory (not `.` and `..`), with their type where
+/// the filesystem gives one; an unreadable directory has none.
+fn entries(fd: &OwnedFd) -> Vec<(std::ffi::CString, Option<Type>)> {
+    let Ok(dup) = fd.try_clone() else {
+        return Vec::new();
+    };
+    let Ok(mut dir) = Dir::from_fd(dup) else {
+        return Vec::new();
+    };
+    dir.iter()
+        .filter_map(Result::ok)
+        .filter(|e| !matches!(e.file_name().to_bytes(), b"." | b".."))
+        .map(|e| {
+            let kind = e.file_type();
+            (e.file_name().to_owned(), kind)
+        })
+        .collect()
+}
+
+/// `parent`/`name` opened `O_PATH`, not following a symlink, with its
+/// file type (`S_IFMT` bits); `None` when it cannot be opened.
+fn open_path(parent: &OwnedFd, name: &OsStr) -> Option<(OwnedFd, libc::mode_t)> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(parent, name, flags, Mode::empty()).ok()?;
+    let kind = fstat(&fd).ok()?.st_mode & libc::S_IFMT;
+    Some((fd, kind))
+}
+
+/// `struct mount_attr` (Linux 5.12).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const EMPTY: &CStr = c"";
+
+/// Binds the object `fd` names over itself (with what is mounted below
+/// it), read-only if asked: a detached clone of it (`open_tree`), made
+/// read-only (`mount_setattr`), attached on the same object
+/// (`move_mount`). Linux 5.12+.
+fn bind_over(fd: &OwnedFd, read_only: bool) -> Result<(), Errno> {
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: open_tree reads the NUL-terminated empty path and returns a
+    // new fd, which is owned below and nowhere else.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), EMPTY.as_ptr(), flags) };
+    if tree < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `tree` is a fresh fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    if read_only {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr reads the empty path and `attr`, of the
+        // size passed, which live across the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                EMPTY.as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if ret < 0 {
+            return Err(Errno::last());
+        }
+    }
+    // SAFETY: move_mount reads two empty paths; both fds live across it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_fd().as_raw_fd(),
+            EMPTY.as_ptr(),
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
