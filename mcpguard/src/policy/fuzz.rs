@@ -23,6 +23,7 @@ const SEEDS: &[&[u8]] = &[
 read = ["/usr", "~/data"]
 write = ["/dev/null"]
 exec = ["/usr/bin"]
+allow_persistence = ["git_hooks", "mcp_config"]
 [network]
 allow = ["10.0.0.0/8:443", "[::1]:8080-8090", "api.example.com:443", "*.example.org:80", "*:53"]
 bind = ["8000", "9000-9010"]
@@ -63,6 +64,7 @@ const DICT: &[&[u8]] = &[
     b"pids = ",
     b"memory = \"",
     b"\"memfd_exec\"",
+    b"allow_persistence = [\"git_config\"]",
     b"read = [",
     b"allow = [",
     b"bind = [",
@@ -101,6 +103,10 @@ fn render(p: &Policy) -> String {
     fs.insert("write".into(), list(&p.filesystem.write));
     fs.insert("exec".into(), list(&p.filesystem.exec));
     fs.insert("baseline".into(), Value::Boolean(p.filesystem.baseline));
+    let persistence: Vec<String> = (p.filesystem.allow_persistence.iter())
+        .map(ToString::to_string)
+        .collect();
+    fs.insert("allow_persistence".into(), list(&persistence));
     root.insert("filesystem".into(), Value::Table(fs));
     let permit = |p: super::mcp::Permit| {
         Value::String(

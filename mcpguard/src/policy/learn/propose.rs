@@ -116,6 +116,16 @@ fn allow_rules(obs: &Observations) -> Vec<String> {
 
 /// The `[tools]` table: every tool the server listed (so the ones nobody
 /// called during learning stay available), marking those that were called.
+/// The persistence families ([`crate::policy::persist`]) the server
+/// wrote into: files it wrote, and directories it changed.
+fn persistence_written(obs: &Observations) -> Vec<String> {
+    let families: BTreeSet<_> = (obs.writes.iter())
+        .chain(&obs.dir_writes)
+        .filter_map(|p| crate::policy::persist::classify(p))
+        .collect();
+    families.iter().map(ToString::to_string).collect()
+}
+
 fn tools_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
     let listed: Vec<String> = if obs.tools_listed.is_empty() {
         if obs.tools.is_empty() {
@@ -195,7 +205,17 @@ pub fn propose(
     let _ = writeln!(t, "[filesystem]");
     let _ = writeln!(t, "read = {}", toml_list(&reads));
     let _ = writeln!(t, "write = {}", toml_list(&writes));
-    let _ = writeln!(t, "exec = {}\n", toml_list(&execs));
+    let _ = writeln!(t, "exec = {}", toml_list(&execs));
+    let persistence = persistence_written(obs);
+    if !persistence.is_empty() {
+        let _ = writeln!(t, "allow_persistence = {}", toml_list(&persistence));
+        notes.push(format!(
+            "the server wrote paths that run code outside the guard later ({}): \
+             allow_persistence lets it; drop what it should not write",
+            persistence.join(", ")
+        ));
+    }
+    let _ = writeln!(t);
     let _ = writeln!(t, "[network]");
     let _ = writeln!(t, "allow = {}", toml_list(&allow));
     if !unix.is_empty() {

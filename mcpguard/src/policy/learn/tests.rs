@@ -331,3 +331,25 @@ fn check_warns_about_single_files_tools_replace() {
         "{w:?}"
     );
 }
+
+#[test]
+fn persistence_paths_written_while_learning_are_proposed_with_a_note() {
+    let mut o = Observations::new(HOME.into());
+    o.observe(&open(1, "/home/u/repo/src/lib.rs", true));
+    let (p, _, notes) = parse(&o);
+    assert!(p.filesystem.allow_persistence.is_empty());
+    assert!(!notes.iter().any(|n| n.contains("allow_persistence")));
+    o.observe(&open(1, "/home/u/repo/.git/config", true));
+    o.observe(&rec(1, Body::Mkdir(path_call("mkdir", "/home/u/repo/.vscode/x"))));
+    let (p, text, notes) = parse(&o);
+    use crate::policy::persist::PersistKind;
+    assert_eq!(
+        p.filesystem.allow_persistence,
+        [PersistKind::GitConfig, PersistKind::Vscode],
+        "{text}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("git_config, vscode")),
+        "{notes:?}"
+    );
+}
