@@ -207,22 +207,51 @@ mod tests {
         let mut w = Watch::new("/p".into(), vec![PersistKind::Direnv]);
         let erofs = -i64::from(libc::EROFS);
         assert_eq!(
-            persist(w.observe(&rec(1, open(".git/hooks/post-commit", &["O_WRONLY", "O_CREAT"], erofs)))),
-            ("git_hooks".into(), "/p/.git/hooks/post-commit".into(), false, true)
+            persist(w.observe(&rec(
+                1,
+                open(".git/hooks/post-commit", &["O_WRONLY", "O_CREAT"], erofs)
+            ))),
+            (
+                "git_hooks".into(),
+                "/p/.git/hooks/post-commit".into(),
+                false,
+                true
+            )
         );
         assert_eq!(
             persist(w.observe(&rec(1, open("/p/.envrc", &["O_WRONLY"], 3)))),
             ("direnv".into(), "/p/.envrc".into(), true, false)
         );
         // Reads and other paths: nothing.
-        assert!(w.observe(&rec(1, open(".git/config", &["O_RDONLY"], 3))).is_none());
-        assert!(w.observe(&rec(1, open("src/x", &["O_WRONLY"], 3))).is_none());
+        assert!(w
+            .observe(&rec(1, open(".git/config", &["O_RDONLY"], 3)))
+            .is_none());
+        assert!(w
+            .observe(&rec(1, open("src/x", &["O_WRONLY"], 3)))
+            .is_none());
         // A rename onto the name, and a symlink pointing at a hook.
         let busy = -i64::from(libc::EBUSY);
-        let r = w.observe(&rec(1, Body::Rename(pair("rename", "x", "/p/.mcp.json", busy))));
-        assert_eq!(persist(r), ("mcp_config".into(), "/p/.mcp.json".into(), false, true));
-        let r = w.observe(&rec(1, Body::Link(pair("symlink", ".git/hooks/pre-push", "/p/lnk", 0))));
-        assert_eq!(persist(r), ("git_hooks".into(), "/p/.git/hooks/pre-push".into(), false, false));
+        let r = w.observe(&rec(
+            1,
+            Body::Rename(pair("rename", "x", "/p/.mcp.json", busy)),
+        ));
+        assert_eq!(
+            persist(r),
+            ("mcp_config".into(), "/p/.mcp.json".into(), false, true)
+        );
+        let r = w.observe(&rec(
+            1,
+            Body::Link(pair("symlink", ".git/hooks/pre-push", "/p/lnk", 0)),
+        ));
+        assert_eq!(
+            persist(r),
+            (
+                "git_hooks".into(),
+                "/p/.git/hooks/pre-push".into(),
+                false,
+                false
+            )
+        );
     }
 
     #[test]
@@ -238,9 +267,14 @@ mod tests {
             errno: None,
         });
         assert!(w.observe(&rec(7, chdir)).is_none());
-        let r = w.observe(&rec(7, open("hooks/pre-commit", &["O_CREAT", "O_WRONLY"], 3)));
+        let r = w.observe(&rec(
+            7,
+            open("hooks/pre-commit", &["O_CREAT", "O_WRONLY"], 3),
+        ));
         assert_eq!(persist(r).1, "/p/sub/.git/hooks/pre-commit");
         // Another process is still at the launch directory.
-        assert!(w.observe(&rec(8, open("hooks/pre-commit", &["O_WRONLY"], 3))).is_none());
+        assert!(w
+            .observe(&rec(8, open("hooks/pre-commit", &["O_WRONLY"], 3)))
+            .is_none());
     }
 }

@@ -38,8 +38,7 @@ use crate::{
     dns::{self, DnsView, MapSink, Resolver},
     launch::{
         self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, persist::PersistSpec,
-        LaunchSpec, Launched,
-        SandboxSpec,
+        LaunchSpec, Launched, SandboxSpec,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
     policy::{self, sockets::SocketRules, NetEntry, Policy, SocketKind},

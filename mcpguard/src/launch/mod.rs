@@ -1860,7 +1860,8 @@ mod tests {
             .arg(&repo)
             .status()
             .unwrap();
-        let script = "for p in .git/hooks/post-commit .git/config .vscode/tasks.json .envrc code.txt; do \
+        let script =
+            "for p in .git/hooks/post-commit .git/config .vscode/tasks.json .envrc code.txt; do \
              (echo x >> $p) && echo \"$p ok\" || echo \"$p refused\"; done; \
              mv .git moved && echo 'mv ok' || echo 'mv refused'";
         let mut spec = fx.spec(script);
@@ -1891,7 +1892,11 @@ mod tests {
         report.read_only.sort();
         assert_eq!(
             report.read_only,
-            [repo.join(".git/config"), repo.join(".git/hooks"), repo.join(".vscode")]
+            [
+                repo.join(".git/config"),
+                repo.join(".git/hooks"),
+                repo.join(".vscode")
+            ]
         );
         assert_eq!(report.pinned, [repo.join(".git")]);
         assert!(!report.truncated);

@@ -188,12 +188,7 @@ impl Search<'_> {
 
     /// Binds `parent`/`name` read-only over itself if it is a file or a
     /// directory; notes a symlink; leaves a missing name alone.
-    fn protect(
-        &mut self,
-        parent: &OwnedFd,
-        name: &OsStr,
-        path: &Path,
-    ) -> Result<(), PersistError> {
+    fn protect(&mut self, parent: &OwnedFd, name: &OsStr, path: &Path) -> Result<(), PersistError> {
         match open_path(parent, name) {
             Some((fd, libc::S_IFREG | libc::S_IFDIR)) => self.bind(&fd, path, true),
             Some((_, libc::S_IFLNK)) => {

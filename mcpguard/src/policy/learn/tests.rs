@@ -340,7 +340,10 @@ fn persistence_paths_written_while_learning_are_proposed_with_a_note() {
     assert!(p.filesystem.allow_persistence.is_empty());
     assert!(!notes.iter().any(|n| n.contains("allow_persistence")));
     o.observe(&open(1, "/home/u/repo/.git/config", true));
-    o.observe(&rec(1, Body::Mkdir(path_call("mkdir", "/home/u/repo/.vscode/x"))));
+    o.observe(&rec(
+        1,
+        Body::Mkdir(path_call("mkdir", "/home/u/repo/.vscode/x")),
+    ));
     let (p, text, notes) = parse(&o);
     use crate::policy::persist::PersistKind;
     assert_eq!(

@@ -157,6 +157,7 @@ pub fn hostile_dir() -> PathBuf {
     dir
 }
 mod files;
+mod persist;
 mod reach;
 mod requests;
 mod terminal;

@@ -1,0 +1,93 @@
+/*
+ * Hostile persistence probes for escape class 12: leave code in a granted
+ * project for git, an editor, direnv or an MCP client to run later.
+ *
+ * Usage: persist STEP...   where each STEP is NAME=OP,ARG,ARG
+ *
+ * OPs: write,PATH,TEXT (O_CREAT|O_TRUNC), rename,OLD,NEW,
+ * symlink,TARGET,LINK, unlink,PATH, mkdir,PATH, chdir,PATH.
+ * Every step prints one line: "NAME OK <what>" when the syscall worked,
+ * "NAME <ERRNO> <what failed>" when it did not. Steps run in order.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *errname(int e)
+{
+    switch (e) {
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EROFS: return "EROFS";
+    case EBUSY: return "EBUSY";
+    case ENOENT: return "ENOENT";
+    case EEXIST: return "EEXIST";
+    case EXDEV: return "EXDEV";
+    case ELOOP: return "ELOOP";
+    default: {
+        static char buf[16];
+        snprintf(buf, sizeof buf, "E%d", e);
+        return buf;
+    }
+    }
+}
+
+static void result(const char *name, int ret, const char *what)
+{
+    if (ret < 0)
+        printf("%s %s %s\n", name, errname(errno), what);
+    else
+        printf("%s OK %s\n", name, what);
+}
+
+static void op_write(const char *name, const char *path, const char *text)
+{
+    /* An executable hook, as an attacker would leave it. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+    if (fd < 0)
+        return result(name, -1, "open for writing");
+    result(name, (int)write(fd, text, strlen(text)), "written");
+    close(fd);
+}
+
+static void step(char *spec)
+{
+    char *eq = strchr(spec, '=');
+    if (!eq) {
+        printf("BADSTEP %s\n", spec);
+        exit(2);
+    }
+    *eq = 0;
+    const char *name = spec;
+    const char *a[3] = { "", "", "" };
+    char *op = strtok(eq + 1, ",");
+    for (int i = 0; i < 3; i++) {
+        char *t = strtok(NULL, ",");
+        if (!t)
+            break;
+        a[i] = t;
+    }
+    if (!strcmp(op, "write")) op_write(name, a[0], a[1]);
+    else if (!strcmp(op, "rename")) result(name, rename(a[0], a[1]), "rename");
+    else if (!strcmp(op, "symlink")) result(name, symlink(a[0], a[1]), "symlink");
+    else if (!strcmp(op, "unlink")) result(name, unlink(a[0]), "unlink");
+    else if (!strcmp(op, "mkdir")) result(name, mkdir(a[0], 0755), "mkdir");
+    else if (!strcmp(op, "chdir")) result(name, chdir(a[0]), "chdir");
+    else {
+        printf("BADOP %s\n", op);
+        exit(2);
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        step(argv[i]);
+    return 0;
+}

