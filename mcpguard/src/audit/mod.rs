@@ -569,6 +569,7 @@ pub fn errno_name(errno: i64) -> String {
         (libc::EFAULT, "EFAULT"),
         (libc::EXDEV, "EXDEV"),
         (libc::EROFS, "EROFS"),
+        (libc::EBUSY, "EBUSY"),
         (libc::ENOEXEC, "ENOEXEC"),
         (libc::E2BIG, "E2BIG"),
         (libc::EMFILE, "EMFILE"),
