@@ -1851,7 +1851,12 @@ mod tests {
         let repo = fx.dir.join("allowed/repo");
         fs::create_dir_all(repo.join(".git/hooks")).unwrap();
         fs::create_dir_all(repo.join(".vscode")).unwrap();
-        fs::write(repo.join(".git/config"), "[core]\n").unwrap();
+        fs::create_dir_all(repo.join(".githooks")).unwrap();
+        fs::write(
+            repo.join(".git/config"),
+            "[core]\n\thooksPath = .githooks\n",
+        )
+        .unwrap();
         fs::write(repo.join(".envrc"), "").unwrap();
         fs::write(repo.join("code.txt"), "").unwrap();
         std::os::unix::fs::chown(&fx.dir, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -1861,7 +1866,7 @@ mod tests {
             .status()
             .unwrap();
         let script =
-            "for p in .git/hooks/post-commit .git/config .vscode/tasks.json .envrc code.txt; do \
+            "for p in .git/hooks/post-commit .git/config .githooks/pre-commit .vscode/tasks.json .envrc code.txt; do \
              (echo x >> $p) && echo \"$p ok\" || echo \"$p refused\"; done; \
              mv .git moved && echo 'mv ok' || echo 'mv refused'";
         let mut spec = fx.spec(script);
@@ -1883,7 +1888,8 @@ mod tests {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             text,
-            ".git/hooks/post-commit refused\n.git/config refused\n.vscode/tasks.json refused\n\
+            ".git/hooks/post-commit refused\n.git/config refused\n.githooks/pre-commit refused\n\
+             .vscode/tasks.json refused\n\
              .envrc ok\ncode.txt ok\nmv refused\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
@@ -1895,6 +1901,7 @@ mod tests {
             [
                 repo.join(".git/config"),
                 repo.join(".git/hooks"),
+                repo.join(".githooks"),
                 repo.join(".vscode")
             ]
         );

@@ -95,25 +95,43 @@ pub fn apply(spec: &PersistSpec, user: &UserFs) -> Result<PersistReport, Persist
     user.as_user(|| {
         let mut search = Search {
             allow: &spec.allow,
+            grant: PathBuf::new(),
             report: PersistReport::default(),
         };
-        for grant in &spec.write {
+        for grant in outermost(&spec.write) {
             // A grant that is not a directory the user can open has no
             // tree to search.
-            if let Ok(fd) = open(
-                grant,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                search.dir(fd, grant, 0)?;
-            }
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let Ok(fd) = open(grant, flags, Mode::empty()) else {
+                continue;
+            };
+            let Some(real) = real_path(&fd) else {
+                continue;
+            };
+            search.grant = real;
+            search.dir(fd, grant, 0)?;
         }
         Ok(search.report)
     })?
 }
 
+/// The grants not below another one (searched with it), in order.
+fn outermost(grants: &[PathBuf]) -> Vec<&PathBuf> {
+    grants
+        .iter()
+        .filter(|g| !grants.iter().any(|o| o != *g && g.starts_with(o)))
+        .collect()
+}
+
+/// Where an fd's object is, as the kernel names it.
+fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+}
+
 struct Search<'a> {
     allow: &'a [PersistKind],
+    /// The grant being searched, as the kernel names it.
+    grant: PathBuf,
     report: PersistReport,
 }
 
@@ -177,10 +195,35 @@ impl Search<'_> {
                 for (entry, _) in inside.iter().filter(|(_, guarded)| *guarded) {
                     self.protect(&dir, OsStr::new(entry), &path.join(entry))?;
                 }
+                if hooks {
+                    self.hooks_path(&dir, path)?;
+                }
                 // Last: the clone takes the read-only binds inside along.
                 self.bind_as(&fd, path, false)?;
                 self.report.pinned.push(path.to_owned());
                 Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory a repository's `core.hooksPath` names (relative to
+    /// its work tree, as git takes it), bound read-only when it lies in
+    /// the grant being searched: `.githooks`, husky's `.husky/_`.
+    fn hooks_path(&mut self, git_dir: &OwnedFd, git: &Path) -> Result<(), PersistError> {
+        let Some(text) = read_small(git_dir, "config") else {
+            return Ok(());
+        };
+        let (Some(named), Some(work_tree)) = (hooks_path(&text), git.parent()) else {
+            return Ok(());
+        };
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let Ok(fd) = open(&work_tree.join(named), flags, Mode::empty()) else {
+            return Ok(());
+        };
+        match real_path(&fd) {
+            Some(real) if real.starts_with(&self.grant) && real != self.grant => {
+                self.bind(&fd, &real, true)
             }
             _ => Ok(()),
         }
@@ -230,6 +273,46 @@ fn entries(fd: &OwnedFd) -> Vec<(std::ffi::CString, Option<Type>)> {
             (e.file_name().to_owned(), kind)
         })
         .collect()
+}
+
+/// The text of a small regular file `parent`/`name` (a git config), not
+/// following a symlink; `None` if it cannot be read or is over 64 KiB.
+fn read_small(parent: &OwnedFd, name: &str) -> Option<String> {
+    use std::io::Read;
+    const MAX: u64 = 64 * 1024;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(parent, name, flags, Mode::empty()).ok()?;
+    if fstat(&fd).ok()?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(MAX + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() as u64 <= MAX).then_some(text)
+}
+
+/// The last `hooksPath` of the `[core]` section in a git config's text,
+/// unquoted and without a trailing comment.
+fn hooks_path(config: &str) -> Option<&str> {
+    let mut core = false;
+    let mut found = None;
+    for line in config.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[') {
+            let name = section.split([']', ' ', '"', '.']).next().unwrap_or("");
+            core = name.eq_ignore_ascii_case("core");
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').filter(|_| core) else {
+            continue;
+        };
+        if key.trim().eq_ignore_ascii_case("hookspath") {
+            let value = value.split(['#', ';']).next().unwrap_or("").trim();
+            found = Some(value.trim_matches('"')).filter(|v| !v.is_empty());
+        }
+    }
+    found
 }
 
 /// `parent`/`name` opened `O_PATH`, not following a symlink, with its
@@ -311,4 +394,29 @@ fn bind_over(fd: &OwnedFd, read_only: bool) -> Result<(), Errno> {
         return Err(Errno::last());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_path_is_read_from_the_core_section_only() {
+        let config = "[core]\n\tbare = false\n\tHooksPath = \".husky/_\" # husky\n\
+                      [alias]\n\thookspath = elsewhere\n";
+        assert_eq!(hooks_path(config), Some(".husky/_"));
+        assert_eq!(
+            hooks_path("[core]\n\thooksPath = a\n\thooksPath = b\n"),
+            Some("b")
+        );
+        assert_eq!(hooks_path("[alias]\n\thooksPath = a\n"), None);
+        assert_eq!(hooks_path("[core]\n\thooksPath =\n"), None);
+    }
+
+    #[test]
+    fn only_outermost_grants_are_searched() {
+        let grants: Vec<PathBuf> = ["/p", "/p/sub", "/q", "/pq"].map(PathBuf::from).into();
+        let want: Vec<&PathBuf> = vec![&grants[0], &grants[2], &grants[3]];
+        assert_eq!(outermost(&grants), want);
+    }
 }

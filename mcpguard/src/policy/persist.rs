@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersistKind {
-    /// `.git/hooks/` (any file below it).
+    /// `.git/hooks/` (any file below it), the directory `core.hooksPath`
+    /// names, and the hook managers' files: `.husky/` and
+    /// `.pre-commit-config.yaml` (whose `local` hooks run any command).
     GitHooks,
     /// `.git/config` and `.git/config.worktree`, and a `.git` that is a
     /// file (a gitfile naming another git directory).
@@ -74,6 +76,7 @@ impl PersistKind {
     /// (whose kinds lie inside it): the whole entry is that family's.
     pub fn of_entry(name: &OsStr) -> Option<PersistKind> {
         match name.as_encoded_bytes() {
+            b".husky" | b".pre-commit-config.yaml" => Some(Self::GitHooks),
             b".vscode" => Some(Self::Vscode),
             b".idea" => Some(Self::Idea),
             b".envrc" => Some(Self::Direnv),
@@ -130,6 +133,8 @@ mod tests {
         let k = |p: &str| classify(Path::new(p));
         assert_eq!(k("/p/.git/hooks/post-commit"), Some(PersistKind::GitHooks));
         assert_eq!(k("/p/.git/hooks"), Some(PersistKind::GitHooks));
+        assert_eq!(k("/p/.husky/pre-commit"), Some(PersistKind::GitHooks));
+        assert_eq!(k("/p/.pre-commit-config.yaml"), Some(PersistKind::GitHooks));
         assert_eq!(k("/p/.git/config"), Some(PersistKind::GitConfig));
         assert_eq!(k("sub/.git"), Some(PersistKind::GitConfig));
         assert_eq!(k("/p/.git/config.worktree"), Some(PersistKind::GitConfig));
