@@ -219,6 +219,17 @@ pub fn explain(p: &Policy) -> String {
         );
     }
     let _ = writeln!(s, "- may write: {}", list(&p.filesystem.write));
+    if !p.filesystem.write.is_empty() {
+        let allowed: Vec<String> = (p.filesystem.allow_persistence.iter())
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            s,
+            "- inside those, code other tools run later (git hooks and config, .vscode, .idea, \
+             .envrc, .mcp.json, .cursor, .claude) is read-only where it exists, except: {}",
+            list(&allowed)
+        );
+    }
     let _ = writeln!(s, "- may execute: {}", list(&p.filesystem.exec));
     let _ = writeln!(s, "- every other file is off limits (Landlock)");
     let mut dest: Vec<String> = p.network.allow.iter().map(|r| r.text.clone()).collect();
