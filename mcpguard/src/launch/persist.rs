@@ -105,10 +105,7 @@ pub fn apply(spec: &PersistSpec, user: &UserFs) -> Result<PersistReport, Persist
             let Ok(fd) = open(grant, flags, Mode::empty()) else {
                 continue;
             };
-            let Some(real) = real_path(&fd) else {
-                continue;
-            };
-            search.grant = real;
+            search.grant = real_path(&fd).unwrap_or_else(|| grant.clone());
             search.dir(fd, grant, 0)?;
         }
         Ok(search.report)
