@@ -748,6 +748,32 @@ mod tests {
     }
 
     #[test]
+    fn golden_persist() {
+        assert_golden(
+            Body::Persist {
+                family: "git_hooks".into(),
+                call: "openat".into(),
+                path: "/p/.git/hooks/post-commit".into(),
+                allowed: false,
+                result: -30,
+                errno: Some("EROFS".into()),
+            },
+            r#""denied":true,"kind":"persist","family":"git_hooks","call":"openat","path":"/p/.git/hooks/post-commit","result":-30,"errno":"EROFS"}"#,
+        );
+        assert_golden(
+            Body::Persist {
+                family: "direnv".into(),
+                call: "rename".into(),
+                path: "/p/.envrc".into(),
+                allowed: true,
+                result: 0,
+                errno: None,
+            },
+            r#""denied":false,"kind":"persist","family":"direnv","call":"rename","path":"/p/.envrc","allowed":true,"result":0}"#,
+        );
+    }
+
+    #[test]
     fn golden_link_and_rename() {
         let pair = |call: &str, result: i64| PathPair {
             call: call.into(),
