@@ -81,6 +81,13 @@ pub enum Msg {
         cwd: std::path::PathBuf,
         allow: Vec<crate::policy::persist::PersistKind>,
     },
+    /// The directories this server's repositories name in
+    /// `core.hooksPath`, which the launcher bound read-only: writes below
+    /// them are `git_hooks` too.
+    PersistHooks {
+        cgroup_id: u64,
+        dirs: Vec<std::path::PathBuf>,
+    },
     /// Collect what this server does (`mcpguard policy learn`); `cwd` is
     /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
@@ -206,6 +213,11 @@ impl Auditor {
                     }) => {
                         self.persists
                             .insert(cgroup_id, super::persist::Watch::new(cwd, allow));
+                    }
+                    Ok(Msg::PersistHooks { cgroup_id, dirs }) => {
+                        if let Some(w) = self.persists.get_mut(&cgroup_id) {
+                            w.add_hooks(dirs);
+                        }
                     }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {

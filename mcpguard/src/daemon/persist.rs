@@ -9,7 +9,10 @@
 //! entry (`path_source: user`): a record names what the server asked for.
 //! Relative paths follow each process's working directory as its records
 //! show it ([`Cwds`]); a path relative to a directory fd is classified by
-//! its own components only.
+//! its own components only. A repository's `core.hooksPath` directory is
+//! known once the launch helper reports it ([`Watch::add_hooks`]): a write
+//! below it in the server's first moments, before that report arrives, has
+//! its own record only (refused all the same).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,8 @@ use crate::{
 pub struct Watch {
     /// `[filesystem] allow_persistence`.
     allow: Vec<PersistKind>,
+    /// Directories named by `core.hooksPath`: `git_hooks` below them.
+    hooks: Vec<PathBuf>,
     cwds: Cwds,
 }
 
@@ -39,8 +44,22 @@ impl Watch {
     pub fn new(cwd: PathBuf, allow: Vec<PersistKind>) -> Self {
         Self {
             allow,
+            hooks: Vec::new(),
             cwds: Cwds::new(cwd),
         }
+    }
+
+    /// Paths below `dirs` are `git_hooks` from now on.
+    pub fn add_hooks(&mut self, dirs: Vec<PathBuf>) {
+        self.hooks.extend(dirs);
+    }
+
+    fn family(&self, path: &Path) -> Option<PersistKind> {
+        classify(path).or_else(|| {
+            (self.hooks.iter())
+                .any(|h| path.starts_with(h))
+                .then_some(PersistKind::GitHooks)
+        })
     }
 
     /// Takes one record of the server: the `persist` record it calls for,
@@ -57,7 +76,7 @@ impl Watch {
         let (path, family) = resolved
             .into_iter()
             .chain(target)
-            .find_map(|p| classify(&p).map(|k| (p, k)))?;
+            .find_map(|p| self.family(&p).map(|k| (p, k)))?;
         let body = Body::Persist {
             family: family.to_string(),
             call: call.to_owned(),
@@ -272,6 +291,11 @@ mod tests {
             open("hooks/pre-commit", &["O_CREAT", "O_WRONLY"], 3),
         ));
         assert_eq!(persist(r).1, "/p/sub/.git/hooks/pre-commit");
+        // A core.hooksPath directory, once the launcher reported it.
+        let custom = || rec(8, open("/p/.githooks/pre-commit", &["O_WRONLY"], 3));
+        assert!(w.observe(&custom()).is_none());
+        w.add_hooks(vec!["/p/.githooks".into()]);
+        assert_eq!(persist(w.observe(&custom())).0, "git_hooks");
         // Another process is still at the launch directory.
         assert!(w
             .observe(&rec(8, open("hooks/pre-commit", &["O_WRONLY"], 3)))

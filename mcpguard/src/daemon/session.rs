@@ -504,6 +504,16 @@ fn serve_peer(
         // Until this thread runs, a refused socket() call just waits.
         guard.fence = Some(SocketFence::start(listener, learn, record)?);
     }
+    if let Some(p) = status
+        .persist
+        .as_ref()
+        .filter(|p| !p.hooks_paths.is_empty())
+    {
+        shared.audit(Msg::PersistHooks {
+            cgroup_id: cgroup.id,
+            dirs: p.hooks_paths.clone(),
+        });
+    }
     if let Some(m) = &status.mounts {
         shared.audit(Msg::Fence {
             cgroup_id: cgroup.id,

@@ -1906,6 +1906,7 @@ mod tests {
             ]
         );
         assert_eq!(report.pinned, [repo.join(".git")]);
+        assert_eq!(report.hooks_paths, [repo.join(".githooks")]);
         assert!(!report.truncated);
         // The host's view is untouched.
         assert!(!repo.join(".git/hooks/post-commit").exists());

@@ -79,6 +79,10 @@ pub struct PersistReport {
     pub read_only: Vec<PathBuf>,
     /// `.git` directories bound over themselves so they cannot be renamed.
     pub pinned: Vec<PathBuf>,
+    /// Of `read_only`, the directories repositories' `core.hooksPath`
+    /// names (their names say nothing; the daemon's records need them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks_paths: Vec<PathBuf>,
     /// Persistence names that are symlinks, left as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symlinks: Vec<PathBuf>,
@@ -220,7 +224,9 @@ impl Search<'_> {
         };
         match real_path(&fd) {
             Some(real) if real.starts_with(&self.grant) && real != self.grant => {
-                self.bind(&fd, &real, true)
+                self.bind(&fd, &real, true)?;
+                self.report.hooks_paths.push(real);
+                Ok(())
             }
             _ => Ok(()),
         }

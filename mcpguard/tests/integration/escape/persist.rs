@@ -165,7 +165,6 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
                 &[&tasks],
                 Some("{\"tasks\": [{\"runOptions\": {\"runOn\": \"folderOpen\"}}]}"),
             ),
-            step("custom", "write", &[&custom], Some(HOOK)),
             step(
                 "precommit",
                 "write",
@@ -197,6 +196,9 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
                 &[Path::new("hooks/pre-commit")],
                 Some(HOOK),
             ),
+            // Late: the daemon learns of core.hooksPath from the launch
+            // report (see its persist watch).
+            step("custom", "write", &[&custom], Some(HOOK)),
             // Not refused yet (module docs): names made after launch.
             step("newdir", "mkdir", &[&fresh], None),
             step("newgit", "mkdir", &[&fresh.join(".git")], None),
