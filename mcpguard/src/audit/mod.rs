@@ -1005,9 +1005,17 @@ mod tests {
             Body::Unlink(call.clone()),
             Body::Rmdir(call.clone()),
             Body::Chdir(call),
+            Body::Persist {
+                family: "direnv".into(),
+                call: "openat".into(),
+                path: ".envrc".into(),
+                allowed: false,
+                result: 3,
+                errno: None,
+            },
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 24);
+        assert_eq!(KINDS.len(), 25);
     }
 }
