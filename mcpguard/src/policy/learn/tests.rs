@@ -42,6 +42,7 @@ fn path_call(call: &str, path: &str) -> PathCall {
         path_truncated: false,
         mode: None,
         dirfd: None,
+        fd: None,
         result: 0,
         errno: None,
     }
