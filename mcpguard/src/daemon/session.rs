@@ -427,6 +427,7 @@ fn serve_peer(
                 .is_some_and(|grp| policy.identity.groups.contains(&grp.name))
         })
         .collect();
+    let write = fs.write.clone();
     let spec = LaunchSpec {
         argv: argv.clone(),
         env,
@@ -451,6 +452,7 @@ fn serve_peer(
         mounts: (!learn).then_some(MountSpec {
             keep,
             sockets: policy.unix_paths(&user.dir, peer.uid),
+            write,
             uid: peer.uid,
             gid: peer.gid,
         }),

@@ -34,6 +34,7 @@ pub mod cgroup;
 pub mod limits;
 pub mod mounts;
 pub mod reach;
+pub mod ro_view;
 pub mod sandbox;
 pub mod seccomp;
 pub mod socket_fence;
@@ -1842,6 +1843,7 @@ mod tests {
         spec.mounts = Some(mounts::MountSpec {
             keep: vec![file.clone(), allowed.clone()],
             sockets: vec![],
+            write: vec![],
             uid: NOBODY,
             gid: NOBODY,
         });
