@@ -813,6 +813,56 @@ mod tests {
     }
 
     #[test]
+    fn attr_records_name_the_call_and_keep_path_or_fd() {
+        let chmod = decode_ok(&sample(
+            kind::ATTR,
+            open_event(
+                libc::SYS_fchmodat as u32,
+                0,
+                libc::AT_FDCWD,
+                -i64::from(libc::EROFS),
+                buf::<PATH_LEN>("/home/u/.ssh/id_rsa"),
+            ),
+        ));
+        assert!(chmod.denied, "EROFS is the read-only view's refusal");
+        assert_eq!(chmod.path_source.as_deref(), Some("user"));
+        match &chmod.body {
+            Body::Attr(p) => {
+                assert_eq!(
+                    (p.call.as_str(), p.path.as_str(), p.mode, p.dirfd, p.fd),
+                    ("fchmodat", "/home/u/.ssh/id_rsa", Some(0o644), None, None)
+                );
+                assert_eq!(p.errno.as_deref(), Some("EROFS"));
+            }
+            other => panic!("expected attr, got {other:?}"),
+        }
+        // A call on an fd: no path, the fd kept, `ftruncate`'s EINVAL a
+        // refusal.
+        let ftruncate = decode_ok(&sample(
+            kind::ATTR,
+            open_event(
+                libc::SYS_ftruncate as u32,
+                0,
+                5,
+                -i64::from(libc::EINVAL),
+                buf::<PATH_LEN>("stale"),
+            ),
+        ));
+        assert!(ftruncate.denied);
+        assert_eq!(ftruncate.path_source, None);
+        assert!(
+            matches!(&ftruncate.body, Body::Attr(p) if p.fd == Some(5) && p.path.is_empty() && p.dirfd.is_none() && p.mode.is_none())
+        );
+        // An unknown syscall number is a counted drop.
+        let err = decode(
+            &sample(kind::ATTR, open_event(9999, 0, 0, -1, [0; PATH_LEN])),
+            &BootClock::with_offset_ns(OFFSET_NS),
+            origin_for,
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
     fn one_path_calls_decode_by_kind_and_call() {
         let mkdir = decode_ok(&sample(
             kind::MKDIR,

@@ -1131,6 +1131,26 @@ mod tests {
             human(&mkdir)
         );
 
+        let fchmod = rec(
+            Body::Attr(crate::audit::PathCall {
+                call: "fchmod".into(),
+                path: String::new(),
+                path_truncated: false,
+                mode: Some(0o644),
+                dirfd: None,
+                fd: Some(3),
+                result: -30,
+                errno: Some("EROFS".into()),
+            }),
+            T0,
+        );
+        assert!(
+            human(&fchmod).contains("DENY")
+                && human(&fchmod).ends_with("fchmod fd 3 = -EROFS mode=0644"),
+            "{}",
+            human(&fchmod)
+        );
+
         let link = rec(
             Body::Link(crate::audit::PathPair {
                 call: "linkat".into(),

@@ -164,6 +164,40 @@ fn mkdir_unlink_and_rename_grant_write_on_the_directory() {
 }
 
 #[test]
+fn attribute_changes_in_learning_mode_grant_write() {
+    let mut o = Observations::new(HOME.into());
+    o.observe(&open(1, "/home/u/.local/share/app/run.sh", false));
+    o.observe(&rec(
+        1,
+        Body::Attr(path_call("fchmodat", "/home/u/.local/share/app/run.sh")),
+    ));
+    // On an fd: no path to grant; a refused call grants nothing.
+    o.observe(&rec(
+        1,
+        Body::Attr(PathCall {
+            fd: Some(3),
+            ..path_call("fchmod", "")
+        }),
+    ));
+    o.observe(&rec(
+        1,
+        Body::Attr(PathCall {
+            result: -30,
+            ..path_call("chmod", "/home/u/.ssh/id_rsa")
+        }),
+    ));
+    let (p, text, _) = parse(&o);
+    assert!(
+        p.filesystem
+            .write
+            .iter()
+            .any(|w| w.starts_with("~/.local/share/app")),
+        "{text}"
+    );
+    assert!(!text.contains(".ssh"), "{text}");
+}
+
+#[test]
 fn replaced_files_are_proposed_through_their_directory_or_not_at_all() {
     let mut o = Observations::new(HOME.into());
     o.observe(&open(1, "/home/u/.config/app/state.json", false));
