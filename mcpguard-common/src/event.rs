@@ -32,6 +32,11 @@ pub mod kind {
     /// `chdir` ([`super::PathEvent`]): what relative paths of that process
     /// mean from then on.
     pub const CHDIR: u32 = 15;
+    /// A refused (or, in learning mode, any) change to a file's metadata or
+    /// contents that no open covers: the `chmod`, `chown`, `utimes`,
+    /// `setxattr`/`removexattr`, `truncate` and `mknod` families
+    /// ([`super::PathEvent`], `call` the native syscall number).
+    pub const ATTR: u32 = 16;
 }
 
 /// Where a path in a record came from: whether it can differ from the

@@ -22,6 +22,8 @@ pub const MAX_INFLIGHT: u32 = 8192;
 
 /// Most syscalls the `sys_exit` watch can record.
 pub const MAX_WATCHED_SYSCALLS: u32 = 64;
+/// Most syscalls the attribute watch (`ATTR_CALLS`) can hold.
+pub const MAX_ATTR_CALLS: u32 = 64;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 /// The daemon maps it twice (the wrap-around view), so every MiB here is
 /// two of resident memory once traffic has touched it; 4 MiB holds about

@@ -28,6 +28,25 @@ pub mod syscall_audit {
     pub const FAILURES: u32 = 2;
 }
 
+/// Where one watched attribute syscall keeps its arguments in its
+/// `sys_enter` tracepoint record (byte offsets from the tracefs format
+/// file; 0 = the call has no such argument), by syscall number in the
+/// `ATTR_CALLS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttrArgs {
+    /// The path (a user pointer).
+    pub path_off: u16,
+    /// The directory fd the path is relative to, or the fd acted on.
+    pub fd_off: u16,
+    /// The mode (`chmod`, `mknod`).
+    pub mode_off: u16,
+    /// A positive errno that, for this call, is a refusal too (besides
+    /// `EACCES`, `EPERM` and `EROFS`): `EINVAL` for `ftruncate` on an fd
+    /// not open for writing. 0: none.
+    pub extra_errno: u16,
+}
+
 /// Per-server state, keyed by cgroup id in the `SERVERS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +131,7 @@ pub struct DnsOrigin {
 }
 
 const _: () = assert!(core::mem::size_of::<ServerPolicy>() == 16);
+const _: () = assert!(core::mem::size_of::<AttrArgs>() == 8);
 const _: () = assert!(core::mem::size_of::<DnsOrigin>() == 24);
 const _: () = assert!(core::mem::size_of::<NetKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 4 + 4 * PORT_RANGES);
@@ -125,4 +145,6 @@ mod pod {
     unsafe impl aya::Pod for super::NetKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PortSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AttrArgs {}
 }

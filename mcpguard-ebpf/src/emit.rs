@@ -221,8 +221,9 @@ pub fn emit_pending<T: 'static>(
     }
 }
 
-/// Whether a syscall result is a refusal: Landlock's `EACCES` or `EPERM`.
+/// Whether a syscall result is a refusal: Landlock's `EACCES`, `EPERM`,
+/// or `EROFS` from the read-only view outside the write grants.
 #[inline(always)]
 pub fn is_denial(ret: i64) -> bool {
-    ret == -13 || ret == -1
+    ret == -13 || ret == -1 || ret == -30
 }

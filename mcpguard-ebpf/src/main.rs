@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod attrs;
 mod emit;
 mod files;
 mod io_uring;

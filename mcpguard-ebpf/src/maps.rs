@@ -7,8 +7,10 @@ use aya_ebpf::{
 use mcpguard_common::{
     event::{ExecEvent, OpenEvent, PathPairEvent, UnixConnectEvent},
     flow::Flow,
-    limits::{MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, MAX_WATCHED_SYSCALLS, RING_BYTES},
-    policy::{DnsOrigin, NetKey, PortSet, ServerPolicy},
+    limits::{
+        MAX_ATTR_CALLS, MAX_INFLIGHT, MAX_NET_RULES, MAX_SERVERS, MAX_WATCHED_SYSCALLS, RING_BYTES,
+    },
+    policy::{AttrArgs, DnsOrigin, NetKey, PortSet, ServerPolicy},
 };
 
 /// Guarded cgroups: cgroup id → policy flags. Written by the daemon before a
@@ -80,3 +82,8 @@ pub static DNS_ORIGIN: LruHashMap<u64, DnsOrigin> = LruHashMap::with_max_entries
 /// from the seccomp fence's table before the programs attach.
 #[map]
 pub static SYSCALL_AUDIT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_SYSCALLS, 0);
+
+/// Watched attribute syscalls: number → where their arguments are. Filled
+/// by the daemon from tracefs format files before the programs attach.
+#[map]
+pub static ATTR_CALLS: HashMap<u32, AttrArgs> = HashMap::with_max_entries(MAX_ATTR_CALLS, 0);

@@ -185,6 +185,14 @@ pub fn decode(
             source = Some("user");
             path_body(header.kind, sample, header.len)?
         }
+        kind::ATTR => {
+            let body = attr_body(sample, header.len)?;
+            // Calls on an fd carry no path.
+            if matches!(&body, Body::Attr(p) if p.fd.is_none()) {
+                source = Some("user");
+            }
+            body
+        }
         kind::LINK => {
             source = Some("user");
             Body::Link(pair_body(sample, header.len, "link")?)
@@ -514,6 +522,7 @@ fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeEr
         path_truncated,
         mode: (kind == kind::MKDIR).then_some(ev.mode),
         dirfd: (has_dirfd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
+        fd: None,
         result: ev.ret,
         errno: errno_of(ev.ret),
     };
@@ -523,6 +532,34 @@ fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeEr
         kind::RMDIR => Body::Rmdir(p),
         _ => Body::Chdir(p),
     })
+}
+
+/// An attribute-change sample: `call` is the syscall number, `dirfd` the
+/// directory fd (or, for calls on an fd, the fd acted on).
+fn attr_body(sample: &[u8], header_len: u32) -> Result<Body, DecodeError> {
+    let ev = &read_checked::<Record<PathEvent>>(sample, "attr", Some(header_len))?.payload;
+    let call = crate::ebpf::attrs::name_of(ev.call).ok_or(DecodeError::BadField {
+        name: "attr",
+        field: "call",
+        value: u64::from(ev.call),
+    })?;
+    let on_fd = crate::ebpf::attrs::on_fd(ev.call);
+    let (path, path_truncated) = if on_fd {
+        (String::new(), false)
+    } else {
+        c_string(&ev.path)
+    };
+    let has_mode = call.contains("chmod") || call.starts_with("mknod");
+    Ok(Body::Attr(PathCall {
+        call: call.to_string(),
+        path,
+        path_truncated,
+        mode: has_mode.then_some(ev.mode),
+        dirfd: (!on_fd && ev.dirfd != libc::AT_FDCWD).then_some(ev.dirfd),
+        fd: on_fd.then_some(ev.dirfd),
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+    }))
 }
 
 /// Where an event's path came from, by its [`path_source`] value.
@@ -773,6 +810,56 @@ mod tests {
             _pad: 0,
             path,
         }
+    }
+
+    #[test]
+    fn attr_records_name_the_call_and_keep_path_or_fd() {
+        let chmod = decode_ok(&sample(
+            kind::ATTR,
+            open_event(
+                libc::SYS_fchmodat as u32,
+                0,
+                libc::AT_FDCWD,
+                -i64::from(libc::EROFS),
+                buf::<PATH_LEN>("/home/u/.ssh/id_rsa"),
+            ),
+        ));
+        assert!(chmod.denied, "EROFS is the read-only view's refusal");
+        assert_eq!(chmod.path_source.as_deref(), Some("user"));
+        match &chmod.body {
+            Body::Attr(p) => {
+                assert_eq!(
+                    (p.call.as_str(), p.path.as_str(), p.mode, p.dirfd, p.fd),
+                    ("fchmodat", "/home/u/.ssh/id_rsa", Some(0o644), None, None)
+                );
+                assert_eq!(p.errno.as_deref(), Some("EROFS"));
+            }
+            other => panic!("expected attr, got {other:?}"),
+        }
+        // A call on an fd: no path, the fd kept, `ftruncate`'s EINVAL a
+        // refusal.
+        let ftruncate = decode_ok(&sample(
+            kind::ATTR,
+            open_event(
+                libc::SYS_ftruncate as u32,
+                0,
+                5,
+                -i64::from(libc::EINVAL),
+                buf::<PATH_LEN>("stale"),
+            ),
+        ));
+        assert!(ftruncate.denied);
+        assert_eq!(ftruncate.path_source, None);
+        assert!(
+            matches!(&ftruncate.body, Body::Attr(p) if p.fd == Some(5) && p.path.is_empty() && p.dirfd.is_none() && p.mode.is_none())
+        );
+        // An unknown syscall number is a counted drop.
+        let err = decode(
+            &sample(kind::ATTR, open_event(9999, 0, 0, -1, [0; PATH_LEN])),
+            &BootClock::with_offset_ns(OFFSET_NS),
+            origin_for,
+        );
+        assert!(err.is_err());
     }
 
     #[test]

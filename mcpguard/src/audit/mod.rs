@@ -50,6 +50,7 @@ pub const KINDS: &[&str] = &[
     "rmdir",
     "chdir",
     "persist",
+    "attr",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -200,6 +201,11 @@ pub enum Body {
     Rmdir(PathCall),
     /// `chdir`: relative paths of this process's later records start here.
     Chdir(PathCall),
+    /// A refused change no open covers (in learning mode, any): the
+    /// `chmod`, `chown`, `utimes`, `setxattr`/`removexattr`, `truncate` and
+    /// `mknod` families. Outside the write grants the server's read-only
+    /// mount view refuses these with `EROFS`.
+    Attr(PathCall),
     /// `link`, `linkat`, `symlink` or `symlinkat`.
     Link(PathPair),
     /// `rename`, `renameat` or `renameat2`.
@@ -369,23 +375,29 @@ pub enum Body {
     },
 }
 
-/// The one name of a mkdir, unlink, rmdir or chdir.
+/// The one name of a mkdir, unlink, rmdir, chdir or attribute change.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PathCall {
-    /// The syscall: `mkdir`, `mkdirat`, `unlink`, `unlinkat`, `rmdir` or
-    /// `chdir`.
+    /// The syscall: `mkdir`, `mkdirat`, `unlink`, `unlinkat`, `rmdir`,
+    /// `chdir`, or for `attr` records the attribute call (`chmod`,
+    /// `fchmodat`, `fsetxattr`, `ftruncate`, ...).
     pub call: String,
     /// The path as passed (read from the caller's memory at entry).
     pub path: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub path_truncated: bool,
-    /// `mkdir`'s mode.
+    /// `mkdir`'s, `chmod`'s or `mknod`'s mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Only when the path is relative to a directory fd (not `AT_FDCWD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dirfd: Option<i32>,
-    /// 0, or the negative errno (Landlock refuses with `EACCES`).
+    /// The fd acted on, for calls on an fd (`fchmod`, `fchown`,
+    /// `fsetxattr`, `fremovexattr`, `ftruncate`); their `path` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// 0, or the negative errno (Landlock refuses with `EACCES`, the
+    /// read-only view with `EROFS`).
     pub result: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
@@ -442,6 +454,7 @@ impl Body {
             Body::Unlink(_) => "unlink",
             Body::Rmdir(_) => "rmdir",
             Body::Chdir(_) => "chdir",
+            Body::Attr(_) => "attr",
             Body::Link(_) => "link",
             Body::Rename(_) => "rename",
             Body::Connect { .. } => "connect",
@@ -459,7 +472,8 @@ impl Body {
     }
 
     /// Whether enforcement refused the action. Landlock refusals surface as
-    /// `EACCES`, the egress programs' as `EPERM`; both count, whoever caused
+    /// `EACCES`, the egress programs' as `EPERM`, the read-only mount view's
+    /// as `EROFS`; all count, whoever caused
     /// them, because the log cannot tell a policy denial from a plain
     /// permission error and hiding either would under-report.
     pub fn is_denied(&self) -> bool {
@@ -468,6 +482,11 @@ impl Body {
             Body::Open { result, .. } | Body::Syscall { result, .. } => is_denial_errno(*result),
             Body::Mkdir(p) | Body::Unlink(p) | Body::Rmdir(p) | Body::Chdir(p) => {
                 is_denial_errno(p.result)
+            }
+            // The kernel program records a call's own extra refusal errno
+            // (`ftruncate`'s `EINVAL`) only when it refused.
+            Body::Attr(p) => {
+                is_denial_errno(p.result) || (p.call == "ftruncate" && p.result == -22)
             }
             // Landlock's REFER refusal is EXDEV. A genuine cross-device
             // rename fails the same way; counting it errs toward reporting.
@@ -492,8 +511,12 @@ impl Body {
     }
 }
 
+/// Landlock's `EACCES`, the egress programs' `EPERM`, and `EROFS`: the
+/// read-only mount view refuses writes outside the write grants.
 fn is_denial_errno(result: i64) -> bool {
-    result == -i64::from(libc::EACCES) || result == -i64::from(libc::EPERM)
+    [libc::EACCES, libc::EPERM, libc::EROFS]
+        .iter()
+        .any(|e| result == -i64::from(*e))
 }
 
 impl AuditRecord {
@@ -706,6 +729,7 @@ mod tests {
                 path_truncated: false,
                 mode: Some(0o755),
                 dirfd: Some(5),
+                fd: None,
                 result: -13,
                 errno: Some("EACCES".into()),
             }),
@@ -997,6 +1021,7 @@ mod tests {
             path_truncated: false,
             mode: None,
             dirfd: None,
+            fd: None,
             result: 0,
             errno: None,
         };
@@ -1004,7 +1029,8 @@ mod tests {
             Body::Mkdir(call.clone()),
             Body::Unlink(call.clone()),
             Body::Rmdir(call.clone()),
-            Body::Chdir(call),
+            Body::Chdir(call.clone()),
+            Body::Attr(call),
             Body::Persist {
                 family: "direnv".into(),
                 call: "openat".into(),
@@ -1016,6 +1042,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 25);
+        assert_eq!(KINDS.len(), 26);
     }
 }

@@ -617,12 +617,14 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
             let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
             format!("{op} {} {host}:{}", f("protocol"), f("port"))
         }
-        "mkdir" | "unlink" | "rmdir" | "chdir" => {
+        "mkdir" | "unlink" | "rmdir" | "chdir" | "attr" => {
+            let target = match rec.get("fd").and_then(Value::as_i64) {
+                Some(fd) => format!("fd {fd}"),
+                None => format!("{}{}", f("path"), truncation_mark(rec, "path_truncated")),
+            };
             let mut s = format!(
-                "{} {}{} = {}",
+                "{} {target} = {}",
                 rec.get("call").and_then(Value::as_str).unwrap_or(kind),
-                f("path"),
-                truncation_mark(rec, "path_truncated"),
                 result(rec)
             );
             if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
@@ -1129,6 +1131,7 @@ mod tests {
                 path_truncated: false,
                 mode: Some(0o755),
                 dirfd: None,
+                fd: None,
                 result: -13,
                 errno: Some("EACCES".into()),
             }),
@@ -1138,6 +1141,26 @@ mod tests {
             human(&mkdir).ends_with("mkdir /home/u/.npm/_npx/1 = -EACCES mode=0755"),
             "{}",
             human(&mkdir)
+        );
+
+        let fchmod = rec(
+            Body::Attr(crate::audit::PathCall {
+                call: "fchmod".into(),
+                path: String::new(),
+                path_truncated: false,
+                mode: Some(0o644),
+                dirfd: None,
+                fd: Some(3),
+                result: -30,
+                errno: Some("EROFS".into()),
+            }),
+            T0,
+        );
+        assert!(
+            human(&fchmod).contains("DENY")
+                && human(&fchmod).ends_with("fchmod fd 3 = -EROFS mode=0644"),
+            "{}",
+            human(&fchmod)
         );
 
         let link = rec(

@@ -232,6 +232,11 @@ pub fn explain(p: &Policy) -> String {
     }
     let _ = writeln!(s, "- may execute: {}", list(&p.filesystem.exec));
     let _ = writeln!(s, "- every other file is off limits (Landlock)");
+    let _ = writeln!(
+        s,
+        "- sees everything but the write grants read-only: no chmod, chown, \
+         timestamps, xattrs, truncate or mknod elsewhere (EROFS)"
+    );
     let mut dest: Vec<String> = p.network.allow.iter().map(|r| r.text.clone()).collect();
     dest.extend(
         p.network

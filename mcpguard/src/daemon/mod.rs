@@ -267,6 +267,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "records of fenced and cross-process syscalls (syscall exit tracepoints)",
         &layers,
     );
+    log_layer(
+        "audit_attrs",
+        layers.audit_attrs,
+        "records of refused chmod/chown/utimes/xattr/truncate/mknod calls (syscall tracepoints)",
+        &layers,
+    );
 
     let upstream_dns = cfg.upstream_dns.or_else(|| {
         std::fs::read_to_string("/etc/resolv.conf")

@@ -282,6 +282,7 @@ mod tests {
             path_truncated: false,
             mode: None,
             dirfd: None,
+            fd: None,
             result: 0,
             errno: None,
         });

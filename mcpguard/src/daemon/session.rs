@@ -433,6 +433,7 @@ fn serve_peer(
         })
         .collect();
     let persist_write = fs.write.clone();
+    let write = fs.write.clone();
     let spec = LaunchSpec {
         argv: argv.clone(),
         env,
@@ -457,6 +458,7 @@ fn serve_peer(
         mounts: (!learn).then_some(MountSpec {
             keep,
             sockets: policy.unix_paths(&user.dir, peer.uid),
+            write,
             uid: peer.uid,
             gid: peer.gid,
         }),

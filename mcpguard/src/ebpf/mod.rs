@@ -5,6 +5,7 @@
 //! [`Loaded::layers`] says which are active so launches can fail closed when
 //! a policy needs a missing one.
 
+pub mod attrs;
 pub mod pins;
 pub mod tracefs;
 
@@ -74,6 +75,9 @@ pub struct Layers {
     /// Records of the watched syscalls (the seccomp fence's and ptrace,
     /// kill, ...).
     pub audit_syscalls: bool,
+    /// Records of refused attribute changes (chmod, chown, utimes, xattrs,
+    /// truncate, mknod).
+    pub audit_attrs: bool,
     /// Records of requests submitted to io_uring (by servers allowed it).
     pub audit_io_uring: bool,
     /// The egress and socket-fence links are pinned in bpffs: they stay
@@ -217,6 +221,12 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
         "OFF_SYS_EXIT_NR",
         "syscalls",
         "sys_exit_openat",
+        "__syscall_nr",
+    ),
+    (
+        "OFF_SYS_ENTER_NR",
+        "syscalls",
+        "sys_enter_openat",
         "__syscall_nr",
     ),
     (
@@ -574,6 +584,10 @@ pub fn load(
         Ok(()) => layers.audit_syscalls = true,
         Err(why) => layers.missing.push(format!("audit_syscalls: {why}")),
     }
+    match attach_attrs(&mut ebpf, &tracefs) {
+        Ok(()) => layers.audit_attrs = true,
+        Err(why) => layers.missing.push(format!("audit_attrs: {why}")),
+    }
     let io_uring = match optional_missing
         .iter()
         .find(|(g, _)| *g == "OFF_IO_URING_OPCODE")
@@ -706,6 +720,46 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
         }
         prog.attach("syscalls", &event)
             .map_err(|e| format!("sys_exit_watched: attach syscalls/{event}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Fills `ATTR_CALLS` from this kernel's format files and attaches the
+/// attribute programs to each watched call's enter and exit tracepoints
+/// ([`attrs`]). A call this kernel lacks is skipped.
+fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
+    let mut table: HashMap<&mut MapData, u32, mcpguard_common::policy::AttrArgs> = ebpf
+        .map_mut("ATTR_CALLS")
+        .ok_or("map ATTR_CALLS missing")?
+        .try_into()
+        .map_err(|e| format!("ATTR_CALLS: {e}"))?;
+    let mut present = Vec::new();
+    for c in attrs::calls() {
+        match attrs::args_of(tracefs, &c).map_err(|e| e.to_string())? {
+            Some(args) => {
+                table
+                    .insert(c.nr, args, 0)
+                    .map_err(|e| format!("ATTR_CALLS[{}]: {e}", c.name))?;
+                present.push(c.name);
+            }
+            None => debug!(
+                syscall = c.name,
+                "no tracepoint: syscall not in this kernel"
+            ),
+        }
+    }
+    for (prog, phase) in [("sys_enter_attr", "enter"), ("sys_exit_attr", "exit")] {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        tp.load().map_err(|e| format!("{prog}: load: {e}"))?;
+        for name in &present {
+            let event = format!("sys_{phase}_{name}");
+            tp.attach("syscalls", &event)
+                .map_err(|e| format!("{prog}: attach syscalls/{event}: {e}"))?;
+        }
     }
     Ok(())
 }

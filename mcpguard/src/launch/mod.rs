@@ -35,6 +35,7 @@ pub mod limits;
 pub mod mounts;
 pub mod persist;
 pub mod reach;
+pub mod ro_view;
 pub mod sandbox;
 pub mod seccomp;
 pub mod socket_fence;
@@ -1332,6 +1333,7 @@ fn is_executable(path: &Path, meta: &fs::Metadata) -> bool {
 mod tests {
     use std::{
         io::{BufRead, BufReader, Cursor},
+        os::unix::fs::MetadataExt,
         process::Stdio,
     };
 
@@ -1845,6 +1847,69 @@ mod tests {
         );
     }
 
+    /// The read-only view: attribute changes fail outside the write
+    /// grants (with Landlock allowing them), work inside; device nodes, the
+    /// private tmpfs mounts and `/proc` stay writable.
+    #[test]
+    fn everything_but_the_write_grants_is_read_only() {
+        let fx = Fixture::new("ro-view");
+        let (ro, rw) = (fx.dir.join("ro"), fx.dir.join("rw"));
+        for d in [&ro, &rw] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("f"), "x\n").unwrap();
+            std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+            std::os::unix::fs::chown(d.join("f"), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        // A mount the host has read-only, inside the write grant, stays so.
+        let sub = rw.join("sub");
+        fs::create_dir(&sub).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .unwrap();
+        let script = "for p in ro/f rw/f; do chmod 600 $p 2>&1 && echo chmod $p ok; done; \
+            touch rw/sub/x 2>&1; \
+            echo x > /dev/null && echo devnull ok; \
+            echo x > /dev/shm/x && echo shm ok; \
+            printf srv > /proc/self/comm && echo proc ok";
+        let mut spec = fx.spec(script);
+        // Landlock lets every write through; only the view refuses.
+        spec.sandbox.read.push(fx.dir.clone());
+        spec.sandbox.write = ["/dev/null", "/dev/shm", "/proc/self"]
+            .into_iter()
+            .map(PathBuf::from)
+            .chain([ro.clone(), rw.clone()])
+            .collect();
+        spec.mounts = Some(mounts::MountSpec {
+            keep: vec![fx.dir.clone()],
+            sockets: vec![],
+            write: vec![rw.clone(), fx.dir.join("missing")],
+            uid: NOBODY,
+            gid: NOBODY,
+        });
+        let launched = fx.launch(&spec);
+        nix::mount::umount(&sub).unwrap();
+        let (child, status) = launched.expect("launch");
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for refused in [
+            "chmod: changing permissions of 'ro/f': Read-only file system",
+            "touch: cannot touch 'rw/sub/x': Read-only file system",
+        ] {
+            assert!(text.contains(refused), "{refused}: {text}");
+        }
+        for line in ["chmod rw/f ok", "devnull ok", "shm ok", "proc ok"] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert_eq!(fs::metadata(ro.join("f")).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(fs::metadata(rw.join("f")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(status.mounts.expect("a mount report").writable, vec![rw]);
+    }
+
     #[test]
     fn persistence_paths_in_write_grants_are_read_only_unless_allowed() {
         let fx = Fixture::new("persist");
@@ -1876,6 +1941,7 @@ mod tests {
         spec.mounts = Some(mounts::MountSpec {
             keep: vec![fx.dir.join("allowed")],
             sockets: vec![],
+            write: vec![fx.dir.join("allowed")],
             uid: NOBODY,
             gid: NOBODY,
         });
@@ -1931,6 +1997,7 @@ mod tests {
         spec.mounts = Some(mounts::MountSpec {
             keep: vec![file.clone(), allowed.clone()],
             sockets: vec![],
+            write: vec![],
             uid: NOBODY,
             gid: NOBODY,
         });

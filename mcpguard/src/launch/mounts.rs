@@ -37,6 +37,11 @@
 //! stay as they are. That is what lets the runtime baseline
 //! ([`crate::policy::baseline`]) grant `/proc`.
 //!
+//! Last before `/proc`, everything but the write grants and the fresh
+//! tmpfs mounts is made read-only ([`super::ro_view`]), so attribute
+//! changes Landlock cannot refuse (`chmod`, `chown`, `utimensat`, xattrs)
+//! fail with `EROFS` outside the write grants.
+//!
 //! The namespace is a slave of the host's, so mounts made on the host later
 //! still show up, and nothing the server's namespace does propagates back.
 
@@ -84,6 +89,8 @@ pub enum MountError {
     Tmpfs { path: PathBuf, errno: Errno },
     #[error("cannot bind {} back into the private namespace: {errno}", path.display())]
     Bind { path: PathBuf, errno: Errno },
+    #[error("cannot set the read-only view on {} (needs Linux 5.12+): {errno}", path.display())]
+    ReadOnly { path: PathBuf, errno: Errno },
     #[error("cannot mount a private /proc with hidepid=ptraceable (needs Linux 5.8+): {0}")]
     Proc(Errno),
     #[error("mounts: {0}")]
@@ -105,6 +112,10 @@ pub struct MountSpec {
     /// The sockets the policy names (`[network] unix`): never covered.
     #[serde(default)]
     pub sockets: Vec<PathBuf>,
+    /// The write grants: everything else is mounted read-only
+    /// ([`super::ro_view`]).
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
     pub uid: u32,
     pub gid: u32,
 }
@@ -122,6 +133,10 @@ pub struct MountReport {
     /// Whether `/proc` is the private `hidepid=ptraceable` procfs.
     #[serde(default)]
     pub private_proc: bool,
+    /// The write grants bound back read-write over the read-only view
+    /// (`/` alone: no view).
+    #[serde(default)]
+    pub writable: Vec<PathBuf>,
     /// Paths the policy names (list `filesystem` or `unix`) that the user
     /// cannot reach, so they were not bound back.
     #[serde(default)]
@@ -196,12 +211,15 @@ pub fn apply(spec: &MountSpec, user: &UserFs) -> Result<MountReport, MountError>
         Some((scratch, _)) => mask_sockets(&listening_sockets(), &allowed, &hidden, scratch)?,
         None => Vec::new(),
     };
+    let scratch: Vec<PathBuf> = hidden.iter().map(|(h, _)| h.clone()).collect();
+    let writable = super::ro_view::apply(&spec.write, &scratch, user)?;
     mount_private_proc()?;
     Ok(MountReport {
         hidden: names,
         kept,
         masked,
         private_proc: true,
+        writable,
         unreachable,
     })
 }

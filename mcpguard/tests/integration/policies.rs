@@ -462,7 +462,8 @@ fn server_memory_keeps_its_graph_where_the_policy_says_and_nowhere_else() {
     );
 
     // Without MEMORY_FILE_PATH the server saves next to its own code, in the
-    // npm install: the policy does not let it write there.
+    // npm install: the policy does not let it write there, and the read-only
+    // view refuses the create before Landlock is asked (EROFS).
     let default = entry.parent().unwrap().join("memory.jsonl");
     let (report, _) = client(&d, Some(&pol), &calls, &server, &[]);
     assert_eq!(
@@ -470,8 +471,8 @@ fn server_memory_keeps_its_graph_where_the_policy_says_and_nowhere_else() {
         "saving into the npm install must fail: {report}"
     );
     assert!(
-        text(&report, 0).contains("EACCES"),
-        "the server should report EACCES: {report}"
+        text(&report, 0).contains("EROFS"),
+        "the server should report EROFS: {report}"
     );
     assert!(
         !default.exists(),

@@ -241,6 +241,14 @@ impl Observations {
                 set.extend(paths);
             }
             Body::Mkdir(p) | Body::Unlink(p) | Body::Rmdir(p) => self.dir_change(rec, p),
+            // Learning mode records every attribute change; outside a write
+            // grant the read-only view would refuse it. Calls on an fd carry
+            // no path: the open that made the fd shows the file.
+            Body::Attr(p) if p.result == 0 && p.fd.is_none() => {
+                if let Some(paths) = self.abs(rec, &p.path, p.dirfd) {
+                    self.writes.extend(paths);
+                }
+            }
             Body::Rename(p) => self.pair_change(rec, p, true),
             Body::Link(p) => self.pair_change(rec, p, false),
             Body::Chdir(_) | Body::Fork { .. } | Body::Exit {} => self.cwds.follow(rec),

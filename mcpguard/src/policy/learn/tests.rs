@@ -42,6 +42,7 @@ fn path_call(call: &str, path: &str) -> PathCall {
         path_truncated: false,
         mode: None,
         dirfd: None,
+        fd: None,
         result: 0,
         errno: None,
     }
@@ -160,6 +161,40 @@ fn mkdir_unlink_and_rename_grant_write_on_the_directory() {
             "{want}\n{text}"
         );
     }
+}
+
+#[test]
+fn attribute_changes_in_learning_mode_grant_write() {
+    let mut o = Observations::new(HOME.into());
+    o.observe(&open(1, "/home/u/.local/share/app/run.sh", false));
+    o.observe(&rec(
+        1,
+        Body::Attr(path_call("fchmodat", "/home/u/.local/share/app/run.sh")),
+    ));
+    // On an fd: no path to grant; a refused call grants nothing.
+    o.observe(&rec(
+        1,
+        Body::Attr(PathCall {
+            fd: Some(3),
+            ..path_call("fchmod", "")
+        }),
+    ));
+    o.observe(&rec(
+        1,
+        Body::Attr(PathCall {
+            result: -30,
+            ..path_call("chmod", "/home/u/.ssh/id_rsa")
+        }),
+    ));
+    let (p, text, _) = parse(&o);
+    assert!(
+        p.filesystem
+            .write
+            .iter()
+            .any(|w| w.starts_with("~/.local/share/app")),
+        "{text}"
+    );
+    assert!(!text.contains(".ssh"), "{text}");
 }
 
 #[test]
