@@ -3,6 +3,7 @@
 //! SIGHUP reopens the audit log (after rotation).
 
 pub mod auditor;
+pub mod budget;
 pub mod lock;
 pub mod proto;
 pub mod relay;
@@ -87,6 +88,12 @@ pub struct Config {
     /// Where servers' allowed DNS queries go; default: the first
     /// nameserver of /etc/resolv.conf.
     pub upstream_dns: Option<std::net::SocketAddr>,
+    /// When the audit log is rotated and how many old files are kept.
+    pub rotation: crate::audit::writer::Rotation,
+    /// Each server's record budget.
+    pub budget: budget::BudgetConfig,
+    /// How many servers a user may run and start at once.
+    pub launch_limits: status::LaunchLimits,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -118,13 +125,22 @@ pub struct Shared {
     pub upstream_dns: Option<std::net::SocketAddr>,
     /// Uptime, log path and query limits for `mcpguard status`/`audit`.
     pub info: status::DaemonInfo,
+    /// Every server's record budget.
+    pub budgets: Arc<budget::Budgets>,
 }
 
 impl Shared {
     pub fn policy_maps(&self) -> MutexGuard<'_, PolicyMaps> {
         self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// Hand a message to the audit thread; a record of a server over its
+    /// budget is counted there instead ([`budget`]).
     pub fn audit(&self, msg: auditor::Msg) {
+        if let auditor::Msg::Record(rec) = &msg {
+            if !self.budgets.admit(budget::Source::of(&rec.body), rec) {
+                return;
+            }
+        }
         let tx = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         if tx.send(msg).is_err() {
             error!("the audit thread is gone; a record was not written");
@@ -282,9 +298,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
     }
 
-    let writer = AuditWriter::open(&cfg.audit_log, cfg.audit_backlog)?;
+    let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
     let calls = Arc::new(CallTracker::default());
-    let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer, calls.clone())?;
+    let budgets = Arc::new(budget::Budgets::new(cfg.budget));
+    let (audit_tx, audit_thread) =
+        auditor::spawn(loaded.audit, writer, calls.clone(), budgets.clone())?;
     let probe = Probe {
         cgroup2: mount.display().to_string(),
         landlock_abi,
@@ -317,7 +335,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,
-        info: status::DaemonInfo::new(started, cfg.audit_log.clone()),
+        info: status::DaemonInfo::new(started, cfg.audit_log.clone(), cfg.launch_limits),
+        budgets,
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;

@@ -76,6 +76,14 @@ pub enum SessionError {
         super::status::MAX_HANDSHAKES_PER_UID
     )]
     TooManyHandshakes,
+    #[error(
+        "refusing to launch: this user already runs {} servers or starts {} at once, the \
+         daemon's limits (--max-servers-per-user, --max-launches-per-user); stop one or try \
+         again when a launch finishes",
+        .0.servers_per_user,
+        .0.launches_per_user
+    )]
+    TooManyServers(super::status::LaunchLimits),
     #[error("empty server command: pass it after `--`")]
     EmptyArgv,
     #[error("{0}")]
@@ -284,13 +292,25 @@ fn serve_peer(
 
     let launch_no = shared.next_launch();
     let launch_name = format!("{}-{launch_no}", policy.name);
-    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
     let origin = Origin {
         server: policy.name.clone(),
         policy: policy_path.clone(),
         launch: launch_name.clone(),
         uid: peer.uid,
     };
+    let Some((_server_slot, launch_slot)) = shared.info.launch(peer.uid) else {
+        let error = SessionError::TooManyServers(shared.info.launch_limits);
+        shared.audit(Msg::Record(AuditRecord::new(
+            Body::LaunchFailed {
+                argv,
+                error: error.to_string(),
+            },
+            Some(&origin),
+            SystemTime::now(),
+        )));
+        return Err(error);
+    };
+    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
     // From here on the cgroup exists: every exit path tears it down.
     let mut guard = Teardown {
         shared: shared.clone(),
@@ -304,6 +324,7 @@ fn serve_peer(
         limits: None,
         fence: None,
     };
+    shared.budgets.register(&origin);
     // Bounds first: the server's first task already counts against them.
     let limits = shared.limits.apply(&cgroup, &launch_name, &policy.limits)?;
     let limit_cgroups = limits.join.clone();
@@ -538,6 +559,7 @@ fn serve_peer(
     launch_rec.pid = Some(pid);
     launch_rec.uid = Some(peer.uid);
     shared.audit(Msg::Record(launch_rec));
+    drop(launch_slot);
     info!(launch = %launch_name, pid, uid = peer.uid, cgroup_id = cgroup.id, "server started");
     proto::write_frame(
         &mut &*stream,
@@ -883,6 +905,7 @@ impl Drop for Teardown {
         });
         self.shared.audit(Msg::Unregister {
             cgroup_id: self.cgroup.id,
+            launch: self.origin.launch.clone(),
             last,
         });
     }

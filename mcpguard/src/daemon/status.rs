@@ -47,6 +47,29 @@ pub const MAX_QUERIES: usize = 64;
 pub const MAX_HANDSHAKES_PER_UID: usize = 16;
 /// Connections from all users together that have not sent their request.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Default for servers one user may run at once.
+pub const DEFAULT_SERVERS_PER_USER: usize = 64;
+/// Default for launches one user may have in flight (started, not yet
+/// running) at once.
+pub const DEFAULT_LAUNCHES_PER_USER: usize = 8;
+
+/// How many servers a user may run, and start, at once
+/// (`--max-servers-per-user`, `--max-launches-per-user`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchLimits {
+    pub servers_per_user: usize,
+    pub launches_per_user: usize,
+}
+
+impl Default for LaunchLimits {
+    fn default() -> Self {
+        LaunchLimits {
+            servers_per_user: DEFAULT_SERVERS_PER_USER,
+            launches_per_user: DEFAULT_LAUNCHES_PER_USER,
+        }
+    }
+}
+
 /// How long a query client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a query client may block before the daemon gives
@@ -247,11 +270,16 @@ pub struct DaemonInfo {
     open: Mutex<HashMap<u32, usize>>,
     /// Connections per uid still sending their request.
     handshakes: Mutex<HashMap<u32, usize>>,
+    pub launch_limits: LaunchLimits,
+    /// Servers per uid, from launch request to session end.
+    servers: Mutex<HashMap<u32, usize>>,
+    /// Launches per uid not yet running.
+    launching: Mutex<HashMap<u32, usize>>,
 }
 
 impl DaemonInfo {
     /// `started`: when the daemon began starting up.
-    pub fn new(started: Instant, audit_log: PathBuf) -> Self {
+    pub fn new(started: Instant, audit_log: PathBuf, launch_limits: LaunchLimits) -> Self {
         DaemonInfo {
             started,
             started_at: SystemTime::now()
@@ -260,7 +288,20 @@ impl DaemonInfo {
             audit_log,
             open: Mutex::new(HashMap::new()),
             handshakes: Mutex::new(HashMap::new()),
+            launch_limits,
+            servers: Mutex::new(HashMap::new()),
+            launching: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Places for one more server of `uid`, and for its launch: the first
+    /// is held until the session ends, the second until the server runs.
+    /// `None` if the user is at either limit.
+    pub fn launch(&self, uid: u32) -> Option<(Slot<'_>, Slot<'_>)> {
+        let limits = self.launch_limits;
+        let server = Slot::take(&self.servers, uid, limits.servers_per_user, usize::MAX)?;
+        let launch = Slot::take(&self.launching, uid, limits.launches_per_user, usize::MAX)?;
+        Some((server, launch))
     }
 
     /// Take a query slot for `uid`, if the limits allow one.
@@ -763,7 +804,11 @@ mod tests {
 
     #[test]
     fn query_slots_are_limited_per_uid_and_released() {
-        let info = DaemonInfo::new(Instant::now(), PathBuf::from("/nonexistent"));
+        let info = DaemonInfo::new(
+            Instant::now(),
+            PathBuf::from("/nonexistent"),
+            LaunchLimits::default(),
+        );
         let slots: Vec<_> = (0..MAX_QUERIES_PER_UID)
             .map(|_| info.acquire(1000).unwrap())
             .collect();
