@@ -1492,7 +1492,11 @@ mod tests {
         assert_eq!(summary.shown, 3);
         let pids: Vec<u64> = out
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["child_pid"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["child_pid"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(pids, [1, 2, 3]);
     }

@@ -154,7 +154,8 @@ impl Budgets {
             return true;
         };
         let now = Instant::now();
-        let refill = now.duration_since(bucket.refilled).as_secs_f64() * f64::from(self.config.rate);
+        let refill =
+            now.duration_since(bucket.refilled).as_secs_f64() * f64::from(self.config.rate);
         bucket.tokens = (bucket.tokens + refill).min(f64::from(self.config.burst));
         bucket.refilled = now;
         if bucket.tokens >= 1.0 {
@@ -245,8 +246,17 @@ mod tests {
         let held = budgets.take_held();
         assert_eq!(held.len(), 1);
         let (o, source, h) = &held[0];
-        assert_eq!((o.launch.as_str(), *source), ("flood-1", Source::SocketFence));
-        assert_eq!(*h, Held { lost: 95, denials: 95 });
+        assert_eq!(
+            (o.launch.as_str(), *source),
+            ("flood-1", Source::SocketFence)
+        );
+        assert_eq!(
+            *h,
+            Held {
+                lost: 95,
+                denials: 95
+            }
+        );
         assert!(budgets.take_held().is_empty(), "reported once");
         assert!(!budgets.admit(Source::Dns, &socket("flood-1")));
         assert_eq!(budgets.forget("flood-1")[0].2.lost, 1);

@@ -170,6 +170,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
     }
+    return_big_buffers();
     // Before anything is touched: another daemon's tree would be reaped
     // as leftovers, its pins replaced, its socket taken over.
     let _locks = lock::acquire(Path::new(lock::LOCK_DIR), &cfg.cgroup_name, &cfg.socket)?;
@@ -404,6 +405,25 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "mcpguard daemon stopped"
     );
     Ok(())
+}
+
+/// Blocks of at least this size get their own mapping, unmapped on free.
+const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+
+/// Make memory for long lines go back to the system once a line is done.
+/// glibc raises its mmap threshold after the first large free, and from
+/// then on serves lines of a few MiB from per-thread heaps that keep the
+/// memory: each relay thread would hold on to the largest lines it ever
+/// saw. A fixed threshold keeps those buffers mapped per use.
+fn return_big_buffers() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // the daemon starts its threads.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+            warn!("cannot fix the allocator's mmap threshold; long lines may leave memory held");
+        }
+    }
 }
 
 fn log_layer(layer: &str, active: bool, what: &str, layers: &Layers) {

@@ -46,7 +46,7 @@ use crate::{
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
 /// (a line is one message: tool results with file contents fit easily).
-const MAX_LINE: usize = 16 << 20;
+const MAX_LINE: usize = mcp::MAX_LINE;
 /// Server stderr is passed on in chunks of at most this when it has no
 /// newline for that long.
 const MAX_STDERR_LINE: usize = 1 << 20;

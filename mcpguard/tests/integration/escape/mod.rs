@@ -156,6 +156,7 @@ pub fn hostile_dir() -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
+mod budgets;
 mod files;
 mod reach;
 mod requests;
