@@ -76,14 +76,8 @@ pub enum SessionError {
         super::status::MAX_HANDSHAKES_PER_UID
     )]
     TooManyHandshakes,
-    #[error(
-        "refusing to launch: this user already runs {} servers or starts {} at once, the \
-         daemon's limits (--max-servers-per-user, --max-launches-per-user); stop one or try \
-         again when a launch finishes",
-        .0.servers_per_user,
-        .0.launches_per_user
-    )]
-    TooManyServers(super::status::LaunchLimits),
+    #[error("refusing to launch: {0}")]
+    TooManyServers(#[from] super::status::AtLimit),
     #[error("empty server command: pass it after `--`")]
     EmptyArgv,
     #[error("{0}")]
@@ -193,6 +187,25 @@ pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
     })
 }
 
+/// A launch refused before anything exists: its `launch_failed` record,
+/// and the error for the client.
+fn refuse_launch(
+    shared: &Shared,
+    origin: &Origin,
+    argv: Vec<String>,
+    error: SessionError,
+) -> SessionError {
+    shared.audit(Msg::Record(AuditRecord::new(
+        Body::LaunchFailed {
+            argv,
+            error: error.to_string(),
+        },
+        Some(origin),
+        SystemTime::now(),
+    )));
+    error
+}
+
 /// Serve one connection to the end; errors are reported to the client.
 pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let peer = match peer(&stream) {
@@ -298,17 +311,9 @@ fn serve_peer(
         launch: launch_name.clone(),
         uid: peer.uid,
     };
-    let Some((_server_slot, launch_slot)) = shared.info.launch(peer.uid) else {
-        let error = SessionError::TooManyServers(shared.info.launch_limits);
-        shared.audit(Msg::Record(AuditRecord::new(
-            Body::LaunchFailed {
-                argv,
-                error: error.to_string(),
-            },
-            Some(&origin),
-            SystemTime::now(),
-        )));
-        return Err(error);
+    let (_server_slot, launch_slot) = match shared.info.launch(peer.uid) {
+        Ok(slots) => slots,
+        Err(limit) => return Err(refuse_launch(shared, &origin, argv, limit.into())),
     };
     let cgroup = Arc::new(shared.tree.child(&launch_name)?);
     // From here on the cgroup exists: every exit path tears it down.

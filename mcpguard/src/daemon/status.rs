@@ -70,6 +70,21 @@ impl Default for LaunchLimits {
     }
 }
 
+/// The per-user limit a launch ran into.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum AtLimit {
+    #[error(
+        "this user already runs {0} servers, the daemon's limit (--max-servers-per-user); \
+         stop one first"
+    )]
+    Servers(usize),
+    #[error(
+        "this user already has {0} launches in progress, the daemon's limit \
+         (--max-launches-per-user); try again when one has started"
+    )]
+    Launches(usize),
+}
+
 /// How long a query client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a query client may block before the daemon gives
@@ -296,12 +311,14 @@ impl DaemonInfo {
 
     /// Places for one more server of `uid`, and for its launch: the first
     /// is held until the session ends, the second until the server runs.
-    /// `None` if the user is at either limit.
-    pub fn launch(&self, uid: u32) -> Option<(Slot<'_>, Slot<'_>)> {
+    /// Refused with the limit the user is at.
+    pub fn launch(&self, uid: u32) -> Result<(Slot<'_>, Slot<'_>), AtLimit> {
         let limits = self.launch_limits;
-        let server = Slot::take(&self.servers, uid, limits.servers_per_user, usize::MAX)?;
-        let launch = Slot::take(&self.launching, uid, limits.launches_per_user, usize::MAX)?;
-        Some((server, launch))
+        let server = Slot::take(&self.servers, uid, limits.servers_per_user, usize::MAX)
+            .ok_or(AtLimit::Servers(limits.servers_per_user))?;
+        let launch = Slot::take(&self.launching, uid, limits.launches_per_user, usize::MAX)
+            .ok_or(AtLimit::Launches(limits.launches_per_user))?;
+        Ok((server, launch))
     }
 
     /// Take a query slot for `uid`, if the limits allow one.
@@ -800,6 +817,29 @@ mod tests {
             other => panic!("expected records, got {other:?}"),
         }
         assert!(proto::read_frame::<Response>(&mut &b).unwrap().is_none());
+    }
+
+    #[test]
+    fn servers_and_launches_are_limited_per_uid_and_released() {
+        let info = DaemonInfo::new(
+            Instant::now(),
+            PathBuf::from("/nonexistent"),
+            LaunchLimits {
+                servers_per_user: 3,
+                launches_per_user: 2,
+            },
+        );
+        let (s1, l1) = info.launch(1000).unwrap();
+        let (_s2, _l2) = info.launch(1000).unwrap();
+        assert_eq!(info.launch(1000).err(), Some(AtLimit::Launches(2)));
+        // Another user has limits of their own.
+        assert!(info.launch(1001).is_ok());
+        drop(l1);
+        let (_s3, l3) = info.launch(1000).unwrap();
+        drop(l3);
+        assert_eq!(info.launch(1000).err(), Some(AtLimit::Servers(3)));
+        drop(s1);
+        assert!(info.launch(1000).is_ok());
     }
 
     #[test]
