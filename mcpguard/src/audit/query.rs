@@ -753,8 +753,12 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
                 (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
                 _ => String::new(),
             };
+            let denials = match rec.get("denials").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!(", {n} of them denials"),
+                _ => String::new(),
+            };
             format!(
-                "loss {} events lost ({}){span}, {} total",
+                "loss {} events lost ({}){span}{denials}, {} total",
                 f("lost"),
                 f("source"),
                 f("total")

@@ -311,7 +311,10 @@ fn serve_peer(
         launch: launch_name.clone(),
         uid: peer.uid,
     };
-    let (_server_slot, launch_slot) = match shared.info.launch(peer.uid) {
+    let (_server_slot, launch_slot) = match shared
+        .info
+        .launch_within(peer.uid, super::status::LAUNCH_WAIT)
+    {
         Ok(slots) => slots,
         Err(limit) => return Err(refuse_launch(shared, &origin, argv, limit.into())),
     };

@@ -50,8 +50,12 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// Default for servers one user may run at once.
 pub const DEFAULT_SERVERS_PER_USER: usize = 64;
 /// Default for launches one user may have in flight (started, not yet
-/// running) at once.
-pub const DEFAULT_LAUNCHES_PER_USER: usize = 8;
+/// running) at once; a client starting all its servers at once waits for
+/// a place rather than being refused ([`LAUNCH_WAIT`]).
+pub const DEFAULT_LAUNCHES_PER_USER: usize = 16;
+/// How long a launch waits for one of its user's launches in progress to
+/// finish before it is refused.
+pub const LAUNCH_WAIT: Duration = Duration::from_secs(30);
 
 /// How many servers a user may run, and start, at once
 /// (`--max-servers-per-user`, `--max-launches-per-user`).
@@ -79,8 +83,9 @@ pub enum AtLimit {
     )]
     Servers(usize),
     #[error(
-        "this user already has {0} launches in progress, the daemon's limit \
-         (--max-launches-per-user); try again when one has started"
+        "this user has had {0} launches in progress, the daemon's limit \
+         (--max-launches-per-user), for {wait}s; try again when one has started",
+        wait = LAUNCH_WAIT.as_secs()
     )]
     Launches(usize),
 }
@@ -306,6 +311,21 @@ impl DaemonInfo {
             launch_limits,
             servers: Mutex::new(HashMap::new()),
             launching: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// [`DaemonInfo::launch`], waiting up to `wait` while the user is at
+    /// the launch limit (not at the server limit: that one only moves when
+    /// a server ends).
+    pub fn launch_within(&self, uid: u32, wait: Duration) -> Result<(Slot<'_>, Slot<'_>), AtLimit> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.launch(uid) {
+                Err(AtLimit::Launches(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -840,6 +860,14 @@ mod tests {
         assert_eq!(info.launch(1000).err(), Some(AtLimit::Servers(3)));
         drop(s1);
         assert!(info.launch(1000).is_ok());
+        // At the server limit nothing waits.
+        let started = Instant::now();
+        let _held = info.launch(1000).unwrap();
+        assert_eq!(
+            info.launch_within(1000, Duration::from_secs(5)).err(),
+            Some(AtLimit::Servers(3))
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
