@@ -2,9 +2,12 @@
 //! socket fence, the DNS resolver, the MCP tap, the kernel ring buffer)
 //! asks before a record of a server is written.
 //!
-//! Each server gets a token bucket of [`BudgetConfig::burst`] records,
-//! refilled at [`BudgetConfig::rate`] records a second. A record the bucket
-//! has no token for is not written; it is counted per source (and, if it
+//! Each server gets two token buckets, one for its denials and one for
+//! everything else, each of [`BudgetConfig::burst`] records and refilled at
+//! [`BudgetConfig::rate`] records a second: a flood of allowed events does
+//! not push the server's denials out of the log (as in the kernel's share,
+//! allow records go first). A record its bucket has no token for is not
+//! written; it is counted per source (and, if it
 //! was a denial, as a denial), and the audit thread turns the counts into
 //! `loss` records (`"source": "budget:<source>"`, with `denials`) every
 //! half second and when the server ends. A server looping on refused calls
@@ -85,11 +88,11 @@ pub struct Held {
     pub denials: u64,
 }
 
-/// One server's bucket.
+/// One server's buckets: `tokens[1]` for denials, `tokens[0]` the rest.
 #[derive(Debug)]
 struct Bucket {
     origin: Origin,
-    tokens: f64,
+    tokens: [f64; 2],
     refilled: Instant,
     held: BTreeMap<Source, Held>,
 }
@@ -133,7 +136,7 @@ impl Budgets {
             origin.launch.clone(),
             Bucket {
                 origin: origin.clone(),
-                tokens: f64::from(self.config.burst),
+                tokens: [f64::from(self.config.burst); 2],
                 refilled: Instant::now(),
                 held: BTreeMap::new(),
             },
@@ -156,10 +159,13 @@ impl Budgets {
         let now = Instant::now();
         let refill =
             now.duration_since(bucket.refilled).as_secs_f64() * f64::from(self.config.rate);
-        bucket.tokens = (bucket.tokens + refill).min(f64::from(self.config.burst));
+        for tokens in &mut bucket.tokens {
+            *tokens = (*tokens + refill).min(f64::from(self.config.burst));
+        }
         bucket.refilled = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let tokens = &mut bucket.tokens[usize::from(rec.denied)];
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
             return true;
         }
         let held = bucket.held.entry(source).or_default();
@@ -258,6 +264,14 @@ mod tests {
             }
         );
         assert!(budgets.take_held().is_empty(), "reported once");
+        // Denials have a bucket of their own.
+        let mut allowed = socket("flood-1");
+        allowed.denied = false;
+        let passed = (0..10)
+            .filter(|_| budgets.admit(Source::Kernel, &allowed))
+            .count();
+        assert_eq!(passed, 5);
+        budgets.take_held();
         assert!(!budgets.admit(Source::Dns, &socket("flood-1")));
         assert_eq!(budgets.forget("flood-1")[0].2.lost, 1);
         // Gone: no longer budgeted.
