@@ -361,7 +361,9 @@ pub enum Body {
         /// Where they were lost: `ringbuf` (the kernel ring buffer was
         /// full), `rate` (the server was over its share of the ring buffer
         /// while it was filling up), `decode`, `audit_sink` (the log could
-        /// not be written and the in-memory backlog was full).
+        /// not be written and the in-memory backlog was full),
+        /// `budget:<source>` (the server was over its record budget; the
+        /// source is `kernel`, `socket_fence`, `dns`, `mcp` or `daemon`).
         source: String,
         /// `audit_sink`: when the first and the last lost record happened.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,9 +18,11 @@ use std::{
 
 use serde_json::Value;
 
-use super::SCHEMA_VERSION;
+use super::{writer::rotated_path, SCHEMA_VERSION};
 use crate::term;
 
+/// Most rotated files (`<log>.1` ...) read before the log itself.
+const MAX_ROTATED: u32 = 1000;
 /// How often `--follow` looks for new lines and for rotation.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -294,6 +296,7 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
 
     fn read_all(&mut self, stop: &dyn Fn() -> bool) -> Result<(), QueryError> {
         let mut file = self.open()?;
+        self.read_rotated()?;
         let mut pos = self.drain(&mut file)?;
         if !self.opts.follow {
             return self.finish_pending();
@@ -346,6 +349,27 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
                 pos = self.drain(&mut file)?;
             }
         }
+    }
+
+    /// The files the daemon rotated the log into (`<log>.N` ... `<log>.1`),
+    /// oldest first, so the records read in order.
+    fn read_rotated(&mut self) -> Result<(), QueryError> {
+        let mut old: Vec<(PathBuf, File)> = Vec::new();
+        for n in 1..=MAX_ROTATED {
+            let path = rotated_path(self.path, n);
+            match File::open(&path) {
+                Ok(file) => old.push((path, file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(source) => return Err(QueryError::Open { path, source }),
+            }
+        }
+        for (_, mut file) in old.into_iter().rev() {
+            self.line_no = 0;
+            self.drain(&mut file)?;
+            self.finish_pending()?;
+        }
+        self.line_no = 0;
+        Ok(())
     }
 
     /// Read to the current end of `file`, handling every complete line;
@@ -743,8 +767,12 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
                 (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
                 _ => String::new(),
             };
+            let denials = match rec.get("denials").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!(", {n} of them denials"),
+                _ => String::new(),
+            };
             format!(
-                "loss {} events lost ({}){span}, {} total",
+                "loss {} events lost ({}){span}{denials}, {} total",
                 f("lost"),
                 f("source"),
                 f("total")
@@ -1480,6 +1508,36 @@ mod tests {
             "{diag}"
         );
         assert!(diag.contains("3 malformed line(s) skipped"), "{diag}");
+    }
+
+    #[test]
+    fn rotated_files_are_read_oldest_first_before_the_log() {
+        let scratch = scratch("rotated");
+        let path = scratch.path.clone();
+        for (file, secs) in [
+            (rotated_path(&path, 2), 1),
+            (rotated_path(&path, 1), 2),
+            (path.clone(), 3),
+        ] {
+            let rec = rec(
+                Body::Fork {
+                    child_pid: secs as u32,
+                },
+                T0 + secs,
+            );
+            std::fs::write(&file, format!("{}\n", rec.to_json_line())).unwrap();
+        }
+        let (out, _, summary) = run_once(&path, &Filter::default(), true);
+        assert_eq!(summary.shown, 3);
+        let pids: Vec<u64> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["child_pid"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pids, [1, 2, 3]);
     }
 
     #[test]

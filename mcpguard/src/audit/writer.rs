@@ -10,6 +10,15 @@
 //! (SIGHUP), and [`AuditWriter::follow_path`] notices on its own when the
 //! path no longer names the open file (moved, replaced or deleted).
 //!
+//! The log cannot grow without bound: once the file reaches
+//! [`Rotation::max_bytes`] (`--audit-max-bytes`, [`DEFAULT_MAX_BYTES`]) the
+//! writer itself rotates it before the next write, `audit.jsonl` becoming
+//! `audit.jsonl.1`, `.1` becoming `.2` and so on, keeping
+//! [`Rotation::keep`] old files (`--audit-keep`, [`DEFAULT_KEEP`]); the
+//! oldest is removed. Records are only ever written after a rotation, to
+//! the new file, so none is lost to it; `mcpguard audit` reads the old
+//! files before the current one.
+//!
 //! A log that cannot be written (disk full, filesystem gone read-only, its
 //! directory replaced) never stops enforcement, which does not depend on
 //! this writer. Records wait in a bounded backlog (`--audit-backlog`,
@@ -44,6 +53,12 @@ const FILE_MODE: u32 = 0o640;
 /// for minutes of a busy server while someone frees the disk, and small
 /// next to the daemon's ring-buffer mapping.
 pub const DEFAULT_BACKLOG_BYTES: usize = 16 << 20;
+/// Default size at which the log is rotated.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+/// Default number of rotated files kept.
+pub const DEFAULT_KEEP: u32 = 9;
+/// Smallest rotation size accepted: a few batches of records.
+pub const MIN_MAX_BYTES: u64 = 1 << 20;
 /// Smallest backlog accepted: room for a few records and the `loss` record.
 pub const MIN_BACKLOG_BYTES: usize = 4 << 10;
 /// While the log works, buffered records are written once this many bytes
@@ -95,10 +110,36 @@ pub struct SinkStatus {
     pub dropped_total: u64,
 }
 
+/// When the log is rotated and how many old files stay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// The file is rotated once it holds this many bytes (0: never).
+    pub max_bytes: u64,
+    /// Rotated files kept: `<log>.1` (newest) to `<log>.<keep>`.
+    pub keep: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: DEFAULT_MAX_BYTES,
+            keep: DEFAULT_KEEP,
+        }
+    }
+}
+
+/// The path of the `n`th rotated file of `log` (`n` ≥ 1).
+pub fn rotated_path(log: &Path, n: u32) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
 /// Appends records to one JSON Lines file.
 #[derive(Debug)]
 pub struct AuditWriter {
     path: PathBuf,
+    rotation: Rotation,
     /// `None` after opening the path failed: the next attempt opens it.
     file: Option<File>,
     backlog: Backlog,
@@ -142,10 +183,20 @@ impl AuditWriter {
     /// Open (creating if needed) the log and its parent directory; at most
     /// `backlog_cap` bytes of records wait in memory while it fails.
     pub fn open(path: impl AsRef<Path>, backlog_cap: usize) -> Result<Self, WriterError> {
+        Self::open_rotating(path, backlog_cap, Rotation::default())
+    }
+
+    /// [`AuditWriter::open`], rotating the file as `rotation` says.
+    pub fn open_rotating(
+        path: impl AsRef<Path>,
+        backlog_cap: usize,
+        rotation: Rotation,
+    ) -> Result<Self, WriterError> {
         let path = path.as_ref().to_path_buf();
         let file = open_log(&path)?;
         Ok(AuditWriter {
             path,
+            rotation,
             file: Some(file),
             backlog: Backlog::new(backlog_cap),
             fragment: false,
@@ -294,6 +345,8 @@ impl AuditWriter {
                 Err(error) => return self.fail(error.to_string(), now),
             },
         };
+        let file = self.rotate_if_full(file, now);
+        let Some(file) = file else { return };
         let file = self.file.insert(file);
         if self.fragment {
             if let Err(source) = file.write_all(b"\n") {
@@ -318,6 +371,34 @@ impl AuditWriter {
                 }
                 let error = self.write_error(cut.error);
                 self.fail(error, now);
+            }
+        }
+    }
+
+    /// The file to write to: `file`, or once it has reached the rotation
+    /// size, a new one after moving the old files up by one. `None` (and a
+    /// failure) when the new file cannot be opened; records stay queued.
+    fn rotate_if_full(&mut self, file: File, now: Instant) -> Option<File> {
+        let full = self.rotation.max_bytes > 0
+            && file
+                .metadata()
+                .is_ok_and(|m| m.len() >= self.rotation.max_bytes);
+        if !full {
+            return Some(file);
+        }
+        drop(file);
+        if let Err(error) = rotate(&self.path, self.rotation.keep) {
+            // Writing on past the cap beats losing records.
+            warn!(path = %self.path.display(), %error, "cannot rotate the audit log; appending past its size cap");
+        } else {
+            info!(path = %self.path.display(), keep = self.rotation.keep, "audit log rotated");
+        }
+        self.fragment = false;
+        match open_log(&self.path) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                self.fail(error.to_string(), now);
+                None
             }
         }
     }
@@ -542,6 +623,26 @@ impl Backlog {
         }
         Ok(lines)
     }
+}
+
+/// Move `log` to `log.1`, `log.1` to `log.2`, ..., dropping `log.<keep>`;
+/// with `keep` 0 the log is removed.
+fn rotate(log: &Path, keep: u32) -> io::Result<()> {
+    if keep == 0 {
+        return std::fs::remove_file(log);
+    }
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    match std::fs::remove_file(rotated_path(log, keep)) {
+        Err(e) if !gone(&e) => return Err(e),
+        _ => {}
+    }
+    for n in (1..keep).rev() {
+        match std::fs::rename(rotated_path(log, n), rotated_path(log, n + 1)) {
+            Err(e) if !gone(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(log, rotated_path(log, 1))
 }
 
 /// Cut the last `partial` bytes (half a line) off the file.
@@ -829,6 +930,34 @@ mod tests {
         };
         assert_eq!(children(&dir.join("old")), [2]);
         assert_eq!(children(&path), [3]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_log_rotates_at_its_cap_keeps_n_files_and_loses_no_record() {
+        let dir = scratch_dir("rotate");
+        let path = dir.join("audit.jsonl");
+        let one = line(&record(1)).len() as u64;
+        let rotation = Rotation {
+            max_bytes: 3 * one,
+            keep: 2,
+        };
+        let mut w = AuditWriter::open_rotating(&path, DEFAULT_BACKLOG_BYTES, rotation).unwrap();
+        for n in 1..=10 {
+            w.write(&record(n));
+            w.flush();
+        }
+        drop(w);
+        let children = |p: &Path| -> Vec<u64> {
+            lines_of(&std::fs::read(p).unwrap())
+                .iter()
+                .map(|r| r["child_pid"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(children(&rotated_path(&path, 2)), [4, 5, 6]);
+        assert_eq!(children(&rotated_path(&path, 1)), [7, 8, 9]);
+        assert_eq!(children(&path), [10]);
+        assert!(!rotated_path(&path, 3).exists(), "only `keep` old files");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -62,6 +62,8 @@ enum Command {
         /// (IP:PORT); default: the first nameserver in /etc/resolv.conf.
         #[arg(long)]
         upstream_dns: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        bounds: daemon::Bounds,
     },
     /// Run an MCP server under a policy (use in place of the server command).
     Run {
@@ -115,6 +117,7 @@ pub fn main() -> ExitCode {
             state_dir,
             secrets_dir,
             upstream_dns,
+            bounds,
         } => daemon::main(crate::daemon::Config {
             socket,
             audit_log,
@@ -124,6 +127,9 @@ pub fn main() -> ExitCode {
             state_dir,
             secrets_dir,
             upstream_dns,
+            rotation: bounds.rotation(),
+            budget: bounds.budget(),
+            launch_limits: bounds.launch_limits(),
         }),
         Command::Run {
             policy,

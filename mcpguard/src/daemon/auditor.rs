@@ -8,7 +8,8 @@
 //! samples become `loss` records within a second, also while a flood keeps
 //! the ring buffer busy (draining yields every [`DRAIN_SLICE`]); nothing is
 //! dropped silently. Servers' hits of their `[limits]` become `limit`
-//! records on the same schedule. When the log cannot be written, the
+//! records on the same schedule, and so do the counts of records servers'
+//! budgets held back ([`super::budget`]). When the log cannot be written, the
 //! writer holds records in its bounded backlog and retries (see
 //! [`crate::audit::writer`]); this thread, and enforcement, carry on.
 
@@ -28,6 +29,7 @@ use mcpguard_common::limits::ARG_LEN;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
+use super::budget::{Budgets, Held, Source};
 use crate::{
     audit::{
         decode,
@@ -100,10 +102,11 @@ pub enum Msg {
         cgroup_id: u64,
         reply: Sender<Observations>,
     },
-    /// The server's cgroup is empty: write its last kernel records, then
-    /// `last`, then forget it.
+    /// The server's cgroup is empty: write its last kernel records, what
+    /// its budget held back, then `last`, then forget it.
     Unregister {
         cgroup_id: u64,
+        launch: String,
         last: Option<AuditRecord>,
     },
     /// Per-launch record counts, for `mcpguard status`.
@@ -126,11 +129,12 @@ pub fn spawn(
     maps: AuditMaps,
     writer: AuditWriter,
     calls: Arc<CallTracker>,
+    budgets: Arc<Budgets>,
 ) -> std::io::Result<(Sender<Msg>, JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("audit".into())
-        .spawn(move || Auditor::new(maps, writer, calls).run(rx))?;
+        .spawn(move || Auditor::new(maps, writer, calls, budgets).run(rx))?;
     Ok((tx, handle))
 }
 
@@ -148,6 +152,8 @@ struct Auditor {
     /// Learning servers: what they did.
     learners: HashMap<u64, Observations>,
     calls: Arc<CallTracker>,
+    /// Per-server record budgets; kernel records are checked here.
+    budgets: Arc<Budgets>,
     /// Kernel loss counts already reported, per cgroup.
     lost_seen: HashMap<u64, u64>,
     /// Over-share (allow, deny) counts already reported, per cgroup.
@@ -162,8 +168,14 @@ struct Auditor {
 }
 
 impl Auditor {
-    fn new(maps: AuditMaps, writer: AuditWriter, calls: Arc<CallTracker>) -> Self {
+    fn new(
+        maps: AuditMaps,
+        writer: AuditWriter,
+        calls: Arc<CallTracker>,
+        budgets: Arc<Budgets>,
+    ) -> Self {
         Self {
+            budgets,
             maps,
             writer,
             clock: BootClock::new(),
@@ -235,7 +247,11 @@ impl Auditor {
                             },
                         );
                     }
-                    Ok(Msg::Unregister { cgroup_id, last }) => unregister.push((cgroup_id, last)),
+                    Ok(Msg::Unregister {
+                        cgroup_id,
+                        launch,
+                        last,
+                    }) => unregister.push((cgroup_id, launch, last)),
                     Ok(Msg::Stats(reply)) => {
                         let _ = reply.try_send(self.stats.snapshot());
                     }
@@ -277,7 +293,9 @@ impl Auditor {
                 let obs = self.learners.remove(&cgroup_id).unwrap_or_default();
                 let _ = reply.send(obs);
             }
-            for (cgroup_id, last) in unregister {
+            for (cgroup_id, launch, last) in unregister {
+                let held = self.budgets.forget(&launch);
+                self.report_held(held);
                 if let Some(last) = last {
                     self.write(&last);
                 }
@@ -335,6 +353,7 @@ impl Auditor {
             decode_errors,
             stats,
             consumed,
+            budgets,
             ..
         } = self;
         let mut n = 0u32;
@@ -373,6 +392,9 @@ impl Auditor {
                         .and_then(|(cgroup, _)| persists.get_mut(&cgroup))
                         .and_then(|w| w.observe(&rec));
                     for rec in std::iter::once(rec).chain(persist) {
+                        if !budgets.admit(Source::Kernel, &rec) {
+                            continue;
+                        }
                         stats.record(&rec);
                         writer.write(&rec)
                     }
@@ -466,6 +488,8 @@ impl Auditor {
             );
             self.write(&rec);
         }
+        let held = self.budgets.take_held();
+        self.report_held(held);
         if self.decode_errors > self.decode_reported {
             let lost = self.decode_errors - self.decode_reported;
             self.decode_reported = self.decode_errors;
@@ -480,6 +504,26 @@ impl Auditor {
                     denials: None,
                 },
                 None,
+                SystemTime::now(),
+            );
+            self.write(&rec);
+        }
+    }
+
+    /// `loss` records for what servers' budgets held back.
+    fn report_held(&mut self, held: Vec<(Origin, Source, Held)>) {
+        for (origin, source, held) in held {
+            let total = self.writer.note_lost(held.lost);
+            let rec = AuditRecord::new(
+                Body::Loss {
+                    lost: held.lost,
+                    total,
+                    source: format!("budget:{}", source.name()),
+                    first_ts: None,
+                    last_ts: None,
+                    denials: Some(held.denials),
+                },
+                Some(&origin),
                 SystemTime::now(),
             );
             self.write(&rec);

@@ -3,6 +3,7 @@
 //! SIGHUP reopens the audit log (after rotation).
 
 pub mod auditor;
+pub mod budget;
 pub mod lock;
 pub mod persist;
 pub mod proto;
@@ -88,6 +89,12 @@ pub struct Config {
     /// Where servers' allowed DNS queries go; default: the first
     /// nameserver of /etc/resolv.conf.
     pub upstream_dns: Option<std::net::SocketAddr>,
+    /// When the audit log is rotated and how many old files are kept.
+    pub rotation: crate::audit::writer::Rotation,
+    /// Each server's record budget.
+    pub budget: budget::BudgetConfig,
+    /// How many servers a user may run and start at once.
+    pub launch_limits: status::LaunchLimits,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -119,13 +126,22 @@ pub struct Shared {
     pub upstream_dns: Option<std::net::SocketAddr>,
     /// Uptime, log path and query limits for `mcpguard status`/`audit`.
     pub info: status::DaemonInfo,
+    /// Every server's record budget.
+    pub budgets: Arc<budget::Budgets>,
 }
 
 impl Shared {
     pub fn policy_maps(&self) -> MutexGuard<'_, PolicyMaps> {
         self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// Hand a message to the audit thread; a record of a server over its
+    /// budget is counted there instead ([`budget`]).
     pub fn audit(&self, msg: auditor::Msg) {
+        if let auditor::Msg::Record(rec) = &msg {
+            if !self.budgets.admit(budget::Source::of(&rec.body), rec) {
+                return;
+            }
+        }
         let tx = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         if tx.send(msg).is_err() {
             error!("the audit thread is gone; a record was not written");
@@ -155,6 +171,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
     }
+    return_big_buffers();
     // Before anything is touched: another daemon's tree would be reaped
     // as leftovers, its pins replaced, its socket taken over.
     let _locks = lock::acquire(Path::new(lock::LOCK_DIR), &cfg.cgroup_name, &cfg.socket)?;
@@ -289,9 +306,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
     }
 
-    let writer = AuditWriter::open(&cfg.audit_log, cfg.audit_backlog)?;
+    let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
     let calls = Arc::new(CallTracker::default());
-    let (audit_tx, audit_thread) = auditor::spawn(loaded.audit, writer, calls.clone())?;
+    let budgets = Arc::new(budget::Budgets::new(cfg.budget));
+    let (audit_tx, audit_thread) =
+        auditor::spawn(loaded.audit, writer, calls.clone(), budgets.clone())?;
     let probe = Probe {
         cgroup2: mount.display().to_string(),
         landlock_abi,
@@ -324,7 +343,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,
-        info: status::DaemonInfo::new(started, cfg.audit_log.clone()),
+        info: status::DaemonInfo::new(started, cfg.audit_log.clone(), cfg.launch_limits),
+        budgets,
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;
@@ -392,6 +412,25 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "mcpguard daemon stopped"
     );
     Ok(())
+}
+
+/// Blocks of at least this size get their own mapping, unmapped on free.
+const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+
+/// Make memory for long lines go back to the system once a line is done.
+/// glibc raises its mmap threshold after the first large free, and from
+/// then on serves lines of a few MiB from per-thread heaps that keep the
+/// memory: each relay thread would hold on to the largest lines it ever
+/// saw. A fixed threshold keeps those buffers mapped per use.
+fn return_big_buffers() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // the daemon starts its threads.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+            warn!("cannot fix the allocator's mmap threshold; long lines may leave memory held");
+        }
+    }
 }
 
 fn log_layer(layer: &str, active: bool, what: &str, layers: &Layers) {

@@ -233,8 +233,10 @@ pub fn write_all(dst: BorrowedFd, mut data: &[u8]) -> io::Result<bool> {
 /// possible, so two writers sharing a destination (under a lock) never
 /// interleave inside a line.
 pub fn write_piece(dst: BorrowedFd, line: &[u8], newline: bool) -> io::Result<bool> {
-    if !newline {
-        return write_all(dst, line);
+    // A long line is written in many writes anyway (the writers' lock
+    // keeps it whole); copying it for its newline would only cost memory.
+    if !newline || line.len() > CHUNK {
+        return Ok(write_all(dst, line)? && (!newline || write_all(dst, b"\n")?));
     }
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line);

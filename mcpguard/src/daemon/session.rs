@@ -46,7 +46,7 @@ use crate::{
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
 /// (a line is one message: tool results with file contents fit easily).
-const MAX_LINE: usize = 16 << 20;
+const MAX_LINE: usize = mcp::MAX_LINE;
 /// Server stderr is passed on in chunks of at most this when it has no
 /// newline for that long.
 const MAX_STDERR_LINE: usize = 1 << 20;
@@ -76,6 +76,8 @@ pub enum SessionError {
         super::status::MAX_HANDSHAKES_PER_UID
     )]
     TooManyHandshakes,
+    #[error("refusing to launch: {0}")]
+    TooManyServers(#[from] super::status::AtLimit),
     #[error("empty server command: pass it after `--`")]
     EmptyArgv,
     #[error("{0}")]
@@ -185,6 +187,25 @@ pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
     })
 }
 
+/// A launch refused before anything exists: its `launch_failed` record,
+/// and the error for the client.
+fn refuse_launch(
+    shared: &Shared,
+    origin: &Origin,
+    argv: Vec<String>,
+    error: SessionError,
+) -> SessionError {
+    shared.audit(Msg::Record(AuditRecord::new(
+        Body::LaunchFailed {
+            argv,
+            error: error.to_string(),
+        },
+        Some(origin),
+        SystemTime::now(),
+    )));
+    error
+}
+
 /// Serve one connection to the end; errors are reported to the client.
 pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let peer = match peer(&stream) {
@@ -284,13 +305,20 @@ fn serve_peer(
 
     let launch_no = shared.next_launch();
     let launch_name = format!("{}-{launch_no}", policy.name);
-    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
     let origin = Origin {
         server: policy.name.clone(),
         policy: policy_path.clone(),
         launch: launch_name.clone(),
         uid: peer.uid,
     };
+    let (_server_slot, launch_slot) = match shared
+        .info
+        .launch_within(peer.uid, super::status::LAUNCH_WAIT)
+    {
+        Ok(slots) => slots,
+        Err(limit) => return Err(refuse_launch(shared, &origin, argv, limit.into())),
+    };
+    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
     // From here on the cgroup exists: every exit path tears it down.
     let mut guard = Teardown {
         shared: shared.clone(),
@@ -304,6 +332,7 @@ fn serve_peer(
         limits: None,
         fence: None,
     };
+    shared.budgets.register(&origin);
     // Bounds first: the server's first task already counts against them.
     let limits = shared.limits.apply(&cgroup, &launch_name, &policy.limits)?;
     let limit_cgroups = limits.join.clone();
@@ -564,6 +593,7 @@ fn serve_peer(
     launch_rec.pid = Some(pid);
     launch_rec.uid = Some(peer.uid);
     shared.audit(Msg::Record(launch_rec));
+    drop(launch_slot);
     info!(launch = %launch_name, pid, uid = peer.uid, cgroup_id = cgroup.id, "server started");
     proto::write_frame(
         &mut &*stream,
@@ -909,6 +939,7 @@ impl Drop for Teardown {
         });
         self.shared.audit(Msg::Unregister {
             cgroup_id: self.cgroup.id,
+            launch: self.origin.launch.clone(),
             last,
         });
     }

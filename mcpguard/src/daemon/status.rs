@@ -47,6 +47,49 @@ pub const MAX_QUERIES: usize = 64;
 pub const MAX_HANDSHAKES_PER_UID: usize = 16;
 /// Connections from all users together that have not sent their request.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Default for servers one user may run at once.
+pub const DEFAULT_SERVERS_PER_USER: usize = 64;
+/// Default for launches one user may have in flight (started, not yet
+/// running) at once; a client starting all its servers at once waits for
+/// a place rather than being refused ([`LAUNCH_WAIT`]).
+pub const DEFAULT_LAUNCHES_PER_USER: usize = 16;
+/// How long a launch waits for one of its user's launches in progress to
+/// finish before it is refused.
+pub const LAUNCH_WAIT: Duration = Duration::from_secs(30);
+
+/// How many servers a user may run, and start, at once
+/// (`--max-servers-per-user`, `--max-launches-per-user`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchLimits {
+    pub servers_per_user: usize,
+    pub launches_per_user: usize,
+}
+
+impl Default for LaunchLimits {
+    fn default() -> Self {
+        LaunchLimits {
+            servers_per_user: DEFAULT_SERVERS_PER_USER,
+            launches_per_user: DEFAULT_LAUNCHES_PER_USER,
+        }
+    }
+}
+
+/// The per-user limit a launch ran into.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum AtLimit {
+    #[error(
+        "this user already runs {0} servers, the daemon's limit (--max-servers-per-user); \
+         stop one first"
+    )]
+    Servers(usize),
+    #[error(
+        "this user has had {0} launches in progress, the daemon's limit \
+         (--max-launches-per-user), for {wait}s; try again when one has started",
+        wait = LAUNCH_WAIT.as_secs()
+    )]
+    Launches(usize),
+}
+
 /// How long a query client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a query client may block before the daemon gives
@@ -247,11 +290,16 @@ pub struct DaemonInfo {
     open: Mutex<HashMap<u32, usize>>,
     /// Connections per uid still sending their request.
     handshakes: Mutex<HashMap<u32, usize>>,
+    pub launch_limits: LaunchLimits,
+    /// Servers per uid, from launch request to session end.
+    servers: Mutex<HashMap<u32, usize>>,
+    /// Launches per uid not yet running.
+    launching: Mutex<HashMap<u32, usize>>,
 }
 
 impl DaemonInfo {
     /// `started`: when the daemon began starting up.
-    pub fn new(started: Instant, audit_log: PathBuf) -> Self {
+    pub fn new(started: Instant, audit_log: PathBuf, launch_limits: LaunchLimits) -> Self {
         DaemonInfo {
             started,
             started_at: SystemTime::now()
@@ -260,7 +308,37 @@ impl DaemonInfo {
             audit_log,
             open: Mutex::new(HashMap::new()),
             handshakes: Mutex::new(HashMap::new()),
+            launch_limits,
+            servers: Mutex::new(HashMap::new()),
+            launching: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// [`DaemonInfo::launch`], waiting up to `wait` while the user is at
+    /// the launch limit (not at the server limit: that one only moves when
+    /// a server ends).
+    pub fn launch_within(&self, uid: u32, wait: Duration) -> Result<(Slot<'_>, Slot<'_>), AtLimit> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.launch(uid) {
+                Err(AtLimit::Launches(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Places for one more server of `uid`, and for its launch: the first
+    /// is held until the session ends, the second until the server runs.
+    /// Refused with the limit the user is at.
+    pub fn launch(&self, uid: u32) -> Result<(Slot<'_>, Slot<'_>), AtLimit> {
+        let limits = self.launch_limits;
+        let server = Slot::take(&self.servers, uid, limits.servers_per_user, usize::MAX)
+            .ok_or(AtLimit::Servers(limits.servers_per_user))?;
+        let launch = Slot::take(&self.launching, uid, limits.launches_per_user, usize::MAX)
+            .ok_or(AtLimit::Launches(limits.launches_per_user))?;
+        Ok((server, launch))
     }
 
     /// Take a query slot for `uid`, if the limits allow one.
@@ -762,8 +840,43 @@ mod tests {
     }
 
     #[test]
+    fn servers_and_launches_are_limited_per_uid_and_released() {
+        let info = DaemonInfo::new(
+            Instant::now(),
+            PathBuf::from("/nonexistent"),
+            LaunchLimits {
+                servers_per_user: 3,
+                launches_per_user: 2,
+            },
+        );
+        let (s1, l1) = info.launch(1000).unwrap();
+        let (_s2, _l2) = info.launch(1000).unwrap();
+        assert_eq!(info.launch(1000).err(), Some(AtLimit::Launches(2)));
+        // Another user has limits of their own.
+        assert!(info.launch(1001).is_ok());
+        drop(l1);
+        let (_s3, l3) = info.launch(1000).unwrap();
+        drop(l3);
+        assert_eq!(info.launch(1000).err(), Some(AtLimit::Servers(3)));
+        drop(s1);
+        assert!(info.launch(1000).is_ok());
+        // At the server limit nothing waits.
+        let started = Instant::now();
+        let _held = info.launch(1000).unwrap();
+        assert_eq!(
+            info.launch_within(1000, Duration::from_secs(5)).err(),
+            Some(AtLimit::Servers(3))
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn query_slots_are_limited_per_uid_and_released() {
-        let info = DaemonInfo::new(Instant::now(), PathBuf::from("/nonexistent"));
+        let info = DaemonInfo::new(
+            Instant::now(),
+            PathBuf::from("/nonexistent"),
+            LaunchLimits::default(),
+        );
         let slots: Vec<_> = (0..MAX_QUERIES_PER_UID)
             .map(|_| info.acquire(1000).unwrap())
             .collect();

@@ -19,9 +19,12 @@
 //! newlines splits on, trailing data), one the tap could neither check nor
 //! redact, so it is withheld; the client gets a JSON-RPC parse error for
 //! one it sent. The tap never sees a partial line; framing and its memory
-//! bound are the relay's.
+//! bound are the relay's. A line is inspected in memory bounded by its
+//! length ([`parse`]): a long line of more values than that allows is
+//! withheld like one too long for the relay, with an `oversize` record.
 
 pub mod inspect;
+pub mod parse;
 pub mod redact;
 pub mod tools;
 
@@ -46,6 +49,8 @@ use crate::{
     },
 };
 
+/// Longest line the relays hand the tap (longer ones are dropped there).
+pub const MAX_LINE: usize = 16 << 20;
 /// In-flight requests the tap remembers per session; beyond this the oldest
 /// is forgotten (and counted) rather than memory growing without bound.
 const MAX_PENDING: usize = 4096;
@@ -397,13 +402,38 @@ impl Tap {
 
     /// A line that exceeded the relay's limit and was dropped.
     pub fn oversize(&self, from_server: bool, bytes: usize) {
+        self.dropped_oversize(from_server, bytes, "length");
+    }
+
+    /// A line dropped because the tap could not inspect it within its
+    /// memory bound: too long (`length`) or too many values (`values`).
+    fn dropped_oversize(&self, from_server: bool, bytes: usize, reason: &str) {
         let direction = if from_server { "server" } else { "client" };
+        let limit = match reason {
+            "values" => parse::MAX_VALUES,
+            _ => MAX_LINE,
+        };
         self.emit(
             "oversize",
-            json!({ "direction": direction, "bytes": bytes, "dropped": true }),
+            json!({ "direction": direction, "bytes": bytes, "dropped": true, "reason": reason, "limit": limit }),
             None,
             None,
         );
+    }
+
+    /// The client's answer to a line of its own the tap did not pass on.
+    fn parse_error_reply(why: &str) -> Vec<Output> {
+        let reply = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": -32700,
+                "message": format!("mcpguard: parse error: {why}, so it was not passed to the server"),
+            },
+        });
+        vec![Output::Client(
+            serde_json::to_vec(&reply).expect("JSON serialises"),
+        )]
     }
 
     /// One complete line from the client (without its newline).
@@ -411,21 +441,20 @@ impl Tap {
         if line.iter().all(u8::is_ascii_whitespace) {
             return vec![Output::Server(line.to_vec())];
         }
-        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
-            if self.non_json(CLIENT, line) {
-                let reply = json!({
-                    "jsonrpc": "2.0",
-                    "id": null,
-                    "error": {
-                        "code": -32700,
-                        "message": "mcpguard: parse error: the line is not JSON the tap can check, so it was not passed to the server",
-                    },
-                });
-                return vec![Output::Client(
-                    serde_json::to_vec(&reply).expect("JSON serialises"),
-                )];
+        let msg = match parse::line(line) {
+            Ok(msg) => msg,
+            Err(parse::ParseError::TooManyValues) => {
+                self.dropped_oversize(false, line.len(), "values");
+                return Self::parse_error_reply(
+                    "the line holds more values than the tap inspects in a line that long",
+                );
             }
-            return vec![Output::Server(line.to_vec())];
+            Err(parse::ParseError::Json) => {
+                if self.non_json(CLIENT, line) {
+                    return Self::parse_error_reply("the line is not JSON the tap can check");
+                }
+                return vec![Output::Server(line.to_vec())];
+            }
         };
         match msg {
             Value::Array(items) => {
@@ -590,9 +619,13 @@ impl Tap {
     /// answers to requests it refused on the client's behalf.
     pub fn server_line(&self, line: &[u8]) -> Vec<Output> {
         let mut counts = Counts::default();
-        let parsed = (!line.iter().all(u8::is_ascii_whitespace))
-            .then(|| serde_json::from_slice::<Value>(line).ok())
-            .flatten();
+        let parsed = match (!line.iter().all(u8::is_ascii_whitespace)).then(|| parse::line(line)) {
+            Some(Err(parse::ParseError::TooManyValues)) => {
+                self.dropped_oversize(true, line.len(), "values");
+                return Vec::new();
+            }
+            parsed => parsed.and_then(Result::ok),
+        };
         let Some(mut msg) = parsed else {
             if !line.iter().all(u8::is_ascii_whitespace) && self.non_json(SERVER, line) {
                 return Vec::new();
@@ -708,7 +741,7 @@ impl Tap {
             return Seen::default();
         };
         let method = method.to_owned();
-        let bytes = serde_json::to_string(&*msg).map_or(0, |s| s.len());
+        let bytes = parse::json_len(msg);
         let mut changed = false;
         let findings = match msg.get_mut("params") {
             Some(params) => {
@@ -814,10 +847,7 @@ impl Tap {
                 if let Some(result) = msg.get_mut("result") {
                     let findings = inspect::json(result, self.tools.strip_invisible);
                     changed |= self.tools.strip_invisible && findings.invisible > 0;
-                    detail["result_bytes"] = serde_json::to_string(result)
-                        .map(|s| s.len())
-                        .unwrap_or(0)
-                        .into();
+                    detail["result_bytes"] = parse::json_len(result).into();
                     detail["is_error"] = result
                         .get("isError")
                         .and_then(Value::as_bool)

@@ -157,6 +157,7 @@ pub fn hostile_dir() -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
+mod budgets;
 mod files;
 mod persist;
 mod reach;

@@ -180,6 +180,8 @@ struct Tally {
     flood_opens: u64,
     flood_lost: u64,
     rate_records: u64,
+    /// `loss` records of the flooder's record budget.
+    budget_records: u64,
     secret_denied: bool,
     connect_denied: bool,
     /// Denials the flooder shed (their records are counted, not written).
@@ -212,6 +214,7 @@ fn tally(log: &Path, paths: &[String; 4]) -> Tally {
                 t.flood_lost += r["lost"].as_u64().unwrap();
                 t.denials_lost += r["denials"].as_u64().unwrap_or(0);
                 t.rate_records += u64::from(r["source"] == "rate");
+                t.budget_records += u64::from(r["source"] == "budget:kernel");
             }
             (Some("loss"), Some("esc-res-quiet")) => t.quiet_loss_records += 1,
             (Some("connect"), Some("esc-res-flood")) => {
@@ -292,12 +295,14 @@ fn flood(d: &Daemon) -> Vec<Row> {
     let secret_errno = field(&line, "secret");
     let connect_errno = field(&line, "connect");
     let summary = format!(
-        "{opens} flood opens in {} s: {} written + {} counted lost ({} `loss` records with \
-         source rate; {} of the lost were denials), accounted {:.1} s after the flood",
+        "{opens} flood opens in {} s: {} written + {} counted lost (`loss` records: {} with \
+         source rate, {} with budget:kernel; {} of the lost were denials), accounted {:.1} s \
+         after the flood",
         field(&line, "secs"),
         t.flood_opens,
         t.flood_lost,
         t.rate_records,
+        t.budget_records,
         t.denials_lost,
         accounted_after.as_secs_f64()
     );
