@@ -12,6 +12,7 @@
 
 mod emit;
 mod files;
+mod inbound;
 mod io_uring;
 mod maps;
 mod net;

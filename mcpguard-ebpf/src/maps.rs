@@ -80,3 +80,13 @@ pub static DNS_ORIGIN: LruHashMap<u64, DnsOrigin> = LruHashMap::with_max_entries
 /// from the seccomp fence's table before the programs attach.
 #[map]
 pub static SYSCALL_AUDIT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_SYSCALLS, 0);
+
+/// The ports each server may bind and accept on (`[network] bind`), by
+/// cgroup id. No entry: none.
+#[map]
+pub static BIND_PORTS: HashMap<u64, PortSet> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// When an inbound drop was last recorded, by (cgroup id, local port,
+/// protocol): at most one record per second each (LRU: no cleanup).
+#[map]
+pub static INBOUND_NOTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);

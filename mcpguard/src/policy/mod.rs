@@ -414,6 +414,8 @@ pub enum Problem {
         count: usize,
         max: usize,
     },
+    #[error("the bind list needs {count} port ranges once merged; the kernel holds {max}")]
+    TooManyBindRanges { count: usize, max: usize },
 }
 
 // The file as TOML sees it. List items are spanned so semantic errors can
@@ -585,6 +587,16 @@ impl Policy {
             }
         }
         let bind = c.each("network.bind", &raw.network.bind, net::parse_ports)?;
+        if let (Err(count), Some(last)) = (net::bind_ports(&bind), raw.network.bind.last()) {
+            return Err(c.located(
+                "network.bind",
+                last,
+                Problem::TooManyBindRanges {
+                    count,
+                    max: mcpguard_common::limits::PORT_RANGES,
+                },
+            ));
+        }
         let pass = c.each("env.pass", &raw.env.pass, |v| {
             check_env_name(v).map(|()| v.to_owned())
         })?;
