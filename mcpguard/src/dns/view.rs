@@ -87,7 +87,8 @@ pub struct DnsView {
     min_ttl: u32,
     sink: Box<dyn MapSink>,
     grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
-    strangers: Mutex<Strangers>,
+    /// By transport: UDP, TCP.
+    strangers: [Mutex<Strangers>; 2],
 }
 
 /// The server's own host: loopback, link-local (fe80::/10, 169.254/16)
@@ -148,7 +149,7 @@ impl DnsView {
             min_ttl: 0,
             sink,
             grants: Mutex::new(HashMap::new()),
-            strangers: Mutex::new(Strangers::default()),
+            strangers: Default::default(),
         }
     }
 
@@ -165,10 +166,11 @@ impl DnsView {
     }
 
     /// Count a query from outside the server (not answered), and record
-    /// it unless this resolver recorded one less than a second ago; the
-    /// record's count covers the queries in between.
+    /// it unless this resolver recorded one over the same transport less
+    /// than a second ago; the record's count covers the queries between.
     pub fn stranger(&self, transport: Transport, peer: SocketAddr, uid: Option<u32>) {
-        let mut s = self.strangers.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &self.strangers[usize::from(transport == Transport::Tcp)];
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
         s.pending += 1;
         let now = Instant::now();
         if s.last_record

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{scratch, Daemon};
 
+mod inbound;
 mod kernel;
 mod net;
 mod resources;
