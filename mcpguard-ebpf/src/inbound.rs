@@ -1,9 +1,11 @@
 //! Inbound verdicts: what may reach a server from outside.
 //!
 //! - cgroup `bind4`/`bind6` (4.17+): an explicit `bind()` of a TCP or UDP
-//!   socket succeeds only on a port `[network] bind` names. Port 0 (the
-//!   kernel picks one) is allowed for UDP, whose ephemeral sockets the
-//!   ingress program guards, and refused for TCP. Every refusal is a record.
+//!   socket succeeds only on a port `[network] bind` names, or on port 0
+//!   (the kernel picks an ephemeral one: clients choosing a source address,
+//!   and probes like urllib3's IPv6 check, which binds `[::1]:0`). What
+//!   arrives at an ephemeral port is the ingress program's to judge. Every
+//!   refusal is a record.
 //! - cgroup_skb ingress (4.10+): packets arriving at a server's sockets. A
 //!   TCP SYN is accepted only on a bind port, which covers `listen()` on a
 //!   never-bound socket (the kernel binds an ephemeral port without a
@@ -96,8 +98,7 @@ fn decide_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
     };
     let allowed = known
         && match protocol {
-            IPPROTO_TCP => port != 0 && bind_port(cgroup, port),
-            IPPROTO_UDP => port == 0 || bind_port(cgroup, port),
+            IPPROTO_TCP | IPPROTO_UDP => port == 0 || bind_port(cgroup, port),
             // Raw and ICMP sockets exist only where the policy names them
             // (sock_create); their "port" is no listening port.
             _ => true,
