@@ -1285,6 +1285,15 @@ pass = ["PATH", "HOME", "LANG"]
             9,
             &["network.bind", "reversed"],
         );
+        // Seventeen separate ports: one more range than the kernel holds.
+        let ports: Vec<String> = (0..17).map(|i| format!("\"{}\"", 1000 + 2 * i)).collect();
+        let text = format!("name = \"x\"\n[network]\nbind = [{}]\n", ports.join(", "));
+        assert_err(
+            &text,
+            3,
+            137,
+            &["network.bind", "17 port ranges", "holds 16"],
+        );
     }
 
     #[test]
