@@ -200,12 +200,19 @@ pub struct PathPairEvent {
     pub new_path: [u8; PATH_LEN],
 }
 
-/// Which cgroup sock_addr hook decided a [`ConnectEvent`].
+/// Which cgroup hook decided a [`ConnectEvent`].
 pub mod net_op {
     pub const CONNECT4: u32 = 0;
     pub const CONNECT6: u32 = 1;
     pub const SENDMSG4: u32 = 2;
     pub const SENDMSG6: u32 = 3;
+    /// An explicit `bind()`: the address and port bound (local).
+    pub const BIND4: u32 = 4;
+    pub const BIND6: u32 = 5;
+    /// A packet arriving at a server's socket (cgroup_skb ingress): the
+    /// sender's address and the local port it was sent to.
+    pub const INBOUND4: u32 = 6;
+    pub const INBOUND6: u32 = 7;
 }
 
 /// `ConnectEvent::verdict` values.

@@ -153,11 +153,51 @@ impl<T: 'static> Reserved<T> {
     }
 }
 
+/// Who a record is about: the current task, or (for packets, which
+/// arrive in no task's context) only the socket owner's uid.
+pub struct Task {
+    pid_tgid: u64,
+    uid_gid: u64,
+    comm: [u8; 16],
+}
+
+impl Task {
+    #[inline(always)]
+    pub fn current() -> Task {
+        Task {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            uid_gid: bpf_get_current_uid_gid(),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        }
+    }
+
+    /// No task: pid, tid and comm are left empty.
+    #[inline(always)]
+    pub fn socket_owner(uid: u32) -> Task {
+        Task {
+            pid_tgid: 0,
+            uid_gid: u64::from(uid),
+            comm: [0; 16],
+        }
+    }
+}
+
 /// Reserve a record of type `T` and fill its header; `None` if the server
 /// is over its share of the buffer (counted in `FLOW`) or the buffer is
 /// full (counted in `LOST`). `deny`: the record is of a refused action.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: u32, cgroup: u64, deny: bool) -> Option<Reserved<T>> {
+    reserve_for(kind, cgroup, deny, Task::current())
+}
+
+/// [`reserve`] for a record about `task`.
+#[inline(always)]
+pub fn reserve_for<T: 'static>(
+    kind: u32,
+    cgroup: u64,
+    deny: bool,
+    task: Task,
+) -> Option<Reserved<T>> {
     let flow = flow_of(cgroup);
     if !admit(cgroup, flow, deny) {
         return None;
@@ -167,9 +207,6 @@ pub fn reserve<T: 'static>(kind: u32, cgroup: u64, deny: bool) -> Option<Reserve
         return None;
     };
     let rec = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     // SAFETY: `rec` points to reserved ring-buffer memory large enough for
     // `Record<T>`; only the header is written here, the caller fills the
     // payload before submitting.
@@ -179,11 +216,11 @@ pub fn reserve<T: 'static>(kind: u32, cgroup: u64, deny: bool) -> Option<Reserve
             len: core::mem::size_of::<Record<T>>() as u32,
             ts_ns: bpf_ktime_get_boot_ns(),
             cgroup_id: cgroup,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            comm,
+            pid: (task.pid_tgid >> 32) as u32,
+            tid: task.pid_tgid as u32,
+            uid: task.uid_gid as u32,
+            gid: (task.uid_gid >> 32) as u32,
+            comm: task.comm,
         };
     }
     Some(Reserved { entry, flow })

@@ -13,6 +13,7 @@
 mod attrs;
 mod emit;
 mod files;
+mod inbound;
 mod io_uring;
 mod maps;
 mod net;

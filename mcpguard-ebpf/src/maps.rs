@@ -87,3 +87,13 @@ pub static SYSCALL_AUDIT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATC
 /// by the daemon from tracefs format files before the programs attach.
 #[map]
 pub static ATTR_CALLS: HashMap<u32, AttrArgs> = HashMap::with_max_entries(MAX_ATTR_CALLS, 0);
+
+/// The ports each server may bind and accept on (`[network] bind`), by
+/// cgroup id. No entry: none.
+#[map]
+pub static BIND_PORTS: HashMap<u64, PortSet> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
+/// When an inbound drop was last recorded, by (cgroup id, local port,
+/// protocol): at most one record per second each (LRU: no cleanup).
+#[map]
+pub static INBOUND_NOTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);

@@ -39,7 +39,7 @@ const DENY: i32 = 0;
 
 /// The recorded verdict: learning mode turns a denial into "would deny".
 #[inline(always)]
-fn verdict(allowed: bool, complain: bool) -> u32 {
+pub(crate) fn verdict(allowed: bool, complain: bool) -> u32 {
     if allowed {
         VERDICT_ALLOW
     } else if complain {
@@ -51,7 +51,7 @@ fn verdict(allowed: bool, complain: bool) -> u32 {
 
 /// The program's return value: 1 lets the call proceed, 0 fails it (EPERM).
 #[inline(always)]
-fn ret(proceed: bool) -> i32 {
+pub(crate) fn ret(proceed: bool) -> i32 {
     if proceed {
         ALLOW
     } else {
@@ -60,7 +60,7 @@ fn ret(proceed: bool) -> i32 {
 }
 
 const SOCK_RAW: u32 = 3;
-const IPPROTO_UDP: u32 = 17;
+pub(crate) const IPPROTO_UDP: u32 = 17;
 const IPPROTO_ICMP: u32 = 1;
 const IPPROTO_ICMPV6: u32 = 58;
 

@@ -697,6 +697,10 @@ fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
         net_op::CONNECT6 => "connect6",
         net_op::SENDMSG4 => "sendmsg4",
         net_op::SENDMSG6 => "sendmsg6",
+        net_op::BIND4 => "bind4",
+        net_op::BIND6 => "bind6",
+        net_op::INBOUND4 => "inbound4",
+        net_op::INBOUND6 => "inbound6",
         other => return Err(bad("op", other)),
     };
     // An unknown verdict cannot be reported as either: refuse rather than

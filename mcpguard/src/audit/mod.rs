@@ -235,10 +235,13 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<String>,
     },
-    /// An egress decision by the cgroup sock_addr programs. The address is
-    /// the kernel's copy the hook decided on, never the caller's memory.
+    /// A network decision by the cgroup programs. The address is the
+    /// kernel's copy the hook decided on, never the caller's memory.
     Connect {
-        /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
+        /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6` (egress: the
+        /// destination); `bind4` or `bind6` (an explicit `bind()`: the local
+        /// address and port); `inbound4` or `inbound6` (a packet dropped at
+        /// a server's socket: the sender's address and the local port).
         op: String,
         /// `tcp`, `udp`, `icmp`, `icmpv6`, or the protocol number.
         protocol: String,
@@ -324,6 +327,18 @@ pub enum Body {
         /// rule that allowed the name.
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         detail: serde_json::Value,
+    },
+    /// Queries that reached a server's resolver from a socket outside that
+    /// server's cgroup (another user's process, or anything else on the
+    /// machine). They are not answered, and are not the server's doing:
+    /// these records name no server. At most one per resolver a second.
+    DnsStranger {
+        /// `udp` or `tcp`.
+        transport: String,
+        /// The sender's address and port (of the last query counted).
+        peer: String,
+        /// Queries refused since the previous record of this resolver.
+        count: u64,
     },
     /// A tool differs from the one pinned on first use.
     ToolChanged {
@@ -465,6 +480,7 @@ impl Body {
             Body::Mcp { .. } => "mcp",
             Body::ToolChanged { .. } => "tool_changed",
             Body::Dns { .. } => "dns",
+            Body::DnsStranger { .. } => "dns_stranger",
             Body::UnixConnect { .. } => "unix_connect",
             Body::Socket { .. } => "socket",
             Body::Syscall { .. } => "syscall",
@@ -498,6 +514,7 @@ impl Body {
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied" || event == "server_request_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
+            Body::DnsStranger { .. } => true,
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
             Body::Persist { result, .. } => {
                 is_denial_errno(*result)

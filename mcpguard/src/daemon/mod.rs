@@ -237,6 +237,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         &layers,
     );
     log_layer(
+        "ebpf_inbound",
+        layers.ebpf_inbound,
+        "cgroup bind4/6 + cgroup_skb ingress: binds and inbound packets only on [network] bind ports",
+        &layers,
+    );
+    log_layer(
         "socket_fence",
         layers.socket_fence,
         "cgroup sock_create: raw and ICMP sockets only where named (other families: seccomp, per launch)",
@@ -245,7 +251,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     log_layer(
         "pinned_enforcement",
         layers.pinned_enforcement,
-        "egress and socket-fence links pinned in bpffs: they outlive the daemon",
+        "egress, inbound and socket-fence links pinned in bpffs: they outlive the daemon",
         &layers,
     );
     log_layer(

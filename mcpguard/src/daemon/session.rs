@@ -290,7 +290,9 @@ fn serve_peer(
         return Err(SessionError::ShuttingDown);
     }
     let policy = Policy::parse(&policy_text, std::path::Path::new(&policy_path))?;
-    if !shared.layers.ebpf_egress {
+    // Egress and inbound (binds, listening sockets) are the eBPF layer's
+    // alone: without it a launch would run unconfined on the network.
+    if !shared.layers.ebpf_egress || !shared.layers.ebpf_inbound {
         return Err(SessionError::NoEgress(shared.layers.missing.join("; ")));
     }
     let user = nix::unistd::User::from_uid(peer.uid.into())
@@ -405,6 +407,15 @@ fn serve_peer(
             _pad: 0,
         },
         &net,
+        // Checked when the policy was parsed.
+        policy::net::bind_ports(&policy.network.bind).map_err(|count| {
+            policy::PolicyError::TooManyPortRanges {
+                rule: "network.bind".into(),
+                prefix: "any address".into(),
+                count,
+                max: mcpguard_common::limits::PORT_RANGES,
+            }
+        })?,
     )?;
     shared.register_server(launch_no, cgroup.clone());
 
@@ -476,11 +487,12 @@ fn serve_peer(
             read: fs.read,
             write: fs.write,
             exec: fs.exec,
-            // Connect is the eBPF layer's: it sees address and port and
-            // records every decision. Landlock's port-only connect rules
-            // would fail calls first with EACCES and leave no record.
+            // Connect and bind are the eBPF layer's: it sees address,
+            // port and protocol and records every decision. Landlock's
+            // port-only TCP rules would fail calls first with EACCES and
+            // leave no record.
             connect_tcp: None,
-            bind_tcp: policy.network.bind.iter().map(|r| (r.lo, r.hi)).collect(),
+            bind_tcp: None,
             require_fs: !learn,
             learn,
         },
@@ -856,6 +868,12 @@ impl MapSink for ServerMaps {
 
     fn audit(&self, ts: SystemTime, body: Body) {
         self.record(ts, body, None);
+    }
+
+    fn stranger(&self, ts: SystemTime, body: Body, uid: Option<u32>) {
+        let mut rec = AuditRecord::new(body, None, ts);
+        rec.uid = uid;
+        self.shared.audit(Msg::Record(rec));
     }
 }
 

@@ -10,15 +10,24 @@
 //! [`GRACE`], with the ports of the rule that allowed the name. Any other
 //! name gets NXDOMAIN and a denied `dns` record carrying the name, which is
 //! how an exfiltration attempt (`<secret>.attacker.example`) shows up.
+//!
+//! Any local process can send to a loopback port, so each query's sender
+//! is looked up first ([`peer`]): only sockets in the server's own cgroup
+//! are answered. Others get no answer and a `dns_stranger` record that
+//! names no server. TCP clients are served each on their own thread, at
+//! most [`MAX_TCP_CLIENTS`] at once and each within fixed time limits, so
+//! no client holds the resolver; UDP has its own threads and never waits
+//! for TCP.
 
 pub mod hosts_file;
+pub mod peer;
 pub mod view;
 
 use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -38,10 +47,13 @@ const TICK: Duration = Duration::from_millis(50);
 /// Largest DNS message over TCP (the length prefix's limit).
 const MAX_TCP_MSG: usize = 65535;
 /// How long one TCP message (length and body) may take to arrive, and how
-/// long one TCP connection may last: the resolver serves one connection at
-/// a time, so a client trickling bytes must not hold it.
+/// long one TCP connection may last: a client trickling bytes holds one
+/// of [`MAX_TCP_CLIENTS`] slots for no longer.
 const TCP_MSG_TIME: Duration = Duration::from_secs(5);
 const TCP_CONN_TIME: Duration = Duration::from_secs(30);
+/// TCP connections one resolver serves at once (per address family); a
+/// connection beyond that is closed at once.
+pub const MAX_TCP_CLIENTS: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum DnsError {
@@ -88,7 +100,7 @@ impl Resolver {
         }
         for sock in [Some(tcp4), tcp6].into_iter().flatten() {
             let (view, stop) = (view.clone(), stop.clone());
-            threads.push(spawn("dns-tcp", move || serve_tcp(sock, &view, &stop))?);
+            threads.push(spawn("dns-tcp", move || serve_tcp(sock, view, stop))?);
         }
         Ok(Resolver {
             port,
@@ -152,11 +164,45 @@ fn bind_pair() -> io::Result<Sockets> {
     Err(last.unwrap_or_else(|| io::Error::other("no free loopback port")))
 }
 
-fn serve_udp(sock: UdpSocket, view: &DnsView, stop: &AtomicBool, sweeper: bool) {
-    if let Err(error) = sock.set_read_timeout(Some(TICK)) {
-        warn!(%error, "resolver socket");
-        return;
+/// Whether the sender at `from` is one of the server's own sockets; a
+/// stranger's query is counted (and recorded) here.
+fn from_server(
+    diag: &peer::Diag,
+    view: &DnsView,
+    transport: Transport,
+    local: SocketAddr,
+    from: SocketAddr,
+) -> bool {
+    let proto = match transport {
+        Transport::Udp => peer::Proto::Udp,
+        Transport::Tcp => peer::Proto::Tcp,
+    };
+    let found = match diag.peer(proto, local, from) {
+        Ok(p) => p,
+        Err(error) => {
+            debug!(%error, "resolver: sock_diag lookup");
+            None
+        }
+    };
+    if found.is_some_and(|p| p.cgroup == view.cgroup()) {
+        return true;
     }
+    view.stranger(transport, from, found.map(|p| p.uid));
+    false
+}
+
+fn serve_udp(sock: UdpSocket, view: &DnsView, stop: &AtomicBool, sweeper: bool) {
+    let setup = sock
+        .set_read_timeout(Some(TICK))
+        .and_then(|()| sock.local_addr())
+        .and_then(|local| Ok((local, peer::Diag::open()?)));
+    let (local, diag) = match setup {
+        Ok(x) => x,
+        Err(error) => {
+            warn!(%error, "resolver socket");
+            return;
+        }
+    };
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         if sweeper {
@@ -177,6 +223,9 @@ fn serve_udp(sock: UdpSocket, view: &DnsView, stop: &AtomicBool, sweeper: bool) 
                 continue;
             }
         };
+        if !from_server(&diag, view, Transport::Udp, local, from) {
+            continue;
+        }
         if let Some(reply) = answer_guarded(view, &buf[..n], Transport::Udp) {
             let _ = sock.send_to(&reply, from);
         }
@@ -195,18 +244,40 @@ fn answer_guarded(view: &DnsView, query: &[u8], transport: Transport) -> Option<
     })
 }
 
-fn serve_tcp(listener: TcpListener, view: &DnsView, stop: &AtomicBool) {
-    if let Err(error) = listener.set_nonblocking(true) {
-        warn!(%error, "resolver socket");
-        return;
-    }
+fn serve_tcp(listener: TcpListener, view: Arc<DnsView>, stop: Arc<AtomicBool>) {
+    let setup = listener
+        .set_nonblocking(true)
+        .and_then(|()| listener.local_addr())
+        .and_then(|local| Ok((local, peer::Diag::open()?)));
+    let (local, diag) = match setup {
+        Ok(x) => x,
+        Err(error) => {
+            warn!(%error, "resolver socket");
+            return;
+        }
+    };
+    let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((conn, _)) => {
-                // One connection at a time: a guarded server's resolver has
-                // one client, and each exchange is bounded by timeouts.
-                if let Err(error) = serve_tcp_conn(conn, view, stop) {
-                    debug!(%error, "resolver TCP connection");
+            Ok((conn, from)) => {
+                if !from_server(&diag, &view, Transport::Tcp, local, from) {
+                    continue;
+                }
+                if active.load(Ordering::SeqCst) >= MAX_TCP_CLIENTS {
+                    debug!(%from, "resolver: too many TCP clients; closing");
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (view, stop, done) = (view.clone(), stop.clone(), active.clone());
+                let served = spawn("dns-tcp-conn", move || {
+                    if let Err(error) = serve_tcp_conn(conn, &view, &stop) {
+                        debug!(%error, "resolver TCP connection");
+                    }
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+                if let Err(error) = served {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    warn!(%error, "resolver: cannot serve a TCP client");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(TICK / 4),

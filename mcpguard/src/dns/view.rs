@@ -53,7 +53,20 @@ pub trait MapSink: Send + Sync {
     fn install(&self, entry: &NetEntry) -> Result<(), String>;
     fn remove(&self, entry: &NetEntry);
     fn audit(&self, ts: SystemTime, body: Body);
+    /// A record about a process that is not this server's (from `uid`,
+    /// if known): it must not carry the server's name.
+    fn stranger(&self, ts: SystemTime, body: Body, uid: Option<u32>);
 }
+
+/// Queries from outside the server, counted between records.
+#[derive(Default)]
+struct Strangers {
+    last_record: Option<Instant>,
+    pending: u64,
+}
+
+/// Least time between two `dns_stranger` records of one resolver.
+const STRANGER_RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// One address opened by an answer: until when, and for which ports.
 struct Grant {
@@ -74,6 +87,8 @@ pub struct DnsView {
     min_ttl: u32,
     sink: Box<dyn MapSink>,
     grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
+    /// By transport: UDP, TCP.
+    strangers: [Mutex<Strangers>; 2],
 }
 
 /// The server's own host: loopback, link-local (fe80::/10, 169.254/16)
@@ -134,6 +149,7 @@ impl DnsView {
             min_ttl: 0,
             sink,
             grants: Mutex::new(HashMap::new()),
+            strangers: Default::default(),
         }
     }
 
@@ -142,6 +158,38 @@ impl DnsView {
     pub fn with_min_ttl(mut self, secs: u32) -> DnsView {
         self.min_ttl = secs;
         self
+    }
+
+    /// The server's cgroup id: only its sockets are answered.
+    pub fn cgroup(&self) -> u64 {
+        self.cgroup
+    }
+
+    /// Count a query from outside the server (not answered), and record
+    /// it unless this resolver recorded one over the same transport less
+    /// than a second ago; the record's count covers the queries between.
+    pub fn stranger(&self, transport: Transport, peer: SocketAddr, uid: Option<u32>) {
+        let slot = &self.strangers[usize::from(transport == Transport::Tcp)];
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        s.pending += 1;
+        let now = Instant::now();
+        if s.last_record
+            .is_some_and(|t| now.duration_since(t) < STRANGER_RECORD_EVERY)
+        {
+            return;
+        }
+        let count = std::mem::take(&mut s.pending);
+        s.last_record = Some(now);
+        drop(s);
+        self.sink.stranger(
+            SystemTime::now(),
+            Body::DnsStranger {
+                transport: transport.name().into(),
+                peer: peer.to_string(),
+                count,
+            },
+            uid,
+        );
     }
 
     fn grants(&self) -> MutexGuard<'_, HashMap<Ipv6Addr, Vec<Grant>>> {

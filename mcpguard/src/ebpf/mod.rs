@@ -17,7 +17,10 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf},
-    programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
+    programs::{
+        links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use mcpguard_common::{
@@ -62,6 +65,9 @@ pub enum EbpfError {
 pub struct Layers {
     /// cgroup connect4/6 + sendmsg4/6 verdicts.
     pub ebpf_egress: bool,
+    /// cgroup bind4/6 and cgroup_skb ingress verdicts: inbound only on
+    /// `[network] bind` ports.
+    pub ebpf_inbound: bool,
     /// cgroup sock_create: raw and ICMP sockets only where named.
     pub socket_fence: bool,
     /// exec/fork/exit records.
@@ -92,18 +98,26 @@ pub struct Layers {
 pub struct PolicyMaps {
     servers: HashMap<MapData, u64, ServerPolicy>,
     net_allow: LpmTrie<MapData, NetKey, PortSet>,
+    bind_ports: HashMap<MapData, u64, PortSet>,
 }
 
 impl PolicyMaps {
-    /// Install a server's policy: allow-list first, then the server entry
-    /// that makes the programs honour it (until then its cgroup is denied
-    /// everything).
+    /// Install a server's policy: allow-list and bind ports first, then the
+    /// server entry that makes the programs honour it (until then its
+    /// cgroup is denied everything).
     pub fn install(
         &mut self,
         cgroup_id: u64,
         policy: ServerPolicy,
         net: &[(u32, NetKey, PortSet)],
+        bind: PortSet,
     ) -> Result<(), EbpfError> {
+        self.bind_ports
+            .insert(cgroup_id, bind, 0)
+            .map_err(|source| EbpfError::Map {
+                name: "BIND_PORTS",
+                source,
+            })?;
         for (prefix, key, ports) in net {
             self.net_allow
                 .insert(&Key::new(*prefix, *key), *ports, 0)
@@ -145,6 +159,9 @@ impl PolicyMaps {
     pub fn remove(&mut self, cgroup_id: u64, net: &[(u32, NetKey, PortSet)]) {
         if let Err(error) = self.servers.remove(&cgroup_id) {
             warn!(cgroup_id, %error, "removing SERVERS entry");
+        }
+        if let Err(error) = self.bind_ports.remove(&cgroup_id) {
+            warn!(cgroup_id, %error, "removing BIND_PORTS entry");
         }
         for (prefix, key, _) in net {
             if let Err(error) = self.net_allow.remove(&Key::new(*prefix, *key)) {
@@ -452,6 +469,7 @@ const OFFSETS: &[(&str, &str, &str, &str)] = &[
 const NET_PROGRAMS: &[&str] = &[
     "connect4", "connect6", "sendmsg4", "sendmsg6", "recvmsg4", "recvmsg6",
 ];
+const BIND_PROGRAMS: &[&str] = &["bind4", "bind6"];
 const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_execve", "syscalls", "sys_enter_execve"),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
@@ -559,11 +577,16 @@ pub fn load(
         Ok(()) => layers.ebpf_egress = true,
         Err(why) => layers.missing.push(format!("ebpf_egress: {why}")),
     }
+    match attach_inbound(&mut ebpf, &cgroup, pins) {
+        Ok(()) => layers.ebpf_inbound = true,
+        Err(why) => layers.missing.push(format!("ebpf_inbound: {why}")),
+    }
     match attach_sock(&mut ebpf, &cgroup, pins) {
         Ok(()) => layers.socket_fence = true,
         Err(why) => layers.missing.push(format!("socket_fence: {why}")),
     }
-    layers.pinned_enforcement = pins.is_some() && layers.ebpf_egress && layers.socket_fence;
+    layers.pinned_enforcement =
+        pins.is_some() && layers.ebpf_egress && layers.ebpf_inbound && layers.socket_fence;
     match attach_tracepoints(&mut ebpf, PROC_PROGRAMS) {
         Ok(()) => layers.audit_proc = true,
         Err(why) => layers.missing.push(format!("audit_proc: {why}")),
@@ -602,13 +625,18 @@ pub fn load(
 
     let servers = take(&mut ebpf, "SERVERS")?;
     let net_allow = take(&mut ebpf, "NET_ALLOW")?;
+    let bind_ports = take(&mut ebpf, "BIND_PORTS")?;
     let events = take(&mut ebpf, "EVENTS")?;
     let lost = take(&mut ebpf, "LOST")?;
     let flow = take(&mut ebpf, "FLOW")?;
     let consumed = take(&mut ebpf, "CONSUMED")?;
     Ok(Loaded {
         ebpf,
-        policy: PolicyMaps { servers, net_allow },
+        policy: PolicyMaps {
+            servers,
+            net_allow,
+            bind_ports,
+        },
         audit: AuditMaps {
             events,
             lost,
@@ -660,7 +688,40 @@ where
 }
 
 fn attach_net(ebpf: &mut Ebpf, cgroup: &File, pins: Option<&Path>) -> Result<(), String> {
-    for name in NET_PROGRAMS {
+    attach_sock_addr(ebpf, cgroup, pins, NET_PROGRAMS)
+}
+
+/// The bind hooks and the ingress filter (see `mcpguard-ebpf/src/inbound.rs`).
+fn attach_inbound(ebpf: &mut Ebpf, cgroup: &File, pins: Option<&Path>) -> Result<(), String> {
+    attach_sock_addr(ebpf, cgroup, pins, BIND_PROGRAMS)?;
+    let name = "inbound";
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .ok_or("program inbound missing")?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    prog.load().map_err(|e| format!("{name}: load: {e}"))?;
+    let id = prog
+        .attach(
+            cgroup.as_fd(),
+            CgroupSkbAttachType::Ingress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(|e| format!("{name}: attach: {e}"))?;
+    if let Some(dir) = pins {
+        let link = prog.take_link(id).map_err(|e| format!("{name}: {e}"))?;
+        pin(link, dir, name)?;
+    }
+    Ok(())
+}
+
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    pins: Option<&Path>,
+    names: &[&str],
+) -> Result<(), String> {
+    for name in names {
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
             .ok_or_else(|| format!("program {name} missing"))?

@@ -154,8 +154,11 @@ pub struct SandboxSpec {
     /// decision); `Some(vec![])` denies every TCP connect in Landlock too.
     #[serde(default)]
     pub connect_tcp: Option<Vec<(u16, u16)>>,
-    /// Allowed TCP bind ports, inclusive ranges.
-    pub bind_tcp: Vec<(u16, u16)>,
+    /// Allowed TCP bind ports, inclusive ranges. `None` leaves binds to
+    /// the eBPF layer (TCP and UDP, every refusal recorded); `Some(vec![])`
+    /// denies every TCP bind in Landlock too.
+    #[serde(default)]
+    pub bind_tcp: Option<Vec<(u16, u16)>>,
     /// Refuse to launch unless Landlock confines the filesystem. The
     /// filesystem rules are applied either way; this only decides whether a
     /// kernel without Landlock is fatal.
@@ -1359,7 +1362,7 @@ mod tests {
                 write: vec!["/tmp".into()],
                 exec: vec!["/usr".into()],
                 connect_tcp: Some(vec![(443, 443)]),
-                bind_tcp: vec![],
+                bind_tcp: Some(vec![]),
                 require_fs: true,
                 learn: false,
             },
@@ -1627,7 +1630,7 @@ mod tests {
                         .map(PathBuf::from)
                         .collect(),
                     connect_tcp: None,
-                    bind_tcp: vec![],
+                    bind_tcp: Some(vec![]),
                     require_fs: true,
                     learn: false,
                 },

@@ -402,7 +402,10 @@ pub fn prepare(spec: &SandboxSpec, user: &UserFs) -> Result<PreparedSandbox, San
         Some(ranges) => expand_ports(ranges, "connect_tcp")?,
         None => PortSet::NotHandled,
     };
-    let bind = expand_ports(&spec.bind_tcp, "bind_tcp")?;
+    let bind = match &spec.bind_tcp {
+        Some(ranges) => expand_ports(ranges, "bind_tcp")?,
+        None => PortSet::NotHandled,
+    };
     let rule_count = [&connect, &bind]
         .iter()
         .map(|set| match set {
@@ -756,7 +759,7 @@ mod tests {
             report.clone()
         });
         assert_eq!(report.connect_tcp, PortRestriction::Ports { count: 1 });
-        assert_eq!(report.bind_tcp, PortRestriction::Ports { count: 0 });
+        assert_eq!(report.bind_tcp, PortRestriction::NotHandled);
     }
 
     #[test]
@@ -765,7 +768,7 @@ mod tests {
             return;
         }
         let spec = SandboxSpec {
-            bind_tcp: vec![(0, 0)],
+            bind_tcp: Some(vec![(0, 0)]),
             ..SandboxSpec::default()
         };
         confined(spec, |_| {
@@ -783,7 +786,7 @@ mod tests {
         let port = other.local_addr().unwrap().port();
         let spec = SandboxSpec {
             connect_tcp: None,
-            bind_tcp: vec![],
+            bind_tcp: Some(vec![]),
             ..SandboxSpec::default()
         };
         let report = confined(spec, move |report| {
@@ -854,7 +857,7 @@ mod tests {
     fn too_many_port_rules_are_refused() {
         let spec = SandboxSpec {
             connect_tcp: Some(vec![(1, 65_534)]),
-            bind_tcp: vec![(1, 65_534)],
+            bind_tcp: Some(vec![(1, 65_534)]),
             ..SandboxSpec::default()
         };
         let err = prepare(&spec, &nobody()).unwrap_err();

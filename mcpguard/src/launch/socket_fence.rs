@@ -5,7 +5,8 @@
 //! without a trace).
 //!
 //! The launch helper installs it last, after `no_new_privs`. Unix, inet and
-//! inet6 sockets and route netlink (glibc's `getaddrinfo` with
+//! inet6 sockets (but not `SOCK_PACKET` ones, which the kernel makes
+//! packet sockets) and route netlink (glibc's `getaddrinfo` with
 //! `AI_ADDRCONFIG`, `getifaddrs`) pass; so does whatever `[network]
 //! sockets` names ([`SocketRules`]). Everything else, raw inet sockets
 //! included, is not failed by the filter but handed to the daemon
@@ -45,6 +46,10 @@ pub enum SocketFenceError {
 const SYS_SOCKET: u32 = 1;
 const SOCK_TYPE_MASK: u32 = 0xf;
 const SOCK_RAW: u32 = 3;
+/// The obsolete packet type: the kernel turns `socket(AF_INET,
+/// SOCK_PACKET)` into an AF_PACKET socket, which no inet hook sees.
+const SOCK_PACKET: u32 = 10;
+const AF_PACKET: u32 = libc::AF_PACKET as u32;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
@@ -109,13 +114,17 @@ fn program(rules: &SocketRules) -> Vec<Op> {
         JumpIfEq(AF_NETLINK, Netlink),
     ]);
     p.extend(rules.families.iter().map(|f| JumpIfEq(*f, Allow)));
-    p.extend([Ret(NOTIFY), Here(Inet)]);
+    p.extend([
+        Ret(NOTIFY),
+        Here(Inet),
+        Load(off_arg(1)),
+        And(SOCK_TYPE_MASK),
+    ]);
+    if !rules.families.contains(&AF_PACKET) {
+        p.push(JumpIfEq(SOCK_PACKET, Notify));
+    }
     if !rules.raw {
-        p.extend([
-            Load(off_arg(1)),
-            And(SOCK_TYPE_MASK),
-            JumpIfEq(SOCK_RAW, Notify),
-        ]);
+        p.push(JumpIfEq(SOCK_RAW, Notify));
     }
     p.extend([Ret(ALLOW), Here(Netlink)]);
     if !rules.netlink_all {
@@ -356,6 +365,8 @@ mod tests {
         assert_eq!(socket(&p, 10, 2, 17), ALLOW);
         assert_eq!(socket(&p, 16, 3 | cloexec, 0), ALLOW);
         assert_eq!(socket(&p, 2, 3 | cloexec, 1), NOTIFY);
+        assert_eq!(socket(&p, 2, 10, 0x300), NOTIFY);
+        assert_eq!(socket(&p, 10, 10 | cloexec, 0x300), NOTIFY);
         assert_eq!(socket(&p, 10, 3, 58), NOTIFY);
         assert_eq!(socket(&p, 16, 3, 4), NOTIFY);
         assert_eq!(socket(&p, 16, 3, 15), NOTIFY);
@@ -394,6 +405,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(socket(&p, 2, 3, 1), ALLOW);
+        // `families` names AF_PACKET (17): SOCK_PACKET is one too.
+        assert_eq!(socket(&p, 2, 10, 0x300), ALLOW);
         assert_eq!(socket(&p, 16, 3, 4), ALLOW);
         assert_eq!(socket(&p, 16, 3, 9), ALLOW);
         assert_eq!(socket(&p, 16, 3, 15), NOTIFY);

@@ -419,6 +419,8 @@ pub enum Problem {
         count: usize,
         max: usize,
     },
+    #[error("the bind list needs {count} port ranges once merged; the kernel holds {max}")]
+    TooManyBindRanges { count: usize, max: usize },
 }
 
 // The file as TOML sees it. List items are spanned so semantic errors can
@@ -598,6 +600,16 @@ impl Policy {
             }
         }
         let bind = c.each("network.bind", &raw.network.bind, net::parse_ports)?;
+        if let (Err(count), Some(last)) = (net::bind_ports(&bind), raw.network.bind.last()) {
+            return Err(c.located(
+                "network.bind",
+                last,
+                Problem::TooManyBindRanges {
+                    count,
+                    max: mcpguard_common::limits::PORT_RANGES,
+                },
+            ));
+        }
         let pass = c.each("env.pass", &raw.env.pass, |v| {
             check_env_name(v).map(|()| v.to_owned())
         })?;
@@ -1285,6 +1297,15 @@ pass = ["PATH", "HOME", "LANG"]
             3,
             9,
             &["network.bind", "reversed"],
+        );
+        // Seventeen separate ports: one more range than the kernel holds.
+        let ports: Vec<String> = (0..17).map(|i| format!("\"{}\"", 1000 + 2 * i)).collect();
+        let text = format!("name = \"x\"\n[network]\nbind = [{}]\n", ports.join(", "));
+        assert_err(
+            &text,
+            3,
+            137,
+            &["network.bind", "17 port ranges", "holds 16"],
         );
     }
 

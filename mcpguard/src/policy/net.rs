@@ -374,6 +374,23 @@ fn merge(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
     out
 }
 
+/// The kernel's `BIND_PORTS` value for `[network] bind`: the merged
+/// ranges, or how many there are when more than one entry holds.
+pub fn bind_ports(ranges: &[PortRange]) -> Result<PortSet, usize> {
+    let ranges = merge(ranges.to_vec());
+    if ranges.len() > PORT_RANGES {
+        return Err(ranges.len());
+    }
+    let mut ports = PortSet {
+        count: ranges.len() as u32,
+        ..PortSet::default()
+    };
+    for (slot, r) in ports.ranges.iter_mut().zip(&ranges) {
+        *slot = (*r).into();
+    }
+    Ok(ports)
+}
+
 /// Compiles the allow list of the server in cgroup `cgroup_id` into LPM trie
 /// entries, one per distinct (masked) prefix, sorted by prefix length then
 /// address.

@@ -70,6 +70,7 @@ impl MapSink for Arc<Installs> {
     }
     fn remove(&self, _: &NetEntry) {}
     fn audit(&self, _: SystemTime, _: Body) {}
+    fn stranger(&self, _: SystemTime, _: Body, _: Option<u32>) {}
 }
 
 /// A loopback resolver that answers every query with `next`, its id set to

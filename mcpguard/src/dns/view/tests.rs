@@ -59,6 +59,7 @@ impl MapSink for Arc<Sink> {
         self.ops.lock().unwrap().push("remove".into());
     }
     fn audit(&self, _: SystemTime, _: Body) {}
+    fn stranger(&self, _: SystemTime, _: Body, _: Option<u32>) {}
 }
 
 #[test]
@@ -206,6 +207,7 @@ impl MapSink for Arc<Records> {
     fn audit(&self, _: SystemTime, body: Body) {
         self.0.lock().unwrap().push(body);
     }
+    fn stranger(&self, _: SystemTime, _: Body, _: Option<u32>) {}
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub struct Observations {
     pub execs: BTreeSet<PathBuf>,
     /// (address as recorded, port).
     pub connects: BTreeSet<(String, u16)>,
+    /// Local ports the server bound or was reached on (`bind4/6` and
+    /// `inbound4/6` records; port 0, always allowed, left out).
+    pub binds: BTreeSet<u16>,
     /// Address → every name a lookup returned it for.
     pub names: BTreeMap<String, BTreeSet<String>>,
     pub unix: BTreeSet<String>,
@@ -298,12 +301,17 @@ impl Observations {
     fn observe_net_and_mcp(&mut self, rec: &AuditRecord) {
         match &rec.body {
             Body::Connect {
+                op,
                 addr,
                 port,
                 verdict,
                 ..
             } if verdict != "deny" => {
-                self.connects.insert((addr.clone(), *port));
+                if op.starts_with("bind") || op.starts_with("inbound") {
+                    self.binds.extend((*port != 0).then_some(*port));
+                } else {
+                    self.connects.insert((addr.clone(), *port));
+                }
             }
             Body::Dns {
                 qname,

@@ -218,6 +218,10 @@ pub fn propose(
     let _ = writeln!(t);
     let _ = writeln!(t, "[network]");
     let _ = writeln!(t, "allow = {}", toml_list(&allow));
+    if !obs.binds.is_empty() {
+        let ports: Vec<String> = obs.binds.iter().map(u16::to_string).collect();
+        let _ = writeln!(t, "bind = {}", toml_list(&ports));
+    }
     if !unix.is_empty() {
         let _ = writeln!(t, "unix = {}", toml_list(&unix));
     }

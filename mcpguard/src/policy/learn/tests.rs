@@ -99,6 +99,30 @@ fn every_name_of_an_address_becomes_a_rule() {
 }
 
 #[test]
+fn binds_and_inbound_ports_become_bind_entries_not_destinations() {
+    let mut o = Observations::new(HOME.into());
+    let connect = |op: &str, port: u16| {
+        rec(
+            1,
+            Body::Connect {
+                op: op.into(),
+                protocol: "tcp".into(),
+                addr: "0.0.0.0".into(),
+                port,
+                verdict: "would_deny".into(),
+            },
+        )
+    };
+    o.observe(&connect("bind4", 8080));
+    o.observe(&connect("bind6", 0));
+    o.observe(&connect("inbound4", 9000));
+    let (p, text, _) = parse(&o);
+    assert!(p.network.allow.is_empty(), "{text}");
+    let binds: Vec<String> = p.network.bind.iter().map(ToString::to_string).collect();
+    assert_eq!(binds, ["8080", "9000"], "{text}");
+}
+
+#[test]
 fn relative_paths_follow_the_acting_process_cwd() {
     let mut o = Observations::new(HOME.into());
     // The server (pid 10) forks a git (pid 11), which chdirs into the

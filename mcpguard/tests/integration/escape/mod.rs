@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::harness::{scratch, Daemon};
 
 mod attrs;
+mod inbound;
 mod kernel;
 mod net;
 mod resources;
