@@ -88,6 +88,8 @@ pub enum Msg {
         cgroup_id: u64,
         dirs: Vec<std::path::PathBuf>,
     },
+    /// The pid of this server's persistence-fence executor.
+    PersistExecutor { cgroup_id: u64, pid: u32 },
     /// Collect what this server does (`mcpguard policy learn`); `cwd` is
     /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
@@ -217,6 +219,11 @@ impl Auditor {
                     Ok(Msg::PersistHooks { cgroup_id, dirs }) => {
                         if let Some(w) = self.persists.get_mut(&cgroup_id) {
                             w.add_hooks(dirs);
+                        }
+                    }
+                    Ok(Msg::PersistExecutor { cgroup_id, pid }) => {
+                        if let Some(w) = self.persists.get_mut(&cgroup_id) {
+                            w.set_executor(pid);
                         }
                     }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),

@@ -31,6 +31,9 @@ pub struct Watch {
     /// Directories named by `core.hooksPath`: `git_hooks` below them.
     hooks: Vec<PathBuf>,
     cwds: Cwds,
+    /// The persistence fence's executor: its calls are the fence's, which
+    /// writes their `persist` records itself, with the asking pid.
+    executor: Option<u32>,
 }
 
 /// A path a call names, as recorded.
@@ -46,6 +49,7 @@ impl Watch {
             allow,
             hooks: Vec::new(),
             cwds: Cwds::new(cwd),
+            executor: None,
         }
     }
 
@@ -62,9 +66,17 @@ impl Watch {
         })
     }
 
+    /// Records of `pid` (the fence's executor) make no `persist` records.
+    pub fn set_executor(&mut self, pid: u32) {
+        self.executor = Some(pid);
+    }
+
     /// Takes one record of the server: the `persist` record it calls for,
     /// if any.
     pub fn observe(&mut self, rec: &AuditRecord) -> Option<AuditRecord> {
+        if rec.pid.is_some() && rec.pid == self.executor {
+            return None;
+        }
         self.cwds.follow(rec);
         let (call, result, errno, names, symlink) = writes(&rec.body)?;
         let resolved: Vec<PathBuf> = names.iter().map(|n| self.resolve(rec, n)).collect();
