@@ -2,8 +2,10 @@
 //! change or remove a persistence path ([`crate::policy::persist`]) gets
 //! one, next to the call's own record, whether the launcher's read-only
 //! binds refused it (`EROFS`, `EBUSY`), Landlock did (`EACCES`), or it
-//! went through (a family the policy allows, or a name that did not exist
-//! at launch; see the README's threat model).
+//! went through (a family the policy allows). Calls that create a name go
+//! through the persistence fence, which writes their `persist` records
+//! itself ([`super::persist_fence`]); the records of its executor are
+//! skipped here ([`Watch::set_executor`]).
 //!
 //! Paths come from the records, so from the caller's memory at syscall
 //! entry (`path_source: user`): a record names what the server asked for.

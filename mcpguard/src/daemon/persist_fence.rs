@@ -57,15 +57,29 @@ pub struct Trapped {
 }
 
 /// Answers one trapped call through the server's executor and records
-/// the persistence names it touched.
-pub fn answer(listener: &Listener, executor: &UnixDatagram, n: &Trapped, record: &Recorder) {
+/// the persistence names it touched. `false`: the executor did not answer
+/// (dead, or stopped past [`EXEC_TIMEOUT`]); a late reply could be taken
+/// for the next call's, so the caller must not use it again.
+pub fn answer(
+    listener: &Listener,
+    executor: &UnixDatagram,
+    n: &Trapped,
+    record: &Recorder,
+) -> bool {
+    let mut alive = true;
     let outcome = request(n).and_then(|(req, fds, call)| {
         // The copy is taken and the directories are open: only now is it
         // certain they were the caller's.
         if !listener.valid(n.id) {
             return Err(libc::ESRCH);
         }
-        Ok((execute(executor, &req, &fds), req, call))
+        let done = execute(executor, &req, &fds);
+        alive = done.is_some();
+        let refused = ExecReply {
+            result: -i64::from(libc::EACCES),
+            hits: Vec::new(),
+        };
+        Ok((done.unwrap_or((refused, None)), req, call))
     });
     let sent = match &outcome {
         Err(errno) => listener.complete(n.id, Err(*errno)),
@@ -85,7 +99,7 @@ pub fn answer(listener: &Listener, executor: &UnixDatagram, n: &Trapped, record:
         }
     }
     let Ok(((reply, _), _, call)) = outcome else {
-        return;
+        return alive;
     };
     for hit in reply.hits {
         let result = if hit.refused {
@@ -103,23 +117,17 @@ pub fn answer(listener: &Listener, executor: &UnixDatagram, n: &Trapped, record:
         };
         record(body, n.pid);
     }
+    alive
 }
 
-/// Has the executor perform `req`; a dead or stuck executor fails the
-/// call with `EACCES` (closed, not open).
+/// Has the executor perform `req`; `None` if it did not answer (the call
+/// then fails with `EACCES`: closed, not open).
 fn execute(
     executor: &UnixDatagram,
     req: &ExecRequest,
     fds: &[OwnedFd],
-) -> (ExecReply, Option<OwnedFd>) {
-    let refused = ExecReply {
-        result: -i64::from(libc::EACCES),
-        hits: Vec::new(),
-    };
-    let bytes = match serde_json::to_vec(req) {
-        Ok(b) => b,
-        Err(_) => return (refused, None),
-    };
+) -> Option<(ExecReply, Option<OwnedFd>)> {
+    let bytes = serde_json::to_vec(req).ok()?;
     let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let got = persist_fence::send(executor, &bytes, &raw).and_then(|()| {
         let (bytes, fds) = persist_fence::recv(executor)?;
@@ -127,10 +135,10 @@ fn execute(
         Ok((reply, fds.into_iter().next()))
     });
     match got {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(error) => {
-            warn!(%error, "persist fence: the executor did not answer; refusing the call");
-            (refused, None)
+            warn!(%error, "persist fence: the executor did not answer; refusing this server's name-creating calls from now on");
+            None
         }
     }
 }

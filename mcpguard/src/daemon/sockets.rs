@@ -12,6 +12,7 @@
 //! executor's socket closes with it, and the executor exits.
 
 use std::{
+    cell::Cell,
     io,
     os::{fd::AsFd, unix::net::UnixDatagram},
     sync::{
@@ -64,6 +65,7 @@ impl SocketFence {
                     learn,
                     record,
                     executor,
+                    executor_lost: Cell::new(false),
                 };
                 serve(&fence, &flag)
             })?;
@@ -90,6 +92,8 @@ struct Fence {
     record: Recorder,
     /// The persistence fence's executor, when it is on.
     executor: Option<UnixDatagram>,
+    /// The executor failed to answer once: its calls are refused.
+    executor_lost: Cell<bool>,
 }
 
 fn serve(fence: &Fence, stop: &AtomicBool) {
@@ -133,10 +137,13 @@ fn answer(fence: &Fence) {
             args,
         };
         match &fence.executor {
-            Some(e) => super::persist_fence::answer(listener, e, &trapped, record),
+            Some(e) if !fence.executor_lost.get() => {
+                let alive = super::persist_fence::answer(listener, e, &trapped, record);
+                fence.executor_lost.set(!alive);
+            }
             // Only a filter with the persistence traps sends these.
-            None => {
-                let _ = listener.complete(req.id, Err(libc::EPERM));
+            _ => {
+                let _ = listener.complete(req.id, Err(libc::EACCES));
             }
         }
         return;

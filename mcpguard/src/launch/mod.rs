@@ -19,8 +19,10 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
-//!    then installs the syscall fence ([`seccomp`]) and the socket fence
-//!    ([`socket_fence`]) last, so nothing before them is refused,
+//!    then installs the syscall fence ([`seccomp`]), forks the
+//!    persistence fence's executor ([`persist_fence`]) and installs the
+//!    socket fence ([`socket_fence`], which also traps name-creating
+//!    calls for that executor) last, so nothing before them is refused,
 //! 7. writes a status line to fd 3 (with the socket fence's listener
 //!    attached), marks fd 3 close-on-exec and `execve`s the server with
 //!    exactly the spec's environment.

@@ -21,9 +21,8 @@
 //! target) and is listed in [`PersistReport::symlinks`].
 //!
 //! Not covered here: names created after launch (a new `.envrc`, a
-//! `.vscode/` or a `git init`'s `.git/hooks`), which no mount can cover;
-//! the daemon still writes a `persist` record for each (see
-//! [`crate::daemon::persist`]).
+//! `.vscode/` or a `git init`'s `.git/hooks`), which no mount can cover:
+//! the persistence fence refuses those ([`super::persist_fence`]).
 
 use std::{
     ffi::{CStr, OsStr},
