@@ -540,7 +540,7 @@ fn source_name(source: u32) -> Result<&'static str, DecodeError> {
 
 /// The names of the set bits of `bits`; bits without a name as one hex
 /// value, so nothing is hidden.
-fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
+pub fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
     let mut rest = bits;
     let mut names: Vec<String> = named
         .iter()

@@ -355,6 +355,12 @@ impl Auditor {
             let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
             drop(item);
             match decoded {
+                // The persistence fence's executor works for the server's
+                // trapped calls; the fence records those calls itself.
+                Ok(rec)
+                    if header.is_some_and(|(cg, _)| {
+                        persists.get(&cg).is_some_and(|w| w.is_executor(rec.pid))
+                    }) => {}
                 Ok(mut rec) => {
                     if let Some((cgroup, ts_ns)) = header {
                         // The helper reports the fence only once the server

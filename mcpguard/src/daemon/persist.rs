@@ -4,8 +4,8 @@
 //! binds refused it (`EROFS`, `EBUSY`), Landlock did (`EACCES`), or it
 //! went through (a family the policy allows). Calls that create a name go
 //! through the persistence fence, which writes their `persist` records
-//! itself ([`super::persist_fence`]); the records of its executor are
-//! skipped here ([`Watch::set_executor`]).
+//! itself ([`super::persist_fence`]), as it writes their own records; the
+//! executor's records are dropped ([`Watch::is_executor`]).
 //!
 //! Paths come from the records, so from the caller's memory at syscall
 //! entry (`path_source: user`): a record names what the server asked for.
@@ -68,17 +68,19 @@ impl Watch {
         })
     }
 
-    /// Records of `pid` (the fence's executor) make no `persist` records.
+    /// Records of `pid` (the fence's executor) are the fence's: dropped.
     pub fn set_executor(&mut self, pid: u32) {
         self.executor = Some(pid);
+    }
+
+    /// Whether a record from `pid` is the fence executor's.
+    pub fn is_executor(&self, pid: Option<u32>) -> bool {
+        pid.is_some() && pid == self.executor
     }
 
     /// Takes one record of the server: the `persist` record it calls for,
     /// if any.
     pub fn observe(&mut self, rec: &AuditRecord) -> Option<AuditRecord> {
-        if rec.pid.is_some() && rec.pid == self.executor {
-            return None;
-        }
         self.cwds.follow(rec);
         let (call, result, errno, names, symlink) = writes(&rec.body)?;
         let resolved: Vec<PathBuf> = names.iter().map(|n| self.resolve(rec, n)).collect();

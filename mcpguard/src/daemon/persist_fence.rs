@@ -12,10 +12,12 @@
 //! (`SECCOMP_IOCTL_NOTIF_ADDFD`). A call is never let through to the
 //! kernel: a second thread could rewrite the path after the check.
 //!
-//! Every persistence name a call touched is a `persist` record from the
-//! calling pid, refused or not. The executor's own syscalls are recorded
-//! as the server's too (same cgroup), under the executor's pid, with the
-//! name relative to its directory fd.
+//! Each trapped call is recorded here, from the calling pid, with its
+//! paths as the daemon copied them (the copy the call was made with): its
+//! own `open`, `mkdir`, `rename` or `link` record (the kernel's syscall
+//! tracepoints never see a call seccomp answered), and a `persist` record
+//! for every persistence name it touched, refused or not. The executor's
+//! own syscalls are not recorded (the auditor drops them).
 
 use std::{
     fs::File,
@@ -35,7 +37,10 @@ use tracing::warn;
 
 use super::sockets::Recorder;
 use crate::{
-    audit::{errno_name, Body},
+    audit::{
+        decode::{bit_names, open_flag_names},
+        errno_name, Body, PathCall, PathPair,
+    },
     launch::{
         persist_fence::{self, ExecReply, ExecRequest, Op},
         socket_fence::Listener,
@@ -67,7 +72,7 @@ pub fn answer(
     record: &Recorder,
 ) -> bool {
     let mut alive = true;
-    let outcome = request(n).and_then(|(req, fds, call)| {
+    let outcome = request(n).and_then(|(req, fds, call, at)| {
         // The copy is taken and the directories are open: only now is it
         // certain they were the caller's.
         if !listener.valid(n.id) {
@@ -79,28 +84,43 @@ pub fn answer(
             result: -i64::from(libc::EACCES),
             hits: Vec::new(),
         };
-        Ok((done.unwrap_or((refused, None)), req, call))
+        Ok((done.unwrap_or((refused, None)), req, call, at))
     });
     let sent = match &outcome {
-        Err(errno) => listener.complete(n.id, Err(*errno)),
-        Ok(((reply, fd), req, _)) => match (fd, &req.op) {
-            (Some(fd), Op::Open { flags, .. }) if reply.result >= 0 => {
-                listener.complete_fd(n.id, fd, flags & libc::O_CLOEXEC != 0)
-            }
-            _ if reply.result < 0 => listener.complete(n.id, Err(-reply.result as i32)),
-            (None, Op::Open { .. }) => listener.complete(n.id, Err(libc::EIO)),
-            _ => listener.complete(n.id, Ok(reply.result)),
+        Err(errno) => listener
+            .complete(n.id, Err(*errno))
+            .map(|()| -i64::from(*errno)),
+        Ok(((reply, fd), req, _, _)) => match (fd, &req.op) {
+            (Some(fd), Op::Open { flags, .. }) if reply.result >= 0 => listener
+                .complete_fd(n.id, fd, flags & libc::O_CLOEXEC != 0)
+                .map(i64::from),
+            _ if reply.result < 0 => listener
+                .complete(n.id, Err(-reply.result as i32))
+                .map(|()| reply.result),
+            (None, Op::Open { .. }) => listener
+                .complete(n.id, Err(libc::EIO))
+                .map(|()| -i64::from(libc::EIO)),
+            _ => listener
+                .complete(n.id, Ok(reply.result))
+                .map(|()| reply.result),
         },
     };
-    if let Err(error) = sent {
-        // ENOENT: the caller is gone, the call never completes.
-        if error.raw_os_error() != Some(libc::ENOENT) {
-            warn!(%error, pid = n.pid, "persist fence: answer");
+    let result = match sent {
+        Ok(r) => r,
+        Err(error) => {
+            // ENOENT: the caller is gone, the call never completes.
+            if error.raw_os_error() != Some(libc::ENOENT) {
+                warn!(%error, pid = n.pid, "persist fence: answer");
+            }
+            return alive;
         }
-    }
-    let Ok(((reply, _), _, call)) = outcome else {
+    };
+    let Ok(((reply, _), req, call, at)) = outcome else {
         return alive;
     };
+    if let Some(body) = call_record(&req.op, call, &at, result) {
+        record(body, n.pid);
+    }
     for hit in reply.hits {
         let result = if hit.refused {
             -i64::from(libc::EACCES)
@@ -143,9 +163,70 @@ fn execute(
     }
 }
 
-/// A trapped call as the executor's request, the directory fds it needs
-/// and the syscall's name; or the errno the call fails with.
-fn request(n: &Trapped) -> Result<(ExecRequest, Vec<OwnedFd>, &'static str), i32> {
+/// The call's own record, as the syscall tracepoints would have written
+/// it (`mknod` has none).
+fn call_record(op: &Op, call: &str, at: &[i32], result: i64) -> Option<Body> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let dirfd = |i: usize| at.get(i).copied().filter(|fd| *fd != libc::AT_FDCWD);
+    let errno = (result < 0).then(|| errno_name(-result));
+    let pair = |old: &[u8], new: &[u8], flags: Vec<String>, old_dirfd| PathPair {
+        call: call.to_owned(),
+        old_path: text(old),
+        old_path_truncated: false,
+        new_path: text(new),
+        new_path_truncated: false,
+        flags,
+        old_dirfd,
+        new_dirfd: dirfd(at.len() - 1),
+        result,
+        errno: errno.clone(),
+    };
+    Some(match op {
+        Op::Open {
+            path, flags, mode, ..
+        } => Body::Open {
+            call: call.to_owned(),
+            path: text(path),
+            path_truncated: false,
+            flags: open_flag_names(*flags as u32),
+            mode: (flags & (libc::O_CREAT | libc::O_TMPFILE) != 0).then_some(*mode),
+            dirfd: dirfd(0),
+            result,
+            errno,
+        },
+        Op::Mkdir { path, mode } => Body::Mkdir(PathCall {
+            call: call.to_owned(),
+            path: text(path),
+            path_truncated: false,
+            mode: Some(*mode),
+            dirfd: dirfd(0),
+            result,
+            errno,
+        }),
+        Op::Mknod { .. } => return None,
+        Op::Rename { old, new, flags } => {
+            let names = [
+                (1, "RENAME_NOREPLACE"),
+                (2, "RENAME_EXCHANGE"),
+                (4, "RENAME_WHITEOUT"),
+            ];
+            Body::Rename(pair(old, new, bit_names(*flags, &names), dirfd(0)))
+        }
+        Op::Link { old, new, flags } => {
+            let names = [(0x400, "AT_SYMLINK_FOLLOW"), (0x1000, "AT_EMPTY_PATH")];
+            Body::Link(pair(old, new, bit_names(*flags as u32, &names), dirfd(0)))
+        }
+        Op::Symlink { target, path } => Body::Link(pair(target, path, Vec::new(), None)),
+    })
+}
+
+/// A trapped call as the executor's request, the directory fds it needs,
+/// the syscall's name and the dirfd argument of each path; or the errno
+/// the call fails with.
+/// A request, its directory fds, the syscall's name, the dirfd arguments.
+type Prepared = (ExecRequest, Vec<OwnedFd>, &'static str, Vec<i32>);
+
+fn request(n: &Trapped) -> Result<Prepared, i32> {
     let mem = File::open(format!("/proc/{}/mem", n.pid)).map_err(|_| libc::ESRCH)?;
     let a = n.args;
     let path = |i: usize| read_path(&mem, a[i]);
@@ -201,7 +282,7 @@ fn request(n: &Trapped) -> Result<(ExecRequest, Vec<OwnedFd>, &'static str), i32
     let mut dirs = Vec::new();
     let mut fds = Vec::new();
     let empty_ok = matches!(&op, Op::Link { flags, .. } if flags & libc::AT_EMPTY_PATH != 0);
-    for (i, (p, dirfd)) in op.paths().into_iter().zip(at).enumerate() {
+    for (i, (p, dirfd)) in op.paths().into_iter().zip(at.iter().copied()).enumerate() {
         let relative = p.first() != Some(&b'/');
         dirs.push(relative);
         if relative {
@@ -218,7 +299,7 @@ fn request(n: &Trapped) -> Result<(ExecRequest, Vec<OwnedFd>, &'static str), i32
         tid: n.pid,
         umask,
     };
-    Ok((req, fds, call))
+    Ok((req, fds, call, at))
 }
 
 fn open_op(path: Vec<u8>, flags: u64, mode: u64) -> Op {

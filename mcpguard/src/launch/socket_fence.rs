@@ -359,8 +359,9 @@ impl Listener {
         Ok(())
     }
 
-    /// Installs `fd` in the caller and completes the call with its number.
-    pub fn complete_fd(&self, id: u64, fd: &OwnedFd, cloexec: bool) -> io::Result<()> {
+    /// Installs `fd` in the caller and completes the call with its number,
+    /// which it returns.
+    pub fn complete_fd(&self, id: u64, fd: &OwnedFd, cloexec: bool) -> io::Result<i32> {
         let add = libc::seccomp_notif_addfd {
             id,
             flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
@@ -379,7 +380,7 @@ impl Listener {
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        Ok(ret)
     }
 
     /// Fails the call with `errno`, or (`None`) lets it proceed.
