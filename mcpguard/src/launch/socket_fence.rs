@@ -221,13 +221,19 @@ pub fn install(rules: &SocketRules, persist: bool) -> Result<OwnedFd, SocketFenc
         len: u16::try_from(prog.len()).map_err(|_| SocketFenceError::TooLong(prog.len()))?,
         filter: prog.as_mut_ptr(),
     };
+    // Once the daemon has received a call, only a fatal signal ends the
+    // wait: an interrupted call would be restarted and made twice (an
+    // `O_EXCL` create failing with EEXIST the second time), and runtimes
+    // signal their threads all the time (Go's preemption).
+    let flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel
     // copies the program. The flag makes the call return a new fd.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
