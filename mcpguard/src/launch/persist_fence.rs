@@ -57,8 +57,9 @@ pub enum PersistFenceError {
     NoSocketFence,
 }
 
-/// Largest request or reply on the executor's socket.
-const MAX_MSG: usize = 3 * 4096 + 1024;
+/// Largest request or reply on the executor's socket: two paths of
+/// PATH_MAX bytes, each byte up to four characters of JSON.
+const MAX_MSG: usize = 64 * 1024;
 /// Symlinks followed by hand at the last component of an `O_CREAT` open.
 const MAX_LINKS: usize = 8;
 
