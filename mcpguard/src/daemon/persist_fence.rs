@@ -3,8 +3,8 @@
 //! ([`super::sockets`]) hands over the name-creating calls it receives.
 //!
 //! For each call it copies the path(s) from the caller's memory once
-//! (`/proc/<tid>/mem`), opens the directory each relative path starts
-//! from (`/proc/<tid>/cwd` or `/proc/<tid>/fd/<n>`, as `O_PATH`), checks
+//! (`/proc/<tid>/mem`), takes the directory each relative path starts
+//! from (`/proc/<tid>/cwd`, or the caller's fd with `pidfd_getfd`), checks
 //! that the call still waits (`SECCOMP_IOCTL_NOTIF_ID_VALID`), and hands
 //! the copy to the server's executor, which refuses a persistence name or
 //! performs the call. The answer goes back as the call's result or, for an
@@ -23,7 +23,7 @@ use std::{
     fs::File,
     io,
     os::{
-        fd::{AsRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::{fs::FileExt, net::UnixDatagram},
     },
     time::Duration,
@@ -38,7 +38,7 @@ use tracing::warn;
 use super::sockets::Recorder;
 use crate::{
     audit::{
-        decode::{bit_names, open_flag_names},
+        decode::{bit_names, open_flag_names, RESOLVE_NAMES},
         errno_name, Body, PathCall, PathPair,
     },
     launch::{
@@ -183,13 +183,21 @@ fn call_record(op: &Op, call: &str, at: &[i32], result: i64) -> Option<Body> {
     };
     Some(match op {
         Op::Open {
-            path, flags, mode, ..
+            path,
+            flags,
+            mode,
+            resolve,
         } => Body::Open {
             call: call.to_owned(),
             path: text(path),
             path_truncated: false,
-            flags: open_flag_names(*flags as u32),
-            mode: (flags & (libc::O_CREAT | libc::O_TMPFILE) != 0).then_some(*mode),
+            flags: {
+                let mut names = open_flag_names(*flags as u32);
+                names.extend(bit_names(*resolve as u32, RESOLVE_NAMES));
+                names
+            },
+            mode: (flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE)
+                .then_some(*mode),
             dirfd: dirfd(0),
             result,
             errno,
@@ -409,22 +417,39 @@ fn status(tid: u32) -> Result<(u32, u32), i32> {
     }
 }
 
-/// The directory a relative path of the caller starts from, as `O_PATH`.
+/// The directory a relative path of the caller starts from: its working
+/// directory (`O_PATH`), or its own open file for a dirfd
+/// (`pidfd_getfd`: the same open file, opened with the caller's
+/// credentials, as `linkat(AT_EMPTY_PATH)` needs).
 fn dir_of(tid: u32, dirfd: i32, directory: bool) -> Result<OwnedFd, i32> {
-    let link = if dirfd == libc::AT_FDCWD {
-        format!("/proc/{tid}/cwd")
-    } else if dirfd < 0 {
+    if dirfd == libc::AT_FDCWD {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        return open(format!("/proc/{tid}/cwd").as_str(), flags, Mode::empty())
+            .map_err(|e| e as i32);
+    }
+    if dirfd < 0 {
         return Err(libc::EBADF);
-    } else {
-        format!("/proc/{tid}/fd/{dirfd}")
-    };
-    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-    if directory {
-        flags |= OFlag::O_DIRECTORY;
     }
-    match open(link.as_str(), flags, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(nix::errno::Errno::ENOENT) => Err(libc::EBADF),
-        Err(e) => Err(e as i32),
+    // SAFETY: pidfd_open takes a pid and flags; PIDFD_THREAD (O_EXCL)
+    // names the thread itself, whose fd table the call used.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL) };
+    if pidfd < 0 {
+        return Err(libc::ESRCH);
     }
+    // SAFETY: the kernel just returned this descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd duplicates the target's fd into this process
+    // (close-on-exec); flags must be 0.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), dirfd, 0) };
+    if fd < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: as above.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let is_dir =
+        nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if directory && !is_dir {
+        return Err(libc::ENOTDIR);
+    }
+    Ok(fd)
 }
