@@ -466,17 +466,7 @@ fn open_body(ev: &OpenEvent) -> Result<Body, DecodeError> {
     // there means nothing.
     let has_dirfd = matches!(ev.call, open_call::OPENAT | open_call::OPENAT2);
     let mut flags = open_flag_names(ev.flags);
-    flags.extend(bit_names(
-        ev.resolve,
-        &[
-            (0x01, "RESOLVE_NO_XDEV"),
-            (0x02, "RESOLVE_NO_MAGICLINKS"),
-            (0x04, "RESOLVE_NO_SYMLINKS"),
-            (0x08, "RESOLVE_BENEATH"),
-            (0x10, "RESOLVE_IN_ROOT"),
-            (0x20, "RESOLVE_CACHED"),
-        ],
-    ));
+    flags.extend(bit_names(ev.resolve, RESOLVE_NAMES));
     Ok(Body::Open {
         call: call.to_string(),
         path,
@@ -577,7 +567,7 @@ fn source_name(source: u32) -> Result<&'static str, DecodeError> {
 
 /// The names of the set bits of `bits`; bits without a name as one hex
 /// value, so nothing is hidden.
-fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
+pub fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
     let mut rest = bits;
     let mut names: Vec<String> = named
         .iter()
@@ -592,6 +582,16 @@ fn bit_names(bits: u32, named: &[(u32, &str)]) -> Vec<String> {
     }
     names
 }
+
+/// `openat2`'s `RESOLVE_*` flags.
+pub const RESOLVE_NAMES: &[(u32, &str)] = &[
+    (0x01, "RESOLVE_NO_XDEV"),
+    (0x02, "RESOLVE_NO_MAGICLINKS"),
+    (0x04, "RESOLVE_NO_SYMLINKS"),
+    (0x08, "RESOLVE_BENEATH"),
+    (0x10, "RESOLVE_IN_ROOT"),
+    (0x20, "RESOLVE_CACHED"),
+];
 
 /// A `link` or `rename` sample (`name` is the kind) as its two paths.
 fn pair_body(sample: &[u8], header_len: u32, name: &'static str) -> Result<PathPair, DecodeError> {

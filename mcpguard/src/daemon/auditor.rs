@@ -90,6 +90,8 @@ pub enum Msg {
         cgroup_id: u64,
         dirs: Vec<std::path::PathBuf>,
     },
+    /// The pid of this server's persistence-fence executor.
+    PersistExecutor { cgroup_id: u64, pid: u32 },
     /// Collect what this server does (`mcpguard policy learn`); `cwd` is
     /// where it starts (its relative paths follow its processes' chdirs).
     Learn {
@@ -231,6 +233,11 @@ impl Auditor {
                             w.add_hooks(dirs);
                         }
                     }
+                    Ok(Msg::PersistExecutor { cgroup_id, pid }) => {
+                        if let Some(w) = self.persists.get_mut(&cgroup_id) {
+                            w.set_executor(pid);
+                        }
+                    }
                     Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
                     Ok(Msg::Fence {
                         cgroup_id,
@@ -367,6 +374,12 @@ impl Auditor {
             let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
             drop(item);
             match decoded {
+                // The persistence fence's executor works for the server's
+                // trapped calls; the fence records those calls itself.
+                Ok(rec)
+                    if header.is_some_and(|(cg, _)| {
+                        persists.get(&cg).is_some_and(|w| w.is_executor(rec.pid))
+                    }) => {}
                 Ok(mut rec) => {
                     if let Some((cgroup, ts_ns)) = header {
                         // The helper reports the fence only once the server

@@ -6,6 +6,7 @@ pub mod auditor;
 pub mod budget;
 pub mod lock;
 pub mod persist;
+pub mod persist_fence;
 pub mod proto;
 pub mod relay;
 pub mod secrets;

@@ -2,8 +2,10 @@
 //! change or remove a persistence path ([`crate::policy::persist`]) gets
 //! one, next to the call's own record, whether the launcher's read-only
 //! binds refused it (`EROFS`, `EBUSY`), Landlock did (`EACCES`), or it
-//! went through (a family the policy allows, or a name that did not exist
-//! at launch; see the README's threat model).
+//! went through (a family the policy allows). Calls that create a name go
+//! through the persistence fence, which writes their `persist` records
+//! itself ([`super::persist_fence`]), as it writes their own records; the
+//! executor's records are dropped ([`Watch::is_executor`]).
 //!
 //! Paths come from the records, so from the caller's memory at syscall
 //! entry (`path_source: user`): a record names what the server asked for.
@@ -31,6 +33,9 @@ pub struct Watch {
     /// Directories named by `core.hooksPath`: `git_hooks` below them.
     hooks: Vec<PathBuf>,
     cwds: Cwds,
+    /// The persistence fence's executor: its calls are the fence's, which
+    /// writes their `persist` records itself, with the asking pid.
+    executor: Option<u32>,
 }
 
 /// A path a call names, as recorded.
@@ -46,6 +51,7 @@ impl Watch {
             allow,
             hooks: Vec::new(),
             cwds: Cwds::new(cwd),
+            executor: None,
         }
     }
 
@@ -60,6 +66,16 @@ impl Watch {
                 .any(|h| path.starts_with(h))
                 .then_some(PersistKind::GitHooks)
         })
+    }
+
+    /// Records of `pid` (the fence's executor) are the fence's: dropped.
+    pub fn set_executor(&mut self, pid: u32) {
+        self.executor = Some(pid);
+    }
+
+    /// Whether a record from `pid` is the fence executor's.
+    pub fn is_executor(&self, pid: Option<u32>) -> bool {
+        pid.is_some() && pid == self.executor
     }
 
     /// Takes one record of the server: the `persist` record it calls for,

@@ -515,6 +515,7 @@ fn serve_peer(
         mut child,
         status,
         socket_fence,
+        executor,
     } = match launch::spawn(
         &spec,
         std::path::Path::new("/proc/self/exe"),
@@ -537,6 +538,14 @@ fn serve_peer(
     };
     let pid = child.id();
     guard.started = true;
+    if let Some(pid) = status.persist.as_ref().and_then(|p| p.executor) {
+        // Before any trapped call can run: the executor's own records
+        // make no persist records of their own.
+        shared.audit(Msg::PersistExecutor {
+            cgroup_id: cgroup.id,
+            pid,
+        });
+    }
     if let Some(listener) = socket_fence {
         let maps = ServerMaps {
             shared: shared.clone(),
@@ -544,8 +553,8 @@ fn serve_peer(
             cgroup: cgroup.id,
         };
         let record = Box::new(move |body, pid| maps.record(SystemTime::now(), body, Some(pid)));
-        // Until this thread runs, a refused socket() call just waits.
-        guard.fence = Some(SocketFence::start(listener, learn, record)?);
+        // Until this thread runs, a trapped call just waits.
+        guard.fence = Some(SocketFence::start(listener, learn, record, executor)?);
     }
     if let Some(p) = status
         .persist

@@ -3,12 +3,18 @@
 //! over. Each is refused with EPERM (in learning mode let through) and
 //! recorded as a `socket` record naming the family and protocol.
 //!
+//! The same filter traps the calls that create names when the persistence
+//! fence is on; those go to [`super::persist_fence`] with the server's
+//! executor.
+//!
 //! The thread ends when the server and everything it started are gone
-//! (the listener reports hang-up) or when the session tears down.
+//! (the listener reports hang-up) or when the session tears down; the
+//! executor's socket closes with it, and the executor exits.
 
 use std::{
+    cell::Cell,
     io,
-    os::fd::AsFd,
+    os::{fd::AsFd, unix::net::UnixDatagram},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -19,6 +25,7 @@ use std::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, warn};
 
+use super::persist_fence::Trapped;
 use crate::{
     audit::Body,
     launch::socket_fence::{Call, Listener},
@@ -38,13 +45,30 @@ pub struct SocketFence {
 }
 
 impl SocketFence {
-    pub fn start(listener: Listener, learn: bool, record: Recorder) -> io::Result<SocketFence> {
+    pub fn start(
+        listener: Listener,
+        learn: bool,
+        record: Recorder,
+        executor: Option<UnixDatagram>,
+    ) -> io::Result<SocketFence> {
+        if let Some(e) = &executor {
+            e.set_read_timeout(Some(super::persist_fence::EXEC_TIMEOUT))?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("socket-fence".into())
             .stack_size(256 * 1024)
-            .spawn(move || serve(&listener, learn, &record, &flag))?;
+            .spawn(move || {
+                let fence = Fence {
+                    listener,
+                    learn,
+                    record,
+                    executor,
+                    executor_lost: Cell::new(false),
+                };
+                serve(&fence, &flag)
+            })?;
         Ok(SocketFence {
             stop,
             thread: Some(thread),
@@ -61,9 +85,20 @@ impl Drop for SocketFence {
     }
 }
 
-fn serve(listener: &Listener, learn: bool, record: &Recorder, stop: &AtomicBool) {
+/// What the thread answers with.
+struct Fence {
+    listener: Listener,
+    learn: bool,
+    record: Recorder,
+    /// The persistence fence's executor, when it is on.
+    executor: Option<UnixDatagram>,
+    /// The executor failed to answer once: its calls are refused.
+    executor_lost: Cell<bool>,
+}
+
+fn serve(fence: &Fence, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(listener.fd().as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(fence.listener.fd().as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(TICK_MS)) {
             Ok(0) => continue,
             Ok(_) => {}
@@ -75,7 +110,7 @@ fn serve(listener: &Listener, learn: bool, record: &Recorder, stop: &AtomicBool)
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
         if revents.contains(PollFlags::POLLIN) {
-            answer(listener, learn, record);
+            answer(fence);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             // No task uses the filter any more.
             return;
@@ -83,7 +118,8 @@ fn serve(listener: &Listener, learn: bool, record: &Recorder, stop: &AtomicBool)
     }
 }
 
-fn answer(listener: &Listener, learn: bool, record: &Recorder) {
+fn answer(fence: &Fence) {
+    let (listener, learn, record) = (&fence.listener, fence.learn, &fence.record);
     let req = match listener.recv() {
         Ok(r) => r,
         // The caller was interrupted or died before we read it.
@@ -93,6 +129,25 @@ fn answer(listener: &Listener, learn: bool, record: &Recorder) {
             return;
         }
     };
+    if let Call::Name { nr, args } = req.call {
+        let trapped = Trapped {
+            id: req.id,
+            pid: req.pid,
+            nr,
+            args,
+        };
+        match &fence.executor {
+            Some(e) if !fence.executor_lost.get() => {
+                let alive = super::persist_fence::answer(listener, e, &trapped, record);
+                fence.executor_lost.set(!alive);
+            }
+            // Only a filter with the persistence traps sends these.
+            _ => {
+                let _ = listener.complete(req.id, Err(libc::EACCES));
+            }
+        }
+        return;
+    }
     let verdict = if learn { "would_deny" } else { "deny" };
     let errno = (!learn).then_some(libc::EPERM);
     // Answer first: the caller is blocked until then.
@@ -125,6 +180,7 @@ fn answer(listener: &Listener, learn: bool, record: &Recorder) {
             protocol: format!("syscall {nr} of arch {arch:#x}"),
             verdict: verdict.into(),
         },
+        Call::Name { .. } => return,
     };
     record(body, req.pid);
 }

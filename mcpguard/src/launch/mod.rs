@@ -19,8 +19,10 @@
 //!    then sets `no_new_privs`,
 //! 5. enforces Landlock,
 //! 6. changes to the server's cwd as the user and resolves the program,
-//!    then installs the syscall fence ([`seccomp`]) and the socket fence
-//!    ([`socket_fence`]) last, so nothing before them is refused,
+//!    then installs the syscall fence ([`seccomp`]), forks the
+//!    persistence fence's executor ([`persist_fence`]) and installs the
+//!    socket fence ([`socket_fence`], which also traps name-creating
+//!    calls for that executor) last, so nothing before them is refused,
 //! 7. writes a status line to fd 3 (with the socket fence's listener
 //!    attached), marks fd 3 close-on-exec and `execve`s the server with
 //!    exactly the spec's environment.
@@ -34,6 +36,7 @@ pub mod cgroup;
 pub mod limits;
 pub mod mounts;
 pub mod persist;
+pub mod persist_fence;
 pub mod reach;
 pub mod ro_view;
 pub mod sandbox;
@@ -138,6 +141,9 @@ pub struct Launched {
     pub child: Child,
     pub status: LaunchStatus,
     pub socket_fence: Option<socket_fence::Listener>,
+    /// The persistence fence's executor (its calls come through the
+    /// socket fence's listener).
+    pub executor: Option<std::os::unix::net::UnixDatagram>,
 }
 
 /// Landlock allow-lists of one server, already expanded (`~` resolved).
@@ -366,6 +372,8 @@ enum HelperError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error(transparent)]
     SocketFence(#[from] socket_fence::SocketFenceError),
+    #[error(transparent)]
+    PersistFence(#[from] persist_fence::PersistFenceError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
     SetGroups { groups: Vec<u32>, errno: Errno },
     #[error("cannot set gid to {gid}: {errno}")]
@@ -433,7 +441,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) | Self::Persist(_) | Self::PersistWithoutMounts => Stage::Mounts,
-            Self::Seccomp(_) | Self::SocketFence(_) => Stage::Seccomp,
+            Self::Seccomp(_) | Self::SocketFence(_) | Self::PersistFence(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -596,18 +604,26 @@ pub fn spawn(
 
     let deadline = Instant::now() + LAUNCH_TIMEOUT;
     match converse(&mut control, &frame, deadline, &mut child) {
-        Ok((status, fence)) => {
-            if spec.sockets.is_some() && fence.is_none() {
+        Ok((status, fds)) => {
+            let persist = (status.persist.as_ref()).is_some_and(|p| p.executor.is_some());
+            let expected = usize::from(spec.sockets.is_some()) + usize::from(persist);
+            if fds.len() != expected {
                 reap_failed_helper(&mut child, deadline);
                 return Err(LaunchError::Helper {
                     stage: Stage::Seccomp,
-                    message: "the helper sent no socket-fence listener".to_owned(),
+                    message: format!("the helper sent {} fence fds, not {expected}", fds.len()),
                 });
             }
+            let mut fds = fds.into_iter();
+            let socket_fence = (spec.sockets.is_some())
+                .then(|| fds.next().map(socket_fence::Listener::new))
+                .flatten();
+            let executor = fds.next().map(std::os::unix::net::UnixDatagram::from);
             Ok(Launched {
                 child,
                 status,
-                socket_fence: fence.map(socket_fence::Listener::new),
+                socket_fence,
+                executor,
             })
         }
         Err(error) => {
@@ -648,7 +664,7 @@ fn converse(
     frame: &[u8],
     deadline: Instant,
     child: &mut Child,
-) -> Result<(LaunchStatus, Option<OwnedFd>), LaunchError> {
+) -> Result<(LaunchStatus, Vec<OwnedFd>), LaunchError> {
     control
         .set_write_timeout(Some(LAUNCH_TIMEOUT))
         .map_err(|source| LaunchError::Control {
@@ -679,7 +695,7 @@ fn converse(
     };
     let status = parse_reply(&line)?;
     match read_line(control, &mut buffer, &mut fds, deadline, "exec the server")? {
-        None => Ok((status, fds.pop())),
+        None => Ok((status, fds)),
         Some(line) => match parse_reply(&line) {
             // Only a failure can follow the status line.
             Ok(_) => Err(LaunchError::Helper {
@@ -759,7 +775,7 @@ fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(chunk)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; 2]);
     let msg = recvmsg::<()>(
         control.as_raw_fd(),
         &mut iov,
@@ -820,6 +836,8 @@ struct ExecPlan {
     status: LaunchStatus,
     /// The socket fence's listener, for the daemon.
     fence: Option<OwnedFd>,
+    /// The persistence fence's executor socket, for the daemon.
+    executor: Option<OwnedFd>,
 }
 
 /// Entry point of `mcpguard __exec-server`; never returns.
@@ -849,8 +867,9 @@ pub fn helper_main() -> ! {
             EXIT_SETUP_FAILED,
         );
     }
-    // The daemon holds its own copy of the listener now.
+    // The daemon holds its own copies of the listeners now.
     drop(plan.fence);
+    drop(plan.executor);
     if let Err(errno) = set_cloexec(CONTROL_FD) {
         let source = io::Error::from(errno);
         fail(
@@ -878,10 +897,15 @@ pub fn helper_main() -> ! {
 /// its first bytes.
 fn send_status(control: &mut UnixStream, plan: &ExecPlan) -> io::Result<()> {
     let line = encode_ok(&plan.status);
-    let Some(fence) = &plan.fence else {
+    // In this order: the socket fence's listener, the persistence fence's
+    // executor.
+    let fds: Vec<RawFd> = (plan.fence.iter())
+        .chain(&plan.executor)
+        .map(AsRawFd::as_raw_fd)
+        .collect();
+    if fds.is_empty() {
         return control.write_all(&line);
-    };
-    let fds = [fence.as_raw_fd()];
+    }
     let sent = sendmsg::<()>(
         control.as_raw_fd(),
         &[IoSlice::new(&line)],
@@ -1087,10 +1111,20 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
     let seccomp = (!spec.sandbox.learn)
         .then(|| seccomp::install(&spec.kernel_allow))
         .transpose()?;
+    // The persistence fence's executor comes before the filter that
+    // traps the calls it makes.
+    let mut persist = persist;
+    let executor = match (&spec.persist, persist.as_mut()) {
+        (Some(p), Some(report)) if p.wants_fence() => start_executor(p, report)?,
+        _ => None,
+    };
+    if executor.is_some() && spec.sockets.is_none() {
+        return Err(persist_fence::PersistFenceError::NoSocketFence.into());
+    }
     let fence = spec
         .sockets
         .as_ref()
-        .map(socket_fence::install)
+        .map(|rules| socket_fence::install(rules, executor.is_some()))
         .transpose()?;
     let fds = open_fds(fd_dir);
 
@@ -1112,7 +1146,32 @@ fn prepare_exec(control: &mut UnixStream) -> Result<ExecPlan, HelperError> {
             fds,
         },
         fence,
+        executor,
     })
+}
+
+/// Forks the persistence fence's executor; its socket for the daemon.
+/// `None` when no write grant is a directory (a granted file, like
+/// `/dev/null`, holds no names).
+fn start_executor(
+    spec: &persist::PersistSpec,
+    report: &mut persist::PersistReport,
+) -> Result<Option<OwnedFd>, HelperError> {
+    let grants: Vec<PathBuf> = (spec.write.iter())
+        .filter_map(|g| fs::canonicalize(g).ok())
+        .filter(|g| g.is_dir())
+        .collect();
+    if grants.is_empty() {
+        return Ok(None);
+    }
+    let families = persist_fence::Families {
+        grants,
+        hooks: report.hooks_paths.clone(),
+        allow: spec.allow.clone(),
+    };
+    let (executor, pid) = persist_fence::spawn_executor(families)?;
+    report.executor = Some(pid);
+    Ok(Some(executor))
 }
 
 /// Refuses a working directory the user cannot enter, before the mount
@@ -1936,7 +1995,8 @@ mod tests {
         let script =
             "for p in .git/hooks/post-commit .git/config .githooks/pre-commit .vscode/tasks.json .envrc code.txt; do \
              (echo x >> $p) && echo \"$p ok\" || echo \"$p refused\"; done; \
-             mv .git moved && echo 'mv ok' || echo 'mv refused'";
+             mv .git moved && echo 'mv ok' || echo 'mv refused'; \
+             mkdir .claude && echo 'mkdir ok' || echo 'mkdir refused'";
         let mut spec = fx.spec(script);
         spec.cwd = repo.clone();
         spec.sandbox.write = vec![fx.dir.join("allowed")];
@@ -1952,17 +2012,46 @@ mod tests {
             write: spec.sandbox.write.clone(),
             allow: vec![crate::policy::persist::PersistKind::Direnv],
         });
-        let (child, status) = fx.launch(&spec).expect("launch");
+        // The daemon's side of the fences answers the trapped calls.
+        let launched = fx.launch_fenced(&spec).expect("launch");
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        let fence = crate::daemon::sockets::SocketFence::start(
+            launched.socket_fence.expect("a listener"),
+            false,
+            Box::new(move |body, _pid| sink.lock().unwrap().push(body)),
+            launched.executor,
+        )
+        .unwrap();
+        let (child, status) = (launched.child, launched.status);
         let out = child.wait_with_output().unwrap();
+        drop(fence);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             text,
             ".git/hooks/post-commit refused\n.git/config refused\n.githooks/pre-commit refused\n\
              .vscode/tasks.json refused\n\
-             .envrc ok\ncode.txt ok\nmv refused\n",
+             .envrc ok\ncode.txt ok\nmv refused\nmkdir refused\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // A new name is a persist record, refused; the allowed one is not.
+        let bodies = bodies.lock().unwrap();
+        let persist = |p: &Path| {
+            bodies.iter().find_map(|b| match b {
+                crate::audit::Body::Persist {
+                    path,
+                    allowed,
+                    result,
+                    ..
+                } if Path::new(path) == p => Some((*allowed, *result)),
+                _ => None,
+            })
+        };
+        let real = fs::canonicalize(&repo).unwrap();
+        let eacces = -i64::from(libc::EACCES);
+        assert_eq!(persist(&real.join(".claude")), Some((false, eacces)));
+        assert_eq!(persist(&real.join(".envrc")), Some((true, 0)));
         let mut report = status.persist.expect("a persist report");
         report.read_only.sort();
         assert_eq!(

@@ -21,9 +21,8 @@
 //! target) and is listed in [`PersistReport::symlinks`].
 //!
 //! Not covered here: names created after launch (a new `.envrc`, a
-//! `.vscode/` or a `git init`'s `.git/hooks`), which no mount can cover;
-//! the daemon still writes a `persist` record for each (see
-//! [`crate::daemon::persist`]).
+//! `.vscode/` or a `git init`'s `.git/hooks`), which no mount can cover:
+//! the persistence fence refuses those ([`super::persist_fence`]).
 
 use std::{
     ffi::{CStr, OsStr},
@@ -72,6 +71,15 @@ pub struct PersistSpec {
     pub allow: Vec<PersistKind>,
 }
 
+impl PersistSpec {
+    /// Whether new persistence names need the run-time fence: there is a
+    /// write grant and a family the policy does not allow.
+    pub fn wants_fence(&self) -> bool {
+        !self.write.is_empty()
+            && (crate::policy::persist::ALL.iter()).any(|k| !self.allow.contains(k))
+    }
+}
+
 /// What was done, for the launch record.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersistReport {
@@ -91,6 +99,10 @@ pub struct PersistReport {
     /// The search stopped at [`MAX_DIRS`]: deeper paths were not searched.
     #[serde(default)]
     pub truncated: bool,
+    /// The pid of the persistence fence's executor
+    /// ([`super::persist_fence`]), when the fence is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<u32>,
 }
 
 /// Binds the persistence paths below `spec.write`. Runs in the launch

@@ -29,7 +29,10 @@ use std::{
 
 use thiserror::Error;
 
-use super::seccomp::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED};
+use super::{
+    persist_fence,
+    seccomp::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED},
+};
 use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
 
 #[derive(Debug, Error)]
@@ -61,6 +64,10 @@ enum Label {
     Netlink,
     Allow,
     Notify,
+    /// The persistence fence's blocks ([`super::persist_fence`]).
+    OpenatFlags,
+    OpenFlags,
+    NameNotify,
 }
 
 enum Op {
@@ -68,11 +75,13 @@ enum Op {
     And(u32),
     /// Jump to the label if the accumulator equals the value.
     JumpIfEq(u32, Label),
+    /// Jump to the label if the accumulator has any of these bits.
+    JumpIfSet(u32, Label),
     Ret(u32),
     Here(Label),
 }
 
-fn program(rules: &SocketRules) -> Vec<Op> {
+fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
     use Label::*;
     use Op::*;
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
@@ -90,6 +99,28 @@ fn program(rules: &SocketRules) -> Vec<Op> {
     ]);
     if let Some(bit) = arch::X32_BIT {
         p.push(JumpIfEq(nr_socket | bit, Check));
+    }
+    if persist {
+        p.extend(
+            persist_fence::always()
+                .into_iter()
+                .map(|nr| JumpIfEq(nr, NameNotify)),
+        );
+        for (nr, arg) in persist_fence::creating_opens() {
+            let at = if arg == 2 { OpenatFlags } else { OpenFlags };
+            p.push(JumpIfEq(nr, at));
+        }
+        p.push(Ret(ALLOW));
+        for (_, arg) in persist_fence::creating_opens() {
+            let at = if arg == 2 { OpenatFlags } else { OpenFlags };
+            p.extend([
+                Here(at),
+                Load(off_arg(arg)),
+                JumpIfSet(libc::O_CREAT as u32, NameNotify),
+                Ret(ALLOW),
+            ]);
+        }
+        p.extend([Here(NameNotify), Ret(NOTIFY)]);
     }
     p.push(Ret(ALLOW));
     if let Some((_, socket, socketcall)) = arch::COMPAT {
@@ -142,9 +173,13 @@ fn program(rules: &SocketRules) -> Vec<Op> {
     p
 }
 
-/// The classic BPF program for `rules`, jumps resolved.
-pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
-    let ops = program(rules);
+/// The classic BPF program for `rules` (and, with `persist`, the
+/// persistence fence's traps), jumps resolved.
+pub fn filter(
+    rules: &SocketRules,
+    persist: bool,
+) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
+    let ops = program(rules, persist);
     let mut at = Vec::new();
     let mut pc = 0usize;
     for op in &ops {
@@ -168,10 +203,14 @@ pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SocketFence
             Op::Load(off) => ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, *off),
             Op::And(k) => ins(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, *k),
             Op::Ret(k) => ins(libc::BPF_RET | libc::BPF_K, 0, *k),
-            Op::JumpIfEq(k, l) => {
+            Op::JumpIfEq(k, l) | Op::JumpIfSet(k, l) => {
                 let to = target(*l).expect("every jump target is placed");
                 let jt = u8::try_from(to - here - 1).map_err(|_| SocketFenceError::TooLong(pc))?;
-                ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, *k)
+                let test = match op {
+                    Op::JumpIfSet(..) => libc::BPF_JSET,
+                    _ => libc::BPF_JEQ,
+                };
+                ins(libc::BPF_JMP | test | libc::BPF_K, jt, *k)
             }
         });
     }
@@ -180,23 +219,30 @@ pub fn filter(rules: &SocketRules) -> Result<Vec<libc::sock_filter>, SocketFence
 
 /// Installs the filter on the calling thread (which must have
 /// `no_new_privs`) and returns the listener the daemon answers on. The
-/// listener is close-on-exec.
-pub fn install(rules: &SocketRules) -> Result<OwnedFd, SocketFenceError> {
+/// listener is close-on-exec. A task has at most one listener, so the
+/// persistence fence's traps (`persist`) ride on this filter.
+pub fn install(rules: &SocketRules, persist: bool) -> Result<OwnedFd, SocketFenceError> {
     if !SUPPORTED {
         return Err(SocketFenceError::Unsupported);
     }
-    let mut prog = filter(rules)?;
+    let mut prog = filter(rules, persist)?;
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len()).map_err(|_| SocketFenceError::TooLong(prog.len()))?,
         filter: prog.as_mut_ptr(),
     };
+    // Once the daemon has received a call, only a fatal signal ends the
+    // wait: an interrupted call would be restarted and made twice (an
+    // `O_EXCL` create failing with EEXIST the second time), and runtimes
+    // signal their threads all the time (Go's preemption).
+    let flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel
     // copies the program. The flag makes the call return a new fd.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
@@ -220,6 +266,8 @@ pub enum Call {
     Socketcall,
     /// Any syscall of an architecture the filter does not know.
     Foreign { arch: u32, nr: i32 },
+    /// A native call of the persistence fence (it creates a name).
+    Name { nr: i32, args: [u64; 6] },
 }
 
 /// One notification: answer it with [`Listener::respond`].
@@ -268,6 +316,13 @@ impl Listener {
             }
         } else if compat.and_then(|c| c.2) == Some(d.nr as u32) {
             Call::Socketcall
+        } else if d.arch == arch::NATIVE
+            && (d.nr as u32 & !arch::X32_BIT.unwrap_or(0)) != libc::SYS_socket as u32
+        {
+            Call::Name {
+                nr: d.nr,
+                args: d.args,
+            }
         } else {
             Call::Socket {
                 family: low(0),
@@ -280,6 +335,67 @@ impl Listener {
             pid: n.pid,
             call,
         })
+    }
+
+    /// Whether the call `id` still waits (its task did not die and was
+    /// not replaced since it was received).
+    pub fn valid(&self, id: u64) -> bool {
+        // SAFETY: the ioctl reads one u64.
+        let ret = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &id as *const u64,
+            )
+        };
+        ret == 0
+    }
+
+    /// Completes the call with `val` without running it, or fails it with
+    /// `errno`.
+    pub fn complete(&self, id: u64, result: Result<i64, i32>) -> io::Result<()> {
+        let resp = libc::seccomp_notif_resp {
+            id,
+            val: result.unwrap_or(0),
+            error: result.err().map_or(0, |e| -e),
+            flags: 0,
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_resp.
+        let ret = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &resp as *const libc::seccomp_notif_resp,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Installs `fd` in the caller and completes the call with its number,
+    /// which it returns.
+    pub fn complete_fd(&self, id: u64, fd: &OwnedFd, cloexec: bool) -> io::Result<i32> {
+        let add = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+            srcfd: fd.as_raw_fd() as u32,
+            newfd: 0,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd.
+        let ret = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+                &add as *const libc::seccomp_notif_addfd,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ret)
     }
 
     /// Fails the call with `errno`, or (`None`) lets it proceed.
@@ -337,6 +453,11 @@ mod tests {
                         pc += usize::from(i.jt);
                     }
                 }
+                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => {
+                    if acc & i.k != 0 {
+                        pc += usize::from(i.jt);
+                    }
+                }
                 c if c == libc::BPF_RET | libc::BPF_K => return i.k,
                 other => panic!("unexpected opcode {other:#x}"),
             }
@@ -357,7 +478,7 @@ mod tests {
 
     #[test]
     fn defaults_pass_everyday_sockets_and_hand_over_the_rest() {
-        let p = filter(&SocketRules::default()).unwrap();
+        let p = filter(&SocketRules::default(), false).unwrap();
         // SOCK_CLOEXEC and SOCK_NONBLOCK ride along in the type.
         let cloexec = libc::SOCK_CLOEXEC as u32;
         assert_eq!(socket(&p, 1, 1 | cloexec, 0), ALLOW);
@@ -397,12 +518,15 @@ mod tests {
 
     #[test]
     fn named_kinds_pass() {
-        let p = filter(&SocketRules {
-            raw: true,
-            netlink_all: false,
-            netlink: vec![4, 9],
-            families: vec![17],
-        })
+        let p = filter(
+            &SocketRules {
+                raw: true,
+                netlink_all: false,
+                netlink: vec![4, 9],
+                families: vec![17],
+            },
+            false,
+        )
         .unwrap();
         assert_eq!(socket(&p, 2, 3, 1), ALLOW);
         // `families` names AF_PACKET (17): SOCK_PACKET is one too.
@@ -412,25 +536,59 @@ mod tests {
         assert_eq!(socket(&p, 16, 3, 15), NOTIFY);
         assert_eq!(socket(&p, 17, 3, 0x300), ALLOW);
         assert_eq!(socket(&p, 40, 1, 0), NOTIFY);
-        let all = filter(&SocketRules {
-            netlink_all: true,
-            ..SocketRules::default()
-        })
+        let all = filter(
+            &SocketRules {
+                netlink_all: true,
+                ..SocketRules::default()
+            },
+            false,
+        )
         .unwrap();
         assert_eq!(socket(&all, 16, 3, 15), ALLOW);
     }
 
     #[test]
     fn every_family_and_protocol_at_once_still_fits() {
-        let p = filter(&SocketRules {
-            raw: false,
-            netlink_all: false,
-            netlink: (1..32).collect(),
-            families: (1..64).collect(),
-        })
+        let p = filter(
+            &SocketRules {
+                raw: false,
+                netlink_all: false,
+                netlink: (1..32).collect(),
+                families: (1..64).collect(),
+            },
+            true,
+        )
         .unwrap();
         assert_eq!(socket(&p, 63, 1, 0), ALLOW);
         assert_eq!(socket(&p, 16, 3, 31), ALLOW);
         assert_eq!(socket(&p, 16, 3, 32), NOTIFY);
+    }
+
+    #[test]
+    fn the_persistence_traps_ride_along() {
+        let p = filter(&SocketRules::default(), true).unwrap();
+        let native = |nr: libc::c_long, args| run(&p, arch::NATIVE, nr as u32, args);
+        let creat = libc::O_CREAT as u32;
+        assert_eq!(native(libc::SYS_openat, [0, 0, creat | 1]), NOTIFY);
+        assert_eq!(native(libc::SYS_openat, [0, 0, 2]), ALLOW);
+        assert_eq!(native(libc::SYS_openat, [0, creat, 0]), ALLOW);
+        for nr in persist_fence::always() {
+            assert_eq!(run(&p, arch::NATIVE, nr, [0, 0, 0]), NOTIFY, "{nr}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(native(libc::SYS_open, [0, creat, 0]), NOTIFY);
+            assert_eq!(native(libc::SYS_open, [0, 0, creat]), ALLOW);
+        }
+        assert_eq!(native(libc::SYS_read, [0, 0, creat]), ALLOW);
+        assert_eq!(native(libc::SYS_unlinkat, [0, 0, 0]), ALLOW);
+        assert_eq!(socket(&p, 2, 3, 1), NOTIFY);
+        assert_eq!(socket(&p, 2, 1, 6), ALLOW);
+        // Without it, none of them.
+        let plain = filter(&SocketRules::default(), false).unwrap();
+        assert_eq!(
+            run(&plain, arch::NATIVE, libc::SYS_mkdirat as u32, [0; 3]),
+            ALLOW
+        );
     }
 }

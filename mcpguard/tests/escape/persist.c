@@ -5,12 +5,17 @@
  * Usage: persist STEP...   where each STEP is NAME=OP,ARG,ARG
  *
  * OPs: write,PATH,TEXT (O_CREAT|O_TRUNC), rename,OLD,NEW,
- * symlink,TARGET,LINK, unlink,PATH, mkdir,PATH, chdir,PATH.
+ * symlink,TARGET,LINK, unlink,PATH, mkdir,PATH, chdir,PATH, link,OLD,NEW,
+ * race,DIR (for 2 s a second thread flips one path buffer between
+ * DIR/benign and DIR/.envrc while this one opens it with O_CREAT and
+ * unlinks what it made; prints how many opens of each name worked).
  * Every step prints one line: "NAME OK <what>" when the syscall worked,
  * "NAME <ERRNO> <what failed>" when it did not. Steps run in order.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +60,53 @@ static void op_write(const char *name, const char *path, const char *text)
     close(fd);
 }
 
+/* Both names have the same length, so a flip rewrites bytes in place. */
+static char race_path[4096];
+static size_t race_at;
+static volatile int racing = 1;
+
+static void *flipper(void *arg)
+{
+    (void)arg;
+    while (racing) {
+        /* The barriers keep the compiler from dropping the first copy. */
+        memcpy(race_path + race_at, "benign", 6);
+        __asm__ volatile("" ::: "memory");
+        memcpy(race_path + race_at, ".envrc", 6);
+        __asm__ volatile("" ::: "memory");
+    }
+    return NULL;
+}
+
+static void op_race(const char *name, const char *dir)
+{
+    snprintf(race_path, sizeof race_path, "%s/benign", dir);
+    race_at = strlen(dir) + 1;
+    pthread_t t;
+    pthread_create(&t, NULL, flipper, NULL);
+    long benign = 0, envrc = 0, refused = 0;
+    time_t end = time(NULL) + 2;
+    char bpath[4096], epath[4096];
+    snprintf(bpath, sizeof bpath, "%s/benign", dir);
+    snprintf(epath, sizeof epath, "%s/.envrc", dir);
+    while (time(NULL) < end) {
+        int fd = open(race_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) {
+            refused++;
+            continue;
+        }
+        close(fd);
+        if (unlink(bpath) == 0)
+            benign++;
+        if (unlink(epath) == 0)
+            envrc++;
+    }
+    racing = 0;
+    pthread_join(t, NULL);
+    printf("%s %s benign=%ld envrc=%ld refused=%ld\n", name, envrc ? "OK" : "EACCES",
+           benign, envrc, refused);
+}
+
 static void step(char *spec)
 {
     char *eq = strchr(spec, '=');
@@ -78,6 +130,8 @@ static void step(char *spec)
     else if (!strcmp(op, "unlink")) result(name, unlink(a[0]), "unlink");
     else if (!strcmp(op, "mkdir")) result(name, mkdir(a[0], 0755), "mkdir");
     else if (!strcmp(op, "chdir")) result(name, chdir(a[0]), "chdir");
+    else if (!strcmp(op, "link")) result(name, link(a[0], a[1]), "link");
+    else if (!strcmp(op, "race")) op_race(name, a[0]);
     else {
         printf("BADOP %s\n", op);
         exit(2);

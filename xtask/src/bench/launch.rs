@@ -247,6 +247,54 @@ fn mount_ns_cost(gap: Duration, n: usize) -> Result<Option<(Vec<f64>, Vec<f64>)>
 /// migration) are much slower when nothing ran just before.
 pub const IDLE_GAP: Duration = Duration::from_millis(400);
 
+/// Cost of one call trapped by the persistence fence: a guarded shell
+/// truncating a file (`: > f`, an `O_CREAT` open) in a loop, under a
+/// policy granting write on a directory, against the same policy allowing
+/// every persistence family (no fence), back to back. A note.
+fn persist_fence_cost(ctx: &Ctx) -> Result<String> {
+    let dir = ctx.subdir("persist-fence")?;
+    let owner = format!("{}:{}", ctx.user.uid, ctx.user.gid);
+    time_ms(Command::new("chown").arg(owner).arg(&dir))?;
+    let policy = |name: &str, allow: &str| -> Result<PathBuf> {
+        let path = ctx.policy(name, &[], &[], "")?;
+        let text = std::fs::read_to_string(&path)?.replace(
+            "write = [\"/dev/null\"]",
+            &format!(
+                "write = [\"/dev/null\", {:?}]\nallow_persistence = [{allow}]",
+                dir.display().to_string()
+            ),
+        );
+        write_file(&path, &text, 0o644)?;
+        Ok(path)
+    };
+    let all = "\"git_hooks\", \"git_config\", \"vscode\", \"idea\", \"direnv\", \"mcp_config\"";
+    let (fenced, open) = (policy("fence-on", "")?, policy("fence-off", all)?);
+    let n = ctx.pick(2000, 300);
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do : > {}/f; i=$((i+1)); done",
+        dir.display()
+    );
+    let argv = ["/bin/sh", "-c", script.as_str()];
+    let mut daemon = Daemon::start(ctx, "persist-fence")?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    time_ms(&mut ctx.guarded(&daemon, &fenced, &argv))?;
+    for _ in 0..ctx.pick(6, 2) {
+        without.push(time_ms(&mut ctx.guarded(&daemon, &open, &argv))?);
+        with.push(time_ms(&mut ctx.guarded(&daemon, &fenced, &argv))?);
+    }
+    daemon.stop()?;
+    let (Some(a), Some(b)) = (Stats::of(&without), Stats::of(&with)) else {
+        bail!("no persistence fence samples");
+    };
+    Ok(format!(
+        "Persistence fence: {n} `O_CREAT` opens in a guarded shell took {:.1} ms with the fence and {:.1} ms without it (medians, {} runs each, back to back): {:.0} µs per trapped call (daemon round trip and the executor's open); calls that create no name are not trapped.",
+        b.median,
+        a.median,
+        a.runs,
+        (b.median - a.median) * 1000.0 / n as f64
+    ))
+}
+
 /// Launch time of a guarded `/bin/true` whose policy grants write on a
 /// project tree (2,000 directories, 20 git repositories with `.vscode/`)
 /// against one granting write on an empty directory: the cost of the launch
@@ -442,6 +490,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         }
     }
     notes.push(persist_search_cost(ctx)?);
+    notes.push(persist_fence_cost(ctx)?);
     let (mig_b2b, mig_idle) = cgroup_migration(ctx, IDLE_GAP, ctx.pick(8, 2))?;
     let (mb, mi) = (Stats::of(&mig_b2b), Stats::of(&mig_idle));
     let median_gap = |a: &[f64], b: &[f64]| match (Stats::of(a), Stats::of(b)) {

@@ -4,16 +4,17 @@
 //! a direnv `.envrc` and an `.mcp.json`, all there before the server
 //! starts.
 //!
-//! Blocked: the call failed (`EROFS` inside a path the launcher bound
-//! read-only, `EBUSY` renaming or removing one) and nothing changed on the
-//! host. Recorded: the log holds a `persist` record of that call (family,
-//! path, errno, `denied`), besides the call's own record.
+//! Blocked: the call failed and nothing changed on the host. Calls that
+//! create a name (`O_CREAT` opens, `mkdir`, `rename`, `link`, `symlink`)
+//! meet the persistence fence first (`EACCES`), whether the name exists
+//! or not; what else reaches a path the launcher bound read-only fails
+//! there (`EROFS`, `EBUSY` removing one). Recorded: the log holds a
+//! `persist` record of that call (family, path, errno, `denied`).
 //!
-//! What the class does not block yet is pinned here too, outside the
-//! report: a persistence name that did not exist at launch (a new
-//! `.envrc`, a `git init` in the tree and its hooks) is written, and
-//! recorded as a `persist` record that is not denied (README, threat
-//! model).
+//! New names are rows too: a `git init`'s `.git`, a directory of hooks
+//! renamed onto `.git`, a new `.envrc`, `.claude/`, a hard link and a
+//! symlink named `.mcp.json`, and a second thread flipping the path of an
+//! `O_CREAT` open between a benign name and `.envrc` for two seconds.
 
 use std::path::{Path, PathBuf};
 
@@ -140,6 +141,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
     let precommit = repo.join(".pre-commit-config.yaml");
     let fresh = repo.join("fresh");
     let fresh_hook = fresh.join(".git/hooks/post-checkout");
+    let staged = fresh.join("staged");
     let config_before = content(&config);
     let steps = run_persist(
         &d,
@@ -199,11 +201,30 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             // Late: the daemon learns of core.hooksPath from the launch
             // report (see its persist watch).
             step("custom", "write", &[&custom], Some(HOOK)),
-            // Not refused yet (module docs): names made after launch.
+            // Names made after launch: the fence's.
             step("newdir", "mkdir", &[&fresh], None),
             step("newgit", "mkdir", &[&fresh.join(".git")], None),
             step("newhooks", "mkdir", &[&fresh.join(".git/hooks")], None),
             step("newhook", "write", &[&fresh_hook], Some(HOOK)),
+            step("staged", "mkdir", &[&staged], None),
+            step("stagedhooks", "mkdir", &[&staged.join("hooks")], None),
+            step(
+                "stagedhook",
+                "write",
+                &[&staged.join("hooks/post-commit")],
+                Some(HOOK),
+            ),
+            step("plant", "rename", &[&staged, &fresh.join(".git")], None),
+            step("newenvrc", "write", &[&fresh.join(".envrc")], Some(HOOK)),
+            step("newclaude", "mkdir", &[&fresh.join(".claude")], None),
+            step("hardlink", "link", &[&payload, &fresh.join(".envrc")], None),
+            step(
+                "newlink",
+                "symlink",
+                &[&payload, &fresh.join(".mcp.json")],
+                None,
+            ),
+            step("race", "race", &[&fresh], None),
         ],
     );
     let no_hook = !hook.exists() && !git.join("hooks/pre-push").exists();
@@ -215,7 +236,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "write .git/hooks/post-commit for the user's next commit",
                 step: "hook",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: hook.clone(),
                 unchanged: no_hook,
@@ -228,7 +249,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "set core.hooksPath in .git/config",
                 step: "hookspath",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: config.clone(),
                 unchanged: content(&config) == config_before,
@@ -241,7 +262,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "add a `!` alias as git does: config.lock renamed onto .git/config",
                 step: "alias",
-                errno: "EBUSY",
+                errno: "EACCES",
                 call: "rename",
                 path: config.clone(),
                 unchanged: content(&config) == config_before,
@@ -254,7 +275,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "write a hook into the directory core.hooksPath names (.githooks)",
                 step: "custom",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: custom.clone(),
                 unchanged: !custom.exists(),
@@ -267,7 +288,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "add a local hook to .pre-commit-config.yaml",
                 step: "precommit",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: precommit.clone(),
                 unchanged: content(&precommit) == "repos: []\n",
@@ -280,7 +301,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "create .vscode/tasks.json running on folder open",
                 step: "tasks",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: tasks.clone(),
                 unchanged: !tasks.exists(),
@@ -293,7 +314,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "rewrite .envrc for direnv",
                 step: "envrc",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: envrc.clone(),
                 unchanged: content(&envrc) == "export A=1\n",
@@ -306,7 +327,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "rewrite .mcp.json to start a server of its own",
                 step: "mcp",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: mcp.clone(),
                 unchanged: content(&mcp) == "{\"mcpServers\": {}}\n",
@@ -319,7 +340,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "rename a written file onto .envrc",
                 step: "onto",
-                errno: "EBUSY",
+                errno: "EACCES",
                 call: "rename",
                 path: envrc.clone(),
                 unchanged: content(&envrc) == "export A=1\n",
@@ -346,7 +367,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "rename .git away to plant a fresh one with hooks",
                 step: "swap",
-                errno: "EBUSY",
+                errno: "EACCES",
                 call: "rename",
                 path: git.clone(),
                 unchanged: git.join("HEAD").exists() && !moved.exists(),
@@ -359,7 +380,7 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
             Expect {
                 attack: "write hooks/pre-commit relative to a chdir into .git",
                 step: "relative",
-                errno: "EROFS",
+                errno: "EACCES",
                 call: "open",
                 path: pre_commit.clone(),
                 unchanged: !pre_commit.exists(),
@@ -367,33 +388,112 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
         ),
         opt_in_row(&d, &dir),
     ];
+    let new_names = [
+        (
+            "git init in the tree: a new .git",
+            "newgit",
+            "mkdir",
+            fresh.join(".git"),
+        ),
+        (
+            "a directory of hooks made elsewhere, renamed onto .git",
+            "plant",
+            "rename",
+            fresh.join(".git"),
+        ),
+        (
+            "write a new .envrc",
+            "newenvrc",
+            "open",
+            fresh.join(".envrc"),
+        ),
+        (
+            "make a new .claude/",
+            "newclaude",
+            "mkdir",
+            fresh.join(".claude"),
+        ),
+        (
+            "hard-link a written file as a new .envrc",
+            "hardlink",
+            "link",
+            fresh.join(".envrc"),
+        ),
+        (
+            "a new symlink named .mcp.json",
+            "newlink",
+            "symlink",
+            fresh.join(".mcp.json"),
+        ),
+    ];
+    let mut rows = rows;
+    for (attack, st, call, path) in new_names {
+        let unchanged = std::fs::symlink_metadata(&path).is_err();
+        rows.push(row(
+            &d,
+            &steps,
+            srv,
+            Expect {
+                attack,
+                step: st,
+                errno: "EACCES",
+                call,
+                path,
+                unchanged,
+            },
+        ));
+    }
+    rows.push(race_row(&d, &steps, srv, &fresh));
     report(Class::Persistence, &rows);
-
-    // The documented limit: a repository made after launch is the
-    // server's, hooks and all; each step is still a `persist` record.
-    assert_eq!(steps.result("newhook"), "OK", "{}", steps.out);
-    let rec = persist_record(&d, srv, "open", &fresh_hook).expect("persist record of a new hook");
-    assert_eq!(rec["denied"], false, "{rec}");
-    assert!(persist_record(&d, srv, "mkdir", &fresh.join(".git")).is_some());
+    // Without a .git, git init's next steps find nothing to write into.
+    assert_eq!(steps.result("newhooks"), "ENOENT", "{}", steps.out);
+    assert!(!fresh_hook.exists());
 }
 
-/// A symlink to a hook's name, then a write through it: the write follows
-/// the dangling link into the read-only hooks directory.
+/// A second thread flips the path of an `O_CREAT` open between
+/// `benign` and `.envrc` for two seconds: the fence copies the path once,
+/// so every `.envrc` it saw was refused and none was ever made.
+fn race_row(d: &Daemon, steps: &Steps, srv: &str, dir: &Path) -> Row {
+    let envrc = dir.join(".envrc");
+    let rec = persist_record(d, srv, "open", &envrc)
+        .filter(|r| r["denied"] == true && r["errno"] == "EACCES");
+    let detail = steps.detail("race");
+    let count = |k: &str| -> i64 {
+        (detail.split(' '))
+            .find_map(|w| w.strip_prefix(k)?.parse().ok())
+            .unwrap_or(-1)
+    };
+    Row::new(
+        "a second thread flips an O_CREAT open's path between benign and .envrc (2 s)",
+        steps.result("race") == "EACCES"
+            && count("envrc=") == 0
+            && count("benign=") > 0
+            && count("refused=") > 0
+            && !envrc.exists(),
+        rec.is_some(),
+        format!("{}; {}", steps.seen("race"), cite(&rec)),
+    )
+}
+
+/// A symlink to a hook's name, then a write through it: the fence follows
+/// the dangling link and refuses the hook's name.
 fn symlink_row(d: &Daemon, steps: &Steps, srv: &str, link: &Path, target: &Path) -> Row {
     let rec = persist_record(d, srv, "symlink", target);
-    let open = find_record(d, |r| {
-        is_kind(r, "open") && r["server"] == srv && r["path"] == s(link) && r["errno"] == "EROFS"
-    });
+    let open = persist_record(d, srv, "open", target).filter(|r| r["denied"] == true);
     Row::new(
         "symlink an innocent name to .git/hooks/pre-push, write through it",
-        steps.result("via") == "EROFS" && !target.exists(),
+        steps.result("via") == "EACCES"
+            && !target.exists()
+            && link
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink()),
         rec.is_some() && open.is_some(),
         format!(
-            "{}; {}; {}; audit open errno={}",
+            "{}; {}; {}; {}",
             steps.seen("link"),
             steps.seen("via"),
             cite(&rec),
-            open.as_ref().map_or(Value::Null, |r| r["errno"].clone())
+            cite(&open)
         ),
     )
 }
@@ -424,7 +524,9 @@ fn opt_in_row(d: &Daemon, dir: &Path) -> Row {
     let refused = persist_record(d, srv, "open", &config);
     Row::new(
         "a policy naming git_hooks in allow_persistence writes hooks, and only hooks",
-        steps.result("hook") == "OK" && content(&hook) == HOOK && steps.result("config") == "EROFS",
+        steps.result("hook") == "OK"
+            && content(&hook) == HOOK
+            && steps.result("config") == "EACCES",
         allowed
             .as_ref()
             .is_some_and(|r| r["allowed"] == true && r["denied"] == false)
