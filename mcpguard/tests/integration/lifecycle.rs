@@ -332,13 +332,13 @@ fn orphan_policy(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, std::pat
         &script,
         r#"import os, socket, sys, time
 port, log = int(sys.argv[1]), sys.argv[2]
+# Opened once, before the pids are printed and the daemon is killed: with
+# the daemon gone, creating opens fail closed (the persistence fence has no
+# one to answer), and this test is about connects.
+f = open(log, "a", buffering=1)
 child = os.fork()
 if child == 0:
     os.setsid()
-    # Opened once: with the daemon gone, creating opens fail closed (the
-    # persistence fence has no one to answer), and this test is about
-    # connects.
-    f = open(log, "a", buffering=1)
     while True:
         s = socket.socket()
         try:
