@@ -246,7 +246,7 @@ pub fn decode(
         kind::SYSCALL => {
             let ev =
                 read_checked::<Record<SyscallEvent>>(sample, "syscall", Some(header.len))?.payload;
-            let name = crate::launch::seccomp::name_of(ev.nr).ok_or(DecodeError::BadField {
+            let name = crate::kernel::syscalls::name_of(ev.nr).ok_or(DecodeError::BadField {
                 name: "syscall",
                 field: "nr",
                 value: u64::from(ev.nr),

@@ -29,10 +29,8 @@ use std::{
 
 use thiserror::Error;
 
-use super::{
-    persist_fence,
-    seccomp::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED},
-};
+use super::persist_fence;
+use crate::kernel::syscalls::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED};
 use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
 
 #[derive(Debug, Error)]

@@ -1,0 +1,5 @@
+//! The kernel's ABI name tables and the classic BPF assembler the seccomp
+//! filters share: plain data the feature modules (policy, launch, eBPF,
+//! audit) read, depending on none of them.
+
+pub mod syscalls;
