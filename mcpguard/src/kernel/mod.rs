@@ -2,4 +2,5 @@
 //! filters share: plain data the feature modules (policy, launch, eBPF,
 //! audit) read, depending on none of them.
 
+pub mod cbpf;
 pub mod syscalls;

@@ -19,8 +19,11 @@ use libc::{SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::kernel::syscalls::{
-    arch, off_arg, Check, KernelFeature, GATES, MFD_EXEC, MFD_NOEXEC_SEAL, OFF_ARCH, OFF_NR,
+use crate::kernel::{
+    cbpf::{self, Op, Test},
+    syscalls::{
+        arch, off_arg, Check, KernelFeature, GATES, MFD_EXEC, MFD_NOEXEC_SEAL, OFF_ARCH, OFF_NR,
+    },
 };
 
 /// What the helper installed, for the launch record.
@@ -38,71 +41,82 @@ pub enum SeccompError {
     NoNewPrivs(nix::errno::Errno),
     #[error("cannot install the seccomp filter: {0}")]
     Install(nix::errno::Errno),
+    #[error("the seccomp filter has {0} instructions; a jump cannot span that far")]
+    TooLong(usize),
 }
 
-// The classic BPF instructions the fence uses, from libc's <linux/filter.h>.
-const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+/// Where the filter's jumps land.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Label {
+    Native,
+    NotX32,
+    /// The end of gate `i`'s block.
+    Next(usize),
+    /// Gate `i`'s refusal.
+    Refuse(usize),
+    /// Gate `i`'s pass.
+    Pass(usize),
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-fn ret_errno(errno: i32) -> libc::sock_filter {
-    stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (errno as u32 & 0xffff))
-}
-
-/// The filter program for a policy that allows `allowed`.
-fn program(allowed: &[KernelFeature]) -> Vec<libc::sock_filter> {
-    let mut prog = vec![
-        stmt(BPF_LD_W_ABS, OFF_ARCH),
-        jump(BPF_JEQ_K, arch::NATIVE, 1, 0),
+/// The ops of the filter for a policy that allows `allowed`.
+fn ops(allowed: &[KernelFeature]) -> Vec<Op<Label>> {
+    use Label::*;
+    use Op::*;
+    let allow = Ret(SECCOMP_RET_ALLOW);
+    let mut p = vec![
+        Load(OFF_ARCH),
+        If(Test::Eq, arch::NATIVE, Native),
         ret_errno(libc::ENOSYS),
-        stmt(BPF_LD_W_ABS, OFF_NR),
+        Here(Native),
+        Load(OFF_NR),
     ];
     if let Some(bit) = arch::X32_BIT {
-        prog.extend([jump(BPF_JGE_K, bit, 0, 1), ret_errno(libc::ENOSYS)]);
+        p.extend([
+            Unless(Test::Ge, bit, NotX32),
+            ret_errno(libc::ENOSYS),
+            Here(NotX32),
+        ]);
     }
-    let allow = stmt(BPF_RET_K, SECCOMP_RET_ALLOW);
-    for g in GATES {
+    for (i, g) in GATES.iter().enumerate() {
         if g.feature.is_some_and(|f| allowed.contains(&f)) {
             continue;
         }
         // Each block ends in a return, so the accumulator only has to hold
         // the syscall number when a block is skipped.
-        let body: Vec<libc::sock_filter> = match g.check {
-            Check::Always => vec![ret_errno(g.errno)],
-            Check::ArgHasAny { arg, bits } => vec![
-                stmt(BPF_LD_W_ABS, off_arg(u32::from(arg))),
-                jump(BPF_JSET_K, bits, 0, 1),
+        p.push(Unless(Test::Eq, g.nr as u32, Next(i)));
+        match g.check {
+            Check::Always => p.push(ret_errno(g.errno)),
+            Check::ArgHasAny { arg, bits } => p.extend([
+                Load(off_arg(u32::from(arg))),
+                Unless(Test::Set, bits, Pass(i)),
                 ret_errno(g.errno),
+                Here(Pass(i)),
                 allow,
-            ],
-            Check::MemfdNoExec => vec![
-                stmt(BPF_LD_W_ABS, off_arg(1)),
-                jump(BPF_JSET_K, MFD_EXEC, 2, 0),
-                jump(BPF_JSET_K, MFD_NOEXEC_SEAL, 0, 1),
+            ]),
+            Check::MemfdNoExec => p.extend([
+                Load(off_arg(1)),
+                If(Test::Set, MFD_EXEC, Refuse(i)),
+                Unless(Test::Set, MFD_NOEXEC_SEAL, Refuse(i)),
                 allow,
+                Here(Refuse(i)),
                 ret_errno(g.errno),
-            ],
-        };
-        prog.push(jump(BPF_JEQ_K, g.nr as u32, 0, body.len() as u8));
-        prog.extend(body);
+            ]),
+        }
+        p.push(Here(Next(i)));
     }
-    prog.push(allow);
-    prog
+    p.push(allow);
+    p
+}
+
+fn ret_errno(errno: i32) -> Op<Label> {
+    Op::Ret(SECCOMP_RET_ERRNO | (errno as u32 & 0xffff))
+}
+
+/// The filter program for a policy that allows `allowed`.
+fn program(allowed: &[KernelFeature]) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    cbpf::assemble(&ops(allowed)).map_err(|e| match e {
+        cbpf::CbpfError::TooLong(n) => SeccompError::TooLong(n),
+    })
 }
 
 /// The gated syscalls `allowed` leaves refused.
@@ -117,7 +131,7 @@ pub fn refused(allowed: &[KernelFeature]) -> Vec<String> {
 /// Installs the filter on the calling thread (the helper is single
 /// threaded, and the filter is inherited across `execve` and `fork`).
 pub fn install(allowed: &[KernelFeature]) -> Result<FenceReport, SeccompError> {
-    load(&program(allowed))?;
+    load(&program(allowed)?)?;
     Ok(FenceReport {
         refused: refused(allowed),
         allowed: allowed.to_vec(),
@@ -155,9 +169,120 @@ mod tests {
 
     #[test]
     fn every_block_fits_a_jump_and_the_program_fits_the_kernel_limit() {
-        let prog = program(&[]);
+        let prog = program(&[]).unwrap();
         assert!(prog.len() < 4096);
         assert_eq!(prog.last().unwrap().k, SECCOMP_RET_ALLOW);
+    }
+
+    // The emitter before the shared assembler, kept for the equivalence
+    // check below.
+    // The classic BPF instructions the fence uses, from libc's <linux/filter.h>.
+    const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+    fn stmt(code: u16, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+
+    fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+
+    fn ret_errno(errno: i32) -> libc::sock_filter {
+        stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (errno as u32 & 0xffff))
+    }
+
+    /// The filter program for a policy that allows `allowed`.
+    fn old_program(allowed: &[KernelFeature]) -> Vec<libc::sock_filter> {
+        let mut prog = vec![
+            stmt(BPF_LD_W_ABS, OFF_ARCH),
+            jump(BPF_JEQ_K, arch::NATIVE, 1, 0),
+            ret_errno(libc::ENOSYS),
+            stmt(BPF_LD_W_ABS, OFF_NR),
+        ];
+        if let Some(bit) = arch::X32_BIT {
+            prog.extend([jump(BPF_JGE_K, bit, 0, 1), ret_errno(libc::ENOSYS)]);
+        }
+        let allow = stmt(BPF_RET_K, SECCOMP_RET_ALLOW);
+        for g in GATES {
+            if g.feature.is_some_and(|f| allowed.contains(&f)) {
+                continue;
+            }
+            // Each block ends in a return, so the accumulator only has to hold
+            // the syscall number when a block is skipped.
+            let body: Vec<libc::sock_filter> = match g.check {
+                Check::Always => vec![ret_errno(g.errno)],
+                Check::ArgHasAny { arg, bits } => vec![
+                    stmt(BPF_LD_W_ABS, off_arg(u32::from(arg))),
+                    jump(BPF_JSET_K, bits, 0, 1),
+                    ret_errno(g.errno),
+                    allow,
+                ],
+                Check::MemfdNoExec => vec![
+                    stmt(BPF_LD_W_ABS, off_arg(1)),
+                    jump(BPF_JSET_K, MFD_EXEC, 2, 0),
+                    jump(BPF_JSET_K, MFD_NOEXEC_SEAL, 0, 1),
+                    allow,
+                    ret_errno(g.errno),
+                ],
+            };
+            prog.push(jump(BPF_JEQ_K, g.nr as u32, 0, body.len() as u8));
+            prog.extend(body);
+        }
+        prog.push(allow);
+        prog
+    }
+
+    /// The feature sets the equivalence check builds both filters for:
+    /// none, each alone, all.
+    fn feature_sets() -> Vec<Vec<KernelFeature>> {
+        let mut all: Vec<_> = GATES.iter().filter_map(|g| g.feature).collect();
+        all.dedup();
+        let mut sets = vec![Vec::new(), all.clone()];
+        sets.extend(all.into_iter().map(|f| vec![f]));
+        sets
+    }
+
+    #[test]
+    fn the_assembled_filter_equals_the_hand_emitted_one() {
+        let probes = [
+            [0, 0, 0],
+            [0x1000_0000, 0, 0],
+            [libc::CLONE_FILES as u32, MFD_NOEXEC_SEAL, 0],
+            [0x80, MFD_EXEC, 0],
+            [u32::MAX, MFD_EXEC | MFD_NOEXEC_SEAL, u32::MAX],
+        ];
+        let mut arches = vec![arch::NATIVE, 0x1234];
+        arches.extend(arch::COMPAT.map(|c| c.0));
+        let key = |p: &[libc::sock_filter]| -> Vec<_> {
+            p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+        };
+        for allowed in feature_sets() {
+            let old = old_program(&allowed);
+            let new = program(&allowed).unwrap();
+            assert_eq!(key(&old), key(&new), "{allowed:?}");
+            for &a in &arches {
+                for nr in 0..=470u32 {
+                    for nr in [nr, nr | arch::X32_BIT.unwrap_or(0)] {
+                        for args in probes {
+                            assert_eq!(
+                                cbpf::run(&old, a, nr, args),
+                                cbpf::run(&new, a, nr, args),
+                                "{allowed:?} arch {a:#x} nr {nr} {args:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -175,7 +300,7 @@ mod tests {
     fn in_filtered_child(allowed: &[KernelFeature], probe: fn() -> i32) -> i32 {
         // Built before the fork: the child of a threaded process must not
         // allocate.
-        let prog = program(allowed);
+        let prog = program(allowed).unwrap();
         // SAFETY: the child only makes raw syscalls and exits; it touches
         // no lock the parent's other threads may hold.
         match unsafe { libc::fork() } {
