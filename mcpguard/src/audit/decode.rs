@@ -300,21 +300,39 @@ pub fn decode(
     })
 }
 
-/// Marker for the kernel-written types: `#[repr(C)]`, integer fields and
-/// arrays of integers only, so every bit pattern is a valid value.
-trait Plain: Copy {}
-impl Plain for EventHeader {}
-impl<T: Plain> Plain for Record<T> {}
-impl Plain for ExecEvent {}
-impl Plain for ForkEvent {}
-impl Plain for ExitEvent {}
-impl Plain for OpenEvent {}
-impl Plain for ConnectEvent {}
-impl Plain for UnixConnectEvent {}
-impl Plain for SocketEvent {}
-impl Plain for SyscallEvent {}
-impl Plain for IoUringEvent {}
-impl Plain for PathPairEvent {}
+/// Marker for the kernel-written types [`read_checked`] copies out of raw
+/// bytes.
+///
+/// # Safety
+///
+/// Implement it only for `#[repr(C)]` types whose fields are integers and
+/// arrays of integers (or other `Plain` types), so every bit pattern is a
+/// valid value.
+unsafe trait Plain: Copy {}
+// SAFETY: `Record` is `#[repr(C)]`, a `Plain` header and a `Plain` payload.
+unsafe impl<T: Plain> Plain for Record<T> {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for EventHeader {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ExecEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ForkEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ExitEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for OpenEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ConnectEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for UnixConnectEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for SocketEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for SyscallEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for IoUringEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for PathPairEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.
