@@ -23,6 +23,7 @@ use mcpguard_common::{
 };
 
 use super::{errno_of, AuditRecord, Body, Origin, PathCall, PathPair, SCHEMA_VERSION};
+use crate::kernel::sockets::inet_protocol_name;
 
 /// Why a sample could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -232,7 +233,7 @@ pub fn decode(
                     5 => "seqpacket".into(),
                     t => t.to_string(),
                 },
-                protocol: protocol_name(ev.protocol),
+                protocol: inet_protocol_name(ev.protocol),
                 verdict: verdict.into(),
             }
         }
@@ -693,17 +694,6 @@ pub fn open_flag_names(flags: u32) -> Vec<String> {
     names
 }
 
-/// `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
-pub(crate) fn protocol_name(protocol: u32) -> String {
-    match protocol as i32 {
-        libc::IPPROTO_TCP => "tcp".to_string(),
-        libc::IPPROTO_UDP => "udp".to_string(),
-        libc::IPPROTO_ICMP => "icmp".to_string(),
-        libc::IPPROTO_ICMPV6 => "icmpv6".to_string(),
-        _ => protocol.to_string(),
-    }
-}
-
 fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
     let bad = |field, value: u32| DecodeError::BadField {
         name: "connect",
@@ -729,7 +719,7 @@ fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
         VERDICT_WOULD_DENY => "would_deny",
         other => return Err(bad("verdict", other)),
     };
-    let protocol = protocol_name(ev.protocol);
+    let protocol = inet_protocol_name(ev.protocol);
     let v6 = Ipv6Addr::from(ev.addr);
     let addr = match v6.to_ipv4_mapped() {
         Some(v4) => v4.to_string(),

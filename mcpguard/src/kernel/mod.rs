@@ -3,4 +3,6 @@
 //! audit) read, depending on none of them.
 
 pub mod cbpf;
+pub mod errno;
+pub mod sockets;
 pub mod syscalls;
