@@ -1,6 +1,6 @@
 //! The classic BPF assembler both seccomp filters emit through: ops with
 //! symbolic labels, forward jumps resolved and range-checked (a cBPF jump
-//! offset is one byte). Tests run the result with [`run`], an interpreter
+//! offset is one byte). Tests run the result with `run`, an interpreter
 //! of the same instruction subset.
 
 use thiserror::Error;
