@@ -23,6 +23,7 @@ use mcpguard_common::{
 };
 
 use super::{errno_of, AuditRecord, Body, Origin, PathCall, PathPair, SCHEMA_VERSION};
+use crate::kernel::sockets::inet_protocol_name;
 
 /// Why a sample could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -232,7 +233,7 @@ pub fn decode(
                     5 => "seqpacket".into(),
                     t => t.to_string(),
                 },
-                protocol: protocol_name(ev.protocol),
+                protocol: inet_protocol_name(ev.protocol),
                 verdict: verdict.into(),
             }
         }
@@ -246,7 +247,7 @@ pub fn decode(
         kind::SYSCALL => {
             let ev =
                 read_checked::<Record<SyscallEvent>>(sample, "syscall", Some(header.len))?.payload;
-            let name = crate::launch::seccomp::name_of(ev.nr).ok_or(DecodeError::BadField {
+            let name = crate::kernel::syscalls::name_of(ev.nr).ok_or(DecodeError::BadField {
                 name: "syscall",
                 field: "nr",
                 value: u64::from(ev.nr),
@@ -300,21 +301,39 @@ pub fn decode(
     })
 }
 
-/// Marker for the kernel-written types: `#[repr(C)]`, integer fields and
-/// arrays of integers only, so every bit pattern is a valid value.
-trait Plain: Copy {}
-impl Plain for EventHeader {}
-impl<T: Plain> Plain for Record<T> {}
-impl Plain for ExecEvent {}
-impl Plain for ForkEvent {}
-impl Plain for ExitEvent {}
-impl Plain for OpenEvent {}
-impl Plain for ConnectEvent {}
-impl Plain for UnixConnectEvent {}
-impl Plain for SocketEvent {}
-impl Plain for SyscallEvent {}
-impl Plain for IoUringEvent {}
-impl Plain for PathPairEvent {}
+/// Marker for the kernel-written types [`read_checked`] copies out of raw
+/// bytes.
+///
+/// # Safety
+///
+/// Implement it only for `#[repr(C)]` types whose fields are integers and
+/// arrays of integers (or other `Plain` types), so every bit pattern is a
+/// valid value.
+unsafe trait Plain: Copy {}
+// SAFETY: `Record` is `#[repr(C)]`, a `Plain` header and a `Plain` payload.
+unsafe impl<T: Plain> Plain for Record<T> {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for EventHeader {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ExecEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ForkEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ExitEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for OpenEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for ConnectEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for UnixConnectEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for SocketEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for SyscallEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for IoUringEvent {}
+// SAFETY: `#[repr(C)]` in mcpguard-common, integer fields only.
+unsafe impl Plain for PathPairEvent {}
 
 /// Copy a `T` out of the start of `sample` after checking that both the
 /// sample and (when given) the header's `len` cover all of it.
@@ -675,17 +694,6 @@ pub fn open_flag_names(flags: u32) -> Vec<String> {
     names
 }
 
-/// `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
-pub(crate) fn protocol_name(protocol: u32) -> String {
-    match protocol as i32 {
-        libc::IPPROTO_TCP => "tcp".to_string(),
-        libc::IPPROTO_UDP => "udp".to_string(),
-        libc::IPPROTO_ICMP => "icmp".to_string(),
-        libc::IPPROTO_ICMPV6 => "icmpv6".to_string(),
-        _ => protocol.to_string(),
-    }
-}
-
 fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
     let bad = |field, value: u32| DecodeError::BadField {
         name: "connect",
@@ -711,7 +719,7 @@ fn connect_body(ev: &ConnectEvent) -> Result<Body, DecodeError> {
         VERDICT_WOULD_DENY => "would_deny",
         other => return Err(bad("verdict", other)),
     };
-    let protocol = protocol_name(ev.protocol);
+    let protocol = inet_protocol_name(ev.protocol);
     let v6 = Ipv6Addr::from(ev.addr);
     let addr = match v6.to_ipv4_mapped() {
         Some(v4) => v4.to_string(),

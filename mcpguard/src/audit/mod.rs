@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use self::decode::{decode, BootClock, DecodeError};
+pub use crate::kernel::errno::errno_name;
 
 /// Value of every record's `v` key.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -590,36 +591,6 @@ pub fn format_ts(ts: SystemTime) -> String {
     let max = UNIX_EPOCH + Duration::new(MAX_FORMATTABLE_SECS, 999_999_999);
     let clamped = ts.clamp(UNIX_EPOCH, max);
     humantime::format_rfc3339_micros(clamped).to_string()
-}
-
-/// Symbolic name of a (positive) errno value, `E<n>` for the uncommon ones.
-pub fn errno_name(errno: i64) -> String {
-    const NAMES: &[(i32, &str)] = &[
-        (libc::EACCES, "EACCES"),
-        (libc::EPERM, "EPERM"),
-        (libc::ENOENT, "ENOENT"),
-        (libc::EEXIST, "EEXIST"),
-        (libc::ENOTDIR, "ENOTDIR"),
-        (libc::EISDIR, "EISDIR"),
-        (libc::ELOOP, "ELOOP"),
-        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
-        (libc::EINVAL, "EINVAL"),
-        (libc::EBADF, "EBADF"),
-        (libc::ECONNREFUSED, "ECONNREFUSED"),
-        (libc::ENETUNREACH, "ENETUNREACH"),
-        (libc::EAGAIN, "EAGAIN"),
-        (libc::EFAULT, "EFAULT"),
-        (libc::EXDEV, "EXDEV"),
-        (libc::EROFS, "EROFS"),
-        (libc::EBUSY, "EBUSY"),
-        (libc::ENOEXEC, "ENOEXEC"),
-        (libc::E2BIG, "E2BIG"),
-        (libc::EMFILE, "EMFILE"),
-    ];
-    NAMES
-        .iter()
-        .find(|(n, _)| i64::from(*n) == errno)
-        .map_or_else(|| format!("E{errno}"), |(_, name)| (*name).to_string())
 }
 
 /// `Some(name)` for a negative syscall result, `None` for success.

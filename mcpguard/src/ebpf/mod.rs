@@ -31,7 +31,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::{launch::seccomp::Audit, policy::NetEntry};
+use crate::{kernel::syscalls::Audit, policy::NetEntry};
 
 /// The compiled programs, embedded at build time by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpguard"));
@@ -749,7 +749,7 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
         .ok_or("map SYSCALL_AUDIT missing")?
         .try_into()
         .map_err(|e| format!("SYSCALL_AUDIT: {e}"))?;
-    let watched: Vec<_> = crate::launch::seccomp::audited().collect();
+    let watched: Vec<_> = crate::kernel::syscalls::audited().collect();
     for (name, nr, audit) in &watched {
         let mode = match audit {
             Audit::Failures => syscall_audit::FAILURES,

@@ -29,11 +29,14 @@ use std::{
 
 use thiserror::Error;
 
-use super::{
-    persist_fence,
-    seccomp::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED},
+use super::persist_fence;
+use crate::{
+    kernel::{
+        cbpf::{self, Op, Test},
+        syscalls::{arch, off_arg, OFF_ARCH, OFF_NR, SUPPORTED},
+    },
+    policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE},
 };
-use crate::policy::sockets::{SocketRules, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, NETLINK_ROUTE};
 
 #[derive(Debug, Error)]
 pub enum SocketFenceError {
@@ -70,45 +73,35 @@ enum Label {
     NameNotify,
 }
 
-enum Op {
-    Load(u32),
-    And(u32),
-    /// Jump to the label if the accumulator equals the value.
-    JumpIfEq(u32, Label),
-    /// Jump to the label if the accumulator has any of these bits.
-    JumpIfSet(u32, Label),
-    Ret(u32),
-    Here(Label),
-}
-
-fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
+fn program(rules: &SocketRules, persist: bool) -> Vec<Op<Label>> {
     use Label::*;
     use Op::*;
+    use Test::*;
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
     let nr_socket = libc::SYS_socket as u32;
-    let mut p = vec![Load(OFF_ARCH), JumpIfEq(arch::NATIVE, Native)];
+    let mut p = vec![Load(OFF_ARCH), If(Eq, arch::NATIVE, Native)];
     if let Some((compat, _, _)) = arch::COMPAT {
-        p.push(JumpIfEq(compat, Compat));
+        p.push(If(Eq, compat, Compat));
     }
     p.extend([
         Ret(NOTIFY),
         Here(Native),
         Load(OFF_NR),
-        JumpIfEq(nr_socket, Check),
+        If(Eq, nr_socket, Check),
     ]);
     if let Some(bit) = arch::X32_BIT {
-        p.push(JumpIfEq(nr_socket | bit, Check));
+        p.push(If(Eq, nr_socket | bit, Check));
     }
     if persist {
         p.extend(
             persist_fence::always()
                 .into_iter()
-                .map(|nr| JumpIfEq(nr, NameNotify)),
+                .map(|nr| If(Eq, nr, NameNotify)),
         );
         for (nr, arg) in persist_fence::creating_opens() {
             let at = if arg == 2 { OpenatFlags } else { OpenFlags };
-            p.push(JumpIfEq(nr, at));
+            p.push(If(Eq, nr, at));
         }
         p.push(Ret(ALLOW));
         for (_, arg) in persist_fence::creating_opens() {
@@ -116,7 +109,7 @@ fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
             p.extend([
                 Here(at),
                 Load(off_arg(arg)),
-                JumpIfSet(libc::O_CREAT as u32, NameNotify),
+                If(Set, libc::O_CREAT as u32, NameNotify),
                 Ret(ALLOW),
             ]);
         }
@@ -124,14 +117,14 @@ fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
     }
     p.push(Ret(ALLOW));
     if let Some((_, socket, socketcall)) = arch::COMPAT {
-        p.extend([Here(Compat), Load(OFF_NR), JumpIfEq(socket, Check)]);
+        p.extend([Here(Compat), Load(OFF_NR), If(Eq, socket, Check)]);
         if let Some(socketcall) = socketcall {
             p.extend([
-                JumpIfEq(socketcall, Socketcall),
+                If(Eq, socketcall, Socketcall),
                 Ret(ALLOW),
                 Here(Socketcall),
                 Load(off_arg(0)),
-                JumpIfEq(SYS_SOCKET, Notify),
+                If(Eq, SYS_SOCKET, Notify),
             ]);
         }
         p.push(Ret(ALLOW));
@@ -139,12 +132,12 @@ fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
     p.extend([
         Here(Check),
         Load(off_arg(0)),
-        JumpIfEq(AF_UNIX, Allow),
-        JumpIfEq(AF_INET, Inet),
-        JumpIfEq(AF_INET6, Inet),
-        JumpIfEq(AF_NETLINK, Netlink),
+        If(Eq, AF_UNIX, Allow),
+        If(Eq, AF_INET, Inet),
+        If(Eq, AF_INET6, Inet),
+        If(Eq, AF_NETLINK, Netlink),
     ]);
-    p.extend(rules.families.iter().map(|f| JumpIfEq(*f, Allow)));
+    p.extend(rules.families.iter().map(|f| If(Eq, *f, Allow)));
     p.extend([
         Ret(NOTIFY),
         Here(Inet),
@@ -152,15 +145,15 @@ fn program(rules: &SocketRules, persist: bool) -> Vec<Op> {
         And(SOCK_TYPE_MASK),
     ]);
     if !rules.families.contains(&AF_PACKET) {
-        p.push(JumpIfEq(SOCK_PACKET, Notify));
+        p.push(If(Eq, SOCK_PACKET, Notify));
     }
     if !rules.raw {
-        p.push(JumpIfEq(SOCK_RAW, Notify));
+        p.push(If(Eq, SOCK_RAW, Notify));
     }
     p.extend([Ret(ALLOW), Here(Netlink)]);
     if !rules.netlink_all {
-        p.extend([Load(off_arg(2)), JumpIfEq(NETLINK_ROUTE, Allow)]);
-        p.extend(rules.netlink.iter().map(|n| JumpIfEq(*n, Allow)));
+        p.extend([Load(off_arg(2)), If(Eq, NETLINK_ROUTE, Allow)]);
+        p.extend(rules.netlink.iter().map(|n| If(Eq, *n, Allow)));
         p.push(Ret(NOTIFY));
     }
     p.extend([
@@ -179,42 +172,9 @@ pub fn filter(
     rules: &SocketRules,
     persist: bool,
 ) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
-    let ops = program(rules, persist);
-    let mut at = Vec::new();
-    let mut pc = 0usize;
-    for op in &ops {
-        match op {
-            Op::Here(l) => at.push((*l, pc)),
-            _ => pc += 1,
-        }
-    }
-    let target = |l: Label| at.iter().find(|(x, _)| *x == l).map(|(_, pc)| *pc);
-    let ins = |code: u32, jt: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf: 0,
-        k,
-    };
-    let mut out = Vec::with_capacity(pc);
-    for op in &ops {
-        let here = out.len();
-        out.push(match op {
-            Op::Here(_) => continue,
-            Op::Load(off) => ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, *off),
-            Op::And(k) => ins(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, *k),
-            Op::Ret(k) => ins(libc::BPF_RET | libc::BPF_K, 0, *k),
-            Op::JumpIfEq(k, l) | Op::JumpIfSet(k, l) => {
-                let to = target(*l).expect("every jump target is placed");
-                let jt = u8::try_from(to - here - 1).map_err(|_| SocketFenceError::TooLong(pc))?;
-                let test = match op {
-                    Op::JumpIfSet(..) => libc::BPF_JSET,
-                    _ => libc::BPF_JEQ,
-                };
-                ins(libc::BPF_JMP | test | libc::BPF_K, jt, *k)
-            }
-        });
-    }
-    Ok(out)
+    cbpf::assemble(&program(rules, persist)).map_err(|e| match e {
+        cbpf::CbpfError::TooLong(n) => SocketFenceError::TooLong(n),
+    })
 }
 
 /// Installs the filter on the calling thread (which must have
@@ -428,41 +388,7 @@ impl Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs the program the way the kernel would on one syscall.
-    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32, args: [u32; 3]) -> u32 {
-        let mut data = [0u8; 64];
-        data[0..4].copy_from_slice(&nr.to_ne_bytes());
-        data[4..8].copy_from_slice(&arch.to_ne_bytes());
-        for (i, a) in args.iter().enumerate() {
-            let off = off_arg(i as u32) as usize;
-            data[off..off + 4].copy_from_slice(&a.to_ne_bytes());
-        }
-        let (mut acc, mut pc) = (0u32, 0usize);
-        loop {
-            let i = prog[pc];
-            pc += 1;
-            match u32::from(i.code) {
-                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
-                    let k = i.k as usize;
-                    acc = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap());
-                }
-                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= i.k,
-                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
-                    if acc == i.k {
-                        pc += usize::from(i.jt);
-                    }
-                }
-                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => {
-                    if acc & i.k != 0 {
-                        pc += usize::from(i.jt);
-                    }
-                }
-                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
-    }
+    use crate::kernel::cbpf::run;
 
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;

@@ -131,44 +131,7 @@ pub struct Kernel {
     pub allow: Vec<KernelFeature>,
 }
 
-/// `[kernel] allow` entries: interfaces refused by default because they
-/// slip past the other layers' view or widen the kernel's attack surface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KernelFeature {
-    /// `io_uring_*`: its opens and connects are still confined by Landlock
-    /// and the egress programs, but bypass the syscall tracepoints the
-    /// audit uses.
-    IoUring,
-    /// New namespaces (`unshare`, `clone` with `CLONE_NEW*`, `clone3`,
-    /// `setns`), unprivileged user namespaces included.
-    Namespaces,
-    /// Executable memfds (`memfd_create` without `MFD_NOEXEC_SEAL`), which
-    /// Landlock cannot stop from being executed.
-    MemfdExec,
-    /// `bpf()`.
-    Bpf,
-    /// `perf_event_open()`.
-    PerfEvent,
-    /// `userfaultfd()`, a common exploit primitive.
-    Userfaultfd,
-    /// The kernel keyrings (`add_key`, `request_key`, `keyctl`).
-    Keyring,
-}
-
-impl std::fmt::Display for KernelFeature {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::IoUring => "io_uring",
-            Self::Namespaces => "namespaces",
-            Self::MemfdExec => "memfd_exec",
-            Self::Bpf => "bpf",
-            Self::PerfEvent => "perf_event",
-            Self::Userfaultfd => "userfaultfd",
-            Self::Keyring => "keyring",
-        })
-    }
-}
+pub use crate::kernel::syscalls::KernelFeature;
 
 /// Who the server runs as, beyond the caller's uid and gid (`[identity]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

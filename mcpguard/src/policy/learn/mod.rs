@@ -347,7 +347,7 @@ impl Observations {
                 }
             }
             Body::Syscall { name, result, .. } if *result >= 0 => {
-                if let Some(f) = crate::launch::seccomp::feature_of(name) {
+                if let Some(f) = crate::kernel::syscalls::feature_of(name) {
                     self.kernel.insert(f);
                 }
             }

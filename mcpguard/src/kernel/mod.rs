@@ -1,0 +1,8 @@
+//! The kernel's ABI name tables and the classic BPF assembler the seccomp
+//! filters share: plain data the feature modules (policy, launch, eBPF,
+//! audit) read, depending on none of them.
+
+pub mod cbpf;
+pub mod errno;
+pub mod sockets;
+pub mod syscalls;
