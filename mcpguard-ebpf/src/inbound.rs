@@ -20,18 +20,17 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
     macros::{cgroup_skb, cgroup_sock_addr},
-    maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext},
 };
 use mcpguard_common::{
     event::{kind, net_op, ConnectEvent},
-    policy::{NetKey, CGROUP_BITS, FLAG_AUDIT_NET, FLAG_COMPLAIN},
+    policy::{FLAG_AUDIT_NET, FLAG_COMPLAIN},
 };
 
 use crate::{
     emit::{reserve_for, Task},
-    maps::{BIND_PORTS, INBOUND_NOTED, NET_ALLOW, SERVERS},
-    net::{ret, verdict, IPPROTO_UDP},
+    maps::{BIND_PORTS, INBOUND_NOTED, SERVERS},
+    net::{may_reach, ret, verdict, IPPROTO_UDP},
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -201,22 +200,6 @@ fn parse(ctx: &SkBuffContext) -> Option<Packet> {
         to_port: u16::from_be_bytes([ports[2], ports[3]]),
         tcp_flags,
     })
-}
-
-/// Whether the server may send to `addr`:`port` (so may hear back).
-#[inline(always)]
-fn may_reach(cgroup: u64, addr: [u8; 16], port: u16) -> bool {
-    let key = Key::new(
-        CGROUP_BITS + 128,
-        NetKey {
-            cgroup_be: cgroup.to_be_bytes(),
-            addr,
-        },
-    );
-    match NET_ALLOW.get(&key) {
-        Some(ports) => ports.allows(port),
-        None => false,
-    }
 }
 
 /// Whether `addr` is 127.0.0.1 (as `::ffff:127.0.0.1`) or `::1`.

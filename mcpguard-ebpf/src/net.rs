@@ -259,19 +259,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
         redirect_dns(ctx, op, dns_port, addr, protocol);
         return ALLOW;
     }
-    let allowed = known && {
-        let key = Key::new(
-            CGROUP_BITS + 128,
-            NetKey {
-                cgroup_be: cgroup.to_be_bytes(),
-                addr,
-            },
-        );
-        match NET_ALLOW.get(&key) {
-            Some(ports) => ports.allows(port),
-            None => false,
-        }
-    };
+    let allowed = known && may_reach(cgroup, addr, port);
     let audit_all = flags & FLAG_AUDIT_NET != 0;
     let complain = known && flags & FLAG_COMPLAIN != 0;
     if !allowed || audit_all {
@@ -292,4 +280,21 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
         }
     }
     ret(allowed || complain)
+}
+
+/// Whether the policy lets the server send to `addr`:`port` (inbound:
+/// so it may hear back).
+#[inline(always)]
+pub fn may_reach(cgroup: u64, addr: [u8; 16], port: u16) -> bool {
+    let key = Key::new(
+        CGROUP_BITS + 128,
+        NetKey {
+            cgroup_be: cgroup.to_be_bytes(),
+            addr,
+        },
+    );
+    match NET_ALLOW.get(&key) {
+        Some(ports) => ports.allows(port),
+        None => false,
+    }
 }

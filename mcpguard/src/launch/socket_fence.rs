@@ -320,18 +320,7 @@ impl Listener {
             error: result.err().map_or(0, |e| -e),
             flags: 0,
         };
-        // SAFETY: the ioctl reads one seccomp_notif_resp.
-        let ret = unsafe {
-            libc::ioctl(
-                self.0.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp as *const libc::seccomp_notif_resp,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.send(&resp)
     }
 
     /// Installs `fd` in the caller and completes the call with its number,
@@ -370,12 +359,16 @@ impl Listener {
                 0
             },
         };
+        self.send(&resp)
+    }
+
+    fn send(&self, resp: &libc::seccomp_notif_resp) -> io::Result<()> {
         // SAFETY: the ioctl reads one seccomp_notif_resp.
         let ret = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
                 libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp as *const libc::seccomp_notif_resp,
+                resp as *const libc::seccomp_notif_resp,
             )
         };
         if ret < 0 {
