@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod escape;
 mod fuzz;
+mod layers;
 mod setup;
 mod sh;
 
@@ -43,6 +44,9 @@ enum Command {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Check that mcpguard's modules import in one direction (no cycle at
+    /// any level of the module tree) and print the top-level layers.
+    Layers,
     /// Start a daemon, run a real MCP server under guard with a real MCP
     /// client and a hostile probe, and print the audit trail.
     Demo,
@@ -90,6 +94,7 @@ fn dispatch(command: Command) -> Result<()> {
             setup::run()?;
             test(filter.as_deref())
         }
+        Command::Layers => layers::run(&root()),
         Command::Demo => {
             setup::run()?;
             build(false)?;
@@ -139,6 +144,7 @@ fn test(filter: Option<&str>) -> Result<()> {
         )
         .current_dir(root()),
     )?;
+    layers::run(&root())?;
     sh::run(&mut sh::cargo(&[
         "clippy",
         "--workspace",
