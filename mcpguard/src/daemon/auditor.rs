@@ -166,7 +166,7 @@ struct Auditor {
     decode_errors: u64,
     decode_reported: u64,
     /// Counts of every record written, per running launch.
-    stats: super::status::Stats,
+    stats: super::stats::Stats,
 }
 
 impl Auditor {

@@ -2,17 +2,20 @@
 //! subtree, and serve launch requests on a Unix socket until SIGTERM.
 //! SIGHUP reopens the audit log (after rotation).
 
+pub mod admit;
 pub mod auditor;
 pub mod budget;
 pub mod lock;
 pub mod persist;
 pub mod persist_fence;
 pub mod proto;
+pub mod query;
 pub mod relay;
 pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod sockets;
+pub mod stats;
 pub mod status;
 
 use std::{
@@ -95,7 +98,7 @@ pub struct Config {
     /// Each server's record budget.
     pub budget: budget::BudgetConfig,
     /// How many servers a user may run and start at once.
-    pub launch_limits: status::LaunchLimits,
+    pub launch_limits: admit::LaunchLimits,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -125,8 +128,10 @@ pub struct Shared {
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).
     pub upstream_dns: Option<std::net::SocketAddr>,
-    /// Uptime, log path and query limits for `mcpguard status`/`audit`.
-    pub info: status::DaemonInfo,
+    /// Uptime and log path for `mcpguard status`/`audit`.
+    pub info: query::DaemonInfo,
+    /// The places each uid may hold: connections, queries, launches.
+    pub admission: admit::Admission,
     /// Every server's record budget.
     pub budgets: Arc<budget::Budgets>,
 }
@@ -350,7 +355,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,
-        info: status::DaemonInfo::new(started, cfg.audit_log.clone(), cfg.launch_limits),
+        info: query::DaemonInfo::new(started, cfg.audit_log.clone()),
+        admission: admit::Admission::new(cfg.launch_limits),
         budgets,
     });
     // Programs and links live as long as this value.
