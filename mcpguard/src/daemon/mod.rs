@@ -306,8 +306,12 @@ fn prepare_pins(cgroup_name: &str) -> Option<PathBuf> {
     }
 }
 
-/// Each eBPF layer the log reports at startup, and what it does.
-const LAYER_LOG: &[(&str, fn(&Layers) -> bool, &str)] = &[
+/// One eBPF layer the log reports at startup: its name, whether it is
+/// active, and what it does.
+type LayerLog = (&'static str, fn(&Layers) -> bool, &'static str);
+
+/// Each eBPF layer the log reports at startup.
+const LAYER_LOG: &[LayerLog] = &[
     (
         "ebpf_egress",
         |l| l.ebpf_egress,
