@@ -14,6 +14,7 @@ pub mod relay;
 pub mod secrets;
 pub mod service;
 pub mod session;
+pub mod shared;
 pub mod sockets;
 pub mod stats;
 pub mod status;
@@ -25,7 +26,7 @@ use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc::Sender,
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -35,10 +36,10 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use self::secrets::SecretStore;
+use self::{secrets::SecretStore, shared::Shared};
 use crate::{
     audit::{writer::AuditWriter, AuditRecord, Body},
-    ebpf::{self, Layers, PolicyMaps},
+    ebpf::{self, Layers},
     launch::{
         self,
         cgroup::{Cgroup, CgroupTree},
@@ -110,69 +111,6 @@ struct Probe {
     layers: Layers,
 }
 
-/// State every session shares.
-pub struct Shared {
-    pub tree: CgroupTree,
-    /// Where servers' `[limits]` are written.
-    pub limits: LimitTree,
-    pub layers: Layers,
-    policy_maps: Mutex<PolicyMaps>,
-    audit: Mutex<Sender<auditor::Msg>>,
-    next_launch: AtomicU64,
-    servers: Mutex<HashMap<u64, Arc<Cgroup>>>,
-    shutting_down: AtomicBool,
-    sessions: AtomicUsize,
-    /// In-flight MCP tool calls, for tying kernel records to them.
-    pub calls: Arc<CallTracker>,
-    pub secrets: SecretStore,
-    pub state_dir: PathBuf,
-    /// Upstream resolver for allowed names (none: they get SERVFAIL).
-    pub upstream_dns: Option<std::net::SocketAddr>,
-    /// Uptime and log path for `mcpguard status`/`audit`.
-    pub info: query::DaemonInfo,
-    /// The places each uid may hold: connections, queries, launches.
-    pub admission: admit::Admission,
-    /// Every server's record budget.
-    pub budgets: Arc<budget::Budgets>,
-}
-
-impl Shared {
-    pub fn policy_maps(&self) -> MutexGuard<'_, PolicyMaps> {
-        self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Hand a message to the audit thread; a record of a server over its
-    /// budget is counted there instead ([`budget`]).
-    pub fn audit(&self, msg: auditor::Msg) {
-        if let auditor::Msg::Record(rec) = &msg {
-            if !self.budgets.admit(budget::Source::of(&rec.body), rec) {
-                return;
-            }
-        }
-        let tx = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send(msg).is_err() {
-            error!("the audit thread is gone; a record was not written");
-        }
-    }
-    pub fn next_launch(&self) -> u64 {
-        self.next_launch.fetch_add(1, Ordering::Relaxed)
-    }
-    pub fn register_server(&self, launch: u64, cgroup: Arc<Cgroup>) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(launch, cgroup);
-    }
-    pub fn unregister_server(&self, launch: u64) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&launch);
-    }
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-}
-
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
@@ -217,7 +155,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,
-        info: query::DaemonInfo::new(started, cfg.audit_log.clone()),
+        info: shared::DaemonInfo::new(started, cfg.audit_log.clone()),
         admission: admit::Admission::new(cfg.launch_limits),
         budgets: audit.budgets.clone(),
     });

@@ -15,9 +15,8 @@
 use std::{
     io::{self, Write},
     os::{fd::AsRawFd, unix::net::UnixStream},
-    path::PathBuf,
     sync::{mpsc::sync_channel, Arc},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use nix::sys::socket::{recv, MsgFlags};
@@ -29,8 +28,8 @@ use super::{
     admit::{Peer, MAX_QUERIES, MAX_QUERIES_PER_UID},
     auditor::Msg,
     proto::{self, AuditQuery, ProtoError, Request, Response},
+    shared::Shared,
     status::{LayerStatus, StatusReport},
-    Shared,
 };
 use crate::audit::{format_ts, query};
 
@@ -70,27 +69,6 @@ pub enum QueryError {
     AuditThread,
     #[error("{0}")]
     Audit(#[from] query::QueryError),
-}
-
-/// What the daemon knows about itself for status, and where its log is.
-#[derive(Debug)]
-pub struct DaemonInfo {
-    started: Instant,
-    started_at: SystemTime,
-    audit_log: PathBuf,
-}
-
-impl DaemonInfo {
-    /// `started`: when the daemon began starting up.
-    pub fn new(started: Instant, audit_log: PathBuf) -> Self {
-        DaemonInfo {
-            started,
-            started_at: SystemTime::now()
-                .checked_sub(started.elapsed())
-                .unwrap_or_else(SystemTime::now),
-            audit_log,
-        }
-    }
 }
 
 /// Serve one query connection (its first byte carried no descriptors);

@@ -31,8 +31,8 @@ use super::{
     proto::{self, ProtoError, Request, Response},
     relay,
     relay::Piece,
+    shared::Shared,
     sockets::SocketFence,
-    Shared,
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
