@@ -13,9 +13,9 @@ use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilte
 use crate::{
     audit::writer::{Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, MIN_MAX_BYTES},
     daemon::{
+        admit::{LaunchLimits, DEFAULT_LAUNCHES_PER_USER, DEFAULT_SERVERS_PER_USER},
         budget::{BudgetConfig, DEFAULT_BURST, DEFAULT_RATE},
         service,
-        status::{LaunchLimits, DEFAULT_LAUNCHES_PER_USER, DEFAULT_SERVERS_PER_USER},
     },
 };
 

@@ -144,29 +144,47 @@ struct Auditor {
     maps: AuditMaps,
     writer: AuditWriter,
     clock: BootClock,
-    origins: HashMap<u64, Origin>,
-    /// Secrets of servers that have some, by cgroup: every record of that
-    /// server is redacted before it is written.
-    redactors: HashMap<u64, Arc<Redactor>>,
-    fences: HashMap<u64, Fence>,
-    /// Persistence watches, by cgroup.
-    persists: HashMap<u64, super::persist::Watch>,
-    /// Learning servers: what they did.
-    learners: HashMap<u64, Observations>,
+    /// What is kept for each server, by cgroup id.
+    servers: HashMap<u64, Server>,
     calls: Arc<CallTracker>,
     /// Per-server record budgets; kernel records are checked here.
     budgets: Arc<Budgets>,
-    /// Kernel loss counts already reported, per cgroup.
-    lost_seen: HashMap<u64, u64>,
-    /// Over-share (allow, deny) counts already reported, per cgroup.
-    shed_seen: HashMap<u64, (u64, u64)>,
-    /// Bytes read per cgroup, and whether the kernel has seen the latest.
-    consumed: HashMap<u64, (u64, bool)>,
-    limits: HashMap<u64, Arc<Mutex<LimitCounters>>>,
     decode_errors: u64,
     decode_reported: u64,
     /// Counts of every record written, per running launch.
-    stats: super::status::Stats,
+    stats: super::stats::Stats,
+}
+
+/// What the audit thread keeps for one server (one cgroup), from its
+/// first message or record until it is unregistered.
+#[derive(Default)]
+struct Server {
+    /// Who the server is, once registered: its records are attributed to it.
+    origin: Option<Origin>,
+    /// The server's secrets, if it has some: every record of the server is
+    /// redacted before it is written.
+    redactor: Option<Arc<Redactor>>,
+    /// What its mount namespace hides, once the helper has said.
+    fence: Option<Fence>,
+    /// Its persistence watch.
+    persist: Option<super::persist::Watch>,
+    /// What it did, while it learns.
+    learner: Option<Observations>,
+    /// Kernel loss count already reported.
+    lost_seen: u64,
+    /// Over-share (allow, deny) counts already reported.
+    shed_seen: (u64, u64),
+    /// Bytes read, and whether the kernel has seen the latest.
+    consumed: (u64, bool),
+    limits: Option<Arc<Mutex<LimitCounters>>>,
+}
+
+/// Work one turn of the loop leaves for after draining the ring buffer.
+#[derive(Default)]
+struct Turn {
+    unregister: Vec<(u64, String, Option<AuditRecord>)>,
+    harvest: Vec<(u64, Sender<Observations>)>,
+    stopping: bool,
 }
 
 impl Auditor {
@@ -181,16 +199,8 @@ impl Auditor {
             maps,
             writer,
             clock: BootClock::new(),
-            origins: HashMap::new(),
-            redactors: HashMap::new(),
-            fences: HashMap::new(),
-            persists: HashMap::new(),
-            learners: HashMap::new(),
+            servers: HashMap::new(),
             calls,
-            lost_seen: HashMap::new(),
-            shed_seen: HashMap::new(),
-            consumed: HashMap::new(),
-            limits: HashMap::new(),
             decode_errors: 0,
             decode_reported: 0,
             stats: Default::default(),
@@ -199,131 +209,42 @@ impl Auditor {
 
     fn run(mut self, rx: Receiver<Msg>) {
         let mut last_loss = Instant::now();
-        let mut stopping = false;
-        while !stopping {
-            let mut unregister = Vec::new();
-            let mut harvest: Vec<(u64, Sender<Observations>)> = Vec::new();
-            loop {
-                match rx.try_recv() {
-                    Ok(Msg::Record(rec)) => self.write(&rec),
-                    Ok(Msg::Register {
-                        cgroup_id,
-                        origin,
-                        redactor,
-                    }) => {
-                        self.stats.register(&origin);
-                        self.origins.insert(cgroup_id, origin);
-                        if let Some(r) = redactor {
-                            self.redactors.insert(cgroup_id, r);
-                        }
-                    }
-                    Ok(Msg::Learn { cgroup_id, cwd }) => {
-                        self.learners.insert(cgroup_id, Observations::new(cwd));
-                    }
-                    Ok(Msg::Persist {
-                        cgroup_id,
-                        cwd,
-                        allow,
-                    }) => {
-                        self.persists
-                            .insert(cgroup_id, super::persist::Watch::new(cwd, allow));
-                    }
-                    Ok(Msg::PersistHooks { cgroup_id, dirs }) => {
-                        if let Some(w) = self.persists.get_mut(&cgroup_id) {
-                            w.add_hooks(dirs);
-                        }
-                    }
-                    Ok(Msg::PersistExecutor { cgroup_id, pid }) => {
-                        if let Some(w) = self.persists.get_mut(&cgroup_id) {
-                            w.set_executor(pid);
-                        }
-                    }
-                    Ok(Msg::Harvest { cgroup_id, reply }) => harvest.push((cgroup_id, reply)),
-                    Ok(Msg::Fence {
-                        cgroup_id,
-                        hidden,
-                        kept,
-                        masked,
-                    }) => {
-                        self.fences.insert(
-                            cgroup_id,
-                            Fence {
-                                hidden,
-                                kept,
-                                masked,
-                            },
-                        );
-                    }
-                    Ok(Msg::Unregister {
-                        cgroup_id,
-                        launch,
-                        last,
-                    }) => unregister.push((cgroup_id, launch, last)),
-                    Ok(Msg::Stats(reply)) => {
-                        let _ = reply.try_send(self.stats.snapshot());
-                    }
-                    Ok(Msg::Sink(reply)) => {
-                        let _ = reply.try_send(self.writer.status());
-                    }
-                    Ok(Msg::Reopen) => self.writer.reopen(),
-                    Ok(Msg::Limits {
-                        cgroup_id,
-                        counters,
-                    }) => {
-                        self.limits.insert(cgroup_id, counters);
-                    }
-                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
-                        stopping = true;
-                        break;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                }
-            }
-            let mut more = self.drain();
+        loop {
+            let turn = self.receive(&rx);
             // A finished server's trail (and a harvest) must hold every
             // record it left in the ring buffer before its last record;
             // other servers still running may keep the buffer busy, so this
             // is bounded too.
-            let finishing = stopping || !unregister.is_empty() || !harvest.is_empty();
+            let finishing =
+                turn.stopping || !turn.unregister.is_empty() || !turn.harvest.is_empty();
+            let mut more = self.drain();
             let mut slices = 1;
             while more && finishing && slices < FINISH_SLICES {
                 more = self.drain();
                 slices += 1;
             }
-            if stopping || !unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
+            if turn.stopping || !turn.unregister.is_empty() || last_loss.elapsed() >= LOSS_EVERY {
                 self.report_losses();
                 self.writer.follow_path();
                 self.report_limits();
                 last_loss = Instant::now();
             }
-            for (cgroup_id, reply) in harvest {
-                let obs = self.learners.remove(&cgroup_id).unwrap_or_default();
+            for (cgroup_id, reply) in turn.harvest {
+                let obs = self
+                    .servers
+                    .get_mut(&cgroup_id)
+                    .and_then(|s| s.learner.take())
+                    .unwrap_or_default();
                 let _ = reply.send(obs);
             }
-            for (cgroup_id, launch, last) in unregister {
-                let held = self.budgets.forget(&launch);
-                self.report_held(held);
-                if let Some(last) = last {
-                    self.write(&last);
-                }
-                if let Some(origin) = self.origins.remove(&cgroup_id) {
-                    self.stats.forget(&origin.launch);
-                }
-                self.redactors.remove(&cgroup_id);
-                self.fences.remove(&cgroup_id);
-                self.persists.remove(&cgroup_id);
-                self.learners.remove(&cgroup_id);
-                self.calls.forget(cgroup_id);
-                self.lost_seen.remove(&cgroup_id);
-                let _ = self.maps.lost.remove(&cgroup_id);
-                self.shed_seen.remove(&cgroup_id);
-                self.consumed.remove(&cgroup_id);
-                let _ = self.maps.flow.remove(&cgroup_id);
-                let _ = self.maps.consumed.remove(&cgroup_id);
-                self.limits.remove(&cgroup_id);
+            for (cgroup_id, launch, last) in turn.unregister {
+                self.unregister(cgroup_id, &launch, last);
             }
             self.writer.flush();
-            if !stopping && !more {
+            if turn.stopping {
+                break;
+            }
+            if !more {
                 self.wait();
             }
         }
@@ -332,6 +253,122 @@ impl Auditor {
             lost = self.writer.lost_total(),
             "audit thread stopped"
         );
+    }
+
+    /// Take every message waiting; those that must wait for the ring
+    /// buffer to be drained go into the turn.
+    fn receive(&mut self, rx: &Receiver<Msg>) -> Turn {
+        let mut turn = Turn::default();
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    self.handle(msg, &mut turn);
+                    if turn.stopping {
+                        return turn;
+                    }
+                }
+                Err(TryRecvError::Disconnected) => {
+                    turn.stopping = true;
+                    return turn;
+                }
+                Err(TryRecvError::Empty) => return turn,
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg, turn: &mut Turn) {
+        match msg {
+            Msg::Record(rec) => self.write(&rec),
+            Msg::Register {
+                cgroup_id,
+                origin,
+                redactor,
+            } => {
+                self.stats.register(&origin);
+                let server = self.servers.entry(cgroup_id).or_default();
+                server.origin = Some(origin);
+                if redactor.is_some() {
+                    server.redactor = redactor;
+                }
+            }
+            Msg::Learn { cgroup_id, cwd } => {
+                self.server(cgroup_id).learner = Some(Observations::new(cwd));
+            }
+            Msg::Persist {
+                cgroup_id,
+                cwd,
+                allow,
+            } => {
+                self.server(cgroup_id).persist = Some(super::persist::Watch::new(cwd, allow));
+            }
+            Msg::PersistHooks { cgroup_id, dirs } => {
+                if let Some(w) = self.persist_watch(cgroup_id) {
+                    w.add_hooks(dirs);
+                }
+            }
+            Msg::PersistExecutor { cgroup_id, pid } => {
+                if let Some(w) = self.persist_watch(cgroup_id) {
+                    w.set_executor(pid);
+                }
+            }
+            Msg::Harvest { cgroup_id, reply } => turn.harvest.push((cgroup_id, reply)),
+            Msg::Fence {
+                cgroup_id,
+                hidden,
+                kept,
+                masked,
+            } => {
+                self.server(cgroup_id).fence = Some(Fence {
+                    hidden,
+                    kept,
+                    masked,
+                });
+            }
+            Msg::Unregister {
+                cgroup_id,
+                launch,
+                last,
+            } => turn.unregister.push((cgroup_id, launch, last)),
+            Msg::Stats(reply) => {
+                let _ = reply.try_send(self.stats.snapshot());
+            }
+            Msg::Sink(reply) => {
+                let _ = reply.try_send(self.writer.status());
+            }
+            Msg::Reopen => self.writer.reopen(),
+            Msg::Limits {
+                cgroup_id,
+                counters,
+            } => {
+                self.server(cgroup_id).limits = Some(counters);
+            }
+            Msg::Stop => turn.stopping = true,
+        }
+    }
+
+    fn server(&mut self, cgroup_id: u64) -> &mut Server {
+        self.servers.entry(cgroup_id).or_default()
+    }
+
+    fn persist_watch(&mut self, cgroup_id: u64) -> Option<&mut super::persist::Watch> {
+        self.servers.get_mut(&cgroup_id)?.persist.as_mut()
+    }
+
+    /// The server's cgroup is empty: write what its budget held back and
+    /// its last record, then forget everything kept for it.
+    fn unregister(&mut self, cgroup_id: u64, launch: &str, last: Option<AuditRecord>) {
+        let held = self.budgets.forget(launch);
+        self.report_held(held);
+        if let Some(last) = last {
+            self.write(&last);
+        }
+        if let Some(origin) = self.servers.remove(&cgroup_id).and_then(|s| s.origin) {
+            self.stats.forget(&origin.launch);
+        }
+        self.calls.forget(cgroup_id);
+        let _ = self.maps.lost.remove(&cgroup_id);
+        let _ = self.maps.flow.remove(&cgroup_id);
+        let _ = self.maps.consumed.remove(&cgroup_id);
     }
 
     /// Sleep until the ring buffer has data (wakeup) or a tick passes.
@@ -351,15 +388,10 @@ impl Auditor {
             maps,
             writer,
             clock,
-            origins,
-            redactors,
-            fences,
-            persists,
-            learners,
+            servers,
             calls,
             decode_errors,
             stats,
-            consumed,
             budgets,
             ..
         } = self;
@@ -367,43 +399,32 @@ impl Auditor {
         while let Some(item) = maps.events.next() {
             let header = decode::header_of(&item);
             if let Some((cgroup, _)) = header {
-                let c = consumed.entry(cgroup).or_insert((0, false));
+                let c = &mut servers.entry(cgroup).or_default().consumed;
                 c.0 += item.len() as u64;
                 c.1 = true;
             }
-            let decoded = decode::decode(&item, clock, |cg| origins.get(&cg).cloned());
+            let decoded = decode::decode(&item, clock, |cg| {
+                servers.get(&cg).and_then(|s| s.origin.clone())
+            });
             drop(item);
             match decoded {
                 // The persistence fence's executor works for the server's
                 // trapped calls; the fence records those calls itself.
                 Ok(rec)
                     if header.is_some_and(|(cg, _)| {
-                        persists.get(&cg).is_some_and(|w| w.is_executor(rec.pid))
+                        servers
+                            .get(&cg)
+                            .and_then(|s| s.persist.as_ref())
+                            .is_some_and(|w| w.is_executor(rec.pid))
                     }) => {}
-                Ok(mut rec) => {
-                    if let Some((cgroup, ts_ns)) = header {
-                        // The helper reports the fence only once the server
-                        // runs, and its first records can be decoded before
-                        // that report arrives: until then, the directories
-                        // every guarded server has hidden.
-                        let fence = fences.get(&cgroup).or_else(|| {
-                            (origins.contains_key(&cgroup) && !learners.contains_key(&cgroup))
-                                .then(Fence::standard)
-                        });
-                        if let Some(fence) = fence {
-                            mark_fenced(&mut rec, fence);
-                        }
-                        tag_calls(&mut rec, &calls.at(cgroup, ts_ns));
-                        if let Some(obs) = learners.get_mut(&cgroup) {
-                            obs.observe(&rec);
-                        }
-                        let secrets = redactors.get(&cgroup).map(|r| &**r);
-                        rec = redact(Cow::Owned(rec), secrets).into_owned();
-                    }
-                    // Built from the redacted record: it repeats its path.
-                    let persist = header
-                        .and_then(|(cgroup, _)| persists.get_mut(&cgroup))
-                        .and_then(|w| w.observe(&rec));
+                Ok(rec) => {
+                    let (rec, persist) = match header {
+                        Some((cgroup, ts_ns)) => servers
+                            .entry(cgroup)
+                            .or_default()
+                            .enrich(rec, &calls.at(cgroup, ts_ns)),
+                        None => (rec, None),
+                    };
                     for rec in std::iter::once(rec).chain(persist) {
                         if !budgets.admit(Source::Kernel, &rec) {
                             continue;
@@ -420,17 +441,33 @@ impl Auditor {
             // Checking the clock every record would cost more than it saves.
             n = n.wrapping_add(1);
             if n.is_multiple_of(1024) {
-                publish_consumed(&mut maps.consumed, consumed);
+                publish_consumed(&mut maps.consumed, servers);
                 if started.elapsed() >= DRAIN_SLICE {
                     return true;
                 }
             }
         }
-        publish_consumed(&mut maps.consumed, consumed);
+        publish_consumed(&mut maps.consumed, servers);
         false
     }
 
+    /// `loss` records for what was lost since the last report: kernel
+    /// drops, records held back for a server's share of the ring buffer or
+    /// its budget, and undecodable samples.
     fn report_losses(&mut self) {
+        self.report_ringbuf_losses();
+        self.report_shed();
+        let held = self.budgets.take_held();
+        self.report_held(held);
+        if self.decode_errors > self.decode_reported {
+            let lost = self.decode_errors - self.decode_reported;
+            self.decode_reported = self.decode_errors;
+            self.write_loss(lost, "decode".into(), None, None);
+        }
+    }
+
+    /// Records the kernel dropped with the ring buffer full, per server.
+    fn report_ringbuf_losses(&mut self) {
         let mut reports = Vec::new();
         for entry in self.maps.lost.iter() {
             let (cgroup_id, per_cpu) = match entry {
@@ -441,29 +478,21 @@ impl Auditor {
                 }
             };
             let count: u64 = per_cpu.iter().sum();
-            let seen = self.lost_seen.entry(cgroup_id).or_insert(0);
+            let seen = &mut self.servers.entry(cgroup_id).or_default().lost_seen;
             if count > *seen {
                 reports.push((cgroup_id, count - *seen));
                 *seen = count;
             }
         }
         for (cgroup_id, lost) in reports {
-            let total = self.writer.note_lost(lost);
-            let origin = self.origins.get(&cgroup_id).cloned();
-            let rec = AuditRecord::new(
-                Body::Loss {
-                    lost,
-                    total,
-                    source: "ringbuf".into(),
-                    first_ts: None,
-                    last_ts: None,
-                    denials: None,
-                },
-                origin.as_ref(),
-                SystemTime::now(),
-            );
-            self.write(&rec);
+            let origin = self.origin(cgroup_id).cloned();
+            self.write_loss(lost, "ringbuf".into(), None, origin);
         }
+    }
+
+    /// Records the kernel shed for servers over their share of the ring
+    /// buffer.
+    fn report_shed(&mut self) {
         let mut shed = Vec::new();
         for entry in self.maps.flow.iter() {
             let (cgroup_id, flow) = match entry {
@@ -474,7 +503,7 @@ impl Auditor {
                 }
             };
             let (allow, deny) = (flow.shed_allow, flow.shed_deny);
-            let seen = self.shed_seen.entry(cgroup_id).or_insert((0, 0));
+            let seen = &mut self.servers.entry(cgroup_id).or_default().shed_seen;
             if allow + deny > seen.0 + seen.1 {
                 shed.push((
                     cgroup_id,
@@ -485,73 +514,56 @@ impl Auditor {
             }
         }
         for (cgroup_id, allow, deny) in shed {
-            let total = self.writer.note_lost(allow + deny);
-            let origin = self.origins.get(&cgroup_id).cloned();
-            let rec = AuditRecord::new(
-                Body::Loss {
-                    lost: allow + deny,
-                    total,
-                    source: "rate".into(),
-                    first_ts: None,
-                    last_ts: None,
-                    denials: Some(deny),
-                },
-                origin.as_ref(),
-                SystemTime::now(),
-            );
-            self.write(&rec);
-        }
-        let held = self.budgets.take_held();
-        self.report_held(held);
-        if self.decode_errors > self.decode_reported {
-            let lost = self.decode_errors - self.decode_reported;
-            self.decode_reported = self.decode_errors;
-            let total = self.writer.note_lost(lost);
-            let rec = AuditRecord::new(
-                Body::Loss {
-                    lost,
-                    total,
-                    source: "decode".into(),
-                    first_ts: None,
-                    last_ts: None,
-                    denials: None,
-                },
-                None,
-                SystemTime::now(),
-            );
-            self.write(&rec);
+            let origin = self.origin(cgroup_id).cloned();
+            self.write_loss(allow + deny, "rate".into(), Some(deny), origin);
         }
     }
 
     /// `loss` records for what servers' budgets held back.
     fn report_held(&mut self, held: Vec<(Origin, Source, Held)>) {
         for (origin, source, held) in held {
-            let total = self.writer.note_lost(held.lost);
-            let rec = AuditRecord::new(
-                Body::Loss {
-                    lost: held.lost,
-                    total,
-                    source: format!("budget:{}", source.name()),
-                    first_ts: None,
-                    last_ts: None,
-                    denials: Some(held.denials),
-                },
-                Some(&origin),
-                SystemTime::now(),
-            );
-            self.write(&rec);
+            let source = format!("budget:{}", source.name());
+            self.write_loss(held.lost, source, Some(held.denials), Some(origin));
         }
+    }
+
+    /// One `loss` record, counted in the writer's total.
+    fn write_loss(
+        &mut self,
+        lost: u64,
+        source: String,
+        denials: Option<u64>,
+        origin: Option<Origin>,
+    ) {
+        let total = self.writer.note_lost(lost);
+        let rec = AuditRecord::new(
+            Body::Loss {
+                lost,
+                total,
+                source,
+                first_ts: None,
+                last_ts: None,
+                denials,
+            },
+            origin.as_ref(),
+            SystemTime::now(),
+        );
+        self.write(&rec);
     }
 
     /// `limit` records for every server's new limit hits.
     fn report_limits(&mut self) {
         let mut hits = Vec::new();
-        for (cgroup_id, counters) in &self.limits {
+        for (cgroup_id, counters) in self
+            .servers
+            .iter()
+            .filter_map(|(cg, s)| Some((cg, s.limits.as_ref()?)))
+        {
             let polled = counters.lock().unwrap_or_else(|p| p.into_inner()).poll();
             hits.extend(polled.into_iter().map(|h| (*cgroup_id, h)));
         }
         for (cgroup_id, hit) in hits {
-            let rec = limit_record(&hit, self.origins.get(&cgroup_id));
+            let rec = limit_record(&hit, self.origin(cgroup_id));
             self.write(&rec);
         }
     }
@@ -559,18 +571,61 @@ impl Auditor {
     /// Daemon-made records (launches, MCP events) pass the same redaction
     /// as kernel records.
     fn write(&mut self, rec: &AuditRecord) {
-        let cgroup = self
-            .origins
-            .iter()
-            .find(|(_, o)| Some(&o.launch) == rec.launch.as_ref())
-            .map(|(cg, _)| *cg);
-        if let Some(obs) = cgroup.and_then(|cg| self.learners.get_mut(&cg)) {
-            obs.observe(rec);
+        let Self {
+            servers,
+            stats,
+            writer,
+            ..
+        } = self;
+        let server = servers.values_mut().find(|s| {
+            s.origin
+                .as_ref()
+                .is_some_and(|o| Some(&o.launch) == rec.launch.as_ref())
+        });
+        let mut secrets = None;
+        if let Some(server) = server {
+            if let Some(obs) = &mut server.learner {
+                obs.observe(rec);
+            }
+            secrets = server.redactor.as_deref();
         }
-        let secrets = cgroup.and_then(|cg| self.redactors.get(&cg)).map(|r| &**r);
         let rec = redact(Cow::Borrowed(rec), secrets);
-        self.stats.record(&rec);
-        self.writer.write(&rec)
+        stats.record(&rec);
+        writer.write(&rec)
+    }
+
+    fn origin(&self, cgroup_id: u64) -> Option<&Origin> {
+        self.servers.get(&cgroup_id)?.origin.as_ref()
+    }
+}
+
+impl Server {
+    /// A kernel record of this server as it is written (marked if the
+    /// mount fence stopped it, tied to the MCP `calls` in flight, learned
+    /// from, redacted), and the `persist` record it makes, if any.
+    fn enrich(
+        &mut self,
+        mut rec: AuditRecord,
+        calls: &[(serde_json::Value, String)],
+    ) -> (AuditRecord, Option<AuditRecord>) {
+        // The helper reports the fence only once the server runs, and its
+        // first records can be decoded before that report arrives: until
+        // then, the directories every guarded server has hidden.
+        let fence = self
+            .fence
+            .as_ref()
+            .or_else(|| (self.origin.is_some() && self.learner.is_none()).then(Fence::standard));
+        if let Some(fence) = fence {
+            mark_fenced(&mut rec, fence);
+        }
+        tag_calls(&mut rec, calls);
+        if let Some(obs) = &mut self.learner {
+            obs.observe(&rec);
+        }
+        let rec = redact(Cow::Owned(rec), self.redactor.as_deref()).into_owned();
+        // Built from the redacted record: it repeats its path.
+        let persist = self.persist.as_mut().and_then(|w| w.observe(&rec));
+        (rec, persist)
     }
 }
 
@@ -578,13 +633,13 @@ impl Auditor {
 /// server is judged by what it holds in the ring buffer now.
 fn publish_consumed(
     map: &mut aya::maps::HashMap<aya::maps::MapData, u64, u64>,
-    consumed: &mut HashMap<u64, (u64, bool)>,
+    servers: &mut HashMap<u64, Server>,
 ) {
-    for (cgroup, (bytes, fresh)) in consumed.iter_mut().filter(|(_, (_, f))| *f) {
-        if let Err(error) = map.insert(cgroup, *bytes, 0) {
+    for (cgroup, server) in servers.iter_mut().filter(|(_, s)| s.consumed.1) {
+        if let Err(error) = map.insert(cgroup, server.consumed.0, 0) {
             warn!(cgroup, %error, "updating CONSUMED");
         }
-        *fresh = false;
+        server.consumed.1 = false;
     }
 }
 

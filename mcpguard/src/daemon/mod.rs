@@ -2,17 +2,21 @@
 //! subtree, and serve launch requests on a Unix socket until SIGTERM.
 //! SIGHUP reopens the audit log (after rotation).
 
+pub mod admit;
 pub mod auditor;
 pub mod budget;
 pub mod lock;
 pub mod persist;
 pub mod persist_fence;
 pub mod proto;
+pub mod query;
 pub mod relay;
 pub mod secrets;
 pub mod service;
 pub mod session;
+pub mod shared;
 pub mod sockets;
+pub mod stats;
 pub mod status;
 
 use std::{
@@ -22,7 +26,7 @@ use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc::Sender,
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -32,10 +36,10 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use self::secrets::SecretStore;
+use self::{secrets::SecretStore, shared::Shared};
 use crate::{
     audit::{writer::AuditWriter, AuditRecord, Body},
-    ebpf::{self, Layers, PolicyMaps},
+    ebpf::{self, Layers},
     launch::{
         self,
         cgroup::{Cgroup, CgroupTree},
@@ -95,7 +99,7 @@ pub struct Config {
     /// Each server's record budget.
     pub budget: budget::BudgetConfig,
     /// How many servers a user may run and start at once.
-    pub launch_limits: status::LaunchLimits,
+    pub launch_limits: admit::LaunchLimits,
 }
 
 /// What the startup probe found, written in the daemon's start record.
@@ -105,67 +109,6 @@ struct Probe {
     landlock_abi: Option<u32>,
     #[serde(flatten)]
     layers: Layers,
-}
-
-/// State every session shares.
-pub struct Shared {
-    pub tree: CgroupTree,
-    /// Where servers' `[limits]` are written.
-    pub limits: LimitTree,
-    pub layers: Layers,
-    policy_maps: Mutex<PolicyMaps>,
-    audit: Mutex<Sender<auditor::Msg>>,
-    next_launch: AtomicU64,
-    servers: Mutex<HashMap<u64, Arc<Cgroup>>>,
-    shutting_down: AtomicBool,
-    sessions: AtomicUsize,
-    /// In-flight MCP tool calls, for tying kernel records to them.
-    pub calls: Arc<CallTracker>,
-    pub secrets: SecretStore,
-    pub state_dir: PathBuf,
-    /// Upstream resolver for allowed names (none: they get SERVFAIL).
-    pub upstream_dns: Option<std::net::SocketAddr>,
-    /// Uptime, log path and query limits for `mcpguard status`/`audit`.
-    pub info: status::DaemonInfo,
-    /// Every server's record budget.
-    pub budgets: Arc<budget::Budgets>,
-}
-
-impl Shared {
-    pub fn policy_maps(&self) -> MutexGuard<'_, PolicyMaps> {
-        self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Hand a message to the audit thread; a record of a server over its
-    /// budget is counted there instead ([`budget`]).
-    pub fn audit(&self, msg: auditor::Msg) {
-        if let auditor::Msg::Record(rec) = &msg {
-            if !self.budgets.admit(budget::Source::of(&rec.body), rec) {
-                return;
-            }
-        }
-        let tx = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send(msg).is_err() {
-            error!("the audit thread is gone; a record was not written");
-        }
-    }
-    pub fn next_launch(&self) -> u64 {
-        self.next_launch.fetch_add(1, Ordering::Relaxed)
-    }
-    pub fn register_server(&self, launch: u64, cgroup: Arc<Cgroup>) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(launch, cgroup);
-    }
-    pub fn unregister_server(&self, launch: u64) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&launch);
-    }
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
 }
 
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
@@ -180,7 +123,74 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mount = launch::cgroup::cgroup2_mount()?;
     info!(layer = "cgroup2", path = %mount.display(), "cgroup v2 hierarchy found");
     let notifier = service::notifier();
-    let delegated = service::delegated_cgroup(&mount);
+    let (tree, limits) = own_cgroups(&mount, &cfg.cgroup_name)?;
+    let landlock_abi = probe_landlock();
+    // After reap_stale: the previous daemon's servers are gone, so its
+    // pinned links can go too.
+    let pins = prepare_pins(&cfg.cgroup_name);
+    let loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
+    log_layers(&loaded.layers);
+    let upstream_dns = upstream_dns(cfg.upstream_dns);
+
+    let probe = Probe {
+        cgroup2: mount.display().to_string(),
+        landlock_abi,
+        layers: loaded.layers.clone(),
+    };
+    let audit = Audit::start(&cfg, loaded.audit, &probe)?;
+    let shared = Arc::new(Shared {
+        tree,
+        limits,
+        layers: loaded.layers,
+        policy_maps: Mutex::new(loaded.policy),
+        audit: Mutex::new(audit.tx.clone()),
+        next_launch: AtomicU64::new(1),
+        servers: Mutex::new(HashMap::new()),
+        shutting_down: AtomicBool::new(false),
+        sessions: AtomicUsize::new(0),
+        calls: audit.calls.clone(),
+        secrets: SecretStore {
+            dir: cfg.secrets_dir.clone(),
+            credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        },
+        state_dir: cfg.state_dir.clone(),
+        upstream_dns,
+        info: shared::DaemonInfo::new(started, cfg.audit_log.clone()),
+        admission: admit::Admission::new(cfg.launch_limits),
+        budgets: audit.budgets.clone(),
+    });
+    // Programs and links live as long as this value.
+    let _programs = loaded.ebpf;
+
+    // Handlers before READY=1: a SIGTERM right after it must shut down
+    // cleanly, not kill the daemon.
+    let mut signals = Signals::install()?;
+    let listener = bind(&cfg.socket)?;
+    info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
+    service::ready(notifier.as_ref(), &cfg.socket, &shared.layers);
+    serve(&shared, &listener, &mut signals, &cfg.audit_log).await;
+
+    service::stopping(notifier.as_ref());
+    shutdown(&shared, &cfg.socket).await;
+    // Servers are gone: enforcement need not outlive this daemon.
+    if let Some(dir) = &pins {
+        if let Err(error) = ebpf::pins::remove_all(dir).and_then(|_| std::fs::remove_dir(dir)) {
+            warn!(dir = %dir.display(), %error, "cannot remove pinned links");
+        }
+    }
+    audit.stop().await;
+    info!(
+        uptime_s = started.elapsed().as_secs(),
+        "mcpguard daemon stopped"
+    );
+    Ok(())
+}
+
+/// Create the daemon's cgroup subtree (below the one systemd delegated,
+/// if it did), remove what a previous daemon left in it, and set up the
+/// tree servers' `[limits]` are written to.
+fn own_cgroups(mount: &Path, name: &str) -> Result<(CgroupTree, LimitTree), DaemonError> {
+    let delegated = service::delegated_cgroup(mount);
     if let Some(parent) = &delegated {
         info!(
             layer = "cgroup2",
@@ -188,13 +198,17 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         );
     }
     let parent = delegated.as_deref().unwrap_or("");
-    let tree = CgroupTree::create_in(&mount, parent, &cfg.cgroup_name)?;
+    let tree = CgroupTree::create_in(mount, parent, name)?;
     let reaped = tree.reap_stale()?;
     if reaped > 0 {
         warn!(count = reaped, "removed cgroups left by a previous daemon");
     }
-    let limits = LimitTree::setup(&mount, &tree, &cfg.cgroup_name);
+    let limits = LimitTree::setup(mount, &tree, name);
+    Ok((tree, limits))
+}
 
+/// The Landlock ABI, logged with what it offers.
+fn probe_landlock() -> Option<u32> {
     let landlock_abi = launch::probe_landlock_abi();
     match landlock_abi {
         Some(abi) => info!(
@@ -215,90 +229,94 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             "Landlock unavailable: launches will be refused (policies need filesystem rules)"
         ),
     }
-    // After reap_stale: the previous daemon's servers are gone, so its
-    // pinned links can go too.
-    let pins = match ebpf::pins::prepare(&cfg.cgroup_name) {
+    landlock_abi
+}
+
+/// The bpffs directory enforcement links are pinned in, emptied of a
+/// previous daemon's; `None` (logged) when there is none.
+fn prepare_pins(cgroup_name: &str) -> Option<PathBuf> {
+    match ebpf::pins::prepare(cgroup_name) {
         Ok(dir) => Some(dir),
         Err(error) => {
             warn!(layer = "bpffs", %error, "MISSING: pinned enforcement (egress stops if the daemon dies; servers are killed instead)");
             None
         }
-    };
+    }
+}
 
-    let loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
-    let layers = loaded.layers.clone();
+/// One eBPF layer the log reports at startup: its name, whether it is
+/// active, and what it does.
+type LayerLog = (&'static str, fn(&Layers) -> bool, &'static str);
+
+/// Each eBPF layer the log reports at startup.
+const LAYER_LOG: &[LayerLog] = &[
+    (
+        "ebpf_egress",
+        |l| l.ebpf_egress,
+        "cgroup connect4/6 + sendmsg4/6 verdicts",
+    ),
+    (
+        "ebpf_inbound",
+        |l| l.ebpf_inbound,
+        "cgroup bind4/6 + cgroup_skb ingress: binds and inbound packets only on [network] bind ports",
+    ),
+    (
+        "socket_fence",
+        |l| l.socket_fence,
+        "cgroup sock_create: raw and ICMP sockets only where named (other families: seccomp, per launch)",
+    ),
+    (
+        "pinned_enforcement",
+        |l| l.pinned_enforcement,
+        "egress, inbound and socket-fence links pinned in bpffs: they outlive the daemon",
+    ),
+    ("audit_proc", |l| l.audit_proc, "exec/fork/exit records"),
+    (
+        "audit_open",
+        |l| l.audit_open,
+        "file open records (syscall tracepoints)",
+    ),
+    (
+        "audit_link",
+        |l| l.audit_link,
+        "link, symlink and rename records (syscall tracepoints)",
+    ),
+    (
+        "audit_unix",
+        |l| l.audit_unix,
+        "Unix-socket connect records (syscall tracepoints)",
+    ),
+    (
+        "audit_io_uring",
+        |l| l.audit_io_uring,
+        "records of io_uring requests (for servers allowed io_uring)",
+    ),
+    (
+        "audit_syscalls",
+        |l| l.audit_syscalls,
+        "records of fenced and cross-process syscalls (syscall exit tracepoints)",
+    ),
+    (
+        "audit_attrs",
+        |l| l.audit_attrs,
+        "records of refused chmod/chown/utimes/xattr/truncate/mknod calls (syscall tracepoints)",
+    ),
+];
+
+fn log_layers(layers: &Layers) {
     info!(
         layer = "tracefs",
         "tracefs available, tracepoint formats read"
     );
-    log_layer(
-        "ebpf_egress",
-        layers.ebpf_egress,
-        "cgroup connect4/6 + sendmsg4/6 verdicts",
-        &layers,
-    );
-    log_layer(
-        "ebpf_inbound",
-        layers.ebpf_inbound,
-        "cgroup bind4/6 + cgroup_skb ingress: binds and inbound packets only on [network] bind ports",
-        &layers,
-    );
-    log_layer(
-        "socket_fence",
-        layers.socket_fence,
-        "cgroup sock_create: raw and ICMP sockets only where named (other families: seccomp, per launch)",
-        &layers,
-    );
-    log_layer(
-        "pinned_enforcement",
-        layers.pinned_enforcement,
-        "egress, inbound and socket-fence links pinned in bpffs: they outlive the daemon",
-        &layers,
-    );
-    log_layer(
-        "audit_proc",
-        layers.audit_proc,
-        "exec/fork/exit records",
-        &layers,
-    );
-    log_layer(
-        "audit_open",
-        layers.audit_open,
-        "file open records (syscall tracepoints)",
-        &layers,
-    );
-    log_layer(
-        "audit_link",
-        layers.audit_link,
-        "link, symlink and rename records (syscall tracepoints)",
-        &layers,
-    );
-    log_layer(
-        "audit_unix",
-        layers.audit_unix,
-        "Unix-socket connect records (syscall tracepoints)",
-        &layers,
-    );
-    log_layer(
-        "audit_io_uring",
-        layers.audit_io_uring,
-        "records of io_uring requests (for servers allowed io_uring)",
-        &layers,
-    );
-    log_layer(
-        "audit_syscalls",
-        layers.audit_syscalls,
-        "records of fenced and cross-process syscalls (syscall exit tracepoints)",
-        &layers,
-    );
-    log_layer(
-        "audit_attrs",
-        layers.audit_attrs,
-        "records of refused chmod/chown/utimes/xattr/truncate/mknod calls (syscall tracepoints)",
-        &layers,
-    );
+    for (layer, active, what) in LAYER_LOG {
+        log_layer(layer, active(layers), what, layers);
+    }
+}
 
-    let upstream_dns = cfg.upstream_dns.or_else(|| {
+/// Where servers' allowed DNS queries go: `configured`, or the first
+/// nameserver of /etc/resolv.conf.
+fn upstream_dns(configured: Option<std::net::SocketAddr>) -> Option<std::net::SocketAddr> {
+    let upstream_dns = configured.or_else(|| {
         std::fs::read_to_string("/etc/resolv.conf")
             .ok()
             .and_then(|t| crate::dns::upstream_from_resolv_conf(&t))
@@ -312,113 +330,124 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             "no upstream resolver (--upstream-dns, /etc/resolv.conf): allowed names get SERVFAIL"
         ),
     }
+    upstream_dns
+}
 
-    let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
-    let calls = Arc::new(CallTracker::default());
-    let budgets = Arc::new(budget::Budgets::new(cfg.budget));
-    let (audit_tx, audit_thread) =
-        auditor::spawn(loaded.audit, writer, calls.clone(), budgets.clone())?;
-    let probe = Probe {
-        cgroup2: mount.display().to_string(),
-        landlock_abi,
-        layers: layers.clone(),
-    };
-    let probe_json = serde_json::to_value(&probe).unwrap_or_default();
-    let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
-        Body::Daemon {
-            event: "start".into(),
-            layers: probe_json.clone(),
-        },
-        None,
-        SystemTime::now(),
-    )));
+/// The audit thread, from the daemon's start record to its stop record.
+struct Audit {
+    tx: Sender<auditor::Msg>,
+    thread: std::thread::JoinHandle<()>,
+    calls: Arc<CallTracker>,
+    budgets: Arc<budget::Budgets>,
+    /// What the startup probe found, repeated in the stop record.
+    probe: serde_json::Value,
+}
 
-    let shared = Arc::new(Shared {
-        tree,
-        limits,
-        layers,
-        policy_maps: Mutex::new(loaded.policy),
-        audit: Mutex::new(audit_tx.clone()),
-        next_launch: AtomicU64::new(1),
-        servers: Mutex::new(HashMap::new()),
-        shutting_down: AtomicBool::new(false),
-        sessions: AtomicUsize::new(0),
-        calls,
-        secrets: SecretStore {
-            dir: cfg.secrets_dir.clone(),
-            credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
-        },
-        state_dir: cfg.state_dir.clone(),
-        upstream_dns,
-        info: status::DaemonInfo::new(started, cfg.audit_log.clone(), cfg.launch_limits),
-        budgets,
-    });
-    // Programs and links live as long as this value.
-    let _programs = loaded.ebpf;
+impl Audit {
+    /// Open the log, start the thread and write the start record.
+    fn start(cfg: &Config, maps: ebpf::AuditMaps, probe: &Probe) -> Result<Audit, DaemonError> {
+        let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
+        let calls = Arc::new(CallTracker::default());
+        let budgets = Arc::new(budget::Budgets::new(cfg.budget));
+        let (tx, thread) = auditor::spawn(maps, writer, calls.clone(), budgets.clone())?;
+        let audit = Audit {
+            tx,
+            thread,
+            calls,
+            budgets,
+            probe: serde_json::to_value(probe).unwrap_or_default(),
+        };
+        audit.daemon_record("start");
+        Ok(audit)
+    }
 
-    // Handlers before READY=1: a SIGTERM right after it must shut down
-    // cleanly, not kill the daemon.
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let listener = bind(&cfg.socket)?;
-    info!(socket = %cfg.socket.display(), audit_log = %cfg.audit_log.display(), "mcpguard daemon ready");
-    service::ready(notifier.as_ref(), &cfg.socket, &shared.layers);
+    fn daemon_record(&self, event: &str) {
+        let _ = self.tx.send(auditor::Msg::Record(AuditRecord::new(
+            Body::Daemon {
+                event: event.into(),
+                layers: self.probe.clone(),
+            },
+            None,
+            SystemTime::now(),
+        )));
+    }
 
+    /// Write the stop record, then let the thread drain, flush and end.
+    async fn stop(self) {
+        self.daemon_record("stop");
+        let _ = self.tx.send(auditor::Msg::Stop);
+        drop(self.tx);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// The signals the daemon handles: SIGTERM and SIGINT stop it, SIGHUP
+/// reopens the audit log.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Accept connections, each served on its own thread, until SIGTERM or
+/// SIGINT.
+async fn serve(
+    shared: &Arc<Shared>,
+    listener: &tokio::net::UnixListener,
+    signals: &mut Signals,
+    audit_log: &Path,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let stream = match stream.into_std().and_then(|s| { s.set_nonblocking(false)?; Ok(s) }) {
-                        Ok(s) => s,
-                        Err(error) => { warn!(%error, "accepting a connection"); continue; }
-                    };
-                    let session_shared = shared.clone();
-                    shared.sessions.fetch_add(1, Ordering::SeqCst);
-                    let spawned = std::thread::Builder::new().name("session".into()).spawn(move || {
-                        session::serve(session_shared.clone(), stream);
-                        session_shared.sessions.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    if let Err(error) = spawned {
-                        shared.sessions.fetch_sub(1, Ordering::SeqCst);
-                        error!(%error, "cannot start a session thread");
-                    }
-                }
+                Ok((stream, _)) => spawn_session(shared, stream),
                 Err(error) => warn!(%error, "accept failed"),
             },
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => {
-                info!(audit_log = %cfg.audit_log.display(), "SIGHUP: reopening the audit log");
+            _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = signals.hup.recv() => {
+                info!(audit_log = %audit_log.display(), "SIGHUP: reopening the audit log");
                 shared.audit(auditor::Msg::Reopen);
             }
         }
     }
+}
 
-    service::stopping(notifier.as_ref());
-    shutdown(&shared, &cfg.socket).await;
-    // Servers are gone: enforcement need not outlive this daemon.
-    if let Some(dir) = &pins {
-        if let Err(error) = ebpf::pins::remove_all(dir).and_then(|_| std::fs::remove_dir(dir)) {
-            warn!(dir = %dir.display(), %error, "cannot remove pinned links");
+/// Serve one connection on a thread of its own, counted in `sessions`.
+fn spawn_session(shared: &Arc<Shared>, stream: tokio::net::UnixStream) {
+    let stream = match stream.into_std().and_then(|s| {
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, "accepting a connection");
+            return;
         }
+    };
+    let session_shared = shared.clone();
+    shared.sessions.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || {
+            session::serve(session_shared.clone(), stream);
+            session_shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(error) = spawned {
+        shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        error!(%error, "cannot start a session thread");
     }
-    let _ = audit_tx.send(auditor::Msg::Record(AuditRecord::new(
-        Body::Daemon {
-            event: "stop".into(),
-            layers: probe_json,
-        },
-        None,
-        SystemTime::now(),
-    )));
-    let _ = audit_tx.send(auditor::Msg::Stop);
-    drop(audit_tx);
-    let _ = tokio::task::spawn_blocking(move || audit_thread.join()).await;
-    info!(
-        uptime_s = started.elapsed().as_secs(),
-        "mcpguard daemon stopped"
-    );
-    Ok(())
 }
 
 /// Blocks of at least this size get their own mapping, unmapped on free.

@@ -35,7 +35,6 @@ use nix::{
 };
 use tracing::warn;
 
-use super::sockets::Recorder;
 use crate::{
     audit::{
         decode::{bit_names, open_flag_names, RESOLVE_NAMES},
@@ -64,12 +63,13 @@ pub struct Trapped {
 /// Answers one trapped call through the server's executor and records
 /// the persistence names it touched. `false`: the executor did not answer
 /// (dead, or stopped past [`EXEC_TIMEOUT`]); a late reply could be taken
-/// for the next call's, so the caller must not use it again.
+/// for the next call's, so the caller must not use it again. `record`
+/// writes one record for the server, from the calling pid.
 pub fn answer(
     listener: &Listener,
     executor: &UnixDatagram,
     n: &Trapped,
-    record: &Recorder,
+    record: &dyn Fn(Body, u32),
 ) -> bool {
     let mut alive = true;
     let outcome = request(n).and_then(|(req, fds, call, at)| {

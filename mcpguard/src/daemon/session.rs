@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd, OwnedFd},
         unix::{net::UnixStream, process::ExitStatusExt},
     },
     path::PathBuf,
@@ -26,12 +26,13 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::{
+    admit::{peer, Peer},
     auditor::Msg,
     proto::{self, ProtoError, Request, Response},
     relay,
     relay::Piece,
+    shared::Shared,
     sockets::SocketFence,
-    Shared,
 };
 use crate::{
     audit::{AuditRecord, Body, Origin},
@@ -58,14 +59,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum SessionError {
     #[error(transparent)]
     Proto(#[from] ProtoError),
-    #[error("cannot read the caller's credentials: {0}")]
-    Creds(#[source] std::io::Error),
+    #[error(transparent)]
+    Peer(#[from] super::admit::PeerError),
     #[error("refusing to launch a server as root: run `mcpguard run` as the user the server should run as")]
     Root,
     #[error("refusing a launch request from inside a guarded server: a server may not start servers under another policy")]
     FromGuarded,
-    #[error("cannot tell which cgroup the caller is in: {0}")]
-    PeerCgroup(#[source] std::io::Error),
     #[error("uid {0} has no passwd entry (its home is needed to expand `~` in the policy)")]
     NoUser(u32),
     #[error("the first message must be a launch request")]
@@ -73,11 +72,11 @@ pub enum SessionError {
     #[error(
         "too many connections of this user are still sending their request (at most {}); \
          try again when they finish",
-        super::status::MAX_HANDSHAKES_PER_UID
+        super::admit::MAX_HANDSHAKES_PER_UID
     )]
     TooManyHandshakes,
     #[error("refusing to launch: {0}")]
-    TooManyServers(#[from] super::status::AtLimit),
+    TooManyServers(#[from] super::admit::AtLimit),
     #[error("empty server command: pass it after `--`")]
     EmptyArgv,
     #[error("{0}")]
@@ -100,91 +99,6 @@ pub enum SessionError {
     Dns(#[from] crate::dns::DnsError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Who is on the other end of the socket, from the kernel (SO_PEERCRED,
-/// SO_PEERGROUPS and SO_PEERPIDFD), never from anything the client says.
-#[derive(Debug)]
-pub struct Peer {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    /// The connecting process itself (Linux 6.5+), so its pid cannot be
-    /// recycled while the daemon looks at it.
-    pub pidfd: Option<OwnedFd>,
-}
-
-impl Peer {
-    /// `/proc/<pid>/cgroup` of the connecting process. With a pidfd, the
-    /// text is only trusted if that process is still alive afterwards
-    /// (then the pid was not reused in between); without one (kernels
-    /// before 6.5) a recycled pid is a narrow, documented race.
-    fn cgroup(&self) -> Result<String, SessionError> {
-        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
-            .map_err(SessionError::PeerCgroup)?;
-        if let Some(pidfd) = &self.pidfd {
-            // SAFETY: pidfd_send_signal with signal 0 only checks that the
-            // process behind a valid pidfd still exists; no pointers.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    0,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            if rc != 0 {
-                return Err(SessionError::PeerCgroup(std::io::Error::last_os_error()));
-            }
-        }
-        Ok(text)
-    }
-}
-
-pub fn peer(stream: &UnixStream) -> Result<Peer, SessionError> {
-    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| SessionError::Creds(e.into()))?;
-    let mut groups = vec![0u32; 256];
-    let mut len = (groups.len() * 4) as libc::socklen_t;
-    // SAFETY: `groups` is a writable buffer of `len` bytes, and the kernel
-    // writes at most `len` bytes of gid_t (u32) into it.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERGROUPS,
-            groups.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(SessionError::Creds(std::io::Error::last_os_error()));
-    }
-    groups.truncate(len as usize / 4);
-    let mut pidfd: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `pidfd` is a writable c_int and `len` its size; on success the
-    // kernel stores a new file descriptor we then own.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERPIDFD,
-            (&mut pidfd as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    // SAFETY: a non-negative result is a fresh descriptor owned by nobody else.
-    let pidfd = (rc == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-    Ok(Peer {
-        pid: cred.pid() as u32,
-        uid: cred.uid(),
-        gid: cred.gid(),
-        groups,
-        pidfd,
-    })
 }
 
 /// A launch refused before anything exists: its `launch_failed` record,
@@ -221,7 +135,7 @@ pub fn serve(shared: Arc<Shared>, stream: UnixStream) {
         warn!(%error, "rejecting connection");
         return;
     }
-    let result = match shared.info.handshake(peer.uid) {
+    let result = match shared.admission.handshake(peer.uid) {
         Some(slot) => serve_peer(&shared, &stream, &peer, slot),
         None => Err(SessionError::TooManyHandshakes),
     };
@@ -241,7 +155,7 @@ fn serve_peer(
     shared: &Arc<Shared>,
     stream: &UnixStream,
     peer: &Peer,
-    handshake: super::status::Slot<'_>,
+    handshake: super::admit::Slot<'_>,
 ) -> Result<(), SessionError> {
     let guarded = shared.tree.holds(&peer.cgroup()?);
     // A client that sends nothing, or trickles its request, must not hold
@@ -253,7 +167,7 @@ fn serve_peer(
         // of their own).
         proto::Hello::Query => {
             drop(handshake);
-            super::status::serve(shared, stream, peer, guarded);
+            super::query::serve(shared, stream, peer, guarded);
             return Ok(());
         }
         // A guarded server must not reach the daemon to start itself (or a
@@ -314,8 +228,8 @@ fn serve_peer(
         uid: peer.uid,
     };
     let (_server_slot, launch_slot) = match shared
-        .info
-        .launch_within(peer.uid, super::status::LAUNCH_WAIT)
+        .admission
+        .launch_within(peer.uid, super::admit::LAUNCH_WAIT)
     {
         Ok(slots) => slots,
         Err(limit) => return Err(refuse_launch(shared, &origin, argv, limit.into())),

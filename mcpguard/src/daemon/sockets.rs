@@ -138,7 +138,7 @@ fn answer(fence: &Fence) {
         };
         match &fence.executor {
             Some(e) if !fence.executor_lost.get() => {
-                let alive = super::persist_fence::answer(listener, e, &trapped, record);
+                let alive = super::persist_fence::answer(listener, e, &trapped, &**record);
                 fence.executor_lost.set(!alive);
             }
             // Only a filter with the persistence traps sends these.

@@ -269,7 +269,7 @@ sys.stdin.read()
 fn a_flood_from_one_user_is_capped_and_other_users_still_launch() {
     let d = Daemon::start();
     let pol = simple_policy("abuse-flood", &[]);
-    let limit = mcpguard::daemon::status::MAX_HANDSHAKES_PER_UID;
+    let limit = mcpguard::daemon::admit::MAX_HANDSHAKES_PER_UID;
     let n = limit + 24;
     let mut flood = flood_as(NOBODY, &d.socket, n);
     let mut line = String::new();
