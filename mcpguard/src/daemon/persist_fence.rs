@@ -149,7 +149,7 @@ fn execute(
 ) -> Option<(ExecReply, Option<OwnedFd>)> {
     let bytes = serde_json::to_vec(req).ok()?;
     let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let got = persist_fence::send(executor, &bytes, &raw).and_then(|()| {
+    let got = crate::ipc::send_fds(executor, &bytes, &raw).and_then(|_| {
         let (bytes, fds) = persist_fence::recv(executor)?;
         let reply: ExecReply = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
         Ok((reply, fds.into_iter().next()))

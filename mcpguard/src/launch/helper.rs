@@ -7,7 +7,7 @@ use std::{
     collections::BTreeSet,
     ffi::{CString, OsStr},
     fs::{self, OpenOptions},
-    io::{self, IoSlice, Read, Write},
+    io::{self, Read, Write},
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::{ffi::OsStrExt, fs::PermissionsExt, net::UnixStream},
@@ -17,7 +17,6 @@ use std::{
 
 use nix::{
     errno::Errno,
-    sys::socket::{sendmsg, ControlMessage, MsgFlags},
     unistd::{Gid, Uid},
 };
 use serde::Serialize;
@@ -28,6 +27,7 @@ use super::{
     LandlockReport, LaunchSpec, LaunchStatus, SandboxError, Stage, CONTROL_FD, EXIT_EXEC_FAILED,
     EXIT_SETUP_FAILED, HELPER_SUBCOMMAND, MAX_SPEC_LEN,
 };
+use crate::ipc;
 
 /// Failures inside the helper. Only their messages cross the wire.
 #[derive(Debug, Error)]
@@ -182,21 +182,22 @@ struct OkReply<'a> {
     status: &'a LaunchStatus,
 }
 
-/// Reads one framed spec; the length is checked before allocating.
+/// Reads one framed spec ([`ipc::read_frame`]); the length is checked
+/// before anything is read.
 pub(super) fn read_spec(input: &mut impl Read) -> Result<LaunchSpec, HelperError> {
-    let mut header = [0u8; 4];
-    input
-        .read_exact(&mut header)
-        .map_err(|source| HelperError::ReadSpec { source })?;
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_SPEC_LEN {
-        return Err(HelperError::SpecTooLarge { len });
+    let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+    match ipc::read_frame(input, MAX_SPEC_LEN) {
+        Ok(Some(spec)) => Ok(spec),
+        Ok(None) => Err(HelperError::ReadSpec { source: eof() }),
+        Err(ipc::FrameError::TooLarge { len }) => Err(HelperError::SpecTooLarge { len }),
+        Err(ipc::FrameError::Json(source)) => Err(HelperError::DecodeSpec { source }),
+        Err(ipc::FrameError::Io(source)) => Err(HelperError::ReadSpec { source }),
+        Err(e @ (ipc::FrameError::Truncated { .. } | ipc::FrameError::TimedOut)) => {
+            Err(HelperError::ReadSpec {
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, e),
+            })
+        }
     }
-    let mut json = vec![0u8; len];
-    input
-        .read_exact(&mut json)
-        .map_err(|source| HelperError::ReadSpec { source })?;
-    serde_json::from_slice(&json).map_err(|source| HelperError::DecodeSpec { source })
 }
 
 pub(super) fn encode_ok(status: &LaunchStatus) -> Vec<u8> {
@@ -295,17 +296,7 @@ fn send_status(control: &mut UnixStream, plan: &ExecPlan) -> io::Result<()> {
         .chain(&plan.executor)
         .map(AsRawFd::as_raw_fd)
         .collect();
-    if fds.is_empty() {
-        return control.write_all(&line);
-    }
-    let sent = sendmsg::<()>(
-        control.as_raw_fd(),
-        &[IoSlice::new(&line)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(io::Error::from)?;
+    let sent = ipc::send_fds(&*control, &line, &fds)?;
     control.write_all(&line[sent..])
 }
 

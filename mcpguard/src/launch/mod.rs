@@ -45,9 +45,9 @@ pub mod seccomp;
 pub mod socket_fence;
 
 use std::{
-    io::{self, IoSliceMut, Write},
+    io::{self, Write},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsRawFd, OwnedFd, RawFd},
         unix::{net::UnixStream, process::CommandExt},
     },
     path::{Path, PathBuf},
@@ -56,7 +56,6 @@ use std::{
 };
 
 pub use helper::helper_main;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 pub use sandbox::{
     probe_landlock_abi, Enforcement, LandlockReport, PortRestriction, SandboxError, SkippedPath,
 };
@@ -64,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::policy::sockets::SocketRules;
+use crate::{ipc, policy::sockets::SocketRules};
 
 /// Hidden subcommand that runs [`helper_main`]; main.rs must dispatch it
 /// before any other setup (no tokio runtime, no logging to stdout).
@@ -332,18 +331,13 @@ struct ErrReply {
     error: String,
 }
 
-/// Frames a spec as u32 little-endian length + JSON.
+/// Frames a spec for the helper ([`ipc::encode_frame`]).
 fn encode_spec(spec: &LaunchSpec) -> Result<Vec<u8>, LaunchError> {
-    let json = serde_json::to_vec(spec).map_err(|source| LaunchError::Encode { source })?;
-    if json.len() > MAX_SPEC_LEN {
-        return Err(LaunchError::SpecTooLarge { len: json.len() });
-    }
-    let len =
-        u32::try_from(json.len()).map_err(|_| LaunchError::SpecTooLarge { len: json.len() })?;
-    let mut frame = Vec::with_capacity(4 + json.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&json);
-    Ok(frame)
+    ipc::encode_frame(spec, MAX_SPEC_LEN).map_err(|e| match e {
+        ipc::FrameError::Json(source) => LaunchError::Encode { source },
+        ipc::FrameError::TooLarge { len } => LaunchError::SpecTooLarge { len },
+        other => unreachable!("encoding does no I/O: {other}"),
+    })
 }
 
 /// Decodes one helper line: the status, or the helper's failure.
@@ -526,6 +520,7 @@ fn read_line(
     deadline: Instant,
     waiting_for: &'static str,
 ) -> Result<Option<Vec<u8>>, LaunchError> {
+    let reader = ipc::Deadline::new(control, deadline);
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
@@ -538,24 +533,15 @@ fn read_line(
                 source: io::Error::new(io::ErrorKind::InvalidData, "status line too long"),
             });
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(LaunchError::Timeout {
-                waiting_for,
-                timeout: LAUNCH_TIMEOUT,
-            });
-        }
-        control
-            .set_read_timeout(Some(remaining))
-            .map_err(|source| LaunchError::Control {
-                doing: "configuring it",
-                source,
-            })?;
-        match recv_with_fds(control, &mut chunk, fds) {
-            Ok(0) if buffer.is_empty() => return Ok(None),
-            // A final line without newline still counts.
-            Ok(0) => return Ok(Some(std::mem::take(buffer))),
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        match reader.recv_fds::<2>(&mut chunk).map_err(io::Error::from) {
+            Ok(msg) => {
+                fds.extend(msg.fds);
+                if msg.len == 0 {
+                    // EOF; a final line without newline still counts.
+                    return Ok((!buffer.is_empty()).then(|| std::mem::take(buffer)));
+                }
+                buffer.extend_from_slice(&chunk[..msg.len]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
@@ -576,35 +562,6 @@ fn read_line(
             }
         }
     }
-}
-
-/// `read` that also takes the descriptors a message carries (close-on-exec).
-fn recv_with_fds(
-    control: &UnixStream,
-    chunk: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
-    let mut iov = [IoSliceMut::new(chunk)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(
-        control.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this
-            // process for us; nothing else owns them.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    Ok(msg.bytes)
 }
 
 /// Polls for the child's exit until `deadline`.
