@@ -405,13 +405,9 @@ fn read_path(mem: &File, addr: u64) -> Result<Vec<u8>, i32> {
 /// The caller's process id and umask.
 fn status(tid: u32) -> Result<(u32, u32), i32> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    let tgid = field("Tgid:").and_then(|v| v.parse().ok());
-    let umask = field("Umask:").and_then(|v| u32::from_str_radix(v, 8).ok());
+    let field = |name| crate::kernel::proc::status_field(&text, name);
+    let tgid = field("Tgid").and_then(|v| v.parse().ok());
+    let umask = field("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
     match (tgid, umask) {
         (Some(t), Some(u)) => Ok((t, u)),
         _ => Err(libc::ESRCH),

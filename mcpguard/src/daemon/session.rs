@@ -121,8 +121,8 @@ impl Peer {
     /// (then the pid was not reused in between); without one (kernels
     /// before 6.5) a recycled pid is a narrow, documented race.
     fn cgroup(&self) -> Result<String, SessionError> {
-        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
-            .map_err(SessionError::PeerCgroup)?;
+        let text =
+            crate::kernel::proc::read_cgroup(Some(self.pid)).map_err(SessionError::PeerCgroup)?;
         if let Some(pidfd) = &self.pidfd {
             // SAFETY: pidfd_send_signal with signal 0 only checks that the
             // process behind a valid pidfd still exists; no pointers.

@@ -27,7 +27,7 @@ use super::{
     LandlockReport, LaunchSpec, LaunchStatus, SandboxError, Stage, CONTROL_FD, EXIT_EXEC_FAILED,
     EXIT_SETUP_FAILED, HELPER_SUBCOMMAND, MAX_SPEC_LEN,
 };
-use crate::ipc;
+use crate::{ipc, kernel::proc};
 
 /// Failures inside the helper. Only their messages cross the wire.
 #[derive(Debug, Error)]
@@ -708,12 +708,8 @@ fn join_cgroup(cgroup: &Path) -> Result<(), HelperError> {
         .and_then(|mut procs| procs.write_all(b"0"))
         .map_err(|e| join_error(errno_of(&e)))?;
 
-    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| join_error(errno_of(&e)))?;
-    let unified = own
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .unwrap_or("")
-        .to_owned();
+    let own = proc::read_cgroup(None).map_err(|e| join_error(errno_of(&e)))?;
+    let unified = proc::unified_cgroup(&own).unwrap_or("").to_owned();
     // /proc shows the path relative to the cgroup2 mount (or namespace root),
     // so the spec path must end with it.
     if unified.len() > 1 && cgroup.ends_with(unified.trim_start_matches('/')) {

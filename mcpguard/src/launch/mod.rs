@@ -35,6 +35,7 @@
 pub mod cgroup;
 mod helper;
 pub mod limits;
+pub mod mount_api;
 pub mod mounts;
 pub mod persist;
 pub mod persist_fence;

@@ -48,6 +48,7 @@ use thiserror::Error;
 
 use crate::{
     ipc,
+    kernel::proc,
     policy::persist::{classify, PersistKind},
 };
 
@@ -673,7 +674,7 @@ struct OpenHow {
 
 /// Where a directory fd is, as this mount namespace names it.
 fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
-    let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let p = proc::fd_path(fd).ok()?;
     p.is_absolute().then_some(p)
 }
 
