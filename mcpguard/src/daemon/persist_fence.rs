@@ -42,8 +42,8 @@ use crate::{
         errno_name, Body, PathCall, PathPair,
     },
     launch::{
+        notify::Listener,
         persist_fence::{self, ExecReply, ExecRequest, Op},
-        socket_fence::Listener,
     },
 };
 

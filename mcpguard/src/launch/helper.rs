@@ -23,9 +23,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    mounts, persist, persist_fence, reach, sandbox, seccomp, socket_fence, ErrReply,
-    LandlockReport, LaunchSpec, LaunchStatus, SandboxError, Stage, CONTROL_FD, EXIT_EXEC_FAILED,
-    EXIT_SETUP_FAILED, HELPER_SUBCOMMAND, MAX_SPEC_LEN,
+    mounts, notify, persist, persist_fence, reach, sandbox, seccomp, ErrReply, LandlockReport,
+    LaunchSpec, LaunchStatus, SandboxError, Stage, CONTROL_FD, EXIT_EXEC_FAILED, EXIT_SETUP_FAILED,
+    HELPER_SUBCOMMAND, MAX_SPEC_LEN,
 };
 use crate::{ipc, kernel::proc};
 
@@ -74,7 +74,7 @@ pub(super) enum HelperError {
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
     #[error(transparent)]
-    SocketFence(#[from] socket_fence::SocketFenceError),
+    Notify(#[from] notify::NotifyError),
     #[error(transparent)]
     PersistFence(#[from] persist_fence::PersistFenceError),
     #[error("cannot set supplementary groups to {groups:?}: {errno}")]
@@ -144,7 +144,7 @@ impl HelperError {
             Self::JoinCgroup { .. } | Self::CgroupMismatch { .. } => Stage::Cgroup,
             Self::Landlock(_) => Stage::Landlock,
             Self::Mounts(_) | Self::Persist(_) | Self::PersistWithoutMounts => Stage::Mounts,
-            Self::Seccomp(_) | Self::SocketFence(_) | Self::PersistFence(_) => Stage::Seccomp,
+            Self::Seccomp(_) | Self::Notify(_) | Self::PersistFence(_) => Stage::Seccomp,
             Self::SetGroups { .. }
             | Self::SetGid { .. }
             | Self::SetUid { .. }
@@ -591,7 +591,7 @@ fn install_fences(
     let socket = spec
         .sockets
         .as_ref()
-        .map(|rules| socket_fence::install(rules, executor.is_some()))
+        .map(|rules| notify::install(rules, executor.is_some()))
         .transpose()?;
     Ok(Fences {
         seccomp,

@@ -21,7 +21,7 @@
 //! 6. changes to the server's cwd as the user and resolves the program,
 //!    then installs the syscall fence ([`seccomp`]), forks the
 //!    persistence fence's executor ([`persist_fence`]) and installs the
-//!    socket fence ([`socket_fence`], which also traps name-creating
+//!    socket fence ([`notify`], which also traps name-creating
 //!    calls for that executor) last, so nothing before them is refused,
 //! 7. writes a status line to fd 3 (with the socket fence's listener
 //!    attached), marks fd 3 close-on-exec and `execve`s the server with
@@ -37,13 +37,13 @@ mod helper;
 pub mod limits;
 pub mod mount_api;
 pub mod mounts;
+pub mod notify;
 pub mod persist;
 pub mod persist_fence;
 pub mod reach;
 pub mod ro_view;
 pub mod sandbox;
 pub mod seccomp;
-pub mod socket_fence;
 
 use std::{
     io::{self, Write},
@@ -125,7 +125,7 @@ pub struct LaunchSpec {
     /// Learning mode installs no fence.
     #[serde(default)]
     pub kernel_allow: Vec<crate::policy::KernelFeature>,
-    /// The socket fence ([`socket_fence`]); `None` installs none.
+    /// The socket fence ([`notify`]); `None` installs none.
     #[serde(default)]
     pub sockets: Option<SocketRules>,
 }
@@ -135,7 +135,7 @@ pub struct LaunchSpec {
 pub struct Launched {
     pub child: Child,
     pub status: LaunchStatus,
-    pub socket_fence: Option<socket_fence::Listener>,
+    pub socket_fence: Option<notify::Listener>,
     /// The persistence fence's executor (its calls come through the
     /// socket fence's listener).
     pub executor: Option<std::os::unix::net::UnixDatagram>,
@@ -421,7 +421,7 @@ pub fn spawn(
             }
             let mut fds = fds.into_iter();
             let socket_fence = (spec.sockets.is_some())
-                .then(|| fds.next().map(socket_fence::Listener::new))
+                .then(|| fds.next().map(notify::Listener::new))
                 .flatten();
             let executor = fds.next().map(std::os::unix::net::UnixDatagram::from);
             Ok(Launched {
@@ -849,7 +849,7 @@ mod tests {
         let mut launched = fx.launch_fenced(&fx.spec(script)).expect("launch");
         let fence = launched.socket_fence.take().expect("a listener");
         let req = fence.recv().expect("a notification");
-        let socket_fence::Call::Socket {
+        let notify::Call::Socket {
             family,
             sock_type,
             protocol,

@@ -9,7 +9,7 @@
 //! tests the flags), `creat`, `openat2` (flags in memory: every call),
 //! `mkdir*`, `mknod*`, `rename*`, `link*`, `symlink*`. A task can have only
 //! one seccomp listener, so these traps are part of the socket fence's
-//! filter ([`super::socket_fence`]). Native syscalls only: the syscall
+//! filter ([`super::notify`]). Native syscalls only: the syscall
 //! fence refuses every other ABI.
 //!
 //! The daemon copies the path from the caller's memory once and never lets
