@@ -740,34 +740,16 @@ fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> Result<Vec<u32>, Helpe
 
     let ids = nix::unistd::getresuid().map_err(|errno| HelperError::GetIds { errno })?;
     let actual = [ids.real, ids.effective, ids.saved].map(Uid::as_raw);
-    if actual != [uid; 3] {
-        return Err(HelperError::IdentityMismatch {
-            what: "real/effective/saved uid",
-            expected: format!("{:?}", [uid; 3]),
-            actual: format!("{actual:?}"),
-        });
-    }
+    verify("real/effective/saved uid", [uid; 3], actual)?;
     let ids = nix::unistd::getresgid().map_err(|errno| HelperError::GetIds { errno })?;
     let actual = [ids.real, ids.effective, ids.saved].map(Gid::as_raw);
-    if actual != [gid; 3] {
-        return Err(HelperError::IdentityMismatch {
-            what: "real/effective/saved gid",
-            expected: format!("{:?}", [gid; 3]),
-            actual: format!("{actual:?}"),
-        });
-    }
+    verify("real/effective/saved gid", [gid; 3], actual)?;
     let actual: BTreeSet<u32> = nix::unistd::getgroups()
         .map_err(|errno| HelperError::GetIds { errno })?
         .into_iter()
         .map(Gid::as_raw)
         .collect();
-    if actual != wanted {
-        return Err(HelperError::IdentityMismatch {
-            what: "supplementary groups",
-            expected: format!("{wanted:?}"),
-            actual: format!("{actual:?}"),
-        });
-    }
+    verify("supplementary groups", &wanted, &actual)?;
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(HelperError::RegainedRoot);
     }
@@ -777,6 +759,22 @@ fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> Result<Vec<u32>, Helpe
         Ok(false) => Err(HelperError::NoNewPrivsNotSet),
         Err(errno) => Err(HelperError::NoNewPrivs { errno }),
     }
+}
+
+/// Refuses an identity that is not the one asked for.
+fn verify<T: PartialEq + std::fmt::Debug>(
+    what: &'static str,
+    expected: T,
+    actual: T,
+) -> Result<(), HelperError> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(HelperError::IdentityMismatch {
+        what,
+        expected: format!("{expected:?}"),
+        actual: format!("{actual:?}"),
+    })
 }
 
 /// Resolves `program` to an absolute path the way `execvp` would, but
