@@ -1,8 +1,8 @@
 //! Messages between mcpguard's own processes over Unix sockets: one
 //! framing and one way to pass descriptors, shared by `mcpguard run` and
-//! the daemon ([`crate::daemon::proto`]), the daemon and its launch helper
-//! ([`crate::launch`]), and the daemon and the persistence fence's
-//! executor ([`crate::launch::persist_fence`]).
+//! the daemon (`daemon::proto`), the daemon and its launch helper
+//! (`launch`), and the daemon and the persistence fence's executor
+//! (`launch::persist_fence`). It sits below all of them and knows none.
 //!
 //! A frame is a u32 little-endian length and that many bytes of JSON. Its
 //! size limit is checked before anything is read, and the body is
