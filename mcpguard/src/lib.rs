@@ -14,6 +14,7 @@ pub mod ebpf;
 #[cfg(test)]
 mod fuzz;
 pub mod install;
+pub mod ipc;
 pub mod kernel;
 pub mod launch;
 pub mod mcp;

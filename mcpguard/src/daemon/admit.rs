@@ -104,8 +104,7 @@ impl Peer {
     /// (then the pid was not reused in between); without one (kernels
     /// before 6.5) a recycled pid is a narrow, documented race.
     pub fn cgroup(&self) -> Result<String, PeerError> {
-        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
-            .map_err(PeerError::Cgroup)?;
+        let text = crate::kernel::proc::read_cgroup(Some(self.pid)).map_err(PeerError::Cgroup)?;
         if let Some(pidfd) = &self.pidfd {
             // SAFETY: pidfd_send_signal with signal 0 only checks that the
             // process behind a valid pidfd still exists; no pointers.

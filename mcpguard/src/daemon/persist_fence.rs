@@ -41,8 +41,8 @@ use crate::{
         errno_name, Body, PathCall, PathPair,
     },
     launch::{
+        notify::Listener,
         persist_fence::{self, ExecReply, ExecRequest, Op},
-        socket_fence::Listener,
     },
 };
 
@@ -149,7 +149,7 @@ fn execute(
 ) -> Option<(ExecReply, Option<OwnedFd>)> {
     let bytes = serde_json::to_vec(req).ok()?;
     let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let got = persist_fence::send(executor, &bytes, &raw).and_then(|()| {
+    let got = crate::ipc::send_fds(executor, &bytes, &raw).and_then(|_| {
         let (bytes, fds) = persist_fence::recv(executor)?;
         let reply: ExecReply = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
         Ok((reply, fds.into_iter().next()))
@@ -405,13 +405,9 @@ fn read_path(mem: &File, addr: u64) -> Result<Vec<u8>, i32> {
 /// The caller's process id and umask.
 fn status(tid: u32) -> Result<(u32, u32), i32> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    let tgid = field("Tgid:").and_then(|v| v.parse().ok());
-    let umask = field("Umask:").and_then(|v| u32::from_str_radix(v, 8).ok());
+    let field = |name| crate::kernel::proc::status_field(&text, name);
+    let tgid = field("Tgid").and_then(|v| v.parse().ok());
+    let umask = field("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
     match (tgid, umask) {
         (Some(t), Some(u)) => Ok((t, u)),
         _ => Err(libc::ESRCH),

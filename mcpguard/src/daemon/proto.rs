@@ -16,17 +16,18 @@
 //! (or nothing) holds little memory and no thread for long.
 
 use std::{
-    io::{self, IoSlice, IoSliceMut, Read, Write},
+    io::{self, Read, Write},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{OwnedFd, RawFd},
         unix::net::UnixStream,
     },
-    time::Instant,
 };
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::ipc;
+pub use crate::ipc::Deadline;
 
 /// Protocol version; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
@@ -160,16 +161,7 @@ pub enum Hello {
 }
 
 pub fn write_frame<T: Serialize>(stream: &mut impl Write, msg: &T) -> Result<(), ProtoError> {
-    let body = serde_json::to_vec(msg)?;
-    let len = u32::try_from(body.len()).map_err(|_| ProtoError::TooLarge(u32::MAX))?;
-    if len > MAX_FRAME {
-        return Err(ProtoError::TooLarge(len));
-    }
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&body);
-    stream.write_all(&buf)?;
-    Ok(())
+    Ok(ipc::write_frame(stream, msg, MAX_FRAME as usize)?)
 }
 
 /// Read one frame; `Ok(None)` on a clean end of stream.
@@ -183,69 +175,34 @@ pub fn read_frame_limited<T: DeserializeOwned>(
     stream: &mut impl Read,
     max: u32,
 ) -> Result<Option<T>, ProtoError> {
-    let max = max.min(MAX_FRAME);
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(io_error(e)),
-    }
-    let want = u32::from_le_bytes(len);
-    if want > max {
-        return Err(ProtoError::TooLarge(want));
-    }
-    // Grown as bytes arrive: a length prefix alone commits no memory.
-    let mut body = Vec::new();
-    stream
-        .take(u64::from(want))
-        .read_to_end(&mut body)
-        .map_err(io_error)?;
-    if body.len() < want as usize {
-        return Err(ProtoError::Truncated {
-            got: body.len(),
-            want,
-        });
-    }
-    Ok(Some(serde_json::from_slice(&body)?))
+    Ok(ipc::read_frame(stream, max.min(MAX_FRAME) as usize)?)
 }
 
-/// A socket timeout shows up as `WouldBlock`; it means the client is late.
-fn io_error(e: io::Error) -> ProtoError {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ProtoError::TimedOut,
-        _ => e.into(),
-    }
-}
-
-/// Reads from a socket that all give up at one instant, however slowly
-/// the bytes trickle in (a socket timeout alone restarts with every read).
-pub struct Deadline<'a> {
-    stream: &'a UnixStream,
-    until: Instant,
-}
-
-impl<'a> Deadline<'a> {
-    pub fn new(stream: &'a UnixStream, until: Instant) -> Deadline<'a> {
-        Deadline { stream, until }
-    }
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+impl From<ipc::FrameError> for ProtoError {
+    fn from(e: ipc::FrameError) -> ProtoError {
+        match e {
+            ipc::FrameError::Io(e) => ProtoError::Io(e),
+            ipc::FrameError::TooLarge { len } => {
+                ProtoError::TooLarge(u32::try_from(len).unwrap_or(u32::MAX))
+            }
+            ipc::FrameError::Truncated { got, want } => ProtoError::Truncated { got, want },
+            ipc::FrameError::TimedOut => ProtoError::TimedOut,
+            ipc::FrameError::Json(e) => ProtoError::Json(e),
         }
-        self.stream.set_read_timeout(Some(left))?;
-        (&*self.stream).read(buf)
+    }
+}
+
+/// A failed socket call, as the errno it is.
+fn sys_error(e: io::Error) -> ProtoError {
+    match e.raw_os_error() {
+        Some(errno) => ProtoError::Sys(nix::Error::from_raw(errno)),
+        None => ProtoError::Io(e),
     }
 }
 
 /// Send `fds` as SCM_RIGHTS on one marker byte.
 pub fn send_fds(stream: &UnixStream, fds: &[RawFd]) -> Result<(), ProtoError> {
-    let iov = [IoSlice::new(b"F")];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    ipc::send_fds(stream, b"F", fds).map_err(sys_error)?;
     Ok(())
 }
 
@@ -270,51 +227,34 @@ pub fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
 /// descriptors are closed.
 pub fn recv_hello(stream: &UnixStream) -> Result<Hello, ProtoError> {
     let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| match e {
-        nix::Error::EAGAIN => ProtoError::TimedOut,
-        e => e.into(),
-    })?;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            fds.extend(received);
+    let msg = match ipc::recv_fds::<4>(stream, &mut byte) {
+        Ok(msg) => msg,
+        // Reported as the errno a truncated message has always given.
+        Err(ipc::FdError::Truncated) => return Err(ProtoError::Sys(nix::Error::ENOBUFS)),
+        Err(ipc::FdError::Io(e)) => {
+            return Err(match sys_error(e) {
+                ProtoError::Sys(nix::Error::EAGAIN) => ProtoError::TimedOut,
+                e => e,
+            })
         }
-    }
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    // SAFETY: the kernel just installed these descriptors in our table and
-    // nothing else owns them.
-    let mut owned: Vec<OwnedFd> = fds
-        .iter()
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
-        .collect();
-    if msg.bytes == 0 && owned.is_empty() {
+    };
+    if msg.len == 0 && msg.fds.is_empty() {
         return Err(ProtoError::Closed);
     }
-    if msg.bytes != 1 || truncated {
-        return Err(ProtoError::Fds(owned.len()));
+    if msg.len != 1 {
+        return Err(ProtoError::Fds(msg.fds.len()));
     }
-    match owned.len() {
-        0 => Ok(Hello::Query),
-        3 => {
-            let err = owned.pop().ok_or(ProtoError::Fds(0))?;
-            let out = owned.pop().ok_or(ProtoError::Fds(0))?;
-            let inp = owned.pop().ok_or(ProtoError::Fds(0))?;
-            Ok(Hello::Stdio([inp, out, err]))
-        }
-        n => Err(ProtoError::Fds(n)),
+    match <[OwnedFd; 3]>::try_from(msg.fds) {
+        Ok(stdio) => Ok(Hello::Stdio(stdio)),
+        Err(fds) if fds.is_empty() => Ok(Hello::Query),
+        Err(fds) => Err(ProtoError::Fds(fds.len())),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]

@@ -176,7 +176,7 @@ fn parse_journal_stream(value: &OsStr) -> Option<(u64, u64)> {
 /// CAP_SYS_ADMIN only).
 pub fn delegated_cgroup(mount: &Path) -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = crate::kernel::proc::read_cgroup(None).ok()?;
     let rel = own_cgroup(&own)?;
     let dir = mount.join(rel.trim_start_matches('/'));
     ["user.delegate", "trusted.delegate"]
@@ -188,10 +188,7 @@ pub fn delegated_cgroup(mount: &Path) -> Option<String> {
 /// The cgroup v2 path of a `/proc/<pid>/cgroup` text, unless it is the
 /// root (a process there was not started by a service manager).
 fn own_cgroup(proc_cgroup: &str) -> Option<&str> {
-    proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .filter(|p| p.starts_with('/') && *p != "/")
+    crate::kernel::proc::unified_cgroup(proc_cgroup).filter(|p| p.starts_with('/') && *p != "/")
 }
 
 fn xattr_is_true(path: &Path, name: &str) -> bool {

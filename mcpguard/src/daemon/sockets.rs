@@ -1,4 +1,4 @@
-//! The daemon's side of a server's socket fence ([`crate::launch::socket_fence`]):
+//! The daemon's side of a server's socket fence ([`crate::launch::notify`]):
 //! one thread per server answers the `socket()` calls the filter handed
 //! over. Each is refused with EPERM (in learning mode let through) and
 //! recorded as a `socket` record naming the family and protocol.
@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use super::persist_fence::Trapped;
 use crate::{
     audit::Body,
-    launch::socket_fence::{Call, Listener},
+    launch::notify::{Call, Listener},
     policy::sockets::{family_name, protocol_name, sock_type_name},
 };
 

@@ -206,11 +206,8 @@ mod tests {
     /// This test process's cgroup id: the inode of its cgroup v2 directory.
     fn own_cgroup() -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let path = text
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("cgroup v2");
+        let text = crate::kernel::proc::read_cgroup(None).unwrap();
+        let path = crate::kernel::proc::unified_cgroup(&text).expect("cgroup v2");
         std::fs::metadata(format!("/sys/fs/cgroup{path}"))
             .unwrap()
             .ino()

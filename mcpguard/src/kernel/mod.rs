@@ -1,8 +1,9 @@
-//! The kernel's ABI name tables and the classic BPF assembler the seccomp
-//! filters share: plain data the feature modules (policy, launch, eBPF,
-//! audit) read, depending on none of them.
+//! The kernel's ABI name tables, the classic BPF assembler the seccomp
+//! filters share and the small `/proc` readers: plain data the feature
+//! modules (policy, launch, eBPF, audit) read, depending on none of them.
 
 pub mod cbpf;
 pub mod errno;
+pub mod proc;
 pub mod sockets;
 pub mod syscalls;

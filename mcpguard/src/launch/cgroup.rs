@@ -318,15 +318,12 @@ impl CgroupTree {
     /// Whether a `/proc/<pid>/cgroup` text places the task inside this
     /// subtree, i.e. the task is (a descendant of) a guarded server.
     pub fn holds(&self, proc_cgroup: &str) -> bool {
-        proc_cgroup
-            .lines()
-            .filter_map(|l| l.strip_prefix("0::"))
-            .any(|path| {
-                path == self.rel
-                    || path
-                        .strip_prefix(self.rel.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            })
+        crate::kernel::proc::unified_cgroup(proc_cgroup).is_some_and(|path| {
+            path == self.rel
+                || path
+                    .strip_prefix(self.rel.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 
     /// The cgroup id (inode number) of the subtree's root.

@@ -36,7 +36,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::cgroup::{Cgroup, CgroupTree};
-use crate::policy::Limits;
+use crate::{kernel::proc, policy::Limits};
 
 /// The controllers limits need.
 const CONTROLLERS: [&str; 2] = ["pids", "memory"];
@@ -350,13 +350,9 @@ fn find_home(
         unavailable("it is neither in the cgroup v2 hierarchy nor mounted as a cgroup v1 hierarchy")
     })?;
     let own = read(Path::new("/proc/self/cgroup"))?;
-    let own = own
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            list.split(',').any(|c| c == controller).then_some(path)
-        })
+    let own = proc::cgroup_lines(&own)
+        .find(|l| l.controllers.split(',').any(|c| c == controller))
+        .map(|l| l.path)
         .ok_or_else(|| unavailable("/proc/self/cgroup does not list its v1 hierarchy"))?;
     let root = v1.join(own.trim_start_matches('/')).join(name);
     fs::DirBuilder::new()

@@ -68,6 +68,7 @@ use super::{
     reach::{is_missing, unreachable_reason, ReachError, UserFs},
     sandbox::SkippedPath,
 };
+use crate::kernel::proc;
 
 /// Directories replaced by empty tmpfs mounts, with the mode they get.
 /// `/var/run` is usually a symlink to `/run` and is then the same mount.
@@ -89,8 +90,8 @@ pub enum MountError {
     Tmpfs { path: PathBuf, errno: Errno },
     #[error("cannot bind {} back into the private namespace: {errno}", path.display())]
     Bind { path: PathBuf, errno: Errno },
-    #[error("cannot set the read-only view on {} (needs Linux 5.12+): {errno}", path.display())]
-    ReadOnly { path: PathBuf, errno: Errno },
+    #[error(transparent)]
+    View(#[from] super::ro_view::ViewError),
     #[error("cannot mount a private /proc with hidepid=ptraceable (needs Linux 5.8+): {0}")]
     Proc(Errno),
     #[error("mounts: {0}")]
@@ -266,7 +267,7 @@ fn open_named(
         let kept = fd.and_then(|fd| {
             let is_dir = fstat(&fd).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)?;
             // The object's own name, not a second lookup of `asked`.
-            let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            let real = proc::fd_path(&fd)
                 .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
             Ok(Kept {
                 asked: asked.clone(),

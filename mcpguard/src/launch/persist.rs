@@ -25,11 +25,8 @@
 //! the persistence fence refuses those ([`super::persist_fence`]).
 
 use std::{
-    ffi::{CStr, OsStr},
-    os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    },
+    ffi::OsStr,
+    os::{fd::OwnedFd, unix::ffi::OsStrExt},
     path::{Path, PathBuf},
 };
 
@@ -42,8 +39,11 @@ use nix::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::reach::{ReachError, UserFs};
-use crate::policy::persist::PersistKind;
+use super::{
+    mount_api::bind_over,
+    reach::{ReachError, UserFs},
+};
+use crate::{kernel::proc, policy::persist::PersistKind};
 
 /// Deepest directory below a write grant that is searched.
 pub const MAX_DEPTH: usize = 8;
@@ -138,7 +138,7 @@ fn outermost(grants: &[PathBuf]) -> Vec<&PathBuf> {
 
 /// Where an fd's object is, as the kernel names it.
 fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+    proc::fd_path(fd).ok()
 }
 
 struct Search<'a> {
@@ -337,78 +337,6 @@ fn open_path(parent: &OwnedFd, name: &OsStr) -> Option<(OwnedFd, libc::mode_t)> 
     let fd = openat(parent, name, flags, Mode::empty()).ok()?;
     let kind = fstat(&fd).ok()?.st_mode & libc::S_IFMT;
     Some((fd, kind))
-}
-
-/// `struct mount_attr` (Linux 5.12).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: u64 = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const EMPTY: &CStr = c"";
-
-/// Binds the object `fd` names over itself (with what is mounted below
-/// it), read-only if asked: a detached clone of it (`open_tree`), made
-/// read-only (`mount_setattr`), attached on the same object
-/// (`move_mount`). Linux 5.12+.
-fn bind_over(fd: &OwnedFd, read_only: bool) -> Result<(), Errno> {
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_EMPTY_PATH as libc::c_uint
-        | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: open_tree reads the NUL-terminated empty path and returns a
-    // new fd, which is owned below and nowhere else.
-    let tree = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), EMPTY.as_ptr(), flags) };
-    if tree < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: `tree` is a fresh fd that nothing else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    if read_only {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: mount_setattr reads the empty path and `attr`, of the
-        // size passed, which live across the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                EMPTY.as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(Errno::last());
-        }
-    }
-    // SAFETY: move_mount reads two empty paths; both fds live across it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_fd().as_raw_fd(),
-            EMPTY.as_ptr(),
-            fd.as_raw_fd(),
-            EMPTY.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! tests the flags), `creat`, `openat2` (flags in memory: every call),
 //! `mkdir*`, `mknod*`, `rename*`, `link*`, `symlink*`. A task can have only
 //! one seccomp listener, so these traps are part of the socket fence's
-//! filter ([`super::socket_fence`]). Native syscalls only: the syscall
+//! filter ([`super::notify`]). Native syscalls only: the syscall
 //! fence refuses every other ABI.
 //!
 //! The daemon copies the path from the caller's memory once and never lets
@@ -35,7 +35,7 @@
 
 use std::{
     ffi::{CString, OsStr},
-    io::{self, IoSlice, IoSliceMut},
+    io,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::{ffi::OsStrExt, net::UnixDatagram},
@@ -43,11 +43,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::policy::persist::{classify, PersistKind};
+use crate::{
+    ipc,
+    kernel::proc,
+    policy::persist::{classify, PersistKind},
+};
 
 #[derive(Debug, Error)]
 pub enum PersistFenceError {
@@ -196,48 +199,13 @@ impl Families {
     }
 }
 
-/// Sends one message with `fds` attached.
-pub fn send(sock: &UnixDatagram, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(bytes)],
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    Ok(())
-}
-
 /// Receives one message and the fds it carries (close-on-exec); an empty
 /// message is EOF.
 pub fn recv(sock: &UnixDatagram) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MAX_MSG];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these descriptors for us.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let n = msg.bytes;
-    buf.truncate(n);
-    Ok((buf, fds))
+    let msg = ipc::recv_fds::<2>(sock, &mut buf)?;
+    buf.truncate(msg.len);
+    Ok((buf, msg.fds))
 }
 
 /// Forks the executor (a grandchild: the caller cannot wait for it) and
@@ -311,7 +279,7 @@ fn executor_main(sock: UnixDatagram, families: &Families) -> ! {
         let (reply, fd) = perform(&req, fds, families);
         let out = serde_json::to_vec(&reply).unwrap_or_default();
         let attach: Vec<RawFd> = fd.iter().map(AsRawFd::as_raw_fd).collect();
-        if send(&sock, &out, &attach).is_err() {
+        if ipc::send_fds(&sock, &out, &attach).is_err() {
             std::process::exit(0);
         }
     }
@@ -706,7 +674,7 @@ struct OpenHow {
 
 /// Where a directory fd is, as this mount namespace names it.
 fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
-    let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let p = proc::fd_path(fd).ok()?;
     p.is_absolute().then_some(p)
 }
 

@@ -38,9 +38,7 @@
 //! every such call so `policy learn` proposes the write grant it needs.
 
 use std::{
-    ffi::CString,
-    fs,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -52,26 +50,23 @@ use nix::{
         statvfs::{fstatvfs, FsFlags},
     },
 };
+use thiserror::Error;
 
 use super::{
-    mounts::MountError,
-    reach::{is_missing, UserFs},
+    mount_api::{clone_tree, move_onto, set_read_only},
+    reach::{is_missing, ReachError, UserFs},
 };
+use crate::kernel::proc;
 
-/// `MOUNT_ATTR_RDONLY` from `<linux/mount.h>`.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-/// `OPEN_TREE_CLONE` from `<linux/mount.h>`.
-const OPEN_TREE_CLONE: libc::c_uint = 0x1;
-/// `MOVE_MOUNT_F_EMPTY_PATH` and `MOVE_MOUNT_T_EMPTY_PATH`.
-const MOVE_MOUNT_EMPTY_PATHS: libc::c_uint = 0x4 | 0x40;
-
-/// `struct mount_attr` from `<linux/mount.h>` (`MOUNT_ATTR_SIZE_VER0`).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+/// Why the view could not be built (part of [`super::mounts::MountError`]).
+#[derive(Debug, Error)]
+pub enum ViewError {
+    #[error("cannot bind {} back into the private namespace: {errno}", path.display())]
+    Bind { path: PathBuf, errno: Errno },
+    #[error("cannot set the read-only view on {} (needs Linux 5.12+): {errno}", path.display())]
+    ReadOnly { path: PathBuf, errno: Errno },
+    #[error("mounts: {0}")]
+    Reach(#[from] ReachError),
 }
 
 /// A write grant: where it is, the fd the user opened it by, and its
@@ -90,18 +85,22 @@ pub fn apply(
     write: &[PathBuf],
     scratch: &[PathBuf],
     user: &UserFs,
-) -> Result<Vec<PathBuf>, MountError> {
+) -> Result<Vec<PathBuf>, ViewError> {
     if write.iter().any(|w| w == Path::new("/")) {
         return Ok(vec![PathBuf::from("/")]);
     }
     let grants = open_grants(write, user)?;
-    set_read_only(None, Path::new("/"), true, true)?;
+    let read_only_error = |path: &Path| {
+        let path = path.to_owned();
+        move |errno| ViewError::ReadOnly { path, errno }
+    };
+    set_read_only(None, Path::new("/"), true, true).map_err(read_only_error(Path::new("/")))?;
     for dir in scratch {
-        set_read_only(None, dir, false, false)?;
+        set_read_only(None, dir, false, false).map_err(read_only_error(dir))?;
     }
     let mut bound = Vec::new();
     for g in &grants {
-        move_onto(&g.tree, &g.fd).map_err(|errno| MountError::Bind {
+        move_onto(&g.tree, &g.fd).map_err(|errno| ViewError::Bind {
             path: g.real.clone(),
             errno,
         })?;
@@ -113,16 +112,16 @@ pub fn apply(
 /// Opens each write grant as the user and clones it: those that exist and
 /// do not lie below another grant. Missing or unreachable grants are left
 /// out (the mount and Landlock reports name unreachable ones).
-fn open_grants(write: &[PathBuf], user: &UserFs) -> Result<Vec<Grant>, MountError> {
+fn open_grants(write: &[PathBuf], user: &UserFs) -> Result<Vec<Grant>, ViewError> {
     let mut opened: Vec<(PathBuf, OwnedFd, bool)> = Vec::new();
     for (asked, fd) in write.iter().zip(user.open_paths(write, OFlag::empty())?) {
         let Ok(fd) = fd else { continue };
-        let err = |errno| MountError::ReadOnly {
+        let err = |errno| ViewError::ReadOnly {
             path: asked.clone(),
             errno,
         };
         let is_dir = fstat(&fd).map_err(err)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let real = match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        let real = match proc::fd_path(&fd) {
             Ok(real) => real,
             Err(e) => {
                 let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
@@ -141,7 +140,7 @@ fn open_grants(write: &[PathBuf], user: &UserFs) -> Result<Vec<Grant>, MountErro
         if dirs.iter().any(|d| real.starts_with(d)) {
             continue;
         }
-        let err = |errno| MountError::ReadOnly {
+        let err = |errno| ViewError::ReadOnly {
             path: real.clone(),
             errno,
         };
@@ -152,7 +151,12 @@ fn open_grants(write: &[PathBuf], user: &UserFs) -> Result<Vec<Grant>, MountErro
             .flags()
             .contains(FsFlags::ST_RDONLY);
         if writable {
-            set_read_only(Some(&tree), Path::new(""), false, false)?;
+            set_read_only(Some(&tree), Path::new(""), false, false).map_err(|errno| {
+                ViewError::ReadOnly {
+                    path: PathBuf::new(),
+                    errno,
+                }
+            })?;
         }
         if is_dir {
             dirs.push(real.clone());
@@ -160,90 +164,4 @@ fn open_grants(write: &[PathBuf], user: &UserFs) -> Result<Vec<Grant>, MountErro
         grants.push(Grant { real, fd, tree });
     }
     Ok(grants)
-}
-
-/// `open_tree(2)`: a detached copy of the mount at `fd` (with everything
-/// mounted below it, for a directory), each mount keeping its flags.
-fn clone_tree(fd: &OwnedFd, recursive: bool) -> Result<OwnedFd, Errno> {
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_EMPTY_PATH as libc::c_uint
-        | if recursive {
-            libc::AT_RECURSIVE as libc::c_uint
-        } else {
-            0
-        };
-    // SAFETY: the path is a NUL-terminated empty string, used with
-    // AT_EMPTY_PATH on a live fd; the kernel returns a new fd or -1.
-    let rc = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: `rc` is a new fd this process owns and nothing else holds.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
-/// `move_mount(2)`: attaches the detached `tree` on top of what `onto`
-/// names.
-fn move_onto(tree: &OwnedFd, onto: &OwnedFd) -> Result<(), Errno> {
-    // SAFETY: both paths are NUL-terminated empty strings, used with the
-    // EMPTY_PATH flags on live fds.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            onto.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_EMPTY_PATHS,
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
-}
-
-/// `mount_setattr(2)`: sets (or clears) `MOUNT_ATTR_RDONLY` on the mount
-/// at `path` (relative to `dir`, or the mount `dir` is when `path` is
-/// empty), and with `recursive` on every mount below it.
-fn set_read_only(
-    dir: Option<&OwnedFd>,
-    path: &Path,
-    read_only: bool,
-    recursive: bool,
-) -> Result<(), MountError> {
-    let err = |errno| MountError::ReadOnly {
-        path: path.to_owned(),
-        errno,
-    };
-    let c_path =
-        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| err(Errno::EINVAL))?;
-    let attr = MountAttr {
-        attr_set: if read_only { MOUNT_ATTR_RDONLY } else { 0 },
-        attr_clr: if read_only { 0 } else { MOUNT_ATTR_RDONLY },
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let mut flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    if dir.is_some() && path.as_os_str().is_empty() {
-        flags |= libc::AT_EMPTY_PATH;
-    }
-    let dirfd = dir.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
-    // SAFETY: `c_path` is a NUL-terminated string and `attr` a live
-    // `struct mount_attr` of the size passed; the kernel only reads both.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd,
-            c_path.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(err(Errno::last()));
-    }
-    Ok(())
 }

@@ -103,14 +103,11 @@ pub fn cgroup_paths(own: &[PathBuf]) -> Vec<PathBuf> {
             .cloned()
     };
     let mut dirs: Vec<PathBuf> = own.to_vec();
-    let inherited = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for line in inherited.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+    let inherited = crate::kernel::proc::read_cgroup(None).unwrap_or_default();
+    for line in crate::kernel::proc::cgroup_lines(&inherited) {
+        let path = line.path;
+        let Some(controller) = (line.controllers.split(',').next()).filter(|c| !c.is_empty())
         else {
-            continue;
-        };
-        let Some(controller) = controllers.split(',').next().filter(|c| !c.is_empty()) else {
             continue;
         };
         let Some(mount) = crate::mountinfo::find_cgroup_v1(&mountinfo, controller) else {

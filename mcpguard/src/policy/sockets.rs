@@ -8,7 +8,7 @@
 //! `sock_create` fence), other netlink protocols (`NETLINK_SOCK_DIAG` lists
 //! every socket on the host, `NETLINK_KOBJECT_UEVENT` every device event)
 //! and other address families such as `packet` or `vsock` (the launcher's
-//! seccomp filter, [`crate::launch::socket_fence`]).
+//! seccomp filter, [`crate::launch::notify`]).
 
 use std::fmt;
 

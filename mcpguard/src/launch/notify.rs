@@ -1,4 +1,8 @@
-//! The socket fence: a seccomp filter on `socket()` for the address
+//! The seccomp user-notification filter and its [`Listener`]: the socket
+//! fence, and the traps of the persistence fence ([`super::persist_fence`])
+//! that ride on it (a task can have only one listener).
+//!
+//! The socket fence is a seccomp filter on `socket()` for the address
 //! families and netlink protocols the cgroup `sock_create` hook never sees
 //! (it runs for inet sockets only, and only after the kernel's own
 //! CAP_NET_RAW check, so an unprivileged raw socket is refused there
@@ -39,7 +43,7 @@ use crate::{
 };
 
 #[derive(Debug, Error)]
-pub enum SocketFenceError {
+pub enum NotifyError {
     #[error("cannot install the socket filter: {0}")]
     Install(#[source] io::Error),
     #[error("the socket filter has {0} instructions; a jump cannot span that far")]
@@ -168,12 +172,9 @@ fn program(rules: &SocketRules, persist: bool) -> Vec<Op<Label>> {
 
 /// The classic BPF program for `rules` (and, with `persist`, the
 /// persistence fence's traps), jumps resolved.
-pub fn filter(
-    rules: &SocketRules,
-    persist: bool,
-) -> Result<Vec<libc::sock_filter>, SocketFenceError> {
+pub fn filter(rules: &SocketRules, persist: bool) -> Result<Vec<libc::sock_filter>, NotifyError> {
     cbpf::assemble(&program(rules, persist)).map_err(|e| match e {
-        cbpf::CbpfError::TooLong(n) => SocketFenceError::TooLong(n),
+        cbpf::CbpfError::TooLong(n) => NotifyError::TooLong(n),
     })
 }
 
@@ -181,13 +182,13 @@ pub fn filter(
 /// `no_new_privs`) and returns the listener the daemon answers on. The
 /// listener is close-on-exec. A task has at most one listener, so the
 /// persistence fence's traps (`persist`) ride on this filter.
-pub fn install(rules: &SocketRules, persist: bool) -> Result<OwnedFd, SocketFenceError> {
+pub fn install(rules: &SocketRules, persist: bool) -> Result<OwnedFd, NotifyError> {
     if !SUPPORTED {
-        return Err(SocketFenceError::Unsupported);
+        return Err(NotifyError::Unsupported);
     }
     let mut prog = filter(rules, persist)?;
     let fprog = libc::sock_fprog {
-        len: u16::try_from(prog.len()).map_err(|_| SocketFenceError::TooLong(prog.len()))?,
+        len: u16::try_from(prog.len()).map_err(|_| NotifyError::TooLong(prog.len()))?,
         filter: prog.as_mut_ptr(),
     };
     // Once the daemon has received a call, only a fatal signal ends the
@@ -207,7 +208,7 @@ pub fn install(rules: &SocketRules, persist: bool) -> Result<OwnedFd, SocketFenc
         )
     };
     if fd < 0 {
-        return Err(SocketFenceError::Install(io::Error::last_os_error()));
+        return Err(NotifyError::Install(io::Error::last_os_error()));
     }
     // SAFETY: the kernel just returned this descriptor to us; nothing else
     // owns it.
