@@ -547,12 +547,12 @@ fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeEr
 /// directory fd (or, for calls on an fd, the fd acted on).
 fn attr_body(sample: &[u8], header_len: u32) -> Result<Body, DecodeError> {
     let ev = &read_checked::<Record<PathEvent>>(sample, "attr", Some(header_len))?.payload;
-    let call = crate::ebpf::attrs::name_of(ev.call).ok_or(DecodeError::BadField {
+    let call = crate::kernel::attrs::name_of(ev.call).ok_or(DecodeError::BadField {
         name: "attr",
         field: "call",
         value: u64::from(ev.call),
     })?;
-    let on_fd = crate::ebpf::attrs::on_fd(ev.call);
+    let on_fd = crate::kernel::attrs::on_fd(ev.call);
     let (path, path_truncated) = if on_fd {
         (String::new(), false)
     } else {

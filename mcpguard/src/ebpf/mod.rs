@@ -787,7 +787,7 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
 
 /// Fills `ATTR_CALLS` from this kernel's format files and attaches the
 /// attribute programs to each watched call's enter and exit tracepoints
-/// ([`attrs`]). A call this kernel lacks is skipped.
+/// ([`crate::kernel::attrs`], [`attrs`]). A call this kernel lacks is skipped.
 fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
     let mut table: HashMap<&mut MapData, u32, mcpguard_common::policy::AttrArgs> = ebpf
         .map_mut("ATTR_CALLS")
@@ -795,7 +795,7 @@ fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
         .try_into()
         .map_err(|e| format!("ATTR_CALLS: {e}"))?;
     let mut present = Vec::new();
-    for c in attrs::calls() {
+    for c in crate::kernel::attrs::calls() {
         match attrs::args_of(tracefs, &c).map_err(|e| e.to_string())? {
             Some(args) => {
                 table
