@@ -16,6 +16,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use clap::Args;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{writer::rotated_path, SCHEMA_VERSION};
@@ -51,20 +53,33 @@ pub enum QueryError {
     BadSince { value: String },
 }
 
-/// Which records to show; every set criterion must hold.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Which records to show (every set criterion must hold) and whether to
+/// keep reading: `mcpguard audit`'s flags, and the query that command
+/// sends the daemon for a caller who cannot read the log.
+#[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
 pub struct Filter {
-    /// Server name, or a launch id (`time-3`) to pick one launch.
+    /// Only records of this server (policy `name`).
+    // A launch id (`time-3`) picks one launch.
+    #[arg(long)]
     pub server: Option<String>,
+    /// Only records of this kind (exec, fork, exit, open, connect, launch, server_exit, loss, daemon, ...).
+    #[arg(long)]
     pub kind: Option<String>,
-    /// Only records with `"denied": true`.
+    /// Only denials.
+    #[arg(long)]
     pub denied: bool,
-    /// Only records of this MCP tool: its calls and the kernel records
-    /// they caused.
+    /// Only one MCP tool: its calls, and the exec/open/connect records that
+    /// happened while a call of it was in flight.
+    #[arg(long)]
     pub tool: Option<String>,
-    /// Records at or after this time; records without a readable `ts` are
-    /// left out.
-    pub since: Option<SystemTime>,
+    /// Only records since a time: a duration ago ("10m", "2h") or RFC 3339.
+    // Records without a readable `ts` are left out. The command sends the
+    // daemon RFC 3339 ([`Filter::resolve_since`]).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Keep printing records as they are written.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 impl Filter {
@@ -87,22 +102,51 @@ impl Filter {
         parse_time(trimmed).ok_or_else(bad)
     }
 
+    /// `since` as a time, if set.
+    pub fn since_time(&self) -> Result<Option<SystemTime>, QueryError> {
+        self.since.as_deref().map(Self::parse_since).transpose()
+    }
+
+    /// Read a duration in `since` against this clock, once, and keep it as
+    /// RFC 3339: the log read here and the daemon's then see the same time.
+    pub fn resolve_since(&mut self) -> Result<(), QueryError> {
+        self.since = self.since_time()?.map(super::format_ts);
+        Ok(())
+    }
+
+    /// The filter ready to test records, with `since` read once.
+    pub fn matcher(&self) -> Result<Matcher<'_>, QueryError> {
+        Ok(Matcher {
+            filter: self,
+            since: self.since_time()?,
+        })
+    }
+}
+
+/// A [`Filter`] whose `since` has been read as a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Matcher<'a> {
+    filter: &'a Filter,
+    since: Option<SystemTime>,
+}
+
+impl Matcher<'_> {
     pub fn matches(&self, rec: &Value) -> bool {
-        if let Some(server) = &self.server {
+        if let Some(server) = &self.filter.server {
             let is = |key| rec.get(key).and_then(Value::as_str) == Some(server.as_str());
             if !is("server") && !is("launch") {
                 return false;
             }
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &self.filter.kind {
             if rec.get("kind").and_then(Value::as_str) != Some(kind.as_str()) {
                 return false;
             }
         }
-        if self.denied && rec.get("denied").and_then(Value::as_bool) != Some(true) {
+        if self.filter.denied && rec.get("denied").and_then(Value::as_bool) != Some(true) {
             return false;
         }
-        if let Some(tool) = &self.tool {
+        if let Some(tool) = &self.filter.tool {
             let direct = rec.get("tool").and_then(Value::as_str) == Some(tool.as_str());
             let among = rec
                 .get("calls")
@@ -178,20 +222,19 @@ pub struct Summary {
 
 /// Print the records of the log at `path` that match `filter` to `out`:
 /// the original lines with `json`, else one human line each (`color` adds
-/// ANSI colour to denials; pass whether `out` is a terminal). With `follow`,
-/// keep printing lines appended later, across rotation and truncation,
+/// ANSI colour to denials; pass whether `out` is a terminal). With
+/// `filter.follow`, keep printing lines appended later, across rotation and truncation,
 /// until the process is interrupted. Malformed lines go to stderr. A closed
 /// output (`| head`) ends the run successfully.
 pub fn run(
     path: &Path,
     filter: &Filter,
-    follow: bool,
     json: bool,
     color: bool,
     out: &mut impl Write,
 ) -> Result<Summary, QueryError> {
     let opts = Options {
-        follow,
+        follow: filter.follow,
         json,
         color,
     };
@@ -199,19 +242,18 @@ pub fn run(
 }
 
 /// [`run`] for a program reading the output: matching lines byte for byte
-/// (as `--json`), diagnostics to `diag`, and with `follow`, new lines until
+/// (as `--json`), diagnostics to `diag`, and with `filter.follow`, new lines until
 /// `stop` returns true (asked between polls). The daemon uses it to stream
 /// a user's records over its socket.
 pub fn stream(
     path: &Path,
     filter: &Filter,
-    follow: bool,
     out: &mut impl Write,
     diag: &mut impl Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, QueryError> {
     let opts = Options {
-        follow,
+        follow: filter.follow,
         json: true,
         color: false,
     };
@@ -235,7 +277,7 @@ fn run_with(
 ) -> Result<Summary, QueryError> {
     let mut reader = LogReader {
         path,
-        filter,
+        matcher: filter.matcher()?,
         opts,
         human: HumanFormat::new(opts.color),
         out,
@@ -266,7 +308,7 @@ fn run_with(
 
 struct LogReader<'a, W, D> {
     path: &'a Path,
-    filter: &'a Filter,
+    matcher: Matcher<'a>,
     opts: Options,
     human: HumanFormat,
     out: &'a mut W,
@@ -417,7 +459,7 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
             Ok(_) => return self.malformed("not a JSON object"),
             Err(e) => return self.malformed(&e.to_string()),
         };
-        if !self.filter.matches(&rec) {
+        if !self.matcher.matches(&rec) {
             return Ok(());
         }
         let result = if self.opts.json {
@@ -998,7 +1040,7 @@ mod tests {
     use serde_json::json;
 
     use super::{
-        super::{AuditRecord, Body, Origin},
+        super::{format_ts, AuditRecord, Body, Origin},
         *,
     };
 
@@ -1108,6 +1150,7 @@ mod tests {
             tool: Some("read_file".into()),
             ..Filter::default()
         };
+        let f = f.matcher().unwrap();
         assert!(f.matches(&call) && f.matches(&open));
         assert!(!f.matches(&other) && !f.matches(&denied));
         let several = json!({"kind": "open", "calls": [{"call_id": 1, "tool": "a"}, {"call_id": 2, "tool": "read_file"}]});
@@ -1376,42 +1419,42 @@ mod tests {
         let denied = value(&rec(open_denied(), T0));
         let allowed = value(&rec(connect("allow", "1.2.3.4"), T0 + 60));
         let all = Filter::default();
-        assert!(all.matches(&denied) && all.matches(&allowed));
+        assert!(all.matcher().unwrap().matches(&denied) && all.matcher().unwrap().matches(&allowed));
 
         let by_server = Filter {
             server: Some("time".into()),
             ..Filter::default()
         };
-        assert!(by_server.matches(&denied));
+        assert!(by_server.matcher().unwrap().matches(&denied));
         let by_launch = Filter {
             server: Some("time-3".into()),
             ..Filter::default()
         };
-        assert!(by_launch.matches(&denied));
+        assert!(by_launch.matcher().unwrap().matches(&denied));
         let other = Filter {
             server: Some("fs".into()),
             ..Filter::default()
         };
-        assert!(!other.matches(&denied));
+        assert!(!other.matcher().unwrap().matches(&denied));
 
         let by_kind = Filter {
             kind: Some("connect".into()),
             ..Filter::default()
         };
-        assert!(!by_kind.matches(&denied) && by_kind.matches(&allowed));
+        assert!(!by_kind.matcher().unwrap().matches(&denied) && by_kind.matcher().unwrap().matches(&allowed));
 
         let only_denied = Filter {
             denied: true,
             ..Filter::default()
         };
-        assert!(only_denied.matches(&denied) && !only_denied.matches(&allowed));
+        assert!(only_denied.matcher().unwrap().matches(&denied) && !only_denied.matcher().unwrap().matches(&allowed));
 
         let since = Filter {
-            since: Some(UNIX_EPOCH + Duration::from_secs(T0 + 30)),
+            since: Some(format_ts(UNIX_EPOCH + Duration::from_secs(T0 + 30))),
             ..Filter::default()
         };
-        assert!(!since.matches(&denied) && since.matches(&allowed));
-        assert!(!since.matches(&json!({"kind": "exit"})), "no ts, no match");
+        assert!(!since.matcher().unwrap().matches(&denied) && since.matcher().unwrap().matches(&allowed));
+        assert!(!since.matcher().unwrap().matches(&json!({"kind": "exit"})), "no ts, no match");
     }
 
     #[test]
@@ -1566,15 +1609,7 @@ mod tests {
     fn missing_log_names_path_and_suggests_log_flag() {
         let scratch = scratch("missing");
         let path = scratch.path.with_file_name("absent.jsonl");
-        let err = run(
-            &path,
-            &Filter::default(),
-            false,
-            false,
-            false,
-            &mut Vec::new(),
-        )
-        .unwrap_err();
+        let err = run(&path, &Filter::default(), false, false, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, QueryError::NotFound { .. }));
         let msg = err.to_string();
         assert!(
@@ -1599,15 +1634,7 @@ mod tests {
         let scratch = scratch("pipe");
         let path = scratch.path.clone();
         std::fs::write(&path, rec(Body::Exit {}, T0).to_json_line() + "\n").unwrap();
-        let summary = run(
-            &path,
-            &Filter::default(),
-            false,
-            true,
-            false,
-            &mut ClosedPipe,
-        )
-        .unwrap();
+        let summary = run(&path, &Filter::default(), true, false, &mut ClosedPipe).unwrap();
         assert_eq!(summary.shown, 0);
     }
 

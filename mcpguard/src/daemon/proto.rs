@@ -28,6 +28,8 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::audit::query::Filter;
+
 /// Protocol version; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
 /// Signals `mcpguard run` forwards to the server and the daemon accepts:
@@ -100,20 +102,7 @@ pub enum Request {
     Status { version: u32 },
     /// `mcpguard audit` for a caller who cannot read the log: the records
     /// of its own servers (every record for root).
-    Audit { version: u32, query: AuditQuery },
-}
-
-/// The `mcpguard audit` filters, as sent to the daemon.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct AuditQuery {
-    pub server: Option<String>,
-    pub kind: Option<String>,
-    pub denied: bool,
-    pub tool: Option<String>,
-    /// RFC 3339 (the client resolves durations like `1h` itself).
-    pub since: Option<String>,
-    /// Keep streaming records as they are written.
-    pub follow: bool,
+    Audit { version: u32, query: Filter },
 }
 
 /// Daemon → client.

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use super::{
     auditor::Msg,
-    proto::{self, AuditQuery, ProtoError, Request, Response},
+    proto::{self, ProtoError, Request, Response},
     session::Peer,
     Shared,
 };
@@ -540,20 +540,10 @@ fn stream_audit(
     shared: &Arc<Shared>,
     stream: &UnixStream,
     scope: Option<u32>,
-    q: &AuditQuery,
+    q: &query::Filter,
 ) -> Result<(), QueryError> {
-    let since = q
-        .since
-        .as_deref()
-        .map(query::Filter::parse_since)
-        .transpose()?;
-    let filter = query::Filter {
-        server: q.server.clone(),
-        kind: q.kind.clone(),
-        denied: q.denied,
-        tool: q.tool.clone(),
-        since,
-    };
+    // A `since` the filter cannot read is the caller's error, not a failed query.
+    q.since_time()?;
     let mut sink = RecordSink {
         stream,
         scope,
@@ -566,8 +556,7 @@ fn stream_audit(
     let stop = || shared.is_shutting_down() || hung_up(stream);
     let result = query::stream(
         &shared.info.audit_log,
-        &filter,
-        q.follow,
+        q,
         &mut sink,
         &mut io::sink(),
         &stop,
