@@ -1419,7 +1419,9 @@ mod tests {
         let denied = value(&rec(open_denied(), T0));
         let allowed = value(&rec(connect("allow", "1.2.3.4"), T0 + 60));
         let all = Filter::default();
-        assert!(all.matcher().unwrap().matches(&denied) && all.matcher().unwrap().matches(&allowed));
+        assert!(
+            all.matcher().unwrap().matches(&denied) && all.matcher().unwrap().matches(&allowed)
+        );
 
         let by_server = Filter {
             server: Some("time".into()),
@@ -1441,20 +1443,32 @@ mod tests {
             kind: Some("connect".into()),
             ..Filter::default()
         };
-        assert!(!by_kind.matcher().unwrap().matches(&denied) && by_kind.matcher().unwrap().matches(&allowed));
+        assert!(
+            !by_kind.matcher().unwrap().matches(&denied)
+                && by_kind.matcher().unwrap().matches(&allowed)
+        );
 
         let only_denied = Filter {
             denied: true,
             ..Filter::default()
         };
-        assert!(only_denied.matcher().unwrap().matches(&denied) && !only_denied.matcher().unwrap().matches(&allowed));
+        assert!(
+            only_denied.matcher().unwrap().matches(&denied)
+                && !only_denied.matcher().unwrap().matches(&allowed)
+        );
 
         let since = Filter {
             since: Some(format_ts(UNIX_EPOCH + Duration::from_secs(T0 + 30))),
             ..Filter::default()
         };
-        assert!(!since.matcher().unwrap().matches(&denied) && since.matcher().unwrap().matches(&allowed));
-        assert!(!since.matcher().unwrap().matches(&json!({"kind": "exit"})), "no ts, no match");
+        assert!(
+            !since.matcher().unwrap().matches(&denied)
+                && since.matcher().unwrap().matches(&allowed)
+        );
+        assert!(
+            !since.matcher().unwrap().matches(&json!({"kind": "exit"})),
+            "no ts, no match"
+        );
     }
 
     #[test]

@@ -554,13 +554,7 @@ fn stream_audit(
         skipped: 0,
     };
     let stop = || shared.is_shutting_down() || hung_up(stream);
-    let result = query::stream(
-        &shared.info.audit_log,
-        q,
-        &mut sink,
-        &mut io::sink(),
-        &stop,
-    );
+    let result = query::stream(&shared.info.audit_log, q, &mut sink, &mut io::sink(), &stop);
     match result {
         Ok(_) => {
             sink.flush()?;

@@ -47,7 +47,10 @@ mod tests {
         for e in NAMED {
             let name = errno_name(*e as i64);
             assert!(
-                name.len() > 1 && name[1..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+                name.len() > 1
+                    && name[1..]
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
                 "{name}"
             );
             assert_ne!(name, format!("E{}", *e as i64));
