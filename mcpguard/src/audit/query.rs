@@ -634,89 +634,15 @@ pub fn describe(kind: &str, rec: &Value) -> String {
     }
 }
 
+/// One arm per record kind; the longer ones have a function each.
 fn describe_raw(kind: &str, rec: &Value) -> String {
     let f = |key| field(rec, key);
     match kind {
-        "open" => {
-            let mut s = format!(
-                "open {}{} ({}) = {}",
-                f("path"),
-                truncation_mark(rec, "path_truncated"),
-                flags(rec),
-                result(rec)
-            );
-            if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
-                let _ = write!(s, " mode={mode:04o}");
-            }
-            if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
-                let _ = write!(s, " dirfd={dirfd}");
-            }
-            match rec.get("call").and_then(Value::as_str) {
-                Some("openat") | None => {}
-                Some(call) => {
-                    let _ = write!(s, " [{call}]");
-                }
-            }
-            s
-        }
-        "exec" => {
-            let more = if rec.get("argc_truncated").and_then(Value::as_bool) == Some(true) {
-                " …"
-            } else {
-                ""
-            };
-            format!(
-                "exec {}{} [{}{more}] = {}",
-                f("filename"),
-                truncation_mark(rec, "path_truncated"),
-                argv(rec),
-                result(rec)
-            )
-        }
-        "connect" => {
-            let addr = f("addr");
-            let host = if addr.contains(':') {
-                format!("[{addr}]")
-            } else {
-                addr
-            };
-            let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
-            format!("{op} {} {host}:{}", f("protocol"), f("port"))
-        }
-        "mkdir" | "unlink" | "rmdir" | "chdir" | "attr" => {
-            let target = match rec.get("fd").and_then(Value::as_i64) {
-                Some(fd) => format!("fd {fd}"),
-                None => format!("{}{}", f("path"), truncation_mark(rec, "path_truncated")),
-            };
-            let mut s = format!(
-                "{} {target} = {}",
-                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
-                result(rec)
-            );
-            if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
-                let _ = write!(s, " mode={mode:04o}");
-            }
-            if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
-                let _ = write!(s, " dirfd={dirfd}");
-            }
-            s
-        }
-        "link" | "rename" => {
-            let mut s = format!(
-                "{} {}{} -> {}{}",
-                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
-                f("old_path"),
-                truncation_mark(rec, "old_path_truncated"),
-                f("new_path"),
-                truncation_mark(rec, "new_path_truncated"),
-            );
-            if let Some(flags) = rec.get("flags").and_then(Value::as_array) {
-                let names: Vec<&str> = flags.iter().filter_map(Value::as_str).collect();
-                let _ = write!(s, " ({})", names.join("|"));
-            }
-            let _ = write!(s, " = {}", result(rec));
-            s
-        }
+        "open" => open_line(rec),
+        "exec" => exec_line(rec),
+        "connect" => connect_line(rec),
+        "mkdir" | "unlink" | "rmdir" | "chdir" | "attr" => path_call_line(kind, rec),
+        "link" | "rename" => two_path_line(kind, rec),
         "persist" => format!(
             "persist {} {} {} = {}{}",
             f("family"),
@@ -753,42 +679,8 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
         ),
         "syscall" => format!("syscall {} = {}", f("name"), result(rec)),
         "io_uring" => format!("io_uring {}", f("op")),
-        "unix_connect" => format!(
-            "unix_connect {}{}{} = {}{}",
-            if rec["abstract_addr"] == true {
-                "@"
-            } else {
-                ""
-            },
-            f("path"),
-            truncation_mark(rec, "path_truncated"),
-            result(rec),
-            if rec["fenced"] == true {
-                " (fenced)"
-            } else {
-                ""
-            }
-        ),
-        "dns" => {
-            let d = &rec["detail"];
-            let answers: Vec<String> = d["answers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| field(a, "addr"))
-                .collect();
-            let mut s = format!("dns {} {} ({})", f("qname"), f("qtype"), f("transport"));
-            if let Some(rcode) = d.get("rcode").and_then(Value::as_str) {
-                let _ = write!(s, " {rcode}");
-            }
-            if !answers.is_empty() {
-                let _ = write!(s, " -> {}", answers.join(", "));
-            }
-            if let Some(e) = d.get("error").and_then(Value::as_str) {
-                let _ = write!(s, " ({e})");
-            }
-            s
-        }
+        "unix_connect" => unix_connect_line(rec),
+        "dns" => dns_line(rec),
         "tool_changed" => format!(
             "tool_changed {} {} ({})",
             f("tool"),
@@ -804,39 +696,191 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
             f("limit"),
             f("total")
         ),
-        "loss" => {
-            let span = match (rec.get("first_ts"), rec.get("last_ts")) {
-                (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
-                _ => String::new(),
-            };
-            let denials = match rec.get("denials").and_then(Value::as_u64) {
-                Some(n) if n > 0 => format!(", {n} of them denials"),
-                _ => String::new(),
-            };
-            format!(
-                "loss {} events lost ({}){span}{denials}, {} total",
-                f("lost"),
-                f("source"),
-                f("total")
-            )
-        }
-        // A kind from a newer daemon: show everything it carries.
-        _ => {
-            let rest: serde_json::Map<String, Value> = rec
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let version = match rec.get("v").and_then(Value::as_u64) {
-                Some(v) if v == u64::from(SCHEMA_VERSION) => String::new(),
-                Some(v) => format!(" (v{v})"),
-                None => " (no v)".to_string(),
-            };
-            format!("{kind}{version} {}", Value::Object(rest))
+        "loss" => loss_line(rec),
+        _ => unknown_kind_line(kind, rec),
+    }
+}
+
+/// `open /x (O_RDONLY) = -EACCES`, then the mode, dirfd and a call other
+/// than `openat`.
+fn open_line(rec: &Value) -> String {
+    let mut s = format!(
+        "open {}{} ({}) = {}",
+        field(rec, "path"),
+        truncation_mark(rec, "path_truncated"),
+        flags(rec),
+        result(rec)
+    );
+    write_mode_and_dirfd(&mut s, rec);
+    match rec.get("call").and_then(Value::as_str) {
+        Some("openat") | None => {}
+        Some(call) => {
+            let _ = write!(s, " [{call}]");
         }
     }
+    s
+}
+
+/// ` mode=0644` and ` dirfd=3`, for the records that carry them.
+fn write_mode_and_dirfd(s: &mut String, rec: &Value) {
+    if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
+        let _ = write!(s, " mode={mode:04o}");
+    }
+    if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
+        let _ = write!(s, " dirfd={dirfd}");
+    }
+}
+
+/// `exec /bin/sh [argv …] = 0` (`…`: argv was cut short).
+fn exec_line(rec: &Value) -> String {
+    let more = if rec.get("argc_truncated").and_then(Value::as_bool) == Some(true) {
+        " …"
+    } else {
+        ""
+    };
+    format!(
+        "exec {}{} [{}{more}] = {}",
+        field(rec, "filename"),
+        truncation_mark(rec, "path_truncated"),
+        argv(rec),
+        result(rec)
+    )
+}
+
+/// `connect tcp 1.2.3.4:443`; an IPv6 address in brackets; `op` other than `connect` named.
+fn connect_line(rec: &Value) -> String {
+    let addr = field(rec, "addr");
+    let host = if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr
+    };
+    let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
+    format!(
+        "{op} {} {host}:{}",
+        field(rec, "protocol"),
+        field(rec, "port")
+    )
+}
+
+/// A call on one path or fd: `mkdir /x = -EROFS mode=0755`, `fchmod fd 3 = ..`.
+fn path_call_line(kind: &str, rec: &Value) -> String {
+    let target = match rec.get("fd").and_then(Value::as_i64) {
+        Some(fd) => format!("fd {fd}"),
+        None => format!(
+            "{}{}",
+            field(rec, "path"),
+            truncation_mark(rec, "path_truncated")
+        ),
+    };
+    let mut s = format!(
+        "{} {target} = {}",
+        rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+        result(rec)
+    );
+    write_mode_and_dirfd(&mut s, rec);
+    s
+}
+
+/// A call on two paths: `rename /a -> /b (<flags>) = 0`.
+fn two_path_line(kind: &str, rec: &Value) -> String {
+    let mut s = format!(
+        "{} {}{} -> {}{}",
+        rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+        field(rec, "old_path"),
+        truncation_mark(rec, "old_path_truncated"),
+        field(rec, "new_path"),
+        truncation_mark(rec, "new_path_truncated"),
+    );
+    if let Some(flags) = rec.get("flags").and_then(Value::as_array) {
+        let names: Vec<&str> = flags.iter().filter_map(Value::as_str).collect();
+        let _ = write!(s, " ({})", names.join("|"));
+    }
+    let _ = write!(s, " = {}", result(rec));
+    s
+}
+
+/// `unix_connect @name = -EACCES (fenced)`.
+fn unix_connect_line(rec: &Value) -> String {
+    format!(
+        "unix_connect {}{}{} = {}{}",
+        if rec["abstract_addr"] == true {
+            "@"
+        } else {
+            ""
+        },
+        field(rec, "path"),
+        truncation_mark(rec, "path_truncated"),
+        result(rec),
+        if rec["fenced"] == true {
+            " (fenced)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `dns example.com A (udp) NOERROR -> 1.2.3.4, 5.6.7.8`.
+fn dns_line(rec: &Value) -> String {
+    let d = &rec["detail"];
+    let answers: Vec<String> = d["answers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| field(a, "addr"))
+        .collect();
+    let mut s = format!(
+        "dns {} {} ({})",
+        field(rec, "qname"),
+        field(rec, "qtype"),
+        field(rec, "transport")
+    );
+    if let Some(rcode) = d.get("rcode").and_then(Value::as_str) {
+        let _ = write!(s, " {rcode}");
+    }
+    if !answers.is_empty() {
+        let _ = write!(s, " -> {}", answers.join(", "));
+    }
+    if let Some(e) = d.get("error").and_then(Value::as_str) {
+        let _ = write!(s, " ({e})");
+    }
+    s
+}
+
+/// `loss 12 events lost (<source>) from .. to .., 3 of them denials, 40 total`.
+fn loss_line(rec: &Value) -> String {
+    let f = |key| field(rec, key);
+    let span = match (rec.get("first_ts"), rec.get("last_ts")) {
+        (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
+        _ => String::new(),
+    };
+    let denials = match rec.get("denials").and_then(Value::as_u64) {
+        Some(n) if n > 0 => format!(", {n} of them denials"),
+        _ => String::new(),
+    };
+    format!(
+        "loss {} events lost ({}){span}{denials}, {} total",
+        f("lost"),
+        f("source"),
+        f("total")
+    )
+}
+
+/// A kind from a newer daemon: show everything it carries.
+fn unknown_kind_line(kind: &str, rec: &Value) -> String {
+    let rest: serde_json::Map<String, Value> = rec
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let version = match rec.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => String::new(),
+        Some(v) => format!(" (v{v})"),
+        None => " (no v)".to_string(),
+    };
+    format!("{kind}{version} {}", Value::Object(rest))
 }
 
 /// An `mcp` record: the event and what matters about it.
