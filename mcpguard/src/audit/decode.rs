@@ -251,8 +251,7 @@ fn body_of(
             (syscall_body(&ev)?, None)
         }
         kind::UNIX_CONNECT => {
-            let ev =
-                read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", len)?.payload;
+            let ev = read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", len)?.payload;
             (unix_connect_body(&ev), USER)
         }
         other => {

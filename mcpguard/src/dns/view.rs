@@ -301,7 +301,13 @@ impl DnsView {
         }
         let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&name)).collect();
         if rules.is_empty() {
-            self.record(&name, &qtype, transport, "deny", json!({ "rcode": "NXDOMAIN" }));
+            self.record(
+                &name,
+                &qtype,
+                transport,
+                "deny",
+                json!({ "rcode": "NXDOMAIN" }),
+            );
             return Err(refusal(&msg, ResponseCode::NXDomain));
         }
         Ok(Question {
