@@ -890,36 +890,7 @@ fn mcp_line(rec: &Value) -> String {
     let tool = str_field(rec, "tool");
     let id = field(rec, "call_id");
     match event {
-        "tools_call" => {
-            let args: Vec<String> = d["arguments"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| match (v.get("type"), v.get("len")) {
-                    (Some(t), Some(l)) if v.as_object().is_some_and(|o| o.len() == 2) => {
-                        format!("{k}=<{} {l}>", t.as_str().unwrap_or("?"))
-                    }
-                    _ => format!("{k}={v}"),
-                })
-                .collect();
-            let outcome = if d["unanswered"] == true {
-                "unanswered".to_string()
-            } else if !d["error"].is_null() {
-                format!("error {}", d["error"]["message"])
-            } else {
-                format!(
-                    "{:.1}ms {}B{}",
-                    d["duration_ms"].as_f64().unwrap_or(0.0),
-                    d["result_bytes"],
-                    if d["is_error"] == true {
-                        " isError"
-                    } else {
-                        ""
-                    }
-                )
-            };
-            format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
-        }
+        "tools_call" => tools_call_line(d, tool, &id),
         "tool_denied" => format!("mcp tool_denied {tool}#{id} ({})", field(d, "reason")),
         "tools_list" => format!(
             "mcp tools_list {} tools, {} shown{}",
@@ -970,6 +941,38 @@ fn mcp_line(rec: &Value) -> String {
         ),
         _ => format!("mcp {event} {d}"),
     }
+}
+
+/// `mcp tools_call read_file#3(path=<string 12>) 1.2ms 300B`.
+fn tools_call_line(d: &Value, tool: &str, id: &str) -> String {
+    let args: Vec<String> = d["arguments"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| match (v.get("type"), v.get("len")) {
+            (Some(t), Some(l)) if v.as_object().is_some_and(|o| o.len() == 2) => {
+                format!("{k}=<{} {l}>", t.as_str().unwrap_or("?"))
+            }
+            _ => format!("{k}={v}"),
+        })
+        .collect();
+    let outcome = if d["unanswered"] == true {
+        "unanswered".to_string()
+    } else if !d["error"].is_null() {
+        format!("error {}", d["error"]["message"])
+    } else {
+        format!(
+            "{:.1}ms {}B{}",
+            d["duration_ms"].as_f64().unwrap_or(0.0),
+            d["result_bytes"],
+            if d["is_error"] == true {
+                " isError"
+            } else {
+                ""
+            }
+        )
+    };
+    format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
 }
 
 /// A launch record's enforcement layers in a few words, e.g.
