@@ -1241,7 +1241,10 @@ mod tests {
             "{}",
             human(&open)
         );
+    }
 
+    #[test]
+    fn human_lines_for_path_calls() {
         let mkdir = rec(
             Body::Mkdir(crate::audit::PathCall {
                 call: "mkdir".into(),
@@ -1303,7 +1306,10 @@ mod tests {
             "{}",
             human(&link)
         );
+    }
 
+    #[test]
+    fn human_lines_for_launch_loss_and_server_exit() {
         let launch = rec(
             Body::Launch {
                 argv: vec!["/usr/bin/python3".into(), "-m".into(), "srv".into()],
