@@ -23,6 +23,9 @@ mod proc;
 mod syscalls;
 mod unix;
 
+// The package's library is empty (see its doc); the programs are all here.
+use mcpguard_ebpf as _;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -19,7 +19,18 @@
 
 use std::{borrow::Cow, fmt::Write as _};
 
-use crate::mcp::inspect::is_invisible;
+/// Characters that render as nothing: Unicode tag characters (which can
+/// spell out hidden ASCII), zero-width characters, bidi controls and the
+/// byte-order mark.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{E0000}'..='\u{E007F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
 
 /// Whether `c` must not reach a terminal raw: C0 and C1 controls, DEL
 /// (including `\n`, `\r` and `\t`, which would break a record's line or

@@ -156,130 +156,7 @@ pub fn decode(
     origin: impl FnOnce(u64) -> Option<Origin>,
 ) -> Result<AuditRecord, DecodeError> {
     let header: EventHeader = read_checked(sample, "header", None)?;
-    // Paths read by the kernel programs come from the caller's memory
-    // unless the event says otherwise.
-    let mut source = None;
-    let body = match header.kind {
-        kind::EXEC => {
-            let ev = read_checked::<Record<ExecEvent>>(sample, "exec", Some(header.len))?.payload;
-            source = Some(source_name(ev.filename_source)?);
-            exec_body(&ev)
-        }
-        kind::FORK => Body::Fork {
-            child_pid: read_checked::<Record<ForkEvent>>(sample, "fork", Some(header.len))?
-                .payload
-                .child_pid,
-        },
-        kind::EXIT => {
-            // Checked for length like the others so a truncated exit is a
-            // counted drop, not a silently accepted record.
-            read_checked::<Record<ExitEvent>>(sample, "exit", Some(header.len))?;
-            Body::Exit {}
-        }
-        kind::OPEN => {
-            source = Some("user");
-            open_body(
-                &read_checked::<Record<OpenEvent>>(sample, "open", Some(header.len))?.payload,
-            )?
-        }
-        kind::MKDIR | kind::UNLINK | kind::RMDIR | kind::CHDIR => {
-            source = Some("user");
-            path_body(header.kind, sample, header.len)?
-        }
-        kind::ATTR => {
-            let body = attr_body(sample, header.len)?;
-            // Calls on an fd carry no path.
-            if matches!(&body, Body::Attr(p) if p.fd.is_none()) {
-                source = Some("user");
-            }
-            body
-        }
-        kind::LINK => {
-            source = Some("user");
-            Body::Link(pair_body(sample, header.len, "link")?)
-        }
-        kind::RENAME => {
-            source = Some("user");
-            Body::Rename(pair_body(sample, header.len, "rename")?)
-        }
-        kind::CONNECT => connect_body(
-            &read_checked::<Record<ConnectEvent>>(sample, "connect", Some(header.len))?.payload,
-        )?,
-        kind::SOCKET => {
-            let ev =
-                read_checked::<Record<SocketEvent>>(sample, "socket", Some(header.len))?.payload;
-            let verdict = match ev.verdict {
-                VERDICT_ALLOW => "allow",
-                VERDICT_DENY => "deny",
-                VERDICT_WOULD_DENY => "would_deny",
-                other => {
-                    return Err(DecodeError::BadField {
-                        name: "socket",
-                        field: "verdict",
-                        value: u64::from(other),
-                    })
-                }
-            };
-            Body::Socket {
-                family: match ev.family {
-                    2 => "inet".into(),
-                    10 => "inet6".into(),
-                    f => f.to_string(),
-                },
-                sock_type: match ev.sock_type {
-                    1 => "stream".into(),
-                    2 => "dgram".into(),
-                    3 => "raw".into(),
-                    5 => "seqpacket".into(),
-                    t => t.to_string(),
-                },
-                protocol: inet_protocol_name(ev.protocol),
-                verdict: verdict.into(),
-            }
-        }
-        kind::IO_URING => Body::IoUring {
-            op: io_uring_op(
-                read_checked::<Record<IoUringEvent>>(sample, "io_uring", Some(header.len))?
-                    .payload
-                    .opcode,
-            ),
-        },
-        kind::SYSCALL => {
-            let ev =
-                read_checked::<Record<SyscallEvent>>(sample, "syscall", Some(header.len))?.payload;
-            let name = crate::kernel::syscalls::name_of(ev.nr).ok_or(DecodeError::BadField {
-                name: "syscall",
-                field: "nr",
-                value: u64::from(ev.nr),
-            })?;
-            Body::Syscall {
-                name: name.to_owned(),
-                result: ev.ret,
-                errno: errno_of(ev.ret),
-            }
-        }
-        kind::UNIX_CONNECT => {
-            let ev =
-                read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", Some(header.len))?
-                    .payload;
-            let (path, path_truncated) = c_string(&ev.path);
-            source = Some("user");
-            Body::UnixConnect {
-                path,
-                path_truncated,
-                abstract_addr: ev.abstract_addr != 0,
-                result: ev.ret,
-                errno: errno_of(ev.ret),
-                fenced: false,
-            }
-        }
-        other => {
-            return Err(DecodeError::UnknownKind {
-                kind: other,
-                len: sample.len(),
-            })
-        }
-    };
+    let (body, source) = body_of(&header, sample)?;
     let origin = origin(header.cgroup_id);
     let (comm, _) = c_string(&header.comm);
     Ok(AuditRecord {
@@ -299,6 +176,147 @@ pub fn decode(
         denied: body.is_denied(),
         body,
     })
+}
+
+/// Paths read by the kernel programs come from the caller's memory unless
+/// the event says otherwise.
+const USER: Option<&str> = Some("user");
+
+/// The body of a sample of kind `header.kind`, and where its path was read
+/// from (`None`: it has no path).
+fn body_of(
+    header: &EventHeader,
+    sample: &[u8],
+) -> Result<(Body, Option<&'static str>), DecodeError> {
+    let len = Some(header.len);
+    Ok(match header.kind {
+        kind::EXEC => {
+            let ev = read_checked::<Record<ExecEvent>>(sample, "exec", len)?.payload;
+            let source = Some(source_name(ev.filename_source)?);
+            (exec_body(&ev), source)
+        }
+        kind::FORK => {
+            let ev = read_checked::<Record<ForkEvent>>(sample, "fork", len)?.payload;
+            (
+                Body::Fork {
+                    child_pid: ev.child_pid,
+                },
+                None,
+            )
+        }
+        kind::EXIT => {
+            // Checked for length like the others so a truncated exit is a
+            // counted drop, not a silently accepted record.
+            read_checked::<Record<ExitEvent>>(sample, "exit", len)?;
+            (Body::Exit {}, None)
+        }
+        kind::OPEN => {
+            let ev = read_checked::<Record<OpenEvent>>(sample, "open", len)?.payload;
+            (open_body(&ev)?, USER)
+        }
+        kind::MKDIR | kind::UNLINK | kind::RMDIR | kind::CHDIR => {
+            (path_body(header.kind, sample, header.len)?, USER)
+        }
+        kind::ATTR => {
+            let body = attr_body(sample, header.len)?;
+            // Calls on an fd carry no path.
+            let source = if matches!(&body, Body::Attr(p) if p.fd.is_none()) {
+                USER
+            } else {
+                None
+            };
+            (body, source)
+        }
+        kind::LINK => (Body::Link(pair_body(sample, header.len, "link")?), USER),
+        kind::RENAME => (Body::Rename(pair_body(sample, header.len, "rename")?), USER),
+        kind::CONNECT => {
+            let ev = read_checked::<Record<ConnectEvent>>(sample, "connect", len)?.payload;
+            (connect_body(&ev)?, None)
+        }
+        kind::SOCKET => {
+            let ev = read_checked::<Record<SocketEvent>>(sample, "socket", len)?.payload;
+            (socket_body(&ev)?, None)
+        }
+        kind::IO_URING => {
+            let ev = read_checked::<Record<IoUringEvent>>(sample, "io_uring", len)?.payload;
+            (
+                Body::IoUring {
+                    op: io_uring_op(ev.opcode),
+                },
+                None,
+            )
+        }
+        kind::SYSCALL => {
+            let ev = read_checked::<Record<SyscallEvent>>(sample, "syscall", len)?.payload;
+            (syscall_body(&ev)?, None)
+        }
+        kind::UNIX_CONNECT => {
+            let ev = read_checked::<Record<UnixConnectEvent>>(sample, "unix_connect", len)?.payload;
+            (unix_connect_body(&ev), USER)
+        }
+        other => {
+            return Err(DecodeError::UnknownKind {
+                kind: other,
+                len: sample.len(),
+            })
+        }
+    })
+}
+
+fn socket_body(ev: &SocketEvent) -> Result<Body, DecodeError> {
+    let verdict = match ev.verdict {
+        VERDICT_ALLOW => "allow",
+        VERDICT_DENY => "deny",
+        VERDICT_WOULD_DENY => "would_deny",
+        other => {
+            return Err(DecodeError::BadField {
+                name: "socket",
+                field: "verdict",
+                value: u64::from(other),
+            })
+        }
+    };
+    Ok(Body::Socket {
+        family: match ev.family {
+            2 => "inet".into(),
+            10 => "inet6".into(),
+            f => f.to_string(),
+        },
+        sock_type: match ev.sock_type {
+            1 => "stream".into(),
+            2 => "dgram".into(),
+            3 => "raw".into(),
+            5 => "seqpacket".into(),
+            t => t.to_string(),
+        },
+        protocol: inet_protocol_name(ev.protocol),
+        verdict: verdict.into(),
+    })
+}
+
+fn syscall_body(ev: &SyscallEvent) -> Result<Body, DecodeError> {
+    let name = crate::kernel::syscalls::name_of(ev.nr).ok_or(DecodeError::BadField {
+        name: "syscall",
+        field: "nr",
+        value: u64::from(ev.nr),
+    })?;
+    Ok(Body::Syscall {
+        name: name.to_owned(),
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+    })
+}
+
+fn unix_connect_body(ev: &UnixConnectEvent) -> Body {
+    let (path, path_truncated) = c_string(&ev.path);
+    Body::UnixConnect {
+        path,
+        path_truncated,
+        abstract_addr: ev.abstract_addr != 0,
+        result: ev.ret,
+        errno: errno_of(ev.ret),
+        fenced: false,
+    }
 }
 
 /// Marker for the kernel-written types [`read_checked`] copies out of raw
@@ -547,12 +565,12 @@ fn path_body(kind: u32, sample: &[u8], header_len: u32) -> Result<Body, DecodeEr
 /// directory fd (or, for calls on an fd, the fd acted on).
 fn attr_body(sample: &[u8], header_len: u32) -> Result<Body, DecodeError> {
     let ev = &read_checked::<Record<PathEvent>>(sample, "attr", Some(header_len))?.payload;
-    let call = crate::ebpf::attrs::name_of(ev.call).ok_or(DecodeError::BadField {
+    let call = crate::kernel::attrs::name_of(ev.call).ok_or(DecodeError::BadField {
         name: "attr",
         field: "call",
         value: u64::from(ev.call),
     })?;
-    let on_fd = crate::ebpf::attrs::on_fd(ev.call);
+    let on_fd = crate::kernel::attrs::on_fd(ev.call);
     let (path, path_truncated) = if on_fd {
         (String::new(), false)
     } else {

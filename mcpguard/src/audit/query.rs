@@ -16,6 +16,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use clap::Args;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{writer::rotated_path, SCHEMA_VERSION};
@@ -51,20 +53,33 @@ pub enum QueryError {
     BadSince { value: String },
 }
 
-/// Which records to show; every set criterion must hold.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Which records to show (every set criterion must hold) and whether to
+/// keep reading: `mcpguard audit`'s flags, and the query that command
+/// sends the daemon for a caller who cannot read the log.
+#[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
 pub struct Filter {
-    /// Server name, or a launch id (`time-3`) to pick one launch.
+    /// Only records of this server (policy `name`).
+    // A launch id (`time-3`) picks one launch.
+    #[arg(long)]
     pub server: Option<String>,
+    /// Only records of this kind (exec, fork, exit, open, connect, launch, server_exit, loss, daemon, ...).
+    #[arg(long)]
     pub kind: Option<String>,
-    /// Only records with `"denied": true`.
+    /// Only denials.
+    #[arg(long)]
     pub denied: bool,
-    /// Only records of this MCP tool: its calls and the kernel records
-    /// they caused.
+    /// Only one MCP tool: its calls, and the exec/open/connect records that
+    /// happened while a call of it was in flight.
+    #[arg(long)]
     pub tool: Option<String>,
-    /// Records at or after this time; records without a readable `ts` are
-    /// left out.
-    pub since: Option<SystemTime>,
+    /// Only records since a time: a duration ago ("10m", "2h") or RFC 3339.
+    // Records without a readable `ts` are left out. The command sends the
+    // daemon RFC 3339 ([`Filter::resolve_since`]).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Keep printing records as they are written.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 impl Filter {
@@ -87,22 +102,51 @@ impl Filter {
         parse_time(trimmed).ok_or_else(bad)
     }
 
+    /// `since` as a time, if set.
+    pub fn since_time(&self) -> Result<Option<SystemTime>, QueryError> {
+        self.since.as_deref().map(Self::parse_since).transpose()
+    }
+
+    /// Read a duration in `since` against this clock, once, and keep it as
+    /// RFC 3339: the log read here and the daemon's then see the same time.
+    pub fn resolve_since(&mut self) -> Result<(), QueryError> {
+        self.since = self.since_time()?.map(super::format_ts);
+        Ok(())
+    }
+
+    /// The filter ready to test records, with `since` read once.
+    pub fn matcher(&self) -> Result<Matcher<'_>, QueryError> {
+        Ok(Matcher {
+            filter: self,
+            since: self.since_time()?,
+        })
+    }
+}
+
+/// A [`Filter`] whose `since` has been read as a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Matcher<'a> {
+    filter: &'a Filter,
+    since: Option<SystemTime>,
+}
+
+impl Matcher<'_> {
     pub fn matches(&self, rec: &Value) -> bool {
-        if let Some(server) = &self.server {
+        if let Some(server) = &self.filter.server {
             let is = |key| rec.get(key).and_then(Value::as_str) == Some(server.as_str());
             if !is("server") && !is("launch") {
                 return false;
             }
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &self.filter.kind {
             if rec.get("kind").and_then(Value::as_str) != Some(kind.as_str()) {
                 return false;
             }
         }
-        if self.denied && rec.get("denied").and_then(Value::as_bool) != Some(true) {
+        if self.filter.denied && rec.get("denied").and_then(Value::as_bool) != Some(true) {
             return false;
         }
-        if let Some(tool) = &self.tool {
+        if let Some(tool) = &self.filter.tool {
             let direct = rec.get("tool").and_then(Value::as_str) == Some(tool.as_str());
             let among = rec
                 .get("calls")
@@ -178,20 +222,19 @@ pub struct Summary {
 
 /// Print the records of the log at `path` that match `filter` to `out`:
 /// the original lines with `json`, else one human line each (`color` adds
-/// ANSI colour to denials; pass whether `out` is a terminal). With `follow`,
-/// keep printing lines appended later, across rotation and truncation,
+/// ANSI colour to denials; pass whether `out` is a terminal). With
+/// `filter.follow`, keep printing lines appended later, across rotation and truncation,
 /// until the process is interrupted. Malformed lines go to stderr. A closed
 /// output (`| head`) ends the run successfully.
 pub fn run(
     path: &Path,
     filter: &Filter,
-    follow: bool,
     json: bool,
     color: bool,
     out: &mut impl Write,
 ) -> Result<Summary, QueryError> {
     let opts = Options {
-        follow,
+        follow: filter.follow,
         json,
         color,
     };
@@ -199,19 +242,18 @@ pub fn run(
 }
 
 /// [`run`] for a program reading the output: matching lines byte for byte
-/// (as `--json`), diagnostics to `diag`, and with `follow`, new lines until
+/// (as `--json`), diagnostics to `diag`, and with `filter.follow`, new lines until
 /// `stop` returns true (asked between polls). The daemon uses it to stream
 /// a user's records over its socket.
 pub fn stream(
     path: &Path,
     filter: &Filter,
-    follow: bool,
     out: &mut impl Write,
     diag: &mut impl Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, QueryError> {
     let opts = Options {
-        follow,
+        follow: filter.follow,
         json: true,
         color: false,
     };
@@ -235,7 +277,7 @@ fn run_with(
 ) -> Result<Summary, QueryError> {
     let mut reader = LogReader {
         path,
-        filter,
+        matcher: filter.matcher()?,
         opts,
         human: HumanFormat::new(opts.color),
         out,
@@ -266,7 +308,7 @@ fn run_with(
 
 struct LogReader<'a, W, D> {
     path: &'a Path,
-    filter: &'a Filter,
+    matcher: Matcher<'a>,
     opts: Options,
     human: HumanFormat,
     out: &'a mut W,
@@ -417,7 +459,7 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
             Ok(_) => return self.malformed("not a JSON object"),
             Err(e) => return self.malformed(&e.to_string()),
         };
-        if !self.filter.matches(&rec) {
+        if !self.matcher.matches(&rec) {
             return Ok(());
         }
         let result = if self.opts.json {
@@ -592,89 +634,15 @@ pub fn describe(kind: &str, rec: &Value) -> String {
     }
 }
 
+/// One arm per record kind; the longer ones have a function each.
 fn describe_raw(kind: &str, rec: &Value) -> String {
     let f = |key| field(rec, key);
     match kind {
-        "open" => {
-            let mut s = format!(
-                "open {}{} ({}) = {}",
-                f("path"),
-                truncation_mark(rec, "path_truncated"),
-                flags(rec),
-                result(rec)
-            );
-            if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
-                let _ = write!(s, " mode={mode:04o}");
-            }
-            if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
-                let _ = write!(s, " dirfd={dirfd}");
-            }
-            match rec.get("call").and_then(Value::as_str) {
-                Some("openat") | None => {}
-                Some(call) => {
-                    let _ = write!(s, " [{call}]");
-                }
-            }
-            s
-        }
-        "exec" => {
-            let more = if rec.get("argc_truncated").and_then(Value::as_bool) == Some(true) {
-                " …"
-            } else {
-                ""
-            };
-            format!(
-                "exec {}{} [{}{more}] = {}",
-                f("filename"),
-                truncation_mark(rec, "path_truncated"),
-                argv(rec),
-                result(rec)
-            )
-        }
-        "connect" => {
-            let addr = f("addr");
-            let host = if addr.contains(':') {
-                format!("[{addr}]")
-            } else {
-                addr
-            };
-            let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
-            format!("{op} {} {host}:{}", f("protocol"), f("port"))
-        }
-        "mkdir" | "unlink" | "rmdir" | "chdir" | "attr" => {
-            let target = match rec.get("fd").and_then(Value::as_i64) {
-                Some(fd) => format!("fd {fd}"),
-                None => format!("{}{}", f("path"), truncation_mark(rec, "path_truncated")),
-            };
-            let mut s = format!(
-                "{} {target} = {}",
-                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
-                result(rec)
-            );
-            if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
-                let _ = write!(s, " mode={mode:04o}");
-            }
-            if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
-                let _ = write!(s, " dirfd={dirfd}");
-            }
-            s
-        }
-        "link" | "rename" => {
-            let mut s = format!(
-                "{} {}{} -> {}{}",
-                rec.get("call").and_then(Value::as_str).unwrap_or(kind),
-                f("old_path"),
-                truncation_mark(rec, "old_path_truncated"),
-                f("new_path"),
-                truncation_mark(rec, "new_path_truncated"),
-            );
-            if let Some(flags) = rec.get("flags").and_then(Value::as_array) {
-                let names: Vec<&str> = flags.iter().filter_map(Value::as_str).collect();
-                let _ = write!(s, " ({})", names.join("|"));
-            }
-            let _ = write!(s, " = {}", result(rec));
-            s
-        }
+        "open" => open_line(rec),
+        "exec" => exec_line(rec),
+        "connect" => connect_line(rec),
+        "mkdir" | "unlink" | "rmdir" | "chdir" | "attr" => path_call_line(kind, rec),
+        "link" | "rename" => two_path_line(kind, rec),
         "persist" => format!(
             "persist {} {} {} = {}{}",
             f("family"),
@@ -711,42 +679,8 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
         ),
         "syscall" => format!("syscall {} = {}", f("name"), result(rec)),
         "io_uring" => format!("io_uring {}", f("op")),
-        "unix_connect" => format!(
-            "unix_connect {}{}{} = {}{}",
-            if rec["abstract_addr"] == true {
-                "@"
-            } else {
-                ""
-            },
-            f("path"),
-            truncation_mark(rec, "path_truncated"),
-            result(rec),
-            if rec["fenced"] == true {
-                " (fenced)"
-            } else {
-                ""
-            }
-        ),
-        "dns" => {
-            let d = &rec["detail"];
-            let answers: Vec<String> = d["answers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| field(a, "addr"))
-                .collect();
-            let mut s = format!("dns {} {} ({})", f("qname"), f("qtype"), f("transport"));
-            if let Some(rcode) = d.get("rcode").and_then(Value::as_str) {
-                let _ = write!(s, " {rcode}");
-            }
-            if !answers.is_empty() {
-                let _ = write!(s, " -> {}", answers.join(", "));
-            }
-            if let Some(e) = d.get("error").and_then(Value::as_str) {
-                let _ = write!(s, " ({e})");
-            }
-            s
-        }
+        "unix_connect" => unix_connect_line(rec),
+        "dns" => dns_line(rec),
         "tool_changed" => format!(
             "tool_changed {} {} ({})",
             f("tool"),
@@ -762,39 +696,191 @@ fn describe_raw(kind: &str, rec: &Value) -> String {
             f("limit"),
             f("total")
         ),
-        "loss" => {
-            let span = match (rec.get("first_ts"), rec.get("last_ts")) {
-                (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
-                _ => String::new(),
-            };
-            let denials = match rec.get("denials").and_then(Value::as_u64) {
-                Some(n) if n > 0 => format!(", {n} of them denials"),
-                _ => String::new(),
-            };
-            format!(
-                "loss {} events lost ({}){span}{denials}, {} total",
-                f("lost"),
-                f("source"),
-                f("total")
-            )
-        }
-        // A kind from a newer daemon: show everything it carries.
-        _ => {
-            let rest: serde_json::Map<String, Value> = rec
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let version = match rec.get("v").and_then(Value::as_u64) {
-                Some(v) if v == u64::from(SCHEMA_VERSION) => String::new(),
-                Some(v) => format!(" (v{v})"),
-                None => " (no v)".to_string(),
-            };
-            format!("{kind}{version} {}", Value::Object(rest))
+        "loss" => loss_line(rec),
+        _ => unknown_kind_line(kind, rec),
+    }
+}
+
+/// `open /x (O_RDONLY) = -EACCES`, then the mode, dirfd and a call other
+/// than `openat`.
+fn open_line(rec: &Value) -> String {
+    let mut s = format!(
+        "open {}{} ({}) = {}",
+        field(rec, "path"),
+        truncation_mark(rec, "path_truncated"),
+        flags(rec),
+        result(rec)
+    );
+    write_mode_and_dirfd(&mut s, rec);
+    match rec.get("call").and_then(Value::as_str) {
+        Some("openat") | None => {}
+        Some(call) => {
+            let _ = write!(s, " [{call}]");
         }
     }
+    s
+}
+
+/// ` mode=0644` and ` dirfd=3`, for the records that carry them.
+fn write_mode_and_dirfd(s: &mut String, rec: &Value) {
+    if let Some(mode) = rec.get("mode").and_then(Value::as_u64) {
+        let _ = write!(s, " mode={mode:04o}");
+    }
+    if let Some(dirfd) = rec.get("dirfd").and_then(Value::as_i64) {
+        let _ = write!(s, " dirfd={dirfd}");
+    }
+}
+
+/// `exec /bin/sh [argv …] = 0` (`…`: argv was cut short).
+fn exec_line(rec: &Value) -> String {
+    let more = if rec.get("argc_truncated").and_then(Value::as_bool) == Some(true) {
+        " …"
+    } else {
+        ""
+    };
+    format!(
+        "exec {}{} [{}{more}] = {}",
+        field(rec, "filename"),
+        truncation_mark(rec, "path_truncated"),
+        argv(rec),
+        result(rec)
+    )
+}
+
+/// `connect tcp 1.2.3.4:443`; an IPv6 address in brackets; `op` other than `connect` named.
+fn connect_line(rec: &Value) -> String {
+    let addr = field(rec, "addr");
+    let host = if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr
+    };
+    let op = rec.get("op").and_then(Value::as_str).unwrap_or("connect");
+    format!(
+        "{op} {} {host}:{}",
+        field(rec, "protocol"),
+        field(rec, "port")
+    )
+}
+
+/// A call on one path or fd: `mkdir /x = -EROFS mode=0755`, `fchmod fd 3 = ..`.
+fn path_call_line(kind: &str, rec: &Value) -> String {
+    let target = match rec.get("fd").and_then(Value::as_i64) {
+        Some(fd) => format!("fd {fd}"),
+        None => format!(
+            "{}{}",
+            field(rec, "path"),
+            truncation_mark(rec, "path_truncated")
+        ),
+    };
+    let mut s = format!(
+        "{} {target} = {}",
+        rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+        result(rec)
+    );
+    write_mode_and_dirfd(&mut s, rec);
+    s
+}
+
+/// A call on two paths: `rename /a -> /b (<flags>) = 0`.
+fn two_path_line(kind: &str, rec: &Value) -> String {
+    let mut s = format!(
+        "{} {}{} -> {}{}",
+        rec.get("call").and_then(Value::as_str).unwrap_or(kind),
+        field(rec, "old_path"),
+        truncation_mark(rec, "old_path_truncated"),
+        field(rec, "new_path"),
+        truncation_mark(rec, "new_path_truncated"),
+    );
+    if let Some(flags) = rec.get("flags").and_then(Value::as_array) {
+        let names: Vec<&str> = flags.iter().filter_map(Value::as_str).collect();
+        let _ = write!(s, " ({})", names.join("|"));
+    }
+    let _ = write!(s, " = {}", result(rec));
+    s
+}
+
+/// `unix_connect @name = -EACCES (fenced)`.
+fn unix_connect_line(rec: &Value) -> String {
+    format!(
+        "unix_connect {}{}{} = {}{}",
+        if rec["abstract_addr"] == true {
+            "@"
+        } else {
+            ""
+        },
+        field(rec, "path"),
+        truncation_mark(rec, "path_truncated"),
+        result(rec),
+        if rec["fenced"] == true {
+            " (fenced)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `dns example.com A (udp) NOERROR -> 1.2.3.4, 5.6.7.8`.
+fn dns_line(rec: &Value) -> String {
+    let d = &rec["detail"];
+    let answers: Vec<String> = d["answers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| field(a, "addr"))
+        .collect();
+    let mut s = format!(
+        "dns {} {} ({})",
+        field(rec, "qname"),
+        field(rec, "qtype"),
+        field(rec, "transport")
+    );
+    if let Some(rcode) = d.get("rcode").and_then(Value::as_str) {
+        let _ = write!(s, " {rcode}");
+    }
+    if !answers.is_empty() {
+        let _ = write!(s, " -> {}", answers.join(", "));
+    }
+    if let Some(e) = d.get("error").and_then(Value::as_str) {
+        let _ = write!(s, " ({e})");
+    }
+    s
+}
+
+/// `loss 12 events lost (<source>) from .. to .., 3 of them denials, 40 total`.
+fn loss_line(rec: &Value) -> String {
+    let f = |key| field(rec, key);
+    let span = match (rec.get("first_ts"), rec.get("last_ts")) {
+        (Some(_), Some(_)) => format!(" from {} to {}", f("first_ts"), f("last_ts")),
+        _ => String::new(),
+    };
+    let denials = match rec.get("denials").and_then(Value::as_u64) {
+        Some(n) if n > 0 => format!(", {n} of them denials"),
+        _ => String::new(),
+    };
+    format!(
+        "loss {} events lost ({}){span}{denials}, {} total",
+        f("lost"),
+        f("source"),
+        f("total")
+    )
+}
+
+/// A kind from a newer daemon: show everything it carries.
+fn unknown_kind_line(kind: &str, rec: &Value) -> String {
+    let rest: serde_json::Map<String, Value> = rec
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let version = match rec.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => String::new(),
+        Some(v) => format!(" (v{v})"),
+        None => " (no v)".to_string(),
+    };
+    format!("{kind}{version} {}", Value::Object(rest))
 }
 
 /// An `mcp` record: the event and what matters about it.
@@ -804,36 +890,7 @@ fn mcp_line(rec: &Value) -> String {
     let tool = str_field(rec, "tool");
     let id = field(rec, "call_id");
     match event {
-        "tools_call" => {
-            let args: Vec<String> = d["arguments"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| match (v.get("type"), v.get("len")) {
-                    (Some(t), Some(l)) if v.as_object().is_some_and(|o| o.len() == 2) => {
-                        format!("{k}=<{} {l}>", t.as_str().unwrap_or("?"))
-                    }
-                    _ => format!("{k}={v}"),
-                })
-                .collect();
-            let outcome = if d["unanswered"] == true {
-                "unanswered".to_string()
-            } else if !d["error"].is_null() {
-                format!("error {}", d["error"]["message"])
-            } else {
-                format!(
-                    "{:.1}ms {}B{}",
-                    d["duration_ms"].as_f64().unwrap_or(0.0),
-                    d["result_bytes"],
-                    if d["is_error"] == true {
-                        " isError"
-                    } else {
-                        ""
-                    }
-                )
-            };
-            format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
-        }
+        "tools_call" => tools_call_line(d, tool, &id),
         "tool_denied" => format!("mcp tool_denied {tool}#{id} ({})", field(d, "reason")),
         "tools_list" => format!(
             "mcp tools_list {} tools, {} shown{}",
@@ -884,6 +941,38 @@ fn mcp_line(rec: &Value) -> String {
         ),
         _ => format!("mcp {event} {d}"),
     }
+}
+
+/// `mcp tools_call read_file#3(path=<string 12>) 1.2ms 300B`.
+fn tools_call_line(d: &Value, tool: &str, id: &str) -> String {
+    let args: Vec<String> = d["arguments"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| match (v.get("type"), v.get("len")) {
+            (Some(t), Some(l)) if v.as_object().is_some_and(|o| o.len() == 2) => {
+                format!("{k}=<{} {l}>", t.as_str().unwrap_or("?"))
+            }
+            _ => format!("{k}={v}"),
+        })
+        .collect();
+    let outcome = if d["unanswered"] == true {
+        "unanswered".to_string()
+    } else if !d["error"].is_null() {
+        format!("error {}", d["error"]["message"])
+    } else {
+        format!(
+            "{:.1}ms {}B{}",
+            d["duration_ms"].as_f64().unwrap_or(0.0),
+            d["result_bytes"],
+            if d["is_error"] == true {
+                " isError"
+            } else {
+                ""
+            }
+        )
+    };
+    format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
 }
 
 /// A launch record's enforcement layers in a few words, e.g.
@@ -998,7 +1087,7 @@ mod tests {
     use serde_json::json;
 
     use super::{
-        super::{AuditRecord, Body, Origin},
+        super::{format_ts, AuditRecord, Body, Origin},
         *,
     };
 
@@ -1108,6 +1197,7 @@ mod tests {
             tool: Some("read_file".into()),
             ..Filter::default()
         };
+        let f = f.matcher().unwrap();
         assert!(f.matches(&call) && f.matches(&open));
         assert!(!f.matches(&other) && !f.matches(&denied));
         let several = json!({"kind": "open", "calls": [{"call_id": 1, "tool": "a"}, {"call_id": 2, "tool": "read_file"}]});
@@ -1151,7 +1241,10 @@ mod tests {
             "{}",
             human(&open)
         );
+    }
 
+    #[test]
+    fn human_lines_for_path_calls() {
         let mkdir = rec(
             Body::Mkdir(crate::audit::PathCall {
                 call: "mkdir".into(),
@@ -1213,7 +1306,10 @@ mod tests {
             "{}",
             human(&link)
         );
+    }
 
+    #[test]
+    fn human_lines_for_launch_loss_and_server_exit() {
         let launch = rec(
             Body::Launch {
                 argv: vec!["/usr/bin/python3".into(), "-m".into(), "srv".into()],
@@ -1376,42 +1472,56 @@ mod tests {
         let denied = value(&rec(open_denied(), T0));
         let allowed = value(&rec(connect("allow", "1.2.3.4"), T0 + 60));
         let all = Filter::default();
-        assert!(all.matches(&denied) && all.matches(&allowed));
+        assert!(
+            all.matcher().unwrap().matches(&denied) && all.matcher().unwrap().matches(&allowed)
+        );
 
         let by_server = Filter {
             server: Some("time".into()),
             ..Filter::default()
         };
-        assert!(by_server.matches(&denied));
+        assert!(by_server.matcher().unwrap().matches(&denied));
         let by_launch = Filter {
             server: Some("time-3".into()),
             ..Filter::default()
         };
-        assert!(by_launch.matches(&denied));
+        assert!(by_launch.matcher().unwrap().matches(&denied));
         let other = Filter {
             server: Some("fs".into()),
             ..Filter::default()
         };
-        assert!(!other.matches(&denied));
+        assert!(!other.matcher().unwrap().matches(&denied));
 
         let by_kind = Filter {
             kind: Some("connect".into()),
             ..Filter::default()
         };
-        assert!(!by_kind.matches(&denied) && by_kind.matches(&allowed));
+        assert!(
+            !by_kind.matcher().unwrap().matches(&denied)
+                && by_kind.matcher().unwrap().matches(&allowed)
+        );
 
         let only_denied = Filter {
             denied: true,
             ..Filter::default()
         };
-        assert!(only_denied.matches(&denied) && !only_denied.matches(&allowed));
+        assert!(
+            only_denied.matcher().unwrap().matches(&denied)
+                && !only_denied.matcher().unwrap().matches(&allowed)
+        );
 
         let since = Filter {
-            since: Some(UNIX_EPOCH + Duration::from_secs(T0 + 30)),
+            since: Some(format_ts(UNIX_EPOCH + Duration::from_secs(T0 + 30))),
             ..Filter::default()
         };
-        assert!(!since.matches(&denied) && since.matches(&allowed));
-        assert!(!since.matches(&json!({"kind": "exit"})), "no ts, no match");
+        assert!(
+            !since.matcher().unwrap().matches(&denied)
+                && since.matcher().unwrap().matches(&allowed)
+        );
+        assert!(
+            !since.matcher().unwrap().matches(&json!({"kind": "exit"})),
+            "no ts, no match"
+        );
     }
 
     #[test]
@@ -1566,15 +1676,7 @@ mod tests {
     fn missing_log_names_path_and_suggests_log_flag() {
         let scratch = scratch("missing");
         let path = scratch.path.with_file_name("absent.jsonl");
-        let err = run(
-            &path,
-            &Filter::default(),
-            false,
-            false,
-            false,
-            &mut Vec::new(),
-        )
-        .unwrap_err();
+        let err = run(&path, &Filter::default(), false, false, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, QueryError::NotFound { .. }));
         let msg = err.to_string();
         assert!(
@@ -1599,15 +1701,7 @@ mod tests {
         let scratch = scratch("pipe");
         let path = scratch.path.clone();
         std::fs::write(&path, rec(Body::Exit {}, T0).to_json_line() + "\n").unwrap();
-        let summary = run(
-            &path,
-            &Filter::default(),
-            false,
-            true,
-            false,
-            &mut ClosedPipe,
-        )
-        .unwrap();
+        let summary = run(&path, &Filter::default(), true, false, &mut ClosedPipe).unwrap();
         assert_eq!(summary.shown, 0);
     }
 

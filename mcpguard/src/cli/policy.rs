@@ -201,14 +201,24 @@ fn summary(name: &str, proposal: &str, out: &Path) -> String {
 /// A policy in plain words.
 pub fn explain(p: &Policy) -> String {
     let mut s = String::new();
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            "nothing".to_string()
-        } else {
-            items.join(", ")
-        }
-    };
     let _ = writeln!(s, "Server {:?} ({}):", p.name, p.source.display());
+    explain_files(&mut s, p);
+    explain_network(&mut s, p);
+    explain_identity(&mut s, p);
+    explain_tools(&mut s, p);
+    s
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `[filesystem]`: what the server may read, write and execute.
+fn explain_files(s: &mut String, p: &Policy) {
     let _ = writeln!(s, "- may read: {}", list(&p.filesystem.read));
     if p.filesystem.baseline {
         let _ = writeln!(
@@ -237,6 +247,10 @@ pub fn explain(p: &Policy) -> String {
         "- sees everything but the write grants read-only: no chmod, chown, \
          timestamps, xattrs, truncate or mknod elsewhere (EROFS)"
     );
+}
+
+/// `[network]`: where it may connect, what resolves, what it may listen on.
+fn explain_network(s: &mut String, p: &Policy) {
     let mut dest: Vec<String> = p.network.allow.iter().map(|r| r.text.clone()).collect();
     dest.extend(
         p.network
@@ -277,6 +291,10 @@ pub fn explain(p: &Policy) -> String {
             .collect();
         let _ = writeln!(s, "- may open {} sockets", kinds.join(" and "));
     }
+}
+
+/// What it runs with: environment, secrets, groups and resource limits.
+fn explain_identity(s: &mut String, p: &Policy) {
     let _ = writeln!(
         s,
         "- gets these environment variables: {}",
@@ -310,6 +328,11 @@ pub fn explain(p: &Policy) -> String {
             ""
         }
     );
+}
+
+/// `[tools]` and `[mcp]`: what the client may see and call, what the
+/// server may ask.
+fn explain_tools(s: &mut String, p: &Policy) {
     match &p.tools.allow {
         Some(a) => {
             let _ = writeln!(s, "- tools the client may see and call: {}", list(a));
@@ -339,7 +362,6 @@ pub fn explain(p: &Policy) -> String {
         "- the server may ask the user for input (elicitation): {}",
         permit(p.mcp.elicitation)
     );
-    s
 }
 
 fn permit(p: Permit) -> &'static str {

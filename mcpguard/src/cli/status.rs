@@ -14,9 +14,12 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::{
-    audit::{query::HumanFormat, writer::SinkStatus},
+    audit::{
+        query::{Filter, HumanFormat},
+        writer::SinkStatus,
+    },
     daemon::{
-        proto::{self, AuditQuery, Request, Response},
+        proto::{self, Request, Response},
         status::StatusReport,
         DEFAULT_SOCKET,
     },
@@ -192,7 +195,7 @@ fn duration(secs: u64) -> String {
 
 /// `mcpguard audit` through the daemon: print the records it streams (the
 /// caller's own servers'), as JSON lines or human lines.
-pub fn audit(socket: &Path, query: AuditQuery, json: bool) -> ExitCode {
+pub fn audit(socket: &Path, query: Filter, json: bool) -> ExitCode {
     let stdout = io::stdout();
     let color = stdout.is_terminal();
     let mut out = stdout.lock();
@@ -207,7 +210,7 @@ pub fn audit(socket: &Path, query: AuditQuery, json: bool) -> ExitCode {
 
 fn audit_to(
     socket: &Path,
-    query: AuditQuery,
+    query: Filter,
     json: bool,
     color: bool,
     out: &mut impl Write,

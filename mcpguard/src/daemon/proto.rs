@@ -26,7 +26,7 @@ use std::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ipc;
+use crate::{audit::query::Filter, ipc};
 pub use crate::ipc::Deadline;
 
 /// Protocol version; bumped on incompatible changes.
@@ -101,20 +101,7 @@ pub enum Request {
     Status { version: u32 },
     /// `mcpguard audit` for a caller who cannot read the log: the records
     /// of its own servers (every record for root).
-    Audit { version: u32, query: AuditQuery },
-}
-
-/// The `mcpguard audit` filters, as sent to the daemon.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct AuditQuery {
-    pub server: Option<String>,
-    pub kind: Option<String>,
-    pub denied: bool,
-    pub tool: Option<String>,
-    /// RFC 3339 (the client resolves durations like `1h` itself).
-    pub since: Option<String>,
-    /// Keep streaming records as they are written.
-    pub follow: bool,
+    Audit { version: u32, query: Filter },
 }
 
 /// Daemon → client.

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use super::{
     admit::{Peer, MAX_QUERIES, MAX_QUERIES_PER_UID},
     auditor::Msg,
-    proto::{self, AuditQuery, ProtoError, Request, Response},
+    proto::{self, ProtoError, Request, Response},
     shared::Shared,
     status::{LayerStatus, StatusReport},
 };
@@ -214,20 +214,10 @@ fn stream_audit(
     shared: &Arc<Shared>,
     stream: &UnixStream,
     scope: Option<u32>,
-    q: &AuditQuery,
+    q: &query::Filter,
 ) -> Result<(), QueryError> {
-    let since = q
-        .since
-        .as_deref()
-        .map(query::Filter::parse_since)
-        .transpose()?;
-    let filter = query::Filter {
-        server: q.server.clone(),
-        kind: q.kind.clone(),
-        denied: q.denied,
-        tool: q.tool.clone(),
-        since,
-    };
+    // A `since` the filter cannot read is the caller's error, not a failed query.
+    q.since_time()?;
     let mut sink = RecordSink {
         stream,
         scope,
@@ -238,14 +228,7 @@ fn stream_audit(
         skipped: 0,
     };
     let stop = || shared.is_shutting_down() || hung_up(stream);
-    let result = query::stream(
-        &shared.info.audit_log,
-        &filter,
-        q.follow,
-        &mut sink,
-        &mut io::sink(),
-        &stop,
-    );
+    let result = query::stream(&shared.info.audit_log, q, &mut sink, &mut io::sink(), &stop);
     match result {
         Ok(_) => {
             sink.flush()?;

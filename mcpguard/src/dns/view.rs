@@ -68,6 +68,15 @@ struct Strangers {
 /// Least time between two `dns_stranger` records of one resolver.
 const STRANGER_RECORD_EVERY: Duration = Duration::from_secs(1);
 
+/// A query that names an allowed host, on its way upstream.
+struct Question<'a> {
+    msg: Message,
+    /// Lowercase, without the trailing dot.
+    name: String,
+    qtype: String,
+    rules: Vec<&'a HostRule>,
+}
+
 /// One address opened by an answer: until when, and for which ports.
 struct Grant {
     until: Instant,
@@ -219,6 +228,37 @@ impl DnsView {
     /// Answer one query; `None` when nothing sensible can be sent back
     /// (a message too broken to echo).
     pub fn answer(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let q = match self.question(query, transport) {
+            Ok(q) => q,
+            Err(early) => return early,
+        };
+        let forwarded = match self.upstream {
+            Some(up) => forward(up, query, transport),
+            None => Err(std::io::Error::other("no upstream resolver configured")),
+        };
+        match forwarded {
+            Ok(reply) => self.pass_on(&q, transport, reply),
+            Err(error) => {
+                warn!(%error, upstream = ?self.upstream, "upstream DNS");
+                self.record(
+                    &q.name,
+                    &q.qtype,
+                    transport,
+                    "allow",
+                    json!({ "rcode": "SERVFAIL", "error": error.to_string() }),
+                );
+                refusal(&q.msg, ResponseCode::ServFail)
+            }
+        }
+    }
+
+    /// The one question of `query` and the rules naming it; a query that
+    /// goes no further is recorded, and `Err` holds its answer.
+    fn question(
+        &self,
+        query: &[u8],
+        transport: Transport,
+    ) -> Result<Question<'_>, Option<Vec<u8>>> {
         let Ok(msg) = Message::from_vec(query) else {
             self.record(
                 "",
@@ -227,7 +267,7 @@ impl DnsView {
                 "deny",
                 json!({ "error": "malformed query", "bytes": query.len() }),
             );
-            return None;
+            return Err(None);
         };
         if msg.metadata.message_type != MessageType::Query || msg.queries.len() != 1 {
             self.record(
@@ -237,63 +277,57 @@ impl DnsView {
                 "deny",
                 json!({ "error": "not a single-question query" }),
             );
-            return refusal(&msg, ResponseCode::FormErr);
+            return Err(refusal(&msg, ResponseCode::FormErr));
         }
         let q = &msg.queries[0];
-        let qname = q
+        let name = q
             .name()
             .to_ascii()
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        let qtype = q.query_type();
+        let qtype = q.query_type().to_string();
         // A label holding a dot (or any byte printed as an escape) makes
         // the text above end like an allowed name while the upstream walks
         // another zone (`x\.example.com` is label `x.example` under `com`).
-        if qname.contains('\\') {
+        if name.contains('\\') {
             self.record(
-                &qname,
-                &qtype.to_string(),
+                &name,
+                &qtype,
                 transport,
                 "deny",
                 json!({ "rcode": "REFUSED", "error": "name with escaped characters" }),
             );
-            return refusal(&msg, ResponseCode::Refused);
+            return Err(refusal(&msg, ResponseCode::Refused));
         }
-        let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&qname)).collect();
+        let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&name)).collect();
         if rules.is_empty() {
             self.record(
-                &qname,
-                &qtype.to_string(),
+                &name,
+                &qtype,
                 transport,
                 "deny",
                 json!({ "rcode": "NXDOMAIN" }),
             );
-            return refusal(&msg, ResponseCode::NXDomain);
+            return Err(refusal(&msg, ResponseCode::NXDomain));
         }
-        let forwarded = match self.upstream {
-            Some(up) => forward(up, query, transport),
-            None => Err(std::io::Error::other("no upstream resolver configured")),
-        };
-        let reply = match forwarded {
-            Ok(r) => r,
-            Err(error) => {
-                warn!(%error, upstream = ?self.upstream, "upstream DNS");
-                self.record(
-                    &qname,
-                    &qtype.to_string(),
-                    transport,
-                    "allow",
-                    json!({ "rcode": "SERVFAIL", "error": error.to_string() }),
-                );
-                return refusal(&msg, ResponseCode::ServFail);
-            }
-        };
-        let mut ports: Vec<PortRange> = rules.iter().map(|r| r.ports).collect();
+        Ok(Question {
+            msg,
+            name,
+            qtype,
+            rules,
+        })
+    }
+
+    /// The upstream's `reply` to `q`, less the addresses that must not be
+    /// opened (rebinding, metadata); the rest are opened on the rules'
+    /// ports, and the answer is recorded.
+    fn pass_on(&self, q: &Question<'_>, transport: Transport, reply: Vec<u8>) -> Option<Vec<u8>> {
+        let mut ports: Vec<PortRange> = q.rules.iter().map(|r| r.ports).collect();
         ports.sort_unstable();
         ports.dedup();
         let (addrs, rcode, truncated) = match Message::from_vec(&reply) {
             Ok(resp) => (
-                chain_addrs(&resp, &qname),
+                chain_addrs(&resp, &q.name),
                 resp.metadata.response_code.to_string(),
                 resp.metadata.truncation,
             ),
@@ -307,7 +341,7 @@ impl DnsView {
         } else {
             match strip(&reply, &refused) {
                 Some(r) => r,
-                None => return refusal(&msg, ResponseCode::ServFail),
+                None => return refusal(&q.msg, ResponseCode::ServFail),
             }
         };
         let opened = self.open(&addrs, &ports);
@@ -316,8 +350,17 @@ impl DnsView {
             "answers": addrs.iter().map(|(a, ttl)| json!({ "addr": show(&key_addr(*a)), "ttl": ttl })).collect::<Vec<_>>(),
             "opened": opened,
             "truncated": truncated,
-            "rule": rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+            "rule": q.rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
         });
+        self.add_refused(&mut detail, &refused);
+        let verdict = if refused.is_empty() { "allow" } else { "deny" };
+        self.record(&q.name, &q.qtype, transport, verdict, detail);
+        Some(reply)
+    }
+
+    /// Name the `refused` addresses in a record's `detail`, and the reason
+    /// for the record.
+    fn add_refused(&self, detail: &mut serde_json::Value, refused: &[(IpAddr, u32)]) {
         let reasons: Vec<&str> = refused
             .iter()
             .filter_map(|(a, _)| self.refusal(key_addr(*a)))
@@ -335,9 +378,6 @@ impl DnsView {
                 .map(|((a, _), why)| json!({ "addr": show(&key_addr(*a)), "reason": why }))
                 .collect();
         }
-        let verdict = if refused.is_empty() { "allow" } else { "deny" };
-        self.record(&qname, &qtype.to_string(), transport, verdict, detail);
-        Some(reply)
     }
 
     /// Why an answer's address must not be opened, if it must not. An

@@ -542,16 +542,48 @@ pub fn load(
     if mounted {
         info!(path = %tracefs.display(), "mounted tracefs");
     }
+    let (mut ebpf, optional_missing) = load_object(&tracefs, ring_bytes)?;
+    let cgroup = File::open(cgroup_root).map_err(|source| EbpfError::Cgroup {
+        path: cgroup_root.to_owned(),
+        source,
+    })?;
+    let layers = attach_all(&mut ebpf, &cgroup, pins, &tracefs, &optional_missing);
+    Ok(Loaded {
+        policy: PolicyMaps {
+            servers: take(&mut ebpf, "SERVERS")?,
+            net_allow: take(&mut ebpf, "NET_ALLOW")?,
+            bind_ports: take(&mut ebpf, "BIND_PORTS")?,
+        },
+        audit: AuditMaps {
+            events: take(&mut ebpf, "EVENTS")?,
+            lost: take(&mut ebpf, "LOST")?,
+            flow: take(&mut ebpf, "FLOW")?,
+            consumed: take(&mut ebpf, "CONSUMED")?,
+        },
+        ebpf,
+        layers,
+    })
+}
+
+/// Optional tracepoint offsets this kernel lacks: the global's name, and why.
+type MissingOffsets = Vec<(&'static str, String)>;
+
+/// The object loaded with this kernel's tracepoint field offsets (and the
+/// ring buffer's size, if given), and the optional offsets it lacks.
+fn load_object(
+    tracefs: &Path,
+    ring_bytes: Option<u32>,
+) -> Result<(Ebpf, MissingOffsets), EbpfError> {
     let mut offsets = Vec::with_capacity(OFFSETS.len());
     for (global, category, event, field) in OFFSETS {
         offsets.push((
             *global,
-            tracefs::field_offset(&tracefs, category, event, field)?,
+            tracefs::field_offset(tracefs, category, event, field)?,
         ));
     }
     let mut optional_missing = Vec::new();
     for (global, category, event, field) in OPTIONAL_OFFSETS {
-        match tracefs::field_offset(&tracefs, category, event, field) {
+        match tracefs::field_offset(tracefs, category, event, field) {
             Ok(off) => offsets.push((*global, off)),
             Err(error) => optional_missing.push((*global, error.to_string())),
         }
@@ -566,85 +598,49 @@ pub fn load(
         }
         loader.map_max_entries("EVENTS", bytes);
     }
-    let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+    let ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+    Ok((ebpf, optional_missing))
+}
 
+/// Attach every program group; a group that fails is a missing layer
+/// (with why), not an error.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    pins: Option<&Path>,
+    tracefs: &Path,
+    optional_missing: &[(&str, String)],
+) -> Layers {
     let mut layers = Layers::default();
-    let cgroup = File::open(cgroup_root).map_err(|source| EbpfError::Cgroup {
-        path: cgroup_root.to_owned(),
-        source,
-    })?;
-    match attach_net(&mut ebpf, &cgroup, pins) {
-        Ok(()) => layers.ebpf_egress = true,
-        Err(why) => layers.missing.push(format!("ebpf_egress: {why}")),
-    }
-    match attach_inbound(&mut ebpf, &cgroup, pins) {
-        Ok(()) => layers.ebpf_inbound = true,
-        Err(why) => layers.missing.push(format!("ebpf_inbound: {why}")),
-    }
-    match attach_sock(&mut ebpf, &cgroup, pins) {
-        Ok(()) => layers.socket_fence = true,
-        Err(why) => layers.missing.push(format!("socket_fence: {why}")),
-    }
+    let mut missing = Vec::new();
+    let mut attached = |layer: &str, result: Result<(), String>| match result {
+        Ok(()) => true,
+        Err(why) => {
+            missing.push(format!("{layer}: {why}"));
+            false
+        }
+    };
+    layers.ebpf_egress = attached("ebpf_egress", attach_net(ebpf, cgroup, pins));
+    layers.ebpf_inbound = attached("ebpf_inbound", attach_inbound(ebpf, cgroup, pins));
+    layers.socket_fence = attached("socket_fence", attach_sock(ebpf, cgroup, pins));
     layers.pinned_enforcement =
         pins.is_some() && layers.ebpf_egress && layers.ebpf_inbound && layers.socket_fence;
-    match attach_tracepoints(&mut ebpf, PROC_PROGRAMS) {
-        Ok(()) => layers.audit_proc = true,
-        Err(why) => layers.missing.push(format!("audit_proc: {why}")),
-    }
-    match attach_tracepoints(&mut ebpf, OPEN_PROGRAMS) {
-        Ok(()) => layers.audit_open = true,
-        Err(why) => layers.missing.push(format!("audit_open: {why}")),
-    }
-    match attach_tracepoints(&mut ebpf, PAIR_PROGRAMS) {
-        Ok(()) => layers.audit_link = true,
-        Err(why) => layers.missing.push(format!("audit_link: {why}")),
-    }
-    match attach_tracepoints(&mut ebpf, UNIX_PROGRAMS) {
-        Ok(()) => layers.audit_unix = true,
-        Err(why) => layers.missing.push(format!("audit_unix: {why}")),
-    }
-    match attach_watched(&mut ebpf, &tracefs) {
-        Ok(()) => layers.audit_syscalls = true,
-        Err(why) => layers.missing.push(format!("audit_syscalls: {why}")),
-    }
-    match attach_attrs(&mut ebpf, &tracefs) {
-        Ok(()) => layers.audit_attrs = true,
-        Err(why) => layers.missing.push(format!("audit_attrs: {why}")),
-    }
+    layers.audit_proc = attached("audit_proc", attach_tracepoints(ebpf, PROC_PROGRAMS));
+    layers.audit_open = attached("audit_open", attach_tracepoints(ebpf, OPEN_PROGRAMS));
+    layers.audit_link = attached("audit_link", attach_tracepoints(ebpf, PAIR_PROGRAMS));
+    layers.audit_unix = attached("audit_unix", attach_tracepoints(ebpf, UNIX_PROGRAMS));
+    layers.audit_syscalls = attached("audit_syscalls", attach_watched(ebpf, tracefs));
+    layers.audit_attrs = attached("audit_attrs", attach_attrs(ebpf, tracefs));
     let io_uring = match optional_missing
         .iter()
         .find(|(g, _)| *g == "OFF_IO_URING_OPCODE")
     {
         Some((_, why)) => Err(why.clone()),
-        None => attach_tracepoints(&mut ebpf, IO_URING_PROGRAMS),
+        None => attach_tracepoints(ebpf, IO_URING_PROGRAMS),
     };
-    match io_uring {
-        Ok(()) => layers.audit_io_uring = true,
-        Err(why) => layers.missing.push(format!("audit_io_uring: {why}")),
-    }
-
-    let servers = take(&mut ebpf, "SERVERS")?;
-    let net_allow = take(&mut ebpf, "NET_ALLOW")?;
-    let bind_ports = take(&mut ebpf, "BIND_PORTS")?;
-    let events = take(&mut ebpf, "EVENTS")?;
-    let lost = take(&mut ebpf, "LOST")?;
-    let flow = take(&mut ebpf, "FLOW")?;
-    let consumed = take(&mut ebpf, "CONSUMED")?;
-    Ok(Loaded {
-        ebpf,
-        policy: PolicyMaps {
-            servers,
-            net_allow,
-            bind_ports,
-        },
-        audit: AuditMaps {
-            events,
-            lost,
-            flow,
-            consumed,
-        },
-        layers,
-    })
+    layers.audit_io_uring = attached("audit_io_uring", io_uring);
+    layers.missing = missing;
+    layers
 }
 
 /// Take a map out of the object as its typed handle.
@@ -787,7 +783,7 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
 
 /// Fills `ATTR_CALLS` from this kernel's format files and attaches the
 /// attribute programs to each watched call's enter and exit tracepoints
-/// ([`attrs`]). A call this kernel lacks is skipped.
+/// ([`crate::kernel::attrs`], [`attrs`]). A call this kernel lacks is skipped.
 fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
     let mut table: HashMap<&mut MapData, u32, mcpguard_common::policy::AttrArgs> = ebpf
         .map_mut("ATTR_CALLS")
@@ -795,7 +791,7 @@ fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
         .try_into()
         .map_err(|e| format!("ATTR_CALLS: {e}"))?;
     let mut present = Vec::new();
-    for c in attrs::calls() {
+    for c in crate::kernel::attrs::calls() {
         match attrs::args_of(tracefs, &c).map_err(|e| e.to_string())? {
             Some(args) => {
                 table

@@ -1,33 +1,61 @@
 //! Errno names as audit records spell them: the common ones by name, any
 //! other as `E<number>` (so the record format does not depend on which
-//! names a libc or crate knows).
+//! names a libc or crate knows). The names are `nix`'s; the list below
+//! only fixes which errnos a record names.
+
+use nix::errno::Errno;
+
+/// The errnos a record calls by name.
+const NAMED: &[Errno] = &[
+    Errno::EACCES,
+    Errno::EPERM,
+    Errno::ENOENT,
+    Errno::EEXIST,
+    Errno::ENOTDIR,
+    Errno::EISDIR,
+    Errno::ELOOP,
+    Errno::ENAMETOOLONG,
+    Errno::EINVAL,
+    Errno::EBADF,
+    Errno::ECONNREFUSED,
+    Errno::ENETUNREACH,
+    Errno::EAGAIN,
+    Errno::EFAULT,
+    Errno::EXDEV,
+    Errno::EROFS,
+    Errno::EBUSY,
+    Errno::ENOEXEC,
+    Errno::E2BIG,
+    Errno::EMFILE,
+];
 
 /// Symbolic name of a (positive) errno value, `E<n>` for the uncommon ones.
 pub fn errno_name(errno: i64) -> String {
-    const NAMES: &[(i32, &str)] = &[
-        (libc::EACCES, "EACCES"),
-        (libc::EPERM, "EPERM"),
-        (libc::ENOENT, "ENOENT"),
-        (libc::EEXIST, "EEXIST"),
-        (libc::ENOTDIR, "ENOTDIR"),
-        (libc::EISDIR, "EISDIR"),
-        (libc::ELOOP, "ELOOP"),
-        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
-        (libc::EINVAL, "EINVAL"),
-        (libc::EBADF, "EBADF"),
-        (libc::ECONNREFUSED, "ECONNREFUSED"),
-        (libc::ENETUNREACH, "ENETUNREACH"),
-        (libc::EAGAIN, "EAGAIN"),
-        (libc::EFAULT, "EFAULT"),
-        (libc::EXDEV, "EXDEV"),
-        (libc::EROFS, "EROFS"),
-        (libc::EBUSY, "EBUSY"),
-        (libc::ENOEXEC, "ENOEXEC"),
-        (libc::E2BIG, "E2BIG"),
-        (libc::EMFILE, "EMFILE"),
-    ];
-    NAMES
+    NAMED
         .iter()
-        .find(|(n, _)| i64::from(*n) == errno)
-        .map_or_else(|| format!("E{errno}"), |(_, name)| (*name).to_string())
+        .find(|e| **e as i64 == errno)
+        // `Errno`'s `Debug` is its constant's name (`EACCES`).
+        .map_or_else(|| format!("E{errno}"), |e| format!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_errnos_are_spelled_as_their_constants() {
+        for e in NAMED {
+            let name = errno_name(*e as i64);
+            assert!(
+                name.len() > 1
+                    && name[1..]
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+                "{name}"
+            );
+            assert_ne!(name, format!("E{}", *e as i64));
+        }
+        assert_eq!(errno_name(i64::from(libc::EAGAIN)), "EAGAIN");
+        assert_eq!(errno_name(i64::from(libc::E2BIG)), "E2BIG");
+    }
 }

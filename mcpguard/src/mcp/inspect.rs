@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
+use crate::term::is_invisible;
+
 /// Phrases prompt-injection payloads use, with the name a finding gets.
 const MARKERS: &[(&str, &str)] = &[
     (
@@ -32,19 +34,6 @@ static MARKER_RES: LazyLock<Vec<(&'static str, regex::Regex)>> = LazyLock::new(|
         .map(|(name, re)| (*name, regex::Regex::new(re).expect("marker regex compiles")))
         .collect()
 });
-
-/// Characters that render as nothing: Unicode tag characters (which can
-/// spell out hidden ASCII), zero-width characters, bidi controls and the
-/// byte-order mark.
-pub fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{E0000}'..='\u{E007F}'
-        | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}'
-        | '\u{FEFF}')
-}
 
 /// What one piece of text carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -532,28 +532,28 @@ impl Checker<'_> {
     ) -> Result<Vec<String>, PolicyError> {
         self.each(key, items, |p| check_path(p).map(|()| p.to_owned()))
     }
-}
 
-impl Policy {
-    /// Parses and validates policy text; `source` names the file in errors.
-    pub fn parse(text: &str, source: &Path) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| syntax_error(e, text, source))?;
-        let c = Checker { text, source };
-
-        check_name(raw.name.get_ref()).map_err(|p| c.located("name", &raw.name, p))?;
-        let filesystem = Filesystem {
-            read: c.paths("filesystem.read", &raw.filesystem.read)?,
-            write: c.paths("filesystem.write", &raw.filesystem.write)?,
-            exec: c.paths("filesystem.exec", &raw.filesystem.exec)?,
-            baseline: raw.filesystem.baseline.unwrap_or(true),
+    fn filesystem(&self, raw: RawFilesystem) -> Result<Filesystem, PolicyError> {
+        Ok(Filesystem {
+            read: self.paths("filesystem.read", &raw.read)?,
+            write: self.paths("filesystem.write", &raw.write)?,
+            exec: self.paths("filesystem.exec", &raw.exec)?,
+            baseline: raw.baseline.unwrap_or(true),
             allow_persistence: {
-                let mut kinds = raw.filesystem.allow_persistence;
+                let mut kinds = raw.allow_persistence;
                 kinds.sort();
                 kinds.dedup();
                 kinds
             },
-        };
-        let rules = c.each("network.allow", &raw.network.allow, net::parse_allow)?;
+        })
+    }
+
+    /// `network.allow`, split into address and host rules.
+    fn net_allow(
+        &self,
+        items: &[Spanned<String>],
+    ) -> Result<(Vec<NetRule>, Vec<HostRule>), PolicyError> {
+        let rules = self.each("network.allow", items, net::parse_allow)?;
         let mut allow = Vec::new();
         let mut hosts = Vec::new();
         for rule in rules {
@@ -562,9 +562,14 @@ impl Policy {
                 net::AllowRule::Host(h) => hosts.push(h),
             }
         }
-        let bind = c.each("network.bind", &raw.network.bind, net::parse_ports)?;
-        if let (Err(count), Some(last)) = (net::bind_ports(&bind), raw.network.bind.last()) {
-            return Err(c.located(
+        Ok((allow, hosts))
+    }
+
+    /// `network.bind`, which must fit the kernel's port ranges once merged.
+    fn net_bind(&self, items: &[Spanned<String>]) -> Result<Vec<PortRange>, PolicyError> {
+        let bind = self.each("network.bind", items, net::parse_ports)?;
+        if let (Err(count), Some(last)) = (net::bind_ports(&bind), items.last()) {
+            return Err(self.located(
                 "network.bind",
                 last,
                 Problem::TooManyBindRanges {
@@ -573,31 +578,36 @@ impl Policy {
                 },
             ));
         }
-        let pass = c.each("env.pass", &raw.env.pass, |v| {
-            check_env_name(v).map(|()| v.to_owned())
-        })?;
+        Ok(bind)
+    }
 
+    fn tools(&self, raw: RawTools) -> Result<Tools, PolicyError> {
         let globs = |key, items: &[Spanned<String>]| {
-            c.each(key, items, |g| check_glob(g).map(|()| g.to_owned()))
+            self.each(key, items, |g| check_glob(g).map(|()| g.to_owned()))
         };
-        let tools = Tools {
+        Ok(Tools {
             allow: raw
-                .tools
                 .allow
                 .as_deref()
                 .map(|a| globs("tools.allow", a))
                 .transpose()?,
-            deny: globs("tools.deny", &raw.tools.deny)?,
-            log_args: globs("tools.log_args", &raw.tools.log_args)?,
-            on_tool_change: raw.tools.on_tool_change,
-            strip_invisible: raw.tools.strip_invisible,
-        };
-        let secrets = raw
-            .secrets
-            .iter()
+            deny: globs("tools.deny", &raw.deny)?,
+            log_args: globs("tools.log_args", &raw.log_args)?,
+            on_tool_change: raw.on_tool_change,
+            strip_invisible: raw.strip_invisible,
+        })
+    }
+
+    /// Each secret: an env name and exactly one of `file` or `credential`.
+    fn secrets(
+        &self,
+        raw: &std::collections::BTreeMap<String, Spanned<RawSecret>>,
+    ) -> Result<Vec<Secret>, PolicyError> {
+        raw.iter()
             .map(|(env, spanned)| {
-                let at =
-                    |problem| c.located_at("secrets", spanned.span().start, env.clone(), problem);
+                let at = |problem| {
+                    self.located_at("secrets", spanned.span().start, env.clone(), problem)
+                };
                 check_env_name(env).map_err(at)?;
                 let source = match spanned.get_ref() {
                     RawSecret {
@@ -621,41 +631,49 @@ impl Policy {
                     source,
                 })
             })
-            .collect::<Result<Vec<_>, PolicyError>>()?;
+            .collect()
+    }
 
+    /// Warn about address rules with host bits below their prefix, and fold
+    /// the rules now, with a dummy cgroup id, so an over-full prefix is a
+    /// policy error at load time rather than a failure at launch.
+    fn check_allow_folds(
+        &self,
+        allow: &[NetRule],
+        items: &[Spanned<String>],
+    ) -> Result<(), PolicyError> {
         for rule in allow.iter().filter(|r| r.has_host_bits()) {
             tracing::warn!(
-                policy = %source.display(),
+                policy = %self.source.display(),
                 rule = %rule.text,
                 "network.allow rule has address bits set below its prefix; they are ignored"
             );
         }
-        // Fold now, with a dummy cgroup id, so an over-full prefix is a
-        // policy error at load time rather than a failure at launch.
         if let Err(PolicyError::TooManyPortRanges {
             rule,
             prefix,
             count,
             max,
-        }) = net::compile_allow(&allow, 0)
+        }) = net::compile_allow(allow, 0)
         {
-            let item = raw
-                .network
-                .allow
+            let item = items
                 .iter()
                 .find(|i| *i.get_ref() == rule)
                 .expect("compile_allow names one of the rules it was given");
-            return Err(c.located(
+            return Err(self.located(
                 "network.allow",
                 item,
                 Problem::TooManyPortRanges { prefix, count, max },
             ));
         }
+        Ok(())
+    }
 
+    fn limits(&self, raw: &limits::RawLimits) -> Result<Limits, PolicyError> {
         let mut bounds = Limits::default();
-        if let Some(pids) = &raw.limits.pids {
+        if let Some(pids) = &raw.pids {
             bounds.pids = limits::check_pids(*pids.get_ref()).map_err(|p| {
-                c.located_at(
+                self.located_at(
                     "limits.pids",
                     pids.span().start,
                     pids.get_ref().to_string(),
@@ -663,11 +681,46 @@ impl Policy {
                 )
             })?;
         }
-        if let Some(memory) = &raw.limits.memory {
+        if let Some(memory) = &raw.memory {
             bounds.memory = limits::parse_memory(memory.get_ref())
-                .map_err(|p| c.located("limits.memory", memory, p))?;
+                .map_err(|p| self.located("limits.memory", memory, p))?;
         }
+        Ok(bounds)
+    }
 
+    fn min_ttl(&self, raw: Option<Spanned<u32>>) -> Result<u32, PolicyError> {
+        match raw {
+            Some(t) if *t.get_ref() > MAX_MIN_TTL => Err(self.located_at(
+                "network.min_ttl",
+                t.span().start,
+                t.get_ref().to_string(),
+                Problem::MinTtl { max: MAX_MIN_TTL },
+            )),
+            Some(t) => Ok(t.into_inner()),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses and validates policy text; `source` names the file in errors.
+    /// The checks run in the file's order of tables, so the first problem
+    /// reported is the same whatever else is wrong.
+    pub fn parse(text: &str, source: &Path) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| syntax_error(e, text, source))?;
+        let c = Checker { text, source };
+
+        check_name(raw.name.get_ref()).map_err(|p| c.located("name", &raw.name, p))?;
+        let filesystem = c.filesystem(raw.filesystem)?;
+        let (allow, hosts) = c.net_allow(&raw.network.allow)?;
+        let bind = c.net_bind(&raw.network.bind)?;
+        let pass = c.each("env.pass", &raw.env.pass, |v| {
+            check_env_name(v).map(|()| v.to_owned())
+        })?;
+        let tools = c.tools(raw.tools)?;
+        let secrets = c.secrets(&raw.secrets)?;
+        c.check_allow_folds(&allow, &raw.network.allow)?;
+        let limits = c.limits(&raw.limits)?;
         let command = raw
             .command
             .check()
@@ -685,18 +738,7 @@ impl Policy {
                 unix: c.paths("network.unix", &raw.network.unix)?,
                 sockets: raw.network.sockets,
                 allow_local_answers: raw.network.allow_local_answers,
-                min_ttl: match raw.network.min_ttl {
-                    Some(t) if *t.get_ref() > MAX_MIN_TTL => {
-                        return Err(c.located_at(
-                            "network.min_ttl",
-                            t.span().start,
-                            t.get_ref().to_string(),
-                            Problem::MinTtl { max: MAX_MIN_TTL },
-                        ))
-                    }
-                    Some(t) => t.into_inner(),
-                    None => 0,
-                },
+                min_ttl: c.min_ttl(raw.network.min_ttl)?,
             },
             identity: Identity {
                 groups: c.each("identity.groups", &raw.identity.groups, |g| {
@@ -710,7 +752,7 @@ impl Policy {
             tools,
             mcp: raw.mcp,
             secrets,
-            limits: bounds,
+            limits,
         })
     }
 

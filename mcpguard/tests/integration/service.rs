@@ -21,7 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpguard::daemon::proto::{self, AuditQuery, Request, Response};
+use mcpguard::{
+    audit::query::Filter,
+    daemon::proto::{self, Request, Response},
+};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -967,7 +970,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
             &mut &s,
             &Request::Audit {
                 version: proto::VERSION,
-                query: AuditQuery {
+                query: Filter {
                     follow: true,
                     ..Default::default()
                 },

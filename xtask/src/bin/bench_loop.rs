@@ -19,6 +19,9 @@
 //!
 //! Only std and libc: it runs inside a Landlock domain that allows little.
 
+// Only std and libc (see above); the other dependencies are `xtask`'s.
+#![allow(unused_crate_dependencies)]
+
 use std::{
     ffi::CString,
     process::ExitCode,
