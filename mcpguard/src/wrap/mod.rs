@@ -32,11 +32,13 @@ pub use self::{
     rewrite::{Action, Server},
 };
 use self::{
-    file::Ownership,
     rewrite::WrapOptions,
     starter::{Launch, StarterInput},
 };
-use crate::policy::{command::PinMismatch, Policy, PolicyError};
+use crate::{
+    atomic_file::{self, Ownership},
+    policy::{command::PinMismatch, Policy, PolicyError},
+};
 
 /// Where installed policies live, searched after the user's own (as
 /// `mcpguard run` does).
@@ -357,7 +359,7 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
         }
         file::create_dirs(&place.write_dir, place.owner).map_err(fail)?;
         starter.written =
-            file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
+            atomic_file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
     }
     report.starters = starters.into_iter().map(|(s, _)| s).collect();
     if changed {
@@ -445,7 +447,7 @@ impl PolicyPlace {
         home: Option<&Path>,
         config: &std::fs::Metadata,
     ) -> Result<PolicyPlace, WrapError> {
-        let for_other_user = file::running_as_root() && config.uid() != 0;
+        let for_other_user = atomic_file::running_as_root() && config.uid() != 0;
         let uid = if for_other_user {
             config.uid()
         } else {
