@@ -7,32 +7,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::Value;
-
 use super::{
     paths::{generalise, interpreters, minimal, refused, show},
     Observations,
 };
+use crate::policy::write::{self, Item};
 
+/// A TOML array, one item a line.
 fn toml_list(items: &[String]) -> String {
-    toml_list_marked(items, |_| None)
-}
-
-/// A TOML array, one item a line, with an optional comment per item.
-fn toml_list_marked(items: &[String], mark: impl Fn(&str) -> Option<&'static str>) -> String {
-    if items.is_empty() {
-        return "[]".into();
-    }
-    let mut s = String::from("[\n");
-    for i in items {
-        let _ = write!(s, "    {},", Value::String(i.clone()));
-        if let Some(m) = mark(i) {
-            let _ = write!(s, " # {m}");
-        }
-        s.push('\n');
-    }
-    s.push(']');
-    s
+    write::block_array(items.iter().map(|i| Item::new(i)))
 }
 
 /// Add `why` to `notes` unless it is there already.
@@ -114,8 +97,6 @@ fn allow_rules(obs: &Observations) -> Vec<String> {
     allow.into_iter().collect()
 }
 
-/// The `[tools]` table: every tool the server listed (so the ones nobody
-/// called during learning stay available), marking those that were called.
 /// The persistence families ([`crate::policy::persist`]) the server
 /// wrote into: files it wrote, and directories it changed.
 fn persistence_written(obs: &Observations) -> Vec<String> {
@@ -126,6 +107,8 @@ fn persistence_written(obs: &Observations) -> Vec<String> {
     families.iter().map(ToString::to_string).collect()
 }
 
+/// The `[tools]` table: every tool the server listed (so the ones nobody
+/// called during learning stay available), marking those that were called.
 fn tools_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
     let listed: Vec<String> = if obs.tools_listed.is_empty() {
         if obs.tools.is_empty() {
@@ -148,7 +131,10 @@ fn tools_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
     let _ = writeln!(
         t,
         "allow = {}",
-        toml_list_marked(&listed, |n| obs.tools.contains(n).then_some("called"))
+        write::block_array(listed.iter().map(|n| Item {
+            after: obs.tools.contains(n).then_some("called"),
+            ..Item::new(n)
+        }))
     );
 }
 
@@ -201,7 +187,7 @@ pub fn propose(
         t,
         "# Review it: every entry is something the server did while learning."
     );
-    let _ = writeln!(t, "name = {}\n", Value::String(name.into()));
+    let _ = writeln!(t, "name = {}\n", write::quote(name));
     let _ = writeln!(t, "[filesystem]");
     let _ = writeln!(t, "read = {}", toml_list(&reads));
     let _ = writeln!(t, "write = {}", toml_list(&writes));
