@@ -119,7 +119,8 @@ mod tests {
     use super::*;
 
     fn tmp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mcpguard-atomic-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mcpguard-atomic-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create temp dir");
         dir

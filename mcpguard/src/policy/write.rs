@@ -84,11 +84,8 @@ mod tests {
     fn strings_quote_escapes_and_controls() {
         assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
         assert_eq!(quote("x\ny\u{7f}\u{9b}é"), r#""x\u000Ay\u007F\u009Bé""#);
-        let parsed: toml::Value = toml::from_str(&format!(
-            "v = {}",
-            quote("x\ny\u{7f}\u{9b}\"\\é")
-        ))
-        .expect("valid TOML");
+        let parsed: toml::Value =
+            toml::from_str(&format!("v = {}", quote("x\ny\u{7f}\u{9b}\"\\é"))).expect("valid TOML");
         assert_eq!(parsed["v"].as_str(), Some("x\ny\u{7f}\u{9b}\"\\é"));
     }
 

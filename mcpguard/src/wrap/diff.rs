@@ -40,7 +40,11 @@ pub fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
 /// line before it, as `diff -u` does.
 fn range(lines: Range<usize>) -> String {
     let len = lines.len();
-    let start = if len == 0 { lines.start } else { lines.start + 1 };
+    let start = if len == 0 {
+        lines.start
+    } else {
+        lines.start + 1
+    };
     format!("{start},{len}")
 }
 
@@ -61,7 +65,11 @@ mod tests {
         let mut last: Option<char> = None;
         for line in body.split_inclusive('\n') {
             if line.starts_with("\\ No newline") {
-                let side = if last == Some('+') { &mut new } else { &mut old };
+                let side = if last == Some('+') {
+                    &mut new
+                } else {
+                    &mut old
+                };
                 side.pop();
                 if last == Some(' ') {
                     new.pop();
@@ -116,7 +124,10 @@ mod tests {
             d.contains("-a\n\\ No newline at end of file\n+b\n\\ No newline"),
             "{d}"
         );
-        assert_eq!(unified("", "a\n", "x", "y"), "--- x\n+++ y\n@@ -0,0 +1,1 @@\n+a\n");
+        assert_eq!(
+            unified("", "a\n", "x", "y"),
+            "--- x\n+++ y\n@@ -0,0 +1,1 @@\n+a\n"
+        );
         let nine = "1\n2\n3\n4\n5\n6\n7\n8\n9\n";
         let d = unified(nine, &nine.replace("5\n", "five\n"), "x", "y");
         assert!(d.contains("@@ -2,7 +2,7 @@\n 2\n"), "{d}");

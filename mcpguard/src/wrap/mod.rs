@@ -317,6 +317,9 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
     Ok(report)
 }
 
+/// A starter policy to write: what the report says of it, and its text.
+type PlannedStarter = (StarterPolicy, String);
+
 /// Which policy each wrapped server of the config file at `path` runs
 /// under: one found (and why it fits), or a starter planned for it.
 fn choose_policies(
@@ -324,8 +327,8 @@ fn choose_policies(
     servers: &[Server],
     place: &PolicyPlace,
     cfg: &WrapConfig,
-) -> Result<(Vec<Choice>, Vec<(StarterPolicy, String)>), WrapError> {
-    let mut starters: Vec<(StarterPolicy, String)> = Vec::new();
+) -> Result<(Vec<Choice>, Vec<PlannedStarter>), WrapError> {
+    let mut starters: Vec<PlannedStarter> = Vec::new();
     let mut choices: Vec<Choice> = Vec::new();
     for server in servers {
         let Action::Wrapped {
@@ -357,8 +360,7 @@ fn choose_policies(
             None => None,
         };
         let target = place.write_dir.join(format!("{policy}.toml"));
-        let (report, body) =
-            plan_starter(&server.name, policy, &target, path, &entry, place, cfg)?;
+        let (report, body) = plan_starter(&server.name, policy, &target, path, &entry, place, cfg)?;
         choices.push(Choice {
             server: server.name.clone(),
             policy: policy.clone(),
@@ -372,10 +374,7 @@ fn choose_policies(
 
 /// Writes the planned starter policies that do not exist yet (and the
 /// missing data directories they grant).
-fn write_starters(
-    starters: &mut [(StarterPolicy, String)],
-    place: &PolicyPlace,
-) -> Result<(), WrapError> {
+fn write_starters(starters: &mut [PlannedStarter], place: &PolicyPlace) -> Result<(), WrapError> {
     let policy_own = Ownership {
         mode: 0o644,
         owner: place.owner,
