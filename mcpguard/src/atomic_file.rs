@@ -114,17 +114,7 @@ fn fill(file: &mut File, bytes: &[u8], own: Ownership) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn tmp_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mcpguard-atomic-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
 
     fn own(mode: u32) -> Ownership {
         Ownership { mode, owner: None }
@@ -142,7 +132,8 @@ mod tests {
 
     #[test]
     fn replace_sets_mode_and_replaces_a_symlink_itself() {
-        let dir = tmp_dir("replace");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let real = dir.join("real");
         fs::write(&real, "old").expect("write");
         let link = dir.join("link");
@@ -152,29 +143,28 @@ mod tests {
         assert_eq!(fs::read_to_string(&real).expect("read"), "old");
         assert_eq!(fs::read_to_string(&link).expect("read"), "new");
         assert_eq!(fs::metadata(&link).expect("stat").mode() & 0o7777, 0o640);
-        assert_eq!(names(&dir), ["link", "real"], "no temporary files left");
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(names(dir), ["link", "real"], "no temporary files left");
     }
 
     #[test]
     fn a_failed_replace_leaves_nothing_behind() {
-        let dir = tmp_dir("fail");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         fs::create_dir(dir.join("taken")).expect("mkdir");
         fs::write(dir.join("taken/x"), "").expect("write");
         assert!(replace(&dir.join("taken"), b"new", own(0o600)).is_err());
-        assert_eq!(names(&dir), ["taken"], "no temporary files left");
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(names(dir), ["taken"], "no temporary files left");
     }
 
     #[test]
     fn create_once_never_overwrites() {
-        let dir = tmp_dir("once");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let file = dir.join("f");
         assert!(create_once(&file, b"first", own(0o644)).expect("create"));
         assert!(!create_once(&file, b"second", own(0o600)).expect("create"));
         assert_eq!(fs::read_to_string(&file).expect("read"), "first");
         assert_eq!(fs::metadata(&file).expect("stat").mode() & 0o777, 0o644);
-        assert_eq!(names(&dir), ["f"], "no temporary files left");
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(names(dir), ["f"], "no temporary files left");
     }
 }

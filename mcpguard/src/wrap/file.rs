@@ -60,20 +60,14 @@ mod tests {
 
     use super::*;
 
-    fn tmp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mcpguard-file-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
-
     fn own(mode: u32) -> Ownership {
         Ownership { mode, owner: None }
     }
 
     #[test]
     fn replace_keeps_mode_and_symlinks() {
-        let dir = tmp_dir("replace");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let real = dir.join("real.json");
         fs::write(&real, "old").expect("write");
         let link = dir.join("link.json");
@@ -86,18 +80,18 @@ mod tests {
         assert_eq!(fs::read_to_string(&real).expect("read"), "new");
         let mode = fs::metadata(&real).expect("stat").mode() & 0o7777;
         assert_eq!(mode, 0o640);
-        let names: Vec<_> = fs::read_dir(&dir)
+        let names: Vec<_> = fs::read_dir(dir)
             .expect("ls")
             .flatten()
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn backup_is_written_once() {
-        let dir = tmp_dir("backup");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let file = dir.join("c.json");
         assert!(backup_once(&file, b"first", own(0o600)).expect("backup"));
         assert!(!backup_once(&file, b"second", own(0o600)).expect("backup"));
@@ -105,6 +99,5 @@ mod tests {
         assert_eq!(backup, dir.join("c.json.mcpguard-backup"));
         assert_eq!(fs::read_to_string(&backup).expect("read"), "first");
         assert_eq!(fs::metadata(&backup).expect("stat").mode() & 0o777, 0o600);
-        let _ = fs::remove_dir_all(&dir);
     }
 }
