@@ -9,14 +9,14 @@
 //! temporary file and a rename, so a running daemon never sees half a file.
 
 use std::{
-    fmt,
-    fs::{self, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    fmt, fs, io,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
 use thiserror::Error;
+
+use crate::atomic_file::{self, Ownership};
 
 /// The systemd unit, as shipped (its ExecStart= is rewritten on install).
 pub const UNIT: &str = include_str!("../../packaging/systemd/mcpguard.service");
@@ -379,31 +379,14 @@ fn put_file(path: &Path, bytes: &[u8], mode: u32) -> Result<Step, InstallError> 
     }
 }
 
-/// Write a temporary file next to `path`, then rename it over `path`: a
-/// reader (or a running binary) sees the old file or the new one.
+/// Replace `path` with root's file holding `bytes`: a reader (or a running
+/// binary) sees the old file or the new one.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.mcpguard-install-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::os::unix::fs::fchown(&f, Some(0), Some(0))?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+    let own = Ownership {
+        mode,
+        owner: Some((0, 0)),
+    };
+    atomic_file::replace(path, bytes, own).map_err(io_err(path))
 }
 
 #[cfg(test)]

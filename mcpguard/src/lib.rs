@@ -6,6 +6,7 @@
 //! kernel decides; its records are decoded and enriched ([`audit`]) by the
 //! daemon ([`daemon`]), which also launches and relays each server.
 
+pub mod atomic_file;
 pub mod audit;
 pub mod cli;
 pub mod daemon;

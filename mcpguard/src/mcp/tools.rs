@@ -10,8 +10,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -20,7 +19,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::policy::Tools;
+use crate::{
+    atomic_file::{self, Ownership},
+    policy::Tools,
+};
 
 #[derive(Debug, Error)]
 pub enum PinError {
@@ -188,18 +190,12 @@ impl PinStore {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
         let text = serde_json::to_vec_pretty(pins).expect("pins serialise");
-        f.write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)
+        let own = Ownership {
+            mode: 0o600,
+            owner: None,
+        };
+        atomic_file::replace(&self.path, &text, own).map_err(io)
     }
 }
 

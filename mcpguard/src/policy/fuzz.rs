@@ -93,21 +93,16 @@ const DICT: &[&[u8]] = &[
     b"1979-05-27T07:32:00Z",
 ];
 
-/// The policy as TOML again, through the `toml` crate's own writer.
+/// The policy as TOML again, through the `toml` crate's own writer (not
+/// [`super::write`]), so the round trip checks the parser against an
+/// independent writer.
 fn render(p: &Policy) -> String {
-    let list = |items: &[String]| Value::Array(items.iter().cloned().map(Value::String).collect());
+    let table = |pairs: Vec<(&str, Value)>| {
+        Value::Table(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    };
     let mut root = Map::new();
     root.insert("name".into(), Value::String(p.name.clone()));
-    let mut fs = Map::new();
-    fs.insert("read".into(), list(&p.filesystem.read));
-    fs.insert("write".into(), list(&p.filesystem.write));
-    fs.insert("exec".into(), list(&p.filesystem.exec));
-    fs.insert("baseline".into(), Value::Boolean(p.filesystem.baseline));
-    let persistence: Vec<String> = (p.filesystem.allow_persistence.iter())
-        .map(ToString::to_string)
-        .collect();
-    fs.insert("allow_persistence".into(), list(&persistence));
-    root.insert("filesystem".into(), Value::Table(fs));
+    root.insert("filesystem".into(), filesystem(p));
     let permit = |p: super::mcp::Permit| {
         Value::String(
             match p {
@@ -117,10 +112,53 @@ fn render(p: &Policy) -> String {
             .into(),
         )
     };
-    let mut mcp = Map::new();
-    mcp.insert("sampling".into(), permit(p.mcp.sampling));
-    mcp.insert("elicitation".into(), permit(p.mcp.elicitation));
-    root.insert("mcp".into(), Value::Table(mcp));
+    root.insert(
+        "mcp".into(),
+        table(vec![
+            ("sampling", permit(p.mcp.sampling)),
+            ("elicitation", permit(p.mcp.elicitation)),
+        ]),
+    );
+    root.insert("network".into(), network(p));
+    root.insert("env".into(), table(vec![("pass", list(&p.env.pass))]));
+    root.insert("tools".into(), tools(p));
+    let kernel: Vec<String> = p.kernel.allow.iter().map(ToString::to_string).collect();
+    root.insert("kernel".into(), table(vec![("allow", list(&kernel))]));
+    let memory = super::limits::show_size(p.limits.memory);
+    root.insert(
+        "limits".into(),
+        table(vec![
+            ("pids", Value::Integer(p.limits.pids as i64)),
+            ("memory", Value::String(memory)),
+        ]),
+    );
+    root.insert(
+        "identity".into(),
+        table(vec![("groups", list(&p.identity.groups))]),
+    );
+    root.insert("secrets".into(), secrets(p));
+    root.insert("command".into(), command(p));
+    toml::to_string(&Value::Table(root)).expect("a policy renders as TOML")
+}
+
+fn list(items: &[String]) -> Value {
+    Value::Array(items.iter().cloned().map(Value::String).collect())
+}
+
+fn filesystem(p: &Policy) -> Value {
+    let mut fs = Map::new();
+    fs.insert("read".into(), list(&p.filesystem.read));
+    fs.insert("write".into(), list(&p.filesystem.write));
+    fs.insert("exec".into(), list(&p.filesystem.exec));
+    fs.insert("baseline".into(), Value::Boolean(p.filesystem.baseline));
+    let persistence: Vec<String> = (p.filesystem.allow_persistence.iter())
+        .map(ToString::to_string)
+        .collect();
+    fs.insert("allow_persistence".into(), list(&persistence));
+    Value::Table(fs)
+}
+
+fn network(p: &Policy) -> Value {
     let mut net = Map::new();
     let allow: Vec<String> = (p.network.allow.iter().map(|r| r.text.clone()))
         .chain(p.network.hosts.iter().map(|h| h.text.clone()))
@@ -139,10 +177,10 @@ fn render(p: &Policy) -> String {
         "min_ttl".into(),
         Value::Integer(i64::from(p.network.min_ttl)),
     );
-    root.insert("network".into(), Value::Table(net));
-    let mut env = Map::new();
-    env.insert("pass".into(), list(&p.env.pass));
-    root.insert("env".into(), Value::Table(env));
+    Value::Table(net)
+}
+
+fn tools(p: &Policy) -> Value {
     let mut tools = Map::new();
     if let Some(allow) = &p.tools.allow {
         tools.insert("allow".into(), list(allow));
@@ -158,21 +196,10 @@ fn render(p: &Policy) -> String {
         "strip_invisible".into(),
         Value::Boolean(p.tools.strip_invisible),
     );
-    root.insert("tools".into(), Value::Table(tools));
-    let mut kernel = Map::new();
-    let allow: Vec<String> = p.kernel.allow.iter().map(ToString::to_string).collect();
-    kernel.insert("allow".into(), list(&allow));
-    root.insert("kernel".into(), Value::Table(kernel));
-    let mut limits = Map::new();
-    limits.insert("pids".into(), Value::Integer(p.limits.pids as i64));
-    limits.insert(
-        "memory".into(),
-        Value::String(super::limits::show_size(p.limits.memory)),
-    );
-    root.insert("limits".into(), Value::Table(limits));
-    let mut identity = Map::new();
-    identity.insert("groups".into(), list(&p.identity.groups));
-    root.insert("identity".into(), Value::Table(identity));
+    Value::Table(tools)
+}
+
+fn secrets(p: &Policy) -> Value {
     let mut secrets = Map::new();
     for s in &p.secrets {
         let mut source = Map::new();
@@ -186,7 +213,10 @@ fn render(p: &Policy) -> String {
         };
         secrets.insert(s.env.clone(), Value::Table(source));
     }
-    root.insert("secrets".into(), Value::Table(secrets));
+    Value::Table(secrets)
+}
+
+fn command(p: &Policy) -> Value {
     let mut command = Map::new();
     command.insert("fits".into(), list(&p.command.fits));
     if let Some(pin) = &p.command.pin {
@@ -198,8 +228,7 @@ fn render(p: &Policy) -> String {
             }
         }
     }
-    root.insert("command".into(), Value::Table(command));
-    toml::to_string(&Value::Table(root)).expect("a policy renders as TOML")
+    Value::Table(command)
 }
 
 fn check(input: &[u8]) {

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod net;
 pub mod persist;
 pub mod sockets;
+pub mod write;
 
 use std::{
     fmt,

@@ -1,42 +1,20 @@
-//! File handling for `wrap`/`unwrap`: one-time backups, atomic replacement
-//! that keeps the file's mode (and owner, when run as root), and new files
-//! that are never overwritten.
+//! File handling for `wrap`/`unwrap`: one-time backups and replacement that
+//! keeps the file's mode (and owner, when run as root) and its symlink; the
+//! writes themselves are [`crate::atomic_file`]'s.
 //!
 //! MCP client configs hold API keys (`~/.claude.json` is mode 0600), so
 //! every file is created private and only then given the original's mode.
 
 use std::{
     ffi::OsString,
-    fs::{self, File, Metadata, OpenOptions, Permissions},
-    io::{self, Write},
-    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    fs, io,
     path::{Path, PathBuf},
 };
 
+use crate::atomic_file::{self, Ownership};
+
 /// Suffix of the backup `wrap` keeps next to a config file.
 pub const BACKUP_SUFFIX: &str = ".mcpguard-backup";
-
-/// Owner and mode a written file should get.
-#[derive(Clone, Copy, Debug)]
-pub struct Ownership {
-    pub mode: u32,
-    /// `Some` only when running as root, which alone can give files away.
-    pub owner: Option<(u32, u32)>,
-}
-
-impl Ownership {
-    /// The ownership of an existing file, to copy onto its replacement.
-    pub fn of(meta: &Metadata) -> Ownership {
-        Ownership {
-            mode: meta.mode() & 0o7777,
-            owner: running_as_root().then(|| (meta.uid(), meta.gid())),
-        }
-    }
-}
-
-pub fn running_as_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// `path` with [`BACKUP_SUFFIX`] appended to its file name.
 pub fn backup_path(path: &Path) -> PathBuf {
@@ -53,57 +31,14 @@ pub fn backup_once(path: &Path, bytes: &[u8], own: Ownership) -> io::Result<bool
     if backup.symlink_metadata().is_ok() {
         return Ok(false);
     }
-    // Written under a temporary name, then hard-linked into place: linking
-    // fails if the name exists, so a backup is never overwritten, and it is
-    // never seen half-written.
-    let tmp = write_temp(&backup, bytes, own)?;
-    let linked = fs::hard_link(&tmp, &backup);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        // Some file systems cannot hard-link; exclusive creation still never
-        // overwrites.
-        Err(_) => write_new(&backup, bytes, own),
-    }
+    atomic_file::create_once(&backup, bytes, own)
 }
 
 /// Replaces `path`'s content with `bytes` atomically (a temporary file in
 /// the same directory, renamed over it). A symlinked config stays a
 /// symlink: its target is replaced.
 pub fn replace(path: &Path, bytes: &[u8], own: Ownership) -> io::Result<()> {
-    let target = fs::canonicalize(path)?;
-    let tmp = write_temp(&target, bytes, own)?;
-    if let Err(e) = fs::rename(&tmp, &target) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // Make the rename itself durable; a failure here loses nothing that is
-    // not already on disk, so it is not worth failing the command.
-    if let Some(dir) = target.parent() {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
-/// Creates `path` with `bytes` unless it exists. Returns whether it was
-/// created.
-pub fn write_new(path: &Path, bytes: &[u8], own: Ownership) -> io::Result<bool> {
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let written = fill(&mut file, bytes, own);
-    if written.is_err() {
-        let _ = fs::remove_file(path);
-    }
-    written.map(|()| true)
+    atomic_file::replace(&fs::canonicalize(path)?, bytes, own)
 }
 
 /// Creates `dir` and its missing parents, giving the ones it creates to
@@ -119,44 +54,11 @@ pub fn create_dirs(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to a new temporary file next to `near` and returns its
-/// path.
-fn write_temp(near: &Path, bytes: &[u8], own: Ownership) -> io::Result<PathBuf> {
-    let mut name = OsString::from(".");
-    name.push(near.file_name().unwrap_or_default());
-    name.push(format!(".mcpguard-tmp.{}", std::process::id()));
-    let tmp = near.with_file_name(name);
-    // A leftover from a crashed run with the same pid is ours to replace.
-    let _ = fs::remove_file(&tmp);
-    if !write_new(&tmp, bytes, own)? {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} appeared while writing", tmp.display()),
-        ));
-    }
-    Ok(tmp)
-}
-
-fn fill(file: &mut File, bytes: &[u8], own: Ownership) -> io::Result<()> {
-    file.write_all(bytes)?;
-    // Owner before mode: chown clears set-id bits.
-    if let Some((uid, gid)) = own.owner {
-        std::os::unix::fs::fchown(&*file, Some(uid), Some(gid))?;
-    }
-    file.set_permissions(Permissions::from_mode(own.mode))?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::os::unix::fs::MetadataExt;
 
-    fn tmp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mcpguard-file-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
+    use super::*;
 
     fn own(mode: u32) -> Ownership {
         Ownership { mode, owner: None }
@@ -164,7 +66,8 @@ mod tests {
 
     #[test]
     fn replace_keeps_mode_and_symlinks() {
-        let dir = tmp_dir("replace");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let real = dir.join("real.json");
         fs::write(&real, "old").expect("write");
         let link = dir.join("link.json");
@@ -177,18 +80,18 @@ mod tests {
         assert_eq!(fs::read_to_string(&real).expect("read"), "new");
         let mode = fs::metadata(&real).expect("stat").mode() & 0o7777;
         assert_eq!(mode, 0o640);
-        let names: Vec<_> = fs::read_dir(&dir)
+        let names: Vec<_> = fs::read_dir(dir)
             .expect("ls")
             .flatten()
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn backup_is_written_once() {
-        let dir = tmp_dir("backup");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let file = dir.join("c.json");
         assert!(backup_once(&file, b"first", own(0o600)).expect("backup"));
         assert!(!backup_once(&file, b"second", own(0o600)).expect("backup"));
@@ -196,6 +99,5 @@ mod tests {
         assert_eq!(backup, dir.join("c.json.mcpguard-backup"));
         assert_eq!(fs::read_to_string(&backup).expect("read"), "first");
         assert_eq!(fs::metadata(&backup).expect("stat").mode() & 0o777, 0o600);
-        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -32,11 +32,16 @@ pub use self::{
     rewrite::{Action, Server},
 };
 use self::{
-    file::Ownership,
+    grants::Destination,
+    install::Installed,
     rewrite::WrapOptions,
+    runner::RunnerCommand,
     starter::{Launch, StarterInput},
 };
-use crate::policy::{command::PinMismatch, Policy, PolicyError};
+use crate::{
+    atomic_file::{self, Ownership},
+    policy::{command::PinMismatch, Policy, PolicyError},
+};
 
 /// Where installed policies live, searched after the user's own (as
 /// `mcpguard run` does).
@@ -283,9 +288,49 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
     };
     let rewritten = rewrite::wrap(&text, client, &opts, path)?;
 
-    let mut starters: Vec<(StarterPolicy, String)> = Vec::new();
+    let (choices, mut starters) = choose_policies(path, &rewritten.servers, &place, cfg)?;
+
+    let changed = rewritten.text != text;
+    let mut report = FileReport::untouched(path, client, rewritten.servers, changed);
+    report.choices = choices;
+    if cfg.dry_run {
+        report.diff = dry_run_diff(path, &text, &rewritten.text);
+        report.starters = starters.into_iter().map(|(s, _)| s).collect();
+        return Ok(report);
+    }
+
+    // Policies before the config: once the config names a policy, the
+    // client's next start of that server needs it.
+    write_starters(&mut starters, &place)?;
+    report.starters = starters.into_iter().map(|(s, _)| s).collect();
+    if changed {
+        let own = Ownership::of(&meta);
+        let backed_up =
+            file::backup_once(path, text.as_bytes(), own).map_err(|source| WrapError::Backup {
+                path: path.to_owned(),
+                backup: backup_path(path),
+                source,
+            })?;
+        report.backup = backed_up.then(|| backup_path(path));
+        write(path, &rewritten.text, own)?;
+    }
+    Ok(report)
+}
+
+/// A starter policy to write: what the report says of it, and its text.
+type PlannedStarter = (StarterPolicy, String);
+
+/// Which policy each wrapped server of the config file at `path` runs
+/// under: one found (and why it fits), or a starter planned for it.
+fn choose_policies(
+    path: &Path,
+    servers: &[Server],
+    place: &PolicyPlace,
+    cfg: &WrapConfig,
+) -> Result<(Vec<Choice>, Vec<PlannedStarter>), WrapError> {
+    let mut starters: Vec<PlannedStarter> = Vec::new();
     let mut choices: Vec<Choice> = Vec::new();
-    for server in &rewritten.servers {
+    for server in servers {
         let Action::Wrapped {
             policy,
             command,
@@ -315,8 +360,7 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
             None => None,
         };
         let target = place.write_dir.join(format!("{policy}.toml"));
-        let (report, body) =
-            plan_starter(&server.name, policy, &target, path, &entry, &place, cfg)?;
+        let (report, body) = plan_starter(&server.name, policy, &target, path, &entry, place, cfg)?;
         choices.push(Choice {
             server: server.name.clone(),
             policy: policy.clone(),
@@ -325,23 +369,17 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
         });
         starters.push((report, body));
     }
+    Ok((choices, starters))
+}
 
-    let changed = rewritten.text != text;
-    let mut report = FileReport::untouched(path, client, rewritten.servers, changed);
-    report.choices = choices;
-    if cfg.dry_run {
-        report.diff = dry_run_diff(path, &text, &rewritten.text);
-        report.starters = starters.into_iter().map(|(s, _)| s).collect();
-        return Ok(report);
-    }
-
-    // Policies before the config: once the config names a policy, the
-    // client's next start of that server needs it.
+/// Writes the planned starter policies that do not exist yet (and the
+/// missing data directories they grant).
+fn write_starters(starters: &mut [PlannedStarter], place: &PolicyPlace) -> Result<(), WrapError> {
     let policy_own = Ownership {
         mode: 0o644,
         owner: place.owner,
     };
-    for (starter, body) in &mut starters {
+    for (starter, body) in starters.iter_mut() {
         let fail = |source| WrapError::WritePolicy {
             path: starter.path.clone(),
             source,
@@ -357,21 +395,9 @@ pub fn wrap_file(path: &Path, cfg: &WrapConfig) -> Result<FileReport, WrapError>
         }
         file::create_dirs(&place.write_dir, place.owner).map_err(fail)?;
         starter.written =
-            file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
+            atomic_file::write_new(&starter.path, body.as_bytes(), policy_own).map_err(fail)?;
     }
-    report.starters = starters.into_iter().map(|(s, _)| s).collect();
-    if changed {
-        let own = Ownership::of(&meta);
-        let backed_up =
-            file::backup_once(path, text.as_bytes(), own).map_err(|source| WrapError::Backup {
-                path: path.to_owned(),
-                backup: backup_path(path),
-                source,
-            })?;
-        report.backup = backed_up.then(|| backup_path(path));
-        write(path, &rewritten.text, own)?;
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// Gives every server in the config file at `path` that runs through
@@ -445,7 +471,7 @@ impl PolicyPlace {
         home: Option<&Path>,
         config: &std::fs::Metadata,
     ) -> Result<PolicyPlace, WrapError> {
-        let for_other_user = file::running_as_root() && config.uid() != 0;
+        let for_other_user = atomic_file::running_as_root() && config.uid() != 0;
         let uid = if for_other_user {
             config.uid()
         } else {
@@ -578,34 +604,7 @@ fn plan_starter(
     cfg: &WrapConfig,
 ) -> Result<(StarterPolicy, String), WrapError> {
     let runner = runner::parse(entry.command, entry.args);
-    let mut pinned_name = None;
-    let installed = match (&runner, &cfg.installer) {
-        (Some(r), Some(installer)) if !cfg.dry_run => {
-            let host_env: Vec<(String, String)> = std::env::vars().collect();
-            let path_var =
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-            let host = install::Host {
-                home: &place.home,
-                path: &path_var,
-                env: &host_env,
-            };
-            let dir = install::server_dir(&place.home, policy);
-            let done =
-                install::install(r, policy, &dir, &host, installer.as_ref()).map_err(|source| {
-                    WrapError::Install {
-                        server: server.to_owned(),
-                        source,
-                    }
-                })?;
-            pinned_name = Some(done.package.clone());
-            Some(done)
-        }
-        (Some(r), Some(_)) => {
-            pinned_name = Some(format!("{}:{}", r.registry.label(), r.package));
-            None
-        }
-        _ => None,
-    };
+    let (installed, pinned_name) = pin_runner(runner.as_ref(), server, policy, place, cfg)?;
     let launch = match (&runner, &installed) {
         (Some(r), Some(i)) => Launch::Pinned {
             runner_words: r.words,
@@ -653,25 +652,65 @@ fn plan_starter(
         pinned: pinned_name,
         unpinned: matches!(launch, Launch::Unpinned(_)),
         data: data.iter().map(|d| (d.rule.clone(), d.missing)).collect(),
-        network: destinations
-            .iter()
-            .map(|d| {
-                (
-                    d.rule.clone(),
-                    format!("named in its command line ({})", d.from),
-                )
-            })
-            .chain(
-                grants::known_destinations(package)
-                    .into_iter()
-                    .flat_map(|(rules, why)| {
-                        rules.iter().map(move |r| ((*r).to_owned(), why.to_owned()))
-                    }),
-            )
-            .collect(),
+        network: starter_network(&destinations, package),
         notes,
     };
     Ok((report, body))
+}
+
+/// Installs the runner command's package, pinned (unless this is a dry run
+/// or installs are off). Returns the install and the name of the package
+/// pinned (or that would be).
+fn pin_runner(
+    runner: Option<&RunnerCommand>,
+    server: &str,
+    policy: &str,
+    place: &PolicyPlace,
+    cfg: &WrapConfig,
+) -> Result<(Option<Installed>, Option<String>), WrapError> {
+    let (Some(r), Some(installer)) = (runner, &cfg.installer) else {
+        return Ok((None, None));
+    };
+    if cfg.dry_run {
+        return Ok((None, Some(format!("{}:{}", r.registry.label(), r.package))));
+    }
+    let host_env: Vec<(String, String)> = std::env::vars().collect();
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let host = install::Host {
+        home: &place.home,
+        path: &path_var,
+        env: &host_env,
+    };
+    let dir = install::server_dir(&place.home, policy);
+    let done = install::install(r, policy, &dir, &host, installer.as_ref()).map_err(|source| {
+        WrapError::Install {
+            server: server.to_owned(),
+            source,
+        }
+    })?;
+    let name = done.package.clone();
+    Ok((Some(done), Some(name)))
+}
+
+/// The destinations a starter allows, with why: those its command line
+/// names, and those its package is known to reach.
+fn starter_network(destinations: &[Destination], package: &str) -> Vec<(String, String)> {
+    destinations
+        .iter()
+        .map(|d| {
+            (
+                d.rule.clone(),
+                format!("named in its command line ({})", d.from),
+            )
+        })
+        .chain(
+            grants::known_destinations(package)
+                .into_iter()
+                .flat_map(|(rules, why)| {
+                    rules.iter().map(move |r| ((*r).to_owned(), why.to_owned()))
+                }),
+        )
+        .collect()
 }
 
 /// `~/x` below `home`.

@@ -10,7 +10,10 @@ use super::{
     install::{self, Installed},
     runner::RunnerCommand,
 };
-use crate::policy::MAX_NAME_LEN;
+use crate::policy::{
+    write::{self, comment_safe, quote, Item},
+    MAX_NAME_LEN,
+};
 
 /// The policy name for a server key: lowercased, every character outside
 /// `[a-z0-9_-]` replaced by `-`, leading `-`/`_` dropped (a name must start
@@ -276,6 +279,25 @@ fn which(command: &str) -> Option<std::path::PathBuf> {
 /// [`crate::policy::Policy::parse`] before writing it.
 pub fn render(input: &StarterInput<'_>) -> String {
     let runtime = runtime_of(input);
+    let lists = starter_lists(input, runtime);
+    let mut out = header(input, runtime);
+    out.push_str(&format!("name = {}\n\n", quote(input.policy)));
+    out.push_str(&filesystem_section(input, &lists));
+    out.push_str(&network_section(input, &lists.hosts));
+    out.push_str("\n[env]\n");
+    out.push_str(&env_section(input.env));
+    if let Launch::Pinned {
+        runner_words,
+        installed,
+    } = input.launch
+    {
+        out.push_str(&command_section(input, runner_words, installed));
+    }
+    out
+}
+
+/// What the starter grants, each with its reason.
+fn starter_lists(input: &StarterInput<'_>, runtime: Runtime) -> Lists {
     let mut lists = Lists::default();
     runtime_lists(&mut lists, runtime);
     match input.launch {
@@ -287,18 +309,7 @@ pub fn render(input: &StarterInput<'_>) -> String {
                 );
             }
         }
-        Launch::Pinned { installed, .. } => {
-            let dir = grants::home_form(&installed.dir, input.home);
-            lists.read_exec(
-                &[dir.as_str()],
-                "the pinned install of the server (see [command] below)",
-            );
-            let root = install::runtime_root(&installed.interpreter, input.home);
-            if !root.starts_with("/usr") {
-                let root = grants::home_form(Path::new(&root), input.home);
-                lists.read_exec(&[root.as_str()], "the interpreter the server runs on");
-            }
-        }
+        Launch::Pinned { installed, .. } => pinned_lists(&mut lists, installed, input.home),
         Launch::Unpinned(_) => unpinned_lists(&mut lists, input.command, input.home),
     }
     add(
@@ -306,7 +317,38 @@ pub fn render(input: &StarterInput<'_>) -> String {
         &["/dev/null"],
         "a stand-in for unused stdio",
     );
-    for d in input.data {
+    data_lists(&mut lists, input.data);
+    for d in input.destinations {
+        add(
+            &mut lists.hosts,
+            &[d.rule.as_str()],
+            &format!("named by {} of the server's command", d.from),
+        );
+    }
+    if let Some((rules, why)) = input.package.and_then(grants::known_destinations) {
+        add(&mut lists.hosts, rules, why);
+    }
+    lists
+}
+
+/// What a pinned install needs: its directory, and its interpreter's tree
+/// when that is not the system's.
+fn pinned_lists(lists: &mut Lists, installed: &Installed, home: &Path) {
+    let dir = grants::home_form(&installed.dir, home);
+    lists.read_exec(
+        &[dir.as_str()],
+        "the pinned install of the server (see [command] below)",
+    );
+    let root = install::runtime_root(&installed.interpreter, home);
+    if !root.starts_with("/usr") {
+        let root = grants::home_form(Path::new(&root), home);
+        lists.read_exec(&[root.as_str()], "the interpreter the server runs on");
+    }
+}
+
+/// The data paths the command line names: readable and writable.
+fn data_lists(lists: &mut Lists, data: &[DataPath]) {
+    for d in data {
         let why = format!(
             "{} named by {} of the server's command{}",
             if d.file {
@@ -328,22 +370,11 @@ pub fn render(input: &StarterInput<'_>) -> String {
             &format!("{why}; remove it here to make it read-only"),
         );
     }
+}
 
-    for d in input.destinations {
-        add(
-            &mut lists.hosts,
-            &[d.rule.as_str()],
-            &format!("named by {} of the server's command", d.from),
-        );
-    }
-    if let Some((rules, why)) = input.package.and_then(grants::known_destinations) {
-        add(&mut lists.hosts, rules, why);
-    }
-    let mut out = header(input, runtime);
-    out.push_str(&format!(
-        "name = {}\n\n[filesystem]\n",
-        toml_string(input.policy)
-    ));
+/// `[filesystem]`, and the paths the command names that it does not grant.
+fn filesystem_section(input: &StarterInput<'_>, lists: &Lists) -> String {
+    let mut out = String::from("[filesystem]\n");
     for (key, list) in [
         ("read", &lists.read),
         ("write", &lists.write),
@@ -354,47 +385,43 @@ pub fn render(input: &StarterInput<'_>) -> String {
     for note in input.refused {
         out.push_str(&format!("# Not granted: {}\n", comment_safe(note)));
     }
-    out.push_str("\n[network]\n");
-    if lists.hosts.is_empty() {
+    out
+}
+
+/// `[network]`: the hosts the starter allows, and no listening.
+fn network_section(input: &StarterInput<'_>, hosts: &[(String, String)]) -> String {
+    let mut out = String::from("\n[network]\n");
+    if hosts.is_empty() {
         out.push_str(
             "# No network at all. Add rules such as \"api.example.com:443\" or \"[::1]:8080\".\n",
         );
-    }
-    if lists.hosts.is_empty() {
         out.push_str("allow = []\n");
     } else {
-        out.push_str(&toml_list("allow", &lists.hosts));
+        out.push_str(&toml_list("allow", hosts));
     }
-    if matches!(input.launch, Launch::Unpinned(_)) && !lists.hosts.is_empty() {
+    if matches!(input.launch, Launch::Unpinned(_)) && !hosts.is_empty() {
         out.push_str(&format!(
             "# Package tools cache lookups past the registry's TTL.\nmin_ttl = {}\n",
             install::INSTALL_MIN_TTL
         ));
     }
-    out.push_str("bind = []\n\n[env]\n");
-    out.push_str(&env_section(input.env));
-    if let Launch::Pinned {
-        runner_words,
-        installed,
-    } = input.launch
-    {
-        out.push_str(&command_section(input, runner_words, installed));
-    }
+    out.push_str("bind = []\n");
     out
 }
 
+/// `key = [...]`, one path a line, each run of paths under the reason they
+/// share.
 fn toml_list(key: &str, list: &[(String, String)]) -> String {
-    let mut out = format!("{key} = [\n");
     let mut last_why = "";
-    for (path, why) in list {
-        if why != last_why {
-            out.push_str(&format!("    # {}\n", comment_safe(why)));
-            last_why = why;
+    let items = list.iter().map(|(path, why)| {
+        let above = (why != last_why).then_some(why.as_str());
+        last_why = why;
+        Item {
+            above,
+            ..Item::new(path)
         }
-        out.push_str(&format!("    {},\n", toml_string(path)));
-    }
-    out.push_str("]\n");
-    out
+    });
+    format!("{key} = {}\n", write::block_array(items))
 }
 
 fn header(input: &StarterInput<'_>, runtime: Runtime) -> String {
@@ -462,35 +489,35 @@ fn env_section(env: &[(String, String)]) -> String {
             comment_safe(&name)
         ));
     }
-    let pass: Vec<String> = pass.iter().map(|p| toml_string(p)).collect();
-    out.push_str(&format!("pass = [{}]\n", pass.join(", ")));
+    out.push_str(&format!(
+        "pass = {}\n",
+        write::inline_array(pass.iter().map(String::as_str))
+    ));
     out
 }
 
 fn command_section(input: &StarterInput<'_>, runner_words: usize, installed: &Installed) -> String {
-    let runner: Vec<String> = std::iter::once(input.command)
+    let runner = std::iter::once(input.command)
         .chain(input.args.iter().map(String::as_str))
-        .take(runner_words)
-        .map(toml_string)
-        .collect();
+        .take(runner_words);
     let run: Vec<String> = installed
         .run
         .iter()
-        .map(|w| toml_string(&grants::home_form(Path::new(w), input.home)))
+        .map(|w| grants::home_form(Path::new(w), input.home))
         .collect();
     let mut out = format!(
         "\n[command]\n\
          # The client config starts this server with the `runner` words below;\n\
          # `mcpguard run` starts the pinned install (`run`) in their place.\n\
-         runner = [{}]\n\
-         run = [{}]\n\
+         runner = {}\n\
+         run = {}\n\
          package = {}\n",
-        runner.join(", "),
-        run.join(", "),
-        toml_string(&installed.package)
+        write::inline_array(runner),
+        write::inline_array(run.iter().map(String::as_str)),
+        quote(&installed.package)
     );
     if let Some(integrity) = &installed.integrity {
-        out.push_str(&format!("integrity = {}\n", toml_string(integrity)));
+        out.push_str(&format!("integrity = {}\n", quote(integrity)));
     }
     out
 }
@@ -530,21 +557,6 @@ fn install_dir(command: &str, home: &Path) -> Option<String> {
     Some(shown)
 }
 
-/// `s` as a TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// A command word as a shell would need it quoted, for the header comment.
 pub(crate) fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
@@ -556,13 +568,6 @@ pub(crate) fn shell_word(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-/// Text that cannot end a TOML comment early or be refused in one.
-fn comment_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

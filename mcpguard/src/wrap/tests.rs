@@ -404,7 +404,7 @@ fn files_backups_dry_run_and_starter_policies() {
 
 #[test]
 fn root_keeps_the_owner_and_gives_policies_to_the_user() {
-    if !file::running_as_root() {
+    if !crate::atomic_file::running_as_root() {
         eprintln!("skipped: needs root to give files away");
         return;
     }

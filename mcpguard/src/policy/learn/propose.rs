@@ -7,32 +7,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::Value;
-
 use super::{
     paths::{generalise, interpreters, minimal, refused, show},
     Observations,
 };
+use crate::policy::write::{self, Item};
 
+/// A TOML array, one item a line.
 fn toml_list(items: &[String]) -> String {
-    toml_list_marked(items, |_| None)
-}
-
-/// A TOML array, one item a line, with an optional comment per item.
-fn toml_list_marked(items: &[String], mark: impl Fn(&str) -> Option<&'static str>) -> String {
-    if items.is_empty() {
-        return "[]".into();
-    }
-    let mut s = String::from("[\n");
-    for i in items {
-        let _ = write!(s, "    {},", Value::String(i.clone()));
-        if let Some(m) = mark(i) {
-            let _ = write!(s, " # {m}");
-        }
-        s.push('\n');
-    }
-    s.push(']');
-    s
+    write::block_array(items.iter().map(|i| Item::new(i)))
 }
 
 /// Add `why` to `notes` unless it is there already.
@@ -114,8 +97,6 @@ fn allow_rules(obs: &Observations) -> Vec<String> {
     allow.into_iter().collect()
 }
 
-/// The `[tools]` table: every tool the server listed (so the ones nobody
-/// called during learning stay available), marking those that were called.
 /// The persistence families ([`crate::policy::persist`]) the server
 /// wrote into: files it wrote, and directories it changed.
 fn persistence_written(obs: &Observations) -> Vec<String> {
@@ -126,6 +107,8 @@ fn persistence_written(obs: &Observations) -> Vec<String> {
     families.iter().map(ToString::to_string).collect()
 }
 
+/// The `[tools]` table: every tool the server listed (so the ones nobody
+/// called during learning stay available), marking those that were called.
 fn tools_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
     let listed: Vec<String> = if obs.tools_listed.is_empty() {
         if obs.tools.is_empty() {
@@ -148,7 +131,10 @@ fn tools_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
     let _ = writeln!(
         t,
         "allow = {}",
-        toml_list_marked(&listed, |n| obs.tools.contains(n).then_some("called"))
+        write::block_array(listed.iter().map(|n| Item {
+            after: obs.tools.contains(n).then_some("called"),
+            ..Item::new(n)
+        }))
     );
 }
 
@@ -160,38 +146,6 @@ pub fn propose(
     env_pass: &[String],
 ) -> (String, Vec<String>) {
     let mut notes = Vec::new();
-    let files = |set: &BTreeSet<PathBuf>, dir: bool| {
-        set.iter()
-            .map(move |p| (p.clone(), dir))
-            .collect::<Vec<_>>()
-    };
-    let mut reads = rules(files(&obs.reads, false), obs, home, &mut notes);
-    // What every policy reads anyway (the proposal keeps the baseline on).
-    let baseline = crate::policy::baseline::read_paths();
-    let before = reads.len();
-    reads.retain(|r| !baseline.iter().any(|b| Path::new(r).starts_with(b)));
-    if reads.len() < before {
-        notes.push(format!(
-            "{} read rules left out: the runtime baseline every policy gets covers them",
-            before - reads.len()
-        ));
-    }
-    let mut written = files(&obs.writes, false);
-    written.extend(files(&obs.dir_writes, true));
-    let writes = rules(written, obs, home, &mut notes);
-    let execs = exec_rules(obs, home, &mut notes);
-    let allow = allow_rules(obs);
-    let unix: Vec<String> = obs
-        .unix
-        .iter()
-        .filter(|p| {
-            ["/run/", "/var/run/", "/tmp/", "/var/tmp/", "/dev/shm/"]
-                .iter()
-                .any(|d| p.starts_with(d))
-        })
-        .cloned()
-        .collect();
-
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -201,43 +155,10 @@ pub fn propose(
         t,
         "# Review it: every entry is something the server did while learning."
     );
-    let _ = writeln!(t, "name = {}\n", Value::String(name.into()));
-    let _ = writeln!(t, "[filesystem]");
-    let _ = writeln!(t, "read = {}", toml_list(&reads));
-    let _ = writeln!(t, "write = {}", toml_list(&writes));
-    let _ = writeln!(t, "exec = {}", toml_list(&execs));
-    let persistence = persistence_written(obs);
-    if !persistence.is_empty() {
-        let _ = writeln!(t, "allow_persistence = {}", toml_list(&persistence));
-        notes.push(format!(
-            "the server wrote paths that run code outside the guard later ({}): \
-             allow_persistence lets it; drop what it should not write",
-            persistence.join(", ")
-        ));
-    }
-    let _ = writeln!(t);
-    let _ = writeln!(t, "[network]");
-    let _ = writeln!(t, "allow = {}", toml_list(&allow));
-    if !obs.binds.is_empty() {
-        let ports: Vec<String> = obs.binds.iter().map(u16::to_string).collect();
-        let _ = writeln!(t, "bind = {}", toml_list(&ports));
-    }
-    if !unix.is_empty() {
-        let _ = writeln!(t, "unix = {}", toml_list(&unix));
-    }
-    if !obs.sockets.is_empty() {
-        let kinds: Vec<String> = obs.sockets.iter().cloned().collect();
-        let _ = writeln!(t, "sockets = {}", toml_list(&kinds));
-    }
-    if !obs.kernel.is_empty() {
-        let kernel: Vec<String> = obs.kernel.iter().map(|f| f.to_string()).collect();
-        let _ = writeln!(t, "\n[kernel]");
-        let _ = writeln!(t, "allow = {}", toml_list(&kernel));
-        notes.push(format!(
-            "the server used kernel interfaces the syscall fence refuses by default: {}",
-            kernel.join(", ")
-        ));
-    }
+    let _ = writeln!(t, "name = {}\n", write::quote(name));
+    filesystem_table(obs, home, &mut t, &mut notes);
+    network_table(obs, &mut t);
+    kernel_table(obs, &mut t, &mut notes);
     let _ = writeln!(t, "\n[env]");
     let _ = writeln!(t, "pass = {}", toml_list(env_pass));
     tools_table(obs, &mut t, &mut notes);
@@ -252,4 +173,87 @@ pub fn propose(
         "environment variables are not observable: [env] pass is the starting policy's".into(),
     );
     (t, notes)
+}
+
+/// The `[filesystem]` table: what the server read, wrote and ran, and the
+/// persistence families it wrote into.
+fn filesystem_table(obs: &Observations, home: &Path, t: &mut String, notes: &mut Vec<String>) {
+    let files = |set: &BTreeSet<PathBuf>, dir: bool| {
+        set.iter()
+            .map(move |p| (p.clone(), dir))
+            .collect::<Vec<_>>()
+    };
+    let mut reads = rules(files(&obs.reads, false), obs, home, notes);
+    // What every policy reads anyway (the proposal keeps the baseline on).
+    let baseline = crate::policy::baseline::read_paths();
+    let before = reads.len();
+    reads.retain(|r| !baseline.iter().any(|b| Path::new(r).starts_with(b)));
+    if reads.len() < before {
+        notes.push(format!(
+            "{} read rules left out: the runtime baseline every policy gets covers them",
+            before - reads.len()
+        ));
+    }
+    let mut written = files(&obs.writes, false);
+    written.extend(files(&obs.dir_writes, true));
+    let writes = rules(written, obs, home, notes);
+    let execs = exec_rules(obs, home, notes);
+    let _ = writeln!(t, "[filesystem]");
+    let _ = writeln!(t, "read = {}", toml_list(&reads));
+    let _ = writeln!(t, "write = {}", toml_list(&writes));
+    let _ = writeln!(t, "exec = {}", toml_list(&execs));
+    let persistence = persistence_written(obs);
+    if !persistence.is_empty() {
+        let _ = writeln!(t, "allow_persistence = {}", toml_list(&persistence));
+        notes.push(format!(
+            "the server wrote paths that run code outside the guard later ({}): \
+             allow_persistence lets it; drop what it should not write",
+            persistence.join(", ")
+        ));
+    }
+}
+
+/// The `[network]` table: where the server connected, the ports it bound,
+/// the Unix sockets it reached in shared directories, the socket kinds it
+/// opened.
+fn network_table(obs: &Observations, t: &mut String) {
+    let unix: Vec<String> = obs
+        .unix
+        .iter()
+        .filter(|p| {
+            ["/run/", "/var/run/", "/tmp/", "/var/tmp/", "/dev/shm/"]
+                .iter()
+                .any(|d| p.starts_with(d))
+        })
+        .cloned()
+        .collect();
+    let _ = writeln!(t);
+    let _ = writeln!(t, "[network]");
+    let _ = writeln!(t, "allow = {}", toml_list(&allow_rules(obs)));
+    if !obs.binds.is_empty() {
+        let ports: Vec<String> = obs.binds.iter().map(u16::to_string).collect();
+        let _ = writeln!(t, "bind = {}", toml_list(&ports));
+    }
+    if !unix.is_empty() {
+        let _ = writeln!(t, "unix = {}", toml_list(&unix));
+    }
+    if !obs.sockets.is_empty() {
+        let kinds: Vec<String> = obs.sockets.iter().cloned().collect();
+        let _ = writeln!(t, "sockets = {}", toml_list(&kinds));
+    }
+}
+
+/// The `[kernel]` table, when the server used interfaces the syscall fence
+/// refuses by default.
+fn kernel_table(obs: &Observations, t: &mut String, notes: &mut Vec<String>) {
+    if obs.kernel.is_empty() {
+        return;
+    }
+    let kernel: Vec<String> = obs.kernel.iter().map(|f| f.to_string()).collect();
+    let _ = writeln!(t, "\n[kernel]");
+    let _ = writeln!(t, "allow = {}", toml_list(&kernel));
+    notes.push(format!(
+        "the server used kernel interfaces the syscall fence refuses by default: {}",
+        kernel.join(", ")
+    ));
 }
