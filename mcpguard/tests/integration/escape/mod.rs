@@ -130,7 +130,8 @@ pub fn find_record(d: &Daemon, pred: impl Fn(&Value) -> bool) -> Option<Value> {
 }
 
 /// Compiles `tests/escape/<name>.c` once per test run into a directory the
-/// test user can execute from (policies name it in their `exec` list).
+/// test user can execute from (policies name it in their `exec` list). The
+/// sources include `common.h` beside them, which `cc` finds there.
 pub fn hostile(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
