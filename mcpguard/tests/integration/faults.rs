@@ -187,15 +187,14 @@ fn wait_sink(d: &Daemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
 
 /// Wait (10 s) until the daemon's stderr contains `text`.
 fn wait_stderr(d: &Daemon, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.stderr().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "daemon stderr never said {text:?}:\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let said = poll(Duration::from_secs(10), || {
+        d.stderr().contains(text).then_some(())
+    });
+    assert!(
+        said.is_some(),
+        "daemon stderr never said {text:?}:\n{}",
+        d.stderr()
+    );
 }
 
 fn assert_running(d: &mut Daemon) {
@@ -218,7 +217,10 @@ fn is_denial_of(r: &Value, server: &str, secret: &Path) -> bool {
 fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_returns() {
     let fs = Mount::tmpfs("256k");
     let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
+    let mut d = Daemon::spawn(Opts {
+        log: Some(&log),
+        ..Opts::default()
+    });
     d.wait_record("daemon start", |r| is_kind(r, "daemon"));
     let (secret, pol) = secret_and_policy("faults-full");
     let filler = fill(&fs.dir);
@@ -290,7 +292,11 @@ fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_return
 fn an_overflowing_backlog_is_reported_by_a_loss_record_before_later_records() {
     let fs = Mount::tmpfs("256k");
     let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &["--audit-backlog", "4096"]);
+    let mut d = Daemon::spawn(Opts {
+        log: Some(&log),
+        args: &["--audit-backlog", "4096"],
+        ..Opts::default()
+    });
     d.wait_record("daemon start", |r| is_kind(r, "daemon"));
     let (secret, pol) = secret_and_policy("faults-overflow");
     let filler = fill(&fs.dir);
@@ -385,7 +391,10 @@ fn an_overflowing_backlog_is_reported_by_a_loss_record_before_later_records() {
 fn a_filesystem_gone_read_only_keeps_enforcing_and_the_log_follows_its_path_back() {
     let fs = Mount::ext4(8);
     let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
+    let mut d = Daemon::spawn(Opts {
+        log: Some(&log),
+        ..Opts::default()
+    });
     d.wait_record("daemon start", |r| is_kind(r, "daemon"));
     let (secret, pol) = secret_and_policy("faults-ro");
     fs.fail_ext4();
@@ -464,7 +473,10 @@ fn a_failed_reopen_after_sighup_keeps_records_until_the_path_works() {
 fn a_daemon_stopped_while_the_log_fails_says_how_many_records_it_could_not_write() {
     let fs = Mount::tmpfs("256k");
     let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
+    let mut d = Daemon::spawn(Opts {
+        log: Some(&log),
+        ..Opts::default()
+    });
     d.wait_record("daemon start", |r| is_kind(r, "daemon"));
     let (secret, pol) = secret_and_policy("faults-stop");
     fill(&fs.dir);

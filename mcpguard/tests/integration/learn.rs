@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::{
     harness::*,
     mcp::{client, fixture_policy, session},
-    policies::{as_user, user_dir, user_file},
+    policies::{as_user_ok, user_dir, user_file},
 };
 
 /// Credential stores a proposal must never name.
@@ -147,7 +147,7 @@ fn repo(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(repo.parent().unwrap());
     user_dir(&repo);
     user_file(&repo.join("README.md"), "learned repository\n", 0o644);
-    let g = |args: &[&str]| as_user(&repo, "/usr/bin/git", args);
+    let g = |args: &[&str]| as_user_ok(&repo, "/usr/bin/git", args);
     g(&["init", "-q", "-b", "main"]);
     g(&["config", "user.name", "mcpguard test"]);
     g(&["config", "user.email", "test@mcpguard.invalid"]);

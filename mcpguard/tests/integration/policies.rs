@@ -7,9 +7,8 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -25,19 +24,12 @@ use crate::{
     mcp::{client, session, shipped},
 };
 
-/// Run `program args` as the test user, with its HOME, in `dir`; panics
-/// with the output unless it succeeds.
-pub(crate) fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
-    let u = user();
-    let out = Command::new(program)
+/// Run `program args` as the test user (see [`as_user`]) in `dir`;
+/// panics with the output unless it succeeds.
+pub(crate) fn as_user_ok(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = as_user(program)
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .env("LANG", "C.UTF-8")
         .current_dir(dir)
-        .uid(u.uid)
-        .gid(u.gid)
         .output()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     assert!(
@@ -87,7 +79,7 @@ pub(crate) fn committed_repo(repo: &Path, readme: &str, message: &str) -> String
     let _ = std::fs::remove_dir_all(repo);
     user_dir(repo);
     user_file(&repo.join("README.md"), readme, 0o644);
-    let g = |args: &[&str]| as_user(repo, "/usr/bin/git", args);
+    let g = |args: &[&str]| as_user_ok(repo, "/usr/bin/git", args);
     g(&["init", "-q", "-b", "main"]);
     g(&["add", "README.md"]);
     g(&[
