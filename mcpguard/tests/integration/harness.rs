@@ -78,6 +78,17 @@ pub fn peers() -> PathBuf {
     dir
 }
 
+/// `rel` under [`peers`], which must exist.
+pub fn installed_peer(rel: &str) -> PathBuf {
+    let path = peers().join(rel);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
 /// A scratch directory the test user can read (the checkout may sit under
 /// a directory it cannot traverse), holding a copy of the binary.
 pub fn scratch() -> &'static Path {

@@ -110,12 +110,7 @@ pub(crate) fn text(report: &Value, i: usize) -> String {
 fn mcp_server_git_serves_its_repository_and_cannot_read_ssh_keys() {
     let d = Daemon::start();
     let u = user();
-    let git = peers().join("venv/bin/mcp-server-git");
-    assert!(
-        git.exists(),
-        "{} missing: run `cargo xtask setup`",
-        git.display()
-    );
+    let git = installed_peer("venv/bin/mcp-server-git");
 
     // ~/mcp-repo, the repository the shipped policy serves: one commit, made
     // by the test user, and one untracked file for git_status to report.
@@ -284,12 +279,7 @@ impl Drop for Site {
 #[test]
 fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
     let d = Daemon::start();
-    let fetch = peers().join("venv/bin/mcp-server-fetch");
-    assert!(
-        fetch.exists(),
-        "{} missing: run `cargo xtask setup`",
-        fetch.display()
-    );
+    let fetch = installed_peer("venv/bin/mcp-server-fetch");
     let site = Site::start();
     // Another loopback port with a listener, so a connection there would
     // succeed if the policy let it through.
@@ -392,12 +382,8 @@ fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
 fn server_memory_keeps_its_graph_where_the_policy_says_and_nowhere_else() {
     let d = Daemon::start();
     let u = user();
-    let entry = peers().join("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(
-        entry.exists(),
-        "{} missing: run `cargo xtask setup`",
-        entry.display()
-    );
+    let entry =
+        installed_peer("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
     let dir = u.home.join(".local/share/mcp-memory");
     let _ = std::fs::remove_dir_all(&dir);
     user_dir(&dir);
