@@ -443,7 +443,23 @@ pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus 
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "daemon did not stop within 20 s of SIGTERM",
+        stderr,
+    )
+}
+
+/// Wait (up to `within`) for a daemon that must exit; when it does not,
+/// kills it and panics with `what` and its stderr.
+pub fn wait_exit(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+    stderr: &Path,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
@@ -451,7 +467,7 @@ pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus 
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!(
-                "daemon did not stop within 20 s of SIGTERM:\n{}",
+                "{what}:\n{}",
                 std::fs::read_to_string(stderr).unwrap_or_default()
             );
         }
