@@ -14,6 +14,13 @@
 //! [`DEFAULT_SECS`], which keeps `cargo xtask test` short; `cargo xtask fuzz`
 //! runs longer in release mode). A failure prints the seed; setting
 //! `MCPGUARD_FUZZ_SEED` to it replays the same inputs.
+//!
+//! Not `bolero` (0.13.7, weighed in issue 14): its `#[test]` mode takes
+//! seeds only from `__fuzz__/<test>/corpus` files and bounds no single
+//! input, so this mutator (rewritten over its `Driver`) and the hang watchdog
+//! would stay, for 19 new packages in Cargo.lock (and second versions of
+//! rand, getrandom, indexmap, winnow) and `cargo install cargo-bolero` for
+//! the coverage-guided runs.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},

@@ -23,25 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-static const char *errname(int e)
-{
-    switch (e) {
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EROFS: return "EROFS";
-    case ENOENT: return "ENOENT";
-    case EINVAL: return "EINVAL";
-    case EBADF: return "EBADF";
-    case EEXIST: return "EEXIST";
-    case ENOTSUP: return "ENOTSUP";
-    case ENODATA: return "ENODATA";
-    default: {
-        static char buf[16];
-        snprintf(buf, sizeof buf, "E%d", e);
-        return buf;
-    }
-    }
-}
+#include "common.h"
 
 static void result(const char *name, int rc, const char *what)
 {

@@ -27,12 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "common.h"
 
 static void write_all(const char *p, size_t n)
 {
@@ -91,24 +86,7 @@ static size_t query(unsigned char *q, long n)
 {
     char name[64];
     snprintf(name, sizeof name, "n%ld.flood.test", n);
-    size_t len = 12;
-    memset(q, 0, 12);
-    q[0] = (unsigned char)(n >> 8);
-    q[1] = (unsigned char)n;
-    q[2] = 1; /* RD */
-    q[5] = 1; /* one question */
-    for (char *label = strtok(name, "."); label; label = strtok(NULL, ".")) {
-        size_t l = strlen(label);
-        q[len++] = (unsigned char)l;
-        memcpy(q + len, label, l);
-        len += l;
-    }
-    q[len++] = 0;
-    q[len++] = 0;
-    q[len++] = 1; /* A */
-    q[len++] = 0;
-    q[len++] = 1; /* IN */
-    return len;
+    return build_query(name, q, (int)(n & 0xffff));
 }
 
 static int dns(double secs)

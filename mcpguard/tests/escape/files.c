@@ -23,30 +23,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static char stdin_line[64];
+#include "common.h"
 
-static const char *errname(int e)
-{
-    switch (e) {
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EXDEV: return "EXDEV";
-    case ELOOP: return "ELOOP";
-    case EBADF: return "EBADF";
-    case EINVAL: return "EINVAL";
-    case ENOTDIR: return "ENOTDIR";
-    case EEXIST: return "EEXIST";
-    case ESRCH: return "ESRCH";
-    case EIO: return "EIO";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    default: {
-        static char buf[16];
-        snprintf(buf, sizeof buf, "E%d", e);
-        return buf;
-    }
-    }
-}
+static char stdin_line[64];
 
 static void fail(const char *name, const char *what)
 {
@@ -254,21 +233,11 @@ static const char *expand(const char *arg)
 
 static void step(char *spec)
 {
-    char *eq = strchr(spec, '=');
-    if (!eq) {
-        printf("BADSTEP %s\n", spec);
-        exit(2);
-    }
-    *eq = 0;
-    const char *name = spec;
+    const char *name;
     const char *a[4] = { "", "", "", "" };
-    char *op = strtok(eq + 1, ",");
-    for (int i = 0; i < 4; i++) {
-        char *t = strtok(NULL, ",");
-        if (!t)
-            break;
-        a[i] = expand(t);
-    }
+    char *op = split_step(spec, &name, a, 4);
+    for (int i = 0; i < 4; i++)
+        a[i] = expand(a[i]);
     if (!strcmp(op, "read")) op_read(name, a[0]);
     else if (!strcmp(op, "readdir")) op_readdir(name, a[0]);
     else if (!strcmp(op, "readlink")) op_readlink(name, a[0]);

@@ -36,25 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *attack;
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", attack);
-    vprintf(fmt, ap);
-    printf("\n");
-    fflush(stdout);
-    va_end(ap);
-}
-
-static void say_errno(int e)
-{
-    const char *name = strerrorname_np(e);
-    say("%s", name ? name : "unknown-errno");
-}
+#include "common.h"
 
 /* ADDR:PORT as a sockaddr (v4 or v6 literal); returns its length. */
 static socklen_t addr_of(const char *addr, int port, struct sockaddr_storage *ss)
@@ -164,25 +146,6 @@ static void udp_autobind(const char *addr, int port)
     receive_all(fd);
 }
 
-/* A DNS query for NAME, type A. */
-static size_t build_query(const char *name, unsigned char *q, int id)
-{
-    unsigned char header[12] = {id >> 8, id & 0xff, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
-    memcpy(q, header, sizeof header);
-    size_t n = sizeof header;
-    const char *label = name;
-    while (*label) {
-        const char *dot = strchr(label, '.');
-        size_t len = dot ? (size_t)(dot - label) : strlen(label);
-        q[n++] = (unsigned char)len;
-        memcpy(q + n, label, len);
-        n += len;
-        label += len + (dot ? 1 : 0);
-    }
-    memcpy(q + n, "\0\0\1\0\1", 5);
-    return n + 5;
-}
-
 static double now_ms(void)
 {
     struct timespec t;
@@ -203,19 +166,6 @@ static int query_udp(const struct sockaddr *sa, socklen_t len, const char *name,
     return ok;
 }
 
-/* Reads exactly LEN bytes; whether they all came. */
-static int read_full(int fd, unsigned char *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n <= 0)
-            return 0;
-        got += n;
-    }
-    return 1;
-}
-
 /* One TCP query to SA; whether a whole answer came within 3 s. */
 static int query_tcp(const struct sockaddr *sa, socklen_t len, const char *name)
 {
@@ -228,7 +178,7 @@ static int query_tcp(const struct sockaddr *sa, socklen_t len, const char *name)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     int ok = connect(fd, sa, len) == 0 && write(fd, q, qlen + 2) == (ssize_t)(qlen + 2) &&
-             read_full(fd, r, 2) && read_full(fd, r + 2, (r[0] << 8) | r[1]) && (r[0] | r[1]) != 0;
+             !read_full(fd, r, 2) && !read_full(fd, r + 2, (r[0] << 8) | r[1]) && (r[0] | r[1]) != 0;
     close(fd);
     return ok;
 }

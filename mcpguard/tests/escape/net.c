@@ -40,23 +40,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #ifndef MSG_FASTOPEN
 #define MSG_FASTOPEN 0x20000000
 #endif
-
-static const char *attack;
-
-static void result(const char *what)
-{
-    printf("%s %s\n", attack, what);
-    fflush(stdout);
-}
-
-static void result_errno(int e)
-{
-    const char *name = strerrorname_np(e);
-    result(name ? name : "unknown-errno");
-}
 
 static struct sockaddr_in v4(const char *addr, int port)
 {
@@ -98,41 +86,18 @@ static void tcp_connect(const struct sockaddr *sa, socklen_t len)
 {
     int e = tcp_connect_errno(sa, len);
     if (e)
-        result_errno(e);
+        say_errno(e);
     else
-        result("ok");
+        say("ok");
 }
 
 static void make_socket(int family, int type, int protocol)
 {
     int fd = socket(family, type, protocol);
     if (fd < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     close(fd);
-    result("ok");
-}
-
-/* A DNS query for NAME, type A, with id 0x4d47. */
-static size_t build_query(const char *name, unsigned char *q)
-{
-    static const unsigned char header[12] = {0x4d, 0x47, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
-    memcpy(q, header, sizeof header);
-    size_t n = sizeof header;
-    const char *label = name;
-    while (*label) {
-        const char *dot = strchr(label, '.');
-        size_t len = dot ? (size_t)(dot - label) : strlen(label);
-        q[n++] = (unsigned char)len;
-        memcpy(q + n, label, len);
-        n += len;
-        label += len + (dot ? 1 : 0);
-    }
-    q[n++] = 0;
-    q[n++] = 0;
-    q[n++] = 1; /* A */
-    q[n++] = 0;
-    q[n++] = 1; /* IN */
-    return n;
+    say("ok");
 }
 
 static const char *rcode(const unsigned char *resp, ssize_t n)
@@ -179,69 +144,57 @@ static void first_a(const unsigned char *r, ssize_t n, char *out, size_t outlen)
 static void dns_udp(const char *server, const char *name)
 {
     unsigned char q[512], resp[4096];
-    size_t qlen = build_query(name, q);
+    size_t qlen = build_query(name, q, 0x4d47);
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     struct timeval tv = {.tv_sec = 3};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct sockaddr_in to = v4(server, 53);
     if (sendto(fd, q, qlen, 0, (struct sockaddr *)&to, sizeof to) < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     struct sockaddr_in from;
     socklen_t flen = sizeof from;
     ssize_t n = recvfrom(fd, resp, sizeof resp, 0, (struct sockaddr *)&from, &flen);
     if (n < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     char src[INET_ADDRSTRLEN], a[INET6_ADDRSTRLEN], line[256];
     inet_ntop(AF_INET, &from.sin_addr, src, sizeof src);
     first_a(resp, n, a, sizeof a);
     snprintf(line, sizeof line, "%s from %s:%d answer %s", rcode(resp, n), src, ntohs(from.sin_port), a);
-    result(line);
-}
-
-static int read_full(int fd, unsigned char *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n <= 0)
-            return n < 0 ? errno : ECONNRESET;
-        got += n;
-    }
-    return 0;
+    say("%s", line);
 }
 
 static void dns_tcp(const char *server, const char *name)
 {
     unsigned char q[514], resp[4096];
-    size_t qlen = build_query(name, q + 2);
+    size_t qlen = build_query(name, q + 2, 0x4d47);
     q[0] = qlen >> 8;
     q[1] = qlen & 0xff;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     struct sockaddr_in to = v4(server, 53);
     int e = connect_timed(fd, (struct sockaddr *)&to, sizeof to);
     if (e)
-        return result_errno(e);
+        return say_errno(e);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     struct timeval tv = {.tv_sec = 3};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (write(fd, q, qlen + 2) != (ssize_t)(qlen + 2))
-        return result_errno(errno);
+        return say_errno(errno);
     unsigned char len[2];
     if ((e = read_full(fd, len, 2)))
-        return result_errno(e);
+        return say_errno(e);
     size_t rlen = (len[0] << 8) | len[1];
     if (rlen > sizeof resp)
-        return result("oversized");
+        return say("oversized");
     if ((e = read_full(fd, resp, rlen)))
-        return result_errno(e);
+        return say_errno(e);
     char a[INET6_ADDRSTRLEN], line[256];
     first_a(resp, rlen, a, sizeof a);
     snprintf(line, sizeof line, "%s answer %s", rcode(resp, rlen), a);
-    result(line);
+    say("%s", line);
 }
 
 /* getaddrinfo, then a connect to every address it returned: prints
@@ -253,7 +206,7 @@ static void resolve(const char *name, int port)
     if (rc) {
         char line[128];
         snprintf(line, sizeof line, "gai %s", gai_strerror(rc));
-        return result(line);
+        return say("%s", line);
     }
     char line[1024] = "resolved";
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -264,7 +217,7 @@ static void resolve(const char *name, int port)
         strncat(line, " ", sizeof line - strlen(line) - 1);
         strncat(line, a, sizeof line - strlen(line) - 1);
     }
-    result(line);
+    say("%s", line);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         char a[INET6_ADDRSTRLEN];
         void *p;
@@ -279,7 +232,7 @@ static void resolve(const char *name, int port)
         int e = tcp_connect_errno(ai->ai_addr, ai->ai_addrlen);
         const char *name = e ? strerrorname_np(e) : "ok";
         snprintf(line, sizeof line, "connect %s %s", a, name ? name : "unknown-errno");
-        result(line);
+        say("%s", line);
     }
     freeaddrinfo(res);
 }
@@ -298,20 +251,20 @@ static void unix_connect(const char *path, int abstract)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     size_t len = strlen(path);
     if (len + 2 > sizeof sa.sun_path)
-        return result("name-too-long");
+        return say("name-too-long");
     memcpy(sa.sun_path + (abstract ? 1 : 0), path, len);
     /* A pathname's NUL terminator, or an abstract name's leading NUL. */
     socklen_t salen = offsetof(struct sockaddr_un, sun_path) + len + 1;
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0)
-        return result_errno(errno);
+        return say_errno(errno);
     int rc = connect(fd, (struct sockaddr *)&sa, salen);
     int e = errno;
     close(fd);
     if (rc)
-        result_errno(e);
+        say_errno(e);
     else
-        result("ok");
+        say("ok");
 }
 
 int main(int argc, char **argv)
@@ -330,7 +283,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(attack, "udp_sendto") || !strcmp(attack, "udp_sendmsg")) {
         int fd = socket(AF_INET, SOCK_DGRAM, 0);
         if (fd < 0)
-            return result_errno(errno), 0;
+            return say_errno(errno), 0;
         struct sockaddr_in to = v4("127.0.0.1", atoi(a2));
         char payload[] = "exfiltrated";
         ssize_t n;
@@ -342,19 +295,19 @@ int main(int argc, char **argv)
             n = sendmsg(fd, &msg, 0);
         }
         if (n < 0)
-            result_errno(errno);
+            say_errno(errno);
         else
-            result("ok");
+            say("ok");
     } else if (!strcmp(attack, "tfo")) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0)
-            return result_errno(errno), 0;
+            return say_errno(errno), 0;
         struct sockaddr_in to = v4("127.0.0.1", atoi(a2));
         char payload[] = "exfiltrated";
         if (sendto(fd, payload, sizeof payload, MSG_FASTOPEN, (struct sockaddr *)&to, sizeof to) < 0)
-            result_errno(errno);
+            say_errno(errno);
         else
-            result("ok");
+            say("ok");
     } else if (!strcmp(attack, "raw")) {
         make_socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
     } else if (!strcmp(attack, "packet")) {
@@ -364,9 +317,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(attack, "getifaddrs")) {
         struct ifaddrs *ifa;
         if (getifaddrs(&ifa))
-            return result_errno(errno), 0;
+            return say_errno(errno), 0;
         freeifaddrs(ifa);
-        result("ok");
+        say("ok");
     } else if (!strcmp(attack, "unix")) {
         unix_connect(a2, 0);
     } else if (!strcmp(attack, "abstract")) {

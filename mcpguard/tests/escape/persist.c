@@ -23,24 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *errname(int e)
-{
-    switch (e) {
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EROFS: return "EROFS";
-    case EBUSY: return "EBUSY";
-    case ENOENT: return "ENOENT";
-    case EEXIST: return "EEXIST";
-    case EXDEV: return "EXDEV";
-    case ELOOP: return "ELOOP";
-    default: {
-        static char buf[16];
-        snprintf(buf, sizeof buf, "E%d", e);
-        return buf;
-    }
-    }
-}
+#include "common.h"
 
 static void result(const char *name, int ret, const char *what)
 {
@@ -109,21 +92,9 @@ static void op_race(const char *name, const char *dir)
 
 static void step(char *spec)
 {
-    char *eq = strchr(spec, '=');
-    if (!eq) {
-        printf("BADSTEP %s\n", spec);
-        exit(2);
-    }
-    *eq = 0;
-    const char *name = spec;
+    const char *name;
     const char *a[3] = { "", "", "" };
-    char *op = strtok(eq + 1, ",");
-    for (int i = 0; i < 3; i++) {
-        char *t = strtok(NULL, ",");
-        if (!t)
-            break;
-        a[i] = t;
-    }
+    char *op = split_step(spec, &name, a, 3);
     if (!strcmp(op, "write")) op_write(name, a[0], a[1]);
     else if (!strcmp(op, "rename")) result(name, rename(a[0], a[1]), "rename");
     else if (!strcmp(op, "symlink")) result(name, symlink(a[0], a[1]), "symlink");

@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define BUF 512
 
 static char path[BUF];
@@ -44,13 +46,6 @@ static struct sockaddr_in addr;
 static unsigned short port_a, port_b;
 static volatile int stop;
 static unsigned long flips;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static size_t path_len;
 
@@ -133,8 +128,8 @@ static void race_open(const char *allowed, const char *secret, double secs, long
     memcpy(path, path_a, BUF);
     pthread_t t = start(flip_path);
     long n = 0, ok = 0, denied = 0, other = 0, leaked = 0;
-    double end = now() + secs;
-    while (n < max && now() < end) {
+    double end = now_s() + secs;
+    while (n < max && now_s() < end) {
         n++;
         int fd = open(path, O_RDONLY);
         if (fd < 0) {
@@ -160,10 +155,10 @@ static void race_connect(int allowed, int denied_port, double secs, long max)
     addr.sin_port = port_a;
     pthread_t t = start(flip_port);
     long n = 0, ok = 0, denied = 0, other = 0;
-    double end = now() + secs;
+    double end = now_s() + secs;
     /* Reset on close: no TIME_WAIT, so the local ports never run out. */
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-    while (n < max && now() < end) {
+    while (n < max && now_s() < end) {
         n++;
         int s = socket(AF_INET, SOCK_STREAM, 0);
         if (s < 0) {
@@ -190,8 +185,8 @@ static void race_exec(const char *allowed, const char *denied_bin, const char *m
     char *envp[] = { NULL };
     pthread_t t = start(flip_path);
     long n = 0, ok = 0, denied = 0, other = 0;
-    double end = now() + secs;
-    while (n < max && now() < end) {
+    double end = now_s() + secs;
+    while (n < max && now_s() < end) {
         n++;
         execve(path, argv, envp);
         /* Only failures return; a success ran `pwned` instead of us. */

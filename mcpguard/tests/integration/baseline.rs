@@ -270,6 +270,19 @@ fn wrap_starters_start_a_node_and_a_python_server_with_zero_denials() {
     }
 }
 
+/// The denied records of `server`'s launch, once it exited and its last
+/// records had a moment to arrive.
+fn denials_of_launch(d: &Daemon, server: &str) -> Vec<Value> {
+    let exit = d.wait_record(&format!("exit of {server}"), |r| {
+        is_kind(r, "server_exit") && r["server"] == server
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.records()
+        .into_iter()
+        .filter(|r| r["launch"] == exit["launch"] && r["denied"] == true)
+        .collect()
+}
+
 #[test]
 fn the_private_proc_shows_only_the_servers_own_processes_and_opting_out_drops_the_baseline() {
     let d = Daemon::start();
@@ -303,15 +316,7 @@ print(pwd.getpwuid(os.getuid()).pw_name)
         nscd_on_host,
         "a hidden socket is a denial exactly when it exists on the host: {probe}"
     );
-    let exit = d.wait_record("exit of the /proc probe", |r| {
-        is_kind(r, "server_exit") && r["server"] == "it-proc-view"
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let denied: Vec<Value> = d
-        .records()
-        .into_iter()
-        .filter(|r| r["launch"] == exit["launch"] && r["denied"] == true)
-        .collect();
+    let denied = denials_of_launch(&d, "it-proc-view");
     assert!(nscd_on_host || denied.is_empty(), "no denials: {denied:?}");
 
     // `baseline = false`: only the lists count. /proc is refused, and the
@@ -334,14 +339,8 @@ print(pwd.getpwuid(os.getuid()).pw_name)
         ],
     );
     assert_eq!(stdout_of(&out).trim(), "EACCES", "{}", describe(&out));
-    let exit = d.wait_record("exit without the baseline", |r| {
-        is_kind(r, "server_exit") && r["server"] == "it-no-baseline"
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let denied: Vec<String> = d
-        .records()
-        .into_iter()
-        .filter(|r| r["launch"] == exit["launch"] && r["denied"] == true)
+    let denied: Vec<String> = denials_of_launch(&d, "it-no-baseline")
+        .iter()
         .map(|r| r["path"].as_str().unwrap_or("?").to_owned())
         .collect();
     assert_eq!(denied, ["/proc"], "only the listing is refused");

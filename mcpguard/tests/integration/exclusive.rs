@@ -34,20 +34,12 @@ fn spawn_daemon(dir: &Path, socket: &Path, cgroup: &str) -> (Child, PathBuf) {
 /// Waits (up to 30 s) for a daemon that must refuse to start; returns its
 /// stderr.
 fn refused(mut child: Child, stderr: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the second daemon did not exit:\n{}",
-                std::fs::read_to_string(stderr).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        "the second daemon did not exit",
+        stderr,
+    );
     let text = std::fs::read_to_string(stderr).unwrap_or_default();
     assert!(!status.success(), "the second daemon exited 0:\n{text}");
     text

@@ -187,15 +187,14 @@ fn wait_sink(d: &Daemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
 
 /// Wait (10 s) until the daemon's stderr contains `text`.
 fn wait_stderr(d: &Daemon, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.stderr().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "daemon stderr never said {text:?}:\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let said = poll(Duration::from_secs(10), || {
+        d.stderr().contains(text).then_some(())
+    });
+    assert!(
+        said.is_some(),
+        "daemon stderr never said {text:?}:\n{}",
+        d.stderr()
+    );
 }
 
 fn assert_running(d: &mut Daemon) {
@@ -205,6 +204,18 @@ fn assert_running(d: &mut Daemon) {
         "the daemon exited:\n{}",
         d.stderr()
     );
+}
+
+/// A daemon with extra flags `args` logging to `audit.jsonl` on `fs`,
+/// once its start record is in.
+fn daemon_logging_on(fs: &Mount, args: &[&str]) -> Daemon {
+    let d = Daemon::spawn(Opts {
+        log: Some(&fs.dir.join("audit.jsonl")),
+        args,
+        ..Opts::default()
+    });
+    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    d
 }
 
 fn is_denial_of(r: &Value, server: &str, secret: &Path) -> bool {
@@ -217,9 +228,7 @@ fn is_denial_of(r: &Value, server: &str, secret: &Path) -> bool {
 #[test]
 fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_returns() {
     let fs = Mount::tmpfs("256k");
-    let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
-    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    let mut d = daemon_logging_on(&fs, &[]);
     let (secret, pol) = secret_and_policy("faults-full");
     let filler = fill(&fs.dir);
 
@@ -227,7 +236,7 @@ fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_return
     let sink = wait_sink(&d, "a failing audit log", |s| s["state"] == "failing");
     let error = sink["error"].as_str().unwrap_or_default();
     assert!(error.contains("No space left on device"), "{sink:#}");
-    assert!(error.contains(log.to_str().unwrap()), "{sink:#}");
+    assert!(error.contains(d.log.to_str().unwrap()), "{sink:#}");
     assert!(sink["since"].is_string(), "{sink:#}");
     assert!(sink["backlog_records"].as_u64().unwrap() > 0, "{sink:#}");
     assert_eq!(
@@ -241,7 +250,7 @@ fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_return
         .unwrap();
     let text = stdout_of(&human);
     assert!(
-        text.contains(&format!("audit log: {}  FAILING since", log.display()))
+        text.contains(&format!("audit log: {}  FAILING since", d.log.display()))
             && text.contains("waiting in memory"),
         "{}",
         describe(&human)
@@ -289,9 +298,7 @@ fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_return
 #[test]
 fn an_overflowing_backlog_is_reported_by_a_loss_record_before_later_records() {
     let fs = Mount::tmpfs("256k");
-    let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &["--audit-backlog", "4096"]);
-    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    let mut d = daemon_logging_on(&fs, &["--audit-backlog", "4096"]);
     let (secret, pol) = secret_and_policy("faults-overflow");
     let filler = fill(&fs.dir);
 
@@ -384,9 +391,7 @@ fn an_overflowing_backlog_is_reported_by_a_loss_record_before_later_records() {
 #[test]
 fn a_filesystem_gone_read_only_keeps_enforcing_and_the_log_follows_its_path_back() {
     let fs = Mount::ext4(8);
-    let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
-    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    let mut d = daemon_logging_on(&fs, &[]);
     let (secret, pol) = secret_and_policy("faults-ro");
     fs.fail_ext4();
 
@@ -463,9 +468,7 @@ fn a_failed_reopen_after_sighup_keeps_records_until_the_path_works() {
 #[test]
 fn a_daemon_stopped_while_the_log_fails_says_how_many_records_it_could_not_write() {
     let fs = Mount::tmpfs("256k");
-    let log = fs.dir.join("audit.jsonl");
-    let mut d = Daemon::start_logging_to(Some(&log), &[]);
-    d.wait_record("daemon start", |r| is_kind(r, "daemon"));
+    let mut d = daemon_logging_on(&fs, &[]);
     let (secret, pol) = secret_and_policy("faults-stop");
     fill(&fs.dir);
     read_denied(&d, &pol, &secret);

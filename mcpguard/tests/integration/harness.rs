@@ -2,6 +2,7 @@
 //! written to a directory that user can read, and audit-log helpers.
 
 use std::{
+    ffi::{OsStr, OsString},
     io::{BufRead, BufReader},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
@@ -77,6 +78,17 @@ pub fn peers() -> PathBuf {
     dir
 }
 
+/// `rel` under [`peers`], which must exist.
+pub fn installed_peer(rel: &str) -> PathBuf {
+    let path = peers().join(rel);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
 /// A scratch directory the test user can read (the checkout may sit under
 /// a directory it cannot traverse), holding a copy of the binary.
 pub fn scratch() -> &'static Path {
@@ -148,51 +160,90 @@ pub fn simple_policy(tag: &str, extra_read: &[&Path]) -> PathBuf {
     )
 }
 
+/// How to start a [`Daemon`]; the default is the one most tests use.
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// Where the audit log goes (default: the daemon's own directory).
+    pub log: Option<&'a Path>,
+    /// Extra daemon flags.
+    pub args: &'a [&'a str],
+    /// `MCPGUARD_LOG` (default: `info,mcpguard=debug`).
+    pub log_filter: Option<&'a str>,
+    /// Extra environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the daemon runs under (its argv, then the daemon's).
+    pub wrapper: &'a [&'a str],
+    /// A cgroup tree of its own, whose (empty) root is removed when the
+    /// daemon is dropped (default: the `mcpguard-it-<pid>` tree every
+    /// other daemon of this run uses).
+    pub cgroup: Option<&'a str>,
+}
+
 /// A running daemon with its own socket, audit log and cgroup subtree.
 pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
     stderr: PathBuf,
+    own_tree: Option<String>,
 }
 
 impl Daemon {
     pub fn start() -> Daemon {
-        Self::start_with(&[])
+        Self::spawn(Opts::default())
     }
 
     /// Start with extra daemon flags.
-    pub fn start_with(extra: &[&str]) -> Daemon {
-        Self::start_logging_to(None, extra)
+    pub fn start_with(args: &[&str]) -> Daemon {
+        Self::spawn(Opts {
+            args,
+            ..Opts::default()
+        })
     }
 
-    /// Start with the audit log at `log` (default: in the daemon's own
-    /// temporary directory) and extra daemon flags.
-    pub fn start_logging_to(log: Option<&Path>, extra: &[&str]) -> Daemon {
+    /// Start as `opts` say; returns once the daemon listens.
+    pub fn spawn(opts: Opts<'_>) -> Daemon {
         require_root();
         let dir = tempdir("daemon");
         let socket = dir.join("mcpguard.sock");
-        let log = log.map_or_else(|| dir.join("audit/audit.jsonl"), Path::to_path_buf);
+        let log = opts
+            .log
+            .map_or_else(|| dir.join("audit/audit.jsonl"), Path::to_path_buf);
         let stderr = dir.join("daemon.stderr");
-        let child = Command::new(bin())
-            .args(["daemon", "--socket"])
+        let tree = opts.cgroup.map_or_else(
+            || format!("mcpguard-it-{}", std::process::id()),
+            str::to_owned,
+        );
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        cmd.args(["daemon", "--socket"])
             .arg(&socket)
             .arg("--audit-log")
             .arg(&log)
             .arg("--cgroup-name")
-            .arg(format!("mcpguard-it-{}", std::process::id()))
-            .args(extra)
-            .env("MCPGUARD_LOG", "info,mcpguard=debug")
+            .arg(&tree)
+            .args(opts.args)
+            .env(
+                "MCPGUARD_LOG",
+                opts.log_filter.unwrap_or("info,mcpguard=debug"),
+            )
+            .envs(opts.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn daemon");
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let child = cmd.spawn().expect("spawn daemon");
         let mut d = Daemon {
             socket,
             log,
             child: Some(child),
             stderr,
+            own_tree: opts.cgroup.map(str::to_owned),
         };
         wait_listening(d.child.as_mut().unwrap(), &d.socket, &d.stderr);
         d
@@ -203,21 +254,20 @@ impl Daemon {
     }
 
     /// `mcpguard run --policy P -- argv` as the test user.
-    pub fn run_cmd(&self, policy: &Path, argv: &[&str]) -> Command {
-        let u = user();
-        let mut cmd = self.client(policy, argv);
-        cmd.current_dir(scratch()).uid(u.uid).gid(u.gid);
+    pub fn run_cmd(&self, policy: &Path, argv: &[impl AsRef<OsStr>]) -> Command {
+        let mut cmd = as_user(bin());
+        cmd.args(self.run_args(policy, argv));
         cmd
     }
 
     /// [`Self::run_cmd`] with the client sitting in `cwd`, entered as root
     /// before it becomes the test user: a process in a directory its user
     /// cannot enter (as when the directory was locked after it went there).
-    pub fn run_cmd_from(&self, policy: &Path, argv: &[&str], cwd: &Path) -> Command {
+    pub fn run_cmd_from(&self, policy: &Path, argv: &[impl AsRef<OsStr>], cwd: &Path) -> Command {
         let u = user();
         let (uid, gid) = (u.uid, u.gid);
-        let mut cmd = self.client(policy, argv);
-        cmd.current_dir(cwd);
+        let mut cmd = user_env(bin());
+        cmd.args(self.run_args(policy, argv)).current_dir(cwd);
         // SAFETY: runs between fork and exec; only async-signal-safe
         // syscalls, no allocation. std enters `cwd` before this runs.
         unsafe {
@@ -234,30 +284,50 @@ impl Daemon {
         cmd
     }
 
-    /// The client command line and environment, identity and cwd unset.
-    fn client(&self, policy: &Path, argv: &[&str]) -> Command {
-        let u = user();
-        let mut cmd = Command::new(bin());
-        cmd.arg("run")
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--policy")
-            .arg(policy)
-            .arg("--")
-            .args(argv)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &u.home)
-            .env("LANG", "C.UTF-8");
-        cmd
+    /// `run --socket S --policy P -- argv`.
+    fn run_args(&self, policy: &Path, argv: &[impl AsRef<OsStr>]) -> Vec<OsString> {
+        let head = [
+            OsStr::new("run"),
+            OsStr::new("--socket"),
+            self.socket.as_os_str(),
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--"),
+        ];
+        (head.into_iter().map(OsStr::to_owned))
+            .chain(argv.iter().map(|a| a.as_ref().to_owned()))
+            .collect()
     }
 
     /// Run to completion with empty stdin.
-    pub fn run(&self, policy: &Path, argv: &[&str]) -> Output {
+    pub fn run(&self, policy: &Path, argv: &[impl AsRef<OsStr>]) -> Output {
         self.run_cmd(policy, argv)
             .stdin(Stdio::null())
             .output()
             .expect("spawn mcpguard run")
+    }
+
+    /// `mcpguard <args>` as root with this daemon's socket in
+    /// `MCPGUARD_SOCKET`, PATH as its only other variable, from the scratch
+    /// directory with empty stdin; set `uid`/`gid` for another caller.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("MCPGUARD_SOCKET", &self.socket)
+            .current_dir(scratch())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Self::cli`] as `uid`/`gid`, run to completion.
+    pub fn cli_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        self.cli(args)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("run mcpguard")
     }
 
     /// Every audit record so far.
@@ -274,22 +344,26 @@ impl Daemon {
             .collect()
     }
 
+    /// The first record matching `pred` within `within`.
+    fn poll_record(&self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        poll(within, || self.records().into_iter().find(|r| pred(r)))
+    }
+
+    /// Poll the audit log (up to 5 s) for a record matching `pred`.
+    pub fn find_record(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.poll_record(Duration::from_secs(5), pred)
+    }
+
     /// Wait (up to 10 s) for a record matching `pred`; panics with the log.
     pub fn wait_record(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
-                return r;
-            }
-            if Instant::now() > deadline {
+        self.poll_record(Duration::from_secs(10), pred)
+            .unwrap_or_else(|| {
                 panic!(
                     "no audit record: {what}\n--- audit log ---\n{}\n--- daemon stderr ---\n{}",
                     std::fs::read_to_string(&self.log).unwrap_or_default(),
                     self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                )
+            })
     }
 
     /// SIGTERM and wait; returns the daemon's exit status.
@@ -299,6 +373,50 @@ impl Daemon {
             &self.stderr,
         )
     }
+
+    /// [`Self::stop`], asserting a clean exit.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "daemon exited with {status}:\n{}",
+            self.stderr()
+        );
+    }
+}
+
+/// Calls `f` every 50 ms until it gives a value or `within` has passed.
+pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `program` with the clean environment a login gives the test user:
+/// PATH (the system directories), HOME and LANG; identity and cwd unset.
+fn user_env(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", &user().home)
+        .env("LANG", "C.UTF-8");
+    cmd
+}
+
+/// `program` as the test user, with a login's clean environment (PATH,
+/// HOME, LANG), from the scratch directory.
+pub fn as_user(program: impl AsRef<OsStr>) -> Command {
+    let u = user();
+    let mut cmd = user_env(program);
+    cmd.current_dir(scratch()).uid(u.uid).gid(u.gid);
+    cmd
 }
 
 /// Wait (up to 30 s) until a daemon started with `stderr` redirected to a
@@ -325,7 +443,23 @@ pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus 
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "daemon did not stop within 20 s of SIGTERM",
+        stderr,
+    )
+}
+
+/// Wait (up to `within`) for a daemon that must exit; when it does not,
+/// kills it and panics with `what` and its stderr.
+pub fn wait_exit(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+    stderr: &Path,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
@@ -333,7 +467,7 @@ pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus 
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!(
-                "daemon did not stop within 20 s of SIGTERM:\n{}",
+                "{what}:\n{}",
                 std::fs::read_to_string(stderr).unwrap_or_default()
             );
         }
@@ -344,13 +478,16 @@ pub fn stop_daemon(mut child: Child, stderr: &Path) -> std::process::ExitStatus 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
-            let status = self.stop();
-            if !std::thread::panicking() {
-                assert!(
-                    status.success(),
-                    "daemon exited with {status}:\n{}",
-                    self.stderr()
-                );
+            if std::thread::panicking() {
+                self.stop();
+            } else {
+                self.stop_cleanly();
+            }
+        }
+        // A tree of its own: its (empty) root under the cgroup mount.
+        if let Some(tree) = &self.own_tree {
+            if let Ok(mount) = mcpguard::launch::cgroup::cgroup2_mount() {
+                let _ = std::fs::remove_dir(mount.join(tree));
             }
         }
     }

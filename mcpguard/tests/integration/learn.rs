@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::{
     harness::*,
     mcp::{client, fixture_policy, session},
-    policies::{as_user, user_dir, user_file},
+    policies::{as_user_ok, user_dir, user_file},
 };
 
 /// Credential stores a proposal must never name.
@@ -147,7 +147,7 @@ fn repo(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(repo.parent().unwrap());
     user_dir(&repo);
     user_file(&repo.join("README.md"), "learned repository\n", 0o644);
-    let g = |args: &[&str]| as_user(&repo, "/usr/bin/git", args);
+    let g = |args: &[&str]| as_user_ok(&repo, "/usr/bin/git", args);
     g(&["init", "-q", "-b", "main"]);
     g(&["config", "user.name", "mcpguard test"]);
     g(&["config", "user.email", "test@mcpguard.invalid"]);
@@ -159,12 +159,7 @@ fn repo(tag: &str) -> PathBuf {
 #[test]
 fn learning_mcp_server_git_proposes_a_policy_its_session_reruns_under_without_denials() {
     let d = Daemon::start();
-    let git = peers().join("venv/bin/mcp-server-git");
-    assert!(
-        git.exists(),
-        "{} missing: run `cargo xtask setup`",
-        git.display()
-    );
+    let git = installed_peer("venv/bin/mcp-server-git");
     let repo = repo("git");
     let repo_s = repo.to_str().unwrap();
     let out_dir = tempdir("learned-git");
@@ -272,12 +267,8 @@ fn learning_the_fixture_server_keeps_stdout_json_rpc_and_reruns_without_denials(
 fn learning_server_memory_grants_its_store_directory_though_the_store_is_replaced_by_rename() {
     let d = Daemon::start();
     let u = user();
-    let entry = peers().join("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(
-        entry.exists(),
-        "{} missing: run `cargo xtask setup`",
-        entry.display()
-    );
+    let entry =
+        installed_peer("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
     let dir = u
         .home
         .join(format!(".local/share/learn-mem-{}", std::process::id()));

@@ -143,12 +143,7 @@ fn the_npm_filesystem_server_serves_its_share_and_nothing_else() {
     std::os::unix::fs::chown(&secret, Some(u.uid), Some(u.gid)).unwrap();
 
     let entry =
-        peers().join("npm/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
-    assert!(
-        entry.exists(),
-        "{} missing: run `cargo xtask setup`",
-        entry.display()
-    );
+        installed_peer("npm/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
     let pol = shipped("filesystem");
     let server = [
         "/usr/bin/node",
@@ -393,12 +388,7 @@ fn a_changed_tool_is_reported_and_blocked_when_the_policy_says_so() {
 fn server_everything_works_through_the_guard_exactly_as_direct() {
     let d = Daemon::start();
     let entry =
-        peers().join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        entry.exists(),
-        "{} missing: run `cargo xtask setup`",
-        entry.display()
-    );
+        installed_peer("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let calls = json!([
         ["echo", {"message": "through the guard"}],
         ["get-sum", {"a": 2, "b": 3}],

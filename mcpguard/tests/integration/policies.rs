@@ -7,9 +7,8 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -25,19 +24,12 @@ use crate::{
     mcp::{client, session, shipped},
 };
 
-/// Run `program args` as the test user, with its HOME, in `dir`; panics
-/// with the output unless it succeeds.
-pub(crate) fn as_user(dir: &Path, program: &str, args: &[&str]) -> String {
-    let u = user();
-    let out = Command::new(program)
+/// Run `program args` as the test user (see [`as_user`]) in `dir`;
+/// panics with the output unless it succeeds.
+pub(crate) fn as_user_ok(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = as_user(program)
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .env("LANG", "C.UTF-8")
         .current_dir(dir)
-        .uid(u.uid)
-        .gid(u.gid)
         .output()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     assert!(
@@ -87,7 +79,7 @@ pub(crate) fn committed_repo(repo: &Path, readme: &str, message: &str) -> String
     let _ = std::fs::remove_dir_all(repo);
     user_dir(repo);
     user_file(&repo.join("README.md"), readme, 0o644);
-    let g = |args: &[&str]| as_user(repo, "/usr/bin/git", args);
+    let g = |args: &[&str]| as_user_ok(repo, "/usr/bin/git", args);
     g(&["init", "-q", "-b", "main"]);
     g(&["add", "README.md"]);
     g(&[
@@ -118,12 +110,7 @@ pub(crate) fn text(report: &Value, i: usize) -> String {
 fn mcp_server_git_serves_its_repository_and_cannot_read_ssh_keys() {
     let d = Daemon::start();
     let u = user();
-    let git = peers().join("venv/bin/mcp-server-git");
-    assert!(
-        git.exists(),
-        "{} missing: run `cargo xtask setup`",
-        git.display()
-    );
+    let git = installed_peer("venv/bin/mcp-server-git");
 
     // ~/mcp-repo, the repository the shipped policy serves: one commit, made
     // by the test user, and one untracked file for git_status to report.
@@ -292,12 +279,7 @@ impl Drop for Site {
 #[test]
 fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
     let d = Daemon::start();
-    let fetch = peers().join("venv/bin/mcp-server-fetch");
-    assert!(
-        fetch.exists(),
-        "{} missing: run `cargo xtask setup`",
-        fetch.display()
-    );
+    let fetch = installed_peer("venv/bin/mcp-server-fetch");
     let site = Site::start();
     // Another loopback port with a listener, so a connection there would
     // succeed if the policy let it through.
@@ -400,12 +382,8 @@ fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
 fn server_memory_keeps_its_graph_where_the_policy_says_and_nowhere_else() {
     let d = Daemon::start();
     let u = user();
-    let entry = peers().join("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(
-        entry.exists(),
-        "{} missing: run `cargo xtask setup`",
-        entry.display()
-    );
+    let entry =
+        installed_peer("npm/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
     let dir = u.home.join(".local/share/mcp-memory");
     let _ = std::fs::remove_dir_all(&dir);
     user_dir(&dir);

@@ -280,86 +280,16 @@ fn the_installed_unit_passes_systemd_analyze_verify() {
     }
 }
 
-/// A daemon started with its own environment (the harness's cannot take
-/// one), optionally through a wrapper command.
-struct Svc {
-    socket: PathBuf,
-    log: PathBuf,
-    stderr: PathBuf,
-    child: Option<Child>,
-}
-
-impl Svc {
-    fn start(tag: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Svc {
-        require_root();
-        let dir = tempdir(tag);
-        let socket = dir.join("mcpguard.sock");
-        let log = dir.join("audit/audit.jsonl");
-        let stderr = dir.join("daemon.stderr");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin());
-                c
-            }
-            None => Command::new(bin()),
-        };
-        cmd.args(["daemon", "--socket"])
-            .arg(&socket)
-            .arg("--audit-log")
-            .arg(&log)
-            .arg("--cgroup-name")
-            .arg(svc_cgroup_name())
-            .env("MCPGUARD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn daemon");
-        let mut svc = Svc {
-            socket,
-            log,
-            stderr,
-            child: Some(child),
-        };
-        wait_listening(svc.child.as_mut().unwrap(), &svc.socket, &svc.stderr);
-        svc
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let status = stop_daemon(self.child.take().expect("running"), &self.stderr);
-        assert!(status.success(), "daemon exit {status}:\n{}", self.stderr());
-    }
-
-    fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-        }
-        // The daemon's (empty) subtree at the cgroup root.
-        if let Ok(mount) = mcpguard::launch::cgroup::cgroup2_mount() {
-            let _ = std::fs::remove_dir(mount.join(svc_cgroup_name()));
-        }
-    }
+/// A daemon for the service tests: its own environment, optionally
+/// through a wrapper command, plain `info` logs, and its own cgroup tree.
+fn svc(env: &[(&str, &str)], wrapper: &[&str]) -> Daemon {
+    Daemon::spawn(Opts {
+        log_filter: Some("info"),
+        env,
+        wrapper,
+        cgroup: Some(&svc_cgroup_name()),
+        ..Opts::default()
+    })
 }
 
 fn svc_cgroup_name() -> String {
@@ -382,11 +312,7 @@ fn the_daemon_tells_systemd_it_is_ready_once_listening_and_when_it_stops() {
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut d = Svc::start(
-        "notify-d",
-        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
-        &[],
-    );
+    let mut d = svc(&[("NOTIFY_SOCKET", path.to_str().unwrap())], &[]);
     let ready = recv_text(&notify);
     assert!(ready.starts_with("READY=1\n"), "{ready:?}");
     assert!(
@@ -395,7 +321,7 @@ fn the_daemon_tells_systemd_it_is_ready_once_listening_and_when_it_stops() {
     );
     // READY=1 means connectable.
     UnixStream::connect(&d.socket).expect("the socket accepts once READY=1 is sent");
-    d.stop();
+    d.stop_cleanly();
     let stopping = recv_text(&notify);
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
 
@@ -407,22 +333,18 @@ fn the_daemon_tells_systemd_it_is_ready_once_listening_and_when_it_stops() {
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut d = Svc::start(
-        "notify-abstract",
-        &[("NOTIFY_SOCKET", &format!("@{name}"))],
-        &[],
-    );
+    let mut d = svc(&[("NOTIFY_SOCKET", &format!("@{name}"))], &[]);
     assert!(recv_text(&notify).starts_with("READY=1\n"));
-    d.stop();
+    d.stop_cleanly();
     assert!(recv_text(&notify).starts_with("STOPPING=1\n"));
 }
 
 /// The daemon in a private mount namespace whose /run holds only a
 /// journal socket bound from `socket` (or nothing, with `None`), with
 /// $JOURNAL_STREAM naming its stderr.
-fn daemon_with_journal(tag: &str, socket: Option<&Path>) -> Svc {
-    // JOURNAL_STREAM must name the stderr Svc opens for the daemon, so the
-    // wrapper computes it from its own fd 2.
+fn daemon_with_journal(socket: Option<&Path>) -> Daemon {
+    // JOURNAL_STREAM must name the stderr the harness opens for the
+    // daemon, so the wrapper computes it from its own fd 2.
     let bind = socket.map_or_else(String::new, |s| {
         format!(
             "touch /run/systemd/journal/socket && mount --bind {} /run/systemd/journal/socket && ",
@@ -433,7 +355,7 @@ fn daemon_with_journal(tag: &str, socket: Option<&Path>) -> Svc {
         "mount --make-rprivate / && mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && {bind}\
          export JOURNAL_STREAM=$(stat -L -c '%d:%i' /proc/self/fd/2) && exec \"$@\""
     );
-    Svc::start(tag, &[], &["unshare", "-m", "sh", "-c", &script, "sh"])
+    svc(&[], &["unshare", "-m", "sh", "-c", &script, "sh"])
 }
 
 #[test]
@@ -453,7 +375,7 @@ fn with_journal_stream_the_daemon_logs_structured_fields_to_the_journal() {
             }
         }
     });
-    let mut d = daemon_with_journal("journal-d", Some(&path));
+    let mut d = daemon_with_journal(Some(&path));
     let deadline = Instant::now() + Duration::from_secs(30);
     let ready = loop {
         let msg = rx
@@ -478,7 +400,7 @@ fn with_journal_stream_the_daemon_logs_structured_fields_to_the_journal() {
         d.log.display().to_string(),
         "{ready:?}"
     );
-    d.stop();
+    d.stop_cleanly();
     assert!(
         !d.stderr().contains("mcpguard daemon ready"),
         "logs went to stderr too:\n{}",
@@ -511,8 +433,8 @@ fn journal_fields(mut msg: &[u8]) -> std::collections::HashMap<String, String> {
 
 #[test]
 fn without_a_journal_socket_the_daemon_falls_back_to_plain_stderr() {
-    let mut d = daemon_with_journal("journal-none", None);
-    d.stop();
+    let mut d = daemon_with_journal(None);
+    d.stop_cleanly();
     let err = d.stderr();
     assert!(
         err.contains("cannot reach the journal socket; logging to stderr"),
@@ -557,21 +479,6 @@ fn start_denied_then_sleep(d: &Daemon, policy: &Path, file: &Path) -> (Child, u3
     (child, pid)
 }
 
-/// `mcpguard <args>` as `uid`/`gid`, with the daemon's socket.
-fn as_user(uid: u32, gid: u32, d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("MCPGUARD_SOCKET", &d.socket)
-        .current_dir(scratch())
-        .uid(uid)
-        .gid(gid)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mcpguard")
-}
-
 fn status_json(out: &Output) -> Value {
     assert!(out.status.success(), "{}", describe(out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
@@ -581,7 +488,7 @@ fn status_json(out: &Output) -> Value {
 fn wait_status(uid: u32, gid: u32, d: &Daemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = status_json(&as_user(uid, gid, d, &["status", "--json"]));
+        let s = status_json(&d.cli_as(uid, gid, &["status", "--json"]));
         if pred(&s) {
             return s;
         }
@@ -656,10 +563,10 @@ fn status_shows_layers_and_only_the_callers_own_servers_with_counts_and_last_den
     );
 
     // Another user sees no servers; root sees every one.
-    let theirs = status_json(&as_user(NOBODY, NOBODY, &d, &["status", "--json"]));
+    let theirs = status_json(&d.cli_as(NOBODY, NOBODY, &["status", "--json"]));
     assert_eq!(theirs["only_uid"], NOBODY);
     assert_eq!(theirs["servers"], serde_json::json!([]), "{theirs:#}");
-    let all = status_json(&as_user(0, 0, &d, &["status", "--json"]));
+    let all = status_json(&d.cli_as(0, 0, &["status", "--json"]));
     assert_eq!(all["only_uid"], Value::Null);
     assert!(
         all["servers"]
@@ -671,7 +578,7 @@ fn status_shows_layers_and_only_the_callers_own_servers_with_counts_and_last_den
     );
 
     // The human report names the server and its last denial.
-    let human = as_user(u.uid, u.gid, &d, &["status"]);
+    let human = d.cli_as(u.uid, u.gid, &["status"]);
     assert!(human.status.success(), "{}", describe(&human));
     let h = stdout_of(&human);
     assert!(
@@ -707,20 +614,19 @@ fn a_user_reads_only_their_own_records_through_the_daemon() {
     let out = d.run(&pol, &["/usr/bin/python3", "-c", &script]);
     assert!(out.status.success(), "{}", describe(&out));
     // Another user's server (nobody has no home; the policy needs none).
-    let out = Command::new(bin())
-        .args(["run", "--socket"])
-        .arg(&d.socket)
-        .arg("--policy")
-        .arg(&other)
-        .args(["--", "/bin/true"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir(scratch())
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = d.cli_as(
+        NOBODY,
+        NOBODY,
+        &[
+            "run",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--policy",
+            other.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+    );
     assert!(out.status.success(), "{}", describe(&out));
     d.wait_record("the other user's server exit", |r| {
         is_kind(r, "server_exit") && r["server"] == "it-audit-other"
@@ -742,7 +648,7 @@ fn a_user_reads_only_their_own_records_through_the_daemon() {
             .code()
             != Some(0)
     );
-    let out = as_user(u.uid, u.gid, &d, &["audit", "--json", "--log", log]);
+    let out = d.cli_as(u.uid, u.gid, &["audit", "--json", "--log", log]);
     assert!(out.status.success(), "{}", describe(&out));
     let recs: Vec<Value> = stdout_of(&out)
         .lines()
@@ -772,10 +678,9 @@ fn a_user_reads_only_their_own_records_through_the_daemon() {
     }
 
     // The same filters as for root.
-    let out = as_user(
+    let out = d.cli_as(
         u.uid,
         u.gid,
-        &d,
         &[
             "audit", "--json", "--log", log, "--kind", "open", "--denied", "--since", "1h",
         ],
@@ -793,20 +698,18 @@ fn a_user_reads_only_their_own_records_through_the_daemon() {
         .as_str()
         .is_some_and(|p| p.ends_with("secret-plans.txt"))));
     // Human lines too.
-    let out = as_user(
+    let out = d.cli_as(
         u.uid,
         u.gid,
-        &d,
         &["audit", "--log", log, "--server", "it-audit-user"],
     );
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stdout_of(&out).contains("DENY"), "{}", describe(&out));
 
     // Root still reads the file itself, every record.
-    let out = as_user(
+    let out = d.cli_as(
         0,
         0,
-        &d,
         &[
             "audit",
             "--json",
@@ -829,23 +732,18 @@ fn audit_follow_through_the_daemon_streams_new_records() {
     let d = Daemon::start();
     let u = user();
     let pol = simple_policy("follow", &[]);
-    let mut follower = Command::new(bin())
-        .args([
+    let mut follower = d
+        .cli(&[
             "audit",
             "--json",
             "--follow",
             "--server",
             "it-follow",
             "--log",
+            d.log.to_str().unwrap(),
         ])
-        .arg(&d.log)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("MCPGUARD_SOCKET", &d.socket)
-        .current_dir(scratch())
         .uid(u.uid)
         .gid(u.gid)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1030,28 +928,12 @@ fn under_a_delegated_cgroup_servers_live_inside_the_daemons_cgroup() {
     xattr_set(&unit, "user.delegate", b"1");
     let procs = unit.join("cgroup.procs");
     let script = format!("echo $$ > {} && exec \"$@\"", procs.display());
-    let mut d = Svc::start(
-        "delegated",
+    let mut d = svc(
         &[("INVOCATION_ID", "0123456789abcdef0123456789abcdef")],
         &["sh", "-c", &script, "sh"],
     );
     let pol = simple_policy("delegated", &[]);
-    let u = user();
-    let out = Command::new(bin())
-        .args(["run", "--socket"])
-        .arg(&d.socket)
-        .arg("--policy")
-        .arg(&pol)
-        .args(["--", "/bin/cat", "/proc/self/cgroup"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .current_dir(scratch())
-        .uid(u.uid)
-        .gid(u.gid)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = d.run(&pol, &["/bin/cat", "/proc/self/cgroup"]);
     assert!(out.status.success(), "{}\n{}", describe(&out), d.stderr());
     let rel = format!("/{}/", unit.file_name().unwrap().to_string_lossy());
     assert!(
@@ -1063,18 +945,7 @@ fn under_a_delegated_cgroup_servers_live_inside_the_daemons_cgroup() {
     );
     // The audit thread writes the launch record a moment after the server
     // ran; wait for it rather than race it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let launch = loop {
-        if let Some(r) = d.records().into_iter().find(|r| is_kind(r, "launch")) {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no launch record:\n{}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let launch = d.wait_record("the launch record", |r| is_kind(r, "launch"));
     assert!(
         launch["cgroup"]
             .as_str()
@@ -1082,7 +953,7 @@ fn under_a_delegated_cgroup_servers_live_inside_the_daemons_cgroup() {
             .starts_with(&unit.display().to_string()),
         "{launch}"
     );
-    d.stop();
+    d.stop_cleanly();
     // The daemon left the cgroup empty; remove what it made, then the unit.
     let tree = unit.join(svc_cgroup_name());
     let _ = std::fs::remove_dir(&tree);

@@ -8,14 +8,14 @@
 //! byte.
 
 use std::{
-    os::unix::{fs::chown, process::CommandExt},
+    os::unix::fs::chown,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
 use serde_json::{json, Value};
 
-use crate::harness::{bin, describe, peers, user, Daemon};
+use crate::harness::{as_user, bin, describe, peers, user, Daemon};
 
 const DRIVER: &str = include_str!("../peers/mcp_client.py");
 
@@ -30,20 +30,13 @@ const KEYS: [&str; 6] = [
     "e2e-time",
 ];
 
-/// A command run as the test user with a clean environment, as a login
-/// would give: HOME, PATH (system directories only), LANG.
-fn as_user(program: impl AsRef<std::ffi::OsStr>, d: &Daemon) -> Command {
-    let u = user();
-    let mut cmd = Command::new(program);
-    cmd.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .env("LANG", "C.UTF-8")
-        .env("MCPGUARD_SOCKET", &d.socket)
-        .current_dir(&u.home)
-        .stdin(Stdio::null())
-        .uid(u.uid)
-        .gid(u.gid);
+/// A command run as the test user as a login would (see
+/// [`as_user`]), in its home, with the daemon's socket.
+fn login(program: impl AsRef<std::ffi::OsStr>, d: &Daemon) -> Command {
+    let mut cmd = as_user(program);
+    cmd.env("MCPGUARD_SOCKET", &d.socket)
+        .current_dir(&user().home)
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -178,7 +171,7 @@ fn calls(key: &str, work: &Path) -> (Value, Vec<&'static str>) {
 
 fn drive(d: &Daemon, driver: &Path, cfg: &Config, key: &str, work: &Path) -> Value {
     let (calls, wants) = calls(key, work);
-    let out: Output = as_user(peers().join("venv/bin/python"), d)
+    let out: Output = login(peers().join("venv/bin/python"), d)
         .arg(driver)
         .arg(calls.to_string())
         .arg("--config")
@@ -226,7 +219,7 @@ fn remove_test_state(home: &Path) {
 
 fn setup_work(d: &Daemon, work: &Path) {
     let _ = std::fs::remove_dir_all(work);
-    let status = as_user("/bin/sh", d)
+    let status = login("/bin/sh", d)
         .arg("-c")
         .arg(format!(
             "set -e; mkdir -p '{w}/code/app' '{w}/Claude' '{w}/claude-home' '{w}/.cursor' \
@@ -253,7 +246,7 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
     for (i, cfg) in configs(&work).iter().enumerate() {
         std::fs::write(&cfg.path, &cfg.text).unwrap();
         give_to_user(&cfg.path);
-        let out = as_user(bin(), &d)
+        let out = login(bin(), &d)
             .arg("wrap")
             .arg(&cfg.path)
             .output()
@@ -296,7 +289,7 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
                 s.spawn(move || drive(d, driver, cfg, key, work));
             }
         });
-        let out = as_user(bin(), &d)
+        let out = login(bin(), &d)
             .arg("unwrap")
             .arg(&cfg.path)
             .output()
@@ -343,7 +336,7 @@ fn wrapped_client_configs_keep_npx_and_uvx_servers_working_with_zero_denials() {
     std::fs::write(ssh.join("id_e2e"), "PRIVATE").unwrap();
     give_to_user(&ssh);
     give_to_user(&ssh.join("id_e2e"));
-    let out = as_user(bin(), &d)
+    let out = login(bin(), &d)
         .args(["run", "--policy", "e2e-filesystem", "--", "/usr/bin/cat"])
         .arg(ssh.join("id_e2e"))
         .output()

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{
     files::{cite, failed_open, guarded_policy, s, user_dir, Fs, Steps},
-    find_record, hostile, report, Class, Row,
+    report, Class, Row,
 };
 use crate::harness::*;
 
@@ -51,15 +51,6 @@ fn has_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
     // SAFETY: both strings are NUL-terminated; size 0 asks for the length
     // only, so no buffer is written.
     unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
-}
-
-fn run_attrs(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
-    let bin = hostile("attrs");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend(steps.iter().map(String::as_str));
-    let out = d.run(pol, &argv);
-    assert!(out.status.success(), "{}", describe(&out));
-    Steps::parse(&out)
 }
 
 /// A refused record of `kind` by `server` whose `call` is one of `calls`,
@@ -91,7 +82,7 @@ fn row(
     unchanged: bool,
     record: impl Fn(&Value) -> bool,
 ) -> Row {
-    let rec = find_record(d, record);
+    let rec = d.find_record(record);
     Row::new(
         attack,
         steps.result(step) == errno && unchanged,
@@ -107,9 +98,10 @@ fn attribute_rows(d: &Daemon, pol: &Path, server: &str, tag: &str) -> Vec<Row> {
     let key = user_file(&home.join(format!(".ssh/id_rsa_attr_{tag}")), 0o600);
     let rc = user_file(&home.join(format!(".bashrc_attr_{tag}")), 0o644);
     let (k, r) = (s(&key), s(&rc));
-    let steps = run_attrs(
+    let steps = Steps::run(
         d,
         pol,
+        "attrs",
         &[
             format!("chmod-key=chmod,{k},644"),
             format!("chmod-rc=chmod,{r},666"),
@@ -230,9 +222,10 @@ fn escape_attribute_changes_outside_write_grants_are_refused() {
     };
     let typical = guarded_policy(&dir, "esc-attr-typical", &fs, "");
     let i = s(&inside);
-    let steps = run_attrs(
+    let steps = Steps::run(
         &d,
         &typical,
+        "attrs",
         &[
             format!("in-chmod=chmod,{i},640"),
             format!("in-utimens=utimens,{i}"),
@@ -276,9 +269,10 @@ fn escape_refusals_on_read_only_grants_are_recorded() {
         s(&ro.join("node")),
         s(&ro.join("newdir")),
     );
-    let steps = run_attrs(
+    let steps = Steps::run(
         &d,
         &pol,
+        "attrs",
         &[
             format!("mkfifo=mkfifo,{fifo}"),
             format!("mknod=mknod,{node}"),

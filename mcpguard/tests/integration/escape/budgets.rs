@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{find_record, hostile, hostile_dir, report, Class, Row};
+use super::{hostile, hostile_dir, report, Class, Row};
 use crate::harness::{base_fs, describe, policy, tempdir, Daemon};
 
 /// Size of the attack lines, just under the relay's 16 MiB limit so the
@@ -92,7 +92,7 @@ fn spawn_bigline(d: &Daemon, pol: &Path, kind: &str) -> Child {
 }
 
 fn oversize_record(d: &Daemon, server: &str) -> Option<Value> {
-    find_record(d, |r| {
+    d.find_record(|r| {
         r["kind"] == "mcp"
             && r["server"] == server
             && r["event"] == "oversize"
@@ -342,7 +342,7 @@ fn server_cap() -> Row {
     }
     let out = d.run(&pol, &[bin.to_str().unwrap(), "hold", "0"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let rec = find_record(&d, |r| {
+    let rec = d.find_record(|r| {
         r["kind"] == "launch_failed"
             && r["server"] == name
             && r["error"]

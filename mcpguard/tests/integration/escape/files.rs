@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{find_record, hostile, hostile_dir, report, Class, Row};
+use super::{attack, hostile, hostile_argv, hostile_dir, report, Class, Row};
 use crate::harness::*;
 
 /// Files planted in the test user's home, each holding its marker.
@@ -126,7 +126,14 @@ pub(super) struct Steps {
 }
 
 impl Steps {
+    /// Runs hostile program `program` with `steps` under `pol`.
+    pub fn run(d: &Daemon, pol: &Path, program: &str, steps: &[String]) -> Steps {
+        Steps::parse(&attack(d, pol, program, steps))
+    }
+
+    /// The steps of a run that must have exited 0.
     pub fn parse(out: &Output) -> Steps {
+        assert!(out.status.success(), "{}", describe(out));
         let text = stdout_of(out);
         let map = text
             .lines()
@@ -226,7 +233,7 @@ fn open_row_where(
     path: &str,
     extra: impl Fn(&Value) -> bool,
 ) -> Row {
-    let rec = find_record(d, |r| failed_open(server, path)(r) && extra(r));
+    let rec = d.find_record(|r| failed_open(server, path)(r) && extra(r));
     Row::new(
         attack,
         steps.refused(step),
@@ -244,7 +251,7 @@ fn pair_row(
     step: &str,
     (kind, new_path): (&str, &Path),
 ) -> Row {
-    let rec = find_record(d, |r| {
+    let rec = d.find_record(|r| {
         is_kind(r, kind)
             && r["server"] == server
             && r["new_path"] == s(new_path)
@@ -256,15 +263,6 @@ fn pair_row(
         rec.is_some(),
         format!("{}; {}", steps.seen(step), cite(&rec)),
     )
-}
-
-fn run_files(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
-    let bin = hostile("files");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend(steps.iter().map(String::as_str));
-    let out = d.run(pol, &argv);
-    assert!(out.status.success(), "{}", describe(&out));
-    Steps::parse(&out)
 }
 
 /// A process of the test user outside mcpguard, with a secret in its
@@ -403,7 +401,7 @@ fn sensitive_reads_are_refused_and_recorded() {
         .map(|(step, _, path)| format!("{step}=read,{path}"))
         .collect();
     argv.push(format!("ls_ssh=readdir,{}", s(&user().home.join(".ssh"))));
-    let steps = run_files(&d, &narrow, &argv);
+    let steps = Steps::run(&d, &narrow, "files", &argv);
     let mut rows: Vec<Row> = reads
         .iter()
         .map(|(step, attack, path)| open_row(&d, &steps, "esc-reads", attack, step, path))
@@ -447,11 +445,8 @@ fn sensitive_reads_are_refused_and_recorded() {
             argv.push(format!("{who}_{what}=read,/proc/{pid}/{what}"));
         }
     }
-    let bin = hostile("files");
-    let mut cmd_argv = vec![bin.to_str().unwrap()];
-    cmd_argv.extend(argv.iter().map(String::as_str));
     let mut client = d
-        .run_cmd(&procfs, &cmd_argv)
+        .run_cmd(&procfs, &hostile_argv("files", &argv))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -462,7 +457,6 @@ fn sensitive_reads_are_refused_and_recorded() {
     writeln!(stdin, "{client_pid}").unwrap();
     drop(stdin);
     let out = client.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
     let steps = Steps::parse(&out);
     assert_eq!(steps.result("self_environ"), "OK", "{}", steps.out);
     for (who, desc, pid) in &targets {
@@ -565,7 +559,7 @@ fn path_tricks_are_refused_and_recorded() {
         format!("cd_ssh=chdir,{ssh_dir}"),
         format!("cd_read=read,{key_name}"),
     ];
-    let steps = run_files(&d, &pol, &argv);
+    let steps = Steps::run(&d, &pol, "files", &argv);
     let srv = "esc-paths";
     for setup in ["payload", "sym_make", "symdir_make", "cd_project", "cd_ssh"] {
         assert_eq!(
@@ -587,7 +581,7 @@ fn path_tricks_are_refused_and_recorded() {
         pair_row(&d, &steps, srv, "plant a symlink to a project file in ~/.ssh", "plant_sym", ("link", &planted_sym)),
         pair_row(&d, &steps, srv, "plant a hardlink of a project file in ~/.ssh", "plant_link", ("link", &planted_link)),
     ];
-    let rec = find_record(&d, |r| {
+    let rec = d.find_record(|r| {
         is_kind(r, "rename")
             && r["server"] == srv
             && r["new_path"] == key.as_str()
@@ -692,7 +686,7 @@ fn path_tricks_are_refused_and_recorded() {
         |r| r.get("dirfd").is_some(),
     ));
     // The syscall fence refuses open_by_handle_at outright.
-    let handle = find_record(&d, |r| {
+    let handle = d.find_record(|r| {
         is_kind(r, "syscall")
             && r["server"] == srv
             && r["name"] == "open_by_handle_at"

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::{
     dns::Upstream,
-    escape::{self, find_record, Class, Row},
+    escape::{self, Class, Row},
     harness::*,
 };
 
@@ -160,7 +160,7 @@ fn autobind_listen(d: &Daemon, pol: &Path, attack: &str, peer: &str, op: &str) -
     let through = outside_connect(peer, port);
     let accepted = a.next("").unwrap_or_default();
     let seen = a.finish();
-    let rec = find_record(d, |r| connect_record(r, op, "tcp", port, "deny"));
+    let rec = d.find_record(|r| connect_record(r, op, "tcp", port, "deny"));
     Row::new(
         &format!(
             "{attack}: listen() on an unbound socket (ephemeral port), peer connects from {peer}"
@@ -181,7 +181,7 @@ fn tcp_bind(d: &Daemon, pol: &Path, addr: &str, op: &str, class15: bool) -> Row 
     let mut a = Attack::start(d, pol, &["tcp_bind", addr, &port.to_string()]);
     let said = a.next("").unwrap_or_default();
     let seen = a.finish();
-    let rec = find_record(d, |r| connect_record(r, op, "tcp", port, "deny"));
+    let rec = d.find_record(|r| connect_record(r, op, "tcp", port, "deny"));
     let attack = if class15 {
         format!(
             "bind() to {addr}:{port} refused: the refusal has a record (was EACCES, unrecorded)"
@@ -226,7 +226,7 @@ fn inbound_channels_are_blocked_and_recorded() {
     let mut a = Attack::start(&d, &pol, &["udp_bind", "0.0.0.0", &port.to_string()]);
     let said = a.next("").unwrap_or_default();
     a.finish();
-    let rec = find_record(&d, |r| connect_record(r, "bind4", "udp", port, "deny"));
+    let rec = d.find_record(|r| connect_record(r, "bind4", "udp", port, "deny"));
     rows.push(Row::new(
         &format!("explicit UDP bind to 0.0.0.0:{port}, a port [network] bind does not name"),
         said == "EPERM",
@@ -243,8 +243,7 @@ fn inbound_channels_are_blocked_and_recorded() {
     }
     let seen = a.finish();
     let heard = seen.iter().any(|l| l.contains(" from "));
-    let rec =
-        port.and_then(|p| find_record(&d, |r| connect_record(r, "inbound4", "udp", p, "deny")));
+    let rec = port.and_then(|p| d.find_record(|r| connect_record(r, "inbound4", "udp", p, "deny")));
     rows.push(Row::new(
         "UDP socket bound to 0.0.0.0 (port 0) receiving from an outside peer",
         port.is_some() && !heard,
@@ -271,8 +270,7 @@ fn inbound_channels_are_blocked_and_recorded() {
     let from_peer = seen.iter().any(|l| l.ends_with(&format!(":{peer_port}")));
     let third_port = third.local_addr().unwrap().port();
     let from_third = seen.iter().any(|l| l.ends_with(&format!(":{third_port}")));
-    let rec =
-        port.and_then(|p| find_record(&d, |r| connect_record(r, "inbound4", "udp", p, "deny")));
+    let rec = port.and_then(|p| d.find_record(|r| connect_record(r, "inbound4", "udp", p, "deny")));
     rows.push(Row::new(
         "UDP socket auto-bound by sendto() to an allowed host, receiving from a third party",
         port.is_some() && from_peer && !from_third,
@@ -290,7 +288,7 @@ fn inbound_channels_are_blocked_and_recorded() {
     let through = port.is_some_and(|p| outside_connect("127.0.0.1", p));
     let accepted = a.next("").unwrap_or_default();
     let seen = a.finish();
-    let rec = find_record(&d, |r| connect_record(r, "bind4", "tcp", named, "allow"));
+    let rec = d.find_record(|r| connect_record(r, "bind4", "tcp", named, "allow"));
     rows.push(Row::new(
         &format!("a TCP bind on the port [network] bind names ({named}) still accepts connections"),
         bound == "bound" && through && accepted == "accepted",
@@ -315,7 +313,7 @@ fn silent_network_refusals_are_recorded() {
     let mut a = Attack::start(&d, &pol, &["sock_packet"]);
     let said = a.next("").unwrap_or_default();
     a.finish();
-    let rec = find_record(&d, |r| {
+    let rec = d.find_record(|r| {
         is_kind(r, "socket")
             && r["server"] == SERVER
             && r["family"] == "inet"
@@ -377,7 +375,7 @@ fn resolvers_answer_only_their_server() {
 
     let other = other_user().uid;
     let stranger_rec = |transport: &'static str| {
-        find_record(&d, move |r| {
+        d.find_record(move |r| {
             is_kind(r, "dns_stranger")
                 && r["transport"] == transport
                 && r["uid"] == other
@@ -415,7 +413,7 @@ fn resolvers_answer_only_their_server() {
     let fast = words.first() == Some(&"6")
         && ms("udp_ms").is_some_and(|v| v < 1000.0)
         && ms("tcp_ms").is_some_and(|v| v < 1000.0);
-    let allowed = find_record(&d, |r| {
+    let allowed = d.find_record(|r| {
         is_kind(r, "dns")
             && r["server"] == SERVER
             && r["qname"] == "allowed.test"

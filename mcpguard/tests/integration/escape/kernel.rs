@@ -18,7 +18,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{hostile, hostile_dir, report, Class, Row};
+use super::{attack, hostile, hostile_dir, report, Class, Row};
 use crate::harness::{describe, policy, stdout_of, tempdir, user, Daemon};
 
 /// A policy for the hostile program: system dirs, /proc, the hostile dir
@@ -47,11 +47,8 @@ allow = [{}]
 }
 
 /// Runs `kernel <args>` under `policy`; returns attack → outcome.
-fn attack(d: &Daemon, policy: &Path, args: &[&str]) -> (HashMap<String, String>, Output) {
-    let bin = hostile("kernel");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let out = d.run(policy, &argv);
+fn run_kernel(d: &Daemon, policy: &Path, args: &[&str]) -> (HashMap<String, String>, Output) {
+    let out = attack(d, policy, "kernel", args);
     assert!(
         out.status.success(),
         "hostile program failed: {}",
@@ -142,15 +139,15 @@ fn row(
 fn exec_tricks_are_blocked_and_recorded() {
     let mut d = Daemon::start();
     let p = hostile_policy("esc-exec", &[]);
-    let (memfd, _) = attack(&d, &p, &["memfd"]);
-    let (tmp, _) = attack(&d, &p, &["tmpexec", "/tmp"]);
-    let (shm, _) = attack(&d, &p, &["tmpexec", "/dev/shm"]);
+    let (memfd, _) = run_kernel(&d, &p, &["memfd"]);
+    let (tmp, _) = run_kernel(&d, &p, &["tmpexec", "/tmp"]);
+    let (shm, _) = run_kernel(&d, &p, &["tmpexec", "/dev/shm"]);
 
     // A setuid-root copy of the hostile program reports its euid.
     let suid = hostile_dir().join("kernel-suid");
     std::fs::copy(hostile("kernel"), &suid).unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let (setuid, _) = attack(&d, &p, &["setuid", suid.to_str().unwrap()]);
+    let (setuid, _) = run_kernel(&d, &p, &["setuid", suid.to_str().unwrap()]);
 
     // A sibling server and its `mcpguard run` client: outside this
     // server's Landlock domain, same uid.
@@ -166,7 +163,7 @@ fn exec_tricks_are_blocked_and_recorded() {
     });
     let client = sibling.id().to_string();
     let server = launch["pid"].as_u64().unwrap().to_string();
-    let (outside, _) = attack(&d, &p, &["outside", &client, &server]);
+    let (outside, _) = run_kernel(&d, &p, &["outside", &client, &server]);
     let sibling_alive = sibling.try_wait().unwrap().is_none();
     let _ = sibling.kill();
     let _ = sibling.wait();
@@ -278,8 +275,8 @@ fn exec_tricks_are_blocked_and_recorded() {
 fn kernel_interface_tricks_are_blocked_and_recorded() {
     let mut d = Daemon::start();
     let p = hostile_policy("esc-kernel", &[]);
-    let (k, _) = attack(&d, &p, &["kernel"]);
-    let (fds, fds_out) = attack(&d, &p, &["fds"]);
+    let (k, _) = run_kernel(&d, &p, &["kernel"]);
+    let (fds, fds_out) = run_kernel(&d, &p, &["fds"]);
     // Where a policy allows io_uring, requests through the ring are still
     // decided by Landlock and the egress programs, and recorded.
     let secret = user().home.join("escape-uring-secret");
@@ -289,7 +286,7 @@ fn kernel_interface_tricks_are_blocked_and_recorded() {
     denied.set_nonblocking(true).unwrap();
     let port = denied.local_addr().unwrap().port();
     let pu = hostile_policy("esc-uring", &["io_uring"]);
-    let (uring, _) = attack(
+    let (uring, _) = run_kernel(
         &d,
         &pu,
         &["uring", secret.to_str().unwrap(), &port.to_string()],
@@ -389,7 +386,7 @@ fn kernel_interface_tricks_are_blocked_and_recorded() {
 fn namespace_mount_and_chroot_tricks_are_blocked_and_recorded() {
     let mut d = Daemon::start();
     let p = hostile_policy("esc-ns", &[]);
-    let (ns, _) = attack(&d, &p, &["ns"]);
+    let (ns, _) = run_kernel(&d, &p, &["ns"]);
     let rec = settled_records(&d, "esc-ns", 1);
     let s = "esc-ns";
     let rows: Vec<Row> = [

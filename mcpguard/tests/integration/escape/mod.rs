@@ -12,12 +12,11 @@ use std::{
     collections::HashMap,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
     sync::{Mutex, OnceLock},
-    time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::{scratch, Daemon};
 
@@ -115,22 +114,24 @@ pub fn report(class: Class, rows: &[Row]) {
     );
 }
 
-/// Poll the audit log (up to 5 s) for a record matching `pred`.
-pub fn find_record(d: &Daemon, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(r) = d.records().into_iter().find(|r| pred(r)) {
-            return Some(r);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Hostile program `program`'s path, then `args`: a command line for
+/// [`Daemon::run`] and its kin.
+pub fn hostile_argv(program: &str, args: &[impl AsRef<str>]) -> Vec<String> {
+    let bin = hostile(program).display().to_string();
+    std::iter::once(bin)
+        .chain(args.iter().map(|a| a.as_ref().to_owned()))
+        .collect()
+}
+
+/// Runs hostile program `program` with `args` under `pol` as the test
+/// user; its output, whatever its exit status.
+pub fn attack(d: &Daemon, pol: &Path, program: &str, args: &[impl AsRef<str>]) -> Output {
+    d.run(pol, &hostile_argv(program, args))
 }
 
 /// Compiles `tests/escape/<name>.c` once per test run into a directory the
-/// test user can execute from (policies name it in their `exec` list).
+/// test user can execute from (policies name it in their `exec` list). The
+/// sources include `common.h` beside them, which `cc` finds there.
 pub fn hostile(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();

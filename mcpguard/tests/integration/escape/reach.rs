@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::{
     files::{cite, failed_open, guarded_policy, s, Fs, Steps, MARKER},
-    find_record, hostile, report, Class, Row,
+    hostile, hostile_argv, report, Class, Row,
 };
 use crate::harness::*;
 
@@ -66,7 +66,7 @@ fn private_socket(dir: &Path, owner: &TestUser, name: &str) -> (PathBuf, UnixLis
 
 /// The launch record of `server`.
 fn launch_record(d: &Daemon, server: &str) -> Option<Value> {
-    find_record(d, |r| is_kind(r, "launch") && r["server"] == server)
+    d.find_record(|r| is_kind(r, "launch") && r["server"] == server)
 }
 
 /// Whether `entries` (a report list of `{list, path, reason}`) names
@@ -86,7 +86,11 @@ fn lists_unreachable(entries: &Value, path: &Path, list: &str) -> bool {
 /// Runs `argv` under `pol` from the test user's home: the usual cwd
 /// (scratch, below /tmp) would be bound back whole and show the test's
 /// root-only directories as they are, hiding what the binds do.
-fn run_from_home(d: &Daemon, pol: &Path, argv: &[&str]) -> std::process::Output {
+fn run_from_home(
+    d: &Daemon,
+    pol: &Path,
+    argv: &[impl AsRef<std::ffi::OsStr>],
+) -> std::process::Output {
     d.run_cmd_from(pol, argv, &user().home)
         .stdin(std::process::Stdio::null())
         .output()
@@ -94,12 +98,7 @@ fn run_from_home(d: &Daemon, pol: &Path, argv: &[&str]) -> std::process::Output 
 }
 
 fn run_files(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
-    let bin = hostile("files");
-    let mut argv = vec![bin.to_str().unwrap()];
-    argv.extend(steps.iter().map(String::as_str));
-    let out = run_from_home(d, pol, &argv);
-    assert!(out.status.success(), "{}", describe(&out));
-    Steps::parse(&out)
+    Steps::parse(&run_from_home(d, pol, &hostile_argv("files", steps)))
 }
 
 #[test]
@@ -140,7 +139,7 @@ fn the_root_helper_does_not_extend_the_users_reach() {
     let launch = launch_record(&d, "esc-reach");
     let layers = launch.as_ref().map_or(Value::Null, |l| l["layers"].clone());
     let read_row = |attack: &str, step: &str, path: &Path, in_launch: bool| {
-        let rec = find_record(&d, failed_open("esc-reach", &s(path)));
+        let rec = d.find_record(failed_open("esc-reach", &s(path)));
         Row::new(
             attack,
             steps.refused(step),
@@ -166,7 +165,7 @@ fn the_root_helper_does_not_extend_the_users_reach() {
     ));
     // /etc/shadow is reachable by path (/etc is world-traversable), so it
     // gets its rule, and DAC on the file itself refuses the read.
-    let rec = find_record(&d, failed_open("esc-reach", "/etc/shadow"));
+    let rec = d.find_record(failed_open("esc-reach", "/etc/shadow"));
     reads.push(Row::new(
         "policy (and the baseline's /etc) name /etc/shadow, a root-only file",
         steps.refused("shadow") && steps.result("shadow") == "EACCES",
@@ -186,7 +185,7 @@ fn the_root_helper_does_not_extend_the_users_reach() {
         "",
     );
     let steps_dir = run_files(&d, &pol_dir, &[format!("in_dir=read,{}", s(&tmp_file))]);
-    let rec = find_record(&d, failed_open("esc-reach-dir", &s(&tmp_file)));
+    let rec = d.find_record(failed_open("esc-reach-dir", &s(&tmp_file)));
     reads.push(Row::new(
         "policy names a root-only (0700) directory below /tmp; read a world-readable file in it",
         steps_dir.refused("in_dir"),
@@ -206,7 +205,6 @@ fn the_root_helper_does_not_extend_the_users_reach() {
         &Fs::default(),
         &format!("[network]\nunix = [{:?}, {:?}]", s(&tmp_sock), s(&run_sock)),
     );
-    let net = hostile("net");
     for (path, listener, attack) in [
         (
             &tmp_sock,
@@ -219,13 +217,13 @@ fn the_root_helper_does_not_extend_the_users_reach() {
             "`[network] unix` names a socket in /run/user/<another user's uid>",
         ),
     ] {
-        let out = run_from_home(&d, &pol_unix, &[net.to_str().unwrap(), "unix", &s(path)]);
+        let out = run_from_home(&d, &pol_unix, &hostile_argv("net", &["unix", &s(path)]));
         let got = stdout_of(&out)
             .lines()
             .find_map(|l| l.strip_prefix("unix ").map(str::to_owned))
             .unwrap_or_else(|| format!("no result ({})", describe(&out)));
         let accepted = listener.accept().is_ok();
-        let rec = find_record(&d, |r| {
+        let rec = d.find_record(|r| {
             is_kind(r, "unix_connect")
                 && r["server"] == "esc-reach-unix"
                 && r["path"] == s(path)
@@ -278,7 +276,7 @@ fn the_root_helper_does_not_extend_the_users_reach() {
         && !stdout_of(&out).contains("pwd ")
         && text.contains("chdir")
         && text.contains("EACCES");
-    let rec = find_record(&d, |r| {
+    let rec = d.find_record(|r| {
         is_kind(r, "launch_failed")
             && r["server"] == "esc-reach-cwd"
             && r["error"]

@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 
-use super::{find_record, report, Class, Row};
+use super::{report, Class, Row};
 use crate::{
     harness::{peers, Daemon},
     mcp::{client, fixture_policy},
@@ -40,7 +40,7 @@ fn ask(d: &Daemon, name: &str, extra: &str) -> (Value, String) {
 
 /// A record of `event` about `method` from `server`, tied to the `ask` call.
 fn record(d: &Daemon, server: &str, event: &str, method: &str) -> Option<Value> {
-    find_record(d, |r| {
+    d.find_record(|r| {
         r["kind"] == "mcp"
             && r["server"] == server
             && r["event"] == event
@@ -61,7 +61,7 @@ fn escape_server_requests_are_recorded_and_refused_unless_allowed() {
         "server_request_denied",
         "sampling/createMessage",
     );
-    let flagged = find_record(&d, |r| {
+    let flagged = d.find_record(|r| {
         r["server"] == "it-ask-deny"
             && r["event"] == "suspicious"
             && r["detail"]["where"] == "sampling/createMessage"
@@ -134,8 +134,9 @@ fn escape_server_requests_are_recorded_and_refused_unless_allowed() {
             .unwrap_or_else(|| panic!("no {method} record"));
         assert_eq!(r["denied"], false, "{r}");
     }
-    assert!(find_record(&d, |r| r["server"] == "it-ask-allow"
-        && r["event"] == "suspicious"
-        && r["detail"]["where"] == "sampling/createMessage")
-    .is_some());
+    assert!(d
+        .find_record(|r| r["server"] == "it-ask-allow"
+            && r["event"] == "suspicious"
+            && r["detail"]["where"] == "sampling/createMessage")
+        .is_some());
 }

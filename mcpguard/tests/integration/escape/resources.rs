@@ -22,7 +22,7 @@ use std::{
 use serde_json::Value;
 
 use super::{hostile, hostile_dir, report, Class, Row};
-use crate::harness::{base_fs, describe, policy, tempdir, Daemon};
+use crate::harness::{base_fs, describe, policy, poll, tempdir, Daemon};
 
 const PIDS: u64 = 64;
 const MEMORY_MIB: u64 = 64;
@@ -102,16 +102,9 @@ fn limit_record(d: &Daemon, server: &str, resource: &str, events: &[&str]) -> Op
 
 /// Waits (10 s) for a `limit` record, or returns `None`.
 fn wait_limit(d: &Daemon, server: &str, resource: &str, events: &[&str]) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(r) = limit_record(d, server, resource, events) {
-            return Some(r);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll(Duration::from_secs(10), || {
+        limit_record(d, server, resource, events)
+    })
 }
 
 fn fork_bomb(d: &Daemon) -> Row {

@@ -14,13 +14,13 @@
 use std::{
     io::Write as _,
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
 };
 
 use serde_json::Value;
 
 use super::{report, Class, Row};
-use crate::harness::{base_fs, bin, describe, policy, scratch, tempdir, user, Daemon};
+use crate::harness::{base_fs, describe, policy, tempdir, user, Daemon};
 
 /// What the server puts in a file name: cursor up, erase line, a red
 /// forged DENY, an OSC window title, a C1 CSI, a right-to-left override
@@ -56,14 +56,8 @@ fn unsafe_char(out: &str) -> Option<(usize, char)> {
 }
 
 fn audit(d: &Daemon, as_user: bool, json: bool) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(["audit", "--log"])
-        .arg(&d.log)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("MCPGUARD_SOCKET", &d.socket)
-        .current_dir(scratch())
-        .stdin(Stdio::null());
+    let log = d.log.to_str().unwrap();
+    let mut cmd = d.cli(&["audit", "--log", log]);
     if json {
         cmd.arg("--json");
     }
