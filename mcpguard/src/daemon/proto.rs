@@ -26,8 +26,8 @@ use std::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{audit::query::Filter, ipc};
 pub use crate::ipc::Deadline;
+use crate::{audit::query::Filter, ipc};
 
 /// Protocol version; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
