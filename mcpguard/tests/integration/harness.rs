@@ -90,10 +90,13 @@ pub fn installed_peer(rel: &str) -> PathBuf {
 }
 
 /// A scratch directory the test user can read (the checkout may sit under
-/// a directory it cannot traverse), holding a copy of the binary.
+/// a directory it cannot traverse), holding a copy of the binary. It lives
+/// as long as the test process (a static is never dropped), so each run
+/// first removes the ones earlier runs left (their process is gone).
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        remove_stale_scratch();
         let dir = PathBuf::from(format!("/tmp/mcpguard-it-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -103,6 +106,26 @@ pub fn scratch() -> &'static Path {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
     })
+}
+
+/// Removes `/tmp/mcpguard-it-<pid>` directories whose process has exited.
+fn remove_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mcpguard-it-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub fn bin() -> PathBuf {
