@@ -16,7 +16,7 @@
 //! fit (`MSG_CTRUNC`).
 
 use std::{
-    io::{self, IoSlice, IoSliceMut, Read, Write},
+    io::{self, IoSlice, Read, Write},
     os::{
         fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::net::UnixStream,
@@ -24,7 +24,7 @@ use std::{
     time::Instant,
 };
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
@@ -187,36 +187,76 @@ pub struct Received {
 
 /// Receives one message into `buf` with at most `MAX` descriptors.
 /// Interrupted and timed-out calls are `Io` errors for the caller to judge.
+///
+/// On `MSG_CTRUNC` the kernel has still installed the descriptors that fit;
+/// they are taken (and so closed) before the message is refused, so a
+/// client that sends too many cannot leak descriptors into the daemon.
 pub fn recv_fds<const MAX: usize>(sock: impl AsFd, buf: &mut [u8]) -> Result<Received, FdError> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; MAX]);
-    let msg = recvmsg::<()>(
-        sock.as_fd().as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        // nix hands out no descriptor of a truncated message.
+    let fd_bytes = u32::try_from(MAX * size_of::<RawFd>()).expect("MAX is a small constant");
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
+    // u64 words keep the buffer aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(size_of::<u64>())];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = space;
+    // SAFETY: `hdr` points at `iov` (over `buf`) and `control`, both live
+    // and writable for the lengths given.
+    let n = unsafe { libc::recvmsg(sock.as_fd().as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: `hdr` was just filled by a successful recvmsg over `control`.
+    let fds = unsafe { take_rights(&hdr) };
+    if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(FdError::Truncated);
     }
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this
-            // process for us; nothing else owns them.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
     Ok(Received {
-        len: msg.bytes,
+        len: n as usize,
         fds,
     })
+}
+
+/// Every descriptor in the `SCM_RIGHTS` messages of `hdr`, owned.
+///
+/// # Safety
+/// `hdr` must have been filled by a successful `recvmsg`, with its control
+/// buffer still alive: the kernel installed each descriptor listed there
+/// for this process, and nothing else owns them yet.
+unsafe fn take_rights(hdr: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR stay inside the control buffer
+    // `hdr` describes, and each header the kernel wrote there gives the
+    // length of its own data.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from the walk are inside the buffer.
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: as above; the data follows its header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let header = data as usize - cmsg as usize;
+            let count = len.saturating_sub(header) / size_of::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `count` descriptors lie in this message's data,
+                // installed for us by the kernel and owned by no one else.
+                fds.push(unsafe {
+                    OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.cast::<RawFd>().add(i)))
+                });
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    fds
 }
 
 #[cfg(test)]
@@ -258,11 +298,20 @@ mod tests {
         let flags = nix::fcntl::fcntl(&got.fds[0], nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0);
 
-        send_fds(&a, b"F", &[r.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()]).unwrap();
-        let r = recv_fds::<2>(&b, &mut buf);
-        assert!(matches!(r, Err(FdError::Truncated)), "{r:?}");
+        // Too many: refused, and the two that fit are closed again. The
+        // pipe reads end-of-file only once every copy of its write end is.
+        send_fds(&a, b"F", &[w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()]).unwrap();
+        let refused = recv_fds::<2>(&b, &mut buf);
+        assert!(matches!(refused, Err(FdError::Truncated)), "{refused:?}");
+        drop((w, got));
+        nix::fcntl::fcntl(
+            &r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        assert_eq!(nix::unistd::read(&r, &mut buf), Ok(0), "a write end leaked");
         send_fds(&a, b"plain", &[]).unwrap();
-        let got = recv_fds::<2>(&b, &mut buf).unwrap();
-        assert_eq!((got.len, got.fds.len()), (4, 0));
+        let plain = recv_fds::<2>(&b, &mut buf).unwrap();
+        assert_eq!((plain.len, plain.fds.len()), (4, 0));
     }
 }
