@@ -7,6 +7,7 @@ pub mod budget;
 pub mod lock;
 pub mod persist;
 pub mod persist_fence;
+pub mod plan;
 pub mod proto;
 pub mod relay;
 pub mod secrets;

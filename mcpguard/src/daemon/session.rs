@@ -447,7 +447,7 @@ fn serve_peer(
             cwd: PathBuf::from(&cwd),
         });
     }
-    let mut fs = policy.fs_paths(&user.dir);
+    let mut fs = policy.fs_paths(&user.dir, &policy::baseline::read_paths());
     if policy.filesystem.baseline {
         // The runtime baseline's launch-specific part: the server's own
         // cgroup directories, whose limits runtimes size themselves by.
