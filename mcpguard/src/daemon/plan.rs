@@ -49,7 +49,7 @@ pub enum PlanError {
 }
 
 /// What `mcpguard run` asks for (the launch request, its version checked).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LaunchRequest {
     /// Where the client found the policy (for audit records).
     pub policy_path: String,
@@ -71,7 +71,7 @@ pub struct Daemon<'a> {
 
 /// Who asked: the kernel's word for the ids, the passwd and group
 /// databases' for the rest.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
@@ -104,7 +104,7 @@ pub struct Prepared {
 }
 
 /// Everything a launch writes and hands on, decided.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LaunchPlan {
     /// The eBPF layer's entries for the server.
     pub maps: MapPlan,
