@@ -8,6 +8,7 @@ pub mod budget;
 pub mod lock;
 pub mod persist;
 pub mod persist_fence;
+pub mod plan;
 pub mod proto;
 pub mod query;
 pub mod relay;

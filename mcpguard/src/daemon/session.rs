@@ -6,21 +6,18 @@
 //! stall the accept loop or another server.
 
 use std::{
-    collections::HashSet,
     os::{
         fd::{AsFd, OwnedFd},
         unix::{net::UnixStream, process::ExitStatusExt},
     },
     path::PathBuf,
-    process::Stdio,
+    process::{Child, Stdio},
     sync::{Arc, Mutex, Weak},
+    thread::JoinHandle,
     time::{Duration, SystemTime},
 };
 
-use mcpguard_common::policy::{
-    NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC, FLAG_COMPLAIN,
-    FLAG_SOCK_ICMP, FLAG_SOCK_RAW,
-};
+use mcpguard_common::policy::{NetKey, PortSet};
 use nix::sys::signal::Signal;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -28,6 +25,7 @@ use tracing::{info, warn};
 use super::{
     admit::{peer, Peer},
     auditor::Msg,
+    plan::{self, DnsPlan, LaunchLayers, LaunchPlan, LaunchRequest, PlanError},
     proto::{self, ProtoError, Request, Response},
     relay,
     relay::Piece,
@@ -38,11 +36,13 @@ use crate::{
     audit::{AuditRecord, Body, Origin},
     dns::{self, DnsView, MapSink, Resolver},
     launch::{
-        self, cgroup::Cgroup, limits::ServerLimits, mounts::MountSpec, persist::PersistSpec,
-        LaunchSpec, Launched, SandboxSpec,
+        self,
+        cgroup::Cgroup,
+        limits::{LimitCounters, ServerLimits},
+        LaunchSpec, LaunchStatus, Launched,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Output, Tap},
-    policy::{self, sockets::SocketRules, NetEntry, Policy, SocketKind},
+    policy::{self, NetEntry, Policy},
 };
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
@@ -61,8 +61,6 @@ pub enum SessionError {
     Proto(#[from] ProtoError),
     #[error(transparent)]
     Peer(#[from] super::admit::PeerError),
-    #[error("refusing to launch a server as root: run `mcpguard run` as the user the server should run as")]
-    Root,
     #[error("refusing a launch request from inside a guarded server: a server may not start servers under another policy")]
     FromGuarded,
     #[error("uid {0} has no passwd entry (its home is needed to expand `~` in the policy)")]
@@ -77,14 +75,8 @@ pub enum SessionError {
     TooManyHandshakes,
     #[error("refusing to launch: {0}")]
     TooManyServers(#[from] super::admit::AtLimit),
-    #[error("empty server command: pass it after `--`")]
-    EmptyArgv,
-    #[error("{0}")]
-    Policy(#[from] policy::PolicyError),
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
-    #[error("refusing to launch: the eBPF egress layer is not active on this kernel ({0}); without it the server's network could not be confined")]
-    NoEgress(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("cgroup: {0}")]
     Cgroup(#[from] launch::cgroup::CgroupError),
     #[error("refusing to launch: {0}")]
@@ -101,7 +93,7 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-/// A launch refused before anything exists: its `launch_failed` record,
+/// A launch refused before the server runs: its `launch_failed` record,
 /// and the error for the client.
 fn refuse_launch(
     shared: &Shared,
@@ -157,18 +149,81 @@ fn serve_peer(
     peer: &Peer,
     handshake: super::admit::Slot<'_>,
 ) -> Result<(), SessionError> {
+    let Some((request, stdio)) = read_request(shared, stream, peer, handshake)? else {
+        return Ok(());
+    };
+    let daemon = plan::Daemon {
+        layers: &shared.layers,
+        shutting_down: shared.is_shutting_down(),
+    };
+    let policy = plan::admit(&request, peer.uid, &daemon)?;
+    let user = nix::unistd::User::from_uid(peer.uid.into())
+        .ok()
+        .flatten()
+        .ok_or(SessionError::NoUser(peer.uid))?;
+    // Secrets are read before anything exists, so a bad one launches
+    // nothing.
+    let secrets = shared.secrets.load(&policy.secrets, &user.name)?;
+    let redactor = Arc::new(Redactor::new(&secrets));
+
+    let launch_no = shared.next_launch();
+    let origin = Origin {
+        server: policy.name.clone(),
+        policy: request.policy_path.clone(),
+        launch: format!("{}-{launch_no}", policy.name),
+        uid: peer.uid,
+    };
+    let (_server_slot, launch_slot) = match shared
+        .admission
+        .launch_within(peer.uid, super::admit::LAUNCH_WAIT)
+    {
+        Ok(slots) => slots,
+        Err(limit) => return Err(refuse_launch(shared, &origin, request.argv, limit.into())),
+    };
+    // From here on the cgroup exists: every exit path tears it down.
+    let mut guard = Teardown::create(shared, origin, launch_no)?;
+    shared.budgets.register(&guard.origin);
+    // Bounds first: the server's first task already counts against them.
+    let limits = shared
+        .limits
+        .apply(&guard.cgroup, &guard.origin.launch, &policy.limits)?;
+    let (limit_cgroups, counters) = (limits.join.clone(), limits.counters.clone());
+    guard.limits = Some(limits);
+
+    let prepared = prepare(&guard, &policy, &request, limit_cgroups, secrets);
+    let plan = plan::plan(&policy, &caller(peer, &user), &request, &prepared)?;
+    apply(&mut guard, &plan, &policy, &request, &redactor, counters)?;
+    let child = start(&mut guard, &plan.spec, &policy, &request)?;
+    drop(launch_slot);
+    let (launch, pid) = (guard.origin.launch.clone(), child.id());
+    info!(launch = %launch, pid, uid = peer.uid, cgroup_id = guard.cgroup.id, "server started");
+    proto::write_frame(&mut &*stream, &Response::Started { launch, pid })?;
+
+    let tap = tap(&guard, &policy.name, &plan, redactor);
+    let learned = request.learn.then_some((&policy, user.dir.as_path()));
+    serve_session(guard, stream, child, stdio, tap, learned)
+}
+
+/// Reads the launch request and the client's stdio; `None` when the
+/// connection was a query (served here).
+fn read_request(
+    shared: &Arc<Shared>,
+    stream: &UnixStream,
+    peer: &Peer,
+    handshake: super::admit::Slot<'_>,
+) -> Result<Option<(LaunchRequest, [OwnedFd; 3])>, SessionError> {
     let guarded = shared.tree.holds(&peer.cgroup()?);
     // A client that sends nothing, or trickles its request, must not hold
     // this thread for long: one deadline for the first byte and the frame.
     let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    let [client_in, client_out, client_err] = match proto::recv_hello(stream)? {
+    let stdio = match proto::recv_hello(stream)? {
         // Status and audit queries carry no descriptors (and have limits
         // of their own).
         proto::Hello::Query => {
             drop(handshake);
             super::query::serve(shared, stream, peer, guarded);
-            return Ok(());
+            return Ok(None);
         }
         // A guarded server must not reach the daemon to start itself (or a
         // helper) under a laxer policy: Landlock does not confine connect()
@@ -194,244 +249,145 @@ fn serve_peer(
     if version != proto::VERSION {
         return Err(ProtoError::Version { got: version }.into());
     }
-    if peer.uid == 0 {
-        return Err(SessionError::Root);
-    }
-    if argv.is_empty() {
-        return Err(SessionError::EmptyArgv);
-    }
-    if shared.is_shutting_down() {
-        return Err(SessionError::ShuttingDown);
-    }
-    let policy = Policy::parse(&policy_text, std::path::Path::new(&policy_path))?;
-    // Egress and inbound (binds, listening sockets) are the eBPF layer's
-    // alone: without it a launch would run unconfined on the network.
-    if !shared.layers.ebpf_egress || !shared.layers.ebpf_inbound {
-        return Err(SessionError::NoEgress(shared.layers.missing.join("; ")));
-    }
-    let user = nix::unistd::User::from_uid(peer.uid.into())
-        .ok()
-        .flatten()
-        .ok_or(SessionError::NoUser(peer.uid))?;
+    let request = LaunchRequest {
+        policy_path,
+        policy_text,
+        argv,
+        cwd,
+        env,
+        learn,
+    };
+    Ok(Some((request, stdio)))
+}
 
-    // Secrets are read before anything exists, so a bad one launches
-    // nothing.
-    let secrets = shared.secrets.load(&policy.secrets, &user.name)?;
-    let redactor = Arc::new(Redactor::new(&secrets));
-
-    let launch_no = shared.next_launch();
-    let launch_name = format!("{}-{launch_no}", policy.name);
-    let origin = Origin {
-        server: policy.name.clone(),
-        policy: policy_path.clone(),
-        launch: launch_name.clone(),
+/// The caller as the plan needs it: the kernel's ids, the passwd entry's
+/// home, the group database's names of its supplementary groups.
+fn caller(peer: &Peer, user: &nix::unistd::User) -> plan::Caller {
+    let name = |gid: u32| {
+        nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map(|group| group.name)
+    };
+    plan::Caller {
         uid: peer.uid,
-    };
-    let (_server_slot, launch_slot) = match shared
-        .admission
-        .launch_within(peer.uid, super::admit::LAUNCH_WAIT)
-    {
-        Ok(slots) => slots,
-        Err(limit) => return Err(refuse_launch(shared, &origin, argv, limit.into())),
-    };
-    let cgroup = Arc::new(shared.tree.child(&launch_name)?);
-    // From here on the cgroup exists: every exit path tears it down.
-    let mut guard = Teardown {
-        shared: shared.clone(),
-        cgroup: cgroup.clone(),
-        net: Vec::new(),
-        origin: origin.clone(),
-        status: None,
-        started: false,
-        launch_no,
-        dns: None,
-        limits: None,
-        fence: None,
-    };
-    shared.budgets.register(&origin);
-    // Bounds first: the server's first task already counts against them.
-    let limits = shared.limits.apply(&cgroup, &launch_name, &policy.limits)?;
-    let limit_cgroups = limits.join.clone();
-    let limit_counters = limits.counters.clone();
-    guard.limits = Some(limits);
+        gid: peer.gid,
+        home: user.dir.clone(),
+        groups: peer.groups.iter().map(|&gid| (gid, name(gid))).collect(),
+    }
+}
 
-    // Allowed names that /etc/hosts answers never reach the resolver.
-    let mut allow = policy.network.allow.clone();
-    if !learn {
-        let listed = dns::hosts_file::system_rules(
+/// What the plan needs from the host for this launch: its cgroups, the
+/// runtime baseline that exists here, the hosts file's answers.
+fn prepare(
+    guard: &Teardown,
+    policy: &Policy,
+    request: &LaunchRequest,
+    limit_cgroups: Vec<PathBuf>,
+    secrets: Vec<(String, Vec<u8>)>,
+) -> plan::Prepared {
+    let mut hosts_file = Vec::new();
+    if !request.learn {
+        hosts_file = dns::hosts_file::system_rules(
             &policy.network.hosts,
             policy.network.allow_local_answers,
         );
-        for rule in &listed {
-            info!(launch = %launch_name, rule = %rule.text, "opened from the hosts file");
+        for rule in &hosts_file {
+            info!(launch = %guard.origin.launch, rule = %rule.text, "opened from the hosts file");
         }
-        allow.extend(listed);
     }
-    let net: Vec<(u32, NetKey, PortSet)> = policy::net::compile_allow(&allow, cgroup.id)?
-        .into_iter()
-        .map(|e| (e.prefix_len, e.key, e.ports))
-        .collect();
-    guard.net = net.clone();
+    let mut own = vec![guard.cgroup.path.clone()];
+    own.extend(limit_cgroups.iter().cloned());
+    plan::Prepared {
+        cgroup_id: guard.cgroup.id,
+        cgroup_path: guard.cgroup.path.clone(),
+        limit_cgroups,
+        baseline_read: policy::baseline::read_paths(),
+        baseline_cgroups: policy::baseline::cgroup_paths(&own),
+        hosts_file,
+        secrets,
+    }
+}
+
+/// Puts the plan's kernel state in place (the server's resolver, then its
+/// map entries) and tells the audit thread about the server.
+fn apply(
+    guard: &mut Teardown,
+    plan: &LaunchPlan,
+    policy: &Policy,
+    request: &LaunchRequest,
+    redactor: &Arc<Redactor>,
+    counters: Arc<Mutex<LimitCounters>>,
+) -> Result<(), SessionError> {
+    guard.net = plan.maps.net.clone();
     // The server's resolver exists before its policy entry points DNS at
     // it: every port-53 destination of the server goes there.
-    let view = Arc::new(
-        DnsView::new(
-            cgroup.id,
-            if learn {
-                // Learning: every name resolves, and is recorded.
-                vec![policy::net::any_host()]
-            } else {
-                policy.network.hosts.clone()
-            },
-            policy.network.allow.clone(),
-            shared.upstream_dns,
-            // Learning: see what the server asks for, rebinding answers too.
-            learn || policy.network.allow_local_answers,
-            Box::new(ServerMaps {
-                shared: shared.clone(),
-                origin: origin.clone(),
-                cgroup: cgroup.id,
-            }),
-        )
-        .with_min_ttl(policy.network.min_ttl),
-    );
-    let resolver = Resolver::start(view.clone())?;
-    let dns_port = resolver.port;
-    guard.dns = Some((resolver, view));
+    let dns_port = start_resolver(guard, &plan.dns)?;
+    let (shared, cgroup) = (&guard.shared, &guard.cgroup);
     shared.policy_maps().install(
         cgroup.id,
-        ServerPolicy {
-            launch_id: launch_no,
-            flags: FLAG_AUDIT_OPEN
-                | FLAG_AUDIT_PROC
-                | FLAG_AUDIT_NET
-                | if learn { FLAG_COMPLAIN } else { 0 }
-                | policy
-                    .network
-                    .sockets
-                    .iter()
-                    .map(|k| match k {
-                        SocketKind::Raw => FLAG_SOCK_RAW,
-                        SocketKind::Icmp => FLAG_SOCK_ICMP,
-                        // The launcher's seccomp filter decides these.
-                        _ => 0,
-                    })
-                    .fold(0, |a, b| a | b),
-            dns_port,
-            _pad: 0,
-        },
-        &net,
-        // Checked when the policy was parsed.
-        policy::net::bind_ports(&policy.network.bind).map_err(|count| {
-            policy::PolicyError::TooManyPortRanges {
-                rule: "network.bind".into(),
-                prefix: "any address".into(),
-                count,
-                max: mcpguard_common::limits::PORT_RANGES,
-            }
-        })?,
+        plan.maps.server(guard.launch_no, dns_port),
+        &plan.maps.net,
+        plan.maps.bind,
     )?;
-    shared.register_server(launch_no, cgroup.clone());
-
-    let pass: HashSet<&str> = policy.env.pass.iter().map(String::as_str).collect();
-    let mut env: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| pass.contains(k.as_str()) && !secrets.iter().any(|(s, _)| s == k))
-        .collect();
-    for (name, value) in &secrets {
-        env.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
-    }
+    shared.register_server(guard.launch_no, cgroup.clone());
     shared.audit(Msg::Register {
         cgroup_id: cgroup.id,
-        origin: origin.clone(),
+        origin: guard.origin.clone(),
         redactor: redactor.has_secrets().then(|| redactor.clone()),
     });
     shared.audit(Msg::Limits {
         cgroup_id: cgroup.id,
-        counters: limit_counters,
+        counters,
     });
     shared.audit(Msg::Persist {
         cgroup_id: cgroup.id,
-        cwd: PathBuf::from(&cwd),
+        cwd: PathBuf::from(&request.cwd),
         allow: policy.filesystem.allow_persistence.clone(),
     });
-    if learn {
+    if request.learn {
         shared.audit(Msg::Learn {
             cgroup_id: cgroup.id,
-            cwd: PathBuf::from(&cwd),
+            cwd: PathBuf::from(&request.cwd),
         });
     }
-    let mut fs = policy.fs_paths(&user.dir);
-    if policy.filesystem.baseline {
-        // The runtime baseline's launch-specific part: the server's own
-        // cgroup directories, whose limits runtimes size themselves by.
-        let mut own = vec![cgroup.path.clone()];
-        own.extend(limit_cgroups.iter().cloned());
-        fs.read.extend(policy::baseline::cgroup_paths(&own));
-    }
-    // What stays visible below the hidden runtime directories: the named
-    // sockets, whatever the filesystem lists name there, the working dir.
-    let mut keep = policy.unix_paths(&user.dir, peer.uid);
-    keep.extend(fs.read.iter().chain(&fs.write).chain(&fs.exec).cloned());
-    keep.push(PathBuf::from(&cwd));
-    // Supplementary groups: only those the policy names (no `docker`).
-    let groups: Vec<u32> = peer
-        .groups
-        .iter()
-        .copied()
-        .filter(|g| {
-            nix::unistd::Group::from_gid((*g).into())
-                .ok()
-                .flatten()
-                .is_some_and(|grp| policy.identity.groups.contains(&grp.name))
-        })
-        .collect();
-    let persist_write = fs.write.clone();
-    let write = fs.write.clone();
-    let spec = LaunchSpec {
-        argv: argv.clone(),
-        env,
-        cwd: PathBuf::from(&cwd),
-        uid: peer.uid,
-        gid: peer.gid,
-        groups,
-        cgroup: cgroup.path.clone(),
-        limit_cgroups,
-        sandbox: SandboxSpec {
-            read: fs.read,
-            write: fs.write,
-            exec: fs.exec,
-            // Connect and bind are the eBPF layer's: it sees address,
-            // port and protocol and records every decision. Landlock's
-            // port-only TCP rules would fail calls first with EACCES and
-            // leave no record.
-            connect_tcp: None,
-            bind_tcp: None,
-            require_fs: !learn,
-            learn,
-        },
-        mounts: (!learn).then_some(MountSpec {
-            keep,
-            sockets: policy.unix_paths(&user.dir, peer.uid),
-            write,
-            uid: peer.uid,
-            gid: peer.gid,
-        }),
-        persist: (!learn).then(|| PersistSpec {
-            write: persist_write,
-            allow: policy.filesystem.allow_persistence.clone(),
-        }),
-        kernel_allow: policy.kernel.allow.clone(),
-        sockets: Some(SocketRules::from_kinds(&policy.network.sockets)),
-    };
+    Ok(())
+}
 
+/// Starts the server's resolver; returns its port.
+fn start_resolver(guard: &mut Teardown, dns: &DnsPlan) -> Result<u16, SessionError> {
+    let view = Arc::new(
+        DnsView::new(
+            guard.cgroup.id,
+            dns.hosts.clone(),
+            dns.allow.clone(),
+            guard.shared.upstream_dns,
+            dns.allow_local_answers,
+            Box::new(guard.server_maps()),
+        )
+        .with_min_ttl(dns.min_ttl),
+    );
+    let resolver = Resolver::start(view.clone())?;
+    let port = resolver.port;
+    guard.dns = Some((resolver, view));
+    Ok(port)
+}
+
+/// Starts the server as `spec` says and records its launch.
+fn start(
+    guard: &mut Teardown,
+    spec: &LaunchSpec,
+    policy: &Policy,
+    request: &LaunchRequest,
+) -> Result<Child, SessionError> {
+    let shared = guard.shared.clone();
     let Launched {
-        mut child,
+        child,
         status,
         socket_fence,
         executor,
     } = match launch::spawn(
-        &spec,
+        spec,
         std::path::Path::new("/proc/self/exe"),
         Stdio::piped(),
         Stdio::piped(),
@@ -439,33 +395,51 @@ fn serve_peer(
     ) {
         Ok(ok) => ok,
         Err(error) => {
-            shared.audit(Msg::Record(AuditRecord::new(
-                Body::LaunchFailed {
-                    argv,
-                    error: error.to_string(),
-                },
-                Some(&origin),
-                SystemTime::now(),
-            )));
-            return Err(error.into());
+            let argv = request.argv.clone();
+            return Err(refuse_launch(&shared, &guard.origin, argv, error.into()));
         }
     };
-    let pid = child.id();
     guard.started = true;
+    watch_fences(guard, &status, socket_fence, executor, request.learn)?;
+    let layers = LaunchLayers::new(
+        &shared.layers,
+        &status,
+        &policy.limits,
+        guard.fence.is_some(),
+    );
+    let mut launch_rec = AuditRecord::new(
+        Body::Launch {
+            argv: request.argv.clone(),
+            cgroup: guard.cgroup.path.display().to_string(),
+            cwd: request.cwd.clone(),
+            layers: layers.to_value(),
+        },
+        Some(&guard.origin),
+        SystemTime::now(),
+    );
+    launch_rec.pid = Some(child.id());
+    launch_rec.uid = Some(guard.origin.uid);
+    shared.audit(Msg::Record(launch_rec));
+    Ok(child)
+}
+
+/// Tells the audit thread what the launcher set up, and starts answering
+/// the server's socket fence.
+fn watch_fences(
+    guard: &mut Teardown,
+    status: &LaunchStatus,
+    socket_fence: Option<launch::notify::Listener>,
+    executor: Option<std::os::unix::net::UnixDatagram>,
+    learn: bool,
+) -> Result<(), SessionError> {
+    let (shared, cgroup_id) = (guard.shared.clone(), guard.cgroup.id);
     if let Some(pid) = status.persist.as_ref().and_then(|p| p.executor) {
         // Before any trapped call can run: the executor's own records
         // make no persist records of their own.
-        shared.audit(Msg::PersistExecutor {
-            cgroup_id: cgroup.id,
-            pid,
-        });
+        shared.audit(Msg::PersistExecutor { cgroup_id, pid });
     }
     if let Some(listener) = socket_fence {
-        let maps = ServerMaps {
-            shared: shared.clone(),
-            origin: origin.clone(),
-            cgroup: cgroup.id,
-        };
+        let maps = guard.server_maps();
         let record = Box::new(move |body, pid| maps.record(SystemTime::now(), body, Some(pid)));
         // Until this thread runs, a trapped call just waits.
         guard.fence = Some(SocketFence::start(listener, learn, record, executor)?);
@@ -476,87 +450,44 @@ fn serve_peer(
         .filter(|p| !p.hooks_paths.is_empty())
     {
         shared.audit(Msg::PersistHooks {
-            cgroup_id: cgroup.id,
+            cgroup_id,
             dirs: p.hooks_paths.clone(),
         });
     }
     if let Some(m) = &status.mounts {
         shared.audit(Msg::Fence {
-            cgroup_id: cgroup.id,
+            cgroup_id,
             hidden: m.hidden.clone(),
             kept: m.kept.clone(),
             masked: m.masked.clone(),
         });
     }
-    let mut layers = serde_json::to_value(&shared.layers).unwrap_or_default();
-    if let Some(obj) = layers.as_object_mut() {
-        obj.insert(
-            "landlock".into(),
-            serde_json::to_value(&status.landlock).unwrap_or_default(),
-        );
-        obj.insert(
-            "mounts".into(),
-            serde_json::to_value(&status.mounts).unwrap_or_default(),
-        );
-        obj.insert(
-            "persist".into(),
-            serde_json::to_value(&status.persist).unwrap_or_default(),
-        );
-        obj.insert(
-            "seccomp".into(),
-            serde_json::to_value(&status.seccomp).unwrap_or_default(),
-        );
-        obj.insert("fds".into(), serde_json::json!(status.fds));
-        obj.insert(
-            "limits".into(),
-            serde_json::json!({ "pids": policy.limits.pids, "memory": policy.limits.memory }),
-        );
-        // The seccomp side of the socket fence (the sock_create side is
-        // the shared `socket_fence` layer).
-        obj.insert("seccomp_sockets".into(), guard.fence.is_some().into());
-    }
-    let mut launch_rec = AuditRecord::new(
-        Body::Launch {
-            argv,
-            cgroup: cgroup.path.display().to_string(),
-            cwd,
-            layers,
-        },
-        Some(&origin),
-        SystemTime::now(),
-    );
-    launch_rec.pid = Some(pid);
-    launch_rec.uid = Some(peer.uid);
-    shared.audit(Msg::Record(launch_rec));
-    drop(launch_slot);
-    info!(launch = %launch_name, pid, uid = peer.uid, cgroup_id = cgroup.id, "server started");
-    proto::write_frame(
-        &mut &*stream,
-        &Response::Started {
-            launch: launch_name.clone(),
-            pid,
-        },
-    )?;
+    Ok(())
+}
 
-    // Relays: client stdin → tap → server; server stdout → tap → client;
-    // server stderr → redaction → client stderr.
-    let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
-    let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
-    let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+/// The server's MCP tap, under the plan's rules; its events are records of
+/// this launch.
+fn tap(
+    guard: &Teardown,
+    policy_name: &str,
+    plan: &LaunchPlan,
+    redactor: Arc<Redactor>,
+) -> Arc<Tap> {
+    let shared = &guard.shared;
     let tap = Tap::new(
-        &policy.name,
-        if learn {
-            crate::policy::Tools::default()
-        } else {
-            policy.tools.clone()
-        },
+        policy_name,
+        plan.tools.clone(),
         redactor,
         shared.calls.clone(),
-        cgroup.id,
-        Some(PinStore::new(&shared.state_dir, peer.uid, &policy.name)),
+        guard.cgroup.id,
+        Some(PinStore::new(
+            &shared.state_dir,
+            guard.origin.uid,
+            policy_name,
+        )),
         {
             let shared = shared.clone();
-            let origin = origin.clone();
+            let origin = guard.origin.clone();
             Box::new(move |e: mcp::Event| {
                 let mut rec = AuditRecord::new(e.body, Some(&origin), e.ts);
                 rec.tool = e.tool;
@@ -565,128 +496,44 @@ fn serve_peer(
             })
         },
     );
-    let tap = Arc::new(tap.with_requests(if learn {
-        crate::policy::mcp::Mcp::allow_all()
-    } else {
-        policy.mcp
-    }));
-    // Both directions may answer the client (a refused call is answered
-    // by the tap), so its stdout is shared, one whole line per write.
-    let client_out = Arc::new(Mutex::new(client_out));
-    // Both directions may write to the server too: the tap answers a
-    // server request the policy refuses. The stdin relay holds the only
-    // strong reference, so the server sees EOF when the client's stdin ends.
-    let server_in = Arc::new(Mutex::new(server_in));
-    let server_replies = Arc::downgrade(&server_in);
-    let (in_relay, mut in_cancel) = relay::spawn("stdin", client_in, MAX_LINE, {
-        let tap = tap.clone();
-        let client_out = client_out.clone();
-        move |piece: Piece<'_>| {
-            let (line, newline) = match piece {
-                Piece::Line(line) => (line, true),
-                // Unterminated at EOF: passed on as it came.
-                Piece::Tail(line) => (line, false),
-                Piece::Overflow { data, last } => {
-                    if last {
-                        tap.oversize(false, data.len());
-                    }
-                    return Ok(true);
-                }
-            };
-            for out in tap.client_line(line) {
-                let alive = match out {
-                    Output::Server(bytes) => {
-                        let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
-                        relay::write_piece(fd.as_fd(), &bytes, newline)?
-                    }
-                    Output::Client(bytes) => {
-                        let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
-                        relay::write_piece(fd.as_fd(), &bytes, true)?
-                    }
-                };
-                if !alive {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        }
-    })?;
-    let (out_relay, mut out_cancel) = relay::spawn("stdout", server_out, MAX_LINE, {
-        let tap = tap.clone();
-        let client_out = client_out.clone();
-        let mut dropped = 0usize;
-        move |piece: Piece<'_>| match piece {
-            // A withheld line (recorded by the tap) is not written at all.
-            Piece::Line(line) => deliver(tap.server_line(line), true, &client_out, &server_replies),
-            Piece::Tail(line) => {
-                deliver(tap.server_line(line), false, &client_out, &server_replies)
-            }
-            // Too long to inspect: dropped (and recorded) rather than passed
-            // on unredacted.
-            Piece::Overflow { data, last } => {
-                dropped += data.len();
-                if last {
-                    tap.oversize(true, dropped);
-                    dropped = 0;
-                }
-                Ok(true)
-            }
-        }
-    })?;
-    let (err_relay, mut err_cancel) = relay::spawn("stderr", server_err, MAX_STDERR_LINE, {
-        let tap = tap.clone();
-        move |piece: Piece<'_>| match piece {
-            Piece::Line(line) => {
-                relay::write_piece(client_err.as_fd(), &tap.stderr_line(line), true)
-            }
-            Piece::Tail(data) | Piece::Overflow { data, .. } => {
-                relay::write_all(client_err.as_fd(), &tap.stderr_line(data))
-            }
-        }
-    })?;
+    Arc::new(tap.with_requests(plan.mcp))
+}
 
-    // Control: signals from the client; its end of the socket closing means
-    // `mcpguard run` died, and the whole cgroup goes with it.
-    let control = {
-        let stream = stream.try_clone()?;
-        let cgroup = cgroup.clone();
-        let launch = launch_name.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .stack_size(128 * 1024)
-            .spawn(move || control_loop(stream, pid, &cgroup, &launch))?
-    };
-
+/// Serves a started server to its end: its stdio through the tap, the
+/// client's signals to it, then how it ended (when learning, the proposed
+/// policy first: `learned` is the policy and the caller's home).
+fn serve_session(
+    mut guard: Teardown,
+    stream: &UnixStream,
+    mut child: Child,
+    stdio: [OwnedFd; 3],
+    tap: Arc<Tap>,
+    learned: Option<(&Policy, &std::path::Path)>,
+) -> Result<(), SessionError> {
+    let Relays {
+        input,
+        output,
+        errors,
+        client_out,
+    } = Relays::start(&tap, stdio, &mut child)?;
+    let control = spawn_control(stream, child.id(), &guard)?;
     let exit = child.wait()?;
     // The server is gone; its descendants go too.
-    if let Err(error) = cgroup.kill() {
-        warn!(launch = %launch_name, %error, "killing the server's cgroup");
+    if let Err(error) = guard.cgroup.kill() {
+        warn!(launch = %guard.origin.launch, %error, "killing the server's cgroup");
     }
-    for (relay, cancel) in [(out_relay, &mut out_cancel), (err_relay, &mut err_cancel)] {
+    for relay in [output, errors] {
         // Output already written by the server is delivered before exit is
         // reported; the relays end at EOF once every writer is dead.
-        wait_or_cancel(relay, cancel, Duration::from_secs(2));
+        wait_or_cancel(relay, Duration::from_secs(2));
     }
     let (code, signal) = (exit.code(), exit.signal());
     guard.status = Some((code, signal));
-    if learn {
-        let (tx, rx) = std::sync::mpsc::channel();
-        shared.audit(Msg::Harvest {
-            cgroup_id: cgroup.id,
-            reply: tx,
-        });
-        let obs = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        let (policy_text, notes) =
-            crate::policy::learn::propose(&policy.name, &obs, &user.dir, &policy.env.pass);
-        let _ = proto::write_frame(
-            &mut &*stream,
-            &Response::Learned {
-                policy: policy_text,
-                notes,
-            },
-        );
+    if let Some((policy, home)) = learned {
+        harvest(&guard, stream, policy, home);
     }
     let _ = proto::write_frame(&mut &*stream, &Response::Exited { code, signal });
+    let (in_relay, mut in_cancel) = input;
     in_cancel.fire();
     let _ = in_relay.join();
     // The client's stdout: both relays are done with it, so close it now;
@@ -695,20 +542,182 @@ fn serve_peer(
     tap.finish();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = control.join();
-    info!(launch = %launch_name, ?code, ?signal, "server exited");
+    info!(launch = %guard.origin.launch, ?code, ?signal, "server exited");
     drop(guard);
     Ok(())
+}
+
+/// Learning: what the audit thread saw the server do, sent to the client
+/// as a proposed policy.
+fn harvest(guard: &Teardown, stream: &UnixStream, policy: &Policy, home: &std::path::Path) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    guard.shared.audit(Msg::Harvest {
+        cgroup_id: guard.cgroup.id,
+        reply: tx,
+    });
+    let obs = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let (policy_text, notes) =
+        crate::policy::learn::propose(&policy.name, &obs, home, &policy.env.pass);
+    let _ = proto::write_frame(
+        &mut &*stream,
+        &Response::Learned {
+            policy: policy_text,
+            notes,
+        },
+    );
+}
+
+/// Control: signals from the client; its end of the socket closing means
+/// `mcpguard run` died, and the whole cgroup goes with it.
+fn spawn_control(
+    stream: &UnixStream,
+    pid: u32,
+    guard: &Teardown,
+) -> std::io::Result<JoinHandle<()>> {
+    let stream = stream.try_clone()?;
+    let cgroup = guard.cgroup.clone();
+    let launch = guard.origin.launch.clone();
+    std::thread::Builder::new()
+        .name("control".into())
+        .stack_size(128 * 1024)
+        .spawn(move || control_loop(stream, pid, &cgroup, &launch))
+}
+
+/// A relay thread and what stops it.
+type Relay = (JoinHandle<std::io::Result<relay::End>>, relay::Cancel);
+
+/// One server's stdio relays: client stdin → tap → server; server stdout →
+/// tap → client; server stderr → redaction → client stderr.
+struct Relays {
+    input: Relay,
+    output: Relay,
+    errors: Relay,
+    /// The client's stdout, written by both directions.
+    client_out: Arc<Mutex<OwnedFd>>,
+}
+
+impl Relays {
+    fn start(
+        tap: &Arc<Tap>,
+        stdio: [OwnedFd; 3],
+        child: &mut Child,
+    ) -> Result<Relays, SessionError> {
+        let [client_in, client_out, client_err] = stdio;
+        let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+        let server_out: OwnedFd = child.stdout.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+        let server_err: OwnedFd = child.stderr.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
+        // Both directions may answer the client (a refused call is answered
+        // by the tap), so its stdout is shared, one whole line per write.
+        let client_out = Arc::new(Mutex::new(client_out));
+        // Both directions may write to the server too: the tap answers a
+        // server request the policy refuses. The stdin relay holds the only
+        // strong reference, so the server sees EOF when the client's stdin ends.
+        let server_in = Arc::new(Mutex::new(server_in));
+        let server_replies = Arc::downgrade(&server_in);
+        let input = relay::spawn(
+            "stdin",
+            client_in,
+            MAX_LINE,
+            stdin_sink(tap.clone(), server_in, client_out.clone()),
+        )?;
+        let output = relay::spawn(
+            "stdout",
+            server_out,
+            MAX_LINE,
+            stdout_sink(tap.clone(), client_out.clone(), server_replies),
+        )?;
+        let errors = relay::spawn(
+            "stderr",
+            server_err,
+            MAX_STDERR_LINE,
+            stderr_sink(tap.clone(), client_err),
+        )?;
+        Ok(Relays {
+            input,
+            output,
+            errors,
+            client_out,
+        })
+    }
+}
+
+/// Client stdin → tap → server; the tap's own answers go to the client.
+fn stdin_sink(
+    tap: Arc<Tap>,
+    server_in: Arc<Mutex<OwnedFd>>,
+    client_out: Arc<Mutex<OwnedFd>>,
+) -> impl relay::Sink {
+    move |piece: Piece<'_>| {
+        let (line, newline) = match piece {
+            Piece::Line(line) => (line, true),
+            // Unterminated at EOF: passed on as it came.
+            Piece::Tail(line) => (line, false),
+            Piece::Overflow { data, last } => {
+                if last {
+                    tap.oversize(false, data.len());
+                }
+                return Ok(true);
+            }
+        };
+        for out in tap.client_line(line) {
+            let alive = match out {
+                Output::Server(bytes) => {
+                    let fd = server_in.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &bytes, newline)?
+                }
+                Output::Client(bytes) => {
+                    let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
+                    relay::write_piece(fd.as_fd(), &bytes, true)?
+                }
+            };
+            if !alive {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Server stdout → tap → client; the tap's answers to refused server
+/// requests go back to the server.
+fn stdout_sink(
+    tap: Arc<Tap>,
+    client_out: Arc<Mutex<OwnedFd>>,
+    server_replies: Weak<Mutex<OwnedFd>>,
+) -> impl relay::Sink {
+    let mut dropped = 0usize;
+    move |piece: Piece<'_>| match piece {
+        // A withheld line (recorded by the tap) is not written at all.
+        Piece::Line(line) => deliver(tap.server_line(line), true, &client_out, &server_replies),
+        Piece::Tail(line) => deliver(tap.server_line(line), false, &client_out, &server_replies),
+        // Too long to inspect: dropped (and recorded) rather than passed
+        // on unredacted.
+        Piece::Overflow { data, last } => {
+            dropped += data.len();
+            if last {
+                tap.oversize(true, dropped);
+                dropped = 0;
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Server stderr → redaction → client stderr.
+fn stderr_sink(tap: Arc<Tap>, client_err: OwnedFd) -> impl relay::Sink {
+    move |piece: Piece<'_>| match piece {
+        Piece::Line(line) => relay::write_piece(client_err.as_fd(), &tap.stderr_line(line), true),
+        Piece::Tail(data) | Piece::Overflow { data, .. } => {
+            relay::write_all(client_err.as_fd(), &tap.stderr_line(data))
+        }
+    }
 }
 
 fn no_pipe() -> SessionError {
     SessionError::Io(std::io::Error::other("server stdio pipe missing"))
 }
 
-fn wait_or_cancel(
-    relay: std::thread::JoinHandle<std::io::Result<relay::End>>,
-    cancel: &mut relay::Cancel,
-    timeout: Duration,
-) {
+fn wait_or_cancel((relay, mut cancel): Relay, timeout: Duration) {
     let deadline = std::time::Instant::now() + timeout;
     while !relay.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -835,6 +844,39 @@ struct Teardown {
     limits: Option<ServerLimits>,
     /// The thread answering the server's socket fence.
     fence: Option<SocketFence>,
+}
+
+impl Teardown {
+    /// Creates the server's cgroup: from here on, every way out of the
+    /// session tears the launch down.
+    fn create(
+        shared: &Arc<Shared>,
+        origin: Origin,
+        launch_no: u64,
+    ) -> Result<Teardown, SessionError> {
+        Ok(Teardown {
+            shared: shared.clone(),
+            cgroup: Arc::new(shared.tree.child(&origin.launch)?),
+            net: Vec::new(),
+            origin,
+            status: None,
+            started: false,
+            launch_no,
+            dns: None,
+            limits: None,
+            fence: None,
+        })
+    }
+
+    /// Where the server's resolver and socket fence put what they open
+    /// and record.
+    fn server_maps(&self) -> ServerMaps {
+        ServerMaps {
+            shared: self.shared.clone(),
+            origin: self.origin.clone(),
+            cgroup: self.cgroup.id,
+        }
+    }
 }
 
 impl Drop for Teardown {

@@ -792,12 +792,13 @@ impl Policy {
     }
 
     /// Filesystem lists with `~` replaced by `home`, the runtime baseline
-    /// (its paths that exist) added to `read` unless the policy opts out.
-    pub fn fs_paths(&self, home: &Path) -> ResolvedFs {
+    /// (its paths that exist, [`baseline::read_paths`]) added to `read`
+    /// unless the policy opts out.
+    pub fn fs_paths(&self, home: &Path, baseline: &[PathBuf]) -> ResolvedFs {
         let resolve = |list: &[String]| list.iter().map(|p| expand_home(p, home)).collect();
         let mut read: Vec<PathBuf> = resolve(&self.filesystem.read);
         if self.filesystem.baseline {
-            read.extend(baseline::read_paths());
+            read.extend(baseline.iter().cloned());
         }
         ResolvedFs {
             read,
@@ -1430,7 +1431,7 @@ pass = ["PATH", "HOME", "LANG"]
         )
         .unwrap();
         assert!(!p.filesystem.baseline);
-        let fs = p.fs_paths(Path::new("/home/ann"));
+        let fs = p.fs_paths(Path::new("/home/ann"), &baseline::read_paths());
         let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
         assert_eq!(
             fs.read,
@@ -1474,13 +1475,13 @@ pass = ["PATH", "HOME", "LANG"]
         let home = Path::new("/home/ann");
         let on = parse("name = \"x\"\n[filesystem]\nread = [\"/srv/data\"]\n").unwrap();
         assert!(on.filesystem.baseline);
-        let read = on.fs_paths(home).read;
+        let read = on.fs_paths(home, &baseline::read_paths()).read;
         assert_eq!(read[0], Path::new("/srv/data"));
         assert_eq!(&read[1..], baseline::read_paths());
         assert!(read.contains(&PathBuf::from("/proc")), "{read:?}");
         assert!(parse("name = \"x\"\n").unwrap().filesystem.baseline);
         let off = parse("name = \"x\"\n[filesystem]\nbaseline = false\n").unwrap();
-        assert!(off.fs_paths(home).read.is_empty());
+        assert!(off.fs_paths(home, &baseline::read_paths()).read.is_empty());
         assert_err(
             "name = \"x\"\n[filesystem]\nbaseline = \"no\"\n",
             3,
