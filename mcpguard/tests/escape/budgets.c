@@ -9,10 +9,14 @@
  *       call socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG) (refused by
  *       the socket fence) as fast as possible for SECS seconds; print how
  *       many calls, and the errno of the first.
- *   budgets dns SECS
+ *   budgets dns BURST RATE MAX_S
  *       send DNS queries for distinct names under flood.test (denied) to
- *       127.0.0.53:53 as fast as possible for SECS seconds, never waiting
- *       for answers; print how many were sent.
+ *       127.0.0.53:53, at most WINDOW unanswered at a time, until the
+ *       resolver has answered more than BURST + RATE * elapsed + MARGIN of
+ *       them (so it has handled more than a record budget of BURST and RATE
+ *       per second lets it record, however loaded the machine is) or MAX_S
+ *       seconds pass; print how many were sent and answered, and how long
+ *       it took.
  *   budgets hold SECS
  *       stay alive SECS seconds (a server that just runs).
  */
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -89,27 +94,44 @@ static size_t query(unsigned char *q, long n)
     return build_query(name, q, (int)(n & 0xffff));
 }
 
-static int dns(double secs)
+/* Unanswered queries in flight at most, so the socket buffers never drop. */
+#define WINDOW 256
+/* Answers beyond the budget before the flood stops. */
+#define MARGIN 2000
+
+static int dns(long burst, long rate, double max_s)
 {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) {
-        printf("sent=0 errno=%s\n", strerrorname_np(errno));
+        printf("sent=0 answered=0 secs=0 errno=%s\n", strerrorname_np(errno));
         return 0;
     }
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(53)};
     inet_pton(AF_INET, "127.0.0.53", &to.sin_addr);
     unsigned char q[512], sink[4096];
-    long sent = 0;
-    double end = now_s() + secs;
-    while (now_s() < end) {
-        size_t len = query(q, sent);
-        if (sendto(fd, q, len, 0, (struct sockaddr *)&to, sizeof to) == (ssize_t)len)
-            sent++;
-        /* Answers are not awaited, only drained so the socket never fills. */
-        while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-            ;
+    long sent = 0, answered = 0, in_flight = 0;
+    double start = now_s(), elapsed = 0;
+    while (answered <= burst + rate * elapsed + MARGIN && elapsed < max_s) {
+        if (in_flight < WINDOW) {
+            size_t len = query(q, sent);
+            if (sendto(fd, q, len, 0, (struct sockaddr *)&to, sizeof to) == (ssize_t)len) {
+                sent++;
+                in_flight++;
+            }
+        } else {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            /* Nothing came back for a while: count those as lost. */
+            if (poll(&p, 1, 100) == 0)
+                in_flight = 0;
+        }
+        while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+            answered++;
+            if (in_flight > 0)
+                in_flight--;
+        }
+        elapsed = now_s() - start;
     }
-    printf("sent=%ld\n", sent);
+    printf("sent=%ld answered=%ld secs=%.1f\n", sent, answered, elapsed);
     return 0;
 }
 
@@ -120,12 +142,12 @@ int main(int argc, char **argv)
         return bigline(atol(argv[2]), argv[3], atoi(argv[4]));
     if (argc == 3 && strcmp(argv[1], "sockets") == 0)
         return sockets(atof(argv[2]));
-    if (argc == 3 && strcmp(argv[1], "dns") == 0)
-        return dns(atof(argv[2]));
+    if (argc == 5 && strcmp(argv[1], "dns") == 0)
+        return dns(atol(argv[2]), atol(argv[3]), atof(argv[4]));
     if (argc == 3 && strcmp(argv[1], "hold") == 0) {
         sleep(atoi(argv[2]));
         return 0;
     }
-    fprintf(stderr, "usage: budgets bigline MIB KIND HOLD_S | sockets SECS | dns SECS | hold SECS\n");
+    fprintf(stderr, "usage: budgets bigline MIB KIND HOLD_S | sockets SECS | dns BURST RATE MAX_S | hold SECS\n");
     return 2;
 }
