@@ -4,7 +4,9 @@
 //! log written by a newer daemon (new kinds, new fields, a higher `v`) still
 //! reads: unknown kinds are printed generically and malformed lines are
 //! reported and skipped, never fatal. `--json` passes matching lines through
-//! byte for byte.
+//! byte for byte. Kept by hand rather than a general query crate: the
+//! filters are the fixed set of `mcpguard audit` flags, and following a
+//! rotating log is specific to this daemon's writer.
 
 use std::{
     borrow::Cow,

@@ -5,7 +5,9 @@
 //! The notification protocol is one Unix datagram of `KEY=VALUE` lines to
 //! the socket named by `$NOTIFY_SOCKET` (a path, or an abstract address
 //! written with a leading `@`); std's `UnixDatagram` is all it takes. See
-//! sd_notify(3) and systemd.exec(5) (`$JOURNAL_STREAM`).
+//! sd_notify(3) and systemd.exec(5) (`$JOURNAL_STREAM`). Kept by hand rather
+//! than taking the `sd-notify` or `libsystemd` crates: it is one datagram
+//! sent with std, and those would add a dependency for these few lines.
 
 use std::{
     ffi::{CString, OsStr, OsString},

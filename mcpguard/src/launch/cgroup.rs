@@ -9,6 +9,11 @@
 //! Only the unified (v2) hierarchy is supported. On hybrid systems it is
 //! mounted at `/sys/fs/cgroup/unified`, on pure v2 systems at `/sys/fs/cgroup`;
 //! [`cgroup2_mount`] finds it wherever it is.
+//!
+//! Kept by hand rather than `cgroups-rs`: that crate models v1 and v2
+//! controllers for container runtimes, while this needs a few files of the
+//! unified hierarchy (create, delegate-check, kill, remove) with errors that
+//! name the server.
 
 use std::{
     fs::{self, OpenOptions},

@@ -41,7 +41,9 @@ pub enum PinError {
 }
 
 /// `*` matches any run of characters, `?` exactly one; everything else is
-/// literal.
+/// literal. Kept by hand rather than `glob`/`globset`: those match paths
+/// (`/` is special, `**`, classes, escapes), while tool names need only
+/// these two wildcards, matched in linear time.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
