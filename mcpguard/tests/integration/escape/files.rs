@@ -482,6 +482,10 @@ fn sensitive_reads_are_refused_and_recorded() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the class's attack rows, one block each, in report order"
+)]
 fn path_tricks_are_refused_and_recorded() {
     let d = Daemon::start();
     let sec = secrets();

@@ -195,6 +195,10 @@ fn deny_socket(r: &Value, family: &str, protocol: &str) -> bool {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the class's attack rows, one block each, in report order"
+)]
 fn egress_tricks_are_blocked_and_recorded() {
     let upstream = Upstream::start();
     let d = Daemon::start_with(&["--upstream-dns", &upstream.addr.to_string()]);

@@ -102,6 +102,10 @@ fn run_files(d: &Daemon, pol: &Path, steps: &[String]) -> Steps {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the class's attack rows, one block each, in report order"
+)]
 fn the_root_helper_does_not_extend_the_users_reach() {
     let d = Daemon::start();
     let tag = std::process::id();

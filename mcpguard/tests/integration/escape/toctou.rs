@@ -142,6 +142,10 @@ fn is_user_sourced(r: &Value) -> bool {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the class's attack rows, one block each, in report order"
+)]
 fn toctou_races_never_reach_the_denied_object_and_records_say_where_paths_came_from() {
     let d = Daemon::start();
     let sec = secrets();
