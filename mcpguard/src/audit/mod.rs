@@ -1,6 +1,6 @@
 //! The audit trail: one versioned JSON Lines record per event.
 //!
-//! Kernel ring-buffer samples become [`AuditRecord`]s in [`decode`]; the
+//! Kernel ring-buffer samples become [`AuditRecord`]s in [`mod@decode`]; the
 //! daemon builds its own records (daemon start/stop, launches, server exits,
 //! losses) with [`AuditRecord::new`]; [`writer`] appends them to the log and
 //! [`query`] is what `mcpguard audit` does with it.

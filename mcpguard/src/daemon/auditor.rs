@@ -3,10 +3,10 @@
 //!
 //! Everything written to the log goes through this one thread, in order.
 //! Records are submitted by the kernel without wakeups, so the thread polls
-//! the ring buffer every [`TICK`] as well as on wakeups. Kernel drops
+//! the ring buffer every `TICK` as well as on wakeups. Kernel drops
 //! (ring buffer full, or a server over its share of it) and undecodable
 //! samples become `loss` records within a second, also while a flood keeps
-//! the ring buffer busy (draining yields every [`DRAIN_SLICE`]); nothing is
+//! the ring buffer busy (draining yields every `DRAIN_SLICE`); nothing is
 //! dropped silently. Servers' hits of their `[limits]` become `limit`
 //! records on the same schedule, and so do the counts of records servers'
 //! budgets held back ([`super::budget`]). When the log cannot be written, the

@@ -10,7 +10,7 @@
 //! Paths come from the records, so from the caller's memory at syscall
 //! entry (`path_source: user`): a record names what the server asked for.
 //! Relative paths follow each process's working directory as its records
-//! show it ([`Cwds`]); a path relative to a directory fd is classified by
+//! show it (`Cwds`); a path relative to a directory fd is classified by
 //! its own components only. A repository's `core.hooksPath` directory is
 //! known once the launch helper reports it ([`Watch::add_hooks`]): a write
 //! below it in the server's first moments, before that report arrives, has

@@ -62,7 +62,7 @@ impl Shared {
         self.policy_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Hand a message to the audit thread; a record of a server over its
-    /// budget is counted there instead ([`budget`]).
+    /// budget is counted there instead (`budget`).
     pub fn audit(&self, msg: Msg) {
         if let Msg::Record(rec) = &msg {
             if !self.budgets.admit(Source::of(&rec.body), rec) {

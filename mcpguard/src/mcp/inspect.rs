@@ -38,7 +38,7 @@ static MARKER_RES: LazyLock<Vec<(&'static str, regex::Regex)>> = LazyLock::new(|
 /// What one piece of text carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Findings {
-    /// Names from [`MARKERS`] that matched.
+    /// Names from `MARKERS` that matched.
     pub markers: Vec<&'static str>,
     pub invisible: usize,
 }

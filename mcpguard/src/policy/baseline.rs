@@ -90,7 +90,7 @@ const CGROUP_PROBES: &[&str] = &[
 /// join (`cpu` on a hybrid host), the server stays in the daemon's cgroup.
 /// In every cgroup the server is in, and each ancestor up to the
 /// hierarchy's mount (runtimes walk up looking for the tightest quota),
-/// only the [`CGROUP_PROBES`] files that exist are readable: the server
+/// only the `CGROUP_PROBES` files that exist are readable: the server
 /// gets no view of sibling cgroups.
 pub fn cgroup_paths(own: &[PathBuf]) -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

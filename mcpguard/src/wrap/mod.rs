@@ -163,7 +163,7 @@ pub struct WrapConfig {
     pub home: Option<PathBuf>,
     /// Compute the diff, write nothing.
     pub dry_run: bool,
-    /// Installs runner commands' packages, pinned (see [`install`]);
+    /// Installs runner commands' packages, pinned (see `install`);
     /// `None` leaves runner commands as they are, with a policy that lets
     /// the runner fetch.
     pub installer: Option<std::rc::Rc<dyn Guarded>>,

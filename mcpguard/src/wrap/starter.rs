@@ -126,7 +126,7 @@ pub struct StarterInput<'a> {
     /// `~/...`.
     pub home: &'a Path,
     pub launch: Launch<'a>,
-    /// Data paths the command line names (see [`super::grants`]).
+    /// Data paths the command line names (see `grants`).
     pub data: &'a [DataPath],
     /// Paths the command line names that are not granted, and why.
     pub refused: &'a [String],

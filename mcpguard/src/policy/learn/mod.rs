@@ -4,7 +4,7 @@
 //! In learning mode nothing is enforced and everything is recorded; the
 //! audit thread feeds the records of that one server to [`Observations`]
 //! (this file: what was touched, with relative paths resolved against the
-//! acting process's working directory), [`paths`] generalises files to the
+//! acting process's working directory), `paths` generalises files to the
 //! narrowest sensible directories (never all of `$HOME`, never credential
 //! stores, nothing launch-specific), and [`propose`] writes the policy text
 //! and notes on what was left out.
