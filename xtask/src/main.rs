@@ -155,6 +155,17 @@ fn test(filter: Option<&str>) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Doc links are checked like code: a broken or private link is an error.
+    sh::run(
+        sh::cargo(&[
+            "doc",
+            "--workspace",
+            "--exclude",
+            "mcpguard-ebpf",
+            "--no-deps",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     // One invocation: unit tests of every host crate, then the single
     // integration binary. Kernel state is shared, so one test at a time.
     let mut cmd = sh::cargo(&["test", "--workspace", "--exclude", "mcpguard-ebpf"]);
