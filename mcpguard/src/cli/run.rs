@@ -126,12 +126,14 @@ pub fn launch_with(
             &mut &stream,
             &Request::Launch {
                 version: proto::VERSION,
-                policy_path: path.display().to_string(),
-                policy_text,
-                argv,
-                cwd,
-                env: std::env::vars().collect(),
-                learn: how.learn,
+                request: proto::LaunchRequest {
+                    policy_path: path.display().to_string(),
+                    policy_text,
+                    argv,
+                    cwd,
+                    env: std::env::vars().collect(),
+                    learn: how.learn,
+                },
             },
         )
     });

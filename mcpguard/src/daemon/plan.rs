@@ -48,20 +48,7 @@ pub enum PlanError {
     NoEgress(String),
 }
 
-/// What `mcpguard run` asks for (the launch request, its version checked).
-#[derive(Clone, Debug)]
-pub struct LaunchRequest {
-    /// Where the client found the policy (for audit records).
-    pub policy_path: String,
-    /// The policy as the client read it.
-    pub policy_text: String,
-    pub argv: Vec<String>,
-    pub cwd: String,
-    /// The client's environment, before `[env] pass`.
-    pub env: Vec<(String, String)>,
-    /// Enforce nothing, record everything.
-    pub learn: bool,
-}
+pub use super::proto::LaunchRequest;
 
 /// The daemon's state a request is admitted against.
 pub struct Daemon<'a> {

@@ -29,6 +29,25 @@ use thiserror::Error;
 pub use crate::ipc::Deadline;
 use crate::{audit::query::Filter, ipc};
 
+/// What `mcpguard run` asks the daemon to start (on the wire, its fields
+/// sit beside the request's `type` and `version`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    /// Where the client found the policy (for audit records).
+    pub policy_path: String,
+    /// The policy text, read by the client as the calling user, so the
+    /// daemon never opens user-chosen paths as root.
+    pub policy_text: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// The client's environment; the daemon keeps only `[env] pass`.
+    pub env: Vec<(String, String)>,
+    /// `mcpguard policy learn`: enforce nothing, record everything, and
+    /// answer with a proposed policy before the exit status.
+    #[serde(default)]
+    pub learn: bool,
+}
+
 /// Protocol version; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
 /// Signals `mcpguard run` forwards to the server and the daemon accepts:
@@ -80,19 +99,8 @@ pub enum ProtoError {
 pub enum Request {
     Launch {
         version: u32,
-        /// Where the client found the policy (for audit records).
-        policy_path: String,
-        /// The policy text, read by the client as the calling user, so the
-        /// daemon never opens user-chosen paths as root.
-        policy_text: String,
-        argv: Vec<String>,
-        cwd: String,
-        /// The client's environment; the daemon keeps only `[env] pass`.
-        env: Vec<(String, String)>,
-        /// `mcpguard policy learn`: enforce nothing, record everything, and
-        /// answer with a proposed policy before the exit status.
-        #[serde(default)]
-        learn: bool,
+        #[serde(flatten)]
+        request: LaunchRequest,
     },
     /// Forward a signal to the server.
     Signal { signal: i32 },
@@ -243,6 +251,22 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+
+    #[test]
+    fn a_launch_request_keeps_its_flat_wire_form() {
+        let wire = r#"{"type":"launch","version":1,"policy_path":"/p.toml","policy_text":"name = \"x\"\n","argv":["srv"],"cwd":"/","env":[["A","1"]]}"#;
+        let Request::Launch { version, request } = serde_json::from_str(wire).unwrap() else {
+            panic!("not a launch");
+        };
+        assert_eq!(
+            (version, request.argv.as_slice(), request.learn),
+            (1, &["srv".to_string()][..], false)
+        );
+        let back = serde_json::to_value(Request::Launch { version, request }).unwrap();
+        let mut want: serde_json::Value = serde_json::from_str(wire).unwrap();
+        want["learn"] = false.into();
+        assert_eq!(back, want);
+    }
 
     #[test]
     fn frames_round_trip_and_reject_oversize() {

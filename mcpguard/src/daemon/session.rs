@@ -231,15 +231,8 @@ fn read_request(
         proto::Hello::Stdio(_) if guarded => return Err(SessionError::FromGuarded),
         proto::Hello::Stdio(fds) => fds,
     };
-    let Some(Request::Launch {
-        version,
-        policy_path,
-        policy_text,
-        argv,
-        cwd,
-        env,
-        learn,
-    }) = proto::read_frame(&mut proto::Deadline::new(stream, deadline))?
+    let Some(Request::Launch { version, request }) =
+        proto::read_frame(&mut proto::Deadline::new(stream, deadline))?
     else {
         return Err(SessionError::NotLaunch);
     };
@@ -249,14 +242,6 @@ fn read_request(
     if version != proto::VERSION {
         return Err(ProtoError::Version { got: version }.into());
     }
-    let request = LaunchRequest {
-        policy_path,
-        policy_text,
-        argv,
-        cwd,
-        env,
-        learn,
-    };
     Ok(Some((request, stdio)))
 }
 
