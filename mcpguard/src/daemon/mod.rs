@@ -19,6 +19,7 @@ pub mod shared;
 pub mod sockets;
 pub mod stats;
 pub mod status;
+pub mod stdio;
 
 use std::{
     collections::HashMap,
