@@ -108,24 +108,40 @@ pub fn scratch() -> &'static Path {
     })
 }
 
-/// Removes `/tmp/mcpguard-it-<pid>` directories whose process has exited.
+/// Removes what earlier test processes left: `/tmp/mcpguard-it-<pid>`
+/// scratch directories and (empty) `mcpguard-it-<pid>[-tag]` cgroup trees
+/// of daemons, where that process has exited.
 fn remove_stale_scratch() {
-    let Ok(entries) = std::fs::read_dir("/tmp") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("mcpguard-it-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
+    for entry in stale_entries(Path::new("/tmp")) {
+        let _ = std::fs::remove_dir_all(entry);
+    }
+    if let Ok(mount) = mcpguard::launch::cgroup::cgroup2_mount() {
+        // rmdir only: a cgroup that still holds anything stays.
+        for entry in stale_entries(&mount) {
+            let _ = std::fs::remove_dir(entry);
         }
     }
+}
+
+/// Entries of `dir` named `mcpguard-it-<pid>` or `mcpguard-it-<pid>-<tag>`
+/// whose process is gone.
+fn stale_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("mcpguard-it-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 pub fn bin() -> PathBuf {
