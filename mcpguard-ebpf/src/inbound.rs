@@ -23,14 +23,14 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use mcpguard_common::{
-    event::{kind, net_op, ConnectEvent},
+    event::net_op,
     policy::{FLAG_AUDIT_NET, FLAG_COMPLAIN},
 };
 
 use crate::{
-    emit::{reserve_for, Task},
+    emit::Task,
     maps::{BIND_PORTS, INBOUND_NOTED, SERVERS},
-    net::{may_reach, ret, verdict, IPPROTO_UDP},
+    net::{may_reach, record_connect, ret, IPPROTO_UDP},
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -105,7 +105,7 @@ fn decide_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
     let complain = known && flags & FLAG_COMPLAIN != 0;
     if !allowed || flags & FLAG_AUDIT_NET != 0 {
         let op = if v6 { net_op::BIND6 } else { net_op::BIND4 };
-        record(
+        record_connect(
             cgroup,
             Task::current(),
             op,
@@ -117,34 +117,6 @@ fn decide_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
         );
     }
     ret(allowed || complain)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn record(
-    cgroup: u64,
-    task: Task,
-    op: u32,
-    allowed: bool,
-    complain: bool,
-    protocol: u32,
-    port: u16,
-    addr: [u8; 16],
-) {
-    if let Some(mut entry) = reserve_for::<ConnectEvent>(kind::CONNECT, cgroup, !allowed, task) {
-        // SAFETY: reserved ring-buffer memory for this record.
-        unsafe {
-            (*entry.as_mut_ptr()).payload = ConnectEvent {
-                op,
-                verdict: verdict(allowed, complain),
-                protocol,
-                port,
-                _pad: 0,
-                addr,
-            };
-        }
-        entry.submit();
-    }
 }
 
 /// What the ingress program needs from a packet's headers.
@@ -242,7 +214,7 @@ pub fn inbound(ctx: SkBuffContext) -> i32 {
             net_op::INBOUND4
         };
         let task = Task::socket_owner(ctx.get_socket_uid());
-        record(
+        record_connect(
             cgroup, task, op, false, complain, p.protocol, p.to_port, p.from,
         );
     }

@@ -30,7 +30,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::reserve,
+    emit::{reserve, reserve_for, Task},
     maps::{DNS_ORIGIN, NET_ALLOW, SERVERS},
 };
 
@@ -263,23 +263,48 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
     let audit_all = flags & FLAG_AUDIT_NET != 0;
     let complain = known && flags & FLAG_COMPLAIN != 0;
     if !allowed || audit_all {
-        if let Some(mut entry) = reserve::<ConnectEvent>(kind::CONNECT, cgroup, !allowed) {
-            let rec = entry.as_mut_ptr();
-            // SAFETY: `rec` is reserved ring-buffer memory for this record.
-            unsafe {
-                (*rec).payload = ConnectEvent {
-                    op,
-                    verdict: verdict(allowed, complain),
-                    protocol,
-                    port,
-                    _pad: 0,
-                    addr,
-                };
-            }
-            entry.submit();
-        }
+        record_connect(
+            cgroup,
+            Task::current(),
+            op,
+            allowed,
+            complain,
+            protocol,
+            port,
+            addr,
+        );
     }
     ret(allowed || complain)
+}
+
+/// A `connect` record about `task` (`op` names the hook: connect,
+/// sendmsg, bind, inbound), within the server's record budget.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn record_connect(
+    cgroup: u64,
+    task: Task,
+    op: u32,
+    allowed: bool,
+    complain: bool,
+    protocol: u32,
+    port: u16,
+    addr: [u8; 16],
+) {
+    if let Some(mut entry) = reserve_for::<ConnectEvent>(kind::CONNECT, cgroup, !allowed, task) {
+        // SAFETY: reserved ring-buffer memory for this record.
+        unsafe {
+            (*entry.as_mut_ptr()).payload = ConnectEvent {
+                op,
+                verdict: verdict(allowed, complain),
+                protocol,
+                port,
+                _pad: 0,
+                addr,
+            };
+        }
+        entry.submit();
+    }
 }
 
 /// Whether the policy lets the server send to `addr`:`port` (inbound:
