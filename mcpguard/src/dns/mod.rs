@@ -191,17 +191,25 @@ fn from_server(
     false
 }
 
-fn serve_udp(sock: UdpSocket, view: &DnsView, stop: &AtomicBool, sweeper: bool) {
-    let setup = sock
-        .set_read_timeout(Some(TICK))
-        .and_then(|()| sock.local_addr())
+/// A resolver socket's address and the sock_diag socket that tells who
+/// sent each query, once `configured` (its timeout or non-blocking mode)
+/// has succeeded; `None` (logged) if any step failed.
+fn listening(
+    configured: io::Result<()>,
+    local: io::Result<std::net::SocketAddr>,
+) -> Option<(std::net::SocketAddr, peer::Diag)> {
+    let setup = configured
+        .and(local)
         .and_then(|local| Ok((local, peer::Diag::open()?)));
-    let (local, diag) = match setup {
-        Ok(x) => x,
-        Err(error) => {
-            warn!(%error, "resolver socket");
-            return;
-        }
+    setup
+        .inspect_err(|error| warn!(%error, "resolver socket"))
+        .ok()
+}
+
+fn serve_udp(sock: UdpSocket, view: &DnsView, stop: &AtomicBool, sweeper: bool) {
+    let Some((local, diag)) = listening(sock.set_read_timeout(Some(TICK)), sock.local_addr())
+    else {
+        return;
     };
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
@@ -245,16 +253,9 @@ fn answer_guarded(view: &DnsView, query: &[u8], transport: Transport) -> Option<
 }
 
 fn serve_tcp(listener: TcpListener, view: Arc<DnsView>, stop: Arc<AtomicBool>) {
-    let setup = listener
-        .set_nonblocking(true)
-        .and_then(|()| listener.local_addr())
-        .and_then(|local| Ok((local, peer::Diag::open()?)));
-    let (local, diag) = match setup {
-        Ok(x) => x,
-        Err(error) => {
-            warn!(%error, "resolver socket");
-            return;
-        }
+    let Some((local, diag)) = listening(listener.set_nonblocking(true), listener.local_addr())
+    else {
+        return;
     };
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
