@@ -2,16 +2,19 @@
 //!
 //! Kernel ring-buffer samples become [`AuditRecord`]s in [`mod@decode`]; the
 //! daemon builds its own records (daemon start/stop, launches, server exits,
-//! losses) with [`AuditRecord::new`]; [`writer`] appends them to the log and
-//! [`query`] is what `mcpguard audit` does with it.
+//! losses) with [`AuditRecord::new`]; [`writer`] appends them to the log,
+//! each line sealed into a hash chain ([`chain`]), [`query`] is what
+//! `mcpguard audit` does with it and [`verify`] checks the chain.
 //!
 //! The JSON shape is a contract with every reader of the log, so it is pinned
 //! by golden tests below. Within schema version [`SCHEMA_VERSION`] fields may
 //! be added but never renamed or retyped; readers must ignore keys and kinds
 //! they do not know.
 
+pub mod chain;
 pub mod decode;
 pub mod query;
+pub mod verify;
 pub mod writer;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -44,7 +44,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
-use super::{format_ts, AuditRecord, Body};
+use super::{
+    chain::{self, Link},
+    format_ts, AuditRecord, Body,
+};
 
 const DIR_MODE: u32 = 0o750;
 const FILE_MODE: u32 = 0o640;
@@ -68,9 +71,10 @@ const FLUSH_BYTES: usize = 64 << 10;
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often a failure that persists is logged again.
 pub const REMIND_EVERY: Duration = Duration::from_secs(60);
-/// Longest `loss` line the backlog makes (every number at its widest);
-/// room for it is kept before a record is queued after drops.
-const LOSS_LINE_MAX: usize = 256;
+/// Longest `loss` line the backlog makes (every number at its widest, the
+/// chain fields included); room for it is kept before a record is queued
+/// after drops.
+const LOSS_LINE_MAX: usize = 256 + chain::SEAL_MAX;
 /// `source` of the `loss` records for records the backlog had no room for.
 pub const LOSS_SOURCE: &str = "audit_sink";
 
@@ -194,12 +198,15 @@ impl AuditWriter {
     ) -> Result<Self, WriterError> {
         let path = path.as_ref().to_path_buf();
         let file = open_log(&path)?;
+        let (link, fragment) = chain_start(&path);
+        let mut backlog = Backlog::new(backlog_cap);
+        backlog.link = link;
         Ok(AuditWriter {
             path,
             rotation,
             file: Some(file),
-            backlog: Backlog::new(backlog_cap),
-            fragment: false,
+            backlog,
+            fragment,
             failure: None,
             fresh: false,
             written: 0,
@@ -210,14 +217,14 @@ impl AuditWriter {
     /// written out first. A record the backlog has no room for is counted
     /// for the next `loss` record.
     pub fn write(&mut self, rec: &AuditRecord) {
-        let mut line = rec.to_json_line().into_bytes();
-        line.push(b'\n');
+        let json = rec.to_json_line().into_bytes();
+        let len = self.backlog.link.sealed_len(json.len());
         if self.failure.is_none()
-            && self.backlog.buf.len() + line.len() > FLUSH_BYTES.min(self.backlog.cap)
+            && self.backlog.buf.len() + len > FLUSH_BYTES.min(self.backlog.cap)
         {
             self.attempt(Instant::now());
         }
-        self.backlog.push(&rec.ts, &line);
+        self.backlog.push(&rec.ts, &json);
         self.fresh = true;
     }
 
@@ -462,6 +469,14 @@ impl Drop for AuditWriter {
                 dropped = self.backlog.dropped.as_ref().map_or(0, |d| d.count),
                 "audit records lost at close: the audit log still cannot be written"
             );
+        } else if self.backlog.link.seq > 0 {
+            // An anchor outside the file: the journal keeps the chain head.
+            info!(
+                path = %self.path.display(),
+                seq = self.backlog.link.seq,
+                chain = %self.backlog.link.head_hex(),
+                "audit log closed"
+            );
         }
     }
 }
@@ -480,6 +495,9 @@ struct Backlog {
     /// Records lost from every source and already reported: the `total`
     /// of `loss` records.
     lost_total: u64,
+    /// The chain after the last line queued: lines are sealed as they are
+    /// queued, and the queue is written in order.
+    link: Link,
 }
 
 #[derive(Debug)]
@@ -508,6 +526,7 @@ impl Backlog {
             dropped: None,
             dropped_total: 0,
             lost_total: 0,
+            link: Link::START,
         }
     }
 
@@ -516,17 +535,18 @@ impl Backlog {
         self.buf.is_empty() && self.dropped.is_none()
     }
 
-    /// Queue a line (of the record stamped `ts`), after the `loss` record
-    /// owed for earlier drops; or drop it if they do not fit. An empty
-    /// backlog takes any record, so an oversized one is never refused by
-    /// a log that works.
-    fn push(&mut self, ts: &str, line: &[u8]) {
+    /// Queue a record (serialised `json`, stamped `ts`) as a sealed line,
+    /// after the `loss` record owed for earlier drops; or drop it if they do
+    /// not fit. An empty backlog takes any record, so an oversized one is
+    /// never refused by a log that works.
+    fn push(&mut self, ts: &str, json: &[u8]) {
+        let len = self.link.sealed_len(json.len());
         let reserve = if self.dropped.is_some() {
             LOSS_LINE_MAX
         } else {
             0
         };
-        if !self.buf.is_empty() && self.buf.len() + line.len() + reserve > self.cap {
+        if !self.buf.is_empty() && self.buf.len() + len + reserve > self.cap {
             self.dropped_total += 1;
             let d = self.dropped.get_or_insert_with(|| Dropped {
                 count: 0,
@@ -541,7 +561,7 @@ impl Backlog {
             let loss = self.loss_line(d);
             self.commit_loss(&loss);
         }
-        self.buf.extend_from_slice(line);
+        self.link.seal(json, &mut self.buf);
         self.records += 1;
     }
 
@@ -558,16 +578,14 @@ impl Backlog {
             None,
             SystemTime::now(),
         );
-        let mut line = rec.to_json_line().into_bytes();
-        line.push(b'\n');
-        line
+        rec.to_json_line().into_bytes()
     }
 
-    fn commit_loss(&mut self, line: &[u8]) {
+    fn commit_loss(&mut self, json: &[u8]) {
         if let Some(d) = self.dropped.take() {
             self.lost_total += d.count;
         }
-        self.buf.extend_from_slice(line);
+        self.link.seal(json, &mut self.buf);
         self.records += 1;
     }
 
@@ -623,6 +641,33 @@ impl Backlog {
         }
         Ok(lines)
     }
+}
+
+/// Where the chain goes on in the log at `path`, and whether the file ends
+/// in part of a line (a crash cut it short): the next write then starts
+/// with a newline, so the fragment stands alone as a malformed line that
+/// readers skip, and the chain goes on from the last whole record. An
+/// empty log goes on from `<log>.1`; a log whose last record predates the
+/// chain, or that cannot be read, starts a new chain at seq 1.
+fn chain_start(path: &Path) -> (Link, bool) {
+    let read = |p: &Path| {
+        chain::tail(p).unwrap_or_else(|error| {
+            warn!(path = %p.display(), %error, "cannot read the end of the audit log; its records' chain starts anew");
+            chain::Tail { link: None, records: true, partial: false }
+        })
+    };
+    let mine = read(path);
+    let link = match mine {
+        chain::Tail {
+            link: Some(link), ..
+        } => Some(link),
+        chain::Tail { records: false, .. } => read(&rotated_path(path, 1)).link,
+        _ => None,
+    };
+    if mine.partial {
+        warn!(path = %path.display(), "the audit log ends in part of a line (a write cut short); it stays as one malformed line");
+    }
+    (link.unwrap_or(Link::START), mine.partial)
 }
 
 /// Move `log` to `log.1`, `log.1` to `log.2`, ..., dropping `log.<keep>`;
@@ -724,10 +769,19 @@ mod tests {
         )
     }
 
-    fn line(rec: &AuditRecord) -> Vec<u8> {
-        let mut line = rec.to_json_line().into_bytes();
-        line.push(b'\n');
-        line
+    fn json(rec: &AuditRecord) -> Vec<u8> {
+        rec.to_json_line().into_bytes()
+    }
+
+    /// Bytes of a record's line, for records and seqs of one digit.
+    fn one_line() -> usize {
+        Link::START.sealed_len(json(&record(1)).len())
+    }
+
+    /// A line as the record serialised it, without the chain fields.
+    fn unsealed(line: &str) -> String {
+        let cut = line.rfind(",\"seq\":").unwrap();
+        format!("{}}}", &line[..cut])
     }
 
     /// A file on a disk with `room` bytes left: it takes what fits, then
@@ -764,9 +818,9 @@ mod tests {
     fn a_full_disk_takes_whole_lines_and_the_half_line_stays_queued() {
         let mut b = Backlog::new(DEFAULT_BACKLOG_BYTES);
         for n in 1..=3 {
-            b.push(&record(n).ts, &line(&record(n)));
+            b.push(&record(n).ts, &json(&record(n)));
         }
-        let one = line(&record(1)).len();
+        let one = one_line();
         let mut disk = Disk {
             data: Vec::new(),
             room: one + 10,
@@ -777,7 +831,8 @@ mod tests {
         // What cut_back does to the file.
         disk.data.truncate(disk.data.len() - cut.partial);
         assert_eq!(b.records, 2);
-        assert!(b.buf.starts_with(&line(&record(2))));
+        let two = json(&record(2));
+        assert!(b.buf.starts_with(&two[..two.len() - 1]));
 
         disk.room = usize::MAX;
         assert_eq!(b.write_out(&mut disk).unwrap(), 2);
@@ -789,11 +844,11 @@ mod tests {
 
     #[test]
     fn an_overflowing_backlog_counts_drops_and_owes_a_loss_record_before_later_records() {
-        let one = line(&record(1)).len();
+        let one = one_line();
         let mut b = Backlog::new(3 * one + one / 2);
         b.lost_total = 5;
         for n in 1..=10 {
-            b.push(&record(n).ts, &line(&record(n)));
+            b.push(&record(n).ts, &json(&record(n)));
         }
         assert_eq!(b.records, 3);
         let d = b.dropped.as_ref().unwrap();
@@ -809,13 +864,13 @@ mod tests {
         };
         let cut = b.write_out(&mut disk).unwrap_err();
         assert_eq!((cut.lines, cut.partial), (2, 0));
-        b.push(&record(11).ts, &line(&record(11)));
+        b.push(&record(11).ts, &json(&record(11)));
         assert_eq!(b.dropped.as_ref().unwrap().count, 8);
         // Now the disk takes the rest, the loss record after it; record 12
         // follows the loss record.
         disk.room = usize::MAX;
         assert_eq!(b.write_out(&mut disk).unwrap(), 2);
-        b.push(&record(12).ts, &line(&record(12)));
+        b.push(&record(12).ts, &json(&record(12)));
         b.write_out(&mut disk).unwrap();
 
         let got = lines_of(&disk.data);
@@ -827,6 +882,12 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["1", "2", "3", "loss", "12"]);
+        let seqs: Vec<_> = got.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 3, 4, 5],
+            "the loss record is sealed in its place"
+        );
         let loss = &got[3];
         assert_eq!(loss["source"], LOSS_SOURCE);
         assert_eq!(loss["lost"], 8);
@@ -868,7 +929,11 @@ mod tests {
             first_ts: record(1).ts,
             last_ts: record(2).ts,
         };
-        assert!(b.loss_line(&d).len() <= LOSS_LINE_MAX);
+        let widest = Link {
+            seq: u64::MAX - 1,
+            head: [0; 32],
+        };
+        assert!(widest.sealed_len(b.loss_line(&d).len()) <= LOSS_LINE_MAX);
     }
 
     #[test]
@@ -937,7 +1002,7 @@ mod tests {
     fn the_log_rotates_at_its_cap_keeps_n_files_and_loses_no_record() {
         let dir = scratch_dir("rotate");
         let path = dir.join("audit.jsonl");
-        let one = line(&record(1)).len() as u64;
+        let one = one_line() as u64;
         let rotation = Rotation {
             max_bytes: 3 * one,
             keep: 2,
@@ -986,6 +1051,7 @@ mod tests {
 
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<_> = text.lines().collect();
+        let lines: Vec<_> = lines.iter().map(|l| unsealed(l)).collect();
         assert_eq!(lines, [record(1).to_json_line(), record(2).to_json_line()]);
         assert!(text.ends_with('\n'));
 
@@ -1035,7 +1101,8 @@ mod tests {
             2,
             "buffered record goes to the old file"
         );
-        assert_eq!(new.lines().collect::<Vec<_>>(), [record(3).to_json_line()]);
+        let new: Vec<_> = new.lines().map(unsealed).collect();
+        assert_eq!(new, [record(3).to_json_line()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -10,7 +10,10 @@ use crate::{
 };
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<super::audit_verify::AuditCommand>,
     /// The JSON Lines audit log.
     #[arg(long, env = "MCPGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
     log: PathBuf,
@@ -26,6 +29,9 @@ pub struct AuditArgs {
 }
 
 pub fn main(args: AuditArgs) -> ExitCode {
+    if let Some(command) = args.command {
+        return super::audit_verify::main(command);
+    }
     let mut filter = args.filter;
     if let Err(e) = filter.resolve_since() {
         eprintln!("mcpguard audit: {e}");

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 mod audit;
+mod audit_verify;
 mod daemon;
 mod install;
 mod policy;
