@@ -80,6 +80,7 @@ fn policy_tools() -> Tools {
         allow: None,
         deny: vec!["delete_*".into(), "exec?".into()],
         log_args: vec!["path".into()],
+        excerpt: vec![],
         on_tool_change: ToolChange::Block,
         strip_invisible: false,
     }

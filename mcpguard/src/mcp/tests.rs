@@ -21,6 +21,7 @@ fn tools(allow: Option<&[&str]>, deny: &[&str], on_change: ToolChange) -> Tools 
         allow: allow.map(|a| a.iter().map(|s| s.to_string()).collect()),
         deny: deny.iter().map(|s| s.to_string()).collect(),
         log_args: vec!["path".into()],
+        excerpt: vec![],
         on_tool_change: on_change,
         strip_invisible: true,
     }
@@ -628,4 +629,35 @@ fn long_lines_are_inspected_and_redacted_within_their_bound_or_withheld() {
         assert_eq!(detail["reason"], "values");
         assert_eq!(detail["dropped"], true);
     }
+}
+
+#[test]
+fn a_result_is_summarized_and_excerpted_redacted_only_for_opted_in_tools() {
+    let mut t = tools(None, &[], ToolChange::Warn);
+    t.excerpt = vec!["read_*".into()];
+    let f = fixture(t, None);
+    let text = format!("key {SECRET} and ghp_{} end", "a".repeat(36));
+    let result = json!({"content": [
+            {"type": "text", "text": text},
+            {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}],
+        "structuredContent": {"n": 1}, "isError": true});
+    for (id, tool) in [(1, "read_file"), (2, "echo")] {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}}});
+        f.tap.client_line(&line(call));
+        f.client_gets(&line(json!({"jsonrpc": "2.0", "id": id, "result": result})));
+    }
+    let calls = f.mcp("tools_call");
+    let (read, echo) = (&calls[0].0, &calls[1].0);
+    for d in [read, echo] {
+        assert_eq!(d["is_error"], true);
+        assert_eq!(d["result"]["content"]["text"]["count"], 1, "{d}");
+        assert_eq!(d["result"]["content"]["image"]["count"], 1, "{d}");
+        assert_eq!(d["result"]["structured_bytes"], 7);
+    }
+    assert!(echo["result"].get("excerpt").is_none(), "{echo}");
+    assert!(!echo.to_string().contains("key "), "never the content: {echo}");
+    let excerpt = read["result"]["excerpt"].as_str().unwrap();
+    assert!(excerpt.starts_with("key [REDACTED:TOKEN] and [REDACTED:github_token]"), "{excerpt}");
+    assert!(!excerpt.contains(SECRET));
 }

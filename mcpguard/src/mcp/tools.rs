@@ -259,6 +259,7 @@ mod tests {
             allow: None,
             deny: vec!["delete_*".into()],
             log_args: vec![],
+            excerpt: vec![],
             on_tool_change: ToolChange::Warn,
             strip_invisible: false,
         };

@@ -187,6 +187,7 @@ fn tools(p: &Policy) -> Value {
     }
     tools.insert("deny".into(), list(&p.tools.deny));
     tools.insert("log_args".into(), list(&p.tools.log_args));
+    tools.insert("excerpt".into(), list(&p.tools.excerpt));
     let change = match p.tools.on_tool_change {
         ToolChange::Warn => "warn",
         ToolChange::Block => "block",

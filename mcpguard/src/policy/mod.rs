@@ -160,6 +160,9 @@ pub struct Tools {
     /// Argument names whose values are logged in clear; all others are
     /// recorded as type and length only.
     pub log_args: Vec<String>,
+    /// Globs of tools whose results' records carry a short excerpt of
+    /// their text (redacted); others' carry types and sizes only.
+    pub excerpt: Vec<String>,
     pub on_tool_change: ToolChange,
     /// Remove invisible Unicode from tool descriptions and results.
     pub strip_invisible: bool,
@@ -424,6 +427,8 @@ struct RawTools {
     #[serde(default)]
     log_args: Vec<Spanned<String>>,
     #[serde(default)]
+    excerpt: Vec<Spanned<String>>,
+    #[serde(default)]
     on_tool_change: ToolChange,
     #[serde(default)]
     strip_invisible: bool,
@@ -594,6 +599,7 @@ impl Checker<'_> {
                 .transpose()?,
             deny: globs("tools.deny", &raw.deny)?,
             log_args: globs("tools.log_args", &raw.log_args)?,
+            excerpt: globs("tools.excerpt", &raw.excerpt)?,
             on_tool_change: raw.on_tool_change,
             strip_invisible: raw.strip_invisible,
         })
@@ -1009,6 +1015,7 @@ name = "gh"
 allow = ["get_*", "list_*"]
 deny = ["delete_*"]
 log_args = ["path"]
+excerpt = ["get_*"]
 on_tool_change = "block"
 strip_invisible = true
 [secrets]
@@ -1023,6 +1030,7 @@ OTHER = { credential = "gh.token" }
         );
         assert_eq!(p.tools.deny, ["delete_*"]);
         assert_eq!(p.tools.log_args, ["path"]);
+        assert_eq!(p.tools.excerpt, ["get_*"]);
         assert_eq!(p.tools.on_tool_change, ToolChange::Block);
         assert!(p.tools.strip_invisible);
         assert_eq!(
@@ -1086,6 +1094,7 @@ OTHER = { credential = "gh.token" }
     fn bad_tools_and_secrets_are_located() {
         for (text, needle) in [
             ("name = \"x\"\n[tools]\nallow = [\"\"]\n", "tools.allow"),
+            ("name = \"x\"\n[tools]\nexcerpt = [\"\"]\n", "tools.excerpt"),
             (
                 "name = \"x\"\n[tools]\non_tool_change = \"ask\"\n",
                 "on_tool_change",

@@ -458,7 +458,7 @@ fn mcp_line(rec: &Value) -> String {
     }
 }
 
-/// `mcp tools_call read_file#3(path=<string 12>) 1.2ms 300B`.
+/// `mcp tools_call read_file#3(path=<string 12>) 1.2ms 300B [text 250B]`.
 fn tools_call_line(d: &Value, tool: &str, id: &str) -> String {
     let args: Vec<String> = d["arguments"]
         .as_object()
@@ -487,7 +487,38 @@ fn tools_call_line(d: &Value, tool: &str, id: &str) -> String {
             }
         )
     };
-    format!("mcp tools_call {tool}#{id}({}) {outcome}", args.join(", "))
+    format!(
+        "mcp tools_call {tool}#{id}({}) {outcome}{}",
+        args.join(", "),
+        result_summary(&d["result"])
+    )
+}
+
+/// ` [text 120B, image×2 9000B, structured 40B] "excerpt"`: a result's
+/// summary, as the tap recorded it (nothing for records without one).
+fn result_summary(r: &Value) -> String {
+    let mut parts: Vec<String> = r["content"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(ty, v)| match v["count"].as_u64() {
+            Some(1) => format!("{ty} {}B", v["bytes"]),
+            _ => format!("{ty}×{} {}B", v["count"], v["bytes"]),
+        })
+        .collect();
+    if let Some(bytes) = r.get("structured_bytes") {
+        parts.push(format!("structured {bytes}B"));
+    }
+    let mut out = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    };
+    // As a JSON string: quotes and control characters come out escaped.
+    if let Some(excerpt) = r.get("excerpt").filter(|e| e.is_string()) {
+        out.push_str(&format!(" {excerpt}"));
+    }
+    out
 }
 
 /// A launch record's enforcement layers in a few words, e.g.

@@ -763,3 +763,20 @@ fn follow_forgets_a_half_line_the_daemon_cut_off_and_reads_it_whole_later() {
     assert_eq!(got, [line(1), line(2)], "{diag}");
     assert!(!diag.contains("truncated"), "{diag}");
 }
+
+#[test]
+fn a_tool_result_summary_reads_on_the_call_line_with_its_excerpt_escaped() {
+    let call = json!({"v": 1, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp",
+        "server": "fx", "tool": "read_file", "call_id": 3, "denied": false, "event": "tools_call",
+        "detail": {"arguments": {}, "duration_ms": 2.25, "result_bytes": 400, "is_error": true,
+                   "result": {"content": {"text": {"count": 2, "bytes": 300},
+                                          "image": {"count": 1, "bytes": 90}},
+                              "structured_bytes": 12, "excerpt": "a\nb\u{1b}[2J\"c"}}});
+    let line = HumanFormat::new(false).line(&call);
+    assert!(
+        line.ends_with(
+            r#"2.2ms 400B isError [image 90B, text×2 300B, structured 12B] "a\nb\u001b[2J\"c""#
+        ),
+        "{line}"
+    );
+}
