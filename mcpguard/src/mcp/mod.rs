@@ -854,7 +854,11 @@ impl Tap {
                         .and_then(Value::as_bool)
                         .unwrap_or(false)
                         .into();
-                    let excerpt = self.tools.excerpt.iter().any(|g| tools::glob_match(g, &tool));
+                    let excerpt = self
+                        .tools
+                        .excerpt
+                        .iter()
+                        .any(|g| tools::glob_match(g, &tool));
                     detail["result"] = result::summarize(result, excerpt);
                     if !findings.is_empty() {
                         self.suspicious("tool_result", Some(&tool), &findings, Some(&p.id));

@@ -656,8 +656,14 @@ fn a_result_is_summarized_and_excerpted_redacted_only_for_opted_in_tools() {
         assert_eq!(d["result"]["structured_bytes"], 7);
     }
     assert!(echo["result"].get("excerpt").is_none(), "{echo}");
-    assert!(!echo.to_string().contains("key "), "never the content: {echo}");
+    assert!(
+        !echo.to_string().contains("key "),
+        "never the content: {echo}"
+    );
     let excerpt = read["result"]["excerpt"].as_str().unwrap();
-    assert!(excerpt.starts_with("key [REDACTED:TOKEN] and [REDACTED:github_token]"), "{excerpt}");
+    assert!(
+        excerpt.starts_with("key [REDACTED:TOKEN] and [REDACTED:github_token]"),
+        "{excerpt}"
+    );
     assert!(!excerpt.contains(SECRET));
 }

@@ -15,6 +15,7 @@ mod harness;
 mod abuse;
 mod argv;
 mod baseline;
+mod chain;
 mod dns;
 mod enforce;
 mod escape;
