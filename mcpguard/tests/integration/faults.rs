@@ -293,6 +293,13 @@ fn a_full_disk_keeps_enforcing_and_the_backlog_reaches_the_log_once_space_return
         .count();
     assert_eq!(launches, 1);
     assert_running(&mut d);
+    // The hash chain went through the full disk unbroken.
+    let verify = Command::new(bin())
+        .args(["audit", "verify", "--log"])
+        .arg(&d.log)
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", describe(&verify));
 }
 
 #[test]

@@ -51,6 +51,15 @@ fn write(log: &Path, from: u32, to: u32, rotation: Rotation) {
     }
 }
 
+/// Rotation after `lines` records a file.
+fn every(lines: u64, keep: u32) -> Rotation {
+    let one = chain::Link::START.sealed_len(record(1).to_json_line().len());
+    Rotation {
+        max_bytes: lines * one as u64,
+        keep,
+    }
+}
+
 fn no_rotation() -> Rotation {
     Rotation {
         max_bytes: 0,
@@ -106,11 +115,8 @@ fn a_log_written_over_restarts_is_intact_from_genesis() {
 #[test]
 fn the_chain_crosses_rotation_and_a_rotated_away_start_is_information() {
     let s = Scratch::new("rotate");
-    let one = record(1).to_json_line().len() as u64 + 100;
-    let rotation = Rotation {
-        max_bytes: 3 * one,
-        keep: 2,
-    };
+    let rotation = every(3, 2);
+    // .1 holds 1-3, the log 4-5.
     write(&s.log(), 1, 5, rotation);
     // A restart with an empty log (just rotated) goes on from `.1`.
     std::fs::rename(s.log(), rotated_path(&s.log(), 1)).unwrap();
@@ -131,13 +137,8 @@ fn the_chain_crosses_rotation_and_a_rotated_away_start_is_information() {
 #[test]
 fn a_missing_rotated_file_in_the_middle_is_named() {
     let s = Scratch::new("gap");
-    let one = record(1).to_json_line().len() as u64 + 100;
-    let rotation = Rotation {
-        max_bytes: 2 * one,
-        keep: 5,
-    };
-    // Three records a file: .3 holds 1-3, .2 4-6, .1 7-9, the log 10.
-    write(&s.log(), 1, 10, rotation);
+    // .3 holds 1-3, .2 4-6, .1 7-9, the log 10.
+    write(&s.log(), 1, 10, every(3, 5));
     let middle = rotated_path(&s.log(), 2);
     std::fs::remove_file(&middle).unwrap();
     let (line, kind) = broken_at(&s.log());
