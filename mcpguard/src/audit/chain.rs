@@ -19,7 +19,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
+    io::{self, Read, Seek, SeekFrom, Write},
     path::Path,
 };
 
@@ -65,7 +65,8 @@ impl Link {
         let start = out.len();
         out.extend_from_slice(&json[..json.len() - 1]);
         out.extend_from_slice(SEQ_KEY);
-        out.extend_from_slice(seq.to_string().as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{seq}");
         let head = digest(&self.head, &out[start..]);
         out.extend_from_slice(CHAIN_KEY);
         out.extend_from_slice(&hex(&head));
