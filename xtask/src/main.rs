@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these sections, comma-separated (launch, syscalls, audit,
-        /// memory, tap, dns, wrapped, landlock); default: all.
+        /// memory, tap, dns, wrapped, landlock, volume); default: all.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
     },

@@ -47,6 +47,15 @@ impl Level {
         }
     }
 
+    /// Set the key in a parsed policy, where the build knows it.
+    pub fn apply(&self, policy: &mut toml::Table) {
+        if self.table {
+            let mut audit = toml::Table::new();
+            audit.insert(KEY.into(), LEVEL.into());
+            policy.insert("audit".into(), audit.into());
+        }
+    }
+
     /// For the report.
     pub fn describe(&self) -> String {
         if self.table {
