@@ -80,15 +80,28 @@ struct Tally {
     records: u64,
     bytes: u64,
     kinds: BTreeMap<String, (u64, u64)>,
+    /// `open` records per place: the path's first two components, or
+    /// `(relative)`.
+    opens: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    fn add(&mut self, kind: &str, bytes: u64) {
+    fn add(&mut self, rec: &Value, bytes: u64) {
+        let kind = rec["kind"].as_str().unwrap_or("?");
         self.records += 1;
         self.bytes += bytes;
         let k = self.kinds.entry(kind.to_string()).or_default();
         k.0 += 1;
         k.1 += bytes;
+        if kind == "open" {
+            let path = rec["path"].as_str().unwrap_or_default();
+            let place = if path.starts_with('/') {
+                path.split_inclusive('/').take(3).collect::<String>()
+            } else {
+                "(relative)".into()
+            };
+            *self.opens.entry(place).or_default() += 1;
+        }
     }
 
     fn merge(&mut self, other: &Tally) {
@@ -99,18 +112,36 @@ impl Tally {
             k.0 += n;
             k.1 += b;
         }
+        for (place, n) in &other.opens {
+            *self.opens.entry(place.clone()).or_default() += n;
+        }
     }
 
-    /// Kinds by bytes, largest first, per session.
+    /// The five places most opened, per session.
+    fn opens_text(&self, sessions: usize) -> String {
+        let n = sessions.max(1) as f64;
+        let mut places: Vec<_> = self.opens.iter().collect();
+        places.sort_by_key(|p| std::cmp::Reverse(*p.1));
+        let top: Vec<String> = (places.iter().take(5))
+            .map(|(p, c)| format!("{p} {:.0}", **c as f64 / n))
+            .collect();
+        if top.is_empty() {
+            String::new()
+        } else {
+            format!(" (opens under {})", top.join(", "))
+        }
+    }
+
+    /// Kinds by bytes, largest first, then where the opens were, per
+    /// session.
     fn kinds_text(&self, sessions: usize) -> String {
         let n = sessions.max(1) as f64;
         let mut kinds: Vec<_> = self.kinds.iter().collect();
         kinds.sort_by_key(|k| std::cmp::Reverse(k.1 .1));
-        kinds
-            .iter()
+        let kinds: Vec<String> = (kinds.iter())
             .map(|(k, (r, b))| format!("{k} {:.0}/{:.0} B", *r as f64 / n, *b as f64 / n))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        format!("{}{}", kinds.join(", "), self.opens_text(sessions))
     }
 
     fn json(&self, sessions: usize) -> Value {
@@ -121,6 +152,7 @@ impl Tally {
             "by_kind": self.kinds.iter().map(|(k, (r, b))| {
                 (k.clone(), json!({"records": *r as f64 / n, "bytes": *b as f64 / n}))
             }).collect::<serde_json::Map<_, _>>(),
+            "opens_by_place": self.opens.iter().map(|(p, c)| (p.clone(), json!(*c as f64 / n))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -398,11 +430,11 @@ fn split(log: &[u8], server: &str, marks: &[u64], ids: &[u64]) -> Result<Observe
         if rec["server"] != server {
             continue;
         }
-        let (kind, bytes) = (rec["kind"].as_str().unwrap_or("?"), line.len() as u64);
+        let bytes = line.len() as u64;
         match marks.iter().position(|m| at < *m) {
-            Some(0) => o.start.add(kind, bytes),
-            Some(i) => o.calls[i - 1].add(kind, bytes),
-            None => o.stop.add(kind, bytes),
+            Some(0) => o.start.add(&rec, bytes),
+            Some(i) => o.calls[i - 1].add(&rec, bytes),
+            None => o.stop.add(&rec, bytes),
         }
         if let Some(i) = ids.iter().position(|id| rec["call_id"] == *id) {
             o.attributed[i] += bytes;
