@@ -25,15 +25,19 @@ pub struct Level {
 
 impl Level {
     /// Ask this build's `mcpguard policy check` whether it knows the key.
-    /// A refusal that names `audit` means the build predates it; any other
-    /// refusal is the bench's own fault and fails the section.
+    /// A refusal of the `[audit]` table itself means the build predates
+    /// it; any other refusal (a key or level this build names otherwise)
+    /// fails the section, so a renamed key is fixed here, not measured at
+    /// the wrong level.
     pub fn detect(ctx: &Ctx) -> Result<Level> {
         let probe = ctx.policy("level-probe", &[], &[], &table_text())?;
         let mut check = std::process::Command::new(&ctx.mcpguard);
         check.args(["policy", "check"]).arg(&probe);
         match stdout_of(&mut check) {
             Ok(_) => Ok(Level { table: true }),
-            Err(e) if format!("{e:#}").contains("audit") => Ok(Level { table: false }),
+            Err(e) if format!("{e:#}").contains("unknown field `audit`") => {
+                Ok(Level { table: false })
+            }
             Err(e) => bail!("checking the probe policy {}: {e:#}", probe.display()),
         }
     }
