@@ -303,3 +303,29 @@ fn why_slow(op: &str, ratio: f64, tax: f64) -> String {
         "{ratio:.2}x: {what}; Landlock-only processes outside the guard ran at {tax:.2}x while the daemon was loaded, the part of the cost that is its machine-wide syscall tracepoints rather than the guard itself"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused before anything is restricted: with the baseline on, the
+    /// policy file is not the whole ruleset the guarded run gets.
+    #[test]
+    fn the_runner_refuses_a_policy_with_the_baseline_on() {
+        let dir = std::env::temp_dir().join(format!("xtask-landlock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("p.toml");
+        for text in [
+            "name = \"p\"\n[filesystem]\nread = [\"/usr\"]\n",
+            "name = \"p\"\n[filesystem]\nbaseline = true\nread = [\"/usr\"]\n",
+        ] {
+            fs::write(&policy, text).unwrap();
+            let error = exec_under(&policy, &["/bin/true".into()]).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("baseline = false"),
+                "{error:#}"
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

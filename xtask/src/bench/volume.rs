@@ -670,3 +670,41 @@ impl Drop for Site {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_cuts_at_the_marks_keeps_the_servers_records_and_ties_call_ids() {
+        let lines = [
+            r#"{"kind":"daemon","event":"start"}"#,
+            r#"{"kind":"launch","server":"git"}"#,
+            r#"{"kind":"open","server":"git","path":"/usr/lib/x.so"}"#,
+            r#"{"kind":"open","server":"other","path":"/etc/hosts"}"#,
+            r#"{"kind":"open","server":"git","path":".git/HEAD","call_id":7}"#,
+            r#"{"kind":"mcp","server":"git","call_id":7}"#,
+            r#"{"kind":"open","server":"git","path":"/home/u/repo/README.md"}"#,
+            r#"{"kind":"server_exit","server":"git"}"#,
+        ];
+        let log: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let offset = |n: usize| lines[..n].iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+        // The start ends after the first open, the call after the mcp
+        // record; the README open comes after the call's window.
+        let o = split(log.as_bytes(), "git", &[offset(3), offset(6)], &[7]).unwrap();
+        assert_eq!((o.start.records, o.calls[0].records), (2, 2));
+        assert_eq!(o.start.bytes, offset(3) - offset(1));
+        assert_eq!(o.start.kinds["launch"], (1, lines[1].len() as u64 + 1));
+        assert_eq!(o.start.opens["/usr/lib/"], 1);
+        assert_eq!(o.calls[0].opens["(relative)"], 1);
+        assert_eq!(o.attributed[0], offset(6) - offset(4));
+        assert_eq!(o.stop.records, 2);
+        assert_eq!(o.stop.opens["/home/u/"], 1);
+    }
+
+    #[test]
+    fn split_refuses_a_log_without_the_server() {
+        let log = b"{\"kind\":\"daemon\",\"event\":\"start\"}\n";
+        assert!(split(log, "git", &[log.len() as u64], &[]).is_err());
+    }
+}
