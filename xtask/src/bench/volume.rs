@@ -475,72 +475,51 @@ fn section(level: &Level, all: &[Server], volumes: &[Volume], quiet: Duration) -
         quiet.as_millis()
     )];
     for (s, v) in all.iter().zip(volumes) {
-        let start_b = Stats::of(&v.start_bytes);
-        let start_r = Stats::of(&v.start_records);
-        rows.push(Row::new(
+        let (r, b) = (median(&v.start_records), median(&v.start_bytes));
+        rows.push(figure(
             format!("{}: start", s.label),
             "bytes",
-            None,
-            start_b,
+            &v.start_bytes,
         ));
-        rows.push(Row::new(
+        rows.push(figure(
             format!("{}: start", s.label),
             "records",
-            None,
-            start_r,
+            &v.start_records,
         ));
-        let (b, r) = (
-            start_b.map_or(f64::NAN, |x| x.median),
-            start_r.map_or(f64::NAN, |x| x.median),
-        );
-        let met = r <= START_RECORDS && b <= START_KIB * 1024.0;
-        targets.push(Target {
-            what: format!(
+        targets.push(target(
+            format!(
                 "{}: a start within {START_RECORDS:.0} records and {START_KIB:.0} KiB",
                 s.label
             ),
-            measured: format!("{r:.0} records, {:.1} KiB", b / 1024.0),
-            met: Some(met),
-            why: if met {
-                String::new()
-            } else {
-                format!("by kind, per start: {}", v.start.kinds_text(v.sessions))
-            },
-        });
+            format!("{r:.0} records, {:.1} KiB", b / 1024.0),
+            r <= START_RECORDS && b <= START_KIB * 1024.0,
+            || format!("by kind, per start: {}", v.start.kinds_text(v.sessions)),
+        ));
         let n = s.calls.len();
         for (i, (tool, _)) in s.calls.iter().enumerate() {
-            let (first, again) = (Stats::of(&v.call_bytes[i]), Stats::of(&v.call_bytes[n + i]));
-            rows.push(Row::new(
+            let (first, again) = (&v.call_bytes[i], &v.call_bytes[n + i]);
+            rows.push(figure(
                 format!("{}: `{tool}` call, first", s.label),
                 "bytes",
-                None,
                 first,
             ));
-            rows.push(Row::new(
+            rows.push(figure(
                 format!("{}: `{tool}` call, again", s.label),
                 "bytes",
-                None,
                 again,
             ));
-            let median = |x: &[f64]| Stats::of(x).map_or(f64::NAN, |x| x.median);
-            let b = median(&v.call_bytes[i]);
-            let met = b <= CALL_KIB * 1024.0;
-            targets.push(Target {
-                what: format!("{}: `{tool}` call within {CALL_KIB:.0} KiB", s.label),
-                measured: format!(
+            targets.push(target(
+                format!("{}: `{tool}` call within {CALL_KIB:.0} KiB", s.label),
+                format!(
                     "first {:.1} KiB ({:.0} records), again {:.1} KiB ({:.0} records)",
-                    b / 1024.0,
+                    median(first) / 1024.0,
                     median(&v.call_records[i]),
-                    median(&v.call_bytes[n + i]) / 1024.0,
+                    median(again) / 1024.0,
                     median(&v.call_records[n + i]),
                 ),
-                met: Some(met),
-                why: if met {
-                    String::new()
-                } else {
-                    format!("first call by kind: {}", v.call[i].kinds_text(v.sessions))
-                },
-            });
+                median(first) <= CALL_KIB * 1024.0,
+                || format!("first call by kind: {}", v.call[i].kinds_text(v.sessions)),
+            ));
         }
         notes.push(volume_note(s, v));
     }
@@ -569,6 +548,25 @@ fn section(level: &Level, all: &[Server], volumes: &[Volume], quiet: Duration) -
         rows,
         targets,
         notes,
+    }
+}
+
+/// A figure with no bare side: the median of `samples` with min/max.
+fn figure(what: String, unit: &'static str, samples: &[f64]) -> Row {
+    Row::new(what, unit, None, Stats::of(samples))
+}
+
+fn median(samples: &[f64]) -> f64 {
+    Stats::of(samples).map_or(f64::NAN, |s| s.median)
+}
+
+/// A target; `why` says what dominates, where it was missed.
+fn target(what: String, measured: String, met: bool, why: impl FnOnce() -> String) -> Target {
+    Target {
+        what,
+        measured,
+        met: Some(met),
+        why: if met { String::new() } else { why() },
     }
 }
 
