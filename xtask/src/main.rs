@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these sections, comma-separated (launch, syscalls, audit,
-        /// memory, tap, dns, wrapped); default: all.
+        /// memory, tap, dns, wrapped, landlock, volume); default: all.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
     },
@@ -70,6 +70,15 @@ enum Command {
         secs: f64,
         /// One target: policy, mcp or dns (default: all).
         target: Option<String>,
+    },
+    /// Internal: the bench's Landlock-only runner. Confines itself with
+    /// the policy's Landlock ruleset alone, then execs the command.
+    #[command(name = bench::landlock::SUBCOMMAND, hide = true)]
+    LandlockExec {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -111,6 +120,7 @@ fn dispatch(command: Command) -> Result<()> {
             setup::run()?;
             fuzz::run(secs, target.as_deref())
         }
+        Command::LandlockExec { policy, command } => bench::landlock::exec_under(&policy, &command),
     }
 }
 

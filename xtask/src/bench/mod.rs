@@ -16,20 +16,28 @@
 //! resolver, connect with a large allow map), [`wrapped`] (npx and uvx
 //! client config entries as `mcpguard wrap` leaves them: `initialize` time
 //! against the entry as it was and the pinned install run bare, audit log
-//! bytes per start and per call). [`report`] writes `bench/report.md` and
-//! `bench/report.json` under the cargo target directory.
+//! bytes per start and per call), [`landlock`] (the same loops guarded
+//! against the same Landlock ruleset alone, issue 15's goal 2), [`volume`]
+//! (audit records and bytes per start and per tool call of the shipped
+//! servers at the default audit level, issue 15's goal 3; [`level`] puts
+//! that level into policies where the build knows it). [`report`] writes
+//! `bench/report.md` and `bench/report.json` under the cargo target
+//! directory.
 //!
 //! `--quick` runs each item briefly, to check the harness, not the numbers;
 //! `--only` runs some sections (the report then holds only those).
 
 mod audit;
 mod dns;
+pub mod landlock;
 mod launch;
+mod level;
 mod memory;
 mod report;
 mod session;
 mod syscalls;
 mod tap;
+mod volume;
 mod wrapped;
 
 use std::{
@@ -735,7 +743,7 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     };
 
     type Bench = fn(&Ctx) -> Result<Section>;
-    let benches: [(&str, Bench); 7] = [
+    let benches: [(&str, Bench); 9] = [
         ("launch", launch::run),
         ("syscalls", syscalls::run),
         ("audit", audit::run),
@@ -743,6 +751,8 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         ("tap", tap::run),
         ("dns", dns::run),
         ("wrapped", wrapped::run),
+        ("landlock", landlock::run),
+        ("volume", volume::run),
     ];
     if let Some(unknown) = only.iter().find(|o| !benches.iter().any(|(n, _)| n == o)) {
         let names: Vec<&str> = benches.iter().map(|(n, _)| *n).collect();
