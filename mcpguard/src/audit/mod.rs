@@ -52,6 +52,8 @@ pub const KINDS: &[&str] = &[
     "chdir",
     "persist",
     "attr",
+    "dns_stranger",
+    "landlock",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -1032,6 +1034,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 26);
+        assert_eq!(KINDS.len(), 28);
     }
 }

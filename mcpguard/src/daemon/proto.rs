@@ -139,10 +139,14 @@ pub enum Response {
         lines: Vec<String>,
     },
     /// The end of an audit stream that does not follow: how many records
-    /// were sent, and how many were too long to send.
+    /// were sent, how many were too long to send, and the names the
+    /// caller's records carry (the client checks `--server`, `--launch` and
+    /// `--tool` against them).
     End {
         shown: u64,
         skipped: u64,
+        #[serde(default)]
+        known: crate::audit::query::Known,
     },
 }
 
