@@ -451,4 +451,6 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
 }
 
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;
