@@ -870,6 +870,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
                 version: proto::VERSION,
                 query: Filter {
                     follow: true,
+                    lines: Some(10),
                     ..Default::default()
                 },
             },
@@ -877,7 +878,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
         s
     };
     let open: Vec<UnixStream> = (0..8).map(|_| follow()).collect();
-    // Each has its records (the daemon start record, at least) flowing.
+    // Each has its last records (the daemon start record, at least) flowing.
     for s in &open {
         assert!(matches!(
             proto::read_frame::<Response>(&mut &*s).unwrap(),
