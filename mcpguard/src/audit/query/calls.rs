@@ -142,13 +142,11 @@ impl CallSummary {
             self.denials.push(human::describe_raw(kind, rec));
         }
         let at = order::micros(rec);
-        if kind == "mcp" && self.mcp(rec) {
-            self.start_us = at;
-            self.start = str_of(rec, "ts");
-        } else if self.result == "unknown"
-            && at.is_some()
-            && (self.start_us.is_none() || at < self.start_us)
-        {
+        // The tap's record of the call is its start; without one, the
+        // earliest record.
+        let is_call = kind == "mcp" && self.mcp(rec);
+        let earlier = at.is_some() && (self.start_us.is_none() || at < self.start_us);
+        if is_call || (self.result == "unknown" && earlier) {
             self.start_us = at;
             self.start = str_of(rec, "ts");
         }

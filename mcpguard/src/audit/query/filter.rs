@@ -263,7 +263,7 @@ pub fn call_ids(rec: &Value) -> impl Iterator<Item = &Value> {
 fn id_is(id: &Value, typed: &str) -> bool {
     match id {
         Value::String(s) => s == typed,
-        other => other.to_string() == typed,
+        other => serde_json::from_str::<Value>(typed).is_ok_and(|t| t == *other),
     }
 }
 

@@ -227,7 +227,7 @@ fn human_times_are_local_by_default_and_utc_when_asked() {
         "2023-11-14 22:13:20.123456 UTC"
     );
     // JSON keeps the log's RFC 3339 UTC bytes whatever the clock.
-    let l = log("json-utc", &lines(&[rec.clone()]));
+    let l = log("json-utc", &lines(std::slice::from_ref(&rec)));
     let mut view = utc_view(true, false);
     view.clock = Clock::zone(TimeZone::fixed(jiff::tz::offset(5)));
     let out = read(&l.0, &Filter::default(), &view).unwrap();
