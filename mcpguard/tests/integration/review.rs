@@ -4,11 +4,9 @@
 //! call, and `--follow` starting at the end.
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::Path,
     process::Stdio,
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -230,15 +228,7 @@ fn follow_starts_at_the_end_and_prints_only_new_records() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut follower);
     // Let it reach the end before anything new is written.
     std::thread::sleep(Duration::from_millis(800));
     let new = simple_policy("review-new", &[]);

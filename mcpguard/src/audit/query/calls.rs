@@ -200,13 +200,7 @@ impl CallSummary {
     }
 
     fn open(&mut self, rec: &Value) {
-        let flags: Vec<&str> = rec
-            .get("flags")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let flags = human::flag_names(rec);
         let has = |f: &str| flags.contains(&f);
         let set = if has("O_CREAT") && has("O_EXCL") || has("O_TMPFILE") {
             &mut self.files.created

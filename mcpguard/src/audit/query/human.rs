@@ -611,14 +611,17 @@ fn truncation_mark(rec: &Value, key: &str) -> &'static str {
 }
 
 fn flags(rec: &Value) -> String {
-    let names: Vec<&str> = rec
-        .get("flags")
+    flag_names(rec).join("|")
+}
+
+/// A record's `flags` (an open's `O_*`).
+pub(super) fn flag_names(rec: &Value) -> Vec<&str> {
+    rec.get("flags")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
-    names.join("|")
+        .collect()
 }
 
 /// argv joined by spaces, quoting only the words that need it to stay

@@ -4,17 +4,17 @@
 
 use std::{
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
 
-use super::*;
+use super::{
+    tests::{append, follower},
+    *,
+};
 
 /// A record of launch `git-1` at `micros` past 2023-11-14T22:13:20Z.
 fn at(micros: u32, kind: &str, extra: Value) -> Value {
@@ -332,55 +332,6 @@ fn a_scoped_stream_sees_and_names_only_its_uids_records() {
     );
 }
 
-/// `--follow` with `lines` on a thread; its output and the stop flag.
-fn follow(
-    path: &Path,
-    lines: Option<usize>,
-) -> (
-    Arc<Mutex<Vec<u8>>>,
-    Arc<AtomicBool>,
-    std::thread::JoinHandle<()>,
-) {
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (path, o, s) = (path.to_path_buf(), Arc::clone(&out), Arc::clone(&stop));
-    let handle = std::thread::spawn(move || {
-        let f = Filter {
-            follow: true,
-            lines,
-            ..Filter::default()
-        };
-        let v = utc_view(true, false);
-        run_with(
-            &path,
-            &f,
-            None,
-            &v,
-            &mut Shared(o),
-            &mut Vec::new(),
-            &|| s.load(Ordering::SeqCst),
-        )
-        .unwrap();
-    });
-    (out, stop, handle)
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 /// Output lines once `want` lines are there (5 s at most).
 fn settle(out: &Arc<Mutex<Vec<u8>>>, want: usize) -> Vec<u64> {
     for _ in 0..100 {
@@ -402,7 +353,7 @@ fn follow_starts_at_the_end_or_after_the_last_n() {
     // The log ends mid-line: the rest of that line is not a record to show.
     let half = at(3, "exit", json!({"n": 3})).to_string();
     let l = log("follow-end", &format!("{old}{}", &half[..20]));
-    let (out, stop, handle) = follow(&l.0, None);
+    let (out, stop, handle) = follower(&l.0, None);
     std::thread::sleep(Duration::from_millis(400));
     append(&l.0, &format!("{}\n", &half[20..]));
     append(
@@ -418,7 +369,7 @@ fn follow_starts_at_the_end_or_after_the_last_n() {
     assert_eq!(got, [4, 5], "no old record; a batch in time order");
 
     let l = log("follow-last", &old);
-    let (out, stop, handle) = follow(&l.0, Some(1));
+    let (out, stop, handle) = follower(&l.0, Some(1));
     assert_eq!(settle(&out, 1), [2]);
     append(&l.0, &lines(&[at(6, "exit", json!({"n": 6}))]));
     let got = settle(&out, 2);

@@ -636,7 +636,7 @@ fn closed_output_ends_quietly() {
     assert_eq!(summary.shown, 0);
 }
 
-fn append(path: &Path, line: &str) {
+pub(super) fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -669,7 +669,7 @@ impl Write for Shared {
 
 /// `--follow --lines N` of `path` on a thread: its output, the flag that
 /// stops it, and the thread, which returns the diagnostics.
-fn follower(
+pub(super) fn follower(
     path: &Path,
     lines: Option<usize>,
 ) -> (
