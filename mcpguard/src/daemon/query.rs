@@ -244,7 +244,7 @@ fn stream_audit(
                     &Response::End {
                         shown: sink.shown,
                         skipped: sink.skipped,
-                        known: summary.known,
+                        known: summary.known.narrow(q),
                     },
                 )?;
             }

@@ -172,6 +172,36 @@ impl Known {
     }
 }
 
+impl Known {
+    /// What a client needs to check `filter` against: for each of
+    /// `--server`, `--launch` and `--tool` it sets, that value alone when
+    /// it is known, else at most [`MAX_SENT`] names; no names for the
+    /// others. The daemon sends this, which stays well within a frame
+    /// however many launches its log holds.
+    #[must_use]
+    pub fn narrow(self, filter: &Filter) -> Known {
+        let pick = |value: &Option<String>, known: bool, names: BTreeSet<String>| match value {
+            None => BTreeSet::new(),
+            Some(v) if known => BTreeSet::from([v.clone()]),
+            Some(_) => names.into_iter().take(MAX_SENT).collect(),
+        };
+        let has = |set: &BTreeSet<String>, v: &Option<String>| {
+            v.as_ref().is_some_and(|v| set.contains(v))
+        };
+        let server_known =
+            has(&self.servers, &filter.server) || has(&self.launches, &filter.server);
+        let launch_known = has(&self.launches, &filter.launch);
+        let tool_known = has(&self.tools, &filter.tool);
+        Known {
+            servers: pick(&filter.server, server_known, self.servers),
+            launches: pick(&filter.launch, launch_known, self.launches),
+            tools: pick(&filter.tool, tool_known, self.tools),
+        }
+    }
+}
+
+/// Most names of each sort [`Known::narrow`] keeps.
+const MAX_SENT: usize = 1000;
 /// Most names an unknown-value error lists.
 const MAX_LISTED: usize = 40;
 

@@ -293,6 +293,38 @@ fn unknown_kinds_servers_tools_and_launches_are_errors_listing_the_known() {
     ] {
         assert!(read(&l.0, &ok, &v).is_ok());
     }
+    // What the daemon sends to check with: the value alone when known,
+    // the names when not, nothing unasked.
+    let known = Known {
+        servers: (0..2000).map(|i| format!("s{i}")).collect(),
+        launches: ["git-1".to_string()].into(),
+        tools: ["status".to_string()].into(),
+    };
+    let f = Filter {
+        server: Some("s7".into()),
+        tool: Some("nope".into()),
+        ..Filter::default()
+    };
+    let narrow = known.clone().narrow(&f);
+    assert_eq!(narrow.servers, ["s7".to_string()].into());
+    assert!(narrow.launches.is_empty());
+    assert_eq!(narrow.tools, ["status".to_string()].into());
+    assert!(matches!(
+        f.check_known(&narrow),
+        Err(QueryError::Unknown { what: "tool", .. })
+    ));
+    let by_launch = Filter {
+        server: Some("git-1".into()),
+        ..Filter::default()
+    };
+    assert!(by_launch
+        .check_known(&known.clone().narrow(&by_launch))
+        .is_ok());
+    let unknown = Filter {
+        server: Some("x".into()),
+        ..Filter::default()
+    };
+    assert_eq!(known.narrow(&unknown).servers.len(), 1000);
     // Following, a server may start later.
     let follow = Filter {
         follow: true,
