@@ -42,7 +42,8 @@ pub struct CallSummary {
     pub files: Files,
     /// Programs run: the path and argv of each successful exec.
     pub execs: Vec<String>,
-    /// Egress decisions: `addr:port/protocol`.
+    /// Egress decisions (`addr:port/protocol`) and Unix socket connects
+    /// (`unix:/path`, `unix:@name` for an abstract one).
     pub hosts: Verdicts,
     /// DNS names asked for.
     pub dns: Verdicts,
@@ -163,6 +164,15 @@ impl CallSummary {
                 add_path(&mut self.files.created, rec, "new_path");
             }
             "connect" => self.connect(rec, denied),
+            "unix_connect" if ok || denied => {
+                let at = if rec["abstract_addr"] == true {
+                    "@"
+                } else {
+                    ""
+                };
+                let path = str_of(rec, "path").unwrap_or_default();
+                self.hosts.add(denied, format!("unix:{at}{path}"));
+            }
             "dns" => {
                 if let Some(name) = str_of(rec, "qname") {
                     self.dns.add(denied, name);

@@ -464,6 +464,11 @@ fn call_records() -> Vec<Value> {
             json!({"qname": "github.com", "qtype": "A", "transport": "udp", "verdict": "allow"}),
         ),
         c(
+            10,
+            "unix_connect",
+            json!({"path": "/run/docker.sock", "result": -13, "errno": "EACCES", "denied": true}),
+        ),
+        c(
             11,
             "open",
             json!({"path": "/home/u/.ssh/id_ed25519", "flags": ["O_RDONLY"], "result": -13, "errno": "EACCES", "denied": true}),
@@ -540,12 +545,15 @@ fn call_summaries_say_what_each_call_did() {
     );
     assert_eq!(commit["execs"], json!(["/usr/bin/git gc --auto"]));
     assert_eq!(commit["hosts"]["allowed"], json!(["140.82.112.3:443/tcp"]));
-    assert_eq!(commit["hosts"]["denied"], json!(["[2001:db8::1]:22/tcp"]));
+    assert_eq!(
+        commit["hosts"]["denied"],
+        json!(["[2001:db8::1]:22/tcp", "unix:/run/docker.sock"])
+    );
     assert_eq!(commit["dns"]["allowed"], json!(["github.com"]));
-    assert_eq!(commit["records"], 12);
+    assert_eq!(commit["records"], 13);
     let denials = commit["denials"].as_array().unwrap();
-    assert_eq!(denials.len(), 2, "{commit}");
-    assert!(denials[1]
+    assert_eq!(denials.len(), 3, "{commit}");
+    assert!(denials[2]
         .as_str()
         .unwrap()
         .contains("/home/u/.ssh/id_ed25519"));
@@ -586,6 +594,7 @@ fn call_summaries_say_what_each_call_did() {
         "  exec         /usr/bin/git gc --auto",
         "  connect      140.82.112.3:443/tcp",
         "  connect DENY [2001:db8::1]:22/tcp",
+        "  connect DENY unix:/run/docker.sock",
         "  dns          github.com",
     ];
     for (got, want) in text.lines().zip(expect) {
