@@ -283,6 +283,7 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
                 file.seek(SeekFrom::Start(0))
                     .map_err(|source| self.read_error(source))?;
                 self.pending.clear();
+                self.skip_partial = false;
                 self.line_no = 0;
                 pos = self.drain(&mut file)?;
             }
@@ -375,7 +376,9 @@ impl<W: Write, D: Write> LogReader<'_, W, D> {
     /// remains of a rotated-away file.
     fn finish_pending(&mut self) -> Result<(), QueryError> {
         let line = std::mem::take(&mut self.pending);
-        if line.is_empty() || std::mem::take(&mut self.skip_partial) {
+        // The file ends here: a line begun before reading started ends too.
+        let skip = std::mem::take(&mut self.skip_partial);
+        if line.is_empty() || skip {
             Ok(())
         } else {
             self.handle_line(line)
