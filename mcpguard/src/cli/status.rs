@@ -241,9 +241,11 @@ pub fn audit(
                          root can read them in the log"
                     );
                 }
-                filter
-                    .check_known(&known)
-                    .map_err(|e| ViaDaemon::Usage(e.to_string()))?;
+                if let Some(known) = known {
+                    filter
+                        .check_known(&known)
+                        .map_err(|e| ViaDaemon::Usage(e.to_string()))?;
+                }
                 let Some(calls) = calls else {
                     return Ok(());
                 };
