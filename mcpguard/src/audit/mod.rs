@@ -55,6 +55,8 @@ pub const KINDS: &[&str] = &[
     "chdir",
     "persist",
     "attr",
+    "dns_stranger",
+    "landlock",
 ];
 
 /// Which guarded server an event belongs to, resolved from its cgroup.
@@ -1035,6 +1037,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 26);
+        assert_eq!(KINDS.len(), 28);
     }
 }

@@ -3,7 +3,7 @@
 //! read the log itself.
 
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, Write},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -15,7 +15,10 @@ use serde_json::Value;
 
 use crate::{
     audit::{
-        query::{Filter, HumanFormat},
+        query::{
+            calls::{self, Calls},
+            Filter, HumanFormat, View,
+        },
         writer::SinkStatus,
     },
     daemon::{
@@ -193,34 +196,31 @@ fn duration(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-/// `mcpguard audit` through the daemon: print the records it streams (the
-/// caller's own servers'), as JSON lines or human lines.
-pub fn audit(socket: &Path, query: Filter, json: bool) -> ExitCode {
-    let stdout = io::stdout();
-    let color = stdout.is_terminal();
-    let mut out = stdout.lock();
-    match audit_to(socket, query, json, color, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("mcpguard audit: {}", esc(&message));
-            ExitCode::FAILURE
-        }
-    }
+/// Why asking the daemon for audit records failed.
+#[derive(Debug)]
+pub enum ViaDaemon {
+    /// No daemon answers at the socket.
+    Unreachable(String),
+    /// A filter value the caller's records do not know (exit 2).
+    Usage(String),
+    /// Anything else.
+    Failed(String),
 }
 
-fn audit_to(
+/// `mcpguard audit` through the daemon: print the records it streams (the
+/// caller's own servers', every record for root) as `view` says.
+pub fn audit(
     socket: &Path,
-    query: Filter,
-    json: bool,
-    color: bool,
+    filter: &Filter,
+    view: &View,
     out: &mut impl Write,
-) -> Result<(), String> {
-    let stream = connect(socket).map_err(|e| {
-        format!(
-            "you cannot read the audit log, and asking the daemon for your own records failed: {e}"
-        )
-    })?;
-    let follow = query.follow;
+) -> Result<(), ViaDaemon> {
+    let stream = connect(socket).map_err(ViaDaemon::Unreachable)?;
+    let mut query = filter.clone();
+    if view.calls {
+        // The last N calls, not records: the summaries pick them.
+        query.lines = None;
+    }
     proto::write_frame(
         &mut &stream,
         &Request::Audit {
@@ -228,44 +228,73 @@ fn audit_to(
             query,
         },
     )
-    .map_err(|e| e.to_string())?;
-    let mut human = HumanFormat::new(color);
+    .map_err(|e| ViaDaemon::Failed(e.to_string()))?;
+    let mut human = HumanFormat::new(view.color).with_clock(view.clock.clone());
+    let mut calls = view.calls.then(Calls::default);
     loop {
         let lines = match proto::read_frame::<Response>(&mut &stream) {
             Ok(Some(Response::Records { lines })) => lines,
-            Ok(Some(Response::End { skipped, .. })) => {
+            Ok(Some(Response::End { skipped, known, .. })) => {
                 if skipped > 0 {
                     eprintln!(
                         "mcpguard audit: {skipped} record(s) too long to send were left out; \
                          root can read them in the log"
                     );
                 }
-                return Ok(());
+                if let Some(known) = known {
+                    filter
+                        .check_known(&known)
+                        .map_err(|e| ViaDaemon::Usage(e.to_string()))?;
+                }
+                let Some(calls) = calls else {
+                    return Ok(());
+                };
+                let list = calls.finish(filter.lines);
+                return write_out(calls::write_all(&list, view, out)).map(drop);
             }
-            Ok(Some(Response::Error { message })) => return Err(message),
-            Ok(Some(other)) => return Err(format!("unexpected answer from the daemon: {other:?}")),
-            Ok(None) if follow => return Err("the daemon ended the stream (it is stopping)".into()),
+            Ok(Some(Response::Error { message })) => return Err(ViaDaemon::Failed(message)),
+            Ok(Some(other)) => {
+                return Err(ViaDaemon::Failed(format!(
+                    "unexpected answer from the daemon: {other:?}"
+                )))
+            }
+            Ok(None) if filter.follow => {
+                return Err(ViaDaemon::Failed(
+                    "the daemon ended the stream (it is stopping)".into(),
+                ))
+            }
             Ok(None) => {
-                return Err("the daemon closed the connection before the last record".into())
+                return Err(ViaDaemon::Failed(
+                    "the daemon closed the connection before the last record".into(),
+                ))
             }
-            Err(e) => return Err(format!("talking to the daemon: {e}")),
+            Err(e) => return Err(ViaDaemon::Failed(format!("talking to the daemon: {e}"))),
         };
         let written = lines.iter().try_for_each(|line| {
-            if json {
-                writeln!(out, "{}", term::escape_json(line))
-            } else {
-                match serde_json::from_str::<Value>(line) {
-                    Ok(rec) => human.write(&rec, out),
-                    Err(_) => writeln!(out, "{}", term::escape(line)),
+            let rec = serde_json::from_str::<Value>(line);
+            match (&mut calls, rec) {
+                (Some(calls), Ok(rec)) => {
+                    calls.add(&rec);
+                    Ok(())
                 }
+                (None, _) if view.json => writeln!(out, "{}", term::escape_json(line)),
+                (None, Ok(rec)) => human.write(&rec, out),
+                (_, Err(_)) => writeln!(out, "{}", term::escape(line)),
             }
         });
-        match written.and_then(|()| out.flush()) {
-            Ok(()) => {}
-            // `| head`: the reader has what it wanted.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(format!("cannot write output: {e}")),
+        if !write_out(written.and_then(|()| out.flush()))? {
+            return Ok(());
         }
+    }
+}
+
+/// Whether to go on after writing: false once the output is closed
+/// (`| head`: the reader has what it wanted).
+fn write_out(written: io::Result<()>) -> Result<bool, ViaDaemon> {
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(ViaDaemon::Failed(format!("cannot write output: {e}"))),
     }
 }
 

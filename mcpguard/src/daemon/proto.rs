@@ -139,10 +139,15 @@ pub enum Response {
         lines: Vec<String>,
     },
     /// The end of an audit stream that does not follow: how many records
-    /// were sent, and how many were too long to send.
+    /// were sent, how many were too long to send, and the names the
+    /// caller's records carry (the client checks `--server`, `--launch` and
+    /// `--tool` against them; a daemon from before they were sent sends
+    /// none, and nothing is checked).
     End {
         shown: u64,
         skipped: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        known: Option<crate::audit::query::Known>,
     },
 }
 

@@ -220,7 +220,6 @@ fn stream_audit(
     q.since_time()?;
     let mut sink = RecordSink {
         stream,
-        scope,
         pending: Vec::new(),
         batch: Vec::new(),
         batch_bytes: 0,
@@ -228,9 +227,16 @@ fn stream_audit(
         skipped: 0,
     };
     let stop = || shared.is_shutting_down() || hung_up(stream);
-    let result = query::stream(&shared.info.audit_log, q, &mut sink, &mut io::sink(), &stop);
+    let result = query::stream(
+        &shared.info.audit_log,
+        q,
+        scope,
+        &mut sink,
+        &mut io::sink(),
+        &stop,
+    );
     match result {
-        Ok(_) => {
+        Ok(summary) => {
             sink.flush()?;
             if !q.follow {
                 proto::write_frame(
@@ -238,6 +244,7 @@ fn stream_audit(
                     &Response::End {
                         shown: sink.shown,
                         skipped: sink.skipped,
+                        known: Some(summary.known.narrow(q)),
                     },
                 )?;
             }
@@ -266,11 +273,10 @@ fn hung_up(stream: &UnixStream) -> bool {
     }
 }
 
-/// Takes the matching log lines [`query::stream`] writes, keeps those the
-/// caller may see, and sends them in [`Response::Records`] batches.
+/// Takes the matching log lines [`query::stream`] writes (those the caller
+/// may see) and sends them in [`Response::Records`] batches.
 struct RecordSink<'a> {
     stream: &'a UnixStream,
-    scope: Option<u32>,
     /// Bytes after the last newline.
     pending: Vec<u8>,
     batch: Vec<String>,
@@ -281,9 +287,6 @@ struct RecordSink<'a> {
 
 impl RecordSink<'_> {
     fn line(&mut self, raw: &[u8]) -> io::Result<()> {
-        if !visible(raw, self.scope) {
-            return Ok(());
-        }
         if raw.len() > MAX_RECORD_LINE {
             self.skipped += 1;
             return Ok(());
@@ -331,42 +334,22 @@ impl Write for RecordSink<'_> {
     }
 }
 
-/// Whether a caller limited to `scope` may see this log line: only records
-/// whose `uid` is the caller's; records without a uid are root's.
-fn visible(raw: &[u8], scope: Option<u32>) -> bool {
-    let Some(uid) = scope else {
-        return true;
-    };
-    serde_json::from_slice::<Value>(raw)
-        .ok()
-        .and_then(|v| v.get("uid").and_then(Value::as_u64))
-        == Some(u64::from(uid))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_limited_caller_sees_only_records_with_its_uid() {
-        let mine = br#"{"v":1,"uid":1000,"kind":"open"}"#;
-        let theirs = br#"{"v":1,"uid":1001,"kind":"open"}"#;
-        let daemon = br#"{"v":1,"kind":"daemon"}"#;
-        assert!(visible(mine, Some(1000)));
-        assert!(!visible(theirs, Some(1000)));
-        assert!(!visible(daemon, Some(1000)), "uid-less records are root's");
-        assert!(!visible(b"not json", Some(1000)));
-        for line in [&mine[..], theirs, daemon] {
-            assert!(visible(line, None), "root sees everything");
-        }
+    fn an_end_without_names_reads_as_nothing_to_check() {
+        let old: Response =
+            serde_json::from_str(r#"{"type":"end","shown":3,"skipped":0}"#).unwrap();
+        assert!(matches!(old, Response::End { known: None, .. }));
     }
 
     #[test]
-    fn record_sink_batches_only_visible_lines_into_frames() {
+    fn record_sink_batches_lines_into_frames() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut sink = RecordSink {
             stream: &a,
-            scope: Some(1000),
             pending: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -376,8 +359,7 @@ mod tests {
         // Written as query::stream does: the line, then its newline.
         sink.write_all(br#"{"uid":1000,"n":1}"#).unwrap();
         sink.write_all(b"\n").unwrap();
-        sink.write_all(b"{\"uid\":1001,\"n\":2}\n{\"uid\":1000,\"n\":3}\n")
-            .unwrap();
+        sink.write_all(b"{\"uid\":1000,\"n\":3}\n").unwrap();
         sink.flush().unwrap();
         sink.flush().unwrap(); // nothing new: no empty frame
         assert_eq!(sink.shown, 2);

@@ -546,6 +546,21 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
+/// The lines a child writes to its piped stdout, read on a thread (a
+/// `--follow` reader's, for `recv_timeout`).
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 pub fn is_kind(r: &Value, kind: &str) -> bool {
     r["kind"] == kind
 }

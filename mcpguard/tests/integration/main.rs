@@ -25,6 +25,7 @@ mod learn;
 mod lifecycle;
 mod mcp;
 mod policies;
+mod review;
 mod service;
 mod unix;
 mod wrapped;

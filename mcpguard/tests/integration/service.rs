@@ -17,7 +17,6 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -748,15 +747,7 @@ fn audit_follow_through_the_daemon_streams_new_records() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut follower);
     std::thread::sleep(Duration::from_millis(500));
     let out = d.run(&pol, &["/bin/sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
@@ -870,6 +861,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
                 version: proto::VERSION,
                 query: Filter {
                     follow: true,
+                    lines: Some(10),
                     ..Default::default()
                 },
             },
@@ -877,7 +869,7 @@ fn the_daemon_bounds_what_a_query_client_can_hold() {
         s
     };
     let open: Vec<UnixStream> = (0..8).map(|_| follow()).collect();
-    // Each has its records (the daemon start record, at least) flowing.
+    // Each has its last records (the daemon start record, at least) flowing.
     for s in &open {
         assert!(matches!(
             proto::read_frame::<Response>(&mut &*s).unwrap(),

@@ -7,17 +7,77 @@ use std::{
     io::{self, Write},
 };
 
+use jiff::tz::TimeZone;
 use serde_json::Value;
 
 use crate::{audit::SCHEMA_VERSION, term};
 
 /// The compact one-line-per-record format.
 ///
-/// Times are UTC and shown as time of day; a `--- DATE (UTC) ---` line is
-/// printed whenever the date changes, so a multi-day log stays readable.
+/// Times are shown as time of day in the [`Clock`]'s zone; a
+/// `--- DATE (ZONE) ---` line is printed whenever the date (or the zone's
+/// offset) changes, so a multi-day log stays readable.
 pub struct HumanFormat {
     color: bool,
+    clock: Clock,
     last_date: Option<String>,
+}
+
+/// The zone times are shown in: UTC, or a time zone (the system's, for
+/// people). The log itself is always UTC.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    /// `None`: UTC.
+    zone: Option<TimeZone>,
+}
+
+impl Clock {
+    pub fn utc() -> Self {
+        Clock { zone: None }
+    }
+
+    /// The system's zone (`TZ`, else `/etc/localtime`).
+    pub fn local() -> Result<Self, String> {
+        TimeZone::try_system()
+            .map(Self::zone)
+            .map_err(|e| format!("cannot tell the local time zone ({e})"))
+    }
+
+    pub fn zone(zone: TimeZone) -> Self {
+        Clock { zone: Some(zone) }
+    }
+
+    /// (the date line's text, the time of day) of a record's `ts`; an odd
+    /// timestamp is shown whole, with no date.
+    fn split<'a>(&self, ts: &'a str) -> (Option<Cow<'a, str>>, Cow<'a, str>) {
+        let Some(zone) = &self.zone else {
+            let (date, time) = split_ts(ts);
+            return (date.map(|d| format!("{d} (UTC)").into()), time.into());
+        };
+        match ts.parse::<jiff::Timestamp>() {
+            Ok(t) => {
+                let z = t.to_zoned_datetime(zone.clone());
+                (
+                    Some(z.strftime("%Y-%m-%d (%Z, %:z)").to_string().into()),
+                    z.strftime("%H:%M:%S%.6f").to_string().into(),
+                )
+            }
+            Err(_) => (None, split_ts(ts).1.into()),
+        }
+    }
+
+    /// Date and time of a record's `ts`: `2024-05-01 13:02:03.123456 +02:00`
+    /// (`... UTC` for UTC).
+    pub fn date_time(&self, ts: &str) -> String {
+        match (&self.zone, ts.parse::<jiff::Timestamp>()) {
+            (None, Ok(t)) => t.strftime("%Y-%m-%d %H:%M:%S%.6f UTC").to_string(),
+            (Some(zone), Ok(t)) => t
+                .to_zoned_datetime(zone.clone())
+                .strftime("%Y-%m-%d %H:%M:%S%.6f %:z")
+                .to_string(),
+            (_, Err(_)) => ts.to_string(),
+        }
+    }
 }
 
 pub(super) const RED: &str = "\x1b[1;31m";
@@ -44,22 +104,29 @@ const COMMON_KEYS: &[&str] = &[
 ];
 
 impl HumanFormat {
+    /// Times in UTC.
     pub fn new(color: bool) -> Self {
         HumanFormat {
             color,
+            clock: Clock::utc(),
             last_date: None,
         }
+    }
+
+    /// Times in `clock`'s zone.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        HumanFormat { clock, ..self }
     }
 
     /// Write the record's line (preceded by a date line when the date
     /// changed).
     pub fn write(&mut self, rec: &Value, out: &mut impl Write) -> io::Result<()> {
         let ts = str_field(rec, "ts");
-        let (date, _) = split_ts(ts);
+        let (date, _) = self.clock.split(ts);
         if let Some(date) = date {
-            if self.last_date.as_deref() != Some(date) {
-                writeln!(out, "--- {} (UTC) ---", term::escape(date))?;
-                self.last_date = Some(date.to_string());
+            if self.last_date.as_deref() != Some(&date) {
+                writeln!(out, "--- {} ---", term::escape(&date))?;
+                self.last_date = Some(date.into_owned());
             }
         }
         writeln!(out, "{}", self.line(rec))
@@ -67,7 +134,7 @@ impl HumanFormat {
 
     /// One record as one line, without the date.
     pub fn line(&self, rec: &Value) -> String {
-        let (_, time) = split_ts(str_field(rec, "ts"));
+        let (_, time) = self.clock.split(str_field(rec, "ts"));
         let who = match (
             rec.get("server").and_then(Value::as_str),
             rec.get("launch").and_then(Value::as_str),
@@ -149,8 +216,9 @@ pub fn describe(kind: &str, rec: &Value) -> String {
     }
 }
 
-/// One arm per record kind; the longer ones have a function each.
-fn describe_raw(kind: &str, rec: &Value) -> String {
+/// [`describe`] without terminal escaping (for JSON): one arm per record
+/// kind; the longer ones have a function each.
+pub(super) fn describe_raw(kind: &str, rec: &Value) -> String {
     let f = |key| field(rec, key);
     match kind {
         "open" => open_line(rec),
@@ -574,14 +642,17 @@ fn truncation_mark(rec: &Value, key: &str) -> &'static str {
 }
 
 fn flags(rec: &Value) -> String {
-    let names: Vec<&str> = rec
-        .get("flags")
+    flag_names(rec).join("|")
+}
+
+/// A record's `flags` (an open's `O_*`).
+pub(super) fn flag_names(rec: &Value) -> Vec<&str> {
+    rec.get("flags")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
-    names.join("|")
+        .collect()
 }
 
 /// argv joined by spaces, quoting only the words that need it to stay

@@ -498,14 +498,19 @@ fn scratch(name: &str) -> Scratch {
     }
 }
 
-fn run_once(path: &Path, filter: &Filter, json: bool) -> (String, String, Summary) {
-    let (mut out, mut diag) = (Vec::new(), Vec::new());
-    let opts = Options {
-        follow: false,
+fn view(json: bool) -> View {
+    View {
         json,
         color: false,
-    };
-    let summary = run_with(path, filter, opts, &mut out, &mut diag, &|| false).unwrap();
+        clock: Clock::utc(),
+        calls: false,
+    }
+}
+
+fn run_once(path: &Path, filter: &Filter, json: bool) -> (String, String, Summary) {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    let v = view(json);
+    let summary = run_with(path, filter, None, &v, &mut out, &mut diag, &|| false).unwrap();
     (
         String::from_utf8(out).unwrap(),
         String::from_utf8(diag).unwrap(),
@@ -525,7 +530,12 @@ fn malformed_lines_are_counted_and_reported_not_fatal() {
         summary,
         Summary {
             shown: 2,
-            malformed: 3
+            malformed: 3,
+            known: Known {
+                servers: ["time".to_string()].into(),
+                launches: ["time-3".to_string()].into(),
+                tools: [].into(),
+            },
         }
     );
     assert_eq!(
@@ -597,7 +607,7 @@ fn json_output_keeps_original_bytes_and_filters() {
 fn missing_log_names_path_and_suggests_log_flag() {
     let scratch = scratch("missing");
     let path = scratch.path.with_file_name("absent.jsonl");
-    let err = run(&path, &Filter::default(), false, false, &mut Vec::new()).unwrap_err();
+    let err = run(&path, &Filter::default(), &view(false), &mut Vec::new()).unwrap_err();
     assert!(matches!(err, QueryError::NotFound { .. }));
     let msg = err.to_string();
     assert!(
@@ -622,11 +632,11 @@ fn closed_output_ends_quietly() {
     let scratch = scratch("pipe");
     let path = scratch.path.clone();
     std::fs::write(&path, rec(Body::Exit {}, T0).to_json_line() + "\n").unwrap();
-    let summary = run(&path, &Filter::default(), true, false, &mut ClosedPipe).unwrap();
+    let summary = run(&path, &Filter::default(), &view(true), &mut ClosedPipe).unwrap();
     assert_eq!(summary.shown, 0);
 }
 
-fn append(path: &Path, line: &str) {
+pub(super) fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -657,10 +667,11 @@ impl Write for Shared {
     }
 }
 
-/// `--follow` of `path` on a thread: its output, the flag that stops it,
-/// and the thread, which returns the diagnostics.
-fn follower(
+/// `--follow --lines N` of `path` on a thread: its output, the flag that
+/// stops it, and the thread, which returns the diagnostics.
+pub(super) fn follower(
     path: &Path,
+    lines: Option<usize>,
 ) -> (
     Arc<std::sync::Mutex<Vec<u8>>>,
     Arc<AtomicBool>,
@@ -670,16 +681,17 @@ fn follower(
     let stop = Arc::new(AtomicBool::new(false));
     let (path, o, s) = (path.to_path_buf(), Arc::clone(&out), Arc::clone(&stop));
     let handle = std::thread::spawn(move || {
-        let opts = Options {
+        let filter = Filter {
             follow: true,
-            json: true,
-            color: false,
+            lines,
+            ..Filter::default()
         };
         let mut diag = Vec::new();
         run_with(
             &path,
-            &Filter::default(),
-            opts,
+            &filter,
+            None,
+            &view(true),
             &mut Shared(o),
             &mut diag,
             &|| s.load(Ordering::SeqCst),
@@ -697,7 +709,7 @@ fn follow_sees_appends_partial_lines_truncation_and_rotation() {
     let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
     std::fs::write(&path, line(1) + "\n").unwrap();
 
-    let (out, stop, handle) = follower(&path);
+    let (out, stop, handle) = follower(&path, Some(10));
     wait_for(&out, 1);
 
     // A line written in two parts is printed once, whole.
@@ -738,7 +750,7 @@ fn follow_forgets_a_half_line_the_daemon_cut_off_and_reads_it_whole_later() {
     let path = scratch.path.clone();
     let line = |child: u32| rec(Body::Fork { child_pid: child }, T0).to_json_line();
     std::fs::write(&path, line(1) + "\n").unwrap();
-    let (out, stop, handle) = follower(&path);
+    let (out, stop, handle) = follower(&path, Some(10));
     wait_for(&out, 1);
 
     // A full disk took part of line 2; the writer cut it off again and,
