@@ -52,7 +52,7 @@ pub struct Stamp {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A denial of domain `domain`.
-    Access { domain: u64, denial: Denial },
+    Access { domain: u64, denial: Box<Denial> },
     /// The domain's first logged denial happened; `pid` called
     /// `landlock_restrict_self` (the launcher, for a guarded server).
     Allocated { domain: u64, pid: u32 },
@@ -115,7 +115,7 @@ pub fn parse(kind: u16, text: &str) -> Result<(Stamp, Event), LandlockParseError
     let event = match kind {
         ACCESS => Event::Access {
             domain,
-            denial: denial(domain_hex, fields),
+            denial: Box::new(denial(domain_hex, fields)),
         },
         DOMAIN => match fields.get("status").map(String::as_str) {
             Some("allocated") => Event::Allocated {
@@ -214,7 +214,7 @@ fn fields(mut s: &str) -> BTreeMap<String, String> {
 /// The kernel's hex form of an untrusted string; `None` when `s` is not
 /// hex (`?`, `<too_long>`).
 fn unhex(s: &str) -> Option<String> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..s.len())
@@ -230,7 +230,7 @@ mod tests {
 
     fn access(text: &str) -> Denial {
         match parse(ACCESS, text).unwrap().1 {
-            Event::Access { denial, .. } => denial,
+            Event::Access { denial, .. } => *denial,
             other => panic!("{other:?}"),
         }
     }
@@ -260,16 +260,14 @@ mod tests {
 
     #[test]
     fn hex_strings_abstract_sockets_and_signals_are_decoded() {
-        let d = access("audit(1.5:7): domain=1 blockers=scope.abstract_unix_socket path=006C6C74657374");
-        assert_eq!(
-            (d.path.as_deref(), d.abstract_addr),
-            (Some("lltest"), true)
+        let d = access(
+            "audit(1.5:7): domain=1 blockers=scope.abstract_unix_socket path=006C6C74657374",
         );
+        assert_eq!((d.path.as_deref(), d.abstract_addr), (Some("lltest"), true));
         // A path with a space comes as hex.
         let d = access("audit(1.5:7): domain=1 blockers=fs.execute path=2F746D702F6120622F78 dev=\"vda\" ino=2");
         assert_eq!(d.path.as_deref(), Some("/tmp/a b/x"));
-        let d =
-            access(r#"audit(1.5:8): domain=1 blockers=scope.signal opid=29205 ocomm="lltest""#);
+        let d = access(r#"audit(1.5:8): domain=1 blockers=scope.signal opid=29205 ocomm="lltest""#);
         assert_eq!((d.opid, d.ocomm.as_deref()), (Some(29205), Some("lltest")));
         let d = access("audit(1.5:6): domain=1 blockers=net.connect_tcp daddr=127.0.0.1 dest=9");
         assert_eq!((d.daddr.as_deref(), d.dest), (Some("127.0.0.1"), Some(9)));

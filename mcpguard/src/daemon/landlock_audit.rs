@@ -73,6 +73,10 @@ const MAX_DOMAINS: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_millis(500);
 /// How long the reader waits at shutdown for its domains' last records.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+/// How far after its audit stamp a denial may have happened: the stamp
+/// comes from the coarse realtime clock (one tick behind at most, 10 ms at
+/// HZ=100) and is cut to milliseconds.
+const STAMP_SLACK: Duration = Duration::from_millis(11);
 /// How often the kernel's `lost` counter is read.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -161,8 +165,14 @@ pub struct LandlockAudit {
 }
 
 enum Ctl {
-    Launched { pid: u32, launch: Launch },
-    Finished { launch: String, done: SyncSender<()> },
+    Launched {
+        pid: u32,
+        launch: Launch,
+    },
+    Finished {
+        launch: String,
+        done: SyncSender<()>,
+    },
     Stop,
 }
 
@@ -243,11 +253,7 @@ impl LandlockAudit {
     /// ends the thread.
     pub fn stop(&self) {
         self.send(Ctl::Stop);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -363,7 +369,7 @@ impl Reader {
         }
         let text = String::from_utf8_lossy(payload);
         match landlock::parse(kind, text.trim_end_matches(['\0', '\n'])) {
-            Ok((stamp, Event::Access { domain, denial })) => self.access(domain, stamp, denial),
+            Ok((stamp, Event::Access { domain, denial })) => self.access(domain, stamp, *denial),
             Ok((_, Event::Allocated { domain, pid })) => self.allocated(domain, pid),
             Ok((_, Event::Deallocated { domain, denials })) => self.deallocated(domain, denials),
             Err(error) => {
@@ -508,7 +514,10 @@ impl Reader {
         }
         let lost = domain.held.len() as u64 + domain.overflow;
         if lost > 0 {
-            warn!(domain = id, lost, "Landlock records of a domain never identified");
+            warn!(
+                domain = id,
+                lost, "Landlock records of a domain never identified"
+            );
             self.loss(lost, None);
         }
     }
@@ -555,21 +564,19 @@ impl Reader {
         let _ = self.audit.send(Msg::Landlock { rec, secrets });
     }
 
-    /// The calls in flight during the record's millisecond (the audit
-    /// stamp's resolution), in the kernel's boot clock the taps use.
+    /// The calls in flight while the denial may have happened, in the
+    /// kernel's boot clock the taps use: the audit stamp is the coarse
+    /// realtime clock cut to milliseconds, so the denial lies up to
+    /// [`STAMP_SLACK`] after it.
     fn calls_at(&self, cgroup_id: u64, time: SystemTime) -> Vec<(serde_json::Value, String)> {
         let ago = SystemTime::now()
             .duration_since(time)
             .unwrap_or_default()
             .as_nanos();
-        let start = u64::try_from(u128::from(boot_ns()).saturating_sub(ago)).unwrap_or(0);
-        let mut calls = self.calls.at(cgroup_id, start);
-        for call in self.calls.at(cgroup_id, start + 999_999) {
-            if !calls.contains(&call) {
-                calls.push(call);
-            }
-        }
-        calls
+        let from = u64::try_from(u128::from(boot_ns()).saturating_sub(ago)).unwrap_or(0);
+        let slack = u64::try_from(STAMP_SLACK.as_nanos()).unwrap_or(u64::MAX);
+        self.calls
+            .during(cgroup_id, from, from.saturating_add(slack))
     }
 
     fn loss(&self, lost: u64, origin: Option<Origin>) {
@@ -659,12 +666,17 @@ mod tests {
     }
 
     fn deallocated(r: &mut Reader, domain: &str, denials: u64) {
-        let text = format!("audit(1796623362.171:9): domain={domain} status=deallocated denials={denials}");
+        let text = format!(
+            "audit(1796623362.171:9): domain={domain} status=deallocated denials={denials}"
+        );
         feed(r, landlock::DOMAIN, &text);
     }
 
-    /// The denials and the (lost, source, launch) of the losses sent.
-    fn sent(rx: &Receiver<Msg>) -> (Vec<AuditRecord>, Vec<(u64, String, Option<String>)>) {
+    /// (lost, source, launch) of a loss sent.
+    type Loss = (u64, String, Option<String>);
+
+    /// The denials and the losses sent.
+    fn sent(rx: &Receiver<Msg>) -> (Vec<AuditRecord>, Vec<Loss>) {
         let (mut denials, mut losses) = (Vec::new(), Vec::new());
         while let Ok(msg) = rx.try_recv() {
             match msg {
@@ -695,7 +707,9 @@ mod tests {
         assert_eq!(rec.launch.as_deref(), Some("srv-1"));
         assert_eq!(rec.path_source.as_deref(), Some("landlock"));
         assert!(rec.denied);
-        assert!(matches!(&rec.body, Body::Landlock(d) if d.path.as_deref() == Some("/etc/hostname")));
+        assert!(
+            matches!(&rec.body, Body::Landlock(d) if d.path.as_deref() == Some("/etc/hostname"))
+        );
         assert!(losses.is_empty());
         // Every denial arrived: no loss.
         deallocated(&mut r, "1a", 2);

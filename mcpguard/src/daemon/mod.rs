@@ -350,7 +350,11 @@ fn landlock_audit_setup(layers: &mut Layers) -> Option<landlock_audit::Setup> {
     match landlock_audit::setup() {
         Ok(setup) => {
             if let Some(pid) = setup.beside_auditd {
-                info!(layer = "audit_landlock", auditd = pid, "audit daemon registered: its configuration is left as it is");
+                info!(
+                    layer = "audit_landlock",
+                    auditd = pid,
+                    "audit daemon registered: its configuration is left as it is"
+                );
             }
             for change in &setup.changes {
                 info!(layer = "audit_landlock", "{change}");

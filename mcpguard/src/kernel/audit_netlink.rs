@@ -61,8 +61,8 @@ const RULE_LEN: usize = 4 * (3 + BITMASK_WORDS + 3 * MAX_FIELDS + 1);
 /// `AUDIT_FILTER_TASK` (the list a rule is on) and `AUDIT_NEVER`.
 pub const FILTER_TASK: u32 = 0x01;
 pub const ACTION_NEVER: u32 = 0;
-/// `AUDIT_NLGRP_READLOG`, as a `nl_groups` bit.
-const READLOG_GROUPS: u32 = 1 << (1 - 1);
+/// `AUDIT_NLGRP_READLOG` (group 1), as a `nl_groups` bit.
+const READLOG_GROUPS: u32 = 1;
 /// How long a request waits for the kernel's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -176,7 +176,9 @@ impl Control {
         self.replies(seq, REQUEST)?
             .iter()
             .filter(|m| m.kind == AUDIT_LIST_RULES)
-            .map(|m| parse_rule(&m.payload).ok_or(AuditNetlinkError::Malformed { request: REQUEST }))
+            .map(|m| {
+                parse_rule(&m.payload).ok_or(AuditNetlinkError::Malformed { request: REQUEST })
+            })
             .collect()
     }
 
@@ -286,11 +288,8 @@ impl ReadLog {
             request: "SO_RCVBUFFORCE",
             errno,
         })?;
-        bind(
-            fd.as_raw_fd(),
-            &NetlinkAddr::new(0, READLOG_GROUPS),
-        )
-        .map_err(AuditNetlinkError::Join)?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, READLOG_GROUPS))
+            .map_err(AuditNetlinkError::Join)?;
         Ok(ReadLog { fd })
     }
 
@@ -303,11 +302,7 @@ impl ReadLog {
         if !readable(&self.fd, timeout).map_err(io)? {
             return Ok(Received::Messages(Vec::new()));
         }
-        match recv(
-            self.fd.as_raw_fd(),
-            buf,
-            MsgFlags::MSG_DONTWAIT,
-        ) {
+        match recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
             Ok(n) => Ok(Received::Messages(
                 split(&buf[..n])
                     .map(|(h, payload)| Message {
@@ -433,8 +428,13 @@ mod tests {
     fn frames_split_back_into_their_messages() {
         let mut buf = frame(1423, 0, 7, b"abc");
         buf.extend(frame(NLMSG_DONE, 0, 8, &[]));
-        let got: Vec<_> = split(&buf).map(|(h, p)| (h.kind, h.seq, p.to_vec())).collect();
-        assert_eq!(got, [(1423, 7, b"abc".to_vec()), (NLMSG_DONE, 8, Vec::new())]);
+        let got: Vec<_> = split(&buf)
+            .map(|(h, p)| (h.kind, h.seq, p.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [(1423, 7, b"abc".to_vec()), (NLMSG_DONE, 8, Vec::new())]
+        );
         // A length past the datagram ends the walk instead of reading on.
         let mut bad = frame(1423, 0, 1, b"x");
         bad[0] = 200;

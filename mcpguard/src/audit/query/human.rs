@@ -326,7 +326,11 @@ fn landlock_line(rec: &Value) -> String {
         .unwrap_or_default();
     let mut s = format!("landlock {}", blockers.join(","));
     if rec.get("path").is_some() {
-        let at = if rec["abstract_addr"] == true { "@" } else { "" };
+        let at = if rec["abstract_addr"] == true {
+            "@"
+        } else {
+            ""
+        };
         let _ = write!(s, " {at}{}", field(rec, "path"));
     }
     for (addr, port) in [("daddr", "dest"), ("saddr", "src")] {

@@ -356,7 +356,9 @@ fn landlock_denials_read_as_one_line_each() {
         HumanFormat::new(false).line(&rec)
     };
     assert_eq!(
-        line(json!({"blockers": ["fs.read_file"], "path": "/etc/hostname", "dev": "vda", "ino": 611, "tool": "read", "call_id": 4})),
+        line(
+            json!({"blockers": ["fs.read_file"], "path": "/etc/hostname", "dev": "vda", "ino": 611, "tool": "read", "call_id": 4})
+        ),
         "22:13:20.000001 fx DENY  landlock fs.read_file /etc/hostname  <- read#4"
     );
     assert_eq!(
@@ -364,7 +366,9 @@ fn landlock_denials_read_as_one_line_each() {
         "22:13:20.000001 fx DENY  landlock net.connect_tcp 127.0.0.1:9"
     );
     assert_eq!(
-        line(json!({"blockers": ["scope.abstract_unix_socket"], "path": "sock", "abstract_addr": true})),
+        line(
+            json!({"blockers": ["scope.abstract_unix_socket"], "path": "sock", "abstract_addr": true})
+        ),
         "22:13:20.000001 fx DENY  landlock scope.abstract_unix_socket @sock"
     );
     assert_eq!(
