@@ -127,22 +127,21 @@ pub fn setup() -> Result<Setup, LandlockAuditError> {
     }
     let rules = control.rules()?;
     let foreign = rules.iter().filter(|r| !r.is_never_task()).count();
-    if !rules.iter().any(|r| r.is_never_task()) {
-        match (foreign, status.enabled) {
-            (0, _) => {
-                control.add_never_task()?;
-                changes.push("loaded the audit rule -a never,task".to_owned());
-            }
-            // Their rules, their cost: a never,task rule would stop them.
-            (_, 0) => return Err(LandlockAuditError::ForeignRules(foreign)),
-            _ => {}
-        }
+    // Their rules, their cost: enabling audit would start them, and a
+    // never,task rule would stop their syscall rules.
+    if foreign > 0 && status.enabled == 0 {
+        return Err(LandlockAuditError::ForeignRules(foreign));
+    }
+    if foreign == 0 && !rules.iter().any(|r| r.is_never_task()) {
+        control.add_never_task()?;
+        changes.push("loaded the audit rule -a never,task".to_owned());
     }
     if status.enabled == 0 {
         control.set_enabled(true)?;
         changes.push("enabled audit".to_owned());
     }
-    if status.backlog_limit != 0 && status.backlog_limit < BACKLOG_LIMIT {
+    // 0 is no limit; enabled=2 is locked until reboot.
+    if status.enabled != 2 && status.backlog_limit != 0 && status.backlog_limit < BACKLOG_LIMIT {
         control.set_backlog_limit(BACKLOG_LIMIT)?;
         changes.push(format!(
             "raised the audit backlog_limit from {} to {BACKLOG_LIMIT}",
@@ -456,7 +455,10 @@ impl Reader {
                 }
             }
             Owner::Foreign => {}
-            Owner::Unknown { pid } => self.give_up(id, pid, domain),
+            Owner::Unknown { pid } => {
+                let missing = denials.saturating_sub(domain.received);
+                self.give_up(id, pid, domain, missing);
+            }
         }
     }
 
@@ -492,7 +494,7 @@ impl Reader {
                         },
                     );
                 } else {
-                    self.give_up(id, pid, domain);
+                    self.give_up(id, pid, domain, 0);
                 }
             }
         }
@@ -506,8 +508,9 @@ impl Reader {
     }
 
     /// A domain that cannot be placed: with a pid it is foreign (dropped);
-    /// without one, whatever it held is lost, to whom unknown.
-    fn give_up(&mut self, id: u64, pid: Option<u32>, domain: Domain) {
+    /// without one, whatever it held, and `missing` records it had that
+    /// never came, are lost, to whom unknown.
+    fn give_up(&mut self, id: u64, pid: Option<u32>, domain: Domain, missing: u64) {
         if let Some(pid) = pid {
             debug!(domain = id, pid, "Landlock domain of another process");
             return;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::{
     harness::*,
-    mcp::{call, fixture_policy},
+    mcp::{call, daemon_with_secrets, fixture_policy, SECRET},
 };
 
 /// A file in the test user's home: outside every grant, and not hidden by
@@ -190,10 +190,18 @@ fn landlock_denials_come_from_the_kernels_own_records() {
 }
 
 #[test]
-fn a_landlock_denial_inside_a_tool_call_carries_the_call_id() {
-    let d = Daemon::start();
-    let secret = HomeFile::new("ll-call", b"secret\n", 0o644);
-    let (pol, script) = fixture_policy("it-ll-call", "", &[]);
+fn a_landlock_denial_inside_a_tool_call_carries_the_call_id_and_is_redacted() {
+    let (d, token) = daemon_with_secrets();
+    // The denied path holds the server's secret: its record must not.
+    let secret = HomeFile::new(&format!("ll-call-{SECRET}"), b"secret\n", 0o644);
+    let (pol, script) = fixture_policy(
+        "it-ll-call",
+        &format!(
+            "[secrets]\nFIXTURE_TOKEN = {{ file = {:?} }}\n",
+            token.display().to_string()
+        ),
+        &[],
+    );
     let python = peers().join("venv/bin/python");
     let got = call(
         &d,
@@ -207,11 +215,14 @@ fn a_landlock_denial_inside_a_tool_call_carries_the_call_id() {
         is_kind(r, "mcp") && r["event"] == "tools_call" && r["tool"] == "read_file"
     });
     let id = call["call_id"].clone();
-    d.wait_record("the Landlock denial tied to the call", |r| {
+    let redacted = secret.path().replace(SECRET, "[REDACTED:FIXTURE_TOKEN]");
+    d.wait_record("the Landlock denial tied to the call, redacted", |r| {
         is_kind(r, "landlock")
             && r["launch"] == call["launch"]
-            && r["path"] == secret.path()
+            && r["path"] == redacted.as_str()
             && r["tool"] == "read_file"
             && r["call_id"] == id
     });
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(!log.contains(SECRET), "the secret reached the log");
 }
