@@ -515,7 +515,7 @@ impl Reader {
             debug!(domain = id, pid, "Landlock domain of another process");
             return;
         }
-        let lost = domain.held.len() as u64 + domain.overflow;
+        let lost = domain.held.len() as u64 + domain.overflow + missing;
         if lost > 0 {
             warn!(
                 domain = id,
@@ -773,6 +773,12 @@ mod tests {
         r.domains.get_mut(&0x6f).unwrap().seen = Instant::now() - UNALLOCATED_WAIT;
         r.expire();
         assert_eq!(sent(&rx).1, [(1, "landlock".into(), None)]);
+        // Its allocated record lost, a domain's end still says how many
+        // denials it had: all of them are lost, to whom unknown.
+        access(&mut r, "7a");
+        access(&mut r, "7a");
+        deallocated(&mut r, "7a", 5);
+        assert_eq!(sent(&rx).1, [(5, "landlock".into(), None)]);
         // An undecodable record is counted too.
         feed(&mut r, landlock::ACCESS, "garbage");
         assert_eq!(sent(&rx).1, [(1, "landlock".into(), None)]);
