@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod decode;
+pub mod landlock;
 pub mod query;
 pub mod verify;
 pub mod writer;
@@ -279,6 +280,10 @@ pub enum Body {
         /// `allow` or `deny`.
         verdict: String,
     },
+    /// A denial from Landlock's own audit record (ABI 7+): the rights it
+    /// refused and what the kernel resolved (`path_source` is
+    /// `"landlock"`). Always a denial.
+    Landlock(landlock::Denial),
     /// A `connect()` to a Unix-domain socket.
     UnixConnect {
         /// The path as passed (for abstract sockets, the name after the
@@ -492,6 +497,7 @@ impl Body {
             Body::Syscall { .. } => "syscall",
             Body::IoUring { .. } => "io_uring",
             Body::Persist { .. } => "persist",
+            Body::Landlock(_) => "landlock",
         }
     }
 
@@ -520,7 +526,7 @@ impl Body {
             Body::Connect { verdict, .. } => verdict == "deny",
             Body::Mcp { event, .. } => event == "tool_denied" || event == "server_request_denied",
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
-            Body::DnsStranger { .. } => true,
+            Body::DnsStranger { .. } | Body::Landlock(_) => true,
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),
             Body::Persist { result, .. } => {
                 is_denial_errno(*result)
@@ -857,6 +863,42 @@ mod tests {
     }
 
     #[test]
+    fn golden_landlock() {
+        let mut rec = AuditRecord::new(
+            Body::Landlock(landlock::Denial {
+                blockers: vec!["fs.read_file".into()],
+                domain: "173d929d5".into(),
+                path: Some("/etc/hostname".into()),
+                dev: Some("vda".into()),
+                ino: Some(611),
+                ..Default::default()
+            }),
+            Some(&origin()),
+            fixed_ts(),
+        );
+        rec.path_source = Some("landlock".into());
+        rec.call_id = Some(serde_json::json!(4));
+        rec.tool = Some("read".into());
+        let line = rec.to_json_line();
+        assert!(
+            line.ends_with(r#""path_source":"landlock","tool":"read","call_id":4,"denied":true,"kind":"landlock","blockers":["fs.read_file"],"domain":"173d929d5","path":"/etc/hostname","dev":"vda","ino":611}"#),
+            "{line}"
+        );
+        assert_golden(
+            Body::Landlock(landlock::Denial {
+                blockers: vec!["scope.abstract_unix_socket".into()],
+                domain: "2".into(),
+                path: Some("sock".into()),
+                abstract_addr: true,
+                ..Default::default()
+            }),
+            r#""denied":true,"kind":"landlock","blockers":["scope.abstract_unix_socket"],"domain":"2","path":"sock","abstract_addr":true}"#,
+        );
+        let back: AuditRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
     fn golden_loss() {
         let rec = AuditRecord::new(
             Body::Loss {
@@ -1034,6 +1076,7 @@ mod tests {
                 result: 3,
                 errno: None,
             },
+            Body::Landlock(Default::default()),
         ] {
             assert!(KINDS.contains(&body.kind()));
         }

@@ -59,6 +59,20 @@ const FINISH_SLICES: u32 = 20;
 pub enum Msg {
     /// Write a record now.
     Record(AuditRecord),
+    /// Write a Landlock denial now, redacted with `secrets` (its server's,
+    /// which the reader keeps: the record can come after the server was
+    /// unregistered here).
+    Landlock {
+        rec: AuditRecord,
+        secrets: Option<Arc<Redactor>>,
+    },
+    /// Write a `loss` record (counted in the log's total).
+    Loss {
+        lost: u64,
+        source: String,
+        denials: Option<u64>,
+        origin: Option<Origin>,
+    },
     /// Attribute records of this cgroup to this server from now on, and
     /// redact its secrets from them.
     Register {
@@ -279,6 +293,13 @@ impl Auditor {
     fn handle(&mut self, msg: Msg, turn: &mut Turn) {
         match msg {
             Msg::Record(rec) => self.write(&rec),
+            Msg::Landlock { rec, secrets } => self.write_redacted(&rec, secrets.as_deref()),
+            Msg::Loss {
+                lost,
+                source,
+                denials,
+                origin,
+            } => self.write_loss(lost, source, denials, origin),
             Msg::Register {
                 cgroup_id,
                 origin,
@@ -571,6 +592,12 @@ impl Auditor {
     /// Daemon-made records (launches, MCP events) pass the same redaction
     /// as kernel records.
     fn write(&mut self, rec: &AuditRecord) {
+        self.write_redacted(rec, None);
+    }
+
+    /// As [`Self::write`]; `secrets` stand in for the server's redactor
+    /// once the server is no longer registered.
+    fn write_redacted(&mut self, rec: &AuditRecord, fallback: Option<&Redactor>) {
         let Self {
             servers,
             stats,
@@ -582,12 +609,12 @@ impl Auditor {
                 .as_ref()
                 .is_some_and(|o| Some(&o.launch) == rec.launch.as_ref())
         });
-        let mut secrets = None;
+        let mut secrets = fallback;
         if let Some(server) = server {
             if let Some(obs) = &mut server.learner {
                 obs.observe(rec);
             }
-            secrets = server.redactor.as_deref();
+            secrets = server.redactor.as_deref().or(secrets);
         }
         let rec = redact(Cow::Borrowed(rec), secrets);
         stats.record(&rec);

@@ -1,5 +1,6 @@
 //! Per-server record budgets: the one place every record source (the
-//! socket fence, the DNS resolver, the MCP tap, the kernel ring buffer)
+//! socket fence, the DNS resolver, the MCP tap, the kernel ring buffer,
+//! Landlock's audit records)
 //! asks before a record of a server is written.
 //!
 //! Each server gets two token buckets, one for its denials and one for
@@ -57,6 +58,8 @@ pub enum Source {
     Dns,
     Mcp,
     Daemon,
+    /// Landlock's own audit records.
+    Landlock,
 }
 
 impl Source {
@@ -67,6 +70,7 @@ impl Source {
             Source::Dns => "dns",
             Source::Mcp => "mcp",
             Source::Daemon => "daemon",
+            Source::Landlock => "landlock",
         }
     }
 
@@ -76,6 +80,7 @@ impl Source {
             Body::Socket { .. } => Source::SocketFence,
             Body::Dns { .. } => Source::Dns,
             Body::Mcp { .. } | Body::ToolChanged { .. } => Source::Mcp,
+            Body::Landlock(_) => Source::Landlock,
             _ => Source::Daemon,
         }
     }

@@ -5,6 +5,7 @@
 pub mod admit;
 pub mod auditor;
 pub mod budget;
+pub mod landlock_audit;
 pub mod lock;
 pub mod persist;
 pub mod persist_fence;
@@ -130,7 +131,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     // After reap_stale: the previous daemon's servers are gone, so its
     // pinned links can go too.
     let pins = prepare_pins(&cfg.cgroup_name);
-    let loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
+    let mut loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
+    let landlock_audit = landlock_audit_setup(&mut loaded.layers);
     log_layers(&loaded.layers);
     let upstream_dns = upstream_dns(cfg.upstream_dns);
 
@@ -140,6 +142,16 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         layers: loaded.layers.clone(),
     };
     let audit = Audit::start(&cfg, loaded.audit, &probe)?;
+    let landlock_audit = landlock_audit
+        .map(|setup| {
+            landlock_audit::LandlockAudit::spawn(
+                setup,
+                audit.tx.clone(),
+                audit.calls.clone(),
+                audit.budgets.clone(),
+            )
+        })
+        .transpose()?;
     let shared = Arc::new(Shared {
         tree,
         limits,
@@ -160,6 +172,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         info: shared::DaemonInfo::new(started, cfg.audit_log.clone()),
         admission: admit::Admission::new(cfg.launch_limits),
         budgets: audit.budgets.clone(),
+        landlock_audit,
     });
     // Programs and links live as long as this value.
     let _programs = loaded.ebpf;
@@ -174,6 +187,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     service::stopping(notifier.as_ref());
     shutdown(&shared, &cfg.socket).await;
+    // Its last records (and losses) go in before the stop record.
+    if let Some(reader) = &shared.landlock_audit {
+        reader.stop();
+    }
     // Servers are gone: enforcement need not outlive this daemon.
     if let Some(dir) = &pins {
         if let Err(error) = ebpf::pins::remove_all(dir).and_then(|_| std::fs::remove_dir(dir)) {
@@ -294,6 +311,11 @@ const LAYER_LOG: &[LayerLog] = &[
         "records of io_uring requests (for servers allowed io_uring)",
     ),
     (
+        "audit_landlock",
+        |l| l.audit_landlock,
+        "Landlock's own denial records (kernel audit read-log, ABI 7+)",
+    ),
+    (
         "audit_syscalls",
         |l| l.audit_syscalls,
         "records of fenced and cross-process syscalls (syscall exit tracepoints)",
@@ -312,6 +334,38 @@ fn log_layers(layers: &Layers) {
     );
     for (layer, active, what) in LAYER_LOG {
         log_layer(layer, active(layers), what, layers);
+    }
+}
+
+/// Joins the kernel audit read-log for Landlock's denial records; the
+/// layer is missing, with the reason, when that cannot be done (see
+/// [`landlock_audit`] for what it changes on the machine).
+fn landlock_audit_setup(layers: &mut Layers) -> Option<landlock_audit::Setup> {
+    if crate::launch::probe_landlock_abi().is_none_or(|abi| abi < 7) {
+        layers
+            .missing
+            .push("audit_landlock: the kernel's Landlock has no audit records (ABI < 7)".into());
+        return None;
+    }
+    match landlock_audit::setup() {
+        Ok(setup) => {
+            if let Some(pid) = setup.beside_auditd {
+                info!(
+                    layer = "audit_landlock",
+                    auditd = pid,
+                    "audit daemon registered: its configuration is left as it is"
+                );
+            }
+            for change in &setup.changes {
+                info!(layer = "audit_landlock", "{change}");
+            }
+            layers.audit_landlock = true;
+            Some(setup)
+        }
+        Err(error) => {
+            layers.missing.push(format!("audit_landlock: {error}"));
+            None
+        }
     }
 }
 

@@ -773,6 +773,7 @@ mod tests {
                 unenforced: vec!["x (ABI 7)".into()],
                 connect_tcp: PortRestriction::NotHandled,
                 bind_tcp: PortRestriction::Ports { count: 0 },
+                log_denials: false,
             },
             mounts: Some(MountReport {
                 hidden: paths(&["/run", "/tmp"]),
@@ -844,7 +845,7 @@ mod tests {
             .to_string();
         assert_eq!(
             json,
-            r#"{"audit_attrs":false,"audit_io_uring":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false}"#
+            r#"{"audit_attrs":false,"audit_io_uring":false,"audit_landlock":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"log_denials":false,"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false}"#
         );
     }
 }

@@ -187,6 +187,11 @@ fn serve_peer(
     let plan = plan::plan(&policy, &caller(peer, &user), &request, &prepared)?;
     apply(&mut guard, &plan, &policy, &request, &redactor, counters)?;
     let child = start(&mut guard, &plan.spec, &policy, &request)?;
+    if let Some(reader) = &shared.landlock_audit {
+        // The launcher called landlock_restrict_self as this pid.
+        let secrets = redactor.has_secrets().then(|| redactor.clone());
+        reader.launched(child.id(), guard.cgroup.id, &guard.origin, secrets);
+    }
     drop(launch_slot);
     let (launch, pid) = (guard.origin.launch.clone(), child.id());
     info!(launch = %launch, pid, uid = peer.uid, cgroup_id = guard.cgroup.id, "server started");
@@ -716,6 +721,11 @@ impl Drop for Teardown {
         }
         self.shared.policy_maps().remove(self.cgroup.id, &self.net);
         self.shared.unregister_server(self.launch_no);
+        // Landlock's records of the server's last moments go before its
+        // last record.
+        if let Some(reader) = self.shared.landlock_audit.as_ref().filter(|_| self.started) {
+            reader.finished(&self.origin.launch);
+        }
         let (exit_code, signal) = self.status.unwrap_or((None, None));
         let last = self.started.then(|| {
             AuditRecord::new(

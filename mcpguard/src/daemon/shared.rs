@@ -55,6 +55,9 @@ pub struct Shared {
     pub admission: Admission,
     /// Every server's record budget.
     pub budgets: Arc<Budgets>,
+    /// The reader of Landlock's own denial records, when the kernel's
+    /// audit read-log could be joined.
+    pub landlock_audit: Option<super::landlock_audit::LandlockAudit>,
 }
 
 impl Shared {

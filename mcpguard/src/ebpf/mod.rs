@@ -86,6 +86,9 @@ pub struct Layers {
     pub audit_attrs: bool,
     /// Records of requests submitted to io_uring (by servers allowed it).
     pub audit_io_uring: bool,
+    /// Records of Landlock's own denials, read from the kernel's audit
+    /// read-log (set by the daemon, not by the eBPF loader).
+    pub audit_landlock: bool,
     /// The egress and socket-fence links are pinned in bpffs: they stay
     /// attached if the daemon dies.
     pub pinned_enforcement: bool,

@@ -1,8 +1,10 @@
 //! The kernel's ABI name tables, the classic BPF assembler the seccomp
-//! filters share and the small `/proc` readers: plain data the feature
-//! modules (policy, launch, eBPF, audit) read, depending on none of them.
+//! filters share, the small `/proc` readers and the audit netlink client:
+//! what the feature modules (policy, launch, eBPF, audit, daemon) use,
+//! depending on none of them.
 
 pub mod attrs;
+pub mod audit_netlink;
 pub mod cbpf;
 pub mod errno;
 pub mod proc;

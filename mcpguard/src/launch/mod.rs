@@ -686,6 +686,7 @@ mod tests {
                 unenforced: vec![],
                 connect_tcp: PortRestriction::Ports { count: 1 },
                 bind_tcp: PortRestriction::Ports { count: 0 },
+                log_denials: false,
             },
             mounts: None,
             persist: None,

@@ -214,6 +214,11 @@ pub struct LandlockReport {
     pub connect_tcp: PortRestriction,
     /// TCP bind restriction.
     pub bind_tcp: PortRestriction,
+    /// The kernel writes an audit record for each of the server's denials
+    /// (ABI 7+: `LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON` took effect); the
+    /// daemon reads them while audit is enabled.
+    #[serde(default)]
+    pub log_denials: bool,
 }
 
 impl LandlockReport {
@@ -228,6 +233,7 @@ impl LandlockReport {
             unenforced: vec!["learning mode: Landlock not applied".into()],
             connect_tcp: PortRestriction::NotHandled,
             bind_tcp: PortRestriction::NotHandled,
+            log_denials: false,
         }
     }
 }
@@ -431,7 +437,17 @@ pub fn prepare(spec: &SandboxSpec, user: &UserFs) -> Result<PreparedSandbox, San
     if !net_access.is_empty() {
         ruleset = ruleset.handle_access(net_access)?;
     }
-    let mut ruleset = ruleset.scope(Scope::from_all(TARGET_ABI))?.create()?;
+    // The launcher restricts itself and then execs the server: without
+    // LOG_NEW_EXEC_ON the kernel logs only the launcher's own denials
+    // (before the exec) and none of the server's. The launcher's are kept
+    // (no LOG_SAME_EXEC_OFF): after restrict_self it only changes
+    // directory, looks the program up and execs it, so its one possible
+    // denial is the server's own program not being executable under the
+    // policy, which the log must show. Dropped on kernels before ABI 7.
+    let mut ruleset = ruleset
+        .scope(Scope::from_all(TARGET_ABI))?
+        .create()?
+        .log_new_exec(true)?;
 
     let mut skipped_paths = Vec::new();
     for (list, access, path, rule) in open_rule_paths(spec, user)? {
@@ -472,6 +488,7 @@ pub fn prepare(spec: &SandboxSpec, user: &UserFs) -> Result<PreparedSandbox, San
             unenforced: unenforced_features(abi, !net_access.is_empty()),
             connect_tcp: connect.restriction(),
             bind_tcp: bind.restriction(),
+            log_denials: false,
         },
     })
 }
@@ -492,6 +509,7 @@ impl PreparedSandbox {
         let mut report = self.report;
         report.status = Enforcement::from(&status.ruleset);
         report.no_new_privs = status.no_new_privs;
+        report.log_denials = status.log_new_exec;
         if self.require_fs && report.status == Enforcement::NotEnforced {
             return Err(SandboxError::NotEnforced);
         }
@@ -645,6 +663,9 @@ mod tests {
         if kernel_abi() >= 6 {
             assert_eq!(report.status, Enforcement::FullyEnforced);
         }
+        // The server's denials after exec reach the kernel's audit log
+        // wherever the kernel can log them.
+        assert_eq!(report.log_denials, kernel_abi() >= 7);
     }
 
     #[test]
@@ -900,8 +921,10 @@ mod tests {
             unenforced: vec![],
             connect_tcp: PortRestriction::Ports { count: 2 },
             bind_tcp: PortRestriction::AllPorts,
+            log_denials: true,
         };
         let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["log_denials"], true);
         assert_eq!(json["status"], "fully_enforced");
         assert_eq!(
             json["connect_tcp"],

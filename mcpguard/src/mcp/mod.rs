@@ -156,11 +156,17 @@ impl CallTracker {
 
     /// The calls of `cgroup` in flight at kernel time `ts_ns`, as (id, tool).
     pub fn at(&self, cgroup: u64, ts_ns: u64) -> Vec<(Value, String)> {
+        self.during(cgroup, ts_ns, ts_ns)
+    }
+
+    /// The calls of `cgroup` in flight at any time from `from_ns` to
+    /// `to_ns`: for records whose time is known only that closely.
+    pub fn during(&self, cgroup: u64, from_ns: u64, to_ns: u64) -> Vec<(Value, String)> {
         self.lock()
             .get(&cgroup)
             .map(|list| {
                 list.iter()
-                    .filter(|s| s.start_ns <= ts_ns && s.end_ns.is_none_or(|e| ts_ns <= e))
+                    .filter(|s| s.start_ns <= to_ns && s.end_ns.is_none_or(|e| from_ns <= e))
                     .map(|s| (s.id.clone(), s.tool.clone()))
                     .collect()
             })

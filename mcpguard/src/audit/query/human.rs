@@ -263,6 +263,7 @@ pub(super) fn describe_raw(kind: &str, rec: &Value) -> String {
         "syscall" => format!("syscall {} = {}", f("name"), result(rec)),
         "io_uring" => format!("io_uring {}", f("op")),
         "unix_connect" => unix_connect_line(rec),
+        "landlock" => landlock_line(rec),
         "dns" => dns_line(rec),
         "tool_changed" => format!(
             "tool_changed {} {} ({})",
@@ -380,6 +381,34 @@ fn two_path_line(kind: &str, rec: &Value) -> String {
         let _ = write!(s, " ({})", names.join("|"));
     }
     let _ = write!(s, " = {}", result(rec));
+    s
+}
+
+/// `landlock fs.read_file /etc/hostname`, `landlock net.connect_tcp
+/// 127.0.0.1:9`, `landlock scope.abstract_unix_socket @name`, `landlock
+/// scope.signal pid 4242 (comm)`: the refused rights and their target.
+fn landlock_line(rec: &Value) -> String {
+    let blockers: Vec<&str> = rec["blockers"]
+        .as_array()
+        .map(|b| b.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut s = format!("landlock {}", blockers.join(","));
+    if rec.get("path").is_some() {
+        let at = if rec["abstract_addr"] == true {
+            "@"
+        } else {
+            ""
+        };
+        let _ = write!(s, " {at}{}", field(rec, "path"));
+    }
+    for (addr, port) in [("daddr", "dest"), ("saddr", "src")] {
+        if rec.get(port).is_some() {
+            let _ = write!(s, " {}:{}", field(rec, addr), field(rec, port));
+        }
+    }
+    if rec.get("opid").is_some() {
+        let _ = write!(s, " pid {} ({})", field(rec, "opid"), field(rec, "ocomm"));
+    }
     s
 }
 

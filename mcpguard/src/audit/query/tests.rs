@@ -315,6 +315,7 @@ fn hostile_strings_in_records_are_escaped() {
         json!({"v": 1, "ts": ts, "kind": "exec", "filename": HOSTILE, "argv": [HOSTILE, "ok"], "result": 0, "calls": [{"tool": HOSTILE, "call_id": 1}]}),
         json!({"v": 1, "ts": ts, "kind": "rename", "old_path": HOSTILE, "new_path": HOSTILE, "result": 0}),
         json!({"v": 1, "ts": ts, "kind": "unix_connect", "path": HOSTILE, "result": 0}),
+        json!({"v": 1, "ts": ts, "kind": "landlock", "blockers": [HOSTILE], "domain": "1", "path": HOSTILE, "opid": 3, "ocomm": HOSTILE, "denied": true}),
         json!({"v": 1, "ts": ts, "kind": "launch_failed", "argv": [HOSTILE], "error": HOSTILE}),
         json!({"v": 1, "ts": ts, "kind": "dns", "qname": HOSTILE, "qtype": "A", "transport": "udp", "detail": {"rcode": HOSTILE, "answers": [{"addr": HOSTILE}], "error": HOSTILE}}),
         json!({"v": 1, "ts": ts, "kind": "mcp", "event": "initialize", "detail": {"client": {"name": "c"}, "server": {"name": HOSTILE, "version": HOSTILE}, "protocol": "x"}}),
@@ -342,6 +343,38 @@ fn hostile_strings_in_records_are_escaped() {
         .write(&records[0], &mut out)
         .unwrap();
     assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+}
+
+#[test]
+fn landlock_denials_read_as_one_line_each() {
+    let ts = "2023-11-14T22:13:20.000001Z";
+    let line = |extra: serde_json::Value| {
+        let mut rec = json!({"v": 1, "ts": ts, "kind": "landlock", "server": "fx", "domain": "1a", "denied": true, "path_source": "landlock"});
+        rec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        HumanFormat::new(false).line(&rec)
+    };
+    assert_eq!(
+        line(
+            json!({"blockers": ["fs.read_file"], "path": "/etc/hostname", "dev": "vda", "ino": 611, "tool": "read", "call_id": 4})
+        ),
+        "22:13:20.000001 fx DENY  landlock fs.read_file /etc/hostname  <- read#4"
+    );
+    assert_eq!(
+        line(json!({"blockers": ["net.connect_tcp"], "daddr": "127.0.0.1", "dest": 9})),
+        "22:13:20.000001 fx DENY  landlock net.connect_tcp 127.0.0.1:9"
+    );
+    assert_eq!(
+        line(
+            json!({"blockers": ["scope.abstract_unix_socket"], "path": "sock", "abstract_addr": true})
+        ),
+        "22:13:20.000001 fx DENY  landlock scope.abstract_unix_socket @sock"
+    );
+    assert_eq!(
+        line(json!({"blockers": ["scope.signal"], "opid": 42, "ocomm": "sleep"})),
+        "22:13:20.000001 fx DENY  landlock scope.signal pid 42 (sleep)"
+    );
 }
 
 #[test]
