@@ -12,6 +12,12 @@
 //! never decide anything: Landlock enforces, and its denials show up here
 //! as `-EACCES` (or `-EXDEV` for links and renames) results. Unguarded
 //! tasks return after one map lookup.
+//!
+//! Whether a record is written follows the server's audit level
+//! ([`crate::emit::recorded`]), decided at exit: refusals always, the rest
+//! at `all` or while a tool call is in flight. Entry still copies the path
+//! of every call, since any of them may turn out to be a refusal; only the
+//! ring-buffer record is saved when it is not.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -24,7 +30,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending, is_denial},
+    emit::{current_server, emit_pending, is_denial, recorded},
     maps::{PENDING_OPEN, PENDING_PAIR, SCRATCH_OPEN, SCRATCH_PAIR},
     offsets::*,
 };
@@ -188,20 +194,14 @@ pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u3
     let kind = kind_of(unsafe { &*pending });
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
-    let cgroup = match current_server() {
-        Some((cgroup, _)) => cgroup,
-        None => {
-            let _ = PENDING_OPEN.remove(&id);
-            return 0;
+    if let Some((cgroup, policy)) = current_server() {
+        let deny = is_denial(ret);
+        if recorded(cgroup, &policy, deny) {
+            emit_pending(kind, cgroup, deny, pending, |ev: &mut OpenEvent| {
+                ev.ret = ret
+            });
         }
-    };
-    emit_pending(
-        kind,
-        cgroup,
-        is_denial(ret),
-        pending,
-        |ev: &mut OpenEvent| ev.ret = ret,
-    );
+    }
     let _ = PENDING_OPEN.remove(&id);
     0
 }
@@ -407,12 +407,14 @@ fn finish_pair(ctx: &TracePointContext, kind: u32) -> u32 {
     };
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
-    if let Some((cgroup, _)) = current_server() {
+    if let Some((cgroup, policy)) = current_server() {
         // Landlock's REFER refusal is EXDEV.
         let deny = is_denial(ret) || ret == -EXDEV;
-        emit_pending(kind, cgroup, deny, pending, |ev: &mut PathPairEvent| {
-            ev.ret = ret
-        });
+        if recorded(cgroup, &policy, deny) {
+            emit_pending(kind, cgroup, deny, pending, |ev: &mut PathPairEvent| {
+                ev.ret = ret
+            });
+        }
     }
     let _ = PENDING_PAIR.remove(&id);
     0

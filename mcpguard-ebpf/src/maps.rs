@@ -18,6 +18,12 @@ use mcpguard_common::{
 #[map]
 pub static SERVERS: HashMap<u64, ServerPolicy> = HashMap::with_max_entries(MAX_SERVERS, 0);
 
+/// Tool calls in flight, by cgroup id (no entry: none). Written by the
+/// daemon only, before it forwards a `tools/call` and after the answer;
+/// read by the audit programs of servers at `[audit] files = "calls"`.
+#[map]
+pub static IN_CALL: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
 /// Egress allow-list: (cgroup id, address prefix) → allowed ports.
 #[map]
 pub static NET_ALLOW: LpmTrie<NetKey, PortSet> = LpmTrie::with_max_entries(MAX_NET_RULES, 0);

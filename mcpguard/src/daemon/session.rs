@@ -384,6 +384,7 @@ fn start(
         &status,
         &policy.limits,
         guard.fence.is_some(),
+        plan::files_level(policy, request.learn),
     );
     let mut launch_rec = AuditRecord::new(
         Body::Launch {
