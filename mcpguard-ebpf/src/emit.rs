@@ -259,16 +259,17 @@ pub fn emit_pending<T: 'static>(
 }
 
 /// The audit level's rule, for every program that records allowed
-/// activity (opens, links, renames, one-path calls, fork, exit): a refusal
-/// (`deny`) is always recorded; anything else at `files = "all"`, or at
-/// `"calls"` while the daemon counts a tool call in flight for `cgroup`
-/// (`IN_CALL`); at `"denied"` never. Decided at syscall exit, where the
-/// result is known. Kinds that are recorded at every level (exec,
-/// Unix-socket connects, watched syscalls, attribute refusals, io_uring)
-/// do not ask.
+/// activity (opens, links, renames, one-path calls, fork, exit): a record
+/// that is kept at every level (`always`: a refusal, or a successful
+/// `chdir`, which later relative paths are resolved by) is recorded;
+/// anything else at `files = "all"`, or at `"calls"` while the daemon
+/// counts a tool call in flight for `cgroup` (`IN_CALL`); at `"denied"`
+/// never. Decided at syscall exit, where the result is known. Kinds that
+/// are recorded at every level (exec, Unix-socket connects, watched
+/// syscalls, attribute refusals, io_uring) do not ask.
 #[inline(always)]
-pub fn recorded(cgroup: u64, policy: &ServerPolicy, deny: bool) -> bool {
-    if deny || policy.flags & FLAG_FILES_ALL != 0 {
+pub fn recorded(cgroup: u64, policy: &ServerPolicy, always: bool) -> bool {
+    if always || policy.flags & FLAG_FILES_ALL != 0 {
         return true;
     }
     if policy.flags & FLAG_FILES_CALLS == 0 {

@@ -14,8 +14,8 @@
 //! tasks return after one map lookup.
 //!
 //! Whether a record is written follows the server's audit level
-//! ([`crate::emit::recorded`]), decided at exit: refusals always, the rest
-//! at `all` or while a tool call is in flight. Entry still copies the path
+//! ([`crate::emit::recorded`]), decided at exit: refusals and successful
+//! `chdir`s always, the rest at `all` or while a tool call is in flight. Entry still copies the path
 //! of every call, since any of them may turn out to be a refusal; only the
 //! ring-buffer record is saved when it is not.
 
@@ -196,7 +196,7 @@ pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u3
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
     if let Some((cgroup, policy)) = current_server() {
         let deny = is_denial(ret);
-        if recorded(cgroup, &policy, deny) {
+        if recorded(cgroup, &policy, deny || (kind == kind::CHDIR && ret == 0)) {
             emit_pending(kind, cgroup, deny, pending, |ev: &mut OpenEvent| {
                 ev.ret = ret
             });

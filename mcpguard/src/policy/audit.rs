@@ -22,6 +22,20 @@ pub enum FilesLevel {
     All,
 }
 
+impl FilesLevel {
+    /// Whether allowed file activity (anything but a refusal, which every
+    /// level records) is recorded now; `in_call`: a tool call is in
+    /// flight. The kernel programs' rule, for records written in user
+    /// space (the persistence fence's).
+    pub fn records_allowed(self, in_call: bool) -> bool {
+        match self {
+            FilesLevel::Denied => false,
+            FilesLevel::Calls => in_call,
+            FilesLevel::All => true,
+        }
+    }
+}
+
 /// The `[audit]` table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +69,22 @@ mod tests {
         ] {
             let p = parse(&format!("name = \"x\"\n[audit]\nfiles = \"{text}\"\n")).unwrap();
             assert_eq!(p.audit.files, level);
+        }
+    }
+
+    #[test]
+    fn allowed_activity_is_recorded_at_all_or_in_a_call_at_calls() {
+        let table = [
+            (FilesLevel::Denied, [false, false]),
+            (FilesLevel::Calls, [false, true]),
+            (FilesLevel::All, [true, true]),
+        ];
+        for (level, want) in table {
+            assert_eq!(
+                [level.records_allowed(false), level.records_allowed(true)],
+                want,
+                "{level:?}"
+            );
         }
     }
 

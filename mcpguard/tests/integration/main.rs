@@ -21,6 +21,7 @@ mod escape;
 mod exclusive;
 mod faults;
 mod learn;
+mod levels;
 mod lifecycle;
 mod mcp;
 mod policies;
