@@ -27,8 +27,8 @@ use crate::{
         LandlockReport, LaunchSpec, LaunchStatus, SandboxSpec,
     },
     policy::{
-        self, audit::FilesLevel, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule,
-        Policy, PolicyError, SocketKind, Tools,
+        self, audit::FilesLevel, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule, Policy,
+        PolicyError, SocketKind, Tools,
     },
 };
 
@@ -869,9 +869,8 @@ mod tests {
         for daemon in [layers(), missing] {
             for fence in [false, true] {
                 let status = status();
-                let typed =
-                    LaunchLayers::new(&daemon, &status, &limits, fence, FilesLevel::Calls)
-                        .to_value();
+                let typed = LaunchLayers::new(&daemon, &status, &limits, fence, FilesLevel::Calls)
+                    .to_value();
                 let hand = hand_assembled(&daemon, &status, &limits, fence);
                 assert_eq!(typed.to_string(), hand.to_string());
             }

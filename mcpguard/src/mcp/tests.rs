@@ -666,13 +666,17 @@ fn the_gate_counts_calls_in_flight_until_answer_cancel_end_or_exit() {
     assert_eq!(told(), [(7, 1)]);
     f.tap.client_line(&call(2));
     assert_eq!((told(), calls.in_flight(7)), (vec![(7, 2)], 2));
-    f.tap.client_line(&line(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": {"requestId": 1}})));
+    f.tap.client_line(&line(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1}}),
+    ));
     assert_eq!(told(), [(7, 1)]);
     // The late answer of the cancelled call changes nothing.
     f.client_gets(&line(json!({"jsonrpc": "2.0", "id": 1, "result": {}})));
     assert_eq!(told(), []);
-    f.client_gets(&line(json!({"jsonrpc": "2.0", "id": 2, "error": {"code": 1, "message": "x"}})));
+    f.client_gets(&line(
+        json!({"jsonrpc": "2.0", "id": 2, "error": {"code": 1, "message": "x"}}),
+    ));
     assert_eq!((told(), calls.in_flight(7)), (vec![(7, 0)], 0));
     // A reused id replaces its call: still one in flight.
     f.tap.client_line(&call(3));
@@ -686,7 +690,9 @@ fn the_gate_counts_calls_in_flight_until_answer_cancel_end_or_exit() {
     calls.forget(7).unwrap();
     assert_eq!((told(), calls.in_flight(7)), (vec![(7, 1), (7, 0)], 0));
     // Requests that are not calls, and refused calls, are never counted.
-    f.tap.client_line(&line(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})));
+    f.tap.client_line(&line(
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+    ));
     assert_eq!(told(), []);
 }
 

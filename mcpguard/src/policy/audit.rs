@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn files_defaults_to_calls_and_takes_the_three_levels() {
-        assert_eq!(parse("name = \"x\"\n").unwrap().audit.files, FilesLevel::Calls);
+        assert_eq!(
+            parse("name = \"x\"\n").unwrap().audit.files,
+            FilesLevel::Calls
+        );
         assert_eq!(
             parse("name = \"x\"\n[audit]\n").unwrap().audit.files,
             FilesLevel::Calls

@@ -127,12 +127,14 @@ fn call_id(records: &[Value], tool: &str, n: usize) -> Value {
         .clone()
 }
 
-fn find<'a>(records: &'a [Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+fn find(records: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     records.iter().find(|r| pred(r))
 }
 
 fn open_of<'a>(records: &'a [Value], path: &Path) -> Option<&'a Value> {
-    find(records, |r| is_kind(r, "open") && r["path"] == path.to_str().unwrap())
+    find(records, |r| {
+        is_kind(r, "open") && r["path"] == path.to_str().unwrap()
+    })
 }
 
 /// What every level records: the refusals outside any call (untagged),
@@ -207,7 +209,11 @@ fn the_default_level_records_what_calls_touch_and_every_refusal_but_not_startup(
     assert_eq!(read["call_id"], call_id(&records, "read_file", 0), "{read}");
     assert_eq!(read["denied"], false, "{read}");
     let write = open_of(&records, &s.written).expect("the call's write must be recorded");
-    assert_eq!(write["call_id"], call_id(&records, "write_file", 0), "{write}");
+    assert_eq!(
+        write["call_id"],
+        call_id(&records, "write_file", 0),
+        "{write}"
+    );
     // Python loading itself (the script, the SDK) is not recorded. (The
     // refused read's traceback opens the script again, inside its call.)
     assert!(
@@ -232,7 +238,10 @@ fn at_all_the_startup_is_recorded_too() {
     let (s, records) = session(&d, "it-lvl-all", Some("all"));
     assert_always_recorded(&s, &records, "all");
     let script = open_of(&records, &s.script).expect("python's open of the script");
-    assert!(script["call_id"].is_null(), "the first is at startup: {script}");
+    assert!(
+        script["call_id"].is_null(),
+        "the first is at startup: {script}"
+    );
     assert!(
         allowed_outside_calls(&records).len() > 100,
         "a python start opens hundreds of files"

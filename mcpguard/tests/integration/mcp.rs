@@ -269,7 +269,14 @@ fn the_tap_denies_tools_redacts_secrets_and_ties_syscalls_to_calls() {
         .collect();
     assert_eq!(
         tools,
-        ["connect_unix", "echo", "leak_env", "read_file", "run", "write_file"],
+        [
+            "connect_unix",
+            "echo",
+            "leak_env",
+            "read_file",
+            "run",
+            "write_file"
+        ],
         "{report}"
     );
     let r = &report["results"];
