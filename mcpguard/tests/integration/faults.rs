@@ -140,9 +140,7 @@ fn secret_and_policy(tag: &str) -> (PathBuf, PathBuf) {
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let pol = simple_policy(tag, &[]);
-    let mut text = std::fs::read_to_string(&pol).unwrap();
-    text.push_str("[audit]\nfiles = \"all\"\n");
-    std::fs::write(&pol, text).unwrap();
+    record_all_files(&pol);
     (secret, pol)
 }
 
