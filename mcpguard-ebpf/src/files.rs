@@ -15,9 +15,10 @@
 //!
 //! Whether a record is written follows the server's audit level
 //! ([`crate::emit::recorded`]), decided at exit: refusals and successful
-//! `chdir`s always, the rest at `all` or while a tool call is in flight. Entry still copies the path
-//! of every call, since any of them may turn out to be a refusal; only the
-//! ring-buffer record is saved when it is not.
+//! `chdir`s always, the rest at `all` or while a tool call is in flight.
+//! Entry still copies the path of every call, since any of them may turn
+//! out to be a refusal; only the ring-buffer record is saved when it is
+//! not.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
