@@ -42,10 +42,10 @@ pub mod kind {
 /// Where a path in a record came from: whether it can differ from the
 /// object the kernel acted on.
 pub mod path_source {
-    /// Read from the caller's memory at syscall entry. Another thread can
-    /// rewrite that memory before the kernel makes its own copy, so the
-    /// path is what the caller claimed, not necessarily what the kernel
-    /// resolved. The result (and so the verdict) is the syscall's own.
+    /// Read from the caller's memory at syscall entry (or at exit, for a
+    /// record decided only there by the audit level). Another thread can
+    /// rewrite that memory around the kernel's own copy, so the path is
+    /// what the caller claimed, not necessarily what the kernel resolved. The result (and so the verdict) is the syscall's own.
     pub const USER: u32 = 0;
     /// The kernel's own copy, the one it resolved (`bprm->filename` as
     /// `sched_process_exec` reports it).
@@ -142,8 +142,9 @@ pub struct OpenEvent {
     /// `openat2`'s `RESOLVE_*` flags, else 0.
     pub resolve: u32,
     pub _pad: u32,
-    /// Path as passed, read from user memory at syscall entry
-    /// ([`path_source::USER`]).
+    /// Path as passed, read from user memory at syscall entry, or at exit
+    /// for a call whose record was decided only there (see the audit
+    /// levels) ([`path_source::USER`]).
     pub path: [u8; PATH_LEN],
 }
 

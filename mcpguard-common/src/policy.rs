@@ -19,6 +19,16 @@ pub const FLAG_SOCK_ICMP: u32 = 1 << 4;
 /// `ServerPolicy::flags`: learning (complain) mode: what would be denied
 /// is allowed and recorded as `VERDICT_WOULD_DENY`.
 pub const FLAG_COMPLAIN: u32 = 1 << 5;
+/// `ServerPolicy::flags`: record allowed file activity (opens, links,
+/// renames, mkdir, unlink, rmdir, chdir, failures that are not refusals)
+/// and fork/exit at all times (`[audit] files = "all"`).
+pub const FLAG_FILES_ALL: u32 = 1 << 6;
+/// `ServerPolicy::flags`: record that activity only while the server's
+/// `IN_CALL` count is above zero, i.e. a tool call is in flight
+/// (`[audit] files = "calls"`). Neither this nor [`FLAG_FILES_ALL`]:
+/// only refusals (`"denied"`). Refusals, execs, Unix-socket connects,
+/// watched-syscall, attribute and io_uring records are kept at every level.
+pub const FLAG_FILES_CALLS: u32 = 1 << 7;
 
 /// `SYSCALL_AUDIT` values: which calls of a watched syscall are recorded.
 pub mod syscall_audit {

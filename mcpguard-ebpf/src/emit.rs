@@ -21,10 +21,10 @@ use mcpguard_common::{
     event::{EventHeader, Record},
     flow::{Flow, DENY_SHED_FROM, SHARE, SHED_FROM},
     limits::RING_BYTES,
-    policy::ServerPolicy,
+    policy::{ServerPolicy, FLAG_FILES_ALL, FLAG_FILES_CALLS},
 };
 
-use crate::maps::{CONSUMED, EVENTS, FLOW, LOST, SERVERS};
+use crate::maps::{CONSUMED, EVENTS, FLOW, IN_CALL, LOST, SERVERS};
 
 /// The policy of the current task's cgroup, if it is a guarded server's
 /// task. Servers never run as root: a uid-0 task in a server's cgroup is
@@ -256,6 +256,28 @@ pub fn emit_pending<T: 'static>(
             entry.discard();
         }
     }
+}
+
+/// The audit level's rule, for every program that records allowed
+/// activity (opens, links, renames, one-path calls, fork, exit): a record
+/// that is kept at every level (`always`: a refusal, or a successful
+/// `chdir`, which later relative paths are resolved by) is recorded;
+/// anything else at `files = "all"`, or at `"calls"` while the daemon
+/// counts a tool call in flight for `cgroup` (`IN_CALL`); at `"denied"`
+/// never. Decided at syscall exit, where the result is known. Kinds that
+/// are recorded at every level (exec, Unix-socket connects, watched
+/// syscalls, attribute refusals, io_uring) do not ask.
+#[inline(always)]
+pub fn recorded(cgroup: u64, policy: &ServerPolicy, always: bool) -> bool {
+    if always || policy.flags & FLAG_FILES_ALL != 0 {
+        return true;
+    }
+    if policy.flags & FLAG_FILES_CALLS == 0 {
+        return false;
+    }
+    // SAFETY: the count is copied out at once; the daemon writing it
+    // concurrently only moves the edge of a call by one record.
+    unsafe { IN_CALL.get(&cgroup) }.is_some_and(|n| *n > 0)
 }
 
 /// Whether a syscall result is a refusal: Landlock's `EACCES`, `EPERM`,

@@ -12,6 +12,17 @@
 //! never decide anything: Landlock enforces, and its denials show up here
 //! as `-EACCES` (or `-EXDEV` for links and renames) results. Unguarded
 //! tasks return after one map lookup.
+//!
+//! Whether a record is written follows the server's audit level
+//! ([`crate::emit::recorded`]), decided at exit: refusals and successful
+//! `chdir`s always, the rest at `all` or while a tool call is in flight.
+//! When, at entry, only a refusal could be recorded (level `denied`, or
+//! `calls` with no call in flight), entry keeps the path's pointer and
+//! the arguments only ([`LateOpen`]); exit reads the path from the
+//! caller's memory if the record is written after all (a refusal, a
+//! `chdir`, or a call that started meanwhile), so the path copy is saved
+//! for the calls that are not recorded. Links and renames, rare, always
+//! copy at entry.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -24,8 +35,8 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending, is_denial},
-    maps::{PENDING_OPEN, PENDING_PAIR, SCRATCH_OPEN, SCRATCH_PAIR},
+    emit::{current_server, emit_pending, is_denial, recorded},
+    maps::{LateOpen, PENDING_LATE, PENDING_OPEN, PENDING_PAIR, SCRATCH_OPEN, SCRATCH_PAIR},
     offsets::*,
 };
 
@@ -147,12 +158,30 @@ const EXDEV: i64 = 18;
 
 #[inline(always)]
 pub(crate) fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, resolve: u32) {
-    let Some((_, policy)) = current_server() else {
+    let Some((cgroup, policy)) = current_server() else {
         return;
     };
     if policy.flags & FLAG_AUDIT_OPEN == 0 {
         return;
     }
+    let id = bpf_get_current_pid_tgid();
+    if !recorded(cgroup, &policy, false) {
+        let late = LateOpen {
+            path,
+            flags,
+            mode,
+            dirfd,
+            call,
+            resolve,
+            _pad: 0,
+        };
+        // A leftover of a call whose exit never ran must not be taken
+        // for this one's.
+        let _ = PENDING_OPEN.remove(&id);
+        let _ = PENDING_LATE.insert(&id, &late, 0);
+        return;
+    }
+    let _ = PENDING_LATE.remove(&id);
     let Some(scratch) = SCRATCH_OPEN.get_ptr_mut(0) else {
         return;
     };
@@ -172,8 +201,15 @@ pub(crate) fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, res
         if path != 0 {
             let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut ev.path);
         }
-        let _ = PENDING_OPEN.insert(&bpf_get_current_pid_tgid(), ev, 0);
+        let _ = PENDING_OPEN.insert(&id, ev, 0);
     }
+}
+
+/// Whether a one-path call's record is kept at every level: a refusal,
+/// or a successful `chdir` (later relative paths are resolved by it).
+#[inline(always)]
+fn kept_always(kind: u32, ret: i64) -> bool {
+    is_denial(ret) || (kind == kind::CHDIR && ret == 0)
 }
 
 /// Emit the stashed call with its result, as the record kind `kind_of`
@@ -182,27 +218,64 @@ pub(crate) fn stash(call: u32, dirfd: i32, path: u64, flags: u32, mode: u32, res
 pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u32) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_OPEN.get_ptr(&id) else {
-        return 0;
+        return finish_late(ctx, id, kind_of);
     };
     // SAFETY: `pending` is a live value of this thread's own map entry.
     let kind = kind_of(unsafe { &*pending });
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
-    let cgroup = match current_server() {
-        Some((cgroup, _)) => cgroup,
-        None => {
-            let _ = PENDING_OPEN.remove(&id);
+    if let Some((cgroup, policy)) = current_server() {
+        let deny = is_denial(ret);
+        if recorded(cgroup, &policy, kept_always(kind, ret)) {
+            emit_pending(kind, cgroup, deny, pending, |ev: &mut OpenEvent| {
+                ev.ret = ret
+            });
+        }
+    }
+    let _ = PENDING_OPEN.remove(&id);
+    0
+}
+
+/// [`finish`] for a call stashed without its path ([`LateOpen`]): the
+/// record is built in this CPU's scratch slot, its path read now from
+/// the caller's memory, only if it is written.
+#[inline(always)]
+fn finish_late(ctx: &TracePointContext, id: u64, kind_of: impl Fn(&OpenEvent) -> u32) -> u32 {
+    // SAFETY: copied out at once; only this thread writes its entry.
+    let Some(late) = unsafe { PENDING_LATE.get(&id) }.copied() else {
+        return 0;
+    };
+    let _ = PENDING_LATE.remove(&id);
+    let Some((cgroup, policy)) = current_server() else {
+        return 0;
+    };
+    let Some(scratch) = SCRATCH_OPEN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the offset comes from this kernel's tracefs format file.
+    let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
+    // SAFETY: `scratch` is this CPU's slot of a per-CPU array; programs do
+    // not nest on one CPU for these tracepoints. `late.path` is a user
+    // pointer read through the faulting helper.
+    unsafe {
+        let ev = &mut *scratch;
+        ev.ret = ret;
+        ev.flags = late.flags;
+        ev.mode = late.mode;
+        ev.dirfd = late.dirfd;
+        ev.call = late.call;
+        ev.resolve = late.resolve;
+        ev._pad = 0;
+        ev.path[0] = 0;
+        let kind = kind_of(ev);
+        if !recorded(cgroup, &policy, kept_always(kind, ret)) {
             return 0;
         }
-    };
-    emit_pending(
-        kind,
-        cgroup,
-        is_denial(ret),
-        pending,
-        |ev: &mut OpenEvent| ev.ret = ret,
-    );
-    let _ = PENDING_OPEN.remove(&id);
+        if late.path != 0 {
+            let _ = bpf_probe_read_user_str_bytes(late.path as *const u8, &mut ev.path);
+        }
+        emit_pending(kind, cgroup, is_denial(ret), scratch, |_| {});
+    }
     0
 }
 
@@ -407,12 +480,14 @@ fn finish_pair(ctx: &TracePointContext, kind: u32) -> u32 {
     };
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);
-    if let Some((cgroup, _)) = current_server() {
+    if let Some((cgroup, policy)) = current_server() {
         // Landlock's REFER refusal is EXDEV.
         let deny = is_denial(ret) || ret == -EXDEV;
-        emit_pending(kind, cgroup, deny, pending, |ev: &mut PathPairEvent| {
-            ev.ret = ret
-        });
+        if recorded(cgroup, &policy, deny) {
+            emit_pending(kind, cgroup, deny, pending, |ev: &mut PathPairEvent| {
+                ev.ret = ret
+            });
+        }
     }
     let _ = PENDING_PAIR.remove(&id);
     0

@@ -18,6 +18,12 @@ use mcpguard_common::{
 #[map]
 pub static SERVERS: HashMap<u64, ServerPolicy> = HashMap::with_max_entries(MAX_SERVERS, 0);
 
+/// Tool calls in flight, by cgroup id (no entry: none). Written by the
+/// daemon only, before it forwards a `tools/call` and after the answer;
+/// read by the audit programs of servers at `[audit] files = "calls"`.
+#[map]
+pub static IN_CALL: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SERVERS, 0);
+
 /// Egress allow-list: (cgroup id, address prefix) → allowed ports.
 #[map]
 pub static NET_ALLOW: LpmTrie<NetKey, PortSet> = LpmTrie::with_max_entries(MAX_NET_RULES, 0);
@@ -50,6 +56,29 @@ pub static PENDING_OPEN: HashMap<u64, OpenEvent> = HashMap::with_max_entries(MAX
 /// pid_tgid of the calling thread.
 #[map]
 pub static PENDING_EXEC: HashMap<u64, ExecEvent> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// An open-like call stashed without its path: one whose record, when
+/// it was made, could only be written if it were refused (the server's
+/// audit level leaves its allowed activity out then). The path is read
+/// at exit, and only if the record is written.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LateOpen {
+    /// The path's user pointer.
+    pub path: u64,
+    pub flags: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub call: u32,
+    pub resolve: u32,
+    pub _pad: u32,
+}
+
+/// Opens (and one-path calls) between syscall entry and exit whose path
+/// is read only at exit ([`LateOpen`]), keyed by pid_tgid. An entry of a
+/// thread is in this map or in `PENDING_OPEN`, never both.
+#[map]
+pub static PENDING_LATE: HashMap<u64, LateOpen> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
 
 /// Links and renames between syscall entry and exit, keyed by pid_tgid.
 /// Smaller than the other in-flight maps: these calls are rare, and each

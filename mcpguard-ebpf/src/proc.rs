@@ -6,7 +6,8 @@
 //! another thread since entry), `sys_exit_execve[at]` a failed one
 //! (Landlock's `-EACCES` included) with the path as the caller passed it;
 //! `sched/sched_process_fork` and `sched/sched_process_exit` (thread-group
-//! leaders only). Audit only; no verdicts.
+//! leaders only). Audit only; no verdicts. Execs are recorded at every
+//! audit level; fork and exit follow the level ([`crate::emit::recorded`]).
 
 use aya_ebpf::{
     helpers::{
@@ -24,7 +25,7 @@ use mcpguard_common::{
 };
 
 use crate::{
-    emit::{current_server, emit_pending, is_denial, reserve},
+    emit::{current_server, emit_pending, is_denial, recorded, reserve},
     maps::{PENDING_EXEC, SCRATCH_EXEC},
     offsets::*,
 };
@@ -95,7 +96,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Some((cgroup, policy)) = current_server() else {
         return 0;
     };
-    if policy.flags & FLAG_AUDIT_PROC == 0 {
+    if policy.flags & FLAG_AUDIT_PROC == 0 || !recorded(cgroup, &policy, false) {
         return 0;
     }
     // SAFETY: offsets come from this kernel's tracefs format file.
@@ -129,7 +130,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let Some((cgroup, policy)) = current_server() else {
         return 0;
     };
-    if policy.flags & FLAG_AUDIT_PROC == 0 {
+    if policy.flags & FLAG_AUDIT_PROC == 0 || !recorded(cgroup, &policy, false) {
         return 0;
     }
     if let Some(mut entry) = reserve::<ExitEvent>(kind::EXIT, cgroup, false) {

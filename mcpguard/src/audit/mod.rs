@@ -101,8 +101,9 @@ pub struct AuditRecord {
     pub comm: Option<String>,
     /// Where the record's path (`path`, `filename`, `old_path` and
     /// `new_path`) came from, on kernel records that carry one: `user` when
-    /// it was read from the caller's memory at syscall entry, which another
-    /// thread can rewrite before the kernel copies it, so the path is what
+    /// it was read from the caller's memory at syscall entry (or exit, for
+    /// a refusal outside a tool call at the default audit level), which
+    /// another thread can rewrite around the kernel's copy, so the path is what
     /// the caller claimed and may not be what the kernel resolved; `kernel`
     /// when it is the kernel's own copy (successful execs). The `result`
     /// and `verdict` fields never come from user memory.

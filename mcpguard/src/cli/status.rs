@@ -157,6 +157,9 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         if !counts.is_empty() {
             writeln!(out, "    records: {}", counts.join(", "))?;
         }
+        if let Some(level) = &s.audit_files {
+            writeln!(out, "    audit files: {}", esc(level))?;
+        }
         if let Some(d) = &s.last_denial {
             writeln!(out, "    last denial: {} {}", esc(&d.ts), esc(&d.summary))?;
         }
@@ -311,6 +314,7 @@ mod tests {
             "only_uid": 1000,
             "servers": [{"server": "time", "policy": hostile, "launch": "time-1", "pid": 2,
                 "uid": 1000, "started": "t", "uptime_s": 1, "counts": {},
+                "audit_files": "calls",
                 "last_denial": {"kind": "open", "summary": hostile, "ts": "t"}}],
         }))
         .unwrap();
@@ -327,6 +331,7 @@ mod tests {
                 .count(),
             1
         );
+        assert!(text.contains("\n    audit files: calls\n"), "{text}");
         assert!(
             text.contains(r"x\x1b[1A\x1b[2K\x9b2K\u{202e}\x0a"),
             "{text}"

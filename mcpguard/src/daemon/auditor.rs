@@ -383,10 +383,21 @@ impl Auditor {
         if let Some(last) = last {
             self.write(&last);
         }
-        if let Some(origin) = self.servers.remove(&cgroup_id).and_then(|s| s.origin) {
+        let origin = self.servers.remove(&cgroup_id).and_then(|s| s.origin);
+        if let Some(origin) = &origin {
             self.stats.forget(&origin.launch);
         }
-        self.calls.forget(cgroup_id);
+        if let Err(error) = self.calls.forget(cgroup_id) {
+            warn!(cgroup_id, %error, "cannot clear a gone server's tool calls in flight");
+            self.write(&AuditRecord::new(
+                Body::Mcp {
+                    event: "call_gate_error".into(),
+                    detail: serde_json::json!({ "error": error.to_string(), "server_gone": true }),
+                },
+                origin.as_ref(),
+                SystemTime::now(),
+            ));
+        }
         let _ = self.maps.lost.remove(&cgroup_id);
         let _ = self.maps.flow.remove(&cgroup_id);
         let _ = self.maps.consumed.remove(&cgroup_id);

@@ -5,6 +5,7 @@
 pub mod admit;
 pub mod auditor;
 pub mod budget;
+pub mod in_call;
 pub mod landlock_audit;
 pub mod lock;
 pub mod persist;
@@ -141,7 +142,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         landlock_abi,
         layers: loaded.layers.clone(),
     };
-    let audit = Audit::start(&cfg, loaded.audit, &probe)?;
+    let gate = Arc::new(in_call::InCallGate::new(loaded.in_call));
+    let audit = Audit::start(&cfg, loaded.audit, gate, &probe)?;
     let landlock_audit = landlock_audit
         .map(|setup| {
             landlock_audit::LandlockAudit::spawn(
@@ -401,9 +403,14 @@ struct Audit {
 
 impl Audit {
     /// Open the log, start the thread and write the start record.
-    fn start(cfg: &Config, maps: ebpf::AuditMaps, probe: &Probe) -> Result<Audit, DaemonError> {
+    fn start(
+        cfg: &Config,
+        maps: ebpf::AuditMaps,
+        gate: Arc<in_call::InCallGate>,
+        probe: &Probe,
+    ) -> Result<Audit, DaemonError> {
         let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
-        let calls = Arc::new(CallTracker::default());
+        let calls = Arc::new(CallTracker::with_gate(gate));
         let budgets = Arc::new(budget::Budgets::new(cfg.budget));
         let (tx, thread) = auditor::spawn(maps, writer, calls.clone(), budgets.clone())?;
         let audit = Audit {

@@ -64,13 +64,17 @@ pub struct Trapped {
 /// the persistence names it touched. `false`: the executor did not answer
 /// (dead, or stopped past [`EXEC_TIMEOUT`]); a late reply could be taken
 /// for the next call's, so the caller must not use it again. `record`
-/// writes one record for the server, from the calling pid.
+/// writes one record for the server, from the calling pid, with the time
+/// of the call.
 pub fn answer(
     listener: &Listener,
     executor: &UnixDatagram,
     n: &Trapped,
-    record: &dyn Fn(Body, u32),
+    record: &dyn Fn(Body, u32, u64),
 ) -> bool {
+    // The call's time, for tying it to a tool call: taken before the
+    // answer lets the server go on (and maybe finish the call).
+    let at_ns = crate::audit::decode::boot_ns();
     let mut alive = true;
     let outcome = request(n).and_then(|(req, fds, call, at)| {
         // The copy is taken and the directories are open: only now is it
@@ -119,7 +123,7 @@ pub fn answer(
         return alive;
     };
     if let Some(body) = call_record(&req.op, call, &at, result) {
-        record(body, n.pid);
+        record(body, n.pid, at_ns);
     }
     for hit in reply.hits {
         let result = if hit.refused {
@@ -135,7 +139,7 @@ pub fn answer(
             result,
             errno: (result < 0).then(|| errno_name(-result)),
         };
-        record(body, n.pid);
+        record(body, n.pid, at_ns);
     }
     alive
 }

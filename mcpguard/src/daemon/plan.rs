@@ -13,7 +13,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use mcpguard_common::policy::{
     NetKey, PortSet, ServerPolicy, FLAG_AUDIT_NET, FLAG_AUDIT_OPEN, FLAG_AUDIT_PROC, FLAG_COMPLAIN,
-    FLAG_SOCK_ICMP, FLAG_SOCK_RAW,
+    FLAG_FILES_ALL, FLAG_FILES_CALLS, FLAG_SOCK_ICMP, FLAG_SOCK_RAW,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -27,8 +27,8 @@ use crate::{
         LandlockReport, LaunchSpec, LaunchStatus, SandboxSpec,
     },
     policy::{
-        self, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule, Policy, PolicyError,
-        SocketKind, Tools,
+        self, audit::FilesLevel, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule, Policy,
+        PolicyError, SocketKind, Tools,
     },
 };
 
@@ -224,11 +224,27 @@ fn flags(policy: &Policy, learn: bool) -> u32 {
             _ => 0,
         })
         .fold(0, |a, b| a | b);
+    let files = match files_level(policy, learn) {
+        FilesLevel::Denied => 0,
+        FilesLevel::Calls => FLAG_FILES_CALLS,
+        FilesLevel::All => FLAG_FILES_ALL,
+    };
     FLAG_AUDIT_OPEN
         | FLAG_AUDIT_PROC
         | FLAG_AUDIT_NET
         | if learn { FLAG_COMPLAIN } else { 0 }
+        | files
         | sockets
+}
+
+/// The audit level a launch runs at: the policy's `[audit] files`, except
+/// when learning, which needs every open.
+pub fn files_level(policy: &Policy, learn: bool) -> FilesLevel {
+    if learn {
+        FilesLevel::All
+    } else {
+        policy.audit.files
+    }
 }
 
 fn dns(policy: &Policy, learn: bool) -> DnsPlan {
@@ -353,6 +369,9 @@ pub struct LaunchLayers<'a> {
     /// The seccomp side of the socket fence (the sock_create side is the
     /// daemon's `socket_fence` layer).
     pub seccomp_sockets: bool,
+    /// Which allowed file activity the kernel programs record
+    /// ([`files_level`]).
+    pub audit_files: FilesLevel,
 }
 
 /// `[limits]` as the launch record shows them.
@@ -368,6 +387,7 @@ impl<'a> LaunchLayers<'a> {
         status: &'a LaunchStatus,
         limits: &Limits,
         seccomp_sockets: bool,
+        audit_files: FilesLevel,
     ) -> LaunchLayers<'a> {
         LaunchLayers {
             daemon,
@@ -381,6 +401,7 @@ impl<'a> LaunchLayers<'a> {
                 memory: limits.memory,
             },
             seccomp_sockets,
+            audit_files,
         }
     }
 
@@ -648,7 +669,7 @@ mod tests {
 
     #[test]
     fn socket_kinds_set_flags_and_the_seccomp_rules() {
-        let audit = FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET;
+        let audit = FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET | FLAG_FILES_CALLS;
         for (sockets, flags) in [
             ("[]", audit),
             ("[\"raw\"]", audit | FLAG_SOCK_RAW),
@@ -667,6 +688,29 @@ mod tests {
             (server.launch_id, server.flags, server.dns_port),
             (9, audit, 5353)
         );
+    }
+
+    #[test]
+    fn the_audit_level_sets_one_files_flag_and_learning_records_everything() {
+        let both = FLAG_FILES_ALL | FLAG_FILES_CALLS;
+        for (level, learn, want) in [
+            ("denied", false, 0),
+            ("calls", false, FLAG_FILES_CALLS),
+            ("all", false, FLAG_FILES_ALL),
+            ("denied", true, FLAG_FILES_ALL),
+            ("calls", true, FLAG_FILES_ALL),
+        ] {
+            let body = format!("[audit]\nfiles = \"{level}\"\n");
+            let request = if learn { learning() } else { request() };
+            let flags = plan_for(&body, &request, &prepared()).maps.flags;
+            assert_eq!(flags & both, want, "{level} learn={learn}");
+            let expected = match want {
+                0 => FilesLevel::Denied,
+                FLAG_FILES_CALLS => FilesLevel::Calls,
+                _ => FilesLevel::All,
+            };
+            assert_eq!(files_level(&policy(&body), learn), expected);
+        }
     }
 
     #[test]
@@ -746,7 +790,7 @@ mod tests {
         let body = "[filesystem]\nwrite = [\"~/out\"]\n[tools]\ndeny = [\"*\"]\n\
                     [network]\nallow = [\"api.example.com:443\"]\n";
         let plan = plan_for(body, &learning(), &prepared());
-        let audit = FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET;
+        let audit = FLAG_AUDIT_OPEN | FLAG_AUDIT_PROC | FLAG_AUDIT_NET | FLAG_FILES_ALL;
         assert_eq!(plan.maps.flags, audit | FLAG_COMPLAIN);
         assert_eq!(plan.dns.hosts, [policy::net::any_host()]);
         assert!(plan.dns.allow_local_answers);
@@ -811,6 +855,7 @@ mod tests {
                 serde_json::json!({ "pids": limits.pids, "memory": limits.memory }),
             );
             put("seccomp_sockets", fence.into());
+            put("audit_files", "calls".into());
         }
         layers
     }
@@ -825,7 +870,8 @@ mod tests {
         for daemon in [layers(), missing] {
             for fence in [false, true] {
                 let status = status();
-                let typed = LaunchLayers::new(&daemon, &status, &limits, fence).to_value();
+                let typed = LaunchLayers::new(&daemon, &status, &limits, fence, FilesLevel::Calls)
+                    .to_value();
                 let hand = hand_assembled(&daemon, &status, &limits, fence);
                 assert_eq!(typed.to_string(), hand.to_string());
             }
@@ -840,12 +886,12 @@ mod tests {
             seccomp: None,
             ..status()
         };
-        let json = LaunchLayers::new(&layers(), &status, &limits, true)
+        let json = LaunchLayers::new(&layers(), &status, &limits, true, FilesLevel::All)
             .to_value()
             .to_string();
         assert_eq!(
             json,
-            r#"{"audit_attrs":false,"audit_io_uring":false,"audit_landlock":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"log_denials":false,"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false}"#
+            r#"{"audit_attrs":false,"audit_files":"all","audit_io_uring":false,"audit_landlock":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"log_denials":false,"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false}"#
         );
     }
 }

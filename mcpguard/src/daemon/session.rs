@@ -41,7 +41,7 @@ use crate::{
         LaunchSpec, LaunchStatus, Launched,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Tap},
-    policy::{self, NetEntry, Policy},
+    policy::{self, audit::FilesLevel, NetEntry, Policy},
 };
 
 /// How long a new connection has to send its first byte and request, in
@@ -383,12 +383,14 @@ fn start(
         }
     };
     guard.started = true;
-    watch_fences(guard, &status, socket_fence, executor, request.learn)?;
+    let files = plan::files_level(policy, request.learn);
+    watch_fences(guard, &status, socket_fence, executor, request.learn, files)?;
     let layers = LaunchLayers::new(
         &shared.layers,
         &status,
         &policy.limits,
         guard.fence.is_some(),
+        files,
     );
     let mut launch_rec = AuditRecord::new(
         Body::Launch {
@@ -414,6 +416,7 @@ fn watch_fences(
     socket_fence: Option<launch::notify::Listener>,
     executor: Option<std::os::unix::net::UnixDatagram>,
     learn: bool,
+    files: FilesLevel,
 ) -> Result<(), SessionError> {
     let (shared, cgroup_id) = (guard.shared.clone(), guard.cgroup.id);
     if let Some(pid) = status.persist.as_ref().and_then(|p| p.executor) {
@@ -423,7 +426,7 @@ fn watch_fences(
     }
     if let Some(listener) = socket_fence {
         let maps = guard.server_maps();
-        let record = Box::new(move |body, pid| maps.record(SystemTime::now(), body, Some(pid)));
+        let record = Box::new(move |body, pid, at_ns| maps.fenced(files, at_ns, body, pid));
         // Until this thread runs, a trapped call just waits.
         guard.fence = Some(SocketFence::start(listener, learn, record, executor)?);
     }
@@ -619,6 +622,25 @@ impl MapSink for ServerMaps {
 }
 
 impl ServerMaps {
+    /// A record of the socket or persistence fence, of a call made at
+    /// kernel time `at_ns`, tagged with the tool calls in flight then. A
+    /// name-creating call's own record that is not a refusal is kept as
+    /// the audit level keeps the kernel's records of the same calls.
+    fn fenced(&self, files: FilesLevel, at_ns: u64, body: Body, pid: u32) {
+        let calls = self.shared.calls.at(self.cgroup, at_ns);
+        let file_call = matches!(
+            body,
+            Body::Open { .. } | Body::Mkdir(_) | Body::Rename(_) | Body::Link(_)
+        );
+        if file_call && !body.is_denied() && !files.records_allowed(!calls.is_empty()) {
+            return;
+        }
+        let mut rec = AuditRecord::new(body, Some(&self.origin), SystemTime::now());
+        rec.pid = Some(pid);
+        super::auditor::tag_calls(&mut rec, &calls);
+        self.shared.audit(Msg::Record(rec));
+    }
+
     /// One record of this server (from `pid`, if known), tagged with the
     /// tool call running at the time.
     fn record(&self, ts: SystemTime, body: Body, pid: Option<u32>) {

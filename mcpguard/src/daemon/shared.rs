@@ -92,6 +92,12 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&launch);
     }
+    /// Whether the server in `cgroup` has a tool call in flight (as the
+    /// tap saw the requests and answers). What `[audit] files = "calls"`
+    /// records by; a hook for anything else that should run only then.
+    pub fn in_call(&self, cgroup: u64) -> bool {
+        self.calls.in_flight(cgroup) > 0
+    }
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -35,8 +35,9 @@ use crate::{
 /// How often the thread looks at its stop flag.
 const TICK_MS: u16 = 200;
 
-/// Writes one record for the server, from the calling pid.
-pub type Recorder = Box<dyn Fn(Body, u32) + Send>;
+/// Writes one record for the server, from the calling pid, of a call made
+/// at the given kernel time (boot clock, ns: what ties it to a tool call).
+pub type Recorder = Box<dyn Fn(Body, u32, u64) + Send>;
 
 /// A running fence thread; dropping it stops the thread.
 pub struct SocketFence {
@@ -182,5 +183,5 @@ fn answer(fence: &Fence) {
         },
         Call::Name { .. } => return,
     };
-    record(body, req.pid);
+    record(body, req.pid, crate::audit::decode::boot_ns());
 }

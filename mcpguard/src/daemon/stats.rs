@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 
 use super::status::{Counts, LastDenial, ServerStatus};
-use crate::audit::{format_ts, query, AuditRecord, Origin};
+use crate::audit::{format_ts, query, AuditRecord, Body, Origin};
 
 /// Per-launch counters, kept by the audit thread.
 #[derive(Debug, Default)]
@@ -25,6 +25,7 @@ struct LaunchStats {
     pid: Option<u32>,
     counts: BTreeMap<&'static str, Counts>,
     last_denial: Option<AuditRecord>,
+    audit_files: Option<String>,
 }
 
 impl Stats {
@@ -38,6 +39,7 @@ impl Stats {
                 pid: None,
                 counts: BTreeMap::new(),
                 last_denial: None,
+                audit_files: None,
             },
         );
     }
@@ -53,8 +55,12 @@ impl Stats {
             return;
         };
         let kind = rec.body.kind();
-        if kind == "launch" {
+        if let Body::Launch { layers, .. } = &rec.body {
             stats.pid = rec.pid;
+            stats.audit_files = layers
+                .get("audit_files")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
         let counts = stats.counts.entry(kind).or_default();
         if rec.denied {
@@ -85,6 +91,7 @@ impl Stats {
                     .map(|(k, c)| ((*k).to_string(), *c))
                     .collect(),
                 last_denial: s.last_denial.as_ref().map(summarize),
+                audit_files: s.audit_files.clone(),
             })
             .collect();
         servers.sort_by(|a, b| (&a.started, &a.launch).cmp(&(&b.started, &b.launch)));
@@ -107,7 +114,6 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::audit::Body;
 
     fn origin(launch: &str, uid: u32) -> Origin {
         Origin {
@@ -147,7 +153,7 @@ mod tests {
                 argv: vec!["x".into()],
                 cgroup: "/sys/fs/cgroup/mcpguard/time-1".into(),
                 cwd: "/".into(),
-                layers: Value::Null,
+                layers: serde_json::json!({ "audit_files": "denied" }),
             },
             Some(&a),
             SystemTime::now(),
@@ -178,6 +184,7 @@ mod tests {
         let one = snap.iter().find(|s| s.launch == "time-1").unwrap();
         assert_eq!(one.pid, Some(4242));
         assert_eq!(one.uid, 1000);
+        assert_eq!(one.audit_files.as_deref(), Some("denied"));
         assert_eq!(
             one.counts["open"],
             Counts {

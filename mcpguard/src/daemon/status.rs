@@ -41,6 +41,10 @@ pub struct ServerStatus {
     /// Records written for this launch, by kind.
     pub counts: BTreeMap<String, Counts>,
     pub last_denial: Option<LastDenial>,
+    /// The launch's `[audit] files` level, from its launch record (absent
+    /// before that record, and from daemons before levels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_files: Option<String>,
 }
 
 /// One kernel layer.

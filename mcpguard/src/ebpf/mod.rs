@@ -6,6 +6,7 @@
 //! a policy needs a missing one.
 
 pub mod attrs;
+pub mod in_call;
 pub mod pins;
 pub mod tracefs;
 
@@ -189,6 +190,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub policy: PolicyMaps,
     pub audit: AuditMaps,
+    /// Tool calls in flight per server (see [`in_call`]).
+    pub in_call: in_call::InCallMap,
     pub layers: Layers,
 }
 
@@ -563,6 +566,7 @@ pub fn load(
             flow: take(&mut ebpf, "FLOW")?,
             consumed: take(&mut ebpf, "CONSUMED")?,
         },
+        in_call: in_call::InCallMap::new(take(&mut ebpf, "IN_CALL")?),
         ebpf,
         layers,
     })

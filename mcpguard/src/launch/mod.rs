@@ -1125,7 +1125,7 @@ mod tests {
         let fence = crate::daemon::sockets::SocketFence::start(
             launched.socket_fence.expect("a listener"),
             false,
-            Box::new(move |body, _pid| sink.lock().unwrap().push(body)),
+            Box::new(move |body, _pid, _at_ns| sink.lock().unwrap().push(body)),
             launched.executor,
         )
         .unwrap();

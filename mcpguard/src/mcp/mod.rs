@@ -23,6 +23,7 @@
 //! length ([`parse`]): a long line of more values than that allows is
 //! withheld like one too long for the relay, with an `oversize` record.
 
+pub mod gate;
 pub mod inspect;
 pub mod parse;
 pub mod redact;
@@ -38,6 +39,7 @@ use std::{
 use serde_json::{json, Value};
 use tracing::warn;
 
+pub use self::gate::{CallGate, GateError};
 use self::{
     redact::{Counts, Redactor},
     tools::{Change, PinStore, Pins},
@@ -98,20 +100,46 @@ struct Span {
 }
 
 /// Spans of tool calls per server cgroup, shared by the taps (which open
-/// and close them) and the audit thread (which tags kernel records).
+/// and close them) and the audit thread (which tags kernel records). Each
+/// change of a server's count of open spans goes to the [`CallGate`], if
+/// there is one.
 #[derive(Default)]
 pub struct CallTracker {
     spans: Mutex<HashMap<u64, VecDeque<Span>>>,
+    gate: Option<Arc<dyn CallGate>>,
+}
+
+/// Calls in flight in a server's spans.
+fn open_spans(list: &VecDeque<Span>) -> u32 {
+    list.iter().filter(|s| s.end_ns.is_none()).count() as u32
 }
 
 impl CallTracker {
+    /// A tracker that tells `gate` every change of a server's count.
+    pub fn with_gate(gate: Arc<dyn CallGate>) -> CallTracker {
+        CallTracker {
+            spans: Mutex::default(),
+            gate: Some(gate),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<Span>>> {
         self.spans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn start(&self, cgroup: u64, id: &Value, tool: &str) {
+    /// Tell the gate `cgroup`'s count if it moved from `before`. Called
+    /// with the spans locked so two changes cannot reach it out of order.
+    fn tell(&self, cgroup: u64, before: u32, now: u32) -> Result<(), GateError> {
+        match &self.gate {
+            Some(gate) if before != now => gate.set(cgroup, now),
+            _ => Ok(()),
+        }
+    }
+
+    fn start(&self, cgroup: u64, id: &Value, tool: &str) -> Result<(), GateError> {
         let mut spans = self.lock();
         let list = spans.entry(cgroup).or_default();
+        let before = open_spans(list);
         let now = boot_ns();
         // A reused id ends the call it named before: the server sees only
         // the new one.
@@ -140,18 +168,25 @@ impl CallTracker {
         while list.len() > MAX_SPANS {
             list.pop_front();
         }
+        let after = open_spans(list);
+        self.tell(cgroup, before, after)
     }
 
-    fn end(&self, cgroup: u64, id: &Value) {
-        if let Some(list) = self.lock().get_mut(&cgroup) {
-            if let Some(span) = list
-                .iter_mut()
-                .rev()
-                .find(|s| s.end_ns.is_none() && &s.id == id)
-            {
-                span.end_ns = Some(boot_ns());
-            }
+    fn end(&self, cgroup: u64, id: &Value) -> Result<(), GateError> {
+        let mut spans = self.lock();
+        let Some(list) = spans.get_mut(&cgroup) else {
+            return Ok(());
+        };
+        let before = open_spans(list);
+        if let Some(span) = list
+            .iter_mut()
+            .rev()
+            .find(|s| s.end_ns.is_none() && &s.id == id)
+        {
+            span.end_ns = Some(boot_ns());
         }
+        let after = open_spans(list);
+        self.tell(cgroup, before, after)
     }
 
     /// The calls of `cgroup` in flight at kernel time `ts_ns`, as (id, tool).
@@ -173,8 +208,22 @@ impl CallTracker {
             .unwrap_or_default()
     }
 
-    pub fn forget(&self, cgroup: u64) {
-        self.lock().remove(&cgroup);
+    /// How many tool calls `cgroup`'s server has in flight now.
+    pub fn in_flight(&self, cgroup: u64) -> u32 {
+        self.lock().get(&cgroup).map_or(0, open_spans)
+    }
+
+    /// The server is gone: drop its spans, and tell the gate it has no
+    /// call in flight (whatever was never answered).
+    pub fn forget(&self, cgroup: u64) -> Result<(), GateError> {
+        let mut spans = self.lock();
+        spans.remove(&cgroup);
+        // Told even when nothing was open: a count the gate kept from a
+        // write that failed must not outlive the server.
+        match &self.gate {
+            Some(gate) => gate.set(cgroup, 0),
+            None => Ok(()),
+        }
     }
 }
 
@@ -383,6 +432,21 @@ impl Tap {
         });
     }
 
+    /// A call gate that could not take a new count: the server's file
+    /// audit may now miss (or over-record) activity of this call, which
+    /// the log must say.
+    fn gate_failed(&self, result: Result<(), GateError>, tool: Option<&str>, id: Option<&Value>) {
+        if let Err(error) = result {
+            warn!(cgroup = self.cgroup, %error, "cannot tell the kernel a tool call's state");
+            self.emit(
+                "call_gate_error",
+                json!({ "error": error.to_string() }),
+                tool,
+                id,
+            );
+        }
+    }
+
     /// Counts a line that is not JSON; returns whether it is withheld.
     fn non_json(&self, dir: usize, line: &[u8]) -> bool {
         let withheld = line.contains(&b'{');
@@ -512,7 +576,8 @@ impl Tap {
             "tools/call" => Method::ToolsCall,
             "notifications/cancelled" => {
                 if let Some(req) = params.get("requestId") {
-                    self.calls.end(self.cgroup, req);
+                    let gated = self.calls.end(self.cgroup, req);
+                    self.gate_failed(gated, None, Some(req));
                 }
                 return None;
             }
@@ -543,7 +608,8 @@ impl Tap {
         }
         let id = id?;
         if let (Method::ToolsCall, Some(name)) = (method, &tool) {
-            self.calls.start(self.cgroup, id, name);
+            let gated = self.calls.start(self.cgroup, id, name);
+            self.gate_failed(gated, Some(name), Some(id));
         }
         let key = id_key(id);
         let mut inner = self.inner();
@@ -844,7 +910,8 @@ impl Tap {
             }
             Method::ToolsList => (self.tools_list(msg), None),
             Method::ToolsCall => {
-                self.calls.end(self.cgroup, &p.id);
+                let gated = self.calls.end(self.cgroup, &p.id);
+                self.gate_failed(gated, p.tool.as_deref(), Some(&p.id));
                 let tool = p.tool.unwrap_or_default();
                 let mut changed = false;
                 let mut detail = json!({
@@ -1041,7 +1108,8 @@ impl Tap {
             .into_iter()
             .filter(|p| p.method == Method::ToolsCall)
         {
-            self.calls.end(self.cgroup, &p.id);
+            let gated = self.calls.end(self.cgroup, &p.id);
+            self.gate_failed(gated, p.tool.as_deref(), Some(&p.id));
             self.emit_at(
                 p.started_at,
                 "tools_call",

@@ -28,9 +28,12 @@ fn tools(allow: Option<&[&str]>, deny: &[&str], on_change: ToolChange) -> Tools 
 }
 
 fn fixture(t: Tools, store: Option<PinStore>) -> Fixture {
+    gated_fixture(t, store, Arc::new(CallTracker::default()))
+}
+
+fn gated_fixture(t: Tools, store: Option<PinStore>, calls: Arc<CallTracker>) -> Fixture {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink_events = events.clone();
-    let calls = Arc::new(CallTracker::default());
     let redactor = Arc::new(Redactor::new(&[(
         "TOKEN".into(),
         SECRET.as_bytes().to_vec(),
@@ -666,4 +669,82 @@ fn a_result_is_summarized_and_excerpted_redacted_only_for_opted_in_tools() {
         "{excerpt}"
     );
     assert!(!excerpt.contains(SECRET));
+}
+
+/// A gate that keeps every count it is told, and refuses when asked to.
+#[derive(Default)]
+struct Counts7 {
+    told: Mutex<Vec<(u64, u32)>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl CallGate for Counts7 {
+    fn set(&self, cgroup: u64, in_flight: u32) -> Result<(), GateError> {
+        self.told.lock().unwrap().push((cgroup, in_flight));
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("map full".into());
+        }
+        Ok(())
+    }
+}
+
+fn call(id: u64) -> Vec<u8> {
+    line(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {}}}))
+}
+
+#[test]
+fn the_gate_counts_calls_in_flight_until_answer_cancel_end_or_exit() {
+    let gate = Arc::new(Counts7::default());
+    let calls = Arc::new(CallTracker::with_gate(gate.clone()));
+    let f = gated_fixture(tools(None, &[], ToolChange::Warn), None, calls.clone());
+    let told = || std::mem::take(&mut *gate.told.lock().unwrap());
+    // Told before the request is handed on to the server.
+    assert_eq!(f.tap.client_line(&call(1)).len(), 1);
+    assert_eq!(told(), [(7, 1)]);
+    f.tap.client_line(&call(2));
+    assert_eq!((told(), calls.in_flight(7)), (vec![(7, 2)], 2));
+    f.tap.client_line(&line(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1}}),
+    ));
+    assert_eq!(told(), [(7, 1)]);
+    // The late answer of the cancelled call changes nothing.
+    f.client_gets(&line(json!({"jsonrpc": "2.0", "id": 1, "result": {}})));
+    assert_eq!(told(), []);
+    f.client_gets(&line(
+        json!({"jsonrpc": "2.0", "id": 2, "error": {"code": 1, "message": "x"}}),
+    ));
+    assert_eq!((told(), calls.in_flight(7)), (vec![(7, 0)], 0));
+    // A reused id replaces its call: still one in flight.
+    f.tap.client_line(&call(3));
+    f.tap.client_line(&call(3));
+    assert_eq!(told(), [(7, 1)]);
+    // The session ends with a call unanswered.
+    f.tap.finish();
+    assert_eq!(told(), [(7, 0)]);
+    f.tap.client_line(&call(4));
+    // The server is gone: cleared whatever the tap last said.
+    calls.forget(7).unwrap();
+    assert_eq!((told(), calls.in_flight(7)), (vec![(7, 1), (7, 0)], 0));
+    // Requests that are not calls, and refused calls, are never counted.
+    f.tap.client_line(&line(
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+    ));
+    assert_eq!(told(), []);
+}
+
+#[test]
+fn a_gate_that_fails_is_recorded_and_the_call_still_goes_through() {
+    let gate = Arc::new(Counts7::default());
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let calls = Arc::new(CallTracker::with_gate(gate.clone()));
+    let f = gated_fixture(tools(None, &[], ToolChange::Warn), None, calls);
+    let out = f.tap.client_line(&call(8));
+    assert!(matches!(out.as_slice(), [Output::Server(_)]));
+    let errors = f.mcp("call_gate_error");
+    assert_eq!(errors.len(), 1);
+    let (detail, tool, id) = &errors[0];
+    assert_eq!(detail["error"], "map full");
+    assert_eq!((tool.as_deref(), id), (Some("read_file"), &Some(json!(8))));
 }

@@ -5,6 +5,7 @@
 //! Every error points at `file:line:col` of the offending key or value, so a
 //! typo in a policy is found before anything is launched.
 
+pub mod audit;
 pub mod baseline;
 pub mod command;
 #[cfg(test)]
@@ -70,6 +71,8 @@ pub struct Policy {
     /// The commands the policy is written for, and a pinned install
     /// (`[command]`).
     pub command: command::Command,
+    /// How much allowed activity is recorded (`[audit]`).
+    pub audit: audit::Audit,
 }
 
 /// Filesystem allow-lists as written: absolute, or `~`-relative to the
@@ -416,6 +419,8 @@ struct RawPolicy {
     limits: limits::RawLimits,
     #[serde(default)]
     command: command::RawCommand,
+    #[serde(default)]
+    audit: audit::Audit,
 }
 
 #[derive(Default, Deserialize)]
@@ -760,6 +765,7 @@ impl Policy {
             mcp: raw.mcp,
             secrets,
             limits,
+            audit: raw.audit,
         })
     }
 

@@ -148,7 +148,8 @@ fn reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record() {
         &dir,
         "fs",
         &format!(
-            "name = \"it-fs\"\n{}\n[env]\npass = [\"PATH\"]\n",
+            // No tool call here: allowed opens are recorded at `all` only.
+            "name = \"it-fs\"\n{}\n[env]\npass = [\"PATH\"]\n[audit]\nfiles = \"all\"\n",
             base_fs(&[&allowed])
         ),
     );

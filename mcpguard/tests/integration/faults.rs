@@ -127,7 +127,8 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 /// A secret in the test user's ~/.ssh, and a policy `it-<tag>` whose
-/// server may not read it.
+/// server may not read it. It records all file activity (`[audit] files =
+/// "all"`): these tests need the volume of records a whole run makes.
 fn secret_and_policy(tag: &str) -> (PathBuf, PathBuf) {
     let u = user();
     let ssh = u.home.join(".ssh");
@@ -138,7 +139,9 @@ fn secret_and_policy(tag: &str) -> (PathBuf, PathBuf) {
     chown(&secret, Some(u.uid), Some(u.gid)).unwrap();
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (secret, simple_policy(tag, &[]))
+    let pol = simple_policy(tag, &[]);
+    record_all_files(&pol);
+    (secret, pol)
 }
 
 /// Run a server that tries to read `secret`; asserts the kernel refused it.

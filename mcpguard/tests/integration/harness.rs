@@ -166,6 +166,15 @@ pub fn policy(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Appends `[audit] files = "all"` to the policy file at `path`: for
+/// tests that check records of allowed file activity (or the volume of a
+/// whole run) outside any tool call, which the default level leaves out.
+pub fn record_all_files(path: &Path) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    text.push_str("\n[audit]\nfiles = \"all\"\n");
+    std::fs::write(path, text).unwrap();
+}
+
 /// Filesystem rules that let Debian's python3 and coreutils start (on top
 /// of the runtime baseline: /etc, /proc, /dev/urandom), plus read access to
 /// `extra_read` (scripts and data a test hands the server).

@@ -23,6 +23,7 @@ mod exclusive;
 mod faults;
 mod landlock_audit;
 mod learn;
+mod levels;
 mod lifecycle;
 mod mcp;
 mod policies;

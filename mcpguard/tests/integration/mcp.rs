@@ -267,7 +267,18 @@ fn the_tap_denies_tools_redacts_secrets_and_ties_syscalls_to_calls() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(tools, ["echo", "leak_env", "read_file"], "{report}");
+    assert_eq!(
+        tools,
+        [
+            "connect_unix",
+            "echo",
+            "leak_env",
+            "read_file",
+            "run",
+            "write_file"
+        ],
+        "{report}"
+    );
     let r = &report["results"];
     assert_eq!(r[0]["text"][0], "hi", "{report}");
     assert_eq!(r[1]["text"][0], "fixture notes\n", "{report}");

@@ -507,6 +507,8 @@ fn status_shows_layers_and_only_the_callers_own_servers_with_counts_and_last_den
     let u = user();
     let file = forbidden_file();
     let pol = simple_policy("status", &[]);
+    // Allowed opens outside a tool call are counted at `all` only.
+    record_all_files(&pol);
     let (mut child, pid) = start_denied_then_sleep(&d, &pol, &file);
 
     let mine = wait_status(u.uid, u.gid, &d, "the denied open", |s| {
@@ -550,6 +552,7 @@ fn status_shows_layers_and_only_the_callers_own_servers_with_counts_and_last_den
     assert_eq!(s["pid"], pid);
     assert_eq!(s["uid"], u.uid);
     assert!(s["counts"]["open"]["allowed"].as_u64() > Some(0), "{s:#}");
+    assert_eq!(s["audit_files"], "all", "{s:#}");
     assert_eq!(s["counts"]["launch"]["allowed"], 1, "{s:#}");
     let denial = &s["last_denial"];
     // The open's own record, or Landlock's (which comes a moment later

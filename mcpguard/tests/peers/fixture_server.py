@@ -4,9 +4,13 @@ Tools: echo, read_file, leak_env (returns an environment variable, the way a
 careless server leaks a token), delete_repo (the destructive tool a policy
 denies) and, with FIXTURE_SERVER_REQUESTS=1, ask (asks the client for a sampling with an injection prompt,
 elicits an AWS key from the user, and lists the client's roots; returns
-what became of each). Every call is logged to stderr, so a test can tell whether
-the server ever saw a request. FIXTURE_DESCRIPTION_SUFFIX, when set, is
-appended to echo's description: a server that changed its tools.
+what became of each). For the audit tests: write_file, run (execs a program)
+and connect_unix (connects to a Unix socket). Every call is logged to stderr,
+so a test can tell whether the server ever saw a request.
+FIXTURE_DESCRIPTION_SUFFIX, when set, is appended to echo's description: a
+server that changed its tools. FIXTURE_STARTUP_READ and FIXTURE_STARTUP_WRITE,
+when set, name a file the server tries to read, or create, before it serves
+(outside any call); the outcome goes to stderr.
 """
 import os
 import sys
@@ -62,6 +66,50 @@ def delete_repo(repo: str) -> str:
     return f"deleted {repo}"
 
 
+@server.tool(description="Write a text file.")
+def write_file(path: str, text: str) -> str:
+    called("write_file")
+    with open(path, "w") as f:
+        f.write(text)
+    return "written"
+
+
+@server.tool(description="Run a program and return its output.")
+def run(argv: list[str]) -> str:
+    called("run")
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
+@server.tool(description="Connect to a Unix socket.")
+def connect_unix(path: str) -> str:
+    called("connect_unix")
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return "connected"
+    except OSError as e:
+        return f"errno {e.errno}"
+    finally:
+        s.close()
+
+
+def startup_probe(var, mode):
+    path = os.environ.get(var)
+    if not path:
+        return
+    try:
+        with open(path, mode) as f:
+            if mode == "r":
+                f.read()
+        print(f"fixture: startup {mode} ok", file=sys.stderr, flush=True)
+    except OSError as e:
+        print(f"fixture: startup {mode} errno {e.errno}", file=sys.stderr, flush=True)
+
+
 async def ask(ctx: Context) -> str:
     called("ask")
     session = ctx.session
@@ -99,4 +147,6 @@ if os.environ.get("FIXTURE_SERVER_REQUESTS") == "1":
 
 
 if __name__ == "__main__":
+    startup_probe("FIXTURE_STARTUP_READ", "r")
+    startup_probe("FIXTURE_STARTUP_WRITE", "w")
     server.run()

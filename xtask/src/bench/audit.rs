@@ -176,7 +176,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let calib_secs = ctx.pick(3.0, 1.0);
     let max_search = ctx.pick(6, 1);
     let confirm = ctx.pick(2, 0);
-    let policy = ctx.policy("audit", &[ctx.dir.as_path()], &[], "")?;
+    // Failed opens outside any tool call are recorded at `files = "all"`
+    // only; the pipeline's rate is what is measured, so that level.
+    let policy = ctx.policy(
+        "audit",
+        &[ctx.dir.as_path()],
+        &[],
+        "[audit]\nfiles = \"all\"\n",
+    )?;
     let marker = ctx.dir.join("no-such-file").display().to_string();
     // The pipeline, not the per-server record budget, is what is measured:
     // the budget is lifted out of the way.

@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{hostile, hostile_dir, report, Class, Row};
+use super::{hostile, hostile_dir, report, Class, Row, AUDIT_ALL};
 use crate::harness::{base_fs, describe, policy, tempdir, Daemon};
 
 /// Size of the attack lines, just under the relay's 16 MiB limit so the
@@ -48,7 +48,11 @@ fn hostile_policy(name: &str) -> PathBuf {
         &format!("exec = [{:?}, ", dir.display().to_string()),
         1,
     );
-    policy(&tempdir(name), name, &format!("name = \"{name}\"\n{fs}"))
+    policy(
+        &tempdir(name),
+        name,
+        &format!("name = \"{name}\"\n{fs}{AUDIT_ALL}"),
+    )
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.

@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, hostile, hostile_argv, hostile_dir, report, Class, Row};
+use super::{attack, hostile, hostile_argv, hostile_dir, report, Class, Row, AUDIT_ALL};
 use crate::harness::*;
 
 /// Files planted in the test user's home, each holding its marker.
@@ -98,7 +98,7 @@ pub(super) fn guarded_policy(dir: &Path, name: &str, fs: &Fs, extra: &str) -> Pa
     };
     let hostile = s(&hostile_dir());
     let text = format!(
-        "name = \"{name}\"\n[filesystem]\nread = [{}]\nwrite = [{}]\nexec = [{}]\n{extra}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
+        "name = \"{name}\"\n[filesystem]\nread = [{}]\nwrite = [{}]\nexec = [{}]\n{extra}\n[env]\npass = [\"PATH\", \"HOME\"]\n{AUDIT_ALL}",
         list(
             &["/usr", "/lib", "/lib64"],
             &fs.read

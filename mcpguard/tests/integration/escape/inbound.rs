@@ -117,7 +117,10 @@ fn write_policy(dir: &Path, network: &str) -> PathBuf {
     policy(
         dir,
         SERVER,
-        &format!("name = {SERVER:?}\n{fs}\n[network]\n{network}\n[env]\npass = [\"PATH\"]\n"),
+        &format!(
+            "name = {SERVER:?}\n{fs}\n[network]\n{network}\n[env]\npass = [\"PATH\"]\n{}",
+            escape::AUDIT_ALL
+        ),
     )
 }
 

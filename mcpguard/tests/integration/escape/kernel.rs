@@ -18,7 +18,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, hostile, hostile_dir, report, Class, Row};
+use super::{attack, hostile, hostile_dir, report, Class, Row, AUDIT_ALL};
 use crate::harness::{describe, policy, stdout_of, tempdir, user, Daemon};
 
 /// A policy for the hostile program: system dirs, /proc, the hostile dir
@@ -40,7 +40,7 @@ exec = ["/usr/bin", "/usr/lib", "/lib", "/lib64", "/bin", "{h}"]
 pass = ["PATH", "HOME"]
 [kernel]
 allow = [{}]
-"#,
+{AUDIT_ALL}"#,
             allow.join(", ")
         ),
     )

@@ -153,6 +153,13 @@ pub fn hostile(name: &str) -> PathBuf {
 }
 
 /// Where hostile binaries live; policies add it to their `exec` list.
+/// The `[audit]` table of every escape policy. The rows run their attacks
+/// outside any tool call and check the records of refused, failed and
+/// allowed calls alike, so these servers record all file activity (the
+/// default records allowed activity and failures that are no refusal only
+/// during a call; `levels::` tests that).
+pub const AUDIT_ALL: &str = "[audit]\nfiles = \"all\"\n";
+
 pub fn hostile_dir() -> PathBuf {
     let dir = scratch().join("hostile");
     std::fs::create_dir_all(&dir).unwrap();

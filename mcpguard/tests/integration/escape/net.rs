@@ -144,8 +144,9 @@ fn write_policy(dir: &Path, name: &str, network: &str) -> PathBuf {
         dir,
         name,
         &format!(
-            "name = {name:?}\n{}\n[network]\n{network}\n[env]\npass = [\"PATH\"]\n",
-            fs_rules()
+            "name = {name:?}\n{}\n[network]\n{network}\n[env]\npass = [\"PATH\"]\n{}",
+            fs_rules(),
+            escape::AUDIT_ALL
         ),
     )
 }

@@ -21,7 +21,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{hostile, hostile_dir, report, Class, Row};
+use super::{hostile, hostile_dir, report, Class, Row, AUDIT_ALL};
 use crate::harness::{base_fs, describe, policy, poll, tempdir, Daemon};
 
 const PIDS: u64 = 64;
@@ -45,7 +45,7 @@ fn hostile_policy(name: &str, extra_read: &[&Path]) -> std::path::PathBuf {
     policy(
         &tempdir(name),
         name,
-        &format!("name = \"{name}\"\n{fs}\n[limits]\npids = {PIDS}\nmemory = \"{MEMORY_MIB}M\"\n"),
+        &format!("name = \"{name}\"\n{fs}\n[limits]\npids = {PIDS}\nmemory = \"{MEMORY_MIB}M\"\n{AUDIT_ALL}"),
     )
 }
 

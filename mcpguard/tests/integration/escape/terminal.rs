@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{report, Class, Row};
+use super::{report, Class, Row, AUDIT_ALL};
 use crate::harness::{base_fs, describe, policy, tempdir, user, Daemon};
 
 /// What the server puts in a file name: cursor up, erase line, a red
@@ -150,7 +150,7 @@ fn escape_terminal_sequences_in_records_reach_no_terminal_raw() {
         &dir,
         "it-term",
         &format!(
-            "name = \"it-term\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n",
+            "name = \"it-term\"\n{}\n[env]\npass = [\"PATH\", \"HOME\"]\n{AUDIT_ALL}",
             base_fs(&[&dir, &target])
         ),
     );
