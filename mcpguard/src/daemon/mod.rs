@@ -160,9 +160,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         info: shared::DaemonInfo::new(started, cfg.audit_log.clone()),
         admission: admit::Admission::new(cfg.launch_limits),
         budgets: audit.budgets.clone(),
+        tracepoints: loaded.tracepoints,
     });
-    // Programs and links live as long as this value.
-    let _programs = loaded.ebpf;
 
     // Handlers before READY=1: a SIGTERM right after it must shut down
     // cleanly, not kill the daemon.

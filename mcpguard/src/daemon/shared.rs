@@ -23,7 +23,7 @@ use super::{
     secrets::SecretStore,
 };
 use crate::{
-    ebpf::{Layers, PolicyMaps},
+    ebpf::{demand::Tracepoints, Layers, PolicyMaps},
     launch::{
         cgroup::{Cgroup, CgroupTree},
         limits::LimitTree,
@@ -55,6 +55,9 @@ pub struct Shared {
     pub admission: Admission,
     /// Every server's record budget.
     pub budgets: Arc<Budgets>,
+    /// The syscall tracepoints, attached while something holds them; also
+    /// owns the loaded programs.
+    pub tracepoints: Tracepoints,
 }
 
 impl Shared {
