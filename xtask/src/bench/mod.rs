@@ -11,6 +11,8 @@
 //! in the report, since they tax the bare runs too.
 //!
 //! Sections: [`launch`] (start-up), [`syscalls`] (connect/open/exec loops),
+//! [`machine`] (what unguarded processes pay while the daemon runs, idle
+//! and with servers),
 //! [`audit`] (the audit pipeline's zero-loss rate), [`memory`] (daemon RSS),
 //! [`tap`] (MCP round trips), [`dns`] (lookups through the daemon's
 //! resolver, connect with a large allow map), [`wrapped`] (npx and uvx
@@ -25,6 +27,7 @@
 mod audit;
 mod dns;
 mod launch;
+mod machine;
 mod memory;
 mod report;
 mod session;
@@ -735,9 +738,10 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     };
 
     type Bench = fn(&Ctx) -> Result<Section>;
-    let benches: [(&str, Bench); 7] = [
+    let benches: [(&str, Bench); 8] = [
         ("launch", launch::run),
         ("syscalls", syscalls::run),
+        ("machine", machine::run),
         ("audit", audit::run),
         ("memory", memory::run),
         ("tap", tap::run),
