@@ -23,6 +23,7 @@ mod faults;
 mod learn;
 mod lifecycle;
 mod mcp;
+mod ondemand;
 mod policies;
 mod service;
 mod unix;
