@@ -132,6 +132,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let pins = prepare_pins(&cfg.cgroup_name);
     let loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
     log_layers(&loaded.layers);
+    info!(
+        layer = "syscall_tracepoints",
+        tracepoints = loaded.tracepoints.state().programs,
+        "loaded, not attached: attached only while a server runs (while attached, every syscall on the machine takes the slow path)"
+    );
     let upstream_dns = upstream_dns(cfg.upstream_dns);
 
     let probe = Probe {

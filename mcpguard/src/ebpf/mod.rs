@@ -637,9 +637,7 @@ fn attach_all(
     layers.socket_fence = attached("socket_fence", attach_sock(ebpf, cgroup, pins));
     layers.pinned_enforcement =
         pins.is_some() && layers.ebpf_egress && layers.ebpf_inbound && layers.socket_fence;
-    let mut on_demand = |found: Result<Vec<Target>, String>| {
-        found.map(|t| targets.extend(t))
-    };
+    let mut on_demand = |found: Result<Vec<Target>, String>| found.map(|t| targets.extend(t));
     let proc = attach_tracepoints(ebpf, PROC_PROGRAMS)
         .and_then(|()| on_demand(prepare_tracepoints(ebpf, tracefs, EXEC_PROGRAMS)));
     layers.audit_proc = attached("audit_proc", proc);
@@ -869,9 +867,17 @@ fn target(
     category: &'static str,
     event: String,
 ) -> Result<Target, String> {
-    let id = tracefs.join("events").join(category).join(&event).join("id");
-    std::fs::read_to_string(&id)
-        .map_err(|e| format!("{program}: tracepoint {category}/{event}: {}: {e}", id.display()))?;
+    let id = tracefs
+        .join("events")
+        .join(category)
+        .join(&event)
+        .join("id");
+    std::fs::read_to_string(&id).map_err(|e| {
+        format!(
+            "{program}: tracepoint {category}/{event}: {}: {e}",
+            id.display()
+        )
+    })?;
     Ok(Target {
         program,
         category,

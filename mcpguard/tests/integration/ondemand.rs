@@ -129,11 +129,7 @@ fn a_servers_first_denials_are_recorded_though_the_tracepoints_attach_just_befor
     // first one's detach runs (and cancels it).
     for round in 0..2 {
         let written = dir.join(format!("written-{round}"));
-        let script = format!(
-            "echo x > {}; cat {}",
-            written.display(),
-            secret.display()
-        );
+        let script = format!("echo x > {}; cat {}", written.display(), secret.display());
         let out = d.run(&pol, &["/bin/sh", "-c", &script]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
@@ -144,7 +140,9 @@ fn a_servers_first_denials_are_recorded_though_the_tracepoints_attach_just_befor
         assert!(!written.exists(), "{} was written", written.display());
         // A fresh daemon numbers its launches from 1.
         let launch = format!("it-ondemand-first-{}", round + 1);
-        d.wait_record("launch", |r| is_kind(r, "launch") && r["launch"] == launch.as_str());
+        d.wait_record("launch", |r| {
+            is_kind(r, "launch") && r["launch"] == launch.as_str()
+        });
         d.wait_record("the shell's exec", |r| {
             is_kind(r, "exec") && r["launch"] == launch.as_str() && r["filename"] == "/bin/sh"
         });

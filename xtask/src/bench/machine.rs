@@ -94,8 +94,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         kernel.links_busy.push(syscall_links(daemon.pid)?);
         measure(ctx, &ops, &mut busy)?;
         servers.stop_all();
-        wait_links(&daemon, 0)?;
-        wait_detached(&daemon, 1)?;
+        wait_detached(&daemon)?;
         daemon.stop()?;
         let log = daemon.stderr();
         kernel.attach_us.extend(log_values(&log, "attach_us"));
@@ -127,67 +126,52 @@ fn syscall_links(pid: u32) -> Result<usize> {
     for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
         // A descriptor closed meanwhile is simply not counted.
         let info = fs::read_to_string(entry?.path()).unwrap_or_default();
-        if info
-            .lines()
-            .any(|l| l.strip_prefix("tp_name:").is_some_and(|t| t.trim().starts_with("sys_")))
-        {
+        if info.lines().any(|l| {
+            l.strip_prefix("tp_name:")
+                .is_some_and(|t| t.trim().starts_with("sys_"))
+        }) {
             n += 1;
         }
     }
     Ok(n)
 }
 
-/// Waits until `want` servers have a launch record and the tracepoints are
-/// attached for them.
-fn wait_launched(daemon: &Daemon, want: usize) -> Result<()> {
+/// Polls `done` every 20 ms until it holds; after 60 s, an error saying
+/// `what` was not reached, with the daemon's log.
+fn wait_for(daemon: &Daemon, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let launched = fs::read_to_string(&daemon.log)
-            .map(|t| t.lines().filter(|l| l.contains(r#""kind":"launch""#)).count())
-            .unwrap_or(0);
-        if launched >= want && syscall_links(daemon.pid)? > 0 {
-            return Ok(());
-        }
+    while !done()? {
         if Instant::now() > deadline {
-            bail!(
-                "{launched} of {want} servers launched within 60 s:\n{}",
-                daemon.stderr()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the daemon holds `want` syscall tracepoint links.
-fn wait_links(daemon: &Daemon, want: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = syscall_links(daemon.pid)?;
-        if n == want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the daemon still holds {n} syscall tracepoint links after 60 s (want {want}):\n{}",
-                daemon.stderr()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the daemon's log reports its `n`th finished detach: the
-/// descriptors leave its table when each close begins, the tracepoints
-/// are gone when the closes return.
-fn wait_detached(daemon: &Daemon, n: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log_values(&daemon.stderr(), "detach_ms").len() < n {
-        if Instant::now() > deadline {
-            bail!("no finished detach logged within 60 s:\n{}", daemon.stderr());
+            bail!("not within 60 s: {what}\n{}", daemon.stderr());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Waits until `want` servers have a launch record and the tracepoints are
+/// attached for them.
+fn wait_launched(daemon: &Daemon, want: usize) -> Result<()> {
+    wait_for(daemon, &format!("{want} servers launched"), || {
+        let launched = fs::read_to_string(&daemon.log)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.contains(r#""kind":"launch""#))
+                    .count()
+            })
+            .unwrap_or(0);
+        Ok(launched >= want && syscall_links(daemon.pid)? > 0)
+    })
+}
+
+/// Waits until the daemon holds no syscall tracepoint link and its log
+/// reports the detach finished: the descriptors leave its table when each
+/// close begins, the tracepoints are gone when the closes return.
+fn wait_detached(daemon: &Daemon) -> Result<()> {
+    wait_for(daemon, "syscall tracepoints detached", || {
+        Ok(syscall_links(daemon.pid)? == 0
+            && !log_values(&daemon.stderr(), "detach_ms").is_empty())
+    })
 }
 
 /// Every `key=N` value in the daemon's log.
@@ -218,7 +202,10 @@ fn section(ops: &[Op], rounds: usize, phases: [&Samples; 3], kernel: &Kernel) ->
             let ratio = row.ratio().unwrap_or(f64::NAN);
             let met = ratio <= TARGET;
             targets.push(Target {
-                what: format!("{} outside any guard, {phase}: within {TARGET:.2}x of bare", op.name),
+                what: format!(
+                    "{} outside any guard, {phase}: within {TARGET:.2}x of bare",
+                    op.name
+                ),
                 measured: format!("{ratio:.2}x"),
                 met: Some(met),
                 why: if met {

@@ -5,7 +5,8 @@
 //! and runs with a fresh daemon (own socket, audit log, cgroup subtree,
 //! state and secrets directories under one scratch directory in /tmp): the
 //! same work under guard and, where it tells something, unguarded with the
-//! daemon loaded (its tracepoints tax every task on the machine). Servers
+//! daemon loaded (its syscall tracepoints, attached while a server runs,
+//! tax every task on the machine: [`machine`]). Servers
 //! run as the unprivileged test user, as in the integration tests. Other
 //! mcpguard daemons seen during the run (another test suite, say) are named
 //! in the report, since they tax the bare runs too.
