@@ -45,8 +45,9 @@ pub enum DemandError {
         program: &'static str,
         category: &'static str,
         event: String,
+        /// Boxed: the kernel's error is large, and rare.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -329,7 +330,7 @@ fn attach_one(ebpf: &mut Ebpf, t: &Target) -> Result<TracePointLink, DemandError
         program: t.program,
         category: t.category,
         event: t.event.clone(),
-        source,
+        source: Box::new(source),
     };
     let prog: &mut TracePoint = ebpf
         .program_mut(t.program)

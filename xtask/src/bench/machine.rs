@@ -169,8 +169,10 @@ fn wait_launched(daemon: &Daemon, want: usize) -> Result<()> {
 /// close begins, the tracepoints are gone when the closes return.
 fn wait_detached(daemon: &Daemon) -> Result<()> {
     wait_for(daemon, "syscall tracepoints detached", || {
-        Ok(syscall_links(daemon.pid)? == 0
-            && !log_values(&daemon.stderr(), "detach_ms").is_empty())
+        Ok(
+            syscall_links(daemon.pid)? == 0
+                && !log_values(&daemon.stderr(), "detach_ms").is_empty(),
+        )
     })
 }
 
