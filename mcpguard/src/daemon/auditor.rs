@@ -125,6 +125,10 @@ pub enum Msg {
         launch: String,
         last: Option<AuditRecord>,
     },
+    /// Drop this hold on the syscall tracepoints once the ring buffer has
+    /// been drained (sent after a server's `Unregister`: its last kernel
+    /// records are written before the tracepoints may go).
+    Release(crate::ebpf::demand::Hold),
     /// Per-launch record counts, for `mcpguard status`.
     Stats(SyncSender<Vec<super::status::ServerStatus>>),
     /// The audit log's health, for `mcpguard status`.
@@ -198,6 +202,8 @@ struct Server {
 struct Turn {
     unregister: Vec<(u64, String, Option<AuditRecord>)>,
     harvest: Vec<(u64, Sender<Observations>)>,
+    /// Tracepoint holds to drop after the drain.
+    release: Vec<crate::ebpf::demand::Hold>,
     stopping: bool,
 }
 
@@ -254,6 +260,7 @@ impl Auditor {
             for (cgroup_id, launch, last) in turn.unregister {
                 self.unregister(cgroup_id, &launch, last);
             }
+            drop(turn.release);
             self.writer.flush();
             if turn.stopping {
                 break;
@@ -350,6 +357,7 @@ impl Auditor {
                 launch,
                 last,
             } => turn.unregister.push((cgroup_id, launch, last)),
+            Msg::Release(hold) => turn.release.push(hold),
             Msg::Stats(reply) => {
                 let _ = reply.try_send(self.stats.snapshot());
             }

@@ -135,6 +135,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
     let landlock_audit = landlock_audit_setup(&mut loaded.layers);
     log_layers(&loaded.layers);
+    info!(
+        layer = "syscall_tracepoints",
+        tracepoints = loaded.tracepoints.state().programs,
+        "loaded, not attached: attached only while a server runs (while attached, every syscall on the machine takes the slow path)"
+    );
     let upstream_dns = upstream_dns(cfg.upstream_dns);
 
     let probe = Probe {
@@ -175,9 +180,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         admission: admit::Admission::new(cfg.launch_limits),
         budgets: audit.budgets.clone(),
         landlock_audit,
+        tracepoints: loaded.tracepoints,
     });
-    // Programs and links live as long as this value.
-    let _programs = loaded.ebpf;
 
     // Handlers before READY=1: a SIGTERM right after it must shut down
     // cleanly, not kill the daemon.

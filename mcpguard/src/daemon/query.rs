@@ -157,7 +157,8 @@ pub fn report(shared: &Shared, scope: Option<u32>) -> Result<StatusReport, Query
 
 /// Every layer the daemon probed: cgroup v2 and Landlock, then each flag of
 /// [`crate::ebpf::Layers`] (read through serde, so layers added there show
-/// up here), with the reason recorded for a missing one.
+/// up here), with the reason recorded for a missing one; last, whether the
+/// syscall tracepoints are attached now, and for how many holders.
 fn layers(shared: &Shared) -> Vec<LayerStatus> {
     let mut out = vec![LayerStatus {
         layer: "cgroup2".into(),
@@ -204,6 +205,12 @@ fn layers(shared: &Shared) -> Vec<LayerStatus> {
             detail,
         });
     }
+    let tracepoints = shared.tracepoints.state();
+    out.push(LayerStatus {
+        layer: "syscall_tracepoints".into(),
+        active: tracepoints.programs > 0,
+        detail: tracepoints.describe(),
+    });
     out
 }
 

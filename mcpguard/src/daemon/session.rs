@@ -84,6 +84,8 @@ pub enum SessionError {
     Dns(#[from] crate::dns::DnsError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("refusing to launch unaudited: {0}")]
+    Tracepoints(#[from] crate::ebpf::demand::DemandError),
 }
 
 /// A launch refused before the server runs: its `launch_failed` record,
@@ -186,6 +188,7 @@ fn serve_peer(
     let prepared = prepare(&guard, &policy, &request, limit_cgroups, secrets);
     let plan = plan::plan(&policy, &caller(peer, &user), &request, &prepared)?;
     apply(&mut guard, &plan, &policy, &request, &redactor, counters)?;
+    hold_tracepoints(&mut guard, &request)?;
     let child = start(&mut guard, &plan.spec, &policy, &request)?;
     if let Some(reader) = &shared.landlock_audit {
         // The launcher called landlock_restrict_self as this pid.
@@ -354,6 +357,28 @@ fn start_resolver(guard: &mut Teardown, dns: &DnsPlan) -> Result<u16, SessionErr
     let port = resolver.port;
     guard.dns = Some((resolver, view));
     Ok(port)
+}
+
+/// Attaches the syscall tracepoints for this server, before its first
+/// process exists: the server starts audited, or not at all.
+fn hold_tracepoints(guard: &mut Teardown, request: &LaunchRequest) -> Result<(), SessionError> {
+    let what = if request.learn { "learn" } else { "server" };
+    let reason = format!("{what} {}", guard.origin.launch);
+    match guard.shared.tracepoints.hold(reason) {
+        Ok(hold) => {
+            guard.tracepoints = Some(hold);
+            Ok(())
+        }
+        Err(error) => {
+            let argv = request.argv.clone();
+            Err(refuse_launch(
+                &guard.shared,
+                &guard.origin,
+                argv,
+                error.into(),
+            ))
+        }
+    }
 }
 
 /// Starts the server as `spec` says and records its launch.
@@ -675,6 +700,9 @@ struct Teardown {
     limits: Option<ServerLimits>,
     /// The thread answering the server's socket fence.
     fence: Option<SocketFence>,
+    /// Keeps the syscall tracepoints attached until the audit thread has
+    /// drained the server's last records.
+    tracepoints: Option<crate::ebpf::demand::Hold>,
 }
 
 impl Teardown {
@@ -696,6 +724,7 @@ impl Teardown {
             dns: None,
             limits: None,
             fence: None,
+            tracepoints: None,
         })
     }
 
@@ -761,5 +790,8 @@ impl Drop for Teardown {
             launch: self.origin.launch.clone(),
             last,
         });
+        if let Some(hold) = self.tracepoints.take() {
+            self.shared.audit(Msg::Release(hold));
+        }
     }
 }

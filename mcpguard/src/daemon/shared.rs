@@ -23,7 +23,7 @@ use super::{
     secrets::SecretStore,
 };
 use crate::{
-    ebpf::{Layers, PolicyMaps},
+    ebpf::{demand::Tracepoints, Layers, PolicyMaps},
     launch::{
         cgroup::{Cgroup, CgroupTree},
         limits::LimitTree,
@@ -58,6 +58,9 @@ pub struct Shared {
     /// The reader of Landlock's own denial records, when the kernel's
     /// audit read-log could be joined.
     pub landlock_audit: Option<super::landlock_audit::LandlockAudit>,
+    /// The syscall tracepoints, attached while something holds them; also
+    /// owns the loaded programs.
+    pub tracepoints: Tracepoints,
 }
 
 impl Shared {

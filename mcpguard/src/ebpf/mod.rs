@@ -7,6 +7,7 @@
 
 pub mod attrs;
 pub mod in_call;
+pub mod demand;
 pub mod pins;
 pub mod tracefs;
 
@@ -32,6 +33,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use self::demand::{Target, Tracepoints};
 use crate::{kernel::syscalls::Audit, policy::NetEntry};
 
 /// The compiled programs, embedded at build time by `build.rs`.
@@ -186,8 +188,9 @@ pub struct AuditMaps {
 }
 
 pub struct Loaded {
-    /// Keeps programs and links alive; links detach when this drops.
-    pub ebpf: Ebpf,
+    /// Owns the programs (and every link not pinned: they detach when its
+    /// last clone drops), and attaches the syscall tracepoints on demand.
+    pub tracepoints: Tracepoints,
     pub policy: PolicyMaps,
     pub audit: AuditMaps,
     /// Tool calls in flight per server (see [`in_call`]).
@@ -476,15 +479,20 @@ const NET_PROGRAMS: &[&str] = &[
     "connect4", "connect6", "sendmsg4", "sendmsg6", "recvmsg4", "recvmsg6",
 ];
 const BIND_PROGRAMS: &[&str] = &["bind4", "bind6"];
-const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
+/// Exec entry and exit: attached on demand, like every syscall tracepoint.
+const EXEC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_execve", "syscalls", "sys_enter_execve"),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
     ("sys_exit_execve", "syscalls", "sys_exit_execve"),
     ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
+];
+/// Process events: no syscall-path cost, attached for the daemon's life.
+const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
+/// io_uring submissions: no syscall-path cost, attached for the daemon's life.
 const IO_URING_PROGRAMS: &[(&str, &str, &str)] =
     &[("io_uring_submit_req", "io_uring", "io_uring_submit_req")];
 const UNIX_PROGRAMS: &[(&str, &str, &str)] = &[
@@ -533,9 +541,11 @@ const PAIR_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_exit_renameat2", "syscalls", "sys_exit_renameat2"),
 ];
 
-/// Load every program and attach what this kernel supports. Egress
-/// programs attach to `cgroup_root` (the mcpguard subtree) so only guarded
-/// servers pass through them.
+/// Load every program and attach what this kernel supports, except the
+/// syscall tracepoints: those are loaded and checked here, and attached
+/// while something holds them ([`demand`]). Egress programs attach to
+/// `cgroup_root` (the mcpguard subtree) so only guarded servers pass
+/// through them.
 ///
 /// With `pins`, the egress and socket-fence links are pinned there so they
 /// outlive the daemon (see [`pins`]).
@@ -553,7 +563,7 @@ pub fn load(
         path: cgroup_root.to_owned(),
         source,
     })?;
-    let layers = attach_all(&mut ebpf, &cgroup, pins, &tracefs, &optional_missing);
+    let (layers, targets) = attach_all(&mut ebpf, &cgroup, pins, &tracefs, &optional_missing);
     Ok(Loaded {
         policy: PolicyMaps {
             servers: take(&mut ebpf, "SERVERS")?,
@@ -567,7 +577,7 @@ pub fn load(
             consumed: take(&mut ebpf, "CONSUMED")?,
         },
         in_call: in_call::InCallMap::new(take(&mut ebpf, "IN_CALL")?),
-        ebpf,
+        tracepoints: Tracepoints::new(ebpf, targets),
         layers,
     })
 }
@@ -609,17 +619,19 @@ fn load_object(
     Ok((ebpf, optional_missing))
 }
 
-/// Attach every program group; a group that fails is a missing layer
-/// (with why), not an error.
+/// Attach every program group, and prepare the syscall tracepoint groups
+/// (the tracepoints to attach on demand); a group that fails is a missing
+/// layer (with why), not an error.
 fn attach_all(
     ebpf: &mut Ebpf,
     cgroup: &File,
     pins: Option<&Path>,
     tracefs: &Path,
     optional_missing: &[(&str, String)],
-) -> Layers {
+) -> (Layers, Vec<Target>) {
     let mut layers = Layers::default();
     let mut missing = Vec::new();
+    let mut targets = Vec::new();
     let mut attached = |layer: &str, result: Result<(), String>| match result {
         Ok(()) => true,
         Err(why) => {
@@ -632,12 +644,20 @@ fn attach_all(
     layers.socket_fence = attached("socket_fence", attach_sock(ebpf, cgroup, pins));
     layers.pinned_enforcement =
         pins.is_some() && layers.ebpf_egress && layers.ebpf_inbound && layers.socket_fence;
-    layers.audit_proc = attached("audit_proc", attach_tracepoints(ebpf, PROC_PROGRAMS));
-    layers.audit_open = attached("audit_open", attach_tracepoints(ebpf, OPEN_PROGRAMS));
-    layers.audit_link = attached("audit_link", attach_tracepoints(ebpf, PAIR_PROGRAMS));
-    layers.audit_unix = attached("audit_unix", attach_tracepoints(ebpf, UNIX_PROGRAMS));
-    layers.audit_syscalls = attached("audit_syscalls", attach_watched(ebpf, tracefs));
-    layers.audit_attrs = attached("audit_attrs", attach_attrs(ebpf, tracefs));
+    let mut on_demand = |found: Result<Vec<Target>, String>| found.map(|t| targets.extend(t));
+    let proc = attach_tracepoints(ebpf, PROC_PROGRAMS)
+        .and_then(|()| on_demand(prepare_tracepoints(ebpf, tracefs, EXEC_PROGRAMS)));
+    layers.audit_proc = attached("audit_proc", proc);
+    let open = on_demand(prepare_tracepoints(ebpf, tracefs, OPEN_PROGRAMS));
+    layers.audit_open = attached("audit_open", open);
+    let link = on_demand(prepare_tracepoints(ebpf, tracefs, PAIR_PROGRAMS));
+    layers.audit_link = attached("audit_link", link);
+    let unix = on_demand(prepare_tracepoints(ebpf, tracefs, UNIX_PROGRAMS));
+    layers.audit_unix = attached("audit_unix", unix);
+    let watched = on_demand(prepare_watched(ebpf, tracefs));
+    layers.audit_syscalls = attached("audit_syscalls", watched);
+    let attrs = on_demand(prepare_attrs(ebpf, tracefs));
+    layers.audit_attrs = attached("audit_attrs", attrs);
     let io_uring = match optional_missing
         .iter()
         .find(|(g, _)| *g == "OFF_IO_URING_OPCODE")
@@ -647,7 +667,7 @@ fn attach_all(
     };
     layers.audit_io_uring = attached("audit_io_uring", io_uring);
     layers.missing = missing;
-    layers
+    (layers, targets)
 }
 
 /// Take a map out of the object as its typed handle.
@@ -742,11 +762,11 @@ fn attach_sock_addr(
     Ok(())
 }
 
-/// Fills `SYSCALL_AUDIT` from the seccomp fence's table and attaches the
-/// one watcher program to each syscall's exit tracepoint. A syscall this
-/// kernel lacks (no tracepoint: e.g. `init_module` without module support)
-/// has nothing to record and is skipped.
-fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
+/// Fills `SYSCALL_AUDIT` from the seccomp fence's table, loads the one
+/// watcher program and returns each syscall's exit tracepoint as a target.
+/// A syscall this kernel lacks (no tracepoint: e.g. `init_module` without
+/// module support) has nothing to record and is skipped.
+fn prepare_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Vec<Target>, String> {
     let mut modes: HashMap<&mut MapData, u32, u32> = ebpf
         .map_mut("SYSCALL_AUDIT")
         .ok_or("map SYSCALL_AUDIT missing")?
@@ -762,13 +782,8 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
             .insert(nr, mode, 0)
             .map_err(|e| format!("SYSCALL_AUDIT[{name}]: {e}"))?;
     }
-    let prog: &mut TracePoint = ebpf
-        .program_mut("sys_exit_watched")
-        .ok_or("program sys_exit_watched missing")?
-        .try_into()
-        .map_err(|e| format!("sys_exit_watched: {e}"))?;
-    prog.load()
-        .map_err(|e| format!("sys_exit_watched: load: {e}"))?;
+    load_tracepoint(ebpf, "sys_exit_watched")?;
+    let mut targets = Vec::new();
     for (name, _, _) in &watched {
         // Tracepoints are named after SYSCALL_DEFINE, not the libc name.
         let event = match *name {
@@ -782,16 +797,16 @@ fn attach_watched(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
             );
             continue;
         }
-        prog.attach("syscalls", &event)
-            .map_err(|e| format!("sys_exit_watched: attach syscalls/{event}: {e}"))?;
+        targets.push(target(tracefs, "sys_exit_watched", "syscalls", event)?);
     }
-    Ok(())
+    Ok(targets)
 }
 
-/// Fills `ATTR_CALLS` from this kernel's format files and attaches the
-/// attribute programs to each watched call's enter and exit tracepoints
-/// ([`crate::kernel::attrs`], [`attrs`]). A call this kernel lacks is skipped.
-fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
+/// Fills `ATTR_CALLS` from this kernel's format files, loads the attribute
+/// programs and returns each watched call's enter and exit tracepoints as
+/// targets ([`crate::kernel::attrs`], [`attrs`]). A call this kernel lacks
+/// is skipped.
+fn prepare_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Vec<Target>, String> {
     let mut table: HashMap<&mut MapData, u32, mcpguard_common::policy::AttrArgs> = ebpf
         .map_mut("ATTR_CALLS")
         .ok_or("map ATTR_CALLS missing")?
@@ -812,30 +827,81 @@ fn attach_attrs(ebpf: &mut Ebpf, tracefs: &Path) -> Result<(), String> {
             ),
         }
     }
+    let mut targets = Vec::new();
     for (prog, phase) in [("sys_enter_attr", "enter"), ("sys_exit_attr", "exit")] {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("program {prog} missing"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
-        tp.load().map_err(|e| format!("{prog}: load: {e}"))?;
+        load_tracepoint(ebpf, prog)?;
         for name in &present {
-            let event = format!("sys_{phase}_{name}");
-            tp.attach("syscalls", &event)
-                .map_err(|e| format!("{prog}: attach syscalls/{event}: {e}"))?;
+            targets.push(target(
+                tracefs,
+                prog,
+                "syscalls",
+                format!("sys_{phase}_{name}"),
+            )?);
         }
     }
-    Ok(())
+    Ok(targets)
 }
 
+/// Loads each of `progs` and returns their tracepoints as targets.
+fn prepare_tracepoints(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    progs: &[(&'static str, &'static str, &str)],
+) -> Result<Vec<Target>, String> {
+    let mut targets = Vec::with_capacity(progs.len());
+    for (name, category, event) in progs {
+        load_tracepoint(ebpf, name)?;
+        targets.push(target(tracefs, name, category, (*event).to_owned())?);
+    }
+    Ok(targets)
+}
+
+fn load_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    prog.load().map_err(|e| format!("{name}: load: {e}"))
+}
+
+/// A tracepoint to attach on demand, once tracefs has shown it exists (its
+/// id is what attaching opens): a kernel without it is a missing layer at
+/// start, not a refused launch later.
+fn target(
+    tracefs: &Path,
+    program: &'static str,
+    category: &'static str,
+    event: String,
+) -> Result<Target, String> {
+    let id = tracefs
+        .join("events")
+        .join(category)
+        .join(&event)
+        .join("id");
+    std::fs::read_to_string(&id).map_err(|e| {
+        format!(
+            "{program}: tracepoint {category}/{event}: {}: {e}",
+            id.display()
+        )
+    })?;
+    Ok(Target {
+        program,
+        category,
+        event,
+    })
+}
+
+/// Loads and attaches each of `progs` for the daemon's life (tracepoints
+/// with no syscall-path cost only).
 fn attach_tracepoints(ebpf: &mut Ebpf, progs: &[(&str, &str, &str)]) -> Result<(), String> {
     for (name, category, event) in progs {
+        load_tracepoint(ebpf, name)?;
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| format!("program {name} missing"))?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
-        prog.load().map_err(|e| format!("{name}: load: {e}"))?;
         prog.attach(category, event)
             .map_err(|e| format!("{name}: attach {category}/{event}: {e}"))?;
     }

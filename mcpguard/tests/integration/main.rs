@@ -26,6 +26,7 @@ mod learn;
 mod levels;
 mod lifecycle;
 mod mcp;
+mod ondemand;
 mod policies;
 mod review;
 mod service;

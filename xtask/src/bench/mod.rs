@@ -5,12 +5,15 @@
 //! and runs with a fresh daemon (own socket, audit log, cgroup subtree,
 //! state and secrets directories under one scratch directory in /tmp): the
 //! same work under guard and, where it tells something, unguarded with the
-//! daemon loaded (its tracepoints tax every task on the machine). Servers
+//! daemon loaded (its syscall tracepoints, attached while a server runs,
+//! tax every task on the machine: [`machine`]). Servers
 //! run as the unprivileged test user, as in the integration tests. Other
 //! mcpguard daemons seen during the run (another test suite, say) are named
 //! in the report, since they tax the bare runs too.
 //!
 //! Sections: [`launch`] (start-up), [`syscalls`] (connect/open/exec loops),
+//! [`machine`] (what unguarded processes pay while the daemon runs, idle
+//! and with servers),
 //! [`audit`] (the audit pipeline's zero-loss rate), [`memory`] (daemon RSS),
 //! [`tap`] (MCP round trips), [`dns`] (lookups through the daemon's
 //! resolver, connect with a large allow map), [`wrapped`] (npx and uvx
@@ -32,6 +35,7 @@ mod dns;
 pub mod landlock;
 mod launch;
 mod level;
+mod machine;
 mod memory;
 mod report;
 mod session;
@@ -743,9 +747,10 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     };
 
     type Bench = fn(&Ctx) -> Result<Section>;
-    let benches: [(&str, Bench); 9] = [
+    let benches: [(&str, Bench); 10] = [
         ("launch", launch::run),
         ("syscalls", syscalls::run),
+        ("machine", machine::run),
         ("audit", audit::run),
         ("memory", memory::run),
         ("tap", tap::run),

@@ -211,6 +211,6 @@ fn why_slow(op: &str, ratio: f64, loaded: &[f64], bare: &[f64]) -> String {
         _ => "each fork+exec emits fork, exec, open (loader and libc) and exit records, and exec and its opens pass Landlock",
     };
     format!(
-        "{ratio:.2}x: {what}; unguarded processes alone run at {tax:.2}x of bare while the daemon's syscall tracepoints are attached, so part of the cost is the machine-wide tracepoint slow path, not the guard itself"
+        "{ratio:.2}x: {what}; while the guarded loop runs, the daemon's syscall tracepoints are attached and put every task on the slow syscall path (the machine section measures that for unguarded processes; here, unguarded with no server running and the tracepoints detached: {tax:.2}x of bare), so part of the cost is that path, not the guard itself"
     )
 }

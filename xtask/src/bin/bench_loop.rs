@@ -3,12 +3,17 @@
 //! like.
 //!
 //! Each mode warms up, then times a loop of one operation and prints one
-//! line of `key=value` pairs on stdout:
+//! line of `key=value` pairs on stdout (`ns_per_op` wall time,
+//! `cpu_ns_per_op` the loop thread's CPU time, which load from other
+//! processes on a shared machine does not inflate):
 //!
 //! - `connect N PORT`: TCP `socket()` + `connect()` to 127.0.0.1:PORT +
 //!   `close()` (with `SO_LINGER` 0, so closing sends a reset and leaves no
 //!   `TIME_WAIT` socket to exhaust the ephemeral ports);
 //! - `open N PATH`: `open(PATH, O_RDONLY)` + `close()`;
+//! - `getppid N`: `getppid()`, the cheapest syscall: its cost is the
+//!   syscall path itself;
+//! - `stat N PATH`: `stat(PATH)`;
 //! - `exec N PROGRAM`: `fork()`, `execv(PROGRAM)` in the child, `waitpid()`;
 //! - `enoent RATE SECONDS PATH [THREADS]`: failed `open()`s of a path that
 //!   does not exist, paced to RATE per second in total (0: as fast as
@@ -33,10 +38,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("connect") => connect(&args[1..]),
         Some("open") => open(&args[1..]),
+        Some("getppid") => getppid(&args[1..]),
+        Some("stat") => stat(&args[1..]),
         Some("exec") => exec(&args[1..]),
         Some("enoent") => enoent(&args[1..]),
         Some("dns") => dns(&args[1..]),
-        _ => Err("usage: bench_loop connect N PORT | open N PATH | exec N PROGRAM | enoent RATE SECONDS PATH [THREADS] | dns N IP PORT NAME".into()),
+        _ => Err("usage: bench_loop connect N PORT | open N PATH | getppid N | stat N PATH | exec N PROGRAM | enoent RATE SECONDS PATH [THREADS] | dns N IP PORT NAME".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,13 +72,51 @@ fn timed(name: &str, n: u64, mut op: impl FnMut() -> Result<()>) -> Result<()> {
     for _ in 0..(n / 20).max(1) {
         op()?;
     }
+    let cpu = thread_cpu_ns();
     let start = Instant::now();
     for _ in 0..n {
         op()?;
     }
     let ns = start.elapsed().as_nanos() as f64 / n as f64;
-    println!("op={name} n={n} ns_per_op={ns:.1}");
+    let cpu_ns = (thread_cpu_ns() - cpu) as f64 / n as f64;
+    println!("op={name} n={n} ns_per_op={ns:.1} cpu_ns_per_op={cpu_ns:.1}");
     Ok(())
+}
+
+/// CPU time this thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec the call writes; the clock id is valid.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn getppid(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    timed("getppid", n, || {
+        // SAFETY: getppid(2) has no arguments and cannot fail.
+        std::hint::black_box(unsafe { libc::getppid() });
+        Ok(())
+    })
+}
+
+fn stat(args: &[String]) -> Result<()> {
+    let n: u64 = arg(args, 0, "N")?;
+    let path: String = arg(args, 1, "PATH")?;
+    let c = CString::new(path.clone()).map_err(|_| "NUL in PATH".to_string())?;
+    // SAFETY: an all-zero `struct stat` is a valid value to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    timed("stat", n, || {
+        // SAFETY: `c` is NUL-terminated and `st` a live buffer of the right
+        // type, both outliving the call.
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+            return Err(format!("stat {path}: {}", errno()));
+        }
+        Ok(())
+    })
 }
 
 fn connect(args: &[String]) -> Result<()> {
