@@ -6,8 +6,8 @@
 //! a policy needs a missing one.
 
 pub mod attrs;
-pub mod in_call;
 pub mod demand;
+pub mod in_call;
 pub mod pins;
 pub mod tracefs;
 
