@@ -6,13 +6,13 @@
 //! state and secrets directories under one scratch directory in /tmp): the
 //! same work under guard and, where it tells something, unguarded with the
 //! daemon loaded (its syscall tracepoints, attached while a server runs,
-//! tax every task on the machine: [`machine`]). Servers
+//! tax every task on the machine: [`mod@machine`]). Servers
 //! run as the unprivileged test user, as in the integration tests. Other
 //! mcpguard daemons seen during the run (another test suite, say) are named
 //! in the report, since they tax the bare runs too.
 //!
 //! Sections: [`launch`] (start-up), [`syscalls`] (connect/open/exec loops),
-//! [`machine`] (what unguarded processes pay while the daemon runs, idle
+//! [`mod@machine`] (what unguarded processes pay while the daemon runs, idle
 //! and with servers),
 //! [`audit`] (the audit pipeline's zero-loss rate), [`memory`] (daemon RSS),
 //! [`tap`] (MCP round trips), [`dns`] (lookups through the daemon's

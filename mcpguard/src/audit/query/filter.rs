@@ -175,7 +175,7 @@ impl Known {
 impl Known {
     /// What a client needs to check `filter` against: for each of
     /// `--server`, `--launch` and `--tool` it sets, that value alone when
-    /// it is known, else at most [`MAX_SENT`] names; no names for the
+    /// it is known, else at most `MAX_SENT` names; no names for the
     /// others. The daemon sends this, which stays well within a frame
     /// however many launches its log holds.
     #[must_use]

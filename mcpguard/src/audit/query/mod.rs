@@ -1,6 +1,6 @@
 //! What `mcpguard audit` does: read the JSON Lines log (here: across
 //! rotation, and following it), filter ([`Filter`]), put in time order
-//! ([`order`]), print ([`HumanFormat`], the lines as they are, or one
+//! (`order.rs`), print ([`HumanFormat`], the lines as they are, or one
 //! summary per tool call: [`calls`]).
 //!
 //! Lines are handled as `serde_json::Value`, not [`super::AuditRecord`], so a

@@ -74,7 +74,7 @@ impl Reorder {
     }
 
     /// Take a matching line; returns the lines that must go out now (the
-    /// earliest, once more than [`MAX_HELD_BYTES`] are held without
+    /// earliest, once more than `MAX_HELD_BYTES` are held without
     /// `--lines`).
     pub fn push(&mut self, rec: &Value, raw: Vec<u8>) -> Vec<Held> {
         if let Some(t) = micros(rec) {
