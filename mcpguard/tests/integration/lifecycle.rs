@@ -129,8 +129,11 @@ fn stdio_is_relayed_byte_for_byte_and_the_exit_status_comes_back() {
 fn sigterm_to_run_is_forwarded_to_the_server() {
     let d = Daemon::start();
     let pol = simple_policy("signal", &[]);
-    let script = "import signal, sys, time\n\
-        def h(*a):\n    print('got TERM', flush=True); sys.exit(3)\n\
+    // The handler writes with os.write: a SIGTERM landing while `print`
+    // still holds stdout's buffer lock would make a second `print`
+    // re-enter it ("reentrant call inside BufferedWriter").
+    let script = "import os, signal, sys, time\n\
+        def h(*a):\n    os.write(1, b'got TERM\\n'); sys.exit(3)\n\
         signal.signal(signal.SIGTERM, h)\n\
         print('ready', flush=True)\n\
         time.sleep(60)\n";
