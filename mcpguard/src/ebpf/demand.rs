@@ -6,8 +6,8 @@
 //! anywhere. So the programs are loaded at daemon start (a load failure is
 //! a missing layer then, as before) but attached only while at least one
 //! [`Hold`] exists: the first hold attaches every program before it
-//! returns, and the drop of the last one detaches them on a background
-//! thread: each perf link's close waits for RCU grace periods under the
+//! returns, and once the last one has gone for [`LINGER`] (10 s) they are
+//! detached on a background thread: each perf link's close waits for RCU grace periods under the
 //! kernel's tracepoint lock, a few seconds for the ~120 links. A hold that
 //! arrives while a detach runs cancels it: the links not closed yet are
 //! kept, and only the closed ones are attached again.
@@ -35,6 +35,13 @@ use tracing::{info, warn};
 /// here): closes in parallel share their grace periods. Measured here for
 /// the 124 links: 16 threads 2.5-4.6 s, one per link 0.05-1.1 s.
 const DETACH_THREADS: usize = 256;
+
+/// How long the links stay attached after the last hold goes. A detach
+/// holds the kernel's tracepoint lock for seconds, and a hold that comes
+/// meanwhile must wait for it to attach again (measured: launches 400 ms
+/// apart each took 4.6 s longer without this); a server that restarts, or
+/// the next of several short launches, reuses the links instead.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum DemandError {
@@ -206,23 +213,43 @@ impl Tracepoints {
         let mut state = self.lock();
         state.holders.remove(&id);
         if state.holders.is_empty() && state.links.iter().any(Option::is_some) {
-            let epoch = doom_all(&mut state);
+            state.epoch += 1;
+            let epoch = state.epoch;
             drop(state);
-            self.detach_later(epoch);
+            self.on_thread(move |this| this.linger(epoch));
+        }
+    }
+
+    /// The last hold has gone: keep the links for [`LINGER`], then, unless
+    /// a hold came meanwhile (a new epoch), detach them.
+    fn linger(&self, epoch: u64) {
+        std::thread::sleep(LINGER);
+        let mut state = self.lock();
+        if state.epoch != epoch || !state.holders.is_empty() {
+            return;
+        }
+        let epoch = doom_all(&mut state);
+        drop(state);
+        self.detach(epoch);
+    }
+
+    /// Run `work` on a thread of its own, or here if none can start.
+    fn on_thread(&self, work: impl Fn(&Tracepoints) + Send + Sync + 'static) {
+        let work = Arc::new(work);
+        let (this, theirs) = (self.clone(), Arc::clone(&work));
+        let spawned = std::thread::Builder::new()
+            .name("tp-detach".into())
+            .stack_size(128 * 1024)
+            .spawn(move || theirs(&this));
+        if let Err(error) = spawned {
+            warn!(%error, "no thread for detaching the syscall tracepoints: detaching inline");
+            work(self);
         }
     }
 
     /// Close the doomed links of detach `epoch` on threads of their own.
     fn detach_later(&self, epoch: u64) {
-        let this = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tp-detach".into())
-            .stack_size(128 * 1024)
-            .spawn(move || this.detach(epoch));
-        if let Err(error) = spawned {
-            warn!(%error, "no thread for detaching the syscall tracepoints: detaching inline");
-            self.detach(epoch);
-        }
+        self.on_thread(move |this| this.detach(epoch));
     }
 
     /// Closes the doomed links on up to [`DETACH_THREADS`] threads (one
