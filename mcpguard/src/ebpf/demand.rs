@@ -6,7 +6,7 @@
 //! anywhere. So the programs are loaded at daemon start (a load failure is
 //! a missing layer then, as before) but attached only while at least one
 //! [`Hold`] exists: the first hold attaches every program before it
-//! returns, and once the last one has gone for [`LINGER`] (10 s) they are
+//! returns, and once the last one has gone for `LINGER` (10 s) they are
 //! detached on a background thread: each perf link's close waits for RCU grace periods under the
 //! kernel's tracepoint lock, a few seconds for the ~120 links. A hold that
 //! arrives while a detach runs cancels it: the links not closed yet are
