@@ -193,6 +193,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     service::stopping(notifier.as_ref());
     shutdown(&shared, &cfg.socket).await;
+    // Servers are gone: detach the syscall tracepoints in parallel now, or
+    // the exit would close them one at a time (ten seconds).
+    let tracepoints = shared.tracepoints.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || tracepoints.detach_now()).await {
+        warn!(%error, "detaching the syscall tracepoints at shutdown failed");
+    }
     // Its last records (and losses) go in before the stop record.
     if let Some(reader) = &shared.landlock_audit {
         reader.stop();

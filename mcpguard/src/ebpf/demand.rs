@@ -198,6 +198,19 @@ impl Tracepoints {
         })
     }
 
+    /// Detach everything now, holds or not, and return once the links are
+    /// closed: for the daemon's shutdown, after its servers are gone.
+    /// Without it, the process's exit closes the links one by one (about
+    /// 80 ms each here: ten seconds for the 124) and the daemon's exit
+    /// waits for that; closed in parallel they take 0.05-1.1 s.
+    pub fn detach_now(&self) {
+        let mut state = self.lock();
+        state.holders.clear();
+        let epoch = doom_all(&mut state);
+        drop(state);
+        self.detach(epoch);
+    }
+
     /// What is attached now, and for whom.
     pub fn state(&self) -> DemandState {
         let state = self.lock();
