@@ -89,7 +89,7 @@ impl Drop for Outside {
 /// A policy `it-<tag>` for python3 with `kernel` as its `[kernel]` body.
 fn scope_policy(tag: &str, kernel: &str) -> std::path::PathBuf {
     let dir = tempdir(tag);
-    policy(
+    policy_as_is(
         &dir,
         tag,
         &format!(
