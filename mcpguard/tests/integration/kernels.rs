@@ -257,3 +257,54 @@ fn accepting_the_weaker_guarantee_launches_and_the_record_says_so() {
         assert!(text.contains("kill ok"), "{}", describe(&out));
     }
 }
+
+/// `fs.truncate` is held on every kernel: `truncate(2)` of a file of the
+/// user's outside the write grants fails, by the read-only view (`EROFS`,
+/// before Landlock is asked) where Landlock cannot check it (ABI < 3).
+#[test]
+fn truncate_outside_the_write_grants_fails_on_every_kernel() {
+    let abi = landlock_abi();
+    let d = Daemon::start();
+    let u = user();
+    let file = u
+        .home
+        .join(format!("mcpguard-it-truncate-{}", std::process::id()));
+    std::fs::write(&file, "keep me\n").unwrap();
+    std::os::unix::fs::chown(&file, Some(u.uid), Some(u.gid)).unwrap();
+    let pol = scope_policy(
+        "truncate",
+        "accept_weaker = [\"scope.signal\", \"scope.abstract_unix_socket\"]",
+    );
+    let script = "import errno, os, sys\ntry:\n    os.truncate(sys.argv[1], 0)\n    \
+                  print('truncate ok')\nexcept OSError as e:\n    \
+                  print('truncate', errno.errorcode[e.errno])\n";
+    let out = d.run(
+        &pol,
+        &["/usr/bin/python3", "-c", script, file.to_str().unwrap()],
+    );
+    let left = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        stdout_of(&out).contains("truncate EROFS"),
+        "ABI {abi}\n{}",
+        describe(&out)
+    );
+    assert_eq!(left, "keep me\n");
+    let launch = d.wait_record("launch", |r| {
+        is_kind(r, "launch") && r["server"] == "it-truncate"
+    });
+    let row = launch["layers"]["guarantees"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["class"] == "fs.truncate"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no fs.truncate in {launch}"));
+    assert_eq!(row["state"], "held", "{launch}");
+    assert!(
+        row["held_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "read_only_view"),
+        "{row}"
+    );
+}
