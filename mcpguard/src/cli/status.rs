@@ -26,6 +26,7 @@ use crate::{
         status::StatusReport,
         DEFAULT_SOCKET,
     },
+    kernel::coverage::{Row, State},
     term,
 };
 
@@ -122,6 +123,7 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         let state = if l.active { "active" } else { "MISSING" };
         writeln!(out, "  {:<width$}  {state:<7}  {}", l.layer, esc(&l.detail))?;
     }
+    write_guarantees(&r.guarantees, out)?;
     if let Some(a) = &r.audit_log {
         write_audit_log(a, out)?;
     }
@@ -163,6 +165,40 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         if let Some(d) = &s.last_denial {
             writeln!(out, "    last denial: {} {}", esc(&d.ts), esc(&d.summary))?;
         }
+    }
+    Ok(())
+}
+
+/// One line per guarantee class: which layers hold it on this kernel, or
+/// that it is weaker or missing, and why.
+fn write_guarantees(rows: &[Row], out: &mut impl Write) -> io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "guarantees on this kernel:")?;
+    let width = rows.iter().map(|r| r.class.name().len()).max().unwrap_or(0);
+    for r in rows {
+        let state = match r.state {
+            State::Held => "held",
+            State::Weaker => "WEAKER",
+            State::Missing => "MISSING",
+        };
+        let by: Vec<&str> = r.held_by.iter().map(|l| l.name()).collect();
+        let by = by.join("+");
+        let by = if by.is_empty() { "-".to_owned() } else { by };
+        writeln!(
+            out,
+            "  {:<width$}  {state:<7}  {by:<24}  {}",
+            r.class.name(),
+            esc(&r.detail)
+        )?;
+    }
+    if rows.iter().any(|r| r.state == State::Missing) {
+        writeln!(
+            out,
+            "  (a launch needing a MISSING class is refused unless its policy's [kernel] \
+             accept_weaker names it)"
+        )?;
     }
     Ok(())
 }
@@ -336,5 +372,46 @@ mod tests {
             text.contains(r"x\x1b[1A\x1b[2K\x9b2K\u{202e}\x0a"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_prints_one_line_per_guarantee_and_the_opt_in_when_one_is_missing() {
+        use crate::kernel::coverage::{table, Facts};
+        let report = |abi| StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: 1,
+            started: "t".into(),
+            uptime_s: 1,
+            layers: vec![],
+            guarantees: table(Facts {
+                landlock_abi: Some(abi),
+                ebpf_network: true,
+            }),
+            audit_log: None,
+            only_uid: None,
+            servers: vec![],
+        };
+        let text = |abi| {
+            let mut out = Vec::new();
+            write_human(&report(abi), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let old = text(2);
+        assert!(
+            old.lines().any(|l| l.starts_with("  scope.signal ")
+                && l.contains("MISSING")
+                && l.contains("Landlock ABI 2")),
+            "{old}"
+        );
+        assert!(
+            old.lines().any(|l| l.starts_with("  fs.truncate ")
+                && l.contains("held")
+                && l.contains("read_only_view")),
+            "{old}"
+        );
+        assert!(old.contains("accept_weaker"), "{old}");
+        let new = text(7);
+        assert_eq!(new.matches("  held ").count(), 5, "{new}");
+        assert!(!new.contains("accept_weaker"), "{new}");
     }
 }

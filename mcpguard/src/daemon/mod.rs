@@ -44,6 +44,7 @@ use self::{secrets::SecretStore, shared::Shared};
 use crate::{
     audit::{writer::AuditWriter, AuditRecord, Body},
     ebpf::{self, Layers},
+    kernel,
     launch::{
         self,
         cgroup::{Cgroup, CgroupTree},
@@ -135,6 +136,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut loaded = ebpf::load(&tree.root, cfg.ring_bytes, pins.as_deref())?;
     let landlock_audit = landlock_audit_setup(&mut loaded.layers);
     log_layers(&loaded.layers);
+    log_guarantees(plan::kernel_facts(&loaded.layers, landlock_abi));
     info!(
         layer = "syscall_tracepoints",
         tracepoints = loaded.tracepoints.state().programs,
@@ -261,6 +263,29 @@ fn probe_landlock() -> Option<u32> {
         ),
     }
     landlock_abi
+}
+
+/// Each guarantee class the kernel's Landlock ABI decides, with the layer
+/// holding it here; a missing one is a warning, since launches that need
+/// it are refused unless their policy accepts running without it.
+fn log_guarantees(facts: kernel::coverage::Facts) {
+    for row in kernel::coverage::table(facts) {
+        let held_by: Vec<&str> = row.held_by.iter().map(|l| l.name()).collect();
+        let (class, held_by) = (row.class.name(), held_by.join("+"));
+        match row.state {
+            kernel::coverage::State::Held => {
+                info!(class, held_by, detail = %row.detail, "guarantee held");
+            }
+            kernel::coverage::State::Weaker => {
+                warn!(class, held_by, detail = %row.detail, "WEAKER guarantee on this kernel");
+            }
+            kernel::coverage::State::Missing => warn!(
+                class,
+                detail = %row.detail,
+                "MISSING guarantee: launches are refused unless the policy's [kernel] accept_weaker names it"
+            ),
+        }
+    }
 }
 
 /// The bpffs directory enforcement links are pinned in, emptied of a

@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::{
     ebpf::Layers,
+    kernel::coverage::{self, Facts},
     launch::{
         mounts::{MountReport, MountSpec},
         persist::{PersistReport, PersistSpec},
@@ -46,6 +47,13 @@ pub enum PlanError {
     Policy(#[from] PolicyError),
     #[error("refusing to launch: the eBPF egress layer is not active on this kernel ({0}); without it the server's network could not be confined")]
     NoEgress(String),
+    #[error(
+        "refusing to launch: {}; to run with the weaker guarantee, add `accept_weaker = [{}]` \
+         to the policy's [kernel] section",
+        .rows.iter().map(|r| format!("{}: {}", r.class, r.detail)).collect::<Vec<_>>().join("; "),
+        .rows.iter().map(|r| format!("\"{}\"", r.class)).collect::<Vec<_>>().join(", ")
+    )]
+    Weaker { rows: Vec<coverage::Row> },
 }
 
 pub use super::proto::LaunchRequest;
@@ -164,6 +172,35 @@ pub fn admit(request: &LaunchRequest, uid: u32, daemon: &Daemon<'_>) -> Result<P
         return Err(PlanError::NoEgress(daemon.layers.missing.join("; ")));
     }
     Ok(policy)
+}
+
+/// What the guarantee table ([`coverage`]) needs from the daemon's
+/// layers and the kernel's Landlock ABI.
+pub fn kernel_facts(layers: &Layers, landlock_abi: Option<u32>) -> Facts {
+    Facts {
+        landlock_abi,
+        ebpf_network: layers.ebpf_egress && layers.ebpf_inbound,
+    }
+}
+
+/// Refuses a launch that would run without a guarantee this kernel cannot
+/// hold and the policy's `[kernel] accept_weaker` does not name. Learning
+/// enforces nothing, so it is never refused here.
+pub fn check_guarantees(policy: &Policy, learn: bool, facts: Facts) -> Result<(), PlanError> {
+    if learn {
+        return Ok(());
+    }
+    let table = coverage::table(facts);
+    let missing = coverage::unaccepted(&table, &policy.kernel.accept_weaker);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::Weaker {
+        rows: table
+            .into_iter()
+            .filter(|r| missing.contains(&r.class))
+            .collect(),
+    })
 }
 
 /// The launch of `request` under `policy` for `caller`.
@@ -372,6 +409,12 @@ pub struct LaunchLayers<'a> {
     /// Which allowed file activity the kernel programs record
     /// ([`files_level`]).
     pub audit_files: FilesLevel,
+    /// Per guarantee class, which layers hold it on this kernel
+    /// ([`coverage::table`]).
+    pub guarantees: Vec<coverage::Row>,
+    /// The classes this server runs with less than the full guarantee:
+    /// weaker here, or missing and accepted by the policy.
+    pub weaker: Vec<coverage::Class>,
 }
 
 /// `[limits]` as the launch record shows them.
@@ -389,7 +432,10 @@ impl<'a> LaunchLayers<'a> {
         seccomp_sockets: bool,
         audit_files: FilesLevel,
     ) -> LaunchLayers<'a> {
+        let guarantees = coverage::table(kernel_facts(daemon, status.landlock.abi));
         LaunchLayers {
+            weaker: coverage::weaker(&guarantees),
+            guarantees,
             daemon,
             landlock: &status.landlock,
             mounts: &status.mounts,
@@ -856,8 +902,46 @@ mod tests {
             );
             put("seccomp_sockets", fence.into());
             put("audit_files", "calls".into());
+            let facts = kernel_facts(daemon, status.landlock.abi);
+            let table = coverage::table(facts);
+            put(
+                "weaker",
+                serde_json::to_value(coverage::weaker(&table)).unwrap(),
+            );
+            put("guarantees", serde_json::to_value(table).unwrap());
         }
         layers
+    }
+
+    #[test]
+    fn a_guarantee_the_kernel_lacks_refuses_the_launch_unless_accepted() {
+        let facts = |abi| kernel_facts(&layers(), Some(abi));
+        let plain = policy("");
+        let err = check_guarantees(&plain, false, facts(2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing to launch: scope.abstract_unix_socket: Landlock ABI 2 does not hold \
+             connecting to abstract Unix sockets outside it (D-Bus, X11, debuggers) (ABI 6, \
+             Linux 6.12), and no other layer holds it on this kernel; scope.signal: Landlock \
+             ABI 2 does not hold signalling the user's other processes (ABI 6, Linux 6.12), \
+             and no other layer holds it on this kernel; to run with the weaker guarantee, add \
+             `accept_weaker = [\"scope.abstract_unix_socket\", \"scope.signal\"]` to the \
+             policy's [kernel] section"
+        );
+        let one = policy("[kernel]\naccept_weaker = [\"scope.signal\"]\n");
+        let Err(PlanError::Weaker { rows }) = check_guarantees(&one, false, facts(5)) else {
+            panic!("the abstract-socket scope is still missing");
+        };
+        assert_eq!(
+            rows.iter().map(|r| r.class).collect::<Vec<_>>(),
+            vec![coverage::Class::ScopeAbstractUnixSocket]
+        );
+        let both = policy(
+            "[kernel]\naccept_weaker = [\"scope.signal\", \"scope.abstract_unix_socket\"]\n",
+        );
+        check_guarantees(&both, false, facts(2)).expect("accepted");
+        check_guarantees(&plain, false, facts(6)).expect("held by Landlock");
+        check_guarantees(&plain, true, facts(2)).expect("learning enforces nothing");
     }
 
     #[test]
@@ -891,7 +975,7 @@ mod tests {
             .to_string();
         assert_eq!(
             json,
-            r#"{"audit_attrs":false,"audit_files":"all","audit_io_uring":false,"audit_landlock":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"log_denials":false,"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false}"#
+            r#"{"audit_attrs":false,"audit_files":"all","audit_io_uring":false,"audit_landlock":false,"audit_link":false,"audit_open":false,"audit_proc":false,"audit_syscalls":false,"audit_unix":false,"ebpf_egress":true,"ebpf_inbound":true,"fds":[0,1,2],"guarantees":[{"class":"fs.truncate","detail":"Landlock's truncate right, and EROFS from the read-only view","held_by":["landlock","read_only_view"],"state":"held"},{"class":"fs.ioctl_dev","detail":"Landlock (ABI 5+)","held_by":["landlock"],"state":"held"},{"class":"net.tcp","detail":"the cgroup connect and bind programs decide by address and port on every supported kernel; Landlock's TCP port rules are not used (they refuse without a record)","held_by":["ebpf"],"state":"held"},{"class":"scope.abstract_unix_socket","detail":"Landlock (ABI 6+)","held_by":["landlock"],"state":"held"},{"class":"scope.signal","detail":"Landlock (ABI 6+)","held_by":["landlock"],"state":"held"}],"landlock":{"abi":6,"bind_tcp":{"count":0,"mode":"ports"},"connect_tcp":{"mode":"not_handled"},"log_denials":false,"no_new_privs":true,"skipped_paths":[],"status":"fully_enforced","target_abi":6,"unenforced":["x (ABI 7)"]},"limits":{"memory":268435456,"pids":64},"mounts":null,"persist":null,"pinned_enforcement":false,"seccomp":null,"seccomp_sockets":true,"socket_fence":false,"weaker":[]}"#
         );
     }
 }

@@ -149,6 +149,10 @@ pub fn report(shared: &Shared, scope: Option<u32>) -> Result<StatusReport, Query
         started: format_ts(shared.info.started_at),
         uptime_s: shared.info.started.elapsed().as_secs(),
         layers: layers(shared),
+        guarantees: crate::kernel::coverage::table(super::plan::kernel_facts(
+            &shared.layers,
+            crate::launch::probe_landlock_abi(),
+        )),
         audit_log: Some(audit_log),
         only_uid: scope,
         servers,

@@ -168,6 +168,12 @@ fn serve_peer(
         launch: format!("{}-{launch_no}", policy.name),
         uid: peer.uid,
     };
+    // A guarantee this kernel cannot hold: refused (and recorded) unless
+    // the policy accepts running without it.
+    let facts = plan::kernel_facts(&shared.layers, launch::probe_landlock_abi());
+    if let Err(error) = plan::check_guarantees(&policy, request.learn, facts) {
+        return Err(refuse_launch(shared, &origin, request.argv, error.into()));
+    }
     let (_server_slot, launch_slot) = match shared
         .admission
         .launch_within(peer.uid, super::admit::LAUNCH_WAIT)

@@ -66,6 +66,11 @@ pub struct StatusReport {
     pub started: String,
     pub uptime_s: u64,
     pub layers: Vec<LayerStatus>,
+    /// Per guarantee class, which layers hold it on this kernel, or that
+    /// it is weaker or missing ([`crate::kernel::coverage`]; absent from
+    /// daemons before it was added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guarantees: Vec<crate::kernel::coverage::Row>,
     /// Whether records reach the audit log, and what waits in memory if
     /// not (absent from daemons before it was added).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 pub mod attrs;
 pub mod audit_netlink;
 pub mod cbpf;
+pub mod coverage;
 pub mod errno;
 pub mod proc;
 pub mod sockets;

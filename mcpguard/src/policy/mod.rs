@@ -133,9 +133,13 @@ pub struct Kernel {
     /// Interfaces the launcher's seccomp filter lets through; every other
     /// one in [`KernelFeature`] is refused.
     pub allow: Vec<KernelFeature>,
+    /// Guarantees the policy lets a server run without where the kernel
+    /// cannot hold them (`scope.signal`, `scope.abstract_unix_socket`);
+    /// without it such a launch is refused ([`crate::kernel::coverage`]).
+    pub accept_weaker: Vec<Class>,
 }
 
-pub use crate::kernel::syscalls::KernelFeature;
+pub use crate::kernel::{coverage::Class, syscalls::KernelFeature};
 
 /// Who the server runs as, beyond the caller's uid and gid (`[identity]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -328,6 +332,12 @@ pub enum Problem {
     DotDot,
     #[error("contains a NUL byte")]
     Nul,
+    #[error(
+        "not a guarantee a server may run without: use \"scope.signal\" or \
+         \"scope.abstract_unix_socket\" (every other class is held on every kernel a \
+         launch goes on)"
+    )]
+    BadWeaker,
     #[error("not a valid environment variable name (empty, or contains `=` or NUL)")]
     BadEnvName,
     #[error("no port: write ADDRESS:PORT or ADDRESS:LO-HI, e.g. 127.0.0.1:8080 or [::1]:8080")]
@@ -451,6 +461,8 @@ struct RawIdentity {
 struct RawKernel {
     #[serde(default)]
     allow: Vec<KernelFeature>,
+    #[serde(default)]
+    accept_weaker: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -759,6 +771,11 @@ impl Policy {
             },
             kernel: Kernel {
                 allow: raw.kernel.allow,
+                accept_weaker: c.each("kernel.accept_weaker", &raw.kernel.accept_weaker, |n| {
+                    Class::from_name(n)
+                        .filter(|c| c.acceptable())
+                        .ok_or(Problem::BadWeaker)
+                })?,
             },
             env: Env { pass },
             tools,
@@ -1603,6 +1620,36 @@ pass = ["PATH", "HOME", "LANG"]
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn accept_weaker_takes_only_the_scopes_a_kernel_may_lack() {
+        let p = parse(
+            "name = \"x\"\n[kernel]\naccept_weaker = [\"scope.signal\", \"scope.abstract_unix_socket\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.kernel.accept_weaker,
+            vec![Class::ScopeSignal, Class::ScopeAbstractUnixSocket]
+        );
+        assert!(parse("name = \"x\"\n")
+            .unwrap()
+            .kernel
+            .accept_weaker
+            .is_empty());
+        assert_err(
+            "name = \"x\"\n[kernel]\naccept_weaker = [\"scope.signals\"]\n",
+            3,
+            18,
+            &["kernel.accept_weaker", "scope.abstract_unix_socket"],
+        );
+        // Held on every kernel a launch goes on: nothing to accept.
+        assert_err(
+            "name = \"x\"\n[kernel]\naccept_weaker = [\"fs.truncate\"]\n",
+            3,
+            18,
+            &["not a guarantee a server may run without"],
+        );
     }
 
     #[test]

@@ -158,8 +158,33 @@ pub fn tempdir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Write a policy file the test user can read.
+/// Write a policy file the test user can read. Where this kernel's
+/// Landlock cannot scope signals and abstract sockets (ABI < 6) the policy
+/// accepts running without them, so the tests of every other class run
+/// there too; `kernels::` tests the refusal itself, with [`policy_as_is`].
 pub fn policy(dir: &Path, name: &str, text: &str) -> PathBuf {
+    policy_as_is(dir, name, &accept_missing_scopes(text))
+}
+
+/// `text` with `[kernel] accept_weaker` naming the scopes this kernel
+/// lacks, unless it names some itself.
+fn accept_missing_scopes(text: &str) -> String {
+    let abi = mcpguard::launch::probe_landlock_abi().expect("this kernel has Landlock");
+    if abi >= 6 || text.contains("accept_weaker") {
+        return text.to_owned();
+    }
+    let key = "accept_weaker = [\"scope.signal\", \"scope.abstract_unix_socket\"]\n";
+    match text.find("[kernel]\n") {
+        Some(at) => {
+            let at = at + "[kernel]\n".len();
+            format!("{}{key}{}", &text[..at], &text[at..])
+        }
+        None => format!("{text}\n[kernel]\n{key}"),
+    }
+}
+
+/// Write `text` as a policy file the test user can read, unchanged.
+pub fn policy_as_is(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -21,6 +21,7 @@ mod enforce;
 mod escape;
 mod exclusive;
 mod faults;
+mod kernels;
 mod landlock_audit;
 mod learn;
 mod levels;
