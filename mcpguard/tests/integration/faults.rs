@@ -22,14 +22,14 @@ use crate::harness::*;
 
 /// A filesystem mounted for one test, lazily unmounted on drop (a daemon
 /// may still hold the log open), and its image removed.
-struct Mount {
-    dir: PathBuf,
+pub(crate) struct Mount {
+    pub(crate) dir: PathBuf,
     image: Option<PathBuf>,
 }
 
 impl Mount {
     /// A tmpfs of `size` (`mount -o size=`) at a fresh directory.
-    fn tmpfs(size: &str) -> Mount {
+    pub(crate) fn tmpfs(size: &str) -> Mount {
         let dir = tempdir("fault-tmpfs");
         run_ok(
             Command::new("mount")
@@ -111,7 +111,7 @@ fn run_ok(cmd: &mut Command) {
 }
 
 /// Fill the filesystem holding `dir` to the last byte; returns the filler.
-fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut f = std::fs::File::create(&path).unwrap();
     let chunk = [0u8; 4096];
@@ -211,7 +211,7 @@ fn assert_running(d: &mut Daemon) {
 
 /// A daemon with extra flags `args` logging to `audit.jsonl` on `fs`,
 /// once its start record is in.
-fn daemon_logging_on(fs: &Mount, args: &[&str]) -> Daemon {
+pub(crate) fn daemon_logging_on(fs: &Mount, args: &[&str]) -> Daemon {
     let d = Daemon::spawn(Opts {
         log: Some(&fs.dir.join("audit.jsonl")),
         args,
