@@ -1,14 +1,14 @@
 //! `mcpguard doctor` as the unprivileged test user against a real daemon:
 //! every class held and recorded on this kernel, the `--json` shape, the
 //! exit status without a daemon, and a real "missing" (an audit log on a
-//! full disk: every denial still held, none of them recorded).
+//! filesystem gone read-only: every denial still held, none recorded).
 
 use std::{os::unix::process::CommandExt, process::Output};
 
 use serde_json::Value;
 
 use crate::{
-    faults::{daemon_logging_on, fill, Mount},
+    faults::{daemon_logging_on, Mount},
     harness::*,
 };
 
@@ -134,9 +134,10 @@ fn doctor_without_a_daemon_exits_2_and_says_how_to_start_it() {
 
 #[test]
 fn doctor_reports_classes_missing_when_the_audit_log_cannot_be_written() {
-    let fs = Mount::tmpfs("256k");
+    // An ext4 the kernel turned read-only: no record reaches the log.
+    let fs = Mount::ext4(8);
     let d = daemon_logging_on(&fs, &[]);
-    let filler = fill(&fs.dir);
+    fs.fail_ext4();
     let out = doctor(&d, &["--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let v: Value = serde_json::from_slice(&out.stdout)
@@ -159,5 +160,4 @@ fn doctor_reports_classes_missing_when_the_audit_log_cannot_be_written() {
         "{}",
         describe(&human)
     );
-    std::fs::remove_file(filler).unwrap();
 }

@@ -23,13 +23,13 @@ use crate::harness::*;
 /// A filesystem mounted for one test, lazily unmounted on drop (a daemon
 /// may still hold the log open), and its image removed.
 pub(crate) struct Mount {
-    pub(crate) dir: PathBuf,
+    dir: PathBuf,
     image: Option<PathBuf>,
 }
 
 impl Mount {
     /// A tmpfs of `size` (`mount -o size=`) at a fresh directory.
-    pub(crate) fn tmpfs(size: &str) -> Mount {
+    fn tmpfs(size: &str) -> Mount {
         let dir = tempdir("fault-tmpfs");
         run_ok(
             Command::new("mount")
@@ -43,7 +43,7 @@ impl Mount {
 
     /// An ext4 in a loop-mounted image of `mib` MiB at a fresh directory,
     /// remounted read-only by the kernel on its first error.
-    fn ext4(mib: u64) -> Mount {
+    pub(crate) fn ext4(mib: u64) -> Mount {
         let dir = tempdir("fault-ext4");
         let image = dir.with_extension("img");
         std::fs::File::create(&image)
@@ -66,7 +66,7 @@ impl Mount {
     /// Make the kernel see an ext4 error: the filesystem goes read-only
     /// with the log still open for writing (a plain `remount,ro` is refused
     /// while it is).
-    fn fail_ext4(&self) {
+    pub(crate) fn fail_ext4(&self) {
         let out = Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
             .arg(&self.dir)
@@ -111,7 +111,7 @@ fn run_ok(cmd: &mut Command) {
 }
 
 /// Fill the filesystem holding `dir` to the last byte; returns the filler.
-pub(crate) fn fill(dir: &Path) -> PathBuf {
+fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut f = std::fs::File::create(&path).unwrap();
     let chunk = [0u8; 4096];

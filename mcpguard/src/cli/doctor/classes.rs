@@ -100,11 +100,10 @@ pub const CLASSES: &[Class] = &[
         // Landlock's signal scoping (ABI 6).
         expect: &["EPERM"],
         held_by: &["landlock"],
-        recorded_by: &["audit_landlock"],
+        recorded_by: &["audit_syscalls", "audit_landlock"],
         matches: |r, t| {
-            kind(r, "landlock")
-                && blocked(r, "scope.signal")
-                && (r["opid"] == t.pid || r["opid"].as_str() == Some(&t.pid.to_string()))
+            (kind(r, "syscall") && denied(r) && r["name"] == "kill")
+                || (kind(r, "landlock") && blocked(r, "scope.signal") && r["opid"] == t.pid)
         },
     },
     Class {

@@ -123,14 +123,10 @@ fn doctor(args: &DoctorArgs) -> Result<Verdict, Usage> {
         Err(why) => return Ok(Verdict::launch_failed(before, &why)),
     };
     let records = wait_records(&args.socket, &launch, &scene.targets);
-    let mut verdict = Verdict::judge(before, &launch, &scene.targets, &seen, &records);
-    if !verdict.all_ok() {
-        // The log's state now, for the reasons (it may have failed since).
-        if let Ok(now) = status::status(&args.socket) {
-            verdict.status = now;
-        }
-    }
-    Ok(verdict)
+    // The layers and the log's state now, for the reasons (the log may
+    // have failed since).
+    let now = status::status(&args.socket).unwrap_or(before);
+    Ok(Verdict::judge(now, &launch, &scene.targets, &seen, &records))
 }
 
 /// What the probe aims at, and what doctor set up for it; dropping it

@@ -61,6 +61,7 @@ impl Verdict {
                     .filter(|r| (class.matches)(r, targets))
                     .filter_map(|r| r["kind"].as_str().map(str::to_owned))
                     .collect();
+                kinds.sort_unstable();
                 kinds.dedup();
                 let recorded = !kinds.is_empty();
                 let missing = reason(class, &status, saw.as_deref(), held, recorded, launch);
@@ -158,6 +159,22 @@ fn reason(
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// A class's table cells: name, state, held, recorded.
+fn row(c: &ClassVerdict) -> [String; 4] {
+    let held = match (&c.seen, c.held) {
+        (Some(seen), true) => format!("held ({seen})"),
+        (Some(seen), false) => format!("NOT HELD ({})", term::escape(seen)),
+        (None, _) => "NOT HELD (no result)".into(),
+    };
+    let recorded = if c.recorded {
+        format!("recorded ({})", c.records.join(", "))
+    } else {
+        "NOT RECORDED".into()
+    };
+    let state = if c.missing.is_some() { "MISSING" } else { "ok" };
+    [c.class.into(), state.into(), held, recorded]
+}
+
 pub fn write(verdict: &Verdict, json: bool) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -182,31 +199,17 @@ fn write_human(verdict: &Verdict, out: &mut impl Write) -> io::Result<()> {
         )?,
         None => writeln!(out, "mcpguard doctor: daemon {} (pid {})", s.version, s.pid)?,
     }
-    let width = verdict
-        .classes
-        .iter()
-        .map(|c| c.class.len())
-        .max()
-        .unwrap_or(0);
-    for c in &verdict.classes {
-        let held = match (&c.seen, c.held) {
-            (Some(seen), true) => format!("held ({seen})"),
-            (Some(seen), false) => format!("NOT HELD ({})", term::escape(seen)),
-            (None, _) => "NOT HELD (no result)".into(),
-        };
-        let recorded = if c.recorded {
-            format!("recorded ({})", c.records.join(", "))
-        } else {
-            "NOT RECORDED".into()
-        };
-        let state = if c.missing.is_some() { "MISSING" } else { "ok" };
+    let rows: Vec<[String; 4]> = verdict.classes.iter().map(row).collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(2), width(3));
+    for (c, [class, state, held, recorded]) in verdict.classes.iter().zip(&rows) {
         writeln!(
             out,
-            "  {:<width$}  {state:<7}  {held:<18}  {recorded:<28}  {}",
-            c.class, c.attempt
+            "  {class:<w0$}  {state:<7}  {held:<w1$}  {recorded:<w2$}  {}",
+            c.attempt
         )?;
         if let Some(why) = &c.missing {
-            writeln!(out, "  {:<width$}           {}", "", term::escape(why))?;
+            writeln!(out, "  {:<w0$}  {}", "", term::escape(why))?;
         }
     }
     let missing = verdict
