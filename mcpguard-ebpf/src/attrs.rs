@@ -58,11 +58,16 @@ pub fn sys_exit_attr(ctx: TracePointContext) -> u32 {
     let Some(pending) = PENDING_OPEN.get_ptr(&id) else {
         // Stashed without its path (only a refusal can be recorded now):
         // written if refused, as the opens are.
-        return finish_late(&ctx, id, |_| kind::ATTR, |call, ret| {
-            // SAFETY: the value is copied out at once.
-            let extra = unsafe { ATTR_CALLS.get(&call) }.map_or(0, |a| a.extra_errno);
-            extra != 0 && ret == -i64::from(extra)
-        });
+        return finish_late(
+            &ctx,
+            id,
+            |_| kind::ATTR,
+            |call, ret| {
+                // SAFETY: the value is copied out at once.
+                let extra = unsafe { ATTR_CALLS.get(&call) }.map_or(0, |a| a.extra_errno);
+                extra != 0 && ret == -i64::from(extra)
+            },
+        );
     };
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);

@@ -37,9 +37,7 @@ pub const CLASSES: &[Class] = &[
         matches: |r, t| {
             let file = t.file.to_str();
             (kind(r, "open") && denied(r) && r["path"].as_str() == file)
-                || (kind(r, "landlock")
-                    && r["path"].as_str() == file
-                    && blocked(r, "fs.read_file"))
+                || (kind(r, "landlock") && r["path"].as_str() == file && blocked(r, "fs.read_file"))
         },
     },
     Class {

@@ -126,7 +126,13 @@ fn doctor(args: &DoctorArgs) -> Result<Verdict, Usage> {
     // The layers and the log's state now, for the reasons (the log may
     // have failed since).
     let now = status::status(&args.socket).unwrap_or(before);
-    Ok(Verdict::judge(now, &launch, &scene.targets, &seen, &records))
+    Ok(Verdict::judge(
+        now,
+        &launch,
+        &scene.targets,
+        &seen,
+        &records,
+    ))
 }
 
 /// What the probe aims at, and what doctor set up for it; dropping it
@@ -219,8 +225,8 @@ fn probe_policy(exe: &Path, targets: &Targets) -> String {
 /// Launches the probe through the daemon; its launch id and what each
 /// class saw.
 fn launch_probe(socket: &Path, targets: &Targets) -> Result<(String, Vec<probe::Seen>), String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this mcpguard binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this mcpguard binary: {e}"))?;
     let text = probe_policy(&exe, targets);
     let argv = vec![
         exe.display().to_string(),
@@ -327,7 +333,10 @@ fn launch_records(socket: &Path, launch: &str) -> Vec<Value> {
 }
 
 /// The daemon's layers as doctor reads them.
-fn layer<'a>(status: &'a StatusReport, name: &str) -> Option<&'a crate::daemon::status::LayerStatus> {
+fn layer<'a>(
+    status: &'a StatusReport,
+    name: &str,
+) -> Option<&'a crate::daemon::status::LayerStatus> {
     status.layers.iter().find(|l| l.layer == name)
 }
 

@@ -63,7 +63,12 @@ fn errno(e: &io::Error) -> String {
 fn outcome<T>(r: io::Result<T>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
             "timeout".into()
         }
         Err(e) => errno(&e),

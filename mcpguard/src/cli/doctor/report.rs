@@ -284,7 +284,12 @@ mod tests {
             .iter()
             .map(|c| Seen {
                 class: c.name.into(),
-                seen: if c.name == "chmod" { chmod } else { c.expect[0] }.into(),
+                seen: if c.name == "chmod" {
+                    chmod
+                } else {
+                    c.expect[0]
+                }
+                .into(),
             })
             .collect()
     }
@@ -292,7 +297,13 @@ mod tests {
     #[test]
     fn every_class_held_and_recorded_is_ok() {
         let t = targets();
-        let v = Verdict::judge(status(true), "mcpguard-doctor-1", &t, &seen("EROFS"), &records(&t));
+        let v = Verdict::judge(
+            status(true),
+            "mcpguard-doctor-1",
+            &t,
+            &seen("EROFS"),
+            &records(&t),
+        );
         assert!(v.all_ok(), "{v:#?}");
         let exec = v.classes.iter().find(|c| c.class == "exec").unwrap();
         assert_eq!(exec.records, ["landlock"]);
@@ -315,6 +326,36 @@ mod tests {
         );
         let others = v.classes.iter().filter(|c| c.class != "chmod");
         assert!(others.clone().all(|c| c.missing.is_none()), "{v:#?}");
+    }
+
+    #[test]
+    fn the_table_gives_each_class_a_line_and_each_missing_one_its_reason() {
+        let t = targets();
+        let mut recs = records(&t);
+        recs.retain(|r| r["kind"] != "attr");
+        let v = Verdict::judge(
+            status(false),
+            "mcpguard-doctor-1",
+            &t,
+            &seen("EROFS"),
+            &recs,
+        );
+        let mut out = Vec::new();
+        write_human(&v, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1 + CLASSES.len() + 1 + 1, "{text}");
+        assert!(
+            text.contains("  chmod          MISSING  held (EROFS)     NOT RECORDED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(audit_attrs MISSING: audit_attrs: tracepoint refused)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("1 of 7 classes missing on this machine\n"),
+            "{text}"
+        );
     }
 
     #[test]
