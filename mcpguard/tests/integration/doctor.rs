@@ -44,10 +44,22 @@ fn assert_nothing_left(d: &Daemon) {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "doctor left {left:?}");
+    // The server has exited when doctor returns; the daemon drops it from
+    // its table as it finishes the session.
     let u = user();
-    let out = d.cli_as(u.uid, u.gid, &["status", "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["servers"], Value::Array(vec![]), "{status:#}");
+    let servers = || {
+        let out = d.cli_as(u.uid, u.gid, &["status", "--json"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["servers"].clone()
+    };
+    let gone = poll(std::time::Duration::from_secs(5), || {
+        (servers() == Value::Array(vec![])).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the probe's launch is still listed: {:#}",
+        servers()
+    );
 }
 
 #[test]

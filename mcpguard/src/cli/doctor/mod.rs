@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     audit::query::{Clock, Filter, View},
-    daemon::{status::StatusReport, DEFAULT_SOCKET},
+    daemon::DEFAULT_SOCKET,
 };
 
 /// How long doctor waits for the probe's records to reach the log.
@@ -113,7 +113,7 @@ fn doctor(args: &DoctorArgs) -> Result<Verdict, Usage> {
     }
     let before = status::status(&args.socket).map_err(|e| {
         Usage(format!(
-            "{e}\nstart the daemon with `sudo systemctl start mcpguard` (installed by `sudo \
+            "{e}. Start the daemon with `sudo systemctl start mcpguard` (installed by `sudo \
              mcpguard install`), or `sudo mcpguard daemon`"
         ))
     })?;
@@ -192,8 +192,7 @@ impl Scene {
 /// A random number from the kernel, for names no other run uses.
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
-    // getrandom(2) does not fail for 4 bytes once the pool is ready; a
-    // zero would only make the names less unique.
+    // Should /dev/urandom fail, the pid alone still tells runs apart.
     let _ = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     u32::from_ne_bytes(b) ^ std::process::id()
 }
@@ -330,14 +329,6 @@ fn launch_records(socket: &Path, launch: &str) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-/// The daemon's layers as doctor reads them.
-fn layer<'a>(
-    status: &'a StatusReport,
-    name: &str,
-) -> Option<&'a crate::daemon::status::LayerStatus> {
-    status.layers.iter().find(|l| l.layer == name)
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@ use serde_json::Value;
 
 use super::{
     classes::{Class, CLASSES},
-    layer,
     probe::{Seen, Targets},
 };
-use crate::{daemon::status::StatusReport, term};
+use crate::{
+    daemon::status::{LayerStatus, StatusReport},
+    term,
+};
 
 /// One class's result.
 #[derive(Debug, Serialize)]
@@ -109,6 +111,11 @@ impl Verdict {
     pub fn all_ok(&self) -> bool {
         self.classes.iter().all(|c| c.missing.is_none())
     }
+}
+
+/// A layer of the daemon's status, by name.
+fn layer<'a>(status: &'a StatusReport, name: &str) -> Option<&'a LayerStatus> {
+    status.layers.iter().find(|l| l.layer == name)
 }
 
 /// Why a class is not held and recorded, naming the layers the daemon
