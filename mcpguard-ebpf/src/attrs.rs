@@ -8,7 +8,8 @@
 //! (`EROFS`), Landlock the rest (`EACCES`). Entry stashes the path as
 //! passed (the caller's memory, `path_source::USER`), the fd and the mode
 //! in the per-thread open slot, at the offsets the daemon read from each
-//! call's format file; exit emits the record only when the call was
+//! call's format file (or, when only a refusal could be recorded, keeps
+//! the path's pointer for exit to read, as the opens do); exit emits the record only when the call was
 //! refused (`EACCES`, `EPERM`, `EROFS`, or the call's own extra errno), or
 //! for any result in learning mode, so `policy learn` sees what the server
 //! changes. These calls are rare; refused ones rarer. Records only; never
@@ -21,7 +22,7 @@ use mcpguard_common::{event::kind, policy::FLAG_COMPLAIN};
 
 use crate::{
     emit::{current_server, emit_pending, is_denial},
-    files::{stash, AT_FDCWD},
+    files::{finish_late, stash, AT_FDCWD},
     maps::{ATTR_CALLS, PENDING_OPEN},
     offsets::{OFF_SYS_ENTER_NR, OFF_SYS_EXIT_RET},
 };
@@ -55,7 +56,18 @@ pub fn sys_enter_attr(ctx: TracePointContext) -> u32 {
 pub fn sys_exit_attr(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_OPEN.get_ptr(&id) else {
-        return 0;
+        // Stashed without its path (only a refusal can be recorded now):
+        // written if refused, as the opens are.
+        return finish_late(
+            &ctx,
+            id,
+            |_| kind::ATTR,
+            |call, ret| {
+                // SAFETY: the value is copied out at once.
+                let extra = unsafe { ATTR_CALLS.get(&call) }.map_or(0, |a| a.extra_errno);
+                extra != 0 && ret == -i64::from(extra)
+            },
+        );
     };
     // SAFETY: the offset comes from this kernel's tracefs format file.
     let ret = unsafe { ctx.read_at::<i64>(OFF_SYS_EXIT_RET()) }.unwrap_or(0);

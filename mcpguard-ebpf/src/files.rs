@@ -218,7 +218,7 @@ fn kept_always(kind: u32, ret: i64) -> bool {
 pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u32) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_OPEN.get_ptr(&id) else {
-        return finish_late(ctx, id, kind_of);
+        return finish_late(ctx, id, kind_of, |_, _| false);
     };
     // SAFETY: `pending` is a live value of this thread's own map entry.
     let kind = kind_of(unsafe { &*pending });
@@ -238,9 +238,16 @@ pub(crate) fn finish(ctx: &TracePointContext, kind_of: impl Fn(&OpenEvent) -> u3
 
 /// [`finish`] for a call stashed without its path ([`LateOpen`]): the
 /// record is built in this CPU's scratch slot, its path read now from
-/// the caller's memory, only if it is written.
+/// the caller's memory, only if it is written. `also_refused(call, ret)`
+/// names results beyond [`is_denial`] that count as refusals (an
+/// attribute call's own extra errno).
 #[inline(always)]
-fn finish_late(ctx: &TracePointContext, id: u64, kind_of: impl Fn(&OpenEvent) -> u32) -> u32 {
+pub(crate) fn finish_late(
+    ctx: &TracePointContext,
+    id: u64,
+    kind_of: impl Fn(&OpenEvent) -> u32,
+    also_refused: impl Fn(u32, i64) -> bool,
+) -> u32 {
     // SAFETY: copied out at once; only this thread writes its entry.
     let Some(late) = unsafe { PENDING_LATE.get(&id) }.copied() else {
         return 0;
@@ -268,13 +275,14 @@ fn finish_late(ctx: &TracePointContext, id: u64, kind_of: impl Fn(&OpenEvent) ->
         ev._pad = 0;
         ev.path[0] = 0;
         let kind = kind_of(ev);
-        if !recorded(cgroup, &policy, kept_always(kind, ret)) {
+        let refused = is_denial(ret) || also_refused(late.call, ret);
+        if !recorded(cgroup, &policy, refused || kept_always(kind, ret)) {
             return 0;
         }
         if late.path != 0 {
             let _ = bpf_probe_read_user_str_bytes(late.path as *const u8, &mut ev.path);
         }
-        emit_pending(kind, cgroup, is_denial(ret), scratch, |_| {});
+        emit_pending(kind, cgroup, refused, scratch, |_| {});
     }
     0
 }

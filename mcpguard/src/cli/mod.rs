@@ -3,6 +3,7 @@
 mod audit;
 mod audit_verify;
 mod daemon;
+mod doctor;
 mod install;
 mod policy;
 mod run;
@@ -96,6 +97,10 @@ enum Command {
     /// The daemon's version, uptime and kernel layers, and its running
     /// servers (yours only, unless you are root).
     Status(status::StatusArgs),
+    /// Probe what the daemon holds on this machine: a short guarded launch
+    /// that tries a denied read, connect, name, exec, chmod, signal and
+    /// abstract-socket connect, then, per class, held, recorded or missing.
+    Doctor(doctor::DoctorArgs),
     /// Install the binary, the systemd unit, the shipped policies and the
     /// daemon's directories (root).
     Install(install::InstallArgs),
@@ -104,6 +109,9 @@ enum Command {
     /// Internal: the launch helper the daemon runs for each server.
     #[command(name = "__exec-server", hide = true)]
     ExecServer,
+    /// Internal: the probe server `mcpguard doctor` launches.
+    #[command(name = "__doctor-probe", hide = true)]
+    DoctorProbe { targets: String },
 }
 
 pub fn main() -> ExitCode {
@@ -145,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::main(args),
         Command::Install(args) => install::install_main(args),
         Command::Uninstall(args) => install::uninstall_main(args),
+        Command::Doctor(args) => doctor::main(args),
         Command::ExecServer => crate::launch::helper_main(),
+        Command::DoctorProbe { targets } => doctor::probe_main(&targets),
     }
 }

@@ -112,6 +112,31 @@ pub fn launch_with(
     how: How,
     on_learned: &mut OnLearned<'_>,
 ) -> Result<Status, String> {
+    launch_events(path, policy_text, socket, argv, how, &mut |event| {
+        if let Event::Learned { policy, notes } = event {
+            on_learned(policy, notes);
+        }
+    })
+}
+
+/// What the daemon tells a launching client before the exit status.
+#[derive(Debug)]
+pub enum Event {
+    /// The server runs: its launch id (what its audit records carry).
+    Started { launch: String },
+    /// A learning run's proposed policy and notes.
+    Learned { policy: String, notes: Vec<String> },
+}
+
+/// [`launch_with`], handing every [`Event`] to `on_event`.
+pub fn launch_events(
+    path: &Path,
+    policy_text: String,
+    socket: &Path,
+    argv: Vec<String>,
+    how: How,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Status, String> {
     let stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the mcpguard daemon at {}: {e} (is `mcpguard daemon` running? --socket or MCPGUARD_SOCKET select another)",
@@ -152,8 +177,12 @@ pub fn launch_with(
 
     loop {
         match proto::read_frame::<Response>(&mut &stream) {
-            Ok(Some(Response::Started { .. })) => continue,
-            Ok(Some(Response::Learned { policy, notes })) => on_learned(policy, notes),
+            Ok(Some(Response::Started { launch, .. })) => {
+                on_event(Event::Started { launch });
+            }
+            Ok(Some(Response::Learned { policy, notes })) => {
+                on_event(Event::Learned { policy, notes });
+            }
             Ok(Some(Response::Error { message })) => return Err(message),
             Ok(Some(Response::Exited { code, signal })) => {
                 return Ok(match (code, signal) {

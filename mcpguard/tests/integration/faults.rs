@@ -22,7 +22,7 @@ use crate::harness::*;
 
 /// A filesystem mounted for one test, lazily unmounted on drop (a daemon
 /// may still hold the log open), and its image removed.
-struct Mount {
+pub(crate) struct Mount {
     dir: PathBuf,
     image: Option<PathBuf>,
 }
@@ -43,7 +43,7 @@ impl Mount {
 
     /// An ext4 in a loop-mounted image of `mib` MiB at a fresh directory,
     /// remounted read-only by the kernel on its first error.
-    fn ext4(mib: u64) -> Mount {
+    pub(crate) fn ext4(mib: u64) -> Mount {
         let dir = tempdir("fault-ext4");
         let image = dir.with_extension("img");
         std::fs::File::create(&image)
@@ -66,7 +66,7 @@ impl Mount {
     /// Make the kernel see an ext4 error: the filesystem goes read-only
     /// with the log still open for writing (a plain `remount,ro` is refused
     /// while it is).
-    fn fail_ext4(&self) {
+    pub(crate) fn fail_ext4(&self) {
         let out = Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
             .arg(&self.dir)
@@ -211,7 +211,7 @@ fn assert_running(d: &mut Daemon) {
 
 /// A daemon with extra flags `args` logging to `audit.jsonl` on `fs`,
 /// once its start record is in.
-fn daemon_logging_on(fs: &Mount, args: &[&str]) -> Daemon {
+pub(crate) fn daemon_logging_on(fs: &Mount, args: &[&str]) -> Daemon {
     let d = Daemon::spawn(Opts {
         log: Some(&fs.dir.join("audit.jsonl")),
         args,

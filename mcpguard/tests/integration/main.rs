@@ -17,6 +17,7 @@ mod argv;
 mod baseline;
 mod chain;
 mod dns;
+mod doctor;
 mod enforce;
 mod escape;
 mod exclusive;
