@@ -39,6 +39,7 @@ use super::{
 use crate::{
     audit::query::{Clock, Filter, View},
     daemon::DEFAULT_SOCKET,
+    kernel::coverage,
 };
 
 /// How long doctor waits for the probe's records to reach the log.
@@ -200,6 +201,8 @@ fn rand_u32() -> u32 {
 /// The built-in probe policy: the probe binary, its loader and libraries,
 /// and the exec target readable (so only the exec allowance refuses it);
 /// nothing else beyond the runtime baseline, no network, no environment.
+/// It accepts every weaker guarantee a kernel may force: doctor measures
+/// what holds rather than being refused, and reports what does not.
 fn probe_policy(exe: &Path, targets: &Targets) -> String {
     let libs: Vec<&str> = ["/usr/lib", "/usr/lib64", "/lib", "/lib64"]
         .into_iter()
@@ -214,10 +217,17 @@ fn probe_policy(exe: &Path, targets: &Targets) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let weaker: Vec<String> = coverage::Class::ALL
+        .into_iter()
+        .filter(|c| c.acceptable())
+        .map(|c| format!("{:?}", c.name()))
+        .collect();
     format!(
-        "name = \"{SERVER}\"\n[filesystem]\nread = [{}]\nexec = [{}]\n[env]\npass = []\n",
+        "name = \"{SERVER}\"\n[filesystem]\nread = [{}]\nexec = [{}]\n[env]\npass = []\n\
+         [kernel]\naccept_weaker = [{}]\n",
         list(&[exe, &targets.exec]),
-        list(&[exe])
+        list(&[exe]),
+        weaker.join(", ")
     )
 }
 
