@@ -1,0 +1,155 @@
+//! What a `cargo xtask vm` run leaves: the results directory read into one
+//! JSON value (kernel, Landlock ABI, the daemon's layer lines, test
+//! counts, escape rows), written as report.json and report.md next to it.
+
+use std::{fmt::Write as _, fs, path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use crate::sh;
+
+/// How the set ran, for the report.
+pub struct Run<'a> {
+    pub kernel: &'a str,
+    /// "QEMU TCG", or why it ran on the host directly.
+    pub how: &'a str,
+    pub set: &'a [String],
+    pub wall: Duration,
+}
+
+/// Reads `out` (the results directory) into the report.
+pub fn collect(run: &Run<'_>, out: &Path) -> Result<Value> {
+    let read = |name: &str| fs::read_to_string(out.join(name)).unwrap_or_default();
+    let daemon = strip_ansi(&read("daemon.log"));
+    // "<time> INFO mcpguard::daemon: <message> layer=...": from the level on.
+    let layers: Vec<&str> = daemon
+        .lines()
+        .filter(|l| l.contains(" layer="))
+        .map(|l| l.split_once("Z ").map_or(l, |(_, rest)| rest).trim())
+        .collect();
+    let landlock_abi = daemon
+        .lines()
+        .filter(|l| l.contains("layer=\"landlock\""))
+        .find_map(|l| l.split_once(" abi=")?.1.split(' ').next()?.parse::<u64>().ok());
+    let tests = read("test.log");
+    let (passed, failed) = counts(&tests);
+    let failed_tests: Vec<&str> = tests
+        .lines()
+        .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
+        .collect();
+    Ok(json!({
+        "kernel": run.kernel,
+        "release": read("kernel").trim(),
+        "how": run.how,
+        "lsm": read("lsm").trim(),
+        "landlock_abi": landlock_abi,
+        "set": run.set,
+        "exit": read("exit").trim().parse::<i64>().ok(),
+        "passed": passed,
+        "failed": failed,
+        "failed_tests": failed_tests,
+        "wall_secs": run.wall.as_secs(),
+        "layers": layers,
+        "status": read("status.txt"),
+        "date": sh::output(&mut sh::cmd("date", &["-u", "+%F %H:%M UTC"]))?.trim(),
+        "commit": commit()?,
+        "rows": rows(&out.join("rows"))?,
+    }))
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip to the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `(passed, failed)` from libtest's `test result:` line.
+fn counts(log: &str) -> (u64, u64) {
+    let Some(line) = log.lines().rev().find_map(|l| l.strip_prefix("test result: ")) else {
+        return (0, 0);
+    };
+    let count = |word: &str| {
+        line.split(';')
+            .find_map(|part| part.trim().rsplit(". ").next()?.strip_suffix(word))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (count(" passed"), count(" failed"))
+}
+
+/// The checkout's commit, `-dirty` if it has uncommitted changes.
+fn commit() -> Result<String> {
+    let head = sh::output(sh::cmd("git", &["rev-parse", "--short", "HEAD"]).current_dir(crate::root()))?;
+    let dirty = !sh::output(sh::cmd("git", &["status", "--porcelain", "--untracked-files=no"]).current_dir(crate::root()))?
+        .trim()
+        .is_empty();
+    Ok(format!("{}{}", head.trim(), if dirty { "-dirty" } else { "" }))
+}
+
+/// The escape rows the tests wrote, sorted by file name (class, index).
+fn rows(dir: &Path) -> Result<Vec<Value>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        })
+        .collect()
+}
+
+/// Writes report.json and report.md into `dir`.
+pub fn write(report: &Value, dir: &Path) -> Result<()> {
+    fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    let mut md = format!(
+        "# mcpguard on kernel {} ({})\n\n{}; Landlock ABI {}; LSMs `{}`.\n\n\
+         Set: `{}`. {} passed, {} failed, {} s wall. Commit {}, {}.\n",
+        report["kernel"].as_str().unwrap_or("?"),
+        report["release"].as_str().unwrap_or("?"),
+        report["how"].as_str().unwrap_or("?"),
+        report["landlock_abi"].as_u64().map_or("none".into(), |a| a.to_string()),
+        report["lsm"].as_str().unwrap_or(""),
+        join(&report["set"]),
+        report["passed"],
+        report["failed"],
+        report["wall_secs"],
+        report["commit"].as_str().unwrap_or("?"),
+        report["date"].as_str().unwrap_or("?"),
+    );
+    for (title, key) in [("Failed tests", "failed_tests"), ("Daemon layer lines", "layers")] {
+        let _ = write!(md, "\n## {title}\n\n");
+        for line in report[key].as_array().into_iter().flatten() {
+            let _ = writeln!(md, "- `{}`", line.as_str().unwrap_or(""));
+        }
+    }
+    fs::write(dir.join("report.md"), md)?;
+    Ok(())
+}
+
+/// A JSON array of strings, space-separated.
+pub fn join(list: &Value) -> String {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
