@@ -211,6 +211,11 @@ fn test(filter: Option<&str>) -> Result<()> {
     // The bench harness, briefly: CI checks that it runs, not its numbers.
     build(false)?;
     bench::run(true, &[])?;
+    // The kernels developers run, in QEMU (TCG): about 3 minutes for both
+    // on this repository's CI machine; MCPGUARD_VM_SMOKE=0 skips it.
+    if std::env::var_os("MCPGUARD_VM_SMOKE").is_none_or(|v| v != "0") {
+        vm::ci()?;
+    }
     // One closing line for the whole run (cargo's last "test result" is
     // that of whichever binary ran last, often one without tests).
     println!("tests: {passed} passed, {failed} failed");

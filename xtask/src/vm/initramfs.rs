@@ -27,8 +27,8 @@ pub fn build(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
     let modules = load_order(&kernel.modules)?;
     let mut hasher = DefaultHasher::new();
     (INIT, &kernel.release, &modules).hash(&mut hasher);
-    let busybox = fs::metadata(BUSYBOX)
-        .with_context(|| format!("{BUSYBOX} (apt package busybox-static)"))?;
+    let busybox =
+        fs::metadata(BUSYBOX).with_context(|| format!("{BUSYBOX} (apt package busybox-static)"))?;
     busybox.len().hash(&mut hasher);
     let out = cache.join(format!(
         "initramfs-{}-{:016x}.gz",
@@ -42,7 +42,16 @@ pub fn build(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     }
-    for dir in ["bin", "proc", "sys", "dev", "lower", "upper", "newroot", "lib/modules"] {
+    for dir in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "lower",
+        "upper",
+        "newroot",
+        "lib/modules",
+    ] {
         fs::create_dir_all(stage.join(dir))?;
     }
     fs::copy(BUSYBOX, stage.join("bin/busybox"))?;
@@ -74,8 +83,8 @@ pub fn build(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
 /// as paths relative to `modules` (from modules.dep).
 fn load_order(modules: &Path) -> Result<Vec<String>> {
     let dep_path = modules.join("modules.dep");
-    let dep = fs::read_to_string(&dep_path)
-        .with_context(|| format!("reading {}", dep_path.display()))?;
+    let dep =
+        fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
     let builtin = fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
     let deps_of = |rel: &str| -> Vec<String> {
         dep.lines()
@@ -91,7 +100,10 @@ fn load_order(modules: &Path) -> Result<Vec<String>> {
             let file = path.rsplit('/').next()?;
             (module_name(file) == want).then(|| path.to_owned())
         }) else {
-            if builtin.lines().any(|l| module_name(l.rsplit('/').next().unwrap_or("")) == want) {
+            if builtin
+                .lines()
+                .any(|l| module_name(l.rsplit('/').next().unwrap_or("")) == want)
+            {
                 continue;
             }
             bail!("module {want} is neither in modules.dep nor built in");

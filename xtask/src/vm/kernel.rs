@@ -50,7 +50,9 @@ pub struct Kernel {
 /// Where the host keeps its kernel, or `None` when /boot has no image for
 /// the running kernel (a container or a VM booted from outside).
 pub fn host() -> Result<Option<Kernel>> {
-    let release = sh::output(&mut sh::cmd("uname", &["-r"]))?.trim().to_owned();
+    let release = sh::output(&mut sh::cmd("uname", &["-r"]))?
+        .trim()
+        .to_owned();
     let vmlinuz = PathBuf::from(format!("/boot/vmlinuz-{release}"));
     let modules = PathBuf::from(format!("/lib/modules/{release}"));
     if !vmlinuz.exists() || !modules.join("modules.dep").exists() {

@@ -39,6 +39,18 @@ pub const SMOKE: &[&str] = &[
     "status_shows_layers_and_only_the_callers_own_servers_with_counts_and_last_denial",
 ];
 
+/// What `cargo xtask test` runs on each kernel (the `ci` set): Landlock
+/// file rules, eBPF egress and the MCP tap; every boot also logs the
+/// daemon's layer lines and `status` into the report.
+pub const CI: &[&str] = &[
+    "enforce::reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record",
+    "enforce::egress_allows_listed_destinations_and_denies_the_rest_with_eperm_and_a_record",
+    "mcp::the_tap_denies_tools_redacts_secrets_and_ties_syscalls_to_calls",
+];
+
+/// The kernels `cargo xtask test` boots.
+pub const CI_KERNELS: [Choice; 2] = [Choice::V6_1, Choice::V6_12];
+
 /// The systemd lifecycle script `--set systemd` boots into (relative to
 /// the workspace root): run as root by a oneshot unit with systemd as
 /// PID 1, `VM_OUT` and `MCPGUARD_ROOT` set; exit 0 = pass.
@@ -52,8 +64,9 @@ pub struct Args {
     /// The kernel: Debian's 6.1, Debian's 6.12, or the host's.
     #[arg(long, required_unless_present = "table")]
     kernel: Option<Choice>,
-    /// `smoke`, `escape` (the escape suite), `systemd` (systemd as PID 1
-    /// running xtask/vm/systemd-guest.sh) or test-name filters.
+    /// `smoke`, `ci` (the part of smoke `cargo xtask test` runs), `escape`
+    /// (the escape suite), `systemd` (systemd as PID 1 running
+    /// xtask/vm/systemd-guest.sh) or test-name filters.
     #[arg(long, num_args = 1.., default_value = "smoke")]
     set: Vec<String>,
     /// Kill the guest after this many seconds.
@@ -90,6 +103,37 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask test`'s stage: the `ci` set on each of [`CI_KERNELS`];
+/// errors naming every kernel where it failed.
+pub fn ci() -> Result<()> {
+    let set = ["ci".to_owned()];
+    let mut failed = Vec::new();
+    for kernel in CI_KERNELS {
+        let start = Instant::now();
+        let result = run_set(kernel, &set, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+        match result {
+            Ok(report) if report["exit"].as_i64() == Some(0) => {}
+            Ok(report) => failed.push(format!(
+                "{}: {}",
+                kernel.name(),
+                report::join(&report["failed_tests"])
+            )),
+            Err(error) => failed.push(format!("{}: {error:#}", kernel.name())),
+        }
+        eprintln!(
+            "xtask: vm stage on {}: {} s",
+            kernel.name(),
+            start.elapsed().as_secs()
+        );
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "the VM smoke failed on {}",
+        failed.join("; ")
+    );
+    Ok(())
+}
+
 /// Runs `set` on `choice` and returns the report (also written under
 /// target/vm/<kernel>/).
 pub fn run_set(choice: Choice, set: &[String], timeout: Duration) -> Result<Value> {
@@ -99,10 +143,17 @@ pub fn run_set(choice: Choice, set: &[String], timeout: Duration) -> Result<Valu
     let systemd = set == ["systemd"];
     let (filters, init, script) = if systemd {
         let script = root.join(SYSTEMD_GUEST_SCRIPT);
-        anyhow::ensure!(script.exists(), "{SYSTEMD_GUEST_SCRIPT} missing: the systemd lifecycle test is not in this checkout");
+        anyhow::ensure!(
+            script.exists(),
+            "{SYSTEMD_GUEST_SCRIPT} missing: the systemd lifecycle test is not in this checkout"
+        );
         (Vec::new(), qemu::Init::Systemd, script)
     } else {
-        (filters(set), qemu::Init::Script, root.join("xtask/vm/guest.sh"))
+        (
+            filters(set),
+            qemu::Init::Script,
+            root.join("xtask/vm/guest.sh"),
+        )
     };
     write_run_env(&out, &filters)?;
     let start = Instant::now();
@@ -127,9 +178,16 @@ pub fn run_set(choice: Choice, set: &[String], timeout: Duration) -> Result<Valu
             "QEMU TCG guest".to_owned()
         }
         None => {
-            anyhow::ensure!(!systemd, "--set systemd needs a kernel image to boot; /boot has none for the running kernel");
+            anyhow::ensure!(
+                !systemd,
+                "--set systemd needs a kernel image to boot; /boot has none for the running kernel"
+            );
             // Nothing to boot: the running kernel is the one to test.
-            sh::run(sh::cmd("sh", &[]).arg(root.join("xtask/vm/run-set.sh")).env("VM_OUT", &out))?;
+            sh::run(
+                sh::cmd("sh", &[])
+                    .arg(root.join("xtask/vm/run-set.sh"))
+                    .env("VM_OUT", &out),
+            )?;
             "on the host directly (/boot holds no image of the running kernel)".to_owned()
         }
     };
@@ -159,6 +217,7 @@ fn filters(set: &[String]) -> Vec<String> {
     set.iter()
         .flat_map(|s| match s.as_str() {
             "smoke" => SMOKE.iter().map(|f| (*f).to_owned()).collect(),
+            "ci" => CI.iter().map(|f| (*f).to_owned()).collect(),
             "escape" => vec!["escape::".to_owned()],
             other => vec![other.to_owned()],
         })

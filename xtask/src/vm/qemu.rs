@@ -60,21 +60,30 @@ pub fn command(boot: &Boot<'_>) -> Command {
     // patching its own text (a tracepoint's static key, as the daemon
     // attaches the syscall tracepoints) hit a stray int3 on the other
     // vCPU and the guest panicked (6.12, QEMU 7.2).
-    cmd.args(["-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "2048"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
-        .arg(boot.vmlinuz)
-        .arg("-initrd")
-        .arg(boot.initrd)
-        .arg("-append")
-        .arg(append)
-        .arg("-virtfs")
-        .arg("local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap")
-        .arg("-virtfs")
-        .arg(format!(
-            "local,path={},mount_tag=vmout,security_model=passthrough,multidevs=remap",
-            boot.out.display()
-        ));
+    cmd.args([
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+    ])
+    .args(["-nographic", "-no-reboot", "-nic", "none"])
+    .arg("-kernel")
+    .arg(boot.vmlinuz)
+    .arg("-initrd")
+    .arg(boot.initrd)
+    .arg("-append")
+    .arg(append)
+    .arg("-virtfs")
+    .arg("local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap")
+    .arg("-virtfs")
+    .arg(format!(
+        "local,path={},mount_tag=vmout,security_model=passthrough,multidevs=remap",
+        boot.out.display()
+    ));
     cmd
 }
 
@@ -82,9 +91,14 @@ pub fn command(boot: &Boot<'_>) -> Command {
 /// `timeout` for the guest to power off. Errors if QEMU fails or the
 /// guest overstays (it is killed).
 pub fn run(boot: &Boot<'_>, console: &Path, timeout: Duration) -> Result<Duration> {
-    let log = fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
+    let log =
+        fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
     let mut cmd = command(boot);
-    eprintln!("xtask: booting {} (console: {})", boot.vmlinuz.display(), console.display());
+    eprintln!(
+        "xtask: booting {} (console: {})",
+        boot.vmlinuz.display(),
+        console.display()
+    );
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())

@@ -31,7 +31,14 @@ pub fn collect(run: &Run<'_>, out: &Path) -> Result<Value> {
     let landlock_abi = daemon
         .lines()
         .filter(|l| l.contains("layer=\"landlock\""))
-        .find_map(|l| l.split_once(" abi=")?.1.split(' ').next()?.parse::<u64>().ok());
+        .find_map(|l| {
+            l.split_once(" abi=")?
+                .1
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
     let tests = read("test.log");
     let (passed, failed) = counts(&tests);
     let failed_tests: Vec<&str> = tests
@@ -79,7 +86,11 @@ fn strip_ansi(text: &str) -> String {
 
 /// `(passed, failed)` from libtest's `test result:` line.
 fn counts(log: &str) -> (u64, u64) {
-    let Some(line) = log.lines().rev().find_map(|l| l.strip_prefix("test result: ")) else {
+    let Some(line) = log
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("test result: "))
+    else {
         return (0, 0);
     };
     let count = |word: &str| {
@@ -93,11 +104,19 @@ fn counts(log: &str) -> (u64, u64) {
 
 /// The checkout's commit, `-dirty` if it has uncommitted changes.
 fn commit() -> Result<String> {
-    let head = sh::output(sh::cmd("git", &["rev-parse", "--short", "HEAD"]).current_dir(crate::root()))?;
-    let dirty = !sh::output(sh::cmd("git", &["status", "--porcelain", "--untracked-files=no"]).current_dir(crate::root()))?
-        .trim()
-        .is_empty();
-    Ok(format!("{}{}", head.trim(), if dirty { "-dirty" } else { "" }))
+    let head =
+        sh::output(sh::cmd("git", &["rev-parse", "--short", "HEAD"]).current_dir(crate::root()))?;
+    let dirty = !sh::output(
+        sh::cmd("git", &["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(crate::root()),
+    )?
+    .trim()
+    .is_empty();
+    Ok(format!(
+        "{}{}",
+        head.trim(),
+        if dirty { "-dirty" } else { "" }
+    ))
 }
 
 /// The escape rows the tests wrote, sorted by file name (class, index).
@@ -118,14 +137,19 @@ fn rows(dir: &Path) -> Result<Vec<Value>> {
 
 /// Writes report.json and report.md into `dir`.
 pub fn write(report: &Value, dir: &Path) -> Result<()> {
-    fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
     let mut md = format!(
         "# mcpguard on kernel {} ({})\n\n{}; Landlock ABI {}; LSMs `{}`.\n\n\
          Set: `{}`. {} passed, {} failed, {} s wall. Commit {}, {}.\n",
         report["kernel"].as_str().unwrap_or("?"),
         report["release"].as_str().unwrap_or("?"),
         report["how"].as_str().unwrap_or("?"),
-        report["landlock_abi"].as_u64().map_or("none".into(), |a| a.to_string()),
+        report["landlock_abi"]
+            .as_u64()
+            .map_or("none".into(), |a| a.to_string()),
         report["lsm"].as_str().unwrap_or(""),
         join(&report["set"]),
         report["passed"],
@@ -134,7 +158,10 @@ pub fn write(report: &Value, dir: &Path) -> Result<()> {
         report["commit"].as_str().unwrap_or("?"),
         report["date"].as_str().unwrap_or("?"),
     );
-    for (title, key) in [("Failed tests", "failed_tests"), ("Daemon layer lines", "layers")] {
+    for (title, key) in [
+        ("Failed tests", "failed_tests"),
+        ("Daemon layer lines", "layers"),
+    ] {
         let _ = write!(md, "\n## {title}\n\n");
         for line in report[key].as_array().into_iter().flatten() {
             let _ = writeln!(md, "- `{}`", line.as_str().unwrap_or(""));

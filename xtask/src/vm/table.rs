@@ -37,17 +37,30 @@ pub fn write_readme() -> Result<()> {
     for name in ["6.1", "6.12", "host"] {
         let path = dir().join(format!("{name}.json"));
         if let Ok(text) = fs::read_to_string(&path) {
-            runs.push(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?);
+            runs.push(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            );
         }
     }
-    anyhow::ensure!(!runs.is_empty(), "no docs/kernels/*.json: run `cargo xtask vm --kernel K --set escape --record` first");
+    anyhow::ensure!(
+        !runs.is_empty(),
+        "no docs/kernels/*.json: run `cargo xtask vm --kernel K --set escape --record` first"
+    );
     let readme_path = crate::root().join("README.md");
     let readme = fs::read_to_string(&readme_path)?;
-    let (head, rest) = readme.split_once(START).context("README.md lacks the kernel-table start marker")?;
-    let (_, tail) = rest.split_once(END).context("README.md lacks the kernel-table end marker")?;
+    let (head, rest) = readme
+        .split_once(START)
+        .context("README.md lacks the kernel-table start marker")?;
+    let (_, tail) = rest
+        .split_once(END)
+        .context("README.md lacks the kernel-table end marker")?;
     let body = render(&runs);
     fs::write(&readme_path, format!("{head}{START}\n{body}{END}{tail}"))?;
-    eprintln!("xtask: README.md kernel table rewritten from {} runs", runs.len());
+    eprintln!(
+        "xtask: README.md kernel table rewritten from {} runs",
+        runs.len()
+    );
     Ok(())
 }
 
@@ -57,7 +70,13 @@ pub fn write_readme() -> Result<()> {
 fn render(runs: &[Value]) -> String {
     let mut md = String::from("| class |");
     for run in runs {
-        let _ = write!(md, " {} (`{}`, Landlock ABI {}) |", run["kernel"].as_str().unwrap_or("?"), run["release"].as_str().unwrap_or("?"), abi(run));
+        let _ = write!(
+            md,
+            " {} (`{}`, Landlock ABI {}) |",
+            run["kernel"].as_str().unwrap_or("?"),
+            run["release"].as_str().unwrap_or("?"),
+            abi(run)
+        );
     }
     md.push_str("\n|---|");
     md.push_str(&"---|".repeat(runs.len()));
@@ -66,8 +85,16 @@ fn render(runs: &[Value]) -> String {
         let class = i as u64 + 1;
         let _ = write!(md, "| {class}. {name} |");
         for run in runs {
-            let rows: Vec<&Value> = run["rows"].as_array().into_iter().flatten().filter(|r| r["class"].as_u64() == Some(class)).collect();
-            let held = rows.iter().filter(|r| r["blocked"] == true && r["recorded"] == true).count();
+            let rows: Vec<&Value> = run["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["class"].as_u64() == Some(class))
+                .collect();
+            let held = rows
+                .iter()
+                .filter(|r| r["blocked"] == true && r["recorded"] == true)
+                .count();
             if rows.is_empty() {
                 md.push_str(" not run |");
             } else {
@@ -108,5 +135,7 @@ fn render(runs: &[Value]) -> String {
 }
 
 fn abi(run: &Value) -> String {
-    run["landlock_abi"].as_u64().map_or_else(|| "none".to_owned(), |a| a.to_string())
+    run["landlock_abi"]
+        .as_u64()
+        .map_or_else(|| "none".to_owned(), |a| a.to_string())
 }
