@@ -1,11 +1,10 @@
 #!/bin/sh
 # PID 1 of a `cargo xtask vm` guest in script mode (xtask/vm/init.sh hands
-# over to it): mounts what the daemon and the tests expect (tmpfs /tmp and
-# /run, cgroup2, bpffs, tracefs, debugfs, securityfs), brings up loopback,
-# runs run-set.sh next to it and powers off.
+# over to it, /tmp already a tmpfs): mounts what the daemon and the tests
+# expect (tmpfs /run, cgroup2, bpffs, tracefs, debugfs, securityfs),
+# brings up loopback, runs run-set.sh next to it and powers off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 export VM_OUT=/mcpguard-vm/out
-mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts

@@ -4,7 +4,8 @@
 # read-only over virtio-9p (tag hostroot) under a tmpfs overlay, mounts the
 # per-run results directory (tag vmout) at /mcpguard-vm/out and hands over:
 # to the script named by GUEST_INIT= (GUEST_MODE=script), or to systemd as
-# PID 1 with a oneshot unit that runs that script (GUEST_MODE=systemd).
+# PID 1 with a oneshot unit that runs that script (GUEST_MODE=systemd;
+# the kernel command line names the unit).
 # Kernel arguments of the form NAME=value reach this script as variables.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -17,6 +18,12 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroo
 mount -t tmpfs tmpfs /upper
 mkdir -p /upper/u /upper/w
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w /newroot || fail overlay
+# A guest is no container: systemd would see the host's /.dockerenv,
+# ignore the kernel command line and boot the host's services.
+rm -f /newroot/.dockerenv
+# A fresh /tmp (systemd-tmpfiles would otherwise empty the host's through
+# the overlay, file by file).
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 out=/newroot/mcpguard-vm/out
 mkdir -p "$out"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout "$out" || fail "9p vmout"
@@ -26,23 +33,20 @@ if [ -n "$GUEST_MODULES" ]; then
     mount --bind "/newroot$GUEST_MODULES" "/newroot/lib/modules/$(uname -r)" || fail modules
 fi
 if [ "$GUEST_MODE" = systemd ]; then
-    unit=/newroot/etc/systemd/system/mcpguard-vm.service
-    rm -f /newroot/etc/systemd/system/multi-user.target.wants/* 2>/dev/null
-    mkdir -p /newroot/etc/systemd/system/multi-user.target.wants
-    cat >"$unit" <<UNIT
+    # Booted with systemd.unit=mcpguard-vm.service: sysinit, then this.
+    cat >/newroot/etc/systemd/system/mcpguard-vm.service <<UNIT
 [Unit]
 Description=mcpguard VM guest script $GUEST_INIT
-After=multi-user.target
 
 [Service]
 Type=oneshot
 Environment=VM_OUT=/mcpguard-vm/out MCPGUARD_ROOT=$GUEST_ROOT
-ExecStart=/bin/sh -c '/bin/sh $GUEST_INIT >/dev/console 2>&1; echo \$\$? >/mcpguard-vm/out/exit'
+ExecStart=/bin/sh -c '/bin/sh $GUEST_INIT; echo \$\$? >/mcpguard-vm/out/exit'
 StandardOutput=journal+console
+StandardError=journal+console
 SuccessAction=poweroff-force
 FailureAction=poweroff-force
 UNIT
-    ln -sf ../mcpguard-vm.service /newroot/etc/systemd/system/multi-user.target.wants/
     umount /proc /sys /dev
     exec switch_root /newroot /lib/systemd/systemd
 fi

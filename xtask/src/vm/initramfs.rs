@@ -165,3 +165,45 @@ fn write_executable(path: &Path, text: &str) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dependencies load before what needs them, each once; a module in
+    /// modules.builtin is skipped; one neither listed nor built in is an
+    /// error.
+    #[test]
+    fn modules_load_after_their_dependencies() {
+        let dir = std::env::temp_dir().join(format!("xtask-vm-modules-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/netfs/netfs.ko.xz:\n\
+             kernel/net/9p/9pnet.ko.xz: kernel/fs/netfs/netfs.ko.xz\n\
+             kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n\
+             kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n\
+             kernel/fs/overlayfs/overlay.ko.xz:\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
+        let order = load_order(&dir).unwrap();
+        assert_eq!(
+            order,
+            [
+                "kernel/fs/netfs/netfs.ko.xz",
+                "kernel/net/9p/9pnet.ko.xz",
+                "kernel/net/9p/9pnet_virtio.ko.xz",
+                "kernel/fs/9p/9p.ko.xz",
+                "kernel/fs/overlayfs/overlay.ko.xz",
+            ]
+        );
+        fs::write(dir.join("modules.builtin"), "").unwrap();
+        assert!(load_order(&dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -52,8 +52,11 @@ pub fn command(boot: &Boot<'_>) -> Command {
     if let Some(modules) = boot.modules {
         append.push_str(&format!(" GUEST_MODULES={}", modules.display()));
     }
-    if boot.init == Init::Script {
-        append.push_str(" quiet");
+    match boot.init {
+        Init::Script => append.push_str(" quiet"),
+        // The unit init.sh writes, after sysinit.target; no login prompt.
+        Init::Systemd => append
+            .push_str(" systemd.unit=mcpguard-vm.service systemd.mask=serial-getty@ttyS0.service"),
     }
     let mut cmd = Command::new("qemu-system-x86_64");
     // One host thread for both vCPUs: with multi-threaded TCG, the kernel

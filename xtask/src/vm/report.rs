@@ -180,3 +180,25 @@ pub fn join(list: &Value) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_libtests_result_line() {
+        let log = "test a ... ok\ntest b ... FAILED\n\ntest result: FAILED. 6 passed; 1 failed; 0 ignored; 0 measured; 78 filtered out; finished in 1.00s\n";
+        assert_eq!(counts(log), (6, 1));
+        assert_eq!(
+            counts("test result: ok. 7 passed; 0 failed; 0 ignored"),
+            (7, 0)
+        );
+        assert_eq!(counts("running 3 tests\n"), (0, 0));
+    }
+
+    #[test]
+    fn colour_sequences_are_stripped() {
+        let line = "\x1b[2m2026-12-07T12:20:34Z\x1b[0m \x1b[32m INFO\x1b[0m x \x1b[3mabi\x1b[0m\x1b[2m=\x1b[0m6";
+        assert_eq!(strip_ansi(line), "2026-12-07T12:20:34Z  INFO x abi=6");
+    }
+}
