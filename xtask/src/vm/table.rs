@@ -17,11 +17,20 @@ fn dir() -> PathBuf {
     crate::root().join("docs/kernels")
 }
 
-/// Stores `report` (without the bulky `status` text) for the table.
+/// Stores `report` for the table, without what makes it bulky: the
+/// `status` text and the evidence of rows that held (a red row keeps its
+/// evidence: it says why).
 pub fn record(choice: Choice, report: &Value) -> Result<()> {
     let mut stored = report.clone();
     if let Some(map) = stored.as_object_mut() {
         map.remove("status");
+    }
+    for row in stored["rows"].as_array_mut().into_iter().flatten() {
+        if held(row) {
+            if let Some(map) = row.as_object_mut() {
+                map.remove("evidence");
+            }
+        }
     }
     fs::create_dir_all(dir())?;
     let path = dir().join(format!("{}.json", choice.name()));
@@ -65,8 +74,9 @@ pub fn write_readme() -> Result<()> {
 }
 
 /// The table: one column per kernel, one row per escape class
-/// (attacks both blocked and recorded / attacks run), then what ran where
-/// and the attacks that were not.
+/// (attacks both blocked and recorded / attacks run; "no rows" where no
+/// test of the class reported, e.g. it failed before its attacks ran),
+/// then what ran where, the failed tests and the attacks not held.
 fn render(runs: &[Value]) -> String {
     let mut md = String::from("| class |");
     for run in runs {
@@ -91,12 +101,9 @@ fn render(runs: &[Value]) -> String {
                 .flatten()
                 .filter(|r| r["class"].as_u64() == Some(class))
                 .collect();
-            let held = rows
-                .iter()
-                .filter(|r| r["blocked"] == true && r["recorded"] == true)
-                .count();
+            let held = rows.iter().filter(|r| held(r)).count();
             if rows.is_empty() {
-                md.push_str(" not run |");
+                md.push_str(" no rows |");
             } else {
                 let mark = if held == rows.len() { "✓" } else { "✗" };
                 let _ = write!(md, " {mark} {held}/{} |", rows.len());
@@ -118,20 +125,32 @@ fn render(runs: &[Value]) -> String {
             run["failed"],
             run["wall_secs"],
         );
-        for row in run["rows"].as_array().into_iter().flatten() {
-            if row["blocked"] != true || row["recorded"] != true {
-                let _ = writeln!(
-                    md,
-                    "  - class {} `{}`: blocked {}, recorded {}",
-                    row["class"],
-                    row["attack"].as_str().unwrap_or("?").replace('|', "\\|"),
-                    row["blocked"],
-                    row["recorded"],
-                );
-            }
+        for test in run["failed_tests"].as_array().into_iter().flatten() {
+            let _ = writeln!(md, "  - failed: `{}`", test.as_str().unwrap_or("?"));
+        }
+        let mut red: Vec<&Value> = run["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| !held(r))
+            .collect();
+        red.sort_by_key(|r| r["class"].as_u64());
+        for row in red {
+            let _ = writeln!(
+                md,
+                "  - class {} `{}`: blocked {}, recorded {}",
+                row["class"],
+                row["attack"].as_str().unwrap_or("?").replace('|', "\\|"),
+                row["blocked"],
+                row["recorded"],
+            );
         }
     }
     md
+}
+
+fn held(row: &Value) -> bool {
+    row["blocked"] == true && row["recorded"] == true
 }
 
 fn abi(run: &Value) -> String {
