@@ -40,11 +40,8 @@ pub fn collect(run: &Run<'_>, out: &Path) -> Result<Value> {
                 .ok()
         });
     let tests = read("test.log");
-    let (passed, failed) = counts(&tests);
-    let failed_tests: Vec<&str> = tests
-        .lines()
-        .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
-        .collect();
+    let (passed, failed_tests) = outcomes(&tests);
+    let failed = failed_tests.len();
     Ok(json!({
         "kernel": run.kernel,
         "release": read("kernel").trim(),
@@ -84,22 +81,26 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// `(passed, failed)` from libtest's `test result:` line.
-fn counts(log: &str) -> (u64, u64) {
-    let Some(line) = log
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("test result: "))
-    else {
-        return (0, 0);
-    };
-    let count = |word: &str| {
-        line.split(';')
-            .find_map(|part| part.trim().rsplit(". ").next()?.strip_suffix(word))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (count(" passed"), count(" failed"))
+/// The number of tests that passed, and the names of those that failed
+/// or never finished (the binary aborted while they ran), from libtest's
+/// `test <name> ... <verdict>` lines.
+fn outcomes(log: &str) -> (usize, Vec<&str>) {
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for line in log.lines() {
+        let Some((name, verdict)) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.split_once(" ..."))
+        else {
+            continue;
+        };
+        match verdict.trim() {
+            "ok" => passed += 1,
+            "ignored" => {}
+            _ => failed.push(name),
+        }
+    }
+    (passed, failed)
 }
 
 /// The checkout's commit, `-dirty` if it has uncommitted changes.
@@ -186,14 +187,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_read_libtests_result_line() {
-        let log = "test a ... ok\ntest b ... FAILED\n\ntest result: FAILED. 6 passed; 1 failed; 0 ignored; 0 measured; 78 filtered out; finished in 1.00s\n";
-        assert_eq!(counts(log), (6, 1));
-        assert_eq!(
-            counts("test result: ok. 7 passed; 0 failed; 0 ignored"),
-            (7, 0)
-        );
-        assert_eq!(counts("running 3 tests\n"), (0, 0));
+    fn outcomes_name_failed_and_unfinished_tests() {
+        let log = "running 3 tests\ntest a::x ... ok\ntest a::y ... FAILED\ntest a::z ... \nthread panicked\nAborted\n";
+        assert_eq!(outcomes(log), (1, vec!["a::y", "a::z"]));
+        assert_eq!(outcomes("test result: ok. 7 passed; 0 failed"), (0, vec![]));
     }
 
     #[test]
