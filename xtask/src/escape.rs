@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// The classes, numbered as in the issue and the tests.
-const CLASSES: [&str; 15] = [
+pub const CLASSES: [&str; 15] = [
     "Sensitive reads",
     "Path tricks",
     "Exec tricks",

@@ -11,6 +11,7 @@ mod fuzz;
 mod layers;
 mod setup;
 mod sh;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -71,6 +72,10 @@ enum Command {
         /// One target: policy, mcp or dns (default: all).
         target: Option<String>,
     },
+    /// Boot another kernel (Debian 6.1 or 6.12 under QEMU TCG, or the
+    /// host's) and run a set of the integration tests on it as root;
+    /// report in target/vm/<kernel>/.
+    Vm(vm::Args),
     /// Internal: the bench's Landlock-only runner. Confines itself with
     /// the policy's Landlock ruleset alone, then execs the command.
     #[command(name = bench::landlock::SUBCOMMAND, hide = true)]
@@ -119,6 +124,10 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Fuzz { secs, target } => {
             setup::run()?;
             fuzz::run(secs, target.as_deref())
+        }
+        Command::Vm(args) => {
+            setup::run()?;
+            vm::run(&args)
         }
         Command::LandlockExec { policy, command } => bench::landlock::exec_under(&policy, &command),
     }
@@ -202,6 +211,11 @@ fn test(filter: Option<&str>) -> Result<()> {
     // The bench harness, briefly: CI checks that it runs, not its numbers.
     build(false)?;
     bench::run(true, &[])?;
+    // The kernels developers run, in QEMU (TCG): about 3 minutes for both
+    // on this repository's CI machine; MCPGUARD_VM_SMOKE=0 skips it.
+    if std::env::var_os("MCPGUARD_VM_SMOKE").is_none_or(|v| v != "0") {
+        vm::ci()?;
+    }
     // One closing line for the whole run (cargo's last "test result" is
     // that of whichever binary ran last, often one without tests).
     println!("tests: {passed} passed, {failed} failed");

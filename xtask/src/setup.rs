@@ -29,7 +29,9 @@ pub const OTHER_USER: &str = "mcpguard-other";
 /// bubblewrap is the bench's comparison sandbox; srt (below) runs it too,
 /// bridges its proxies with socat and scans with ripgrep. gcc and
 /// libc6-dev build the escape suite's hostile programs; e2fsprogs makes
-/// the filesystem the audit-log fault tests force read-only.
+/// the filesystem the audit-log fault tests force read-only. `cargo xtask
+/// vm` boots Debian kernels in QEMU from a busybox initramfs it packs with
+/// cpio, after kmod's depmod indexed the kernel's modules.
 const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "iproute2",
@@ -39,6 +41,10 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "e2fsprogs",
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "cpio",
 ];
 
 /// Exact versions, so a fresh machine tests against what was tested here.

@@ -302,7 +302,7 @@ fn request(n: &Trapped) -> Result<Prepared, i32> {
             // linkat(AT_EMPTY_PATH) links the fd itself, which need not be
             // a directory.
             let any = i == 0 && empty_ok && p.is_empty();
-            fds.push(dir_of(n.pid, dirfd, !any)?);
+            fds.push(dir_of(n.pid, tgid, dirfd, !any)?);
         }
     }
     let req = ExecRequest {
@@ -418,11 +418,42 @@ fn status(tid: u32) -> Result<(u32, u32), i32> {
     }
 }
 
+/// A pidfd through which `pidfd_getfd` reaches thread `tid`'s fd table:
+/// the thread's own (`PIDFD_THREAD`, Linux 6.9+); before 6.9, which
+/// refuses that flag with EINVAL, its process's, when `kcmp` says the
+/// thread shares that table (threads made by pthread_create do).
+fn fd_table_pidfd(tid: u32, tgid: u32) -> Result<OwnedFd, i32> {
+    let open = |pid: u32, flags: i32| {
+        // SAFETY: pidfd_open takes a pid and flags; PIDFD_THREAD (O_EXCL)
+        // names the thread itself, whose fd table the call used.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+        if fd < 0 {
+            return Err(nix::errno::Errno::last_raw());
+        }
+        // SAFETY: the kernel just returned this descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    };
+    match open(tid, libc::O_EXCL) {
+        Ok(fd) => Ok(fd),
+        Err(libc::EINVAL) => {
+            // SAFETY: kcmp compares two tasks' resources; KCMP_FILES (2)
+            // takes no further arguments. 0: the same file table.
+            let same =
+                tid == tgid || unsafe { libc::syscall(libc::SYS_kcmp, tid, tgid, 2, 0, 0) } == 0;
+            if !same {
+                return Err(libc::ESRCH);
+            }
+            open(tgid, 0).map_err(|_| libc::ESRCH)
+        }
+        Err(_) => Err(libc::ESRCH),
+    }
+}
+
 /// The directory a relative path of the caller starts from: its working
 /// directory (`O_PATH`), or its own open file for a dirfd
 /// (`pidfd_getfd`: the same open file, opened with the caller's
 /// credentials, as `linkat(AT_EMPTY_PATH)` needs).
-fn dir_of(tid: u32, dirfd: i32, directory: bool) -> Result<OwnedFd, i32> {
+fn dir_of(tid: u32, tgid: u32, dirfd: i32, directory: bool) -> Result<OwnedFd, i32> {
     if dirfd == libc::AT_FDCWD {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         return open(format!("/proc/{tid}/cwd").as_str(), flags, Mode::empty())
@@ -431,14 +462,7 @@ fn dir_of(tid: u32, dirfd: i32, directory: bool) -> Result<OwnedFd, i32> {
     if dirfd < 0 {
         return Err(libc::EBADF);
     }
-    // SAFETY: pidfd_open takes a pid and flags; PIDFD_THREAD (O_EXCL)
-    // names the thread itself, whose fd table the call used.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL) };
-    if pidfd < 0 {
-        return Err(libc::ESRCH);
-    }
-    // SAFETY: the kernel just returned this descriptor.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let pidfd = fd_table_pidfd(tid, tgid)?;
     // SAFETY: pidfd_getfd duplicates the target's fd into this process
     // (close-on-exec); flags must be 0.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), dirfd, 0) };

@@ -198,14 +198,20 @@ pub struct Loaded {
     pub layers: Layers,
 }
 
+/// io_uring's submission tracepoint, by its names: `io_uring_submit_req`,
+/// and `io_uring_submit_sqe` on older kernels (Debian's 6.1), with the
+/// same `u8 opcode` field. The first this kernel has is used.
+const IO_URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
+
 /// Offsets the programs read, as (global, category, event, field).
 /// Offsets of tracepoints a kernel may lack (io_uring can be compiled
-/// out): a missing one leaves its global unset and its program detached,
-/// and the layer is reported missing.
-const OPTIONAL_OFFSETS: &[(&str, &str, &str, &str)] = &[(
+/// out), as (global, category, event names, field): a missing one leaves
+/// its global unset and its program detached, and the layer is reported
+/// missing.
+const OPTIONAL_OFFSETS: &[(&str, &str, &[&str], &str)] = &[(
     "OFF_IO_URING_OPCODE",
     "io_uring",
-    "io_uring_submit_req",
+    &IO_URING_SUBMIT,
     "opcode",
 )];
 
@@ -492,9 +498,9 @@ const PROC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
-/// io_uring submissions: no syscall-path cost, attached for the daemon's life.
-const IO_URING_PROGRAMS: &[(&str, &str, &str)] =
-    &[("io_uring_submit_req", "io_uring", "io_uring_submit_req")];
+/// io_uring submissions: no syscall-path cost, attached for the daemon's
+/// life to the first of [`IO_URING_SUBMIT`] the kernel has.
+const IO_URING_PROGRAM: &str = "io_uring_submit_req";
 const UNIX_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
@@ -599,7 +605,8 @@ fn load_object(
         ));
     }
     let mut optional_missing = Vec::new();
-    for (global, category, event, field) in OPTIONAL_OFFSETS {
+    for (global, category, events, field) in OPTIONAL_OFFSETS {
+        let event = present_event(tracefs, category, events);
         match tracefs::field_offset(tracefs, category, event, field) {
             Ok(off) => offsets.push((*global, off)),
             Err(error) => optional_missing.push((*global, error.to_string())),
@@ -663,7 +670,14 @@ fn attach_all(
         .find(|(g, _)| *g == "OFF_IO_URING_OPCODE")
     {
         Some((_, why)) => Err(why.clone()),
-        None => attach_tracepoints(ebpf, IO_URING_PROGRAMS),
+        None => attach_tracepoints(
+            ebpf,
+            &[(
+                IO_URING_PROGRAM,
+                "io_uring",
+                present_event(tracefs, "io_uring", &IO_URING_SUBMIT),
+            )],
+        ),
     };
     layers.audit_io_uring = attached("audit_io_uring", io_uring);
     layers.missing = missing;
@@ -892,6 +906,17 @@ fn target(
     })
 }
 
+/// The first of `events` (one tracepoint's names across kernels) tracefs
+/// has under `category`; the first if none (its error then says which).
+fn present_event<'a>(tracefs: &Path, category: &str, events: &[&'a str]) -> &'a str {
+    events
+        .iter()
+        .find(|e| tracefs.join("events").join(category).join(e).exists())
+        .or(events.first())
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Loads and attaches each of `progs` for the daemon's life (tracepoints
 /// with no syscall-path cost only).
 fn attach_tracepoints(ebpf: &mut Ebpf, progs: &[(&str, &str, &str)]) -> Result<(), String> {
@@ -925,10 +950,13 @@ mod tests {
             .map(|l| l.trim_end_matches(','))
             .collect();
         assert!(names.len() >= 20, "{names:?}");
-        let known = || OFFSETS.iter().chain(OPTIONAL_OFFSETS);
+        let known = || {
+            let optional = OPTIONAL_OFFSETS.iter().map(|(g, ..)| *g);
+            OFFSETS.iter().map(|(g, ..)| *g).chain(optional)
+        };
         for name in &names {
             assert!(
-                known().any(|(g, ..)| g == name),
+                known().any(|g| g == *name),
                 "{name} is declared in mcpguard-ebpf/src/offsets.rs but never set by the loader"
             );
         }
