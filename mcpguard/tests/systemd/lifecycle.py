@@ -36,7 +36,12 @@ SOCK = Path("/run/mcpguard/mcpguard.sock")
 LOG = Path("/var/log/mcpguard/audit.jsonl")
 STATE = Path("/var/lib/mcpguard")
 PIN_DIR = Path("/sys/fs/bpf/mcpguard/mcpguard")
-CGROOT = Path("/sys/fs/cgroup")
+# The cgroup v2 mount: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
+# system (systemd.unified_cgroup_hierarchy=0).
+CGROOT = next(
+    Path(line.split()[1]) for line in Path("/proc/mounts").read_text().splitlines()
+    if line.split()[2] == "cgroup2"
+)
 PEERS_SRC = Path(__file__).resolve().parent.parent / "peers"
 WORK = Path("/tmp/mcpguard-systemd-test")
 POLICY_NAME = "systemd-test"
@@ -363,7 +368,7 @@ def step_cgroup(ctx):
     s.launch_rec = wait_for("the launch record", s.launch, within=10)
     check(s.launch_rec.get("cgroup", "").endswith(server_cg.rsplit("/", 1)[-1]),
           f"launch record cgroup {s.launch_rec.get('cgroup')} vs {server_cg}")
-    return f"daemon in {daemon_cg}, server in {server_cg}"
+    return f"daemon in {daemon_cg}, server in {server_cg} (cgroup2 at {CGROOT})"
 
 
 def step_journal(ctx):
