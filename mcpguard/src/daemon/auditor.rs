@@ -141,8 +141,10 @@ pub enum Msg {
         cgroup_id: u64,
         counters: Arc<Mutex<LimitCounters>>,
     },
-    /// Drain everything, flush and stop.
-    Stop,
+    /// Drain everything, write the daemon's stop record after every
+    /// record queued before it (servers' last records included), flush and
+    /// stop.
+    Stop(Box<AuditRecord>),
 }
 
 pub fn spawn(
@@ -205,6 +207,8 @@ struct Turn {
     /// Tracepoint holds to drop after the drain.
     release: Vec<crate::ebpf::demand::Hold>,
     stopping: bool,
+    /// The daemon's stop record, written last.
+    stop_record: Option<Box<AuditRecord>>,
 }
 
 impl Auditor {
@@ -259,6 +263,9 @@ impl Auditor {
             }
             for (cgroup_id, launch, last) in turn.unregister {
                 self.unregister(cgroup_id, &launch, last);
+            }
+            if let Some(rec) = &turn.stop_record {
+                self.write(rec);
             }
             drop(turn.release);
             self.writer.flush();
@@ -371,7 +378,10 @@ impl Auditor {
             } => {
                 self.server(cgroup_id).limits = Some(counters);
             }
-            Msg::Stop => turn.stopping = true,
+            Msg::Stop(rec) => {
+                turn.stopping = true;
+                turn.stop_record = Some(rec);
+            }
         }
     }
 

@@ -455,25 +455,27 @@ impl Audit {
             budgets,
             probe: serde_json::to_value(probe).unwrap_or_default(),
         };
-        audit.daemon_record("start");
+        let _ = audit
+            .tx
+            .send(auditor::Msg::Record(audit.daemon_record("start")));
         Ok(audit)
     }
 
-    fn daemon_record(&self, event: &str) {
-        let _ = self.tx.send(auditor::Msg::Record(AuditRecord::new(
+    fn daemon_record(&self, event: &str) -> AuditRecord {
+        AuditRecord::new(
             Body::Daemon {
                 event: event.into(),
                 layers: self.probe.clone(),
             },
             None,
             SystemTime::now(),
-        )));
+        )
     }
 
-    /// Write the stop record, then let the thread drain, flush and end.
+    /// Let the thread drain, write the stop record last, flush and end.
     async fn stop(self) {
-        self.daemon_record("stop");
-        let _ = self.tx.send(auditor::Msg::Stop);
+        let record = Box::new(self.daemon_record("stop"));
+        let _ = self.tx.send(auditor::Msg::Stop(record));
         drop(self.tx);
         let thread = self.thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;

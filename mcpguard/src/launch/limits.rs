@@ -385,24 +385,26 @@ fn enable_unified(
         dirs.push(next);
     }
     for dir in dirs {
+        let enable_err = |source| LimitError::Enable {
+            controller,
+            path: dir.clone(),
+            source,
+        };
+        // Under systemd's delegation the daemon starts in the cgroup it was
+        // given, which is on this path: it moves to a leaf of its own before
+        // any controller is enabled there. Not after a refusal: the kernel
+        // accepts a threaded controller (`pids`) in a cgroup with processes,
+        // which makes it a thread root, and then refuses `memory` there and
+        // every domain controller below it with EOPNOTSUPP, not EBUSY. (The
+        // root cgroup may hold processes: it is never left.)
+        if dir != mount && holds_self(&dir) {
+            move_self_to_leaf(&dir).map_err(enable_err)?;
+        }
         let control = dir.join("cgroup.subtree_control");
         if read(&control)?.split_whitespace().any(|c| c == controller) {
             continue;
         }
-        let enable = || write_file(&control, &format!("+{controller}"));
-        let result = match enable() {
-            // Under systemd's delegation the daemon sits in the cgroup it
-            // was given: move it to a leaf of its own, then retry.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && holds_self(&dir) => {
-                move_self_to_leaf(&dir).and_then(|()| enable())
-            }
-            other => other,
-        };
-        result.map_err(|source| LimitError::Enable {
-            controller,
-            path: dir.clone(),
-            source,
-        })?;
+        write_file(&control, &format!("+{controller}")).map_err(enable_err)?;
         debug!(controller, path = %dir.display(), "enabled controller for children");
     }
     Ok(())
