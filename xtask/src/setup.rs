@@ -45,6 +45,8 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "kmod",
     "cpio",
+    // systemd as PID 1 in the guest of `cargo xtask vm --set systemd`.
+    "systemd",
 ];
 
 /// Exact versions, so a fresh machine tests against what was tested here.

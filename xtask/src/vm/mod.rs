@@ -2,7 +2,7 @@
 //! kernel, booted in QEMU (TCG) from a busybox initramfs that shares the
 //! host's root read-only over 9p, so the guest runs the binaries built
 //! here; and reports what the kernel offered and what passed
-//! (target/vm/<kernel>/report.{json,md}).
+//! (`target/vm/<kernel>/report.{json,md}`).
 //!
 //! The guest side is POSIX sh under xtask/vm/: init.sh (the initramfs
 //! /init), guest.sh (PID 1 in script mode: mounts, then run-set.sh) and,
@@ -72,7 +72,7 @@ pub struct Args {
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
-    /// Also store the report as docs/kernels/<kernel>.json, the source of
+    /// Also store the report as `docs/kernels/<kernel>.json,` the source of
     /// the README's kernel table.
     #[arg(long)]
     record: bool,
@@ -135,7 +135,7 @@ pub fn ci() -> Result<()> {
 }
 
 /// Runs `set` on `choice` and returns the report (also written under
-/// target/vm/<kernel>/).
+/// `target/vm/<kernel>/`).
 pub fn run_set(choice: Choice, set: &[String], timeout: Duration) -> Result<Value> {
     let root = crate::root();
     let dir = root.join("target/vm").join(choice.name());

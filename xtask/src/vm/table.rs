@@ -1,5 +1,5 @@
 //! The README's per-kernel table: `--record` stores a run's report as
-//! docs/kernels/<kernel>.json (committed); `--table` regenerates the
+//! `docs/kernels/<kernel>.json` (committed); `--table` regenerates the
 //! README section between the kernel-table markers from those files.
 
 use std::{fmt::Write as _, fs, path::PathBuf};
