@@ -74,7 +74,7 @@ enum Command {
     },
     /// Boot another kernel (Debian 6.1 or 6.12 under QEMU TCG, or the
     /// host's) and run a set of the integration tests on it as root;
-    /// report in `target/vm/<kernel>/.`
+    /// report in `target/vm/<kernel>/`.
     Vm(vm::Args),
     /// Internal: the bench's Landlock-only runner. Confines itself with
     /// the policy's Landlock ruleset alone, then execs the command.

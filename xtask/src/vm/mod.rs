@@ -72,7 +72,7 @@ pub struct Args {
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
-    /// Also store the report as `docs/kernels/<kernel>.json,` the source of
+    /// Also store the report as `docs/kernels/<kernel>.json`, the source of
     /// the README's kernel table.
     #[arg(long)]
     record: bool,
