@@ -280,6 +280,10 @@ def write_policy(user):
         'exec = ["/usr/bin", "/usr/lib", "/lib", "/lib64", "/bin"]\n'
         "[env]\n"
         'pass = ["PATH", "HOME"]\n'
+        # The lifecycle, not the scopes, is under test: before Landlock
+        # ABI 6 (Debian 12's 6.1) a launch is refused without this.
+        "[kernel]\n"
+        'accept_weaker = ["scope.signal", "scope.abstract_unix_socket"]\n'
     )
     path = WORK / f"{POLICY_NAME}.toml"
     path.write_text(text)

@@ -51,6 +51,9 @@ pub const CI: &[&str] = &[
 /// The kernels `cargo xtask test` boots.
 pub const CI_KERNELS: [Choice; 2] = [Choice::V6_1, Choice::V6_12];
 
+/// The kernel `cargo xtask test` runs the systemd lifecycle on.
+pub const SYSTEMD_KERNEL: Choice = Choice::V6_12;
+
 /// The systemd lifecycle script `--set systemd` boots into (relative to
 /// the workspace root): run as root by a oneshot unit with systemd as
 /// PID 1, `VM_OUT` and `MCPGUARD_ROOT` set; exit 0 = pass.
@@ -103,8 +106,9 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test`'s stage: the `ci` set on each of [`CI_KERNELS`];
-/// errors naming every kernel where it failed.
+/// `cargo xtask test`'s stage: the `ci` set on each of [`CI_KERNELS`],
+/// then the systemd lifecycle on [`SYSTEMD_KERNEL`]; errors naming every
+/// kernel where something failed.
 pub fn ci() -> Result<()> {
     let set = ["ci".to_owned()];
     let mut failed = Vec::new();
@@ -126,9 +130,30 @@ pub fn ci() -> Result<()> {
             start.elapsed().as_secs()
         );
     }
+    // The systemd lifecycle, on the kernel Debian 13 ships.
+    let start = Instant::now();
+    match run_set(
+        SYSTEMD_KERNEL,
+        &["systemd".to_owned()],
+        Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+    ) {
+        Ok(report) if report["exit"].as_i64() == Some(0) => {}
+        Ok(report) => failed.push(format!(
+            "{} (systemd): exit {}, see target/vm/{}/out/systemd.log",
+            SYSTEMD_KERNEL.name(),
+            report["exit"],
+            SYSTEMD_KERNEL.name()
+        )),
+        Err(error) => failed.push(format!("{} (systemd): {error:#}", SYSTEMD_KERNEL.name())),
+    }
+    eprintln!(
+        "xtask: vm systemd lifecycle on {}: {} s",
+        SYSTEMD_KERNEL.name(),
+        start.elapsed().as_secs()
+    );
     anyhow::ensure!(
         failed.is_empty(),
-        "the VM smoke failed on {}",
+        "the VM stage failed on {}",
         failed.join("; ")
     );
     Ok(())

@@ -90,6 +90,9 @@ pub fn command(boot: &Boot<'_>) -> Command {
     cmd
 }
 
+/// How long a guest that has written its exit status may take to power off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Boots, with the serial console written to `console`, and waits up to
 /// `timeout` for the guest to power off. Errors if QEMU fails or the
 /// guest overstays (it is killed).
@@ -109,11 +112,26 @@ pub fn run(boot: &Boot<'_>, console: &Path, timeout: Duration) -> Result<Duratio
         .stderr(log)
         .spawn()
         .context("starting qemu-system-x86_64 (apt package qemu-system-x86)")?;
+    let exit_file = boot.out.join("exit");
+    let mut finished: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
                 bail!("qemu exited with {status}; see {}", console.display());
             }
+            return Ok(start.elapsed());
+        }
+        // The guest wrote its verdict: its shutdown gets a grace period,
+        // then it is stopped from here (systemd's poweroff was seen to
+        // hang on the 9p root after the test had finished).
+        finished = finished.or_else(|| exit_file.exists().then(Instant::now));
+        if finished.is_some_and(|at| at.elapsed() > SHUTDOWN_GRACE) {
+            child.kill()?;
+            child.wait()?;
+            eprintln!(
+                "xtask: the guest wrote its exit status but had not powered off {} s later; stopped it",
+                SHUTDOWN_GRACE.as_secs()
+            );
             return Ok(start.elapsed());
         }
         if start.elapsed() > timeout {
