@@ -13,6 +13,7 @@ use clap::Args;
 use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
+    launch::sandbox::probe_landlock_abi,
     wrap::{self, Action, Client, FileReport, Guarded, Why, WrapConfig, WrapError, CLIENT_NAMES},
 };
 
@@ -45,6 +46,11 @@ pub struct WrapArgs {
     /// The daemon's socket, through which installs run guarded.
     #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// On a kernel whose Landlock lacks signal and abstract-socket scoping
+    /// (before Linux 6.12), accept running without them: the policies wrap
+    /// writes get `[kernel] accept_weaker`. Without it wrap stops there.
+    #[arg(long)]
+    accept_weaker: bool,
     /// MCP client config files, e.g. ~/.config/Claude/claude_desktop_config.json,
     /// ~/.claude.json, .mcp.json, ~/.cursor/mcp.json, .vscode/mcp.json.
     #[arg(required = true, value_name = "FILE")]
@@ -69,6 +75,10 @@ pub struct UpdateArgs {
     /// The daemon's socket, through which installs run guarded.
     #[arg(long, env = "MCPGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// As for wrap: the installs' policies accept the guarantees this
+    /// kernel lacks.
+    #[arg(long)]
+    accept_weaker: bool,
     /// Pinned policies to update, by name or path (default: every pinned
     /// policy in ~/.config/mcpguard/policies).
     #[arg(value_name = "POLICY")]
@@ -105,6 +115,13 @@ fn run_wrap(args: WrapArgs) -> u8 {
             Err(e) => return fail(&e),
         },
     };
+    let accept_weaker = match wrap::kernel::gate(probe_landlock_abi(), args.accept_weaker) {
+        Ok(classes) => classes,
+        Err(e) => {
+            eprintln!("mcpguard: {e}");
+            return FAILURE;
+        }
+    };
     let policy_dir = match args.policy_dir.map(|d| std::path::absolute(&d)).transpose() {
         Ok(d) => d,
         Err(e) => {
@@ -134,6 +151,7 @@ fn run_wrap(args: WrapArgs) -> u8 {
         home: None,
         dry_run: args.dry_run,
         installer,
+        accept_weaker,
     };
     let mut status = 0;
     for path in &args.files {
@@ -169,6 +187,13 @@ pub fn update_main(args: UpdateArgs) -> ExitCode {
         println!("no pinned servers to update");
         return ExitCode::SUCCESS;
     }
+    let accept_weaker = match wrap::kernel::gate(probe_landlock_abi(), args.accept_weaker) {
+        Ok(classes) => classes,
+        Err(e) => {
+            eprintln!("mcpguard: {e}");
+            return ExitCode::from(FAILURE);
+        }
+    };
     let guard = ThroughDaemon {
         socket: args.socket,
     };
@@ -178,6 +203,7 @@ pub fn update_main(args: UpdateArgs) -> ExitCode {
         home: &home,
         path: &path_var,
         env: &env,
+        accept_weaker: &accept_weaker,
     };
     let mut status = 0;
     for path in &paths {
@@ -439,6 +465,7 @@ mod tests {
             policy_dir: Some(dir.join("policies")),
             no_install: true,
             socket: DEFAULT_SOCKET.into(),
+            accept_weaker: false,
             files: vec![known.clone(), unknown],
         };
         assert_eq!(run_wrap(args), USAGE);

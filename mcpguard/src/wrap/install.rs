@@ -23,6 +23,7 @@ use std::{
 use serde_json::Value;
 
 use super::runner::{Registry, RunnerCommand};
+use crate::kernel::coverage::Class;
 
 /// Where pinned servers are installed, below the user's home.
 pub const SERVERS_DIR: &str = ".local/share/mcpguard/servers";
@@ -75,6 +76,9 @@ pub struct Host<'a> {
     pub path: &'a str,
     /// The user's environment, for the registry settings it names.
     pub env: &'a [(String, String)],
+    /// The guarantees this kernel lacks that installs run without (see
+    /// [`super::kernel::gate`]); empty on a kernel that holds them all.
+    pub accept_weaker: &'a [Class],
 }
 
 /// The install directory for a policy's server.
@@ -550,7 +554,7 @@ pub fn install_policy(
             .map(|p| toml_str(p))
             .collect::<Vec<_>>()
             .join(", "),
-    )
+    ) + &super::kernel::section(host.accept_weaker)
 }
 
 /// The directory tree an interpreter lives in: `/usr` for the system's,
@@ -620,6 +624,7 @@ mod tests {
             home,
             path: "/usr/bin",
             env: &[],
+            accept_weaker: &[],
         };
         // npm's own files (/opt/node-v22/lib/node_modules/npm) do not count:
         // npm's global prefix is that of the node running it.
@@ -640,6 +645,7 @@ mod tests {
             home: Path::new("/nonexistent"),
             path: "/usr/bin:/bin",
             env: &env,
+            accept_weaker: &[],
         };
         let runner = super::super::runner::parse("uvx", &["x".to_owned()]).unwrap();
         let python = interpreter(
@@ -680,6 +686,7 @@ mod tests {
             home: Path::new("/home/me"),
             path: "/usr/bin",
             env: &env,
+            accept_weaker: &[],
         };
         let text = install_policy(
             "fs",
@@ -701,5 +708,16 @@ mod tests {
         assert!(p.env.pass.contains(&"PIP_CERT".to_owned()));
         assert!(!p.env.pass.contains(&"GITHUB_TOKEN".to_owned()));
         assert_eq!(p.network.hosts.len(), 1);
+        assert!(p.kernel.accept_weaker.is_empty());
+
+        // On an older kernel, with the user's --accept-weaker.
+        let accepted = super::super::kernel::gate(Some(4), true).unwrap();
+        let host = Host {
+            accept_weaker: &accepted,
+            ..host
+        };
+        let text = install_policy("fs", Path::new("/d"), &[], &host, &[]);
+        let p = Policy::parse(&text, Path::new("fs-install.toml")).unwrap();
+        assert_eq!(p.kernel.accept_weaker, accepted);
     }
 }

@@ -14,6 +14,7 @@ mod file;
 mod grants;
 mod install;
 pub mod json;
+pub mod kernel;
 pub mod rewrite;
 pub mod runner;
 pub mod starter;
@@ -29,6 +30,7 @@ pub use self::{
     client::{Client, CLIENT_NAMES},
     file::{backup_path, BACKUP_SUFFIX},
     install::{Guarded, Host, InstallError},
+    kernel::KernelLacks,
     rewrite::{Action, Server},
 };
 use self::{
@@ -40,6 +42,7 @@ use self::{
 };
 use crate::{
     atomic_file::{self, Ownership},
+    kernel::coverage::Class,
     policy::{command::PinMismatch, Policy, PolicyError},
 };
 
@@ -167,6 +170,9 @@ pub struct WrapConfig {
     /// `None` leaves runner commands as they are, with a policy that lets
     /// the runner fetch.
     pub installer: Option<std::rc::Rc<dyn Guarded>>,
+    /// The guarantees this kernel lacks that the written policies accept
+    /// (from [`kernel::gate`]).
+    pub accept_weaker: Vec<Class>,
 }
 
 /// What happened to one file.
@@ -639,6 +645,7 @@ fn plan_starter(
         refused: &notes,
         destinations: &destinations,
         package: Some(package),
+        accept_weaker: &cfg.accept_weaker,
     });
     Policy::parse(&body, target).map_err(|source| WrapError::StarterPolicy {
         server: server.to_owned(),
@@ -680,6 +687,7 @@ fn pin_runner(
         home: &place.home,
         path: &path_var,
         env: &host_env,
+        accept_weaker: &cfg.accept_weaker,
     };
     let dir = install::server_dir(&place.home, policy);
     let done = install::install(r, policy, &dir, &host, installer.as_ref()).map_err(|source| {

@@ -10,9 +10,12 @@ use super::{
     install::{self, Installed},
     runner::RunnerCommand,
 };
-use crate::policy::{
-    write::{self, comment_safe, quote, Item},
-    MAX_NAME_LEN,
+use crate::{
+    kernel::coverage::Class,
+    policy::{
+        write::{self, comment_safe, quote, Item},
+        MAX_NAME_LEN,
+    },
 };
 
 /// The policy name for a server key: lowercased, every character outside
@@ -134,6 +137,8 @@ pub struct StarterInput<'a> {
     pub destinations: &'a [Destination],
     /// The package (or program) name, for what well-known servers reach.
     pub package: Option<&'a str>,
+    /// The guarantees this kernel lacks that the policy accepts.
+    pub accept_weaker: &'a [Class],
 }
 
 /// System directories holding interpreters, their libraries and the shared
@@ -293,6 +298,7 @@ pub fn render(input: &StarterInput<'_>) -> String {
     {
         out.push_str(&command_section(input, runner_words, installed));
     }
+    out.push_str(&super::kernel::section(input.accept_weaker));
     out
 }
 
@@ -638,6 +644,7 @@ mod tests {
             refused: &refused,
             destinations: &[],
             package: None,
+            accept_weaker: &[],
         };
         let text = render(&input);
         let policy = Policy::parse(&text, Path::new("my-odd-server.toml"))

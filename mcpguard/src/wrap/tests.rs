@@ -295,6 +295,7 @@ fn config(home: &Path, dry_run: bool) -> WrapConfig {
         home: Some(home.to_owned()),
         dry_run,
         installer: None,
+        accept_weaker: Vec::new(),
     }
 }
 
@@ -430,6 +431,33 @@ fn root_keeps_the_owner_and_gives_policies_to_the_user() {
         }
         let dir = fs::metadata(home.join(".config/mcpguard")).expect("stat");
         assert_eq!(dir.uid(), user.uid.as_raw());
+    }
+    let _ = fs::remove_dir_all(&home);
+}
+
+/// On a kernel that lacks scopes (`--accept-weaker` given), every starter
+/// wrap writes accepts them, so the daemon launches it; the policy says
+/// why.
+#[test]
+fn starters_accept_what_the_user_accepted_for_an_older_kernel() {
+    let home = temp_home("accept-weaker");
+    let path = home.join(".cursor/mcp.json");
+    fs::create_dir_all(path.parent().unwrap_or(&home)).expect("dir");
+    fs::write(&path, CASES[3].input()).expect("write");
+    let dir = home.join("my-policies");
+    let accepted = super::kernel::gate(Some(2), true).expect("accepted");
+    let cfg = WrapConfig {
+        policy_dir: Some(dir.clone()),
+        accept_weaker: accepted.clone(),
+        ..config(&home, false)
+    };
+    let report = wrap_file(&path, &cfg).expect("wrap");
+    assert!(!report.starters.is_empty());
+    for starter in &report.starters {
+        let text = fs::read_to_string(&starter.path).expect("read");
+        assert!(text.contains("--accept-weaker"), "{text}");
+        let policy = Policy::load(&starter.path).expect("parses");
+        assert_eq!(policy.kernel.accept_weaker, accepted, "{text}");
     }
     let _ = fs::remove_dir_all(&home);
 }

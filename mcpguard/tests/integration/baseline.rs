@@ -223,6 +223,7 @@ fn starter(name: &str, command: &str, args: &[String], extra_read: &[String]) ->
         refused: &[],
         destinations: &[],
         package: None,
+        accept_weaker: &[],
     });
     let mut table: toml::Table = text.parse().expect("a starter policy is TOML");
     let read = table["filesystem"]["read"].as_array_mut().unwrap();

@@ -308,3 +308,74 @@ fn truncate_outside_the_write_grants_fails_on_every_kernel() {
         "{row}"
     );
 }
+
+/// `mcpguard wrap`, as the test user, on a Cursor config whose server is a
+/// plain program (no runner, so nothing to install), starters in `dir`.
+fn wrap_as_user(
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    accept: bool,
+) -> std::process::Output {
+    let mut cmd = as_user(bin());
+    cmd.args(["wrap", "--no-install", "--policy-dir"]).arg(dir);
+    if accept {
+        cmd.arg("--accept-weaker");
+    }
+    cmd.arg(cfg).output().unwrap()
+}
+
+/// On a kernel that lacks the scopes, `wrap` changes nothing and names
+/// `--accept-weaker`, and with it writes starters that accept exactly the
+/// missing scopes (so the daemon will launch them); on a kernel that holds
+/// them, `wrap` needs no flag and writes no `[kernel]` table.
+#[test]
+fn wrap_asks_for_accept_weaker_exactly_where_the_kernel_lacks_scopes() {
+    let work = user()
+        .home
+        .join(format!("kernels-wrap-{}", std::process::id()));
+    let cursor = work.join(".cursor");
+    let status = as_user("/bin/mkdir")
+        .arg("-p")
+        .arg(&cursor)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cfg = cursor.join("mcp.json");
+    let text = r#"{"mcpServers": {"clock": {"command": "/usr/bin/date"}}}"#;
+    let status = as_user("/bin/sh")
+        .args(["-c", "printf '%s' \"$1\" > \"$2\"", "sh", text])
+        .arg(&cfg)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = work.join("policies");
+    let starter = dir.join("clock.toml");
+
+    if landlock_abi() >= 6 {
+        let out = wrap_as_user(&cfg, &dir, false);
+        assert!(out.status.success(), "{}", describe(&out));
+        let policy = std::fs::read_to_string(&starter).unwrap();
+        assert!(!policy.contains("[kernel]"), "{policy}");
+    } else {
+        let out = wrap_as_user(&cfg, &dir, false);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--accept-weaker"), "{stderr}");
+        assert!(stderr.contains("scope.signal"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text);
+        assert!(!starter.exists());
+
+        let out = wrap_as_user(&cfg, &dir, true);
+        assert!(out.status.success(), "{}", describe(&out));
+        let policy = mcpguard::policy::Policy::load(&starter).unwrap();
+        let mut names: Vec<&str> = policy
+            .kernel
+            .accept_weaker
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["scope.abstract_unix_socket", "scope.signal"]);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
