@@ -159,22 +159,11 @@ fn read_denied(d: &Daemon, pol: &Path, secret: &Path) {
     );
 }
 
-fn status(d: &Daemon) -> Value {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--socket"])
-        .arg(&d.socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "status: {}", describe(&out));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", describe(&out)))
-}
-
 /// Poll the daemon's audit-log status until `pred` holds (10 s).
 fn wait_sink(d: &Daemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = status(d);
+        let s = daemon_status(d);
         let sink = s["audit_log"].clone();
         if pred(&sink) {
             return sink;
@@ -322,14 +311,14 @@ fn an_overflowing_backlog_is_reported_by_a_loss_record_before_later_records() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let now = status(&d)["audit_log"]["dropped"].as_u64().unwrap();
+        let now = daemon_status(&d)["audit_log"]["dropped"].as_u64().unwrap();
         if now == dropped {
             break;
         }
         dropped = now;
         assert!(Instant::now() < deadline, "drops never settled");
     }
-    let sink = status(&d)["audit_log"].clone();
+    let sink = daemon_status(&d)["audit_log"].clone();
     assert_eq!(sink["dropped_total"], dropped, "{sink:#}");
     assert!(sink["backlog_bytes"].as_u64().unwrap() <= 4096, "{sink:#}");
     assert_eq!(sink["backlog_cap_bytes"], 4096, "{sink:#}");

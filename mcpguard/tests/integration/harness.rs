@@ -611,3 +611,16 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// `mcpguard status --json` from daemon `d`, parsed; panics with its
+/// output if it fails.
+pub fn daemon_status(d: &Daemon) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status: {}", describe(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", describe(&out)))
+}

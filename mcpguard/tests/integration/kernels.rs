@@ -6,12 +6,7 @@
 //! the missing scopes, and with it the launch record says the guarantee
 //! is weaker.
 
-use std::{
-    process::{Child, Command},
-    time::Duration,
-};
-
-use serde_json::Value;
+use std::{process::Child, time::Duration};
 
 use crate::harness::*;
 
@@ -99,23 +94,12 @@ fn scope_policy(tag: &str, kernel: &str) -> std::path::PathBuf {
     )
 }
 
-fn status(d: &Daemon) -> Value {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--socket"])
-        .arg(&d.socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "status: {}", describe(&out));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", describe(&out)))
-}
-
 /// `status` lists each class with the layer holding it on this kernel.
 #[test]
 fn status_shows_which_layer_holds_each_class_on_this_kernel() {
     let abi = landlock_abi();
     let d = Daemon::start();
-    let report = status(&d);
+    let report = daemon_status(&d);
     let rows = report["guarantees"].as_array().expect("guarantees listed");
     let row = |class: &str| {
         rows.iter()

@@ -40,12 +40,15 @@ pub const SMOKE: &[&str] = &[
 ];
 
 /// What `cargo xtask test` runs on each kernel (the `ci` set): Landlock
-/// file rules, eBPF egress and the MCP tap; every boot also logs the
-/// daemon's layer lines and `status` into the report.
+/// file rules, eBPF egress, the MCP tap, and the guarantees that depend on
+/// the kernel's Landlock ABI (`kernels::`: status, refusal, opt-in, wrap);
+/// every boot also logs the daemon's layer lines and `status` into the
+/// report.
 pub const CI: &[&str] = &[
     "enforce::reads_outside_the_policy_fail_with_eacces_and_leave_a_denied_open_record",
     "enforce::egress_allows_listed_destinations_and_denies_the_rest_with_eperm_and_a_record",
     "mcp::the_tap_denies_tools_redacts_secrets_and_ties_syscalls_to_calls",
+    "kernels::",
 ];
 
 /// The kernels `cargo xtask test` boots.
