@@ -211,8 +211,9 @@ fn test(filter: Option<&str>) -> Result<()> {
     // The bench harness, briefly: CI checks that it runs, not its numbers.
     build(false)?;
     bench::run(true, &[])?;
-    // The kernels developers run, in QEMU (TCG): about 3 minutes for both
-    // on this repository's CI machine; MCPGUARD_VM_SMOKE=0 skips it.
+    // The kernels developers run, in QEMU (TCG): about 5 minutes for both;
+    // MCPGUARD_VM_SMOKE=0 skips it, MCPGUARD_VM_SYSTEMD=1 adds the systemd
+    // lifecycle (about 5.5 minutes more).
     if std::env::var_os("MCPGUARD_VM_SMOKE").is_none_or(|v| v != "0") {
         vm::ci()?;
     }

@@ -54,7 +54,8 @@ pub const CI: &[&str] = &[
 /// The kernels `cargo xtask test` boots.
 pub const CI_KERNELS: [Choice; 2] = [Choice::V6_1, Choice::V6_12];
 
-/// The kernel `cargo xtask test` runs the systemd lifecycle on.
+/// The kernel `cargo xtask test` runs the systemd lifecycle on (with
+/// `MCPGUARD_VM_SYSTEMD=1`).
 pub const SYSTEMD_KERNEL: Choice = Choice::V6_12;
 
 /// The systemd lifecycle script `--set systemd` boots into (relative to
@@ -110,8 +111,8 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// `cargo xtask test`'s stage: the `ci` set on each of [`CI_KERNELS`],
-/// then the systemd lifecycle on [`SYSTEMD_KERNEL`]; errors naming every
-/// kernel where something failed.
+/// then, with `MCPGUARD_VM_SYSTEMD=1`, the systemd lifecycle on
+/// [`SYSTEMD_KERNEL`]; errors naming every kernel where something failed.
 pub fn ci() -> Result<()> {
     let set = ["ci".to_owned()];
     let mut failed = Vec::new();
@@ -133,7 +134,22 @@ pub fn ci() -> Result<()> {
             start.elapsed().as_secs()
         );
     }
-    // The systemd lifecycle, on the kernel Debian 13 ships.
+    // The systemd lifecycle (about 5 minutes), on the kernel Debian 13
+    // ships, when asked: CI's budget does not hold it.
+    if std::env::var_os("MCPGUARD_VM_SYSTEMD").is_some_and(|v| v == "1") {
+        systemd_stage(&mut failed);
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "the VM stage failed on {}",
+        failed.join("; ")
+    );
+    Ok(())
+}
+
+/// The systemd lifecycle on [`SYSTEMD_KERNEL`]; a failure is added to
+/// `failed`.
+fn systemd_stage(failed: &mut Vec<String>) {
     let start = Instant::now();
     match run_set(
         SYSTEMD_KERNEL,
@@ -154,12 +170,6 @@ pub fn ci() -> Result<()> {
         SYSTEMD_KERNEL.name(),
         start.elapsed().as_secs()
     );
-    anyhow::ensure!(
-        failed.is_empty(),
-        "the VM stage failed on {}",
-        failed.join("; ")
-    );
-    Ok(())
 }
 
 /// Runs `set` on `choice` and returns the report (also written under
