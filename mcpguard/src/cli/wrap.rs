@@ -115,12 +115,8 @@ fn run_wrap(args: WrapArgs) -> u8 {
             Err(e) => return fail(&e),
         },
     };
-    let accept_weaker = match wrap::kernel::gate(probe_landlock_abi(), args.accept_weaker) {
-        Ok(classes) => classes,
-        Err(e) => {
-            eprintln!("mcpguard: {e}");
-            return FAILURE;
-        }
+    let Some(accept_weaker) = kernel_gate(args.accept_weaker) else {
+        return FAILURE;
     };
     let policy_dir = match args.policy_dir.map(|d| std::path::absolute(&d)).transpose() {
         Ok(d) => d,
@@ -187,12 +183,8 @@ pub fn update_main(args: UpdateArgs) -> ExitCode {
         println!("no pinned servers to update");
         return ExitCode::SUCCESS;
     }
-    let accept_weaker = match wrap::kernel::gate(probe_landlock_abi(), args.accept_weaker) {
-        Ok(classes) => classes,
-        Err(e) => {
-            eprintln!("mcpguard: {e}");
-            return ExitCode::from(FAILURE);
-        }
+    let Some(accept_weaker) = kernel_gate(args.accept_weaker) else {
+        return ExitCode::from(FAILURE);
     };
     let guard = ThroughDaemon {
         socket: args.socket,
@@ -383,6 +375,15 @@ fn check_formats(files: &[PathBuf], client: Option<Client>) -> Option<u8> {
         }
     }
     status
+}
+
+/// The guarantees this kernel lacks that the written policies accept
+/// (`--accept-weaker`); `None`, with the reason on stderr, when it lacks
+/// some and the flag was not given.
+fn kernel_gate(accept: bool) -> Option<Vec<crate::kernel::coverage::Class>> {
+    wrap::kernel::gate(probe_landlock_abi(), accept)
+        .map_err(|e| eprintln!("mcpguard: {e}"))
+        .ok()
 }
 
 fn fail(e: &WrapError) -> u8 {

@@ -114,30 +114,14 @@ pub fn run(args: &Args) -> Result<()> {
 /// then, with `MCPGUARD_VM_SYSTEMD=1`, the systemd lifecycle on
 /// [`SYSTEMD_KERNEL`]; errors naming every kernel where something failed.
 pub fn ci() -> Result<()> {
-    let set = ["ci".to_owned()];
-    let mut failed = Vec::new();
-    for kernel in CI_KERNELS {
-        let start = Instant::now();
-        let result = run_set(kernel, &set, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
-        match result {
-            Ok(report) if report["exit"].as_i64() == Some(0) => {}
-            Ok(report) => failed.push(format!(
-                "{}: {}",
-                kernel.name(),
-                report::join(&report["failed_tests"])
-            )),
-            Err(error) => failed.push(format!("{}: {error:#}", kernel.name())),
-        }
-        eprintln!(
-            "xtask: vm stage on {}: {} s",
-            kernel.name(),
-            start.elapsed().as_secs()
-        );
-    }
+    let mut failed: Vec<String> = CI_KERNELS
+        .into_iter()
+        .filter_map(|kernel| stage(kernel, "ci", "vm stage"))
+        .collect();
     // The systemd lifecycle (about 5 minutes), on the kernel Debian 13
     // ships, when asked: CI's budget does not hold it.
     if std::env::var_os("MCPGUARD_VM_SYSTEMD").is_some_and(|v| v == "1") {
-        systemd_stage(&mut failed);
+        failed.extend(stage(SYSTEMD_KERNEL, "systemd", "vm systemd lifecycle"));
     }
     anyhow::ensure!(
         failed.is_empty(),
@@ -147,29 +131,31 @@ pub fn ci() -> Result<()> {
     Ok(())
 }
 
-/// The systemd lifecycle on [`SYSTEMD_KERNEL`]; a failure is added to
-/// `failed`.
-fn systemd_stage(failed: &mut Vec<String>) {
+/// Runs the named set on `kernel`, logs how long it took as `what`, and
+/// returns what failed, if anything.
+fn stage(kernel: Choice, set: &str, what: &str) -> Option<String> {
     let start = Instant::now();
-    match run_set(
-        SYSTEMD_KERNEL,
-        &["systemd".to_owned()],
+    let result = run_set(
+        kernel,
+        &[set.to_owned()],
         Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-    ) {
-        Ok(report) if report["exit"].as_i64() == Some(0) => {}
-        Ok(report) => failed.push(format!(
-            "{} (systemd): exit {}, see target/vm/{}/out/systemd.log",
-            SYSTEMD_KERNEL.name(),
-            report["exit"],
-            SYSTEMD_KERNEL.name()
-        )),
-        Err(error) => failed.push(format!("{} (systemd): {error:#}", SYSTEMD_KERNEL.name())),
-    }
+    );
     eprintln!(
-        "xtask: vm systemd lifecycle on {}: {} s",
-        SYSTEMD_KERNEL.name(),
+        "xtask: {what} on {}: {} s",
+        kernel.name(),
         start.elapsed().as_secs()
     );
+    match result {
+        Ok(report) if report["exit"].as_i64() == Some(0) => None,
+        Ok(report) => Some(format!(
+            "{} ({set}): exit {}, failed: {}; see target/vm/{}/",
+            kernel.name(),
+            report["exit"],
+            report::join(&report["failed_tests"]),
+            kernel.name()
+        )),
+        Err(error) => Some(format!("{} ({set}): {error:#}", kernel.name())),
+    }
 }
 
 /// Runs `set` on `choice` and returns the report (also written under
