@@ -183,8 +183,7 @@ fn write_guarantees(rows: &[Row], out: &mut impl Write) -> io::Result<()> {
             State::Weaker => "WEAKER",
             State::Missing => "MISSING",
         };
-        let by: Vec<&str> = r.held_by.iter().map(|l| l.name()).collect();
-        let by = by.join("+");
+        let by = r.held_by_names();
         let by = if by.is_empty() { "-".to_owned() } else { by };
         writeln!(
             out,

@@ -270,8 +270,7 @@ fn probe_landlock() -> Option<u32> {
 /// it are refused unless their policy accepts running without it.
 fn log_guarantees(facts: kernel::coverage::Facts) {
     for row in kernel::coverage::table(facts) {
-        let held_by: Vec<&str> = row.held_by.iter().map(|l| l.name()).collect();
-        let (class, held_by) = (row.class.name(), held_by.join("+"));
+        let (class, held_by) = (row.class.name(), row.held_by_names());
         match row.state {
             kernel::coverage::State::Held => {
                 info!(class, held_by, detail = %row.detail, "guarantee held");

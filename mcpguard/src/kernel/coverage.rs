@@ -148,6 +148,18 @@ pub struct Row {
     pub detail: String,
 }
 
+impl Row {
+    /// The holding layers' names joined by `+` (empty when none), as the
+    /// startup log and `status` print them.
+    pub fn held_by_names(&self) -> String {
+        self.held_by
+            .iter()
+            .map(|l| l.name())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+}
+
 /// What the table needs to know about the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Facts {
