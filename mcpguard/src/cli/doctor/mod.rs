@@ -50,6 +50,8 @@ const RESULT_WAIT: Duration = Duration::from_secs(5);
 const SERVER: &str = "mcpguard-doctor";
 /// Programs the exec probe tries to run (the first that exists).
 const EXEC_TARGETS: &[&str] = &["/usr/bin/true", "/bin/true", "/bin/sh"];
+/// The probe directory's name before tempfile's random suffix.
+const DIR_PREFIX: &str = ".mcpguard-doctor-";
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -150,7 +152,7 @@ impl Scene {
         // which the server sees and the policy does not name.
         let home = run::home();
         let dir = tempfile::Builder::new()
-            .prefix(".mcpguard-doctor-")
+            .prefix(DIR_PREFIX)
             .tempdir_in(&home)
             .map_err(|e| {
                 Usage(format!(
@@ -163,8 +165,16 @@ impl Scene {
             .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)))
             .map_err(|e| Usage(format!("cannot write {}: {e}", file.display())))?;
         let pid = std::process::id();
-        let nonce: u32 = rand_u32();
-        let abstract_name = format!("mcpguard-doctor-{pid}-{nonce:08x}");
+        // The directory's random suffix (tempfile's), for names no other
+        // run uses.
+        let nonce = dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let abstract_name = format!("mcpguard-doctor-{pid}-{nonce}");
         let listener = UnixAddr::from_abstract_name(abstract_name.as_bytes())
             .and_then(|addr| UnixListener::bind_addr(&addr))
             .map_err(|e| Usage(format!("cannot listen on an abstract Unix socket: {e}")))?;
@@ -177,7 +187,7 @@ impl Scene {
             file,
             // The discard port on loopback: nothing need listen there.
             connect: SocketAddr::from(([127, 0, 0, 1], 9)),
-            name: format!("denied-{nonce:08x}.mcpguard-doctor.invalid"),
+            name: format!("denied-{pid}-{nonce}.mcpguard-doctor.invalid"),
             exec,
             pid,
             abstract_name,
@@ -188,14 +198,6 @@ impl Scene {
             _listener: listener,
         })
     }
-}
-
-/// A random number from the kernel, for names no other run uses.
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // Should /dev/urandom fail, the pid alone still tells runs apart.
-    let _ = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    u32::from_ne_bytes(b) ^ std::process::id()
 }
 
 /// The built-in probe policy: the probe binary, its loader and libraries,
