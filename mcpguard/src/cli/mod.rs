@@ -1,10 +1,12 @@
 //! Command-line interface: one file per subcommand.
 
+mod approvals;
 mod audit;
 mod audit_verify;
 mod daemon;
 mod doctor;
 mod install;
+mod notify;
 mod policy;
 mod run;
 mod status;
@@ -81,6 +83,16 @@ enum Command {
     },
     /// Review the audit trail.
     Audit(audit::AuditArgs),
+    /// The calls of your servers that wait for a decision (`[tools] ask`,
+    /// tainted sessions), and your tainted sessions.
+    Approvals(approvals::ListArgs),
+    /// Let a waiting call through to its server.
+    Approve(approvals::DecideArgs),
+    /// Refuse a waiting call (the client gets an error saying so).
+    Deny(approvals::DecideArgs),
+    /// End a session's taint: its calls go through again without a
+    /// person's approval.
+    Clear(approvals::ClearArgs),
     /// Learn, check or explain a policy.
     Policy {
         #[command(subcommand)]
@@ -146,6 +158,10 @@ pub fn main() -> ExitCode {
             command,
         } => run::main(&policy, &socket, command),
         Command::Audit(args) => audit::main(args),
+        Command::Approvals(args) => approvals::list_main(args),
+        Command::Approve(args) => approvals::approve_main(args),
+        Command::Deny(args) => approvals::deny_main(args),
+        Command::Clear(args) => approvals::clear_main(args),
         Command::Policy { command } => policy::main(command),
         Command::Wrap(args) => wrap::wrap_main(args),
         Command::Unwrap(args) => wrap::unwrap_main(args),

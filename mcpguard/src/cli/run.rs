@@ -1,7 +1,8 @@
 //! `mcpguard run --policy P -- CMD...`: the client an MCP client starts in
 //! place of the server. It hands its stdio to the daemon, forwards signals,
-//! and exits with the server's status. It prints nothing but errors, on
-//! stderr, prefixed `mcpguard:`.
+//! and exits with the server's status. It prints nothing but errors and
+//! calls that wait for a person (see [`notify`]), on stderr, prefixed
+//! `mcpguard:`.
 
 use std::{
     os::{fd::RawFd, unix::net::UnixStream},
@@ -11,6 +12,7 @@ use std::{
 
 use nix::sys::signal::SigSet;
 
+use super::notify;
 use crate::{
     daemon::proto::{self, Request, Response},
     policy::{self, Policy},
@@ -183,6 +185,12 @@ pub fn launch_events(
             Ok(Some(Response::Learned { policy, notes })) => {
                 on_event(Event::Learned { policy, notes });
             }
+            Ok(Some(Response::Approval {
+                approval,
+                tool,
+                why,
+                timeout_secs,
+            })) => notify::held(approval, &tool, why, timeout_secs),
             Ok(Some(Response::Error { message })) => return Err(message),
             Ok(Some(Response::Exited { code, signal })) => {
                 return Ok(match (code, signal) {

@@ -80,24 +80,29 @@ fn connect(socket: &Path) -> Result<UnixStream, String> {
     Ok(stream)
 }
 
-/// Ask the daemon for its status report.
-pub fn status(socket: &Path) -> Result<StatusReport, String> {
+/// Send the daemon one query and read its one answer (an error answer is
+/// the `Err`).
+pub fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
     let stream = connect(socket)?;
     // A daemon that accepts but never answers must not hang the caller.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    proto::write_frame(
-        &mut &stream,
-        &Request::Status {
-            version: proto::VERSION,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    proto::write_frame(&mut &stream, request).map_err(|e| e.to_string())?;
     match proto::read_frame::<Response>(&mut &stream) {
-        Ok(Some(Response::Status(report))) => Ok(*report),
         Ok(Some(Response::Error { message })) => Err(message),
-        Ok(Some(other)) => Err(format!("unexpected answer from the daemon: {other:?}")),
+        Ok(Some(answer)) => Ok(answer),
         Ok(None) => Err("the daemon closed the connection without answering".into()),
         Err(e) => Err(format!("talking to the daemon: {e}")),
+    }
+}
+
+/// Ask the daemon for its status report.
+pub fn status(socket: &Path) -> Result<StatusReport, String> {
+    let request = Request::Status {
+        version: proto::VERSION,
+    };
+    match ask(socket, &request)? {
+        Response::Status(report) => Ok(*report),
+        other => Err(format!("unexpected answer from the daemon: {other:?}")),
     }
 }
 

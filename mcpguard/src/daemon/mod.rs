@@ -3,6 +3,7 @@
 //! SIGHUP reopens the audit log (after rotation).
 
 pub mod admit;
+pub mod approvals;
 pub mod auditor;
 pub mod budget;
 pub mod in_call;
@@ -172,6 +173,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         shutting_down: AtomicBool::new(false),
         sessions: AtomicUsize::new(0),
         calls: audit.calls.clone(),
+        approvals: Arc::default(),
         secrets: SecretStore {
             dir: cfg.secrets_dir.clone(),
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),

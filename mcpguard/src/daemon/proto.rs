@@ -7,7 +7,8 @@
 //!
 //! Queries (`mcpguard status`, and `mcpguard audit` by a user who cannot read
 //! the log) send the same first byte with no descriptors ([`Hello::Query`]),
-//! then one [`Request::Status`] or [`Request::Audit`] frame of at most
+//! then one [`Request::Status`], [`Request::Audit`], [`Request::Approvals`],
+//! [`Request::Decide`] or [`Request::Clear`] frame of at most
 //! [`MAX_QUERY_FRAME`] bytes.
 //!
 //! A frame's body is buffered as it arrives, never allocated from its
@@ -110,6 +111,17 @@ pub enum Request {
     /// `mcpguard audit` for a caller who cannot read the log: the records
     /// of its own servers (every record for root).
     Audit { version: u32, query: Filter },
+    /// `mcpguard approvals`: the caller's calls that wait for a person,
+    /// and its tainted sessions.
+    Approvals { version: u32 },
+    /// `mcpguard approve`/`deny`.
+    Decide {
+        version: u32,
+        approval: u64,
+        approve: bool,
+    },
+    /// `mcpguard clear`: end a session's taint.
+    Clear { version: u32, launch: String },
 }
 
 /// Daemon → client.
@@ -132,6 +144,23 @@ pub enum Response {
         policy: String,
         notes: Vec<String>,
     },
+    /// A call of this server waits for a person (told to the waiting
+    /// `mcpguard run`, which tells the person).
+    Approval {
+        approval: u64,
+        tool: String,
+        why: crate::mcp::approve::Why,
+        timeout_secs: u64,
+    },
+    /// The answer to [`Request::Approvals`].
+    Approvals {
+        pending: Vec<Pending>,
+        tainted: Vec<Tainted>,
+    },
+    /// A decision or a clear was carried out.
+    Done {
+        message: String,
+    },
     /// The answer to [`Request::Status`].
     Status(Box<super::status::StatusReport>),
     /// Audit records, each a line of the log as written, oldest first.
@@ -149,6 +178,33 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         known: Option<crate::audit::query::Known>,
     },
+}
+
+/// A waiting call, as `mcpguard approvals` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub approval: u64,
+    pub server: String,
+    pub launch: String,
+    pub uid: u32,
+    pub tool: String,
+    /// The arguments as the audit records them (redacted).
+    pub arguments: serde_json::Value,
+    pub why: crate::mcp::approve::Why,
+    pub since: String,
+    /// Seconds left before it is refused.
+    pub remaining_secs: u64,
+    /// Whether the client was asked too (elicitation).
+    pub elicitation: bool,
+}
+
+/// A tainted session, as `mcpguard approvals` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tainted {
+    pub server: String,
+    pub launch: String,
+    pub uid: u32,
+    pub taint: crate::mcp::approve::Taint,
 }
 
 /// What the first message of a connection carried.

@@ -31,7 +31,10 @@ use super::{
     shared::Shared,
     status::{LayerStatus, StatusReport},
 };
-use crate::audit::{format_ts, query};
+use crate::{
+    audit::{format_ts, query},
+    mcp::approve::{By, Decision},
+};
 
 /// How long a query client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +57,9 @@ pub enum QueryError {
     Io(#[from] io::Error),
     #[error("the connection closed before a request arrived")]
     NoRequest,
-    #[error("a connection without descriptors may only ask for status or audit records")]
+    #[error(
+        "a connection without descriptors may only ask for status, audit records or approvals"
+    )]
     NotAQuery,
     #[error(
         "too many open queries (at most {MAX_QUERIES_PER_UID} per user, {MAX_QUERIES} in all); \
@@ -65,6 +70,13 @@ pub enum QueryError {
         "refusing an audit query from inside a guarded server: its records describe other servers"
     )]
     FromGuarded,
+    #[error(
+        "refusing an approval request from inside a guarded server: a server may not decide \
+         its own calls"
+    )]
+    ApprovalFromGuarded,
+    #[error("{0}")]
+    Approval(#[from] super::approvals::ApprovalError),
     #[error("the audit thread did not answer")]
     AuditThread,
     #[error("{0}")]
@@ -78,7 +90,7 @@ pub fn serve(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer, guarded: bo
     // server, only its own uid.
     let scope = (peer.uid != 0 || guarded).then_some(peer.uid);
     let result = match shared.admission.acquire(peer.uid) {
-        Some(_slot) => serve_query(shared, stream, scope, guarded),
+        Some(_slot) => serve_query(shared, stream, peer, scope, guarded),
         None => Err(QueryError::TooMany),
     };
     if let Err(error) = result {
@@ -95,6 +107,7 @@ pub fn serve(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer, guarded: bo
 fn serve_query(
     shared: &Arc<Shared>,
     stream: &UnixStream,
+    peer: &Peer,
     scope: Option<u32>,
     guarded: bool,
 ) -> Result<(), QueryError> {
@@ -116,7 +129,57 @@ fn serve_query(
             }
             stream_audit(shared, stream, scope, &query)
         }
+        Request::Approvals { version } => {
+            check_version(version)?;
+            person_only(guarded)?;
+            let (pending, tainted) = shared.approvals.list(scope);
+            proto::write_frame(&mut &*stream, &Response::Approvals { pending, tainted })?;
+            Ok(())
+        }
+        Request::Decide {
+            version,
+            approval,
+            approve,
+        } => {
+            check_version(version)?;
+            person_only(guarded)?;
+            let by = By::Cli {
+                uid: peer.uid,
+                pid: peer.pid,
+            };
+            let decision = Decision {
+                approved: approve,
+                by,
+            };
+            shared.approvals.decide(approval, scope, decision)?;
+            let verb = if approve { "approved" } else { "denied" };
+            let message = format!("approval {approval}: {verb}");
+            proto::write_frame(&mut &*stream, &Response::Done { message })?;
+            Ok(())
+        }
+        Request::Clear { version, launch } => {
+            check_version(version)?;
+            person_only(guarded)?;
+            let by = By::Cli {
+                uid: peer.uid,
+                pid: peer.pid,
+            };
+            shared.approvals.clear(&launch, scope, &by)?;
+            let message = format!("{launch}: taint cleared");
+            proto::write_frame(&mut &*stream, &Response::Done { message })?;
+            Ok(())
+        }
         Request::Launch { .. } | Request::Signal { .. } => Err(QueryError::NotAQuery),
+    }
+}
+
+/// Approvals are a person's: a guarded server (running as that person)
+/// must not list, approve or clear its own calls.
+fn person_only(guarded: bool) -> Result<(), QueryError> {
+    if guarded {
+        Err(QueryError::ApprovalFromGuarded)
+    } else {
+        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::{
     admit::{peer, Peer},
+    approvals,
     auditor::Msg,
     plan::{self, DnsPlan, LaunchLayers, LaunchPlan, LaunchRequest, PlanError},
     proto::{self, ProtoError, Request, Response},
@@ -207,8 +208,19 @@ fn serve_peer(
     proto::write_frame(&mut &*stream, &Response::Started { launch, pid })?;
 
     let tap = tap(&guard, &policy.name, &plan, redactor);
+    let origin = &guard.origin;
+    shared
+        .approvals
+        .session(&origin.launch, origin.uid, &origin.server, &tap);
+    let approvals = approvals::Spec {
+        approvals: shared.approvals.clone(),
+        tap: tap.clone(),
+        launch: origin.launch.clone(),
+        timeout: plan.tools.ask_timeout,
+        control: stream.try_clone()?,
+    };
     let learned = request.learn.then_some((&policy, user.dir.as_path()));
-    serve_session(guard, stream, child, stdio, tap, learned)
+    serve_session(guard, stream, child, (stdio, approvals), tap, learned)
 }
 
 /// Reads the launch request and the client's stdio; `None` when the
@@ -516,14 +528,15 @@ fn tap(
     Arc::new(tap.with_requests(plan.mcp))
 }
 
-/// Serves a started server to its end: its stdio through the tap, the
-/// client's signals to it, then how it ended (when learning, the proposed
-/// policy first: `learned` is the policy and the caller's home).
+/// Serves a started server to its end: its stdio through the tap (calls
+/// that wait for a person through `approvals`), the client's signals to
+/// it, then how it ended (when learning, the proposed policy first:
+/// `learned` is the policy and the caller's home).
 fn serve_session(
     mut guard: Teardown,
     stream: &UnixStream,
     mut child: Child,
-    stdio: [OwnedFd; 3],
+    (stdio, approvals): ([OwnedFd; 3], approvals::Spec),
     tap: Arc<Tap>,
     learned: Option<(&Policy, &std::path::Path)>,
 ) -> Result<(), SessionError> {
@@ -532,7 +545,8 @@ fn serve_session(
         output,
         errors,
         client_out,
-    } = Relays::start(&tap, stdio, &mut child)?;
+        approver,
+    } = Relays::start(&tap, stdio, &mut child, approvals)?;
     let control = spawn_control(stream, child.id(), &guard)?;
     let exit = child.wait()?;
     // The server is gone; its descendants go too.
@@ -544,6 +558,9 @@ fn serve_session(
         // reported; the relays end at EOF once every writer is dead.
         stdio::wait_or_cancel(relay, Duration::from_secs(2));
     }
+    // Calls still waiting for a person end with the server (and nothing
+    // more is told to `mcpguard run` after this).
+    approver.close();
     let (code, signal) = (exit.code(), exit.signal());
     guard.status = Some((code, signal));
     if let Some((policy, home)) = learned {

@@ -45,6 +45,8 @@ pub struct Shared {
     pub(super) sessions: AtomicUsize,
     /// In-flight MCP tool calls, for tying kernel records to them.
     pub calls: Arc<CallTracker>,
+    /// Calls that wait for a person, and the sessions that can hold one.
+    pub approvals: Arc<super::approvals::Approvals>,
     pub secrets: SecretStore,
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).

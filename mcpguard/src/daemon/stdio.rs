@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use super::{relay, relay::Piece};
+use super::{
+    approvals::{self, Approver, Ends},
+    relay,
+    relay::Piece,
+};
 use crate::mcp::{self, Output, Tap};
 
 /// Longest JSON-RPC line inspected; longer ones are dropped and recorded
@@ -32,6 +36,8 @@ pub struct Relays {
     pub errors: Relay,
     /// The client's stdout, written by both directions.
     pub client_out: Arc<Mutex<OwnedFd>>,
+    /// The session's calls that wait for a person.
+    pub approver: Arc<Approver>,
 }
 
 impl Relays {
@@ -39,6 +45,7 @@ impl Relays {
         tap: &Arc<Tap>,
         stdio: [OwnedFd; 3],
         child: &mut Child,
+        approvals: approvals::Spec,
     ) -> std::io::Result<Relays> {
         let [client_in, client_out, client_err] = stdio;
         let server_in: OwnedFd = child.stdin.take().map(OwnedFd::from).ok_or_else(no_pipe)?;
@@ -52,11 +59,19 @@ impl Relays {
         // strong reference, so the server sees EOF when the client's stdin ends.
         let server_in = Arc::new(Mutex::new(server_in));
         let server_replies = Arc::downgrade(&server_in);
+        // Held calls are written once decided, from their own threads.
+        let approver = Approver::new(
+            approvals,
+            Ends {
+                client_out: Arc::downgrade(&client_out),
+                server_in: Arc::downgrade(&server_in),
+            },
+        );
         let input = relay::spawn(
             "stdin",
             client_in,
             MAX_LINE,
-            stdin_sink(tap.clone(), server_in, client_out.clone()),
+            stdin_sink(tap.clone(), server_in, client_out.clone(), approver.clone()),
         )?;
         let output = relay::spawn(
             "stdout",
@@ -75,15 +90,18 @@ impl Relays {
             output,
             errors,
             client_out,
+            approver,
         })
     }
 }
 
-/// Client stdin → tap → server; the tap's own answers go to the client.
+/// Client stdin → tap → server; the tap's own answers go to the client,
+/// calls that wait for a person to the approver.
 fn stdin_sink(
     tap: Arc<Tap>,
     server_in: Arc<Mutex<OwnedFd>>,
     client_out: Arc<Mutex<OwnedFd>>,
+    approver: Arc<Approver>,
 ) -> impl relay::Sink {
     move |piece: Piece<'_>| {
         let (line, newline) = match piece {
@@ -106,6 +124,14 @@ fn stdin_sink(
                 Output::Client(bytes) => {
                     let fd = client_out.lock().unwrap_or_else(|p| p.into_inner());
                     relay::write_piece(fd.as_fd(), &bytes, true)?
+                }
+                Output::Hold(held) => {
+                    approver.hold(*held);
+                    true
+                }
+                Output::Decide { approval, decision } => {
+                    approver.decide(approval, decision);
+                    true
                 }
             };
             if !alive {
@@ -181,6 +207,8 @@ fn deliver(
                     return Ok(false);
                 }
             }
+            // Only the client's messages are held or decide.
+            Output::Hold(_) | Output::Decide { .. } => {}
             Output::Server(bytes) => {
                 // Once the client's stdin has ended (and with it the
                 // server's), or the server closed its stdin, no one reads

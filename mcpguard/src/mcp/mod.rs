@@ -23,6 +23,7 @@
 //! length ([`parse`]): a long line of more values than that allows is
 //! withheld like one too long for the relay, with an `oversize` record.
 
+pub mod approve;
 pub mod gate;
 pub mod inspect;
 pub mod parse;
@@ -41,6 +42,7 @@ use tracing::warn;
 
 pub use self::gate::{CallGate, GateError};
 use self::{
+    approve::{By, Decision, Held, Taint, Why},
     redact::{Counts, Redactor},
     tools::{Change, PinStore, Pins},
 };
@@ -48,7 +50,7 @@ use crate::{
     audit::decode::boot_ns,
     policy::{
         mcp::{Mcp, Permit},
-        ToolChange, Tools,
+        OnTaint, ToolChange, Tools,
     },
 };
 
@@ -78,6 +80,31 @@ const CLEAR_PARAMS: &[&str] = &["includeContext", "maxTokens", "mode", "url"];
 pub enum Output {
     Server(Vec<u8>),
     Client(Vec<u8>),
+    /// A call that waits for a person: the daemon holds it and hands the
+    /// decision back to [`Tap::decided`].
+    Hold(Box<Held>),
+    /// The client decided a held call (it answered the daemon's
+    /// elicitation, or cancelled the call); the message is consumed.
+    Decide {
+        approval: u64,
+        decision: Decision,
+    },
+}
+
+/// What the tap makes of one client message.
+enum Verdict {
+    Forward,
+    /// Refused; the error to send back (none for a notification).
+    Refuse(Option<Vec<u8>>),
+    Hold(Held),
+    Decide(u64, Decision),
+}
+
+/// Whether a call may go to the server now.
+enum Gate {
+    Pass,
+    Hold(Why),
+    Tainted,
 }
 
 /// What the tap wants written to the audit log: a body plus the call it
@@ -269,6 +296,17 @@ struct Inner {
     requests_refused: u64,
     forgotten: u64,
     redactions: Counts,
+    /// The client declared the `elicitation` capability at `initialize`.
+    client_elicits: bool,
+    client_name: Option<String>,
+    /// Held calls by JSON-RPC id → their approval.
+    held: HashMap<String, u64>,
+    /// Approvals the client was asked about through elicitation.
+    elicited: HashSet<u64>,
+    /// Tools the server's `tools/list` marks `readOnlyHint`.
+    read_only: HashSet<String>,
+    taint: Option<Taint>,
+    approvals: [u64; 2],
 }
 
 /// The tap for one session (one server launch).
@@ -289,6 +327,19 @@ const SERVER: usize = 1;
 
 fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+/// JSON-RPC error code of a call a person refused, or that timed out.
+const APPROVAL_ERROR: i64 = -32001;
+
+/// The daemon's error reply to request `id`.
+fn error_reply(id: &Value, code: i64, message: String) -> Option<Vec<u8>> {
+    let reply = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    });
+    Some(serde_json::to_vec(&reply).expect("JSON serialises"))
 }
 
 /// Type and length of an argument value, for records that must not carry
@@ -528,60 +579,66 @@ impl Tap {
             }
         };
         match msg {
-            Value::Array(items) => {
-                let mut replies = Vec::new();
-                let mut keep = Vec::new();
-                // Counted apart from the replies: a refused notification
-                // gets no reply but must still leave the batch.
-                let mut refused = false;
-                for item in items {
-                    match self.client_msg(&item) {
-                        None => keep.push(item),
-                        Some(reply) => {
-                            refused = true;
-                            replies.extend(reply.map(Output::Client));
-                        }
-                    }
-                }
-                let mut out = Vec::new();
-                // Untouched (an empty batch too: the server answers it).
-                if !refused {
-                    out.push(Output::Server(line.to_vec()));
-                } else if !keep.is_empty() {
-                    out.push(Output::Server(
-                        serde_json::to_vec(&Value::Array(keep)).expect("JSON serialises"),
-                    ));
-                }
-                out.extend(replies);
-                out
-            }
-            single => match self.client_msg(&single) {
-                None => vec![Output::Server(line.to_vec())],
-                Some(reply) => reply.map(Output::Client).into_iter().collect(),
+            Value::Array(items) => self.client_batch(line, items),
+            single => match self.client_msg(&single, false) {
+                Verdict::Forward => vec![Output::Server(line.to_vec())],
+                Verdict::Refuse(reply) => reply.map(Output::Client).into_iter().collect(),
+                Verdict::Hold(held) => vec![Output::Hold(Box::new(held))],
+                Verdict::Decide(approval, decision) => vec![Output::Decide { approval, decision }],
             },
         }
     }
 
-    /// Looks at one client message. `None`: forward it. `Some(reply)`: it
-    /// is refused; `reply` is the error to send back (none for a
-    /// notification).
-    fn client_msg(&self, msg: &Value) -> Option<Option<Vec<u8>>> {
+    /// A batch: what passes goes on as a batch, the rest is answered here.
+    fn client_batch(&self, line: &[u8], items: Vec<Value>) -> Vec<Output> {
+        let mut replies = Vec::new();
+        let mut keep = Vec::new();
+        // Counted apart from the replies: a refused notification gets no
+        // reply but must still leave the batch.
+        let mut refused = false;
+        for item in items {
+            match self.client_msg(&item, true) {
+                Verdict::Forward => keep.push(item),
+                Verdict::Refuse(reply) => {
+                    refused = true;
+                    replies.extend(reply.map(Output::Client));
+                }
+                Verdict::Decide(approval, decision) => {
+                    refused = true;
+                    replies.push(Output::Decide { approval, decision });
+                }
+                // Never returned for a batch item (refused instead).
+                Verdict::Hold(_) => refused = true,
+            }
+        }
+        let mut out = Vec::new();
+        // Untouched (an empty batch too: the server answers it).
+        if !refused {
+            out.push(Output::Server(line.to_vec()));
+        } else if !keep.is_empty() {
+            out.push(Output::Server(
+                serde_json::to_vec(&Value::Array(keep)).expect("JSON serialises"),
+            ));
+        }
+        out.extend(replies);
+        out
+    }
+
+    /// Looks at one client message (`in_batch`: an item of a batch, which
+    /// cannot be held).
+    fn client_msg(&self, msg: &Value, in_batch: bool) -> Verdict {
         self.inner().messages[CLIENT] += 1;
-        let method = msg.get("method").and_then(Value::as_str)?;
+        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+            return self.client_answer(msg);
+        };
         let id = msg.get("id").filter(|v| !v.is_null());
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
         let method = match method {
             "initialize" => Method::Initialize,
             "tools/list" => Method::ToolsList,
             "tools/call" => Method::ToolsCall,
-            "notifications/cancelled" => {
-                if let Some(req) = params.get("requestId") {
-                    let gated = self.calls.end(self.cgroup, req);
-                    self.gate_failed(gated, None, Some(req));
-                }
-                return None;
-            }
-            _ => return None,
+            "notifications/cancelled" => return self.cancelled(params.get("requestId")),
+            _ => return Verdict::Forward,
         };
         let mut tool = None;
         let mut detail = Value::Null;
@@ -593,20 +650,56 @@ impl Tap {
                 let blocked = name.is_some_and(|n| self.inner().blocked.contains(n));
                 let name = match name {
                     Some(n) if !blocked && tools::allowed(&self.tools, n) => n,
-                    other => return Some(self.refuse(id, other.unwrap_or(""), blocked)),
+                    other => return Verdict::Refuse(self.refuse(id, other.unwrap_or(""), blocked)),
                 };
                 detail = self.summarize_args(params.get("arguments"));
+                match (self.gate(name), id) {
+                    (Gate::Pass, _) => {}
+                    (Gate::Tainted, _) => return Verdict::Refuse(self.refuse_tainted(id, name)),
+                    (Gate::Hold(why), Some(id)) if !in_batch => {
+                        return Verdict::Hold(Held {
+                            id: id.clone(),
+                            tool: name.to_owned(),
+                            args: detail,
+                            why,
+                            message: serde_json::to_vec(msg).expect("JSON serialises"),
+                        })
+                    }
+                    // A call without an id gets no answer to wait for; one
+                    // in a batch cannot leave it: neither can be held.
+                    (Gate::Hold(why), id) => {
+                        return Verdict::Refuse(self.refuse_unholdable(id, name, why, in_batch))
+                    }
+                }
                 tool = Some(name.to_owned());
             }
             Method::Initialize => {
+                let mut inner = self.inner();
+                inner.client_elicits = params
+                    .get("capabilities")
+                    .and_then(|c| c.get("elicitation"))
+                    .is_some_and(Value::is_object);
+                inner.client_name = params
+                    .get("clientInfo")
+                    .and_then(|c| c.get("name"))
+                    .and_then(Value::as_str)
+                    .map(|n| n.chars().take(64).collect());
                 detail = json!({
                     "client": params.get("clientInfo"),
                     "requested_protocol": params.get("protocolVersion"),
+                    "elicitation": inner.client_elicits,
                 });
             }
             Method::ToolsList => {}
         }
-        let id = id?;
+        if let Some(id) = id {
+            self.track(method, id, tool, detail);
+        }
+        Verdict::Forward
+    }
+
+    /// Remembers a request the server will answer (a call's span opens).
+    fn track(&self, method: Method, id: &Value, tool: Option<String>, detail: Value) {
         if let (Method::ToolsCall, Some(name)) = (method, &tool) {
             let gated = self.calls.start(self.cgroup, id, name);
             self.gate_failed(gated, Some(name), Some(id));
@@ -634,7 +727,66 @@ impl Tap {
         } else {
             inner.pending_order.push_back(key);
         }
-        None
+    }
+
+    /// A client message without a method: an answer to a server request,
+    /// or to one of the daemon's elicitations (consumed here: the server
+    /// never asked it).
+    fn client_answer(&self, msg: &Value) -> Verdict {
+        let Some(id) = msg.get("id") else {
+            return Verdict::Forward;
+        };
+        if !approve::is_daemon_id(id) {
+            return Verdict::Forward;
+        }
+        let mut inner = self.inner();
+        match approve::approval_of(id).filter(|a| inner.elicited.remove(a)) {
+            Some(approval) => {
+                let client = inner.client_name.clone();
+                Verdict::Decide(approval, approve::read_answer(msg, client))
+            }
+            // Late (decided another way already) or never asked.
+            None => Verdict::Refuse(None),
+        }
+    }
+
+    /// `notifications/cancelled`: a held call ends here; another goes on
+    /// to the server, and its span ends.
+    fn cancelled(&self, request: Option<&Value>) -> Verdict {
+        let Some(req) = request else {
+            return Verdict::Forward;
+        };
+        if let Some(&approval) = self.inner().held.get(&id_key(req)) {
+            return Verdict::Decide(approval, Decision::deny(By::ClientCancelled));
+        }
+        let gated = self.calls.end(self.cgroup, req);
+        self.gate_failed(gated, None, Some(req));
+        Verdict::Forward
+    }
+
+    /// Whether a call to `tool` needs a person first.
+    fn gate(&self, tool: &str) -> Gate {
+        if self.tools.ask.iter().any(|g| tools::glob_match(g, tool)) {
+            return Gate::Hold(Why::Ask);
+        }
+        let inner = self.inner();
+        if inner.taint.is_none() || !self.acts_outside(tool, &inner) {
+            return Gate::Pass;
+        }
+        match self.tools.on_taint {
+            OnTaint::Ask => Gate::Hold(Why::Taint),
+            OnTaint::Deny => Gate::Tainted,
+            OnTaint::Warn => Gate::Pass,
+        }
+    }
+
+    /// Whether `tool` can act outside: named by `taint_tools`, or (without
+    /// that key) not marked read-only by the server.
+    fn acts_outside(&self, tool: &str, inner: &Inner) -> bool {
+        match &self.tools.taint_tools {
+            Some(globs) => globs.iter().any(|g| tools::glob_match(g, tool)),
+            None => !inner.read_only.contains(tool),
+        }
     }
 
     fn refuse(&self, id: Option<&Value>, tool: &str, blocked: bool) -> Option<Vec<u8>> {
@@ -650,19 +802,180 @@ impl Tap {
             Some(tool),
             id,
         );
-        let id = id?;
-        let reply = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": -32602,
-                "message": format!(
-                    "mcpguard: tool {tool:?} is {reason} of policy {:?}",
-                    self.policy_name
-                ),
-            },
-        });
-        Some(serde_json::to_vec(&reply).expect("JSON serialises"))
+        let message = format!(
+            "mcpguard: tool {tool:?} is {reason} of policy {:?}",
+            self.policy_name
+        );
+        error_reply(id?, -32602, message)
+    }
+
+    /// A call refused because the session is tainted (`on_taint = "deny"`).
+    fn refuse_tainted(&self, id: Option<&Value>, tool: &str) -> Option<Vec<u8>> {
+        self.inner().denied += 1;
+        self.emit(
+            "tool_denied",
+            json!({ "reason": "tainted" }),
+            Some(tool),
+            id,
+        );
+        let message = format!(
+            "mcpguard: tool {tool:?} is refused: {} (policy {:?}, on_taint = \"deny\"); \
+             `mcpguard clear` ends the taint",
+            Why::Taint.says(),
+            self.policy_name
+        );
+        error_reply(id?, APPROVAL_ERROR, message)
+    }
+
+    /// A call that needs a person but cannot be held.
+    fn refuse_unholdable(
+        &self,
+        id: Option<&Value>,
+        tool: &str,
+        why: Why,
+        in_batch: bool,
+    ) -> Option<Vec<u8>> {
+        self.inner().denied += 1;
+        let reason = if in_batch { "batched" } else { "no_id" };
+        self.emit(
+            "tool_denied",
+            json!({ "reason": reason, "needs": why }),
+            Some(tool),
+            id,
+        );
+        let message = format!(
+            "mcpguard: tool {tool:?} waits for a person's approval ({}), which a call inside a \
+             JSON-RPC batch cannot; send it on its own",
+            why.says()
+        );
+        error_reply(id?, APPROVAL_ERROR, message)
+    }
+
+    /// Whether the client said it answers elicitation requests.
+    pub fn client_elicits(&self) -> bool {
+        self.inner().client_elicits
+    }
+
+    /// The daemon holds `held` as approval `approval`: recorded, and, when
+    /// the client can answer elicitations, the request that asks it.
+    pub fn held(
+        &self,
+        held: &Held,
+        approval: u64,
+        timeout: std::time::Duration,
+    ) -> Option<Vec<u8>> {
+        let elicit = {
+            let mut inner = self.inner();
+            inner.held.insert(id_key(&held.id), approval);
+            if inner.client_elicits {
+                inner.elicited.insert(approval);
+            }
+            inner.client_elicits
+        };
+        self.emit(
+            "approval_requested",
+            json!({
+                "approval": approval,
+                "why": held.why,
+                "arguments": held.args,
+                "timeout_secs": timeout.as_secs(),
+                "elicitation": elicit,
+            }),
+            Some(&held.tool),
+            Some(&held.id),
+        );
+        elicit.then(|| {
+            let req = approve::elicit_request(approval, &self.policy_name, held, timeout);
+            serde_json::to_vec(&req).expect("JSON serialises")
+        })
+    }
+
+    /// A held call was decided: recorded; approved, it goes to the server
+    /// (its span opens now), refused, the client gets an error saying why.
+    pub fn decided(
+        &self,
+        held: Held,
+        approval: u64,
+        decision: &Decision,
+        waited: std::time::Duration,
+    ) -> Vec<Output> {
+        let asked_client = {
+            let mut inner = self.inner();
+            inner.held.remove(&id_key(&held.id));
+            inner.approvals[usize::from(!decision.approved)] += 1;
+            inner.elicited.remove(&approval)
+        };
+        self.emit(
+            "approval",
+            json!({
+                "approval": approval,
+                "approved": decision.approved,
+                "by": decision.by,
+                "why": held.why,
+                "waited_ms": waited.as_millis() as u64,
+            }),
+            Some(&held.tool),
+            Some(&held.id),
+        );
+        let mut out = Vec::new();
+        if asked_client {
+            let cancel = approve::elicit_cancel(approval);
+            out.push(Output::Client(
+                serde_json::to_vec(&cancel).expect("JSON serialises"),
+            ));
+        }
+        if decision.approved {
+            self.track(Method::ToolsCall, &held.id, Some(held.tool), held.args);
+            out.push(Output::Server(held.message));
+        } else if decision.answers_client() {
+            let message = decision.refusal(&held.tool, &self.policy_name);
+            out.extend(error_reply(&held.id, APPROVAL_ERROR, message).map(Output::Client));
+        }
+        out
+    }
+
+    /// The session's taint, if a result or server request was flagged.
+    pub fn taint(&self) -> Option<Taint> {
+        self.inner().taint.clone()
+    }
+
+    /// A person cleared the taint; returns whether there was one.
+    pub fn clear_taint(&self, by: &By) -> bool {
+        let Some(was) = self.inner().taint.take() else {
+            return false;
+        };
+        self.emit(
+            "taint_cleared",
+            json!({ "by": by, "since": was.since }),
+            None,
+            None,
+        );
+        true
+    }
+
+    /// A flagged result or server request taints the session (once: the
+    /// first finding is what a person reads about).
+    fn taint_with(&self, source: &str, tool: Option<&str>, findings: &inspect::Findings) {
+        let taint = Taint {
+            since: crate::audit::format_ts(SystemTime::now()),
+            source: source.to_owned(),
+            tool: tool.map(str::to_owned),
+            markers: findings.markers.iter().map(|m| (*m).to_owned()).collect(),
+            invisible_chars: findings.invisible,
+        };
+        {
+            let mut inner = self.inner();
+            if inner.taint.is_some() {
+                return;
+            }
+            inner.taint = Some(taint);
+        }
+        self.emit(
+            "tainted",
+            json!({ "source": source, "on_taint": self.tools.on_taint }),
+            tool,
+            None,
+        );
     }
 
     fn summarize_args(&self, args: Option<&Value>) -> Value {
@@ -814,6 +1127,9 @@ impl Tap {
             return Seen::default();
         };
         let method = method.to_owned();
+        if approve::is_daemon_id(&id) {
+            return self.refuse_reserved_id(&method, &id);
+        }
         let bytes = parse::json_len(msg);
         let mut changed = false;
         let findings = match msg.get_mut("params") {
@@ -950,6 +1266,35 @@ impl Tap {
         }
     }
 
+    /// A server request whose id is one the daemon uses for its own
+    /// elicitations: refused, so the client's answer to it could never be
+    /// taken for an approval.
+    fn refuse_reserved_id(&self, method: &str, id: &Value) -> Seen {
+        {
+            let mut inner = self.inner();
+            inner.server_requests += 1;
+            inner.requests_refused += 1;
+        }
+        self.emit(
+            "server_request_denied",
+            json!({ "method": method, "id": id, "reason": "reserved_id" }),
+            None,
+            None,
+        );
+        let message = format!(
+            "mcpguard: request ids starting {:?} are the daemon's; the client never saw this one",
+            approve::ELICIT_PREFIX
+        );
+        Seen {
+            changed: false,
+            call: None,
+            refused: error_reply(id, -32600, message),
+        }
+    }
+
+    /// Records a finding; one in a tool result or a server request (data
+    /// the model reads, unlike a description the user installed) taints
+    /// the session.
     fn suspicious(
         &self,
         place: &str,
@@ -957,6 +1302,9 @@ impl Tap {
         findings: &inspect::Findings,
         call_id: Option<&Value>,
     ) {
+        if place != "tool_description" {
+            self.taint_with(place, tool, findings);
+        }
         self.emit(
             "suspicious",
             json!({
@@ -993,6 +1341,7 @@ impl Tap {
             if !findings.is_empty() {
                 self.suspicious("tool_description", Some(&name), &findings, None);
             }
+            self.note_read_only(&name, tool);
             page.insert(name, tools::tool_hash(tool));
         }
         self.check_pins(&page, complete);
@@ -1015,6 +1364,21 @@ impl Tap {
             None,
         );
         changed
+    }
+
+    /// Remembers whether the server marks `name` read-only (for taint).
+    fn note_read_only(&self, name: &str, tool: &Value) {
+        let read_only = tool
+            .get("annotations")
+            .and_then(|a| a.get("readOnlyHint"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        let mut inner = self.inner();
+        if !read_only {
+            inner.read_only.remove(name);
+        } else if inner.read_only.len() < MAX_TOOLS {
+            inner.read_only.insert(name.to_owned());
+        }
     }
 
     fn check_pins(&self, page: &BTreeMap<String, String>, complete: bool) {
@@ -1101,6 +1465,9 @@ impl Tap {
                 "server_requests_refused": inner.requests_refused,
                 "redactions": inner.redactions.to_json(),
                 "untracked_requests": inner.forgotten,
+                "calls_approved": inner.approvals[0],
+                "calls_not_approved": inner.approvals[1],
+                "tainted": inner.taint.is_some(),
             });
             (pending, totals)
         };

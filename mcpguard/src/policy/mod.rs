@@ -23,6 +23,7 @@ use std::{
     io::{self, Read},
     ops::Range,
     path::{Component, Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -157,7 +158,7 @@ pub struct Env {
 }
 
 /// What the MCP tap lets through and records (`[tools]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tools {
     /// Globs (`*`, `?`) of tools the client may see and call; `None` (no
     /// `allow` key) allows every tool not denied.
@@ -173,6 +174,56 @@ pub struct Tools {
     pub on_tool_change: ToolChange,
     /// Remove invisible Unicode from tool descriptions and results.
     pub strip_invisible: bool,
+    /// Globs of tools whose calls wait for a person's decision (`"*"`:
+    /// every call of the server).
+    pub ask: Vec<String>,
+    /// How long a call waits for that decision before it is refused.
+    pub ask_timeout: Duration,
+    /// What a tainted session does with calls to tools that can act
+    /// outside.
+    pub on_taint: OnTaint,
+    /// Globs of the tools that can act outside; `None`: every tool the
+    /// server does not mark `readOnlyHint` in `tools/list`.
+    pub taint_tools: Option<Vec<String>>,
+}
+
+impl Default for Tools {
+    /// A policy without `[tools]`.
+    fn default() -> Tools {
+        Tools {
+            allow: None,
+            deny: Vec::new(),
+            log_args: Vec::new(),
+            excerpt: Vec::new(),
+            on_tool_change: ToolChange::default(),
+            strip_invisible: false,
+            ask: Vec::new(),
+            ask_timeout: DEFAULT_ASK_TIMEOUT,
+            on_taint: OnTaint::default(),
+            taint_tools: None,
+        }
+    }
+}
+
+/// Default for `[tools] ask_timeout`.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `[tools] ask_timeout`: a held call keeps a thread and the
+/// client waiting.
+pub const MAX_ASK_TIMEOUT_SECS: u64 = 3600;
+
+/// What a session does after a tool result or a server request was
+/// flagged (instructions aimed at the model, invisible Unicode), for calls
+/// to the tools that can act outside, until a person clears it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTaint {
+    /// Each such call waits for a person, as `ask` does.
+    #[default]
+    Ask,
+    /// Each such call is refused.
+    Deny,
+    /// Record the taint only.
+    Warn,
 }
 
 /// What to do when a server's tools differ from the ones pinned on first
@@ -383,6 +434,8 @@ pub enum Problem {
     SizeTooLarge,
     #[error("not a number of seconds from 0 to {max}")]
     MinTtl { max: u32 },
+    #[error("not a number of seconds from 1 to {max}")]
+    AskTimeout { max: u64 },
     #[error(
         "a pin needs both `runner` (the client's words) and `run` (an absolute program and \
          its leading arguments)"
@@ -447,6 +500,12 @@ struct RawTools {
     on_tool_change: ToolChange,
     #[serde(default)]
     strip_invisible: bool,
+    #[serde(default)]
+    ask: Vec<Spanned<String>>,
+    ask_timeout: Option<Spanned<u64>>,
+    #[serde(default)]
+    on_taint: OnTaint,
+    taint_tools: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -619,6 +678,27 @@ impl Checker<'_> {
             excerpt: globs("tools.excerpt", &raw.excerpt)?,
             on_tool_change: raw.on_tool_change,
             strip_invisible: raw.strip_invisible,
+            ask: globs("tools.ask", &raw.ask)?,
+            ask_timeout: match raw.ask_timeout {
+                Some(t) if !(1..=MAX_ASK_TIMEOUT_SECS).contains(t.get_ref()) => {
+                    return Err(self.located_at(
+                        "tools.ask_timeout",
+                        t.span().start,
+                        t.get_ref().to_string(),
+                        Problem::AskTimeout {
+                            max: MAX_ASK_TIMEOUT_SECS,
+                        },
+                    ))
+                }
+                Some(t) => Duration::from_secs(t.into_inner()),
+                None => DEFAULT_ASK_TIMEOUT,
+            },
+            on_taint: raw.on_taint,
+            taint_tools: raw
+                .taint_tools
+                .as_deref()
+                .map(|t| globs("tools.taint_tools", t))
+                .transpose()?,
         })
     }
 

@@ -13,6 +13,7 @@
 mod harness;
 
 mod abuse;
+mod approvals;
 mod argv;
 mod baseline;
 mod chain;

@@ -35,6 +35,33 @@ pub(crate) fn client(
     server: &[&str],
     env: &[(&str, &str)],
 ) -> (Value, String) {
+    let out = client_command(d, policy, calls, server, env)
+        .output()
+        .unwrap();
+    client_report(d, &out)
+}
+
+/// The client's report from its output, which must be a success.
+pub(crate) fn client_report(d: &Daemon, out: &std::process::Output) -> (Value, String) {
+    assert!(
+        out.status.success(),
+        "{}\n--- daemon ---\n{}",
+        describe(out),
+        d.stderr()
+    );
+    let report = serde_json::from_str(stdout_of(out).trim())
+        .unwrap_or_else(|e| panic!("client output is not JSON ({e}): {}", describe(out)));
+    (report, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The command [`client`] runs (to start it in the background).
+pub(crate) fn client_command(
+    d: &Daemon,
+    policy: Option<&Path>,
+    calls: &Value,
+    server: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
     let dir = tempdir("mcp");
     let script = dir.join("mcp_client.py");
     std::fs::write(&script, CLIENT).unwrap();
@@ -50,26 +77,15 @@ pub(crate) fn client(
             .arg(policy)
             .arg("--");
     }
-    let out = cmd
-        .args(server)
+    cmd.args(server)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &u.home)
         .envs(env.iter().copied())
         .current_dir(&dir)
         .uid(u.uid)
-        .gid(u.gid)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n--- daemon ---\n{}",
-        describe(&out),
-        d.stderr()
-    );
-    let report = serde_json::from_str(stdout_of(&out).trim())
-        .unwrap_or_else(|e| panic!("client output is not JSON ({e}): {}", describe(&out)));
-    (report, String::from_utf8_lossy(&out.stderr).into_owned())
+        .gid(u.gid);
+    cmd
 }
 
 pub(crate) fn session(d: &Daemon, policy: &Path, calls: Value, server: &[&str]) -> (Value, String) {

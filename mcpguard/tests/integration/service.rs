@@ -791,7 +791,7 @@ fn audit_follow_through_the_daemon_streams_new_records() {
 }
 
 #[test]
-fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_is_refused() {
+fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_and_approvals_are_refused() {
     let d = Daemon::start();
     let u = user();
     let dir = tempdir("guarded-q");
@@ -814,7 +814,10 @@ fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_is_refused() {
         // and pretty-printed JSON is that, line by line.
         "j=$({b} status --json --socket {sock}); s=$?; echo \"$j\" | tr -d '\\n'; \
          echo; echo status=$s; \
-         {b} audit --json --socket {sock} --log {log}; echo audit=$?",
+         {b} audit --json --socket {sock} --log {log}; echo audit=$?; \
+         {b} approvals --socket {sock}; echo approvals=$?; \
+         {b} approve 1 --socket {sock}; echo approve=$?; \
+         {b} clear it-guarded-q-0 --socket {sock}; echo clear=$?",
         b = b.display()
     );
     let out = d.run(&pol, &["/bin/sh", "-c", &script]);
@@ -827,6 +830,19 @@ fn inside_a_guarded_server_status_sees_its_own_uid_and_audit_is_refused() {
     assert!(text.contains("audit=1"), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("inside a guarded server"),
+        "{}",
+        describe(&out)
+    );
+    // A server runs as its user, but may not list, approve or clear its
+    // own calls.
+    for verb in ["approvals", "approve", "clear"] {
+        assert!(text.contains(&format!("{verb}=1")), "{}", describe(&out));
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("a server may not decide its own calls")
+            .count(),
+        3,
         "{}",
         describe(&out)
     );

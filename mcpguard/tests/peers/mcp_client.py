@@ -17,6 +17,12 @@ error the call was refused with. It answers the server's own requests as
 a client with a model and a user would: a sampling gets a canned reply, an
 elicitation is declined, roots are none; the report lists the sampling
 prompts and elicitation messages that reached it ("sampled", "elicited").
+
+MCP_CLIENT_ELICIT chooses how it treats elicitation: "decline" (the default:
+declines every one), "approve" (accepts mcpguard's approval requests, those
+whose message starts "mcpguard:", with approve=true, and declines others) or
+"none" (does not declare the capability at all, as a client without
+elicitation support).
 """
 import asyncio
 import json
@@ -48,8 +54,14 @@ async def on_sampling(context, params):
     )
 
 
+ELICIT = os.environ.get("MCP_CLIENT_ELICIT", "decline")
+
+
 async def on_elicitation(context, params):
     SEEN["elicited"].append(params.message)
+    if params.message.startswith("mcpguard:"):
+        if ELICIT == "approve":
+            return types.ElicitResult(action="accept", content={"approve": True})
     return types.ElicitResult(action="decline")
 
 
@@ -115,7 +127,7 @@ async def main():
             read,
             write,
             sampling_callback=on_sampling,
-            elicitation_callback=on_elicitation,
+            elicitation_callback=None if ELICIT == "none" else on_elicitation,
             list_roots_callback=on_roots,
         ) as session:
             init = await session.initialize()
