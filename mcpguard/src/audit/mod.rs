@@ -264,7 +264,8 @@ pub enum Body {
     Mcp {
         /// `initialize`, `tools_list`, `tools_call`, `tool_denied`,
         /// `server_request`, `server_request_denied`, `redacted`,
-        /// `suspicious`, `non_json`, `oversize`, `session`, ...
+        /// `suspicious`, `approval_requested`, `approval`, `tainted`,
+        /// `taint_cleared`, `non_json`, `oversize`, `session`, ...
         event: String,
         /// Event-specific fields; never a secret value (records are
         /// redacted before they are written).
@@ -525,7 +526,11 @@ impl Body {
                 is_denial_errno(p.result) || p.result == -i64::from(libc::EXDEV)
             }
             Body::Connect { verdict, .. } => verdict == "deny",
-            Body::Mcp { event, .. } => event == "tool_denied" || event == "server_request_denied",
+            Body::Mcp { event, detail } => {
+                event == "tool_denied"
+                    || event == "server_request_denied"
+                    || (event == "approval" && detail["approved"] == false)
+            }
             Body::Dns { verdict, .. } | Body::Socket { verdict, .. } => verdict == "deny",
             Body::DnsStranger { .. } | Body::Landlock(_) => true,
             Body::UnixConnect { result, fenced, .. } => *fenced || is_denial_errno(*result),

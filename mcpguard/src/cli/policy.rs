@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::run;
 use crate::{
     daemon::DEFAULT_SOCKET,
-    policy::{self, mcp::Permit, Policy, SecretSource, SocketKind, ToolChange},
+    policy::{self, mcp::Permit, OnTaint, Policy, SecretSource, SocketKind, ToolChange},
     wrap::starter::shell_word,
 };
 
@@ -350,6 +350,29 @@ fn explain_tools(s: &mut String, p: &Policy) {
         match p.tools.on_tool_change {
             ToolChange::Warn => "reported",
             ToolChange::Block => "reported, hidden and refused",
+        }
+    );
+    if !p.tools.ask.is_empty() {
+        let _ = writeln!(
+            s,
+            "- calls that wait for your approval (in the client, or `mcpguard approve`), \
+             refused after {} s: {}",
+            p.tools.ask_timeout.as_secs(),
+            list(&p.tools.ask)
+        );
+    }
+    let acting = match &p.tools.taint_tools {
+        Some(t) => list(t),
+        None => "every tool the server does not mark read-only".into(),
+    };
+    let _ = writeln!(
+        s,
+        "- after a tool result or server request carries instructions aimed at the model, \
+         calls to {acting} {} until you `mcpguard clear` the session",
+        match p.tools.on_taint {
+            OnTaint::Ask => "wait for your approval",
+            OnTaint::Deny => "are refused",
+            OnTaint::Warn => "are only recorded (on_taint = \"warn\")",
         }
     );
     let _ = writeln!(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml::{map::Map, Value};
 
-use super::{compile_allow, Policy, PolicyError, SecretSource, ToolChange};
+use super::{compile_allow, OnTaint, Policy, PolicyError, SecretSource, ToolChange};
 use crate::fuzz::{self, Corpus};
 
 const SEEDS: &[&[u8]] = &[
@@ -43,6 +43,10 @@ deny = ["delete_*"]
 log_args = ["path"]
 on_tool_change = "block"
 strip_invisible = true
+ask = ["delete_*"]
+ask_timeout = 30
+on_taint = "deny"
+taint_tools = ["send_*"]
 [identity]
 groups = ["docker"]
 [secrets]
@@ -71,6 +75,9 @@ const DICT: &[&[u8]] = &[
     b"unix = [",
     b"sockets = [\"raw\"]",
     b"on_tool_change = \"block\"",
+    b"ask = [\"*\"]",
+    b"ask_timeout = ",
+    b"on_taint = \"warn\"",
     b"\"~/",
     b"\"~root/",
     b"/../",
@@ -197,6 +204,18 @@ fn tools(p: &Policy) -> Value {
         "strip_invisible".into(),
         Value::Boolean(p.tools.strip_invisible),
     );
+    tools.insert("ask".into(), list(&p.tools.ask));
+    let timeout = i64::try_from(p.tools.ask_timeout.as_secs()).expect("bounded by the parser");
+    tools.insert("ask_timeout".into(), Value::Integer(timeout));
+    let on_taint = match p.tools.on_taint {
+        OnTaint::Ask => "ask",
+        OnTaint::Deny => "deny",
+        OnTaint::Warn => "warn",
+    };
+    tools.insert("on_taint".into(), Value::String(on_taint.into()));
+    if let Some(taint_tools) = &p.tools.taint_tools {
+        tools.insert("taint_tools".into(), list(taint_tools));
+    }
     Value::Table(tools)
 }
 

@@ -1154,6 +1154,19 @@ OTHER = { credential = "gh.token" }
         assert_eq!(bare.tools.allow, None);
         assert_eq!(bare.tools.on_tool_change, ToolChange::Warn);
         assert!(bare.secrets.is_empty());
+        // Nothing waits for a person unless asked; a tainted session asks.
+        assert!(bare.tools.ask.is_empty());
+        assert_eq!(bare.tools.ask_timeout, DEFAULT_ASK_TIMEOUT);
+        assert_eq!(bare.tools.on_taint, OnTaint::Ask);
+        assert_eq!(bare.tools.taint_tools, None);
+        let asking = parse(
+            "name = \"x\"\n[tools]\nask = [\"send_*\"]\nask_timeout = 5\non_taint = \"deny\"\ntaint_tools = []\n",
+        )
+        .unwrap();
+        assert_eq!(asking.tools.ask, ["send_*"]);
+        assert_eq!(asking.tools.ask_timeout, Duration::from_secs(5));
+        assert_eq!(asking.tools.on_taint, OnTaint::Deny);
+        assert_eq!(asking.tools.taint_tools, Some(vec![]));
     }
 
     #[test]
@@ -1203,6 +1216,16 @@ OTHER = { credential = "gh.token" }
                 "on_tool_change",
             ),
             ("name = \"x\"\n[tools]\nalow = []\n", "alow"),
+            ("name = \"x\"\n[tools]\nask = [\"\"]\n", "tools.ask"),
+            (
+                "name = \"x\"\n[tools]\nask_timeout = 0\n",
+                "tools.ask_timeout \"0\": not a number of seconds from 1 to 3600",
+            ),
+            ("name = \"x\"\n[tools]\non_taint = \"block\"\n", "on_taint"),
+            (
+                "name = \"x\"\n[tools]\ntaint_tools = [\"\"]\n",
+                "tools.taint_tools",
+            ),
             (
                 "name = \"x\"\n[secrets]\nT = { file = \"~/token\" }\n",
                 "secrets",

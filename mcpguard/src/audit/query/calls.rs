@@ -205,6 +205,12 @@ impl CallSummary {
                 self.result = "refused";
                 true
             }
+            // Approved, the call's own record follows; otherwise this is
+            // all there is of it.
+            Some("approval") if d["approved"] == false => {
+                self.result = "not approved";
+                true
+            }
             _ => false,
         }
     }

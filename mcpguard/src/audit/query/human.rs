@@ -539,6 +539,39 @@ fn mcp_line(rec: &Value) -> String {
                 format!("  <- {tool}#{id}")
             }
         ),
+        "approval_requested" => format!(
+            "mcp approval_requested {tool}#{id} approval {} ({}, {} s{})",
+            d["approval"],
+            field(d, "why"),
+            d["timeout_secs"],
+            if d["elicitation"] == true {
+                ", asked in the client"
+            } else {
+                ""
+            }
+        ),
+        "approval" => format!(
+            "mcp approval {tool}#{id} approval {} {} by {} after {}ms",
+            d["approval"],
+            if d["approved"] == true {
+                "approved"
+            } else {
+                "not approved"
+            },
+            decider(&d["by"]),
+            d["waited_ms"]
+        ),
+        "tainted" => format!(
+            "mcp tainted by {}{} (on_taint {})",
+            field(d, "source"),
+            if tool.is_empty() {
+                String::new()
+            } else {
+                format!(" of {tool}")
+            },
+            field(d, "on_taint")
+        ),
+        "taint_cleared" => format!("mcp taint_cleared by {}", decider(&d["by"])),
         // A server request outside any call names no tool.
         "suspicious" => format!(
             "mcp suspicious {}{}: {} invisible={}",
@@ -552,6 +585,17 @@ fn mcp_line(rec: &Value) -> String {
             d["invisible_chars"]
         ),
         _ => format!("mcp {event} {d}"),
+    }
+}
+
+/// Who decided a held call: `uid 1000 (pid 42)`, `the client (accept)`,
+/// `timeout (60 s)`, ...
+fn decider(by: &Value) -> String {
+    match by["via"].as_str().unwrap_or("") {
+        "cli" => format!("uid {} (pid {})", by["uid"], by["pid"]),
+        "elicitation" => format!("the client ({})", field(by, "action")),
+        "timeout" => format!("timeout ({} s)", by["after_secs"]),
+        other => other.replace('_', " "),
     }
 }
 

@@ -395,6 +395,36 @@ fn server_requests_read_as_one_line_each() {
 }
 
 #[test]
+fn approvals_and_taint_read_as_one_line_each() {
+    let ts = "2023-11-14T22:13:20.000001Z";
+    let line = |event: &str, denied: bool, detail: Value| {
+        let rec = json!({"v": 1, "ts": ts, "kind": "mcp", "server": "gh", "event": event,
+            "denied": denied, "tool": "delete_repo", "call_id": 4, "detail": detail});
+        HumanFormat::new(false).line(&rec)
+    };
+    assert_eq!(
+        line("approval_requested", false, json!({"approval": 7, "why": "ask", "timeout_secs": 60, "elicitation": true})),
+        "22:13:20.000001 gh       mcp approval_requested delete_repo#4 approval 7 (ask, 60 s, asked in the client)"
+    );
+    assert_eq!(
+        line("approval", false, json!({"approval": 7, "approved": true, "by": {"via": "cli", "uid": 1000, "pid": 42}, "waited_ms": 1500})),
+        "22:13:20.000001 gh       mcp approval delete_repo#4 approval 7 approved by uid 1000 (pid 42) after 1500ms"
+    );
+    assert_eq!(
+        line("approval", true, json!({"approval": 8, "approved": false, "by": {"via": "timeout", "after_secs": 60}, "waited_ms": 60000})),
+        "22:13:20.000001 gh DENY  mcp approval delete_repo#4 approval 8 not approved by timeout (60 s) after 60000ms"
+    );
+    assert_eq!(
+        line(
+            "tainted",
+            false,
+            json!({"source": "tool_result", "on_taint": "ask"})
+        ),
+        "22:13:20.000001 gh       mcp tainted by tool_result of delete_repo (on_taint ask)"
+    );
+}
+
+#[test]
 fn unknown_kind_and_version_printed_generically() {
     let v = json!({"v": 2, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp_call", "server": "time", "thing": "now", "denied": false});
     assert_eq!(
