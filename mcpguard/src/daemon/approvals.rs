@@ -316,6 +316,12 @@ impl Approver {
     pub fn hold(self: &Arc<Self>, held: Held) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         let Some(list) = waiters.as_mut() else {
+            // The server is gone: nothing can run the call (recorded).
+            let refused = Decision::deny(By::SessionEnded);
+            let number = self.spec.approvals.number();
+            self.spec
+                .tap
+                .decided(held, number, &refused, Duration::ZERO);
             return;
         };
         list.retain(|w| !w.is_finished());

@@ -28,8 +28,8 @@ use crate::{
         LandlockReport, LaunchSpec, LaunchStatus, SandboxSpec,
     },
     policy::{
-        self, audit::FilesLevel, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule, Policy,
-        PolicyError, SocketKind, Tools,
+        self, audit::FilesLevel, mcp::Mcp, sockets::SocketRules, HostRule, Limits, NetRule,
+        OnTaint, Policy, PolicyError, SocketKind, Tools,
     },
 };
 
@@ -215,9 +215,13 @@ pub fn plan(
         maps: maps(policy, learn, prepared)?,
         dns: dns(policy, learn),
         spec: spec(policy, caller, request, prepared),
-        // Learning enforces nothing, the tap included.
+        // Learning enforces nothing, the tap included: no call waits for
+        // a person, a flagged result is only recorded.
         tools: if learn {
-            Tools::default()
+            Tools {
+                on_taint: OnTaint::Warn,
+                ..Tools::default()
+            }
         } else {
             policy.tools.clone()
         },
@@ -842,7 +846,11 @@ mod tests {
         assert!(plan.dns.allow_local_answers);
         assert!(plan.spec.mounts.is_none() && plan.spec.persist.is_none());
         assert!(plan.spec.sandbox.learn && !plan.spec.sandbox.require_fs);
-        assert_eq!(plan.tools, Tools::default());
+        let nothing = Tools {
+            on_taint: OnTaint::Warn,
+            ..Tools::default()
+        };
+        assert_eq!(plan.tools, nothing);
         assert_eq!(plan.mcp, Mcp::allow_all());
     }
 

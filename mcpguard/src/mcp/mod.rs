@@ -918,7 +918,9 @@ impl Tap {
             Some(&held.id),
         );
         let mut out = Vec::new();
-        if asked_client {
+        // Withdrawn from a client that is still there (at the session's
+        // end nobody may be reading).
+        if asked_client && decision.by != By::SessionEnded {
             let cancel = approve::elicit_cancel(approval);
             out.push(Output::Client(
                 serde_json::to_vec(&cancel).expect("JSON serialises"),

@@ -380,7 +380,7 @@ fn another_user_gets_neither_the_sessions_nor_the_records_of_the_test_user() {
     assert!(frames[0]["message"]
         .as_str()
         .unwrap()
-        .contains("may only ask for status or audit"));
+        .contains("may only ask for status, audit records or approvals"));
     // The test user's server ran on untouched.
     assert!(server.try_wait().unwrap().is_none(), "the server died");
     let _ = nix::sys::signal::kill(
