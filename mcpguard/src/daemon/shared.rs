@@ -46,6 +46,8 @@ pub struct Shared {
     /// In-flight MCP tool calls, for tying kernel records to them.
     pub calls: Arc<CallTracker>,
     pub secrets: SecretStore,
+    /// Where minted secrets' helpers come from.
+    pub minters: super::mint::Minters,
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).
     pub upstream_dns: Option<std::net::SocketAddr>,
