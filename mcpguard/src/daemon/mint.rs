@@ -249,10 +249,8 @@ fn run(path: &Path, ask: &MintAsk<'_>, to: &MintFor<'_>) -> Result<Captured, Min
             source,
         })?;
     let deadline = Instant::now() + MINT_TIMEOUT;
-    let outcome = capture(&mut child, deadline).and_then(|captured| {
-        let exited = wait_until(&child, deadline);
-        Ok((captured, exited?))
-    });
+    let outcome =
+        capture(&mut child, deadline).and_then(|c| wait_until(&child, deadline).map(|()| c));
     // The group's leader is not reaped yet, so the group id is still its.
     let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let status = child.wait();
@@ -265,7 +263,7 @@ fn run(path: &Path, ask: &MintAsk<'_>, to: &MintFor<'_>) -> Result<Captured, Min
         Err(Late::Timeout) => Err(MintError::Timeout { env, helper }),
         Err(Late::TooLarge) => Err(MintError::TooLarge { env, helper }),
         Err(Late::Io(e)) => Err(failed(format!("reading its output: {e}"))),
-        Ok((captured, true)) => match status {
+        Ok(captured) => match status {
             Ok(s) if s.success() => Ok(captured),
             Ok(s) => {
                 log_stderr(ask, &captured, "minting helper failed");
@@ -273,7 +271,6 @@ fn run(path: &Path, ask: &MintAsk<'_>, to: &MintFor<'_>) -> Result<Captured, Min
             }
             Err(e) => Err(failed(format!("waiting for it: {e}"))),
         },
-        Ok((_, false)) => Err(MintError::Timeout { env, helper }),
     }
 }
 
@@ -308,10 +305,15 @@ enum Late {
 /// [`MAX_SECRET_BYTES`] (more is an error), stderr's first
 /// [`MAX_STDERR_BYTES`] (the rest is read and dropped).
 fn capture(child: &mut Child, deadline: Instant) -> Result<Captured, Late> {
-    let take = |fd: Option<OwnedFd>| fd.map(File::from);
     let mut pipes = [
-        (take(child.stdout.take().map(OwnedFd::from)), Vec::new()),
-        (take(child.stderr.take().map(OwnedFd::from)), Vec::new()),
+        (
+            child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+            Vec::new(),
+        ),
+        (
+            child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
+            Vec::new(),
+        ),
     ];
     let mut chunk = [0u8; 4096];
     while pipes.iter().any(|(f, _)| f.is_some()) {
@@ -369,18 +371,18 @@ fn wait_readable(
     Ok(ready)
 }
 
-/// Waits, without reaping, for the helper to exit; false at the deadline.
-fn wait_until(child: &Child, deadline: Instant) -> Result<bool, Late> {
+/// Waits, without reaping, for the helper to exit by the deadline.
+fn wait_until(child: &Child, deadline: Instant) -> Result<(), Late> {
     let pid = Pid::from_raw(child.id() as i32);
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
         match waitid(Id::Pid(pid), flags) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(()),
             Err(e) => return Err(Late::Io(e.into())),
         }
         if Instant::now() >= deadline {
-            return Ok(false);
+            return Err(Late::Timeout);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
