@@ -54,6 +54,8 @@ const OWN_DIRS: &[(&str, u32)] = &[
     ("etc/mcpguard/policies", 0o755),
     // Secret files must sit in directories only root can write or read.
     ("etc/mcpguard/secrets", 0o700),
+    // Helpers minting `[secrets]`: root's code, only root reads or runs it.
+    ("etc/mcpguard/minters", 0o700),
     // Tool pins.
     ("var/lib/mcpguard", 0o700),
     // The audit log names every file a server opened.
@@ -249,7 +251,7 @@ pub fn uninstall(root: &Path, prefix: Option<&Path>) -> Result<Vec<Step>, Instal
     };
     let mut steps = vec![remove(&layout.at(binary))?, remove(&unit)?];
     for (dir, note) in [
-        ("etc/mcpguard", "policies and secrets"),
+        ("etc/mcpguard", "policies, secrets and minters"),
         ("var/lib/mcpguard", "tool pins"),
         ("var/log/mcpguard", "the audit log"),
     ] {

@@ -33,6 +33,7 @@ pub const KINDS: &[&str] = &[
     "daemon",
     "launch",
     "launch_failed",
+    "secret_minted",
     "server_exit",
     "exec",
     "fork",
@@ -148,6 +149,20 @@ pub enum Body {
     },
     /// A launch was refused or failed before the server ran.
     LaunchFailed { argv: Vec<String>, error: String },
+    /// A `[secrets]` value minted for this launch by the administrator's
+    /// helper. Never the value.
+    SecretMinted {
+        /// The environment variable the server gets it in.
+        env: String,
+        /// The helper's name, as the policy gives it.
+        helper: String,
+        /// The helper that ran.
+        path: String,
+        /// The lifetime the helper was asked for.
+        ttl_secs: u64,
+        /// When that lifetime ends (RFC 3339, UTC).
+        expires_at: String,
+    },
     /// The server's main process ended (from `waitpid`).
     ServerExit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,6 +490,7 @@ impl Body {
             Body::Daemon { .. } => "daemon",
             Body::Launch { .. } => "launch",
             Body::LaunchFailed { .. } => "launch_failed",
+            Body::SecretMinted { .. } => "secret_minted",
             Body::ServerExit { .. } => "server_exit",
             Body::Exec { .. } => "exec",
             Body::Fork { .. } => "fork",
@@ -686,6 +702,20 @@ mod tests {
                 error: "landlock ABI 4 required".into(),
             },
             r#""denied":false,"kind":"launch_failed","argv":["nope"],"error":"landlock ABI 4 required"}"#,
+        );
+    }
+
+    #[test]
+    fn golden_secret_minted() {
+        assert_golden(
+            Body::SecretMinted {
+                env: "GITHUB_TOKEN".into(),
+                helper: "github-app".into(),
+                path: "/etc/mcpguard/minters/github-app".into(),
+                ttl_secs: 3600,
+                expires_at: "2023-11-14T23:13:20.123456Z".into(),
+            },
+            r#""denied":false,"kind":"secret_minted","env":"GITHUB_TOKEN","helper":"github-app","path":"/etc/mcpguard/minters/github-app","ttl_secs":3600,"expires_at":"2023-11-14T23:13:20.123456Z"}"#,
         );
     }
 
@@ -1048,6 +1078,13 @@ mod tests {
             Body::IoUring {
                 op: "openat".into(),
             },
+            Body::SecretMinted {
+                env: "T".into(),
+                helper: "h".into(),
+                path: "/h".into(),
+                ttl_secs: 60,
+                expires_at: String::new(),
+            },
             Body::Limit {
                 resource: "pids".into(),
                 event: "max".into(),
@@ -1086,6 +1123,6 @@ mod tests {
         ] {
             assert!(KINDS.contains(&body.kind()));
         }
-        assert_eq!(KINDS.len(), 28);
+        assert_eq!(KINDS.len(), 29);
     }
 }

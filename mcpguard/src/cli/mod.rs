@@ -18,7 +18,10 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     audit::writer::{DEFAULT_BACKLOG_BYTES, MIN_BACKLOG_BYTES},
-    daemon::{DEFAULT_AUDIT_LOG, DEFAULT_SECRETS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
+    daemon::{
+        mint::DEFAULT_MINTERS_DIR, DEFAULT_AUDIT_LOG, DEFAULT_SECRETS_DIR, DEFAULT_SOCKET,
+        DEFAULT_STATE_DIR,
+    },
 };
 
 #[derive(Parser)]
@@ -62,6 +65,11 @@ enum Command {
         /// are for every user, files in users/<name>/ for that user only.
         #[arg(long, default_value = DEFAULT_SECRETS_DIR)]
         secrets_dir: PathBuf,
+        /// The only directory `[secrets]` `mint` helpers may come from:
+        /// root's executables, shared, or in users/<name>/ for that user
+        /// only (looked up first).
+        #[arg(long, default_value = DEFAULT_MINTERS_DIR)]
+        minters_dir: PathBuf,
         /// Resolver that servers' allowed DNS queries are forwarded to
         /// (IP:PORT); default: the first nameserver in /etc/resolv.conf.
         #[arg(long)]
@@ -137,6 +145,7 @@ pub fn main() -> ExitCode {
             ring_buffer_bytes,
             state_dir,
             secrets_dir,
+            minters_dir,
             upstream_dns,
             bounds,
         } => daemon::main(crate::daemon::Config {
@@ -147,6 +156,7 @@ pub fn main() -> ExitCode {
             ring_bytes: ring_buffer_bytes,
             state_dir,
             secrets_dir,
+            minters_dir,
             upstream_dns,
             rotation: bounds.rotation(),
             budget: bounds.budget(),

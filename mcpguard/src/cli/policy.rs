@@ -304,6 +304,10 @@ fn explain_identity(s: &mut String, p: &Policy) {
         let from = match &secret.source {
             SecretSource::File(f) => format!("file {}", f.display()),
             SecretSource::Credential(c) => format!("systemd credential {c}"),
+            SecretSource::Mint { helper, ttl_secs } => format!(
+                "helper {helper}, minted afresh for each launch (lifetime {})",
+                humantime::format_duration(std::time::Duration::from_secs(*ttl_secs))
+            ),
         };
         let _ = writeln!(
             s,

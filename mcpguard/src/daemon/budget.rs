@@ -117,6 +117,7 @@ fn exempt(body: &Body) -> bool {
         Body::Daemon { .. }
             | Body::Launch { .. }
             | Body::LaunchFailed { .. }
+            | Body::SecretMinted { .. }
             | Body::ServerExit { .. }
             | Body::Limit { .. }
             | Body::Loss { .. }

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod in_call;
 pub mod landlock_audit;
 pub mod lock;
+pub mod mint;
 pub mod persist;
 pub mod persist_fence;
 pub mod plan;
@@ -97,6 +98,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where `[secrets]` files may live.
     pub secrets_dir: PathBuf,
+    /// Where the helpers of `[secrets]` `mint` entries live.
+    pub minters_dir: PathBuf,
     /// Where servers' allowed DNS queries go; default: the first
     /// nameserver of /etc/resolv.conf.
     pub upstream_dns: Option<std::net::SocketAddr>,
@@ -177,6 +180,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         secrets: SecretStore {
             dir: cfg.secrets_dir.clone(),
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        },
+        minters: mint::Minters {
+            dir: cfg.minters_dir.clone(),
         },
         state_dir: cfg.state_dir.clone(),
         upstream_dns,

@@ -63,7 +63,9 @@ pub struct SecretStore {
 }
 
 impl SecretStore {
-    /// Read every secret of a policy for `user`: (variable, value) pairs.
+    /// Read every stored secret of a policy for `user`: (variable, value)
+    /// pairs. Minted ones are left out: they are made per launch
+    /// ([`super::mint`]).
     pub fn load(
         &self,
         secrets: &[Secret],
@@ -71,22 +73,26 @@ impl SecretStore {
     ) -> Result<Vec<(String, Vec<u8>)>, SecretError> {
         secrets
             .iter()
-            .map(|s| {
+            .filter_map(|s| {
                 let value = match &s.source {
-                    SecretSource::File(path) => self.file(&s.env, path, user)?,
-                    SecretSource::Credential(name) => {
-                        let dir = self.credentials.as_ref().ok_or_else(|| {
-                            SecretError::NoCredentials {
-                                env: s.env.clone(),
-                                name: name.clone(),
-                            }
-                        })?;
-                        read_checked(&s.env, &dir.join(name))?
-                    }
+                    SecretSource::File(path) => self.file(&s.env, path, user),
+                    SecretSource::Credential(name) => self.credential(&s.env, name),
+                    SecretSource::Mint { .. } => return None,
                 };
-                Ok((s.env.clone(), value))
+                Some(value.map(|v| (s.env.clone(), v)))
             })
             .collect()
+    }
+
+    fn credential(&self, env: &str, name: &str) -> Result<Vec<u8>, SecretError> {
+        let dir = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| SecretError::NoCredentials {
+                env: env.to_owned(),
+                name: name.to_owned(),
+            })?;
+        read_checked(env, &dir.join(name))
     }
 
     fn file(&self, env: &str, path: &Path, user: &str) -> Result<Vec<u8>, SecretError> {
@@ -127,23 +133,41 @@ impl SecretStore {
                 })
             }
         }
-        // Every directory from the secrets dir down must be root's alone.
-        let mut d = real.parent();
-        while let Some(p) = d {
-            let meta = std::fs::metadata(p).map_err(|e| io(p, e))?;
-            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-                return Err(SecretError::UnsafeDir {
-                    env: env.to_owned(),
-                    dir: p.to_owned(),
-                });
-            }
-            if p == dir {
-                break;
-            }
-            d = p.parent();
-        }
+        root_only_dirs(&real, &dir).map_err(|bad| match bad {
+            BadDir::Io(p, e) => io(&p, e),
+            BadDir::Unsafe(dir) => SecretError::UnsafeDir {
+                env: env.to_owned(),
+                dir,
+            },
+        })?;
         read_checked(env, &real)
     }
+}
+
+/// A directory between a file and its top directory that fails
+/// [`root_only_dirs`].
+pub(super) enum BadDir {
+    Io(PathBuf, std::io::Error),
+    /// Not owned by root, or writable by group or others.
+    Unsafe(PathBuf),
+}
+
+/// Every directory from `file`'s parent up to `top` (both resolved, `file`
+/// below `top`) must be owned by root and writable by root alone, or
+/// someone else could swap the file.
+pub(super) fn root_only_dirs(file: &Path, top: &Path) -> Result<(), BadDir> {
+    let mut d = file.parent();
+    while let Some(p) = d {
+        let meta = std::fs::metadata(p).map_err(|e| BadDir::Io(p.to_owned(), e))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(BadDir::Unsafe(p.to_owned()));
+        }
+        if p == top {
+            break;
+        }
+        d = p.parent();
+    }
+    Ok(())
 }
 
 /// Open without following a final symlink, check ownership and mode on the

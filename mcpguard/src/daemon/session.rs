@@ -26,6 +26,7 @@ use super::{
     admit::{peer, Peer},
     approvals,
     auditor::Msg,
+    mint::{MintAsk, MintError, MintFor},
     plan::{self, DnsPlan, LaunchLayers, LaunchPlan, LaunchRequest, PlanError},
     proto::{self, ProtoError, Request, Response},
     shared::Shared,
@@ -33,7 +34,7 @@ use super::{
     stdio::{self, Relays},
 };
 use crate::{
-    audit::{AuditRecord, Body, Origin},
+    audit::{format_ts, AuditRecord, Body, Origin},
     dns::{self, DnsView, MapSink, Resolver},
     launch::{
         self,
@@ -42,7 +43,7 @@ use crate::{
         LaunchSpec, LaunchStatus, Launched,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Tap},
-    policy::{self, audit::FilesLevel, NetEntry, Policy},
+    policy::{self, audit::FilesLevel, NetEntry, Policy, SecretSource},
 };
 
 /// How long a new connection has to send its first byte and request, in
@@ -81,6 +82,8 @@ pub enum SessionError {
     Launch(#[from] launch::LaunchError),
     #[error("{0}")]
     Secret(#[from] super::secrets::SecretError),
+    #[error("refusing to launch: {0}")]
+    Mint(#[from] MintError),
     #[error("{0}")]
     Dns(#[from] crate::dns::DnsError),
     #[error("I/O: {0}")]
@@ -157,10 +160,9 @@ fn serve_peer(
         .ok()
         .flatten()
         .ok_or(SessionError::NoUser(peer.uid))?;
-    // Secrets are read before anything exists, so a bad one launches
-    // nothing.
-    let secrets = shared.secrets.load(&policy.secrets, &user.name)?;
-    let redactor = Arc::new(Redactor::new(&secrets));
+    // Stored secrets are read before anything exists, so a bad one
+    // launches nothing.
+    let mut secrets = shared.secrets.load(&policy.secrets, &user.name)?;
 
     let launch_no = shared.next_launch();
     let origin = Origin {
@@ -182,6 +184,12 @@ fn serve_peer(
         Ok(slots) => slots,
         Err(limit) => return Err(refuse_launch(shared, &origin, request.argv, limit.into())),
     };
+    // Minted for this launch, within the user's launch limits and before
+    // anything exists: a helper that fails refuses the launch.
+    if let Err(error) = mint(shared, &policy, &user.name, &origin, &mut secrets) {
+        return Err(refuse_launch(shared, &origin, request.argv, error.into()));
+    }
+    let redactor = Arc::new(Redactor::new(&secrets));
     // From here on the cgroup exists: every exit path tears it down.
     let mut guard = Teardown::create(shared, origin, launch_no)?;
     shared.budgets.register(&guard.origin);
@@ -221,6 +229,48 @@ fn serve_peer(
     };
     let learned = request.learn.then_some((&policy, user.dir.as_path()));
     serve_session(guard, stream, child, (stdio, approvals), tap, learned)
+}
+
+/// Mints the policy's `mint` secrets for this launch, each recorded (never
+/// its value), and adds them to `secrets`.
+fn mint(
+    shared: &Shared,
+    policy: &Policy,
+    user: &str,
+    origin: &Origin,
+    secrets: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), MintError> {
+    let to = MintFor {
+        user,
+        uid: origin.uid,
+        server: &policy.name,
+        launch: &origin.launch,
+    };
+    for secret in &policy.secrets {
+        let SecretSource::Mint { helper, ttl_secs } = &secret.source else {
+            continue;
+        };
+        let ask = MintAsk {
+            env: &secret.env,
+            helper,
+            ttl_secs: *ttl_secs,
+        };
+        let minted = shared.minters.mint(&ask, &to)?;
+        let body = Body::SecretMinted {
+            env: secret.env.clone(),
+            helper: helper.clone(),
+            path: minted.path.display().to_string(),
+            ttl_secs: *ttl_secs,
+            expires_at: format_ts(minted.expires_at),
+        };
+        shared.audit(Msg::Record(AuditRecord::new(
+            body,
+            Some(origin),
+            SystemTime::now(),
+        )));
+        secrets.push((secret.env.clone(), minted.value));
+    }
+    Ok(())
 }
 
 /// Reads the launch request and the client's stdio; `None` when the

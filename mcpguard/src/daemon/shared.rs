@@ -48,6 +48,8 @@ pub struct Shared {
     /// Calls that wait for a person, and the sessions that can hold one.
     pub approvals: Arc<super::approvals::Approvals>,
     pub secrets: SecretStore,
+    /// Where minted secrets' helpers come from.
+    pub minters: super::mint::Minters,
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).
     pub upstream_dns: Option<std::net::SocketAddr>,

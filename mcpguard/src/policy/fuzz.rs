@@ -52,6 +52,7 @@ groups = ["docker"]
 [secrets]
 API_TOKEN = { file = "/etc/mcpguard/secrets/token" }
 DB_PASSWORD = { credential = "db.password" }
+GITHUB_TOKEN = { mint = "github-app", ttl = "30m" }
 "#,
 ];
 
@@ -229,6 +230,10 @@ fn secrets(p: &Policy) -> Value {
             }
             SecretSource::Credential(c) => {
                 source.insert("credential".into(), Value::String(c.clone()))
+            }
+            SecretSource::Mint { helper, ttl_secs } => {
+                source.insert("ttl".into(), Value::String(format!("{ttl_secs}s")));
+                source.insert("mint".into(), Value::String(helper.clone()))
             }
         };
         secrets.insert(s.env.clone(), Value::Table(source));

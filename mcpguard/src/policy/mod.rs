@@ -251,7 +251,16 @@ pub enum SecretSource {
     File(PathBuf),
     /// A systemd credential of the daemon (`$CREDENTIALS_DIRECTORY/<name>`).
     Credential(String),
+    /// Minted afresh for each launch by a root-installed helper: a file
+    /// name in the daemon's minters directory, and the credential's
+    /// lifetime in seconds.
+    Mint { helper: String, ttl_secs: u64 },
 }
+
+/// A minted secret's lifetime when the policy names none.
+pub const DEFAULT_MINT_TTL_SECS: u64 = 3600;
+/// The shortest and longest lifetimes a policy may ask a helper for.
+pub const MINT_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=12 * 3600;
 
 /// Filesystem allow-lists with `~` resolved against one caller's home.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -408,8 +417,19 @@ pub enum Problem {
     BadGroup,
     #[error("not a tool name pattern: 1-128 characters, no control characters")]
     BadGlob,
-    #[error("give exactly one of `file` or `credential`")]
+    #[error("give exactly one of `file`, `credential` or `mint`")]
     SecretSource,
+    #[error(
+        "helper names are 1-64 characters of A-Z, a-z, 0-9, '_', '-' and '.': a file in the \
+         daemon's minters directory, never a path"
+    )]
+    MinterName,
+    #[error(
+        "not a lifetime from 60s to 12h in whole seconds: write e.g. \"90s\", \"15m\" or \"1h\""
+    )]
+    BadTtl,
+    #[error("`ttl` is the lifetime of a minted secret: it goes only with `mint`")]
+    TtlWithoutMint,
     #[error("secret files are absolute paths without `..` (and never under `~`)")]
     SecretPath,
     #[error("credential names are 1-64 characters of A-Z, a-z, 0-9, '_', '-' and '.'")]
@@ -529,6 +549,8 @@ struct RawKernel {
 struct RawSecret {
     file: Option<String>,
     credential: Option<String>,
+    mint: Option<String>,
+    ttl: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -702,7 +724,8 @@ impl Checker<'_> {
         })
     }
 
-    /// Each secret: an env name and exactly one of `file` or `credential`.
+    /// Each secret: an env name and exactly one of `file`, `credential` or
+    /// `mint` (with an optional `ttl`).
     fn secrets(
         &self,
         raw: &std::collections::BTreeMap<String, Spanned<RawSecret>>,
@@ -713,26 +736,9 @@ impl Checker<'_> {
                     self.located_at("secrets", spanned.span().start, env.clone(), problem)
                 };
                 check_env_name(env).map_err(at)?;
-                let source = match spanned.get_ref() {
-                    RawSecret {
-                        file: Some(file),
-                        credential: None,
-                    } => {
-                        check_secret_path(file).map_err(at)?;
-                        SecretSource::File(PathBuf::from(file))
-                    }
-                    RawSecret {
-                        file: None,
-                        credential: Some(name),
-                    } => {
-                        check_credential(name).map_err(at)?;
-                        SecretSource::Credential(name.clone())
-                    }
-                    _ => return Err(at(Problem::SecretSource)),
-                };
                 Ok(Secret {
                     env: env.clone(),
-                    source,
+                    source: secret_source(spanned.get_ref()).map_err(at)?,
                 })
             })
             .collect()
@@ -1058,13 +1064,52 @@ fn check_secret_path(path: &str) -> Result<(), Problem> {
     check_path(path).map_err(|_| Problem::SecretPath)
 }
 
-fn check_credential(name: &str) -> Result<(), Problem> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    if (1..=64).contains(&name.len()) && name.chars().all(ok) && name != "." && name != ".." {
-        Ok(())
-    } else {
-        Err(Problem::CredentialName)
+/// One `[secrets]` value's source, checked.
+fn secret_source(raw: &RawSecret) -> Result<SecretSource, Problem> {
+    if raw.ttl.is_some() && raw.mint.is_none() {
+        return Err(Problem::TtlWithoutMint);
     }
+    match (&raw.file, &raw.credential, &raw.mint) {
+        (Some(file), None, None) => {
+            check_secret_path(file)?;
+            Ok(SecretSource::File(PathBuf::from(file)))
+        }
+        (None, Some(name), None) => {
+            if !is_file_name(name) {
+                return Err(Problem::CredentialName);
+            }
+            Ok(SecretSource::Credential(name.clone()))
+        }
+        (None, None, Some(helper)) => {
+            if !is_file_name(helper) {
+                return Err(Problem::MinterName);
+            }
+            Ok(SecretSource::Mint {
+                helper: helper.clone(),
+                ttl_secs: raw
+                    .ttl
+                    .as_deref()
+                    .map_or(Ok(DEFAULT_MINT_TTL_SECS), parse_ttl)?,
+            })
+        }
+        _ => Err(Problem::SecretSource),
+    }
+}
+
+/// A minted secret's lifetime: whole seconds within [`MINT_TTL_SECS`].
+fn parse_ttl(text: &str) -> Result<u64, Problem> {
+    let ttl = humantime::parse_duration(text).map_err(|_| Problem::BadTtl)?;
+    if ttl.subsec_nanos() != 0 || !MINT_TTL_SECS.contains(&ttl.as_secs()) {
+        return Err(Problem::BadTtl);
+    }
+    Ok(ttl.as_secs())
+}
+
+/// A plain file name in one of the daemon's directories (credentials,
+/// minters): no `/`, never `.` or `..`.
+fn is_file_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (1..=64).contains(&name.len()) && name.chars().all(ok) && name != "." && name != ".."
 }
 
 fn check_env_name(name: &str) -> Result<(), Problem> {
@@ -1124,6 +1169,8 @@ strip_invisible = true
 [secrets]
 GITHUB_TOKEN = { file = "/etc/mcpguard/secrets/github" }
 OTHER = { credential = "gh.token" }
+MINTED = { mint = "github-app", ttl = "15m" }
+MINTED_DEFAULT = { mint = "aws-sts" }
 "#,
         )
         .unwrap();
@@ -1142,6 +1189,20 @@ OTHER = { credential = "gh.token" }
                 Secret {
                     env: "GITHUB_TOKEN".into(),
                     source: SecretSource::File("/etc/mcpguard/secrets/github".into())
+                },
+                Secret {
+                    env: "MINTED".into(),
+                    source: SecretSource::Mint {
+                        helper: "github-app".into(),
+                        ttl_secs: 900
+                    }
+                },
+                Secret {
+                    env: "MINTED_DEFAULT".into(),
+                    source: SecretSource::Mint {
+                        helper: "aws-sts".into(),
+                        ttl_secs: DEFAULT_MINT_TTL_SECS
+                    }
                 },
                 Secret {
                     env: "OTHER".into(),
@@ -1241,6 +1302,50 @@ OTHER = { credential = "gh.token" }
             (
                 "name = \"x\"\n[secrets]\nT = { value = \"inline\" }\n",
                 "value",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"../bin/sh\" }\n",
+                "helper names",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"/usr/bin/env\" }\n",
+                "never a path",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"..\" }\n",
+                "helper names",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", ttl = \"10s\" }\n",
+                "60s to 12h",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", ttl = \"13h\" }\n",
+                "60s to 12h",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", ttl = \"90.5s\" }\n",
+                "whole seconds",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", ttl = \"soon\" }\n",
+                "60s to 12h",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", file = \"/a\" }\n",
+                "exactly one of `file`, `credential` or `mint`",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", credential = \"b\" }\n",
+                "exactly one",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { file = \"/a\", ttl = \"1h\" }\n",
+                "only with `mint`",
+            ),
+            (
+                "name = \"x\"\n[secrets]\nT = { mint = \"gh\", ttl = 3600 }\n",
+                "ttl",
             ),
         ] {
             let e = err(text).to_string();

@@ -29,6 +29,7 @@ mod learn;
 mod levels;
 mod lifecycle;
 mod mcp;
+mod mint;
 mod ondemand;
 mod policies;
 mod review;

@@ -94,6 +94,7 @@ fn install_puts_every_path_in_place_root_owned_with_its_mode_and_is_idempotent()
         ("etc/mcpguard/policies/filesystem.toml", 0o644),
         ("etc/mcpguard/policies/everything.toml", 0o644),
         ("etc/mcpguard/secrets", 0o700),
+        ("etc/mcpguard/minters", 0o700),
         ("var/lib/mcpguard", 0o700),
         ("var/log/mcpguard", 0o700),
     ];
@@ -193,6 +194,7 @@ fn uninstall_removes_the_binary_and_unit_and_leaves_configuration_state_and_logs
     for kept in [
         "etc/mcpguard/policies/time.toml",
         "etc/mcpguard/secrets",
+        "etc/mcpguard/minters",
         "var/lib/mcpguard",
         "var/log/mcpguard",
     ] {

@@ -253,6 +253,14 @@ pub(super) fn describe_raw(kind: &str, rec: &Value) -> String {
             layers(rec)
         ),
         "launch_failed" => format!("launch_failed {}: {}", argv(rec), f("error")),
+        "secret_minted" => format!(
+            "secret_minted {} by helper {} ({}) ttl={}s expires {}",
+            f("env"),
+            f("helper"),
+            f("path"),
+            f("ttl_secs"),
+            f("expires_at")
+        ),
         "mcp" => mcp_line(rec),
         "socket" => format!(
             "socket {} {} {}",

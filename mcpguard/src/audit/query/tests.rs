@@ -166,6 +166,25 @@ fn human_lines_for_other_kinds() {
         "{}",
         human(&open)
     );
+
+    let minted = rec(
+        Body::SecretMinted {
+            env: "GITHUB_TOKEN".into(),
+            helper: "github-app".into(),
+            path: "/etc/mcpguard/minters/github-app".into(),
+            ttl_secs: 900,
+            expires_at: "2023-11-14T22:28:20.000001Z".into(),
+        },
+        T0,
+    );
+    assert!(
+        human(&minted).ends_with(
+            "secret_minted GITHUB_TOKEN by helper github-app \
+             (/etc/mcpguard/minters/github-app) ttl=900s expires 2023-11-14T22:28:20.000001Z"
+        ),
+        "{}",
+        human(&minted)
+    );
 }
 
 #[test]
@@ -317,6 +336,7 @@ fn hostile_strings_in_records_are_escaped() {
         json!({"v": 1, "ts": ts, "kind": "unix_connect", "path": HOSTILE, "result": 0}),
         json!({"v": 1, "ts": ts, "kind": "landlock", "blockers": [HOSTILE], "domain": "1", "path": HOSTILE, "opid": 3, "ocomm": HOSTILE, "denied": true}),
         json!({"v": 1, "ts": ts, "kind": "launch_failed", "argv": [HOSTILE], "error": HOSTILE}),
+        json!({"v": 1, "ts": ts, "kind": "secret_minted", "env": HOSTILE, "helper": HOSTILE, "path": HOSTILE, "ttl_secs": 60, "expires_at": HOSTILE}),
         json!({"v": 1, "ts": ts, "kind": "dns", "qname": HOSTILE, "qtype": "A", "transport": "udp", "detail": {"rcode": HOSTILE, "answers": [{"addr": HOSTILE}], "error": HOSTILE}}),
         json!({"v": 1, "ts": ts, "kind": "mcp", "event": "initialize", "detail": {"client": {"name": "c"}, "server": {"name": HOSTILE, "version": HOSTILE}, "protocol": "x"}}),
         json!({"v": 1, "ts": ts, "kind": "mcp", "event": "tools_call", "tool": HOSTILE, "call_id": HOSTILE, "detail": {"arguments": {HOSTILE: HOSTILE}, "error": {"message": HOSTILE}}}),
