@@ -40,6 +40,9 @@ use crate::{
 
 /// Calls one server may have waiting at once; more are refused.
 pub const MAX_PER_SESSION: usize = 16;
+/// Calls one user's servers may have waiting at once, so one user cannot
+/// take every place.
+pub const MAX_PER_UID: usize = 64;
 /// Calls waiting in all.
 pub const MAX_WAITING: usize = 1024;
 
@@ -56,7 +59,7 @@ pub enum ApprovalError {
     NotTainted(String),
     #[error(
         "too many calls wait for a decision (at most {MAX_PER_SESSION} per server, \
-         {MAX_WAITING} in all)"
+         {MAX_PER_UID} per user, {MAX_WAITING} in all)"
     )]
     Full,
 }
@@ -137,12 +140,13 @@ impl Approvals {
             return Err(ApprovalError::NoSession(launch.to_owned()));
         };
         let (uid, server) = (session.uid, session.server.clone());
-        let mine = reg
-            .waiting
-            .values()
-            .filter(|w| w.shown.launch == launch)
-            .count();
-        if mine >= MAX_PER_SESSION || reg.waiting.len() >= MAX_WAITING {
+        let (mine, users) = reg.waiting.values().fold((0, 0), |(m, u), w| {
+            (
+                m + usize::from(w.shown.launch == launch),
+                u + usize::from(w.shown.uid == uid),
+            )
+        });
+        if mine >= MAX_PER_SESSION || users >= MAX_PER_UID || reg.waiting.len() >= MAX_WAITING {
             return Err(ApprovalError::Full);
         }
         let (tx, rx) = sync_channel(1);
