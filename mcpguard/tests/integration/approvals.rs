@@ -23,7 +23,23 @@ fn fixture(name: &str, tools: &str) -> (std::path::PathBuf, Vec<String>) {
 }
 
 /// Start the SDK client in the background (its elicitation behaviour as
-/// `MCP_CLIENT_ELICIT` says).
+/// `MCP_CLIENT_ELICIT` says), with `path` as its PATH.
+fn start_client_with_path(
+    d: &Daemon,
+    pol: &std::path::Path,
+    server: &[String],
+    calls: Value,
+    (elicit, path): (&str, &str),
+) -> Child {
+    let server: Vec<&str> = server.iter().map(String::as_str).collect();
+    let env = [("MCP_CLIENT_ELICIT", elicit), ("PATH", path)];
+    mcp::client_command(d, Some(pol), &calls, &server, &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn start_client(
     d: &Daemon,
     pol: &std::path::Path,
@@ -31,18 +47,23 @@ fn start_client(
     calls: Value,
     elicit: &str,
 ) -> Child {
-    let server: Vec<&str> = server.iter().map(String::as_str).collect();
-    mcp::client_command(
-        d,
-        Some(pol),
-        &calls,
-        &server,
-        &[("MCP_CLIENT_ELICIT", elicit)],
+    start_client_with_path(d, pol, server, calls, (elicit, "/usr/bin:/bin"))
+}
+
+/// A `notify-send` that writes its arguments to `notified` in `dir`.
+fn fake_notify_send(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("notify-send");
+    let log = dir.join("notified");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&log, "").unwrap();
+    let u = user();
+    std::os::unix::fs::chown(&log, Some(u.uid), Some(u.gid)).unwrap();
 }
 
 /// `mcpguard approvals --json` as `uid`.
@@ -82,7 +103,10 @@ fn approval_record(d: &Daemon, approval: u64) -> Value {
 fn ask_calls_wait_for_approve_deny_or_the_timeout() {
     let d = Daemon::start();
     let (pol, server) = fixture("it-ask", "ask = [\"delete_*\"]\nask_timeout = 8");
-    let client = start_client(
+    let bin_dir = tempdir("notify");
+    fake_notify_send(&bin_dir);
+    let path = format!("{}:/usr/bin:/bin", bin_dir.display());
+    let client = start_client_with_path(
         &d,
         &pol,
         &server,
@@ -92,7 +116,7 @@ fn ask_calls_wait_for_approve_deny_or_the_timeout() {
             ["delete_repo", {"repo": "late-one"}],
             ["echo", {"text": "not asked"}],
         ]),
-        "none",
+        ("none", &path),
     );
     let u = user();
     let first = next_waiting(&d, &[]);
@@ -146,12 +170,19 @@ fn ask_calls_wait_for_approve_deny_or_the_timeout() {
         1,
         "{stderr}"
     );
+    // ... and raised a desktop notification for each.
+    let notified = std::fs::read_to_string(bin_dir.join("notified")).unwrap();
     for a in [a1, a2, a3] {
         assert!(
             stderr.contains(&format!("mcpguard approve {a}")),
             "{stderr}"
         );
+        assert!(
+            notified.contains(&format!("mcpguard approve {a}")),
+            "{notified}"
+        );
     }
+    assert!(notified.contains("approve delete_repo?"), "{notified}");
 
     let rec = approval_record(&d, a1);
     assert_eq!(rec["detail"]["approved"], true, "{rec}");
