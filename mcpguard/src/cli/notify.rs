@@ -38,7 +38,16 @@ pub fn held(approval: u64, tool: &str, why: Why, timeout_secs: u64) {
 /// A desktop notification, if `notify-send` is installed; never waited
 /// for by the caller, and a missing one is no error.
 fn desktop(summary: &str, body: &str) {
-    let spawned = Command::new("notify-send")
+    let mut cmd = Command::new("notify-send");
+    // An MCP client may start its servers without the bus address; the
+    // user's session bus is at its well-known place then.
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        let bus = format!("/run/user/{}/bus", nix::unistd::getuid());
+        if std::path::Path::new(&bus).exists() {
+            cmd.env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={bus}"));
+        }
+    }
+    let spawned = cmd
         .args([
             "--app-name=mcpguard",
             "--urgency=critical",
