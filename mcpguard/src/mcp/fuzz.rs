@@ -83,6 +83,7 @@ fn policy_tools() -> Tools {
         excerpt: vec![],
         on_tool_change: ToolChange::Block,
         strip_invisible: false,
+        call_net: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn tools(allow: Option<&[&str]>, deny: &[&str], on_change: ToolChange) -> Tools 
         excerpt: vec![],
         on_tool_change: on_change,
         strip_invisible: true,
+        call_net: Default::default(),
     }
 }
 

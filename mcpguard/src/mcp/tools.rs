@@ -262,6 +262,7 @@ mod tests {
             excerpt: vec![],
             on_tool_change: ToolChange::Warn,
             strip_invisible: false,
+            call_net: Default::default(),
         };
         assert!(allowed(&t, "echo"));
         assert!(!allowed(&t, "delete_repo"));
