@@ -45,6 +45,8 @@ pub struct Shared {
     pub(super) sessions: AtomicUsize,
     /// In-flight MCP tool calls, for tying kernel records to them.
     pub calls: Arc<CallTracker>,
+    /// The servers with per-call network rules (told by `calls`).
+    pub call_net: Arc<super::call_net::CallNetwork>,
     pub secrets: SecretStore,
     pub state_dir: PathBuf,
     /// Upstream resolver for allowed names (none: they get SERVFAIL).

@@ -15,6 +15,7 @@ mod harness;
 mod abuse;
 mod argv;
 mod baseline;
+mod call_net;
 mod chain;
 mod dns;
 mod doctor;
