@@ -455,7 +455,7 @@ fn start(
             argv: request.argv.clone(),
             cgroup: guard.cgroup.path.display().to_string(),
             cwd: request.cwd.clone(),
-            layers: layers.to_value(),
+            layers: launch_layers(&layers, policy, request.learn),
         },
         Some(&guard.origin),
         SystemTime::now(),
@@ -464,6 +464,17 @@ fn start(
     launch_rec.uid = Some(guard.origin.uid);
     shared.audit(Msg::Record(launch_rec));
     Ok(child)
+}
+
+/// The launch record's `layers`: the plan's, and the tools with per-call
+/// network rules when there are some (learning opens none).
+fn launch_layers(layers: &LaunchLayers<'_>, policy: &Policy, learn: bool) -> serde_json::Value {
+    let mut value = layers.to_value();
+    let tools: Vec<&str> = policy.tools.call_net.tools().collect();
+    if !tools.is_empty() && !learn {
+        value["call_network"] = serde_json::json!(tools);
+    }
+    value
 }
 
 /// Tells the audit thread what the launcher set up, and starts answering

@@ -116,6 +116,14 @@ fn a_tools_network_rules_are_open_only_while_its_call_is_in_flight() {
     d.wait_record("the connect after the call, refused", |r| {
         connect(r, "127.0.0.3", port, "deny", None)
     });
+    let launch = d.wait_record("the launch", |r| {
+        is_kind(r, "launch") && r["server"] == "it-call-net"
+    });
+    assert_eq!(
+        launch["layers"]["call_network"],
+        json!(["fetch"]),
+        "{launch}"
+    );
     // Each fetch call's timeline: opened when it went to the server,
     // closed when it was answered.
     let network = |state: &'static str| {
