@@ -159,3 +159,6 @@ fn finish(
     (entry.server.record)(detail, tool, id);
     result.map_err(Into::into)
 }
+
+#[cfg(test)]
+mod tests;
