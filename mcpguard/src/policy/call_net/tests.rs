@@ -141,3 +141,13 @@ fn a_tools_rules_must_fold_with_the_startup_ones() {
     );
     err_at(&text, 5, 12, &["tools.fetch.network", "port ranges"]);
 }
+
+#[test]
+fn the_keys_of_tools_keep_their_places_next_to_tool_tables() {
+    err_at(
+        "name = \"f\"\n[tools]\ndeny = [\"ok\", \"\"]\n[tools.fetch]\nnetwork = [\"*:443\"]\n",
+        3,
+        15,
+        &["tools.deny"],
+    );
+}
