@@ -259,6 +259,14 @@ fn explain_network(s: &mut String, p: &Policy) {
             .map(|h| format!("{} (by name)", h.text)),
     );
     let _ = writeln!(s, "- may connect or send to: {}", list(&dest));
+    for tool in p.tools.call_net.tools() {
+        let rules = p.tools.call_net.get(tool).map(|r| r.texts());
+        let _ = writeln!(
+            s,
+            "- and only while a call to `{tool}` is in flight: {}",
+            list(&rules.unwrap_or_default())
+        );
+    }
     let _ = writeln!(
         s,
         "- DNS: every lookup goes to mcpguard's resolver; {}",
@@ -414,6 +422,20 @@ mod tests {
         assert_eq!(
             adopt_command(default, default),
             "review it: mcpguard policy check /nonexistent-home/.config/mcpguard/policies/git.toml"
+        );
+    }
+
+    #[test]
+    fn explain_names_each_tools_per_call_rules() {
+        let text = "name = \"f\"\n[tools.fetch]\nnetwork = [\"*:443\", \"10.0.0.0/8:80\"]\n";
+        let p = Policy::parse(text, Path::new("f.toml")).unwrap();
+        let shown = explain(&p);
+        assert!(
+            shown.contains("- may connect or send to: nothing\n")
+                && shown.contains(
+                    "- and only while a call to `fetch` is in flight: 10.0.0.0/8:80, *:443\n"
+                ),
+            "{shown}"
         );
     }
 }

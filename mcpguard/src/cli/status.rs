@@ -167,6 +167,10 @@ fn write_human(r: &StatusReport, out: &mut impl Write) -> io::Result<()> {
         if let Some(level) = &s.audit_files {
             writeln!(out, "    audit files: {}", esc(level))?;
         }
+        if !s.call_network.is_empty() {
+            let tools: Vec<String> = s.call_network.iter().map(|t| esc(t).into_owned()).collect();
+            writeln!(out, "    network per call: {}", tools.join(", "))?;
+        }
         if let Some(d) = &s.last_denial {
             writeln!(out, "    last denial: {} {}", esc(&d.ts), esc(&d.summary))?;
         }

@@ -6,6 +6,7 @@ pub mod admit;
 pub mod approvals;
 pub mod auditor;
 pub mod budget;
+pub mod call_net;
 pub mod in_call;
 pub mod landlock_audit;
 pub mod lock;
@@ -154,7 +155,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         layers: loaded.layers.clone(),
     };
     let gate = Arc::new(in_call::InCallGate::new(loaded.in_call));
-    let audit = Audit::start(&cfg, loaded.audit, gate, &probe)?;
+    let call_net = Arc::new(call_net::CallNetwork::default());
+    let audit = Audit::start(&cfg, loaded.audit, gate, call_net.clone(), &probe)?;
     let landlock_audit = landlock_audit
         .map(|setup| {
             landlock_audit::LandlockAudit::spawn(
@@ -177,6 +179,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         sessions: AtomicUsize::new(0),
         calls: audit.calls.clone(),
         approvals: Arc::default(),
+        call_net,
         secrets: SecretStore {
             dir: cfg.secrets_dir.clone(),
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
@@ -449,10 +452,11 @@ impl Audit {
         cfg: &Config,
         maps: ebpf::AuditMaps,
         gate: Arc<in_call::InCallGate>,
+        call_net: Arc<call_net::CallNetwork>,
         probe: &Probe,
     ) -> Result<Audit, DaemonError> {
         let writer = AuditWriter::open_rotating(&cfg.audit_log, cfg.audit_backlog, cfg.rotation)?;
-        let calls = Arc::new(CallTracker::with_gate(gate));
+        let calls = Arc::new(CallTracker::with_gate(gate).watched(call_net));
         let budgets = Arc::new(budget::Budgets::new(cfg.budget));
         let (tx, thread) = auditor::spawn(maps, writer, calls.clone(), budgets.clone())?;
         let audit = Audit {

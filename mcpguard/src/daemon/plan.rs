@@ -145,6 +145,9 @@ pub struct DnsPlan {
     pub hosts: Vec<HostRule>,
     /// Address rules (answers inside them need no entry of their own).
     pub allow: Vec<NetRule>,
+    /// The address rules the launch's entries are compiled from (`allow`
+    /// and the hosts file's), which per-call rules are folded with.
+    pub installed: Vec<NetRule>,
     /// Whether loopback and other local answers may open addresses.
     pub allow_local_answers: bool,
     pub min_ttl: u32,
@@ -213,7 +216,7 @@ pub fn plan(
     let learn = request.learn;
     Ok(LaunchPlan {
         maps: maps(policy, learn, prepared)?,
-        dns: dns(policy, learn),
+        dns: dns(policy, learn, prepared),
         spec: spec(policy, caller, request, prepared),
         // Learning enforces nothing, the tap included: no call waits for
         // a person, a flagged result is only recorded.
@@ -229,11 +232,16 @@ pub fn plan(
     })
 }
 
-fn maps(policy: &Policy, learn: bool, prepared: &Prepared) -> Result<MapPlan, PolicyError> {
-    // Allowed names that /etc/hosts answers never reach the resolver.
+/// The address rules the launch installs: allowed names that /etc/hosts
+/// answers never reach the resolver.
+fn installed(policy: &Policy, prepared: &Prepared) -> Vec<NetRule> {
     let mut allow = policy.network.allow.clone();
     allow.extend(prepared.hosts_file.iter().cloned());
-    let net = policy::net::compile_allow(&allow, prepared.cgroup_id)?
+    allow
+}
+
+fn maps(policy: &Policy, learn: bool, prepared: &Prepared) -> Result<MapPlan, PolicyError> {
+    let net = policy::net::compile_allow(&installed(policy, prepared), prepared.cgroup_id)?
         .into_iter()
         .map(|e| (e.prefix_len, e.key, e.ports))
         .collect();
@@ -288,7 +296,7 @@ pub fn files_level(policy: &Policy, learn: bool) -> FilesLevel {
     }
 }
 
-fn dns(policy: &Policy, learn: bool) -> DnsPlan {
+fn dns(policy: &Policy, learn: bool, prepared: &Prepared) -> DnsPlan {
     DnsPlan {
         hosts: if learn {
             // Learning: every name resolves, and is recorded.
@@ -297,6 +305,7 @@ fn dns(policy: &Policy, learn: bool) -> DnsPlan {
             policy.network.hosts.clone()
         },
         allow: policy.network.allow.clone(),
+        installed: installed(policy, prepared),
         // Learning: see what the server asks for, rebinding answers too.
         allow_local_answers: learn || policy.network.allow_local_answers,
         min_ttl: policy.network.min_ttl,
@@ -705,6 +714,7 @@ mod tests {
             DnsPlan {
                 hosts: p.network.hosts.clone(),
                 allow: p.network.allow.clone(),
+                installed: p.network.allow.clone(),
                 allow_local_answers: true,
                 min_ttl: 300,
             }

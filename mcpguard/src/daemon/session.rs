@@ -43,7 +43,7 @@ use crate::{
         LaunchSpec, LaunchStatus, Launched,
     },
     mcp::{self, redact::Redactor, tools::PinStore, Tap},
-    policy::{self, audit::FilesLevel, NetEntry, Policy, SecretSource},
+    policy::{self, audit::FilesLevel, call_net::CallNet, NetEntry, Policy, SecretSource},
 };
 
 /// How long a new connection has to send its first byte and request, in
@@ -377,6 +377,7 @@ fn apply(
     // The server's resolver exists before its policy entry points DNS at
     // it: every port-53 destination of the server goes there.
     let dns_port = start_resolver(guard, &plan.dns)?;
+    watch_calls(guard, &plan.tools.call_net);
     let (shared, cgroup) = (&guard.shared, &guard.cgroup);
     shared.policy_maps().install(
         cgroup.id,
@@ -419,12 +420,38 @@ fn start_resolver(guard: &mut Teardown, dns: &DnsPlan) -> Result<u16, SessionErr
             dns.allow_local_answers,
             Box::new(guard.server_maps()),
         )
-        .with_min_ttl(dns.min_ttl),
+        .with_min_ttl(dns.min_ttl)
+        .with_installed(dns.installed.clone()),
     );
     let resolver = Resolver::start(view.clone())?;
     let port = resolver.port;
     guard.dns = Some((resolver, view));
     Ok(port)
+}
+
+/// Opens the server's per-call rules while calls that need them run
+/// (nothing to do for a server without any).
+fn watch_calls(guard: &Teardown, rules: &CallNet) {
+    let Some((_, view)) = guard.dns.as_ref().filter(|_| !rules.is_empty()) else {
+        return;
+    };
+    let (shared, origin) = (guard.shared.clone(), guard.origin.clone());
+    let record = Box::new(move |detail, tool: &str, id: &serde_json::Value| {
+        let body = Body::Mcp {
+            event: "call_network".into(),
+            detail,
+        };
+        let mut rec = AuditRecord::new(body, Some(&origin), SystemTime::now());
+        rec.tool = Some(tool.to_owned());
+        rec.call_id = Some(id.clone());
+        shared.audit(Msg::Record(rec));
+    });
+    let server = super::call_net::Server {
+        rules: rules.clone(),
+        view: view.clone(),
+        record,
+    };
+    guard.shared.call_net.register(guard.cgroup.id, server);
 }
 
 /// Attaches the syscall tracepoints for this server, before its first
@@ -490,7 +517,7 @@ fn start(
             argv: request.argv.clone(),
             cgroup: guard.cgroup.path.display().to_string(),
             cwd: request.cwd.clone(),
-            layers: layers.to_value(),
+            layers: launch_layers(&layers, policy, request.learn),
         },
         Some(&guard.origin),
         SystemTime::now(),
@@ -499,6 +526,17 @@ fn start(
     launch_rec.uid = Some(guard.origin.uid);
     shared.audit(Msg::Record(launch_rec));
     Ok(child)
+}
+
+/// The launch record's `layers`: the plan's, and the tools with per-call
+/// network rules when there are some (learning opens none).
+fn launch_layers(layers: &LaunchLayers<'_>, policy: &Policy, learn: bool) -> serde_json::Value {
+    let mut value = layers.to_value();
+    let tools: Vec<&str> = policy.tools.call_net.tools().collect();
+    if !tools.is_empty() && !learn {
+        value["call_network"] = serde_json::json!(tools);
+    }
+    value
 }
 
 /// Tells the audit thread what the launcher set up, and starts answering
@@ -839,6 +877,7 @@ impl Drop for Teardown {
             limits.remove();
         }
         drop(self.fence.take());
+        self.shared.call_net.unregister(self.cgroup.id);
         if let Some((resolver, view)) = self.dns.take() {
             drop(resolver);
             view.close_all();

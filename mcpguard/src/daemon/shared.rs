@@ -47,6 +47,8 @@ pub struct Shared {
     pub calls: Arc<CallTracker>,
     /// Calls that wait for a person, and the sessions that can hold one.
     pub approvals: Arc<super::approvals::Approvals>,
+    /// The servers with per-call network rules (told by `calls`).
+    pub call_net: Arc<super::call_net::CallNetwork>,
     pub secrets: SecretStore,
     /// Where minted secrets' helpers come from.
     pub minters: super::mint::Minters,

@@ -26,6 +26,8 @@ struct LaunchStats {
     counts: BTreeMap<&'static str, Counts>,
     last_denial: Option<AuditRecord>,
     audit_files: Option<String>,
+    /// The tools with per-call network rules, from the launch record.
+    call_network: Vec<String>,
 }
 
 impl Stats {
@@ -40,6 +42,7 @@ impl Stats {
                 counts: BTreeMap::new(),
                 last_denial: None,
                 audit_files: None,
+                call_network: Vec::new(),
             },
         );
     }
@@ -61,6 +64,11 @@ impl Stats {
                 .get("audit_files")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            stats.call_network = (layers.get("call_network").and_then(Value::as_array))
+                .map(|tools| tools.iter().filter_map(Value::as_str).map(str::to_owned))
+                .into_iter()
+                .flatten()
+                .collect();
         }
         let counts = stats.counts.entry(kind).or_default();
         if rec.denied {
@@ -92,6 +100,7 @@ impl Stats {
                     .collect(),
                 last_denial: s.last_denial.as_ref().map(summarize),
                 audit_files: s.audit_files.clone(),
+                call_network: s.call_network.clone(),
             })
             .collect();
         servers.sort_by(|a, b| (&a.started, &a.launch).cmp(&(&b.started, &b.launch)));
@@ -153,7 +162,7 @@ mod tests {
                 argv: vec!["x".into()],
                 cgroup: "/sys/fs/cgroup/mcpguard/time-1".into(),
                 cwd: "/".into(),
-                layers: serde_json::json!({ "audit_files": "denied" }),
+                layers: serde_json::json!({ "audit_files": "denied", "call_network": ["fetch"] }),
             },
             Some(&a),
             SystemTime::now(),
@@ -185,6 +194,9 @@ mod tests {
         assert_eq!(one.pid, Some(4242));
         assert_eq!(one.uid, 1000);
         assert_eq!(one.audit_files.as_deref(), Some("denied"));
+        assert_eq!(one.call_network, ["fetch"]);
+        let two = snap.iter().find(|s| s.launch == "time-2").unwrap();
+        assert!(two.call_network.is_empty());
         assert_eq!(
             one.counts["open"],
             Counts {

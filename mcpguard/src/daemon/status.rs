@@ -45,6 +45,10 @@ pub struct ServerStatus {
     /// before that record, and from daemons before levels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_files: Option<String>,
+    /// The tools whose calls open network rules of their own
+    /// (`[tools.<name>] network`), from its launch record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub call_network: Vec<String>,
 }
 
 /// One kernel layer.

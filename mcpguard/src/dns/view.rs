@@ -9,6 +9,13 @@
 //! says. An address a rule names itself (`169.254.169.254:80`) is never
 //! refused. Refused addresses are removed from the answer the server gets,
 //! and the `dns` record (verdict `deny`) says why.
+//!
+//! It also holds the per-call rules open now ([`DnsView::set_call_rules`],
+//! switched by the daemon as calls start and end): their names are
+//! answered only while they are open, the addresses those answers opened
+//! close with them, and their address rules' entries are folded with the
+//! startup ones, because both live in the same prefixes of the server's
+//! map and one rule's ports must not hide another's.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,15 +29,17 @@ use hickory_proto::{
     rr::{RData, RecordType},
 };
 use serde_json::json;
+use thiserror::Error;
 use tracing::warn;
 
 use super::{forward, Transport};
 use crate::{
     audit::Body,
     policy::{
-        host_entry, host_key,
+        call_net::CallRules,
+        compile_allow, host_entry, host_key,
         net::{is_metadata, names_exactly},
-        HostRule, NetEntry, NetRule, PortRange,
+        HostRule, NetEntry, NetRule, PolicyError, PortRange,
     },
 };
 
@@ -74,13 +83,40 @@ struct Question<'a> {
     /// Lowercase, without the trailing dot.
     name: String,
     qtype: String,
+    /// The startup rules naming it.
     rules: Vec<&'a HostRule>,
+    /// The per-call rules naming it, open when it was asked.
+    call_rules: Vec<HostRule>,
 }
 
-/// One address opened by an answer: until when, and for which ports.
+/// One address opened by an answer: until when, for which ports, and for
+/// which per-call rule (`None`: for startup rules).
 struct Grant {
     until: Instant,
     ports: Vec<PortRange>,
+    call: Option<HostRule>,
+}
+
+/// The per-call rules open now.
+#[derive(Default)]
+struct Calls {
+    rules: CallRules,
+    /// The entries of the startup address rules and these, folded, as
+    /// last written; `None` until the first switch (the launch's own).
+    entries: Option<Vec<NetEntry>>,
+    /// The server is gone: nothing opens any more.
+    closed: bool,
+}
+
+/// Why per-call rules could not be opened (or not all of them).
+#[derive(Debug, Error)]
+pub enum SwitchError {
+    #[error("the server's resolver is closed")]
+    Closed,
+    #[error("folding the per-call rules with the startup ones: {0}")]
+    Fold(#[from] PolicyError),
+    #[error("writing the server's allow map: {0}")]
+    Map(String),
 }
 
 /// One server's DNS policy and the addresses its answers opened.
@@ -88,6 +124,9 @@ pub struct DnsView {
     cgroup: u64,
     hosts: Vec<HostRule>,
     static_rules: Vec<NetRule>,
+    /// The address rules whose entries the launch installed (the startup
+    /// ones and the hosts file's): what per-call entries fold with.
+    installed: Vec<NetRule>,
     upstream: Option<SocketAddr>,
     /// `[network] allow_local_answers`.
     allow_local: bool,
@@ -96,6 +135,8 @@ pub struct DnsView {
     min_ttl: u32,
     sink: Box<dyn MapSink>,
     grants: Mutex<HashMap<Ipv6Addr, Vec<Grant>>>,
+    /// Taken after `grants` when both are.
+    calls: Mutex<Calls>,
     /// By transport: UDP, TCP.
     strangers: [Mutex<Strangers>; 2],
 }
@@ -152,12 +193,14 @@ impl DnsView {
         DnsView {
             cgroup,
             hosts,
+            installed: static_rules.clone(),
             static_rules,
             upstream,
             allow_local,
             min_ttl: 0,
             sink,
             grants: Mutex::new(HashMap::new()),
+            calls: Mutex::default(),
             strangers: Default::default(),
         }
     }
@@ -166,6 +209,13 @@ impl DnsView {
     /// clients that cache lookups longer than their TTL.
     pub fn with_min_ttl(mut self, secs: u32) -> DnsView {
         self.min_ttl = secs;
+        self
+    }
+
+    /// The address rules whose entries the launch installed, when more
+    /// than the resolver's own (the hosts file's).
+    pub fn with_installed(mut self, rules: Vec<NetRule>) -> DnsView {
+        self.installed = rules;
         self
     }
 
@@ -203,6 +253,17 @@ impl DnsView {
 
     fn grants(&self) -> MutexGuard<'_, HashMap<Ipv6Addr, Vec<Grant>>> {
         self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn calls(&self) -> MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The address rules in force: the startup ones and the open calls'.
+    fn in_force(&self, calls: &Calls) -> Vec<NetRule> {
+        let mut rules = self.static_rules.clone();
+        rules.extend(calls.rules.allow.iter().cloned());
+        rules
     }
 
     fn record(
@@ -300,7 +361,11 @@ impl DnsView {
             return Err(refusal(&msg, ResponseCode::Refused));
         }
         let rules: Vec<&HostRule> = self.hosts.iter().filter(|h| h.matches(&name)).collect();
-        if rules.is_empty() {
+        let call_rules: Vec<HostRule> = (self.calls().rules.hosts.iter())
+            .filter(|h| h.matches(&name))
+            .cloned()
+            .collect();
+        if rules.is_empty() && call_rules.is_empty() {
             self.record(
                 &name,
                 &qtype,
@@ -315,6 +380,7 @@ impl DnsView {
             name,
             qtype,
             rules,
+            call_rules,
         })
     }
 
@@ -344,13 +410,19 @@ impl DnsView {
                 None => return refusal(&q.msg, ResponseCode::ServFail),
             }
         };
-        let opened = self.open(&addrs, &ports);
+        let mut opening = vec![(None, ports)];
+        opening.extend(
+            q.call_rules
+                .iter()
+                .map(|r| (Some(r.clone()), vec![r.ports])),
+        );
+        let opened = self.open_for(&addrs, &opening);
         let mut detail = json!({
             "rcode": rcode,
             "answers": addrs.iter().map(|(a, ttl)| json!({ "addr": show(&key_addr(*a)), "ttl": ttl })).collect::<Vec<_>>(),
             "opened": opened,
             "truncated": truncated,
-            "rule": q.rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+            "rule": q.rules.iter().copied().chain(&q.call_rules).map(|r| r.text.as_str()).collect::<Vec<_>>(),
         });
         self.add_refused(&mut detail, &refused);
         let verdict = if refused.is_empty() { "allow" } else { "deny" };
@@ -383,7 +455,7 @@ impl DnsView {
     /// Why an answer's address must not be opened, if it must not. An
     /// address a rule names itself is reachable anyway and never refused.
     fn refusal(&self, addr: Ipv6Addr) -> Option<&'static str> {
-        if names_exactly(&self.static_rules, addr) {
+        if names_exactly(&self.in_force(&self.calls()), addr) {
             None
         } else if is_metadata(addr) {
             Some("metadata")
@@ -396,8 +468,31 @@ impl DnsView {
 
     /// Allow each address for its TTL plus grace; returns how many were
     /// opened.
+    #[cfg(test)]
     fn open(&self, addrs: &[(IpAddr, u32)], ports: &[PortRange]) -> usize {
+        self.open_for(addrs, &[(None, ports.to_vec())])
+    }
+
+    /// [`DnsView::open`] for each (per-call rule, ports) of `opening`; a
+    /// per-call rule closed since the question was asked opens nothing.
+    fn open_for(
+        &self,
+        addrs: &[(IpAddr, u32)],
+        opening: &[(Option<HostRule>, Vec<PortRange>)],
+    ) -> usize {
         let mut grants = self.grants();
+        let calls = self.calls();
+        let opening: Vec<_> = (opening.iter())
+            .filter(|(call, ports)| {
+                !ports.is_empty()
+                    && !calls.closed
+                    && call.as_ref().is_none_or(|r| calls.rules.hosts.contains(r))
+            })
+            .collect();
+        if opening.is_empty() {
+            return 0;
+        }
+        let rules = self.in_force(&calls);
         let mut opened = 0;
         for (ip, ttl) in addrs {
             let addr = key_addr(*ip);
@@ -412,16 +507,22 @@ impl DnsView {
                 + Duration::from_secs(u64::from((*ttl).max(self.min_ttl).min(MAX_TTL)))
                 + GRACE;
             let list = grants.entry(addr).or_default();
-            // One grant per port set, extended by each answer: repeated
-            // queries must not grow the list.
-            match list.iter_mut().find(|g| g.ports == ports) {
-                Some(g) => g.until = g.until.max(until),
-                None => list.push(Grant {
-                    until,
-                    ports: ports.to_vec(),
-                }),
+            // One grant per port set and rule, extended by each answer:
+            // repeated queries must not grow the list.
+            for (call, ports) in &opening {
+                match list
+                    .iter_mut()
+                    .find(|g| g.ports == *ports && g.call == *call)
+                {
+                    Some(g) => g.until = g.until.max(until),
+                    None => list.push(Grant {
+                        until,
+                        ports: ports.clone(),
+                        call: call.clone(),
+                    }),
+                }
             }
-            if self.sync(addr, list) {
+            if self.sync(&rules, addr, list) {
                 opened += 1;
             }
         }
@@ -429,8 +530,9 @@ impl DnsView {
     }
 
     /// Make the kernel entry for `addr` match its live grants (plus the
-    /// static rules); returns whether a grant's entry is installed.
-    fn sync(&self, addr: Ipv6Addr, live: &[Grant]) -> bool {
+    /// address `rules` in force); returns whether a grant's entry is
+    /// installed.
+    fn sync(&self, rules: &[NetRule], addr: Ipv6Addr, live: &[Grant]) -> bool {
         let mut ports: Vec<PortRange> = live.iter().flat_map(|g| g.ports.iter().copied()).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -438,7 +540,7 @@ impl DnsView {
             // Back to what the static rules say: their own /128 entry for
             // this address if they have one, else no entry (the address
             // falls to a shorter static prefix, or is denied).
-            match host_entry(&self.static_rules, self.cgroup, addr, &[]) {
+            match host_entry(rules, self.cgroup, addr, &[]) {
                 Ok(Some(e)) => {
                     if let Err(error) = self.sink.install(&e) {
                         warn!(%error, "restoring a static allow entry");
@@ -448,7 +550,7 @@ impl DnsView {
             }
             return false;
         }
-        match host_entry(&self.static_rules, self.cgroup, addr, &ports) {
+        match host_entry(rules, self.cgroup, addr, &ports) {
             Ok(Some(e)) => match self.sink.install(&e) {
                 Ok(()) => true,
                 Err(error) => {
@@ -468,12 +570,13 @@ impl DnsView {
     pub fn expire(&self) {
         let now = Instant::now();
         let mut grants = self.grants();
+        let rules = self.in_force(&self.calls());
         let mut empty = Vec::new();
         for (addr, list) in grants.iter_mut() {
             let before = list.len();
             list.retain(|g| g.until > now);
             if list.len() != before {
-                self.sync(*addr, list);
+                self.sync(&rules, *addr, list);
                 if list.is_empty() {
                     empty.push(*addr);
                 }
@@ -484,14 +587,95 @@ impl DnsView {
         }
     }
 
-    /// Every address currently opened (for teardown).
+    /// Closes every address opened and every per-call rule, for good
+    /// (teardown).
     pub fn close_all(&self) {
         let mut grants = self.grants();
+        let mut calls = self.calls();
+        if let Err(error) = self.switch(&mut grants, &mut calls, CallRules::default()) {
+            warn!(cgroup = self.cgroup, %error, "closing the per-call rules");
+        }
+        calls.closed = true;
+        let rules = self.in_force(&calls);
         for (addr, list) in grants.iter_mut() {
             list.clear();
-            self.sync(*addr, list);
+            self.sync(&rules, *addr, list);
         }
         grants.clear();
+    }
+
+    /// Opens `rules`, the union of the per-call rules of the calls in
+    /// flight, in place of those open before: their address rules'
+    /// entries, folded with the startup ones, and their names in this
+    /// resolver; what an answer opened for a per-call name no longer open
+    /// is closed. On an error the rules are still in force (what was
+    /// written stays until the next switch closes it), except that rules
+    /// that cannot be folded are not opened at all.
+    pub fn set_call_rules(&self, rules: CallRules) -> Result<(), SwitchError> {
+        let mut grants = self.grants();
+        let mut calls = self.calls();
+        if calls.closed && !rules.is_empty() {
+            return Err(SwitchError::Closed);
+        }
+        self.switch(&mut grants, &mut calls, rules)
+    }
+
+    fn switch(
+        &self,
+        grants: &mut HashMap<Ipv6Addr, Vec<Grant>>,
+        calls: &mut Calls,
+        rules: CallRules,
+    ) -> Result<(), SwitchError> {
+        let compile = |extra: &[NetRule]| {
+            let mut all = self.installed.clone();
+            all.extend(extra.iter().cloned());
+            compile_allow(&all, self.cgroup)
+        };
+        let new = compile(&rules.allow)?;
+        let old = match calls.entries.take() {
+            Some(old) => old,
+            None => compile(&[])?,
+        };
+        let readdress = calls.rules.allow != rules.allow;
+        calls.rules = rules;
+        calls.entries = Some(new.clone());
+        let mut resync = Vec::new();
+        for (addr, list) in grants.iter_mut() {
+            let before = list.len();
+            list.retain(|g| {
+                g.call
+                    .as_ref()
+                    .is_none_or(|r| calls.rules.hosts.contains(r))
+            });
+            if readdress || list.len() != before {
+                resync.push(*addr);
+            }
+        }
+        // An address an answer opened has its entry written by `sync`.
+        let answered = |e: &NetEntry| {
+            e.prefix_len == host_key(self.cgroup, Ipv6Addr::UNSPECIFIED).prefix_len
+                && grants.contains_key(&Ipv6Addr::from(e.key.addr))
+        };
+        let mut result = Ok(());
+        for entry in new.iter().filter(|e| !old.contains(e) && !answered(e)) {
+            if let Err(error) = self.sink.install(entry) {
+                result = Err(SwitchError::Map(error));
+            }
+        }
+        let gone = |e: &&NetEntry| {
+            !new.iter()
+                .any(|n| n.prefix_len == e.prefix_len && n.key == e.key)
+        };
+        for entry in old.iter().filter(gone).filter(|e| !answered(e)) {
+            self.sink.remove(entry);
+        }
+        let in_force = self.in_force(calls);
+        for addr in resync {
+            let list = grants.get(&addr).map(Vec::as_slice).unwrap_or_default();
+            self.sync(&in_force, addr, list);
+        }
+        grants.retain(|_, list| !list.is_empty());
+        result
     }
 }
 
@@ -541,6 +725,8 @@ fn chain_addrs(resp: &Message, qname: &str) -> Vec<(IpAddr, u32)> {
         .collect()
 }
 
+#[cfg(test)]
+mod call_tests;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]

@@ -40,7 +40,7 @@ use std::{
 use serde_json::{json, Value};
 use tracing::warn;
 
-pub use self::gate::{CallGate, GateError};
+pub use self::gate::{CallGate, CallWatch, GateError};
 use self::{
     approve::{By, Decision, Held, Taint, Why},
     redact::{Counts, Redactor},
@@ -128,12 +128,13 @@ struct Span {
 
 /// Spans of tool calls per server cgroup, shared by the taps (which open
 /// and close them) and the audit thread (which tags kernel records). Each
-/// change of a server's count of open spans goes to the [`CallGate`], if
-/// there is one.
+/// change of a server's count of open spans goes to the [`CallGate`], and
+/// each call that opens or closes to the [`CallWatch`], if there are ones.
 #[derive(Default)]
 pub struct CallTracker {
     spans: Mutex<HashMap<u64, VecDeque<Span>>>,
     gate: Option<Arc<dyn CallGate>>,
+    watch: Option<Arc<dyn CallWatch>>,
 }
 
 /// Calls in flight in a server's spans.
@@ -147,7 +148,14 @@ impl CallTracker {
         CallTracker {
             spans: Mutex::default(),
             gate: Some(gate),
+            watch: None,
         }
+    }
+
+    /// This tracker, telling `watch` each call that opens or closes.
+    pub fn watched(mut self, watch: Arc<dyn CallWatch>) -> CallTracker {
+        self.watch = Some(watch);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<Span>>> {
@@ -163,11 +171,32 @@ impl CallTracker {
         }
     }
 
+    /// Tell the watch that the call `started` (if any) and then the calls
+    /// `ended` did, so a tool's count does not drop to 0 between a call and
+    /// the call that reuses its id; the first error is returned.
+    fn tell_watch(
+        &self,
+        cgroup: u64,
+        started: Option<(&Value, &str)>,
+        ended: &[Span],
+    ) -> Result<(), GateError> {
+        let Some(watch) = &self.watch else {
+            return Ok(());
+        };
+        let mut result = started.map_or(Ok(()), |(id, tool)| watch.started(cgroup, id, tool));
+        for span in ended {
+            let told = watch.ended(cgroup, &span.id, &span.tool);
+            result = result.and(told);
+        }
+        result
+    }
+
     fn start(&self, cgroup: u64, id: &Value, tool: &str) -> Result<(), GateError> {
         let mut spans = self.lock();
         let list = spans.entry(cgroup).or_default();
         let before = open_spans(list);
         let now = boot_ns();
+        let mut ended = Vec::new();
         // A reused id ends the call it named before: the server sees only
         // the new one.
         for span in list
@@ -175,6 +204,7 @@ impl CallTracker {
             .filter(|s| s.end_ns.is_none() && &s.id == id)
         {
             span.end_ns = Some(now);
+            ended.push(span.clone());
         }
         list.push_back(Span {
             id: id.clone(),
@@ -193,10 +223,11 @@ impl CallTracker {
         // Calls the server never answers (or ids a client reuses) would
         // otherwise stay open for ever.
         while list.len() > MAX_SPANS {
-            list.pop_front();
+            ended.extend(list.pop_front().filter(|s| s.end_ns.is_none()));
         }
         let after = open_spans(list);
-        self.tell(cgroup, before, after)
+        let watched = self.tell_watch(cgroup, Some((id, tool)), &ended);
+        self.tell(cgroup, before, after).and(watched)
     }
 
     fn end(&self, cgroup: u64, id: &Value) -> Result<(), GateError> {
@@ -205,15 +236,18 @@ impl CallTracker {
             return Ok(());
         };
         let before = open_spans(list);
+        let mut ended = None;
         if let Some(span) = list
             .iter_mut()
             .rev()
             .find(|s| s.end_ns.is_none() && &s.id == id)
         {
             span.end_ns = Some(boot_ns());
+            ended = Some(span.clone());
         }
         let after = open_spans(list);
-        self.tell(cgroup, before, after)
+        let watched = self.tell_watch(cgroup, None, ended.as_slice());
+        self.tell(cgroup, before, after).and(watched)
     }
 
     /// The calls of `cgroup` in flight at kernel time `ts_ns`, as (id, tool).
@@ -245,6 +279,9 @@ impl CallTracker {
     pub fn forget(&self, cgroup: u64) -> Result<(), GateError> {
         let mut spans = self.lock();
         spans.remove(&cgroup);
+        if let Some(watch) = &self.watch {
+            watch.forgotten(cgroup);
+        }
         // Told even when nothing was open: a count the gate kept from a
         // write that failed must not outlive the server.
         match &self.gate {

@@ -53,6 +53,8 @@ groups = ["docker"]
 API_TOKEN = { file = "/etc/mcpguard/secrets/token" }
 DB_PASSWORD = { credential = "db.password" }
 GITHUB_TOKEN = { mint = "github-app", ttl = "30m" }
+[tools.fetch]
+network = ["*:443", "10.0.0.0/8:80", "api.example.com:8443"]
 "#,
 ];
 
@@ -61,6 +63,7 @@ const DICT: &[&[u8]] = &[
     b"\n[filesystem]\n",
     b"\n[network]\n",
     b"\n[tools]\n",
+    b"\n[tools.fetch]\nnetwork = [",
     b"\n[secrets]\n",
     b"\n[env]\n",
     b"\n[identity]\n",
@@ -217,6 +220,12 @@ fn tools(p: &Policy) -> Value {
     if let Some(taint_tools) = &p.tools.taint_tools {
         tools.insert("taint_tools".into(), list(taint_tools));
     }
+    for tool in p.tools.call_net.tools() {
+        let rules = p.tools.call_net.get(tool).map(|r| r.texts());
+        let mut table = Map::new();
+        table.insert("network".into(), list(&rules.unwrap_or_default()));
+        tools.insert(tool.into(), Value::Table(table));
+    }
     Value::Table(tools)
 }
 
@@ -273,7 +282,12 @@ fn check(input: &[u8]) {
             compile_allow(&policy.network.allow, 1)
                 .unwrap_or_else(|e| panic!("a parsed policy does not compile: {e}"));
         }
-        Err(e @ (PolicyError::Syntax { .. } | PolicyError::Invalid { .. })) => {
+        Err(
+            e @ (PolicyError::Syntax { .. }
+            | PolicyError::Invalid { .. }
+            | PolicyError::UnknownToolsKey { .. }
+            | PolicyError::ToolNetwork { .. }),
+        ) => {
             let msg = e.to_string();
             assert!(
                 msg.starts_with("fuzz.toml:"),

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod baseline;
+pub mod call_net;
 pub mod command;
 #[cfg(test)]
 mod fuzz;
@@ -174,6 +175,9 @@ pub struct Tools {
     pub on_tool_change: ToolChange,
     /// Remove invisible Unicode from tool descriptions and results.
     pub strip_invisible: bool,
+    /// `[tools.<name>] network`: what a server may reach only while a call
+    /// to that tool is in flight.
+    pub call_net: call_net::CallNet,
     /// Globs of tools whose calls wait for a person's decision (`"*"`:
     /// every call of the server).
     pub ask: Vec<String>,
@@ -201,6 +205,7 @@ impl Default for Tools {
             ask_timeout: DEFAULT_ASK_TIMEOUT,
             on_taint: OnTaint::default(),
             taint_tools: None,
+            call_net: call_net::CallNet::default(),
         }
     }
 }
@@ -348,6 +353,21 @@ pub enum PolicyError {
         count: usize,
         max: usize,
     },
+    /// A key of `[tools]` that is neither one of its own nor a tool table.
+    #[error(
+        "{at}: unknown key `{key}` in [tools] (a tool's own rules go in a table, `[tools.NAME]`)"
+    )]
+    UnknownToolsKey { at: Location, key: String },
+    /// A `[tools.<name>]` table, or one of its `network` rules, that is
+    /// not acceptable.
+    #[error("{at}: tools.{tool}.network {value:?}: {problem}")]
+    ToolNetwork {
+        at: Location,
+        /// Boxed, so the error stays smaller than [`PolicyError::Invalid`].
+        tool: Box<str>,
+        value: Box<str>,
+        problem: Problem,
+    },
     #[error("policy name {name:?}: {problem}")]
     BadPolicyName { name: String, problem: Problem },
     #[error("no policy named {name:?}; looked for {}", show_paths(searched))]
@@ -417,6 +437,11 @@ pub enum Problem {
     BadGroup,
     #[error("not a tool name pattern: 1-128 characters, no control characters")]
     BadGlob,
+    #[error(
+        "per-call rules name one tool exactly: 1-128 characters, no `*`, `?` or control \
+         characters"
+    )]
+    ToolName,
     #[error("give exactly one of `file`, `credential` or `mint`")]
     SecretSource,
     #[error(
@@ -506,8 +531,9 @@ struct RawPolicy {
     audit: audit::Audit,
 }
 
+// Not `deny_unknown_fields`: every other key lands in `per_tool`, which
+// `call_net::check` reads as tool tables or refuses.
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTools {
     allow: Option<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -526,6 +552,8 @@ struct RawTools {
     #[serde(default)]
     on_taint: OnTaint,
     taint_tools: Option<Vec<Spanned<String>>>,
+    #[serde(flatten)]
+    per_tool: call_net::Rest,
 }
 
 #[derive(Default, Deserialize)]
@@ -685,7 +713,7 @@ impl Checker<'_> {
         Ok(bind)
     }
 
-    fn tools(&self, raw: RawTools) -> Result<Tools, PolicyError> {
+    fn tools(&self, raw: RawTools, allow: &[NetRule]) -> Result<Tools, PolicyError> {
         let globs = |key, items: &[Spanned<String>]| {
             self.each(key, items, |g| check_glob(g).map(|()| g.to_owned()))
         };
@@ -721,6 +749,7 @@ impl Checker<'_> {
                 .as_deref()
                 .map(|t| globs("tools.taint_tools", t))
                 .transpose()?,
+            call_net: call_net::check(self, &raw.per_tool, allow)?,
         })
     }
 
@@ -827,7 +856,7 @@ impl Policy {
         let pass = c.each("env.pass", &raw.env.pass, |v| {
             check_env_name(v).map(|()| v.to_owned())
         })?;
-        let tools = c.tools(raw.tools)?;
+        let tools = c.tools(raw.tools, &allow)?;
         let secrets = c.secrets(&raw.secrets)?;
         c.check_allow_folds(&allow, &raw.network.allow)?;
         let limits = c.limits(&raw.limits)?;

@@ -195,7 +195,7 @@ impl Drop for Upstream {
 }
 
 /// Listeners on the addresses the names resolve to, all on one port.
-fn listeners() -> (u16, Vec<TcpListener>) {
+pub(crate) fn listeners() -> (u16, Vec<TcpListener>) {
     for _ in 0..50 {
         let first = TcpListener::bind("127.0.0.2:0").unwrap();
         let port = first.local_addr().unwrap().port();

@@ -16,6 +16,7 @@ mod abuse;
 mod approvals;
 mod argv;
 mod baseline;
+mod call_net;
 mod chain;
 mod dns;
 mod doctor;

@@ -287,15 +287,16 @@ fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
     other.set_nonblocking(true).unwrap();
     let other_port = other.local_addr().unwrap().port();
 
-    // The shipped policy allows names on ports 80 and 443, and the tests are
-    // offline: the one site they have is on loopback, at an address no name
-    // rule covers. Allow exactly that address, as a user would add a site
-    // they trust; everything else in the policy is as shipped.
+    // The shipped policy allows names on ports 80 and 443 during fetch
+    // calls, and the tests are offline: the one site they have is on
+    // loopback, at an address no name rule covers. Allow exactly that
+    // address to the fetch tool, as a user would add a site they trust;
+    // everything else in the policy is as shipped.
     let shipped_text = std::fs::read_to_string(shipped("fetch")).unwrap();
     let mut table: toml::Table = shipped_text.parse().expect("policies/fetch.toml is TOML");
-    table["network"]["allow"]
+    table["tools"]["fetch"]["network"]
         .as_array_mut()
-        .expect("[network] allow is a list")
+        .expect("[tools.fetch] network is a list")
         .push(toml::Value::String(site.addr.to_string()));
     let pol = policy(
         &tempdir("fetch"),
@@ -351,11 +352,18 @@ fn mcp_server_fetch_fetches_allowed_pages_and_nothing_else() {
             && r["port"] == other_port
             && r["denied"] == true
     });
-    d.wait_record("allowed connect to the site", |r| {
+    d.wait_record("allowed connect to the site, during the call", |r| {
         is_kind(r, "connect")
             && r["server"] == "fetch"
             && r["port"] == site.addr.port()
             && r["verdict"] == "allow"
+            && r["tool"] == "fetch"
+    });
+    d.wait_record("the site closed again when the call was answered", |r| {
+        is_kind(r, "mcp")
+            && r["server"] == "fetch"
+            && r["event"] == "call_network"
+            && r["detail"]["network"] == "closed"
     });
 
     // With node on PATH (the client's usual PATH), readabilipy tries to run

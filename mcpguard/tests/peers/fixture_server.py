@@ -10,7 +10,10 @@ so a test can tell whether the server ever saw a request.
 FIXTURE_DESCRIPTION_SUFFIX, when set, is appended to echo's description: a
 server that changed its tools. FIXTURE_STARTUP_READ and FIXTURE_STARTUP_WRITE,
 when set, name a file the server tries to read, or create, before it serves
-(outside any call); the outcome goes to stderr.
+(outside any call); the outcome goes to stderr. With FIXTURE_NET=1: fetch
+and probe (each resolves a host and connects to it; fetch can do it `later`
+seconds after its call returned, outcome to stderr), for per-call network
+rules; FIXTURE_STARTUP_CONNECT=HOST:PORT connects before serving.
 """
 import os
 import sys
@@ -97,6 +100,45 @@ def connect_unix(path: str) -> str:
         s.close()
 
 
+def tcp_connect(host, port):
+    import errno
+    import socket
+
+    try:
+        addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+    except socket.gaierror:
+        return "gaierror"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect(addr)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno or 0, type(e).__name__)
+    finally:
+        s.close()
+
+
+def fetch(host: str, port: int, later: float = 0) -> str:
+    called("fetch")
+    if later:
+        import threading
+        import time
+
+        def late():
+            time.sleep(later)
+            print(f"fixture: late connect {tcp_connect(host, port)}", file=sys.stderr, flush=True)
+
+        threading.Thread(target=late).start()
+        return "scheduled"
+    return tcp_connect(host, port)
+
+
+def probe(host: str, port: int) -> str:
+    called("probe")
+    return tcp_connect(host, port)
+
+
 def startup_probe(var, mode):
     path = os.environ.get(var)
     if not path:
@@ -145,8 +187,15 @@ async def ask(ctx: Context) -> str:
 if os.environ.get("FIXTURE_SERVER_REQUESTS") == "1":
     server.tool(description="Ask the client's model and its user.")(ask)
 
+if os.environ.get("FIXTURE_NET") == "1":
+    server.tool(description="Fetch from a host (connect to it).")(fetch)
+    server.tool(description="Probe a host (connect to it).")(probe)
+
 
 if __name__ == "__main__":
     startup_probe("FIXTURE_STARTUP_READ", "r")
     startup_probe("FIXTURE_STARTUP_WRITE", "w")
+    if os.environ.get("FIXTURE_STARTUP_CONNECT"):
+        target, _, port = os.environ["FIXTURE_STARTUP_CONNECT"].rpartition(":")
+        print(f"fixture: startup connect {tcp_connect(target, int(port))}", file=sys.stderr, flush=True)
     server.run()

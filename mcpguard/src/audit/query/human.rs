@@ -512,6 +512,7 @@ fn mcp_line(rec: &Value) -> String {
     match event {
         "tools_call" => tools_call_line(d, tool, &id),
         "tool_denied" => format!("mcp tool_denied {tool}#{id} ({})", field(d, "reason")),
+        "call_network" => call_network_line(d, tool, &id),
         "tools_list" => format!(
             "mcp tools_list {} tools, {} shown{}",
             d["count"],
@@ -605,6 +606,25 @@ fn decider(by: &Value) -> String {
         "timeout" => format!("timeout ({} s)", by["after_secs"]),
         other => other.replace('_', " "),
     }
+}
+
+/// `mcp call_network fetch#3 open *:443, 10.0.0.0/8:443 (1 call)`: a
+/// tool's per-call rules opened, kept or closed for one of its calls.
+fn call_network_line(d: &Value, tool: &str, id: &str) -> String {
+    let rules: Vec<&str> = (d["rules"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let calls = d["calls"].as_u64().unwrap_or(0);
+    let error = match d["error"].as_str() {
+        Some(e) => format!(" error: {e}"),
+        None => String::new(),
+    };
+    format!(
+        "mcp call_network {tool}#{id} {} {} ({calls} call{} in flight){error}",
+        field(d, "network"),
+        rules.join(", "),
+        if calls == 1 { "" } else { "s" }
+    )
 }
 
 /// `mcp tools_call read_file#3(path=<string 12>) 1.2ms 300B [text 250B]`.

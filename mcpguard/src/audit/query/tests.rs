@@ -445,6 +445,23 @@ fn approvals_and_taint_read_as_one_line_each() {
 }
 
 #[test]
+fn per_call_network_switches_read_as_part_of_the_call() {
+    let rec = |detail: Value| {
+        json!({"v": 1, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp", "server": "fx",
+            "event": "call_network", "tool": "fetch", "call_id": 3, "detail": detail})
+    };
+    let line = |detail| HumanFormat::new(false).line(&rec(detail));
+    assert_eq!(
+        line(json!({"network": "open", "rules": ["10.0.0.0/8:443", "*:443"], "calls": 1})),
+        "22:13:20.000001 fx       mcp call_network fetch#3 open 10.0.0.0/8:443, *:443 (1 call in flight)"
+    );
+    assert_eq!(
+        line(json!({"network": "closed", "rules": ["*:443"], "calls": 0, "error": "map full"})),
+        "22:13:20.000001 fx       mcp call_network fetch#3 closed *:443 (0 calls in flight) error: map full"
+    );
+}
+
+#[test]
 fn unknown_kind_and_version_printed_generically() {
     let v = json!({"v": 2, "ts": "2023-11-14T22:13:20.000001Z", "kind": "mcp_call", "server": "time", "thing": "now", "denied": false});
     assert_eq!(
