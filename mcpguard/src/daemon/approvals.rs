@@ -353,17 +353,19 @@ impl Approver {
         info!(launch = %launch, approval, tool = %held.tool, "call waits for a person");
         let me = self.clone();
         let started = Instant::now();
+        let waiting = held.clone();
         let spawned = std::thread::Builder::new()
             .name("approval".into())
             .stack_size(128 * 1024)
-            .spawn(move || me.wait(held, approval, rx, started));
+            .spawn(move || me.wait(waiting, approval, rx, started));
         match spawned {
             Ok(handle) => list.push(handle),
-            // Its receiver is gone with the closure: the call stays held
-            // only in the registry, so end it there.
+            // Nothing would wait for a decision: refused now.
             Err(error) => {
                 warn!(launch = %launch, %error, "cannot start an approval waiter");
-                self.spec.approvals.close(approval);
+                approvals.close(approval);
+                let outs = tap.decided(held, approval, &Decision::deny(By::Full), Duration::ZERO);
+                self.ends.send(outs);
             }
         }
     }
@@ -384,14 +386,17 @@ impl Approver {
 
     /// Waits for `approval`'s decision and carries it out.
     fn wait(&self, held: Held, approval: u64, rx: Receiver<Decision>, started: Instant) {
-        let decision = match rx.recv_timeout(self.spec.timeout) {
+        let received = rx.recv_timeout(self.spec.timeout);
+        // Closed first: a decision that arrives from here on finds nothing
+        // (and is told so); one that came just before the close still counts.
+        self.spec.approvals.close(approval);
+        let decision = match received.or_else(|e| rx.try_recv().map_err(|_| e)) {
             Ok(decision) => decision,
             Err(RecvTimeoutError::Timeout) => Decision::deny(By::Timeout {
                 after_secs: self.spec.timeout.as_secs(),
             }),
             Err(RecvTimeoutError::Disconnected) => Decision::deny(By::SessionEnded),
         };
-        self.spec.approvals.close(approval);
         let outs = self
             .spec
             .tap
