@@ -1169,7 +1169,7 @@ mod tests {
     }
 
     /// Asserts the message starts at `line:col` and mentions each of `parts`.
-    fn assert_err(text: &str, line: usize, col: usize, parts: &[&str]) -> PolicyError {
+    pub(super) fn assert_err(text: &str, line: usize, col: usize, parts: &[&str]) -> PolicyError {
         let e = err(text);
         let msg = e.to_string();
         let prefix = format!("{FILE}:{line}:{col}: ");

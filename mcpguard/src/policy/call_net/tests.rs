@@ -12,19 +12,9 @@ fn parse(text: &str) -> Result<Policy, PolicyError> {
     Policy::parse(text, Path::new(FILE))
 }
 
+/// The policy's own located-error check (`file:line:col: ...`).
 fn err_at(text: &str, line: usize, col: usize, parts: &[&str]) {
-    let msg = match parse(text) {
-        Ok(p) => panic!("expected an error, parsed {p:?}"),
-        Err(e) => e.to_string(),
-    };
-    let prefix = format!("{FILE}:{line}:{col}: ");
-    assert!(
-        msg.starts_with(&prefix),
-        "want {prefix:?} at start of {msg:?}"
-    );
-    for part in parts {
-        assert!(msg.contains(part), "want {part:?} in {msg:?}");
-    }
+    crate::policy::tests::assert_err(text, line, col, parts);
 }
 
 const FETCH: &str = r#"name = "f"
