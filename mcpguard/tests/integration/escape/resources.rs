@@ -272,11 +272,14 @@ fn flood(d: &Daemon) -> Vec<Row> {
 
     let paths = [s(&allowed), s(&denied), s(&secret), s(&quiet_file)];
     // Counting takes a while on a big log: what counts is when the log was
-    // read, not when the count finished.
+    // read, not when the count finished. The quiet server's last records
+    // may still be on their way when the flood's are all in: both are
+    // waited for, within the same bound.
     let (t, accounted_after) = loop {
         let at = flood_ended.elapsed();
         let t = tally(&d.log, &paths);
-        if t.flood_opens + t.flood_lost >= opens || at > ACCOUNT_WITHIN {
+        let quiet_in = t.quiet_opens >= quiet_opens || t.quiet_loss_records > 0;
+        if (t.flood_opens + t.flood_lost >= opens && quiet_in) || at > ACCOUNT_WITHIN {
             break (t, at);
         }
         std::thread::sleep(Duration::from_millis(100));
