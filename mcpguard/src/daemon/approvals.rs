@@ -464,13 +464,16 @@ mod tests {
         approvals
     }
 
+    /// Holds a call to `rm` in session `s-1` as approval `id`.
+    fn hold(approvals: &Approvals, id: u64) -> Result<Receiver<Decision>, ApprovalError> {
+        approvals.open(id, "s-1", &held("rm"), Duration::from_secs(60), false)
+    }
+
     #[test]
     fn only_the_owner_or_root_decides_and_only_once() {
         let approvals = registry();
         let id = approvals.number();
-        let rx = approvals
-            .open(id, "s-1", &held("rm"), Duration::from_secs(60), false)
-            .unwrap();
+        let rx = hold(&approvals, id).unwrap();
         assert_eq!(
             approvals.decide(id, Some(1001), approve(1001)),
             Err(ApprovalError::NotFound(id))
@@ -489,24 +492,9 @@ mod tests {
     fn a_session_holds_a_bounded_number_and_its_end_wakes_them() {
         let approvals = registry();
         let opened: Vec<_> = (0..MAX_PER_SESSION)
-            .map(|_| {
-                approvals
-                    .open(
-                        approvals.number(),
-                        "s-1",
-                        &held("rm"),
-                        Duration::from_secs(60),
-                        false,
-                    )
-                    .unwrap()
-            })
+            .map(|_| hold(&approvals, approvals.number()).unwrap())
             .collect();
-        assert_eq!(
-            approvals
-                .open(99, "s-1", &held("rm"), Duration::from_secs(60), false)
-                .unwrap_err(),
-            ApprovalError::Full
-        );
+        assert_eq!(hold(&approvals, 99).unwrap_err(), ApprovalError::Full);
         approvals.end_session("s-1");
         for rx in opened {
             assert!(matches!(
@@ -515,7 +503,7 @@ mod tests {
             ));
         }
         assert!(matches!(
-            approvals.open(100, "s-1", &held("rm"), Duration::from_secs(60), false),
+            hold(&approvals, 100),
             Err(ApprovalError::NoSession(_))
         ));
     }
@@ -524,9 +512,7 @@ mod tests {
     fn a_client_decides_only_its_own_sessions_calls() {
         let approvals = registry();
         let id = approvals.number();
-        let rx = approvals
-            .open(id, "s-1", &held("rm"), Duration::from_secs(60), false)
-            .unwrap();
+        let rx = hold(&approvals, id).unwrap();
         approvals.decide_in("other-2", id, approve(0));
         assert!(rx.try_recv().is_err());
         approvals.decide_in("s-1", id, approve(0));
