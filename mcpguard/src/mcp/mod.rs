@@ -617,7 +617,7 @@ impl Tap {
         };
         match msg {
             Value::Array(items) => self.client_batch(line, items),
-            single => match self.client_msg(&single, false) {
+            single => match self.client_msg(&single, Some(line)) {
                 Verdict::Forward => vec![Output::Server(line.to_vec())],
                 Verdict::Refuse(reply) => reply.map(Output::Client).into_iter().collect(),
                 Verdict::Hold(held) => vec![Output::Hold(Box::new(held))],
@@ -634,7 +634,7 @@ impl Tap {
         // reply but must still leave the batch.
         let mut refused = false;
         for item in items {
-            match self.client_msg(&item, true) {
+            match self.client_msg(&item, None) {
                 Verdict::Forward => keep.push(item),
                 Verdict::Refuse(reply) => {
                     refused = true;
@@ -661,9 +661,10 @@ impl Tap {
         out
     }
 
-    /// Looks at one client message (`in_batch`: an item of a batch, which
+    /// Looks at one client message; `line` is its own line, `None` for an
+    /// item of a batch (which cannot be held: it cannot leave its batch).
     /// cannot be held).
-    fn client_msg(&self, msg: &Value, in_batch: bool) -> Verdict {
+    fn client_msg(&self, msg: &Value, line: Option<&[u8]>) -> Verdict {
         self.inner().messages[CLIENT] += 1;
         let Some(method) = msg.get("method").and_then(Value::as_str) else {
             return self.client_answer(msg);
@@ -693,19 +694,21 @@ impl Tap {
                 match (self.gate(name), id) {
                     (Gate::Pass, _) => {}
                     (Gate::Tainted, _) => return Verdict::Refuse(self.refuse_tainted(id, name)),
-                    (Gate::Hold(why), Some(id)) if !in_batch => {
+                    // Approved, the server gets the client's own bytes.
+                    (Gate::Hold(why), Some(id)) if let Some(line) = line => {
                         return Verdict::Hold(Held {
                             id: id.clone(),
                             tool: name.to_owned(),
                             args: detail,
                             why,
-                            message: serde_json::to_vec(msg).expect("JSON serialises"),
+                            message: line.to_vec(),
                         })
                     }
                     // A call without an id gets no answer to wait for; one
                     // in a batch cannot leave it: neither can be held.
                     (Gate::Hold(why), id) => {
-                        return Verdict::Refuse(self.refuse_unholdable(id, name, why, in_batch))
+                        let in_batch = line.is_none();
+                        return Verdict::Refuse(self.refuse_unholdable(id, name, why, in_batch));
                     }
                 }
                 tool = Some(name.to_owned());
